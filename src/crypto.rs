@@ -1,0 +1,410 @@
+//! Keys and sealed objects.
+//!
+//! The master key is the SHA-256 of the key file's bytes, as in the Parachute
+//! prototype, so any file of random bytes (a LUKS key file, say) can serve. The
+//! master key itself never encrypts anything: every purpose gets its own 32-byte
+//! subkey, `HKDF-SHA256(salt = "chute-v1", ikm = master, info = <label>)`, with the
+//! labels below. The byte layout of a sealed object is documented, with the rest of
+//! the formats, in [`crate::format`].
+//!
+//! Invariants kept here:
+//! - every seal draws a fresh 24-byte random nonce (XChaCha20-Poly1305 makes random
+//!   nonces safe); only the crate's own test vectors can inject one;
+//! - the associated data is the object's 6-byte header followed by a caller-given
+//!   context that names what the object is and where it belongs, so a swapped,
+//!   replayed or relabelled object fails to open;
+//! - opening reports one opaque error for any damage or wrong key.
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::Path;
+
+/// Magic bytes at the head of every sealed object.
+pub const MAGIC: [u8; 4] = *b"CHUT";
+/// The sealed-object format this build writes and reads.
+pub const VERSION: u8 = 1;
+/// Header length: magic, version, kind.
+pub const HEADER_LEN: usize = 6;
+/// XChaCha20 nonce length.
+pub const NONCE_LEN: usize = 24;
+/// Poly1305 tag length.
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object adds to its plaintext.
+pub const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
+
+/// HKDF salt: names the scheme, so keys never collide with another use of the file.
+const HKDF_SALT: &[u8] = b"chute-v1";
+/// HKDF labels, one per purpose.
+const LABEL_CHUNK_SEAL: &[u8] = b"chute chunk seal";
+const LABEL_CHUNK_ID: &[u8] = b"chute chunk id";
+const LABEL_META_SEAL: &[u8] = b"chute manifest seal";
+const LABEL_MOUNT_ID: &[u8] = b"chute mount id";
+const LABEL_GEAR: &[u8] = b"chute chunker gear";
+const LABEL_AUTH: &[u8] = b"chute request auth";
+
+/// What a sealed object is; the byte sits in the header and so in the AAD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A chunk of file content; context: the chunk id.
+    Chunk = 1,
+    /// A segment of a snapshot manifest; context: snapshot path, index, last flag.
+    Manifest = 2,
+    /// The snapshot header kept in index.json; context: snapshot path.
+    Header = 3,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Chunk),
+            2 => Some(Kind::Manifest),
+            3 => Some(Kind::Header),
+            _ => None,
+        }
+    }
+}
+
+/// Why a sealed object did not open.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// Damaged, truncated, swapped, or sealed under another key: deliberately one case.
+    Corrupt,
+    /// A format version this build does not read.
+    NewerVersion(u8),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Corrupt => f.write_str("corrupt or wrong key"),
+            OpenError::NewerVersion(v) => write!(
+                f,
+                "written by a newer chute (format {v}, this build reads {VERSION})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// A 32-byte chunk identity: HMAC-SHA256 of the plaintext under the id subkey.
+pub type ChunkId = [u8; 32];
+
+/// All subkeys of one master key. Cheap to share between threads by reference.
+#[derive(Clone)]
+pub struct Keys {
+    chunk_seal: XChaCha20Poly1305,
+    meta_seal: XChaCha20Poly1305,
+    chunk_id: Hmac<Sha256>,
+    mount_id: Hmac<Sha256>,
+    gear: [u8; 32],
+    auth: [u8; 32],
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+/// Errors reading or creating a key file.
+#[derive(Debug)]
+pub enum KeyError {
+    Missing(std::path::PathBuf),
+    Read(std::path::PathBuf, std::io::Error),
+    Empty(std::path::PathBuf),
+    Exists(std::path::PathBuf),
+    Create(std::path::PathBuf, std::io::Error),
+    Random,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Missing(p) => write!(f, "no key file at {}", p.display()),
+            KeyError::Read(p, e) => write!(f, "cannot read key file {}: {e}", p.display()),
+            KeyError::Empty(p) => write!(f, "key file {} is empty", p.display()),
+            KeyError::Exists(p) => write!(f, "a key already exists at {}", p.display()),
+            KeyError::Create(p, e) => write!(f, "cannot create key file {}: {e}", p.display()),
+            KeyError::Random => f.write_str("the system random generator failed"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+fn subkey(hk: &Hkdf<Sha256>, label: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hk.expand(label, &mut out)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    out
+}
+
+impl Keys {
+    /// Derives every subkey from the key file's bytes.
+    pub fn from_key_bytes(key_file: &[u8]) -> Keys {
+        let master: [u8; 32] = Sha256::digest(key_file).into();
+        let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), &master);
+        let aead = |label| XChaCha20Poly1305::new(&subkey(&hk, label).into());
+        let mac = |label| {
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&subkey(&hk, label))
+                .expect("HMAC takes any key length")
+        };
+        Keys {
+            chunk_seal: aead(LABEL_CHUNK_SEAL),
+            meta_seal: aead(LABEL_META_SEAL),
+            chunk_id: mac(LABEL_CHUNK_ID),
+            mount_id: mac(LABEL_MOUNT_ID),
+            gear: subkey(&hk, LABEL_GEAR),
+            auth: subkey(&hk, LABEL_AUTH),
+        }
+    }
+
+    /// Reads a key file and derives the keys.
+    pub fn load(path: &Path) -> Result<Keys, KeyError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(KeyError::Missing(path.to_path_buf()));
+            }
+            Err(e) => return Err(KeyError::Read(path.to_path_buf(), e)),
+        };
+        if bytes.is_empty() {
+            return Err(KeyError::Empty(path.to_path_buf()));
+        }
+        Ok(Keys::from_key_bytes(&bytes))
+    }
+
+    /// The keyed identity of a chunk's plaintext.
+    pub fn chunk_id(&self, plain: &[u8]) -> ChunkId {
+        let mut mac = self.chunk_id.clone();
+        mac.update(plain);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The opaque id of a set of backed-up roots (the store's `<mount>`).
+    pub fn mount_id(&self, roots: &[Vec<u8>]) -> String {
+        let mut mac = self.mount_id.clone();
+        for r in roots {
+            mac.update(&(r.len() as u64).to_be_bytes());
+            mac.update(r);
+        }
+        let tag: [u8; 32] = mac.finalize().into_bytes().into();
+        crate::hex::encode(&tag[..16])
+    }
+
+    /// Seed for the chunker's gear table.
+    pub fn gear_seed(&self) -> &[u8; 32] {
+        &self.gear
+    }
+
+    /// Request-signing key: the only key material a server ever holds for a node.
+    pub fn auth_key(&self) -> &[u8; 32] {
+        &self.auth
+    }
+
+    fn aead(&self, kind: Kind) -> &XChaCha20Poly1305 {
+        match kind {
+            Kind::Chunk => &self.chunk_seal,
+            Kind::Manifest | Kind::Header => &self.meta_seal,
+        }
+    }
+
+    /// Seals `plain` as an object of `kind`, appending it to `out`.
+    pub fn seal_into(&self, kind: Kind, context: &[u8], plain: &[u8], out: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        // A failing system RNG must never degrade into a repeated nonce.
+        getrandom::fill(&mut nonce).expect("the system random generator failed");
+        self.seal_with_nonce(kind, context, plain, &nonce, out);
+    }
+
+    /// Seals `plain`, returning the sealed object.
+    pub fn seal(&self, kind: Kind, context: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
+        self.seal_into(kind, context, plain, &mut out);
+        out
+    }
+
+    pub(crate) fn seal_with_nonce(
+        &self,
+        kind: Kind,
+        context: &[u8],
+        plain: &[u8],
+        nonce: &[u8; NONCE_LEN],
+        out: &mut Vec<u8>,
+    ) {
+        let start = out.len();
+        out.reserve(plain.len() + OVERHEAD);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(kind as u8);
+        out.extend_from_slice(nonce);
+        let body = out.len();
+        out.extend_from_slice(plain);
+        let aad = aad(&out[start..start + HEADER_LEN], context);
+        let nonce = XNonce::from(*nonce);
+        let tag = self
+            .aead(kind)
+            .encrypt_inout_detached(&nonce, &aad, (&mut out[body..]).into())
+            .expect("plaintext within XChaCha20-Poly1305 limits");
+        out.extend_from_slice(&tag);
+    }
+
+    /// Opens a sealed object of `kind`, returning its plaintext.
+    pub fn open(&self, kind: Kind, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut buf = sealed.to_vec();
+        let len = self.open_in_place(kind, context, &mut buf)?.len();
+        buf.drain(..HEADER_LEN + NONCE_LEN);
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// Opens a sealed object in its own buffer; returns the plaintext slice within it.
+    pub fn open_in_place<'a>(
+        &self,
+        kind: Kind,
+        context: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a mut [u8], OpenError> {
+        if sealed.len() >= 5 && sealed[..4] == MAGIC && sealed[4] != VERSION {
+            return Err(OpenError::NewerVersion(sealed[4]));
+        }
+        if sealed.len() < OVERHEAD
+            || sealed[..4] != MAGIC
+            || Kind::from_byte(sealed[5]) != Some(kind)
+        {
+            return Err(OpenError::Corrupt);
+        }
+        let aad = aad(&sealed[..HEADER_LEN], context);
+        let nonce = XNonce::try_from(&sealed[HEADER_LEN..HEADER_LEN + NONCE_LEN])
+            .map_err(|_| OpenError::Corrupt)?;
+        let (rest, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
+        let tag = chacha20poly1305::Tag::try_from(&*tag).map_err(|_| OpenError::Corrupt)?;
+        let body = &mut rest[HEADER_LEN + NONCE_LEN..];
+        self.aead(kind)
+            .decrypt_inout_detached(&nonce, &aad, (&mut *body).into(), &tag)
+            .map_err(|_| OpenError::Corrupt)?;
+        Ok(body)
+    }
+}
+
+fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + context.len());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(context);
+    aad
+}
+
+/// Creates a new random 32-byte key file (mode 0600), never replacing one.
+pub fn create_key_file(path: &Path) -> Result<(), KeyError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|_| KeyError::Random)?;
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(KeyError::Exists(path.to_path_buf()));
+        }
+        Err(e) => return Err(KeyError::Create(path.to_path_buf(), e)),
+    };
+    f.write_all(&key)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
+    crate::store::sync_parent(path).map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
+    Ok(())
+}
+
+/// SHA-256 helper used across the crate.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Incremental SHA-256, re-exported so callers need not name the crate.
+pub type Sha256State = Sha256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::from_key_bytes(b"test key file")
+    }
+
+    #[test]
+    fn seal_open_round_trip() {
+        let k = keys();
+        let s = k.seal(Kind::Chunk, b"ctx", b"hello");
+        assert_eq!(s.len(), 5 + OVERHEAD);
+        assert_eq!(k.open(Kind::Chunk, b"ctx", &s).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn nonces_differ_between_seals() {
+        let k = keys();
+        let a = k.seal(Kind::Chunk, b"", b"same");
+        let b = k.seal(Kind::Chunk, b"", b"same");
+        assert_ne!(
+            a[HEADER_LEN..HEADER_LEN + NONCE_LEN],
+            b[HEADER_LEN..HEADER_LEN + NONCE_LEN]
+        );
+    }
+
+    #[test]
+    fn context_kind_and_key_are_bound() {
+        let k = keys();
+        let s = k.seal(Kind::Manifest, b"a", b"x");
+        assert_eq!(k.open(Kind::Manifest, b"b", &s), Err(OpenError::Corrupt));
+        assert_eq!(k.open(Kind::Header, b"a", &s), Err(OpenError::Corrupt));
+        let other = Keys::from_key_bytes(b"other");
+        assert_eq!(
+            other.open(Kind::Manifest, b"a", &s),
+            Err(OpenError::Corrupt)
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let k = keys();
+        let s = k.seal(Kind::Chunk, b"c", b"some plaintext");
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 0x01;
+            assert!(k.open(Kind::Chunk, b"c", &t).is_err(), "byte {i}");
+        }
+        assert!(k.open(Kind::Chunk, b"c", &s[..s.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn newer_version_is_named() {
+        let k = keys();
+        let mut s = k.seal(Kind::Chunk, b"", b"x");
+        s[4] = 9;
+        assert_eq!(
+            k.open(Kind::Chunk, b"", &s),
+            Err(OpenError::NewerVersion(9))
+        );
+    }
+
+    #[test]
+    fn subkeys_are_distinct_and_not_the_master() {
+        let k = keys();
+        let master = sha256(b"test key file");
+        assert_ne!(k.gear, k.auth);
+        assert_ne!(k.gear, master);
+        assert_ne!(k.auth, master);
+    }
+}

@@ -1,0 +1,759 @@
+//! Every byte chute stores, version 1. This text is the contract; tests/vectors pins it.
+//!
+//! All integers are big-endian. `str16`/`bytes32` are a u16/u32 length followed by
+//! that many bytes. Sizes and offsets are u64 everywhere (a Pi's `usize` is 32 bits)
+//! and every length is checked against a cap before anything is allocated.
+//!
+//! # Keys
+//! `master = SHA-256(key file bytes)`; subkeys are
+//! `HKDF-SHA256(salt = "chute-v1", ikm = master, info = label, L = 32)` with labels
+//! `"chute chunk seal"`, `"chute chunk id"`, `"chute manifest seal"`,
+//! `"chute mount id"`, `"chute chunker gear"`, `"chute request auth"`.
+//!
+//! # Sealed object (chunks, manifest segments, snapshot headers)
+//! ```text
+//! 0   4  magic "CHUT"
+//! 4   1  version = 1
+//! 5   1  kind: 1 chunk, 2 manifest segment, 3 snapshot header
+//! 6   24 nonce, fresh from the OS RNG for every seal
+//! 30  n  XChaCha20 ciphertext of the n plaintext bytes
+//! 30+n 16 Poly1305 tag
+//! ```
+//! Associated data = bytes 0..6 followed by the kind's context:
+//! - chunk: its 32-byte chunk id, `HMAC-SHA256(chunk-id key, plaintext)`; sealed under
+//!   the chunk key. Binding the id means a store cannot hand back another chunk.
+//! - manifest segment: the blob path (`domain/node/mount/timestamp`, UTF-8), the
+//!   segment's index as u32, and 1 if it is the last segment else 0; sealed under the
+//!   manifest key. Reordered, dropped, truncated or transplanted segments fail.
+//! - snapshot header: the blob path; sealed under the manifest key.
+//!
+//! # Data part `0` of a snapshot blob
+//! The sealed chunks that snapshot added (in any order, back to back, no framing),
+//! then the sealed manifest segments. Nothing in part 0 says where one object ends:
+//! the store sees one opaque run of bytes. Part 0 is uploaded in fixed windows of
+//! `window` bytes (the last one shorter), whose SHA-256s the header records.
+//!
+//! # Manifest (plaintext, before segmenting)
+//! ```text
+//! u8  version = 1
+//! u32 blob count, then that many str16 blob paths  (blob 0 is the snapshot's own)
+//! u64 entry count, then the entries, sorted by path:
+//!   u8  kind: 1 file, 2 directory, 3 symlink
+//!   bytes32 path: absolute, raw bytes of the OS path (at most 64 KiB)
+//!   u32 mode (permission bits, st_mode & 0o7777), u32 uid, u32 gid
+//!   i64 mtime seconds, u32 mtime nanoseconds
+//!   file:    u64 size, u64 device, u64 inode, i64 ctime s, u32 ctime ns,
+//!            u32 chunk count, then per chunk:
+//!            32 chunk id, u32 blob (index above), u64 offset in that blob's part 0,
+//!            u32 sealed length (plaintext length + 46)
+//!   symlink: bytes32 target
+//! ```
+//! The manifest is cut into segments of [`SEGMENT`] plaintext bytes (the last one
+//! shorter, never empty), each sealed as above, stored back to back.
+//!
+//! # Snapshot header (plaintext of the sealed `sealed` field of index.json)
+//! ```text
+//! u8  version = 1
+//! i64 time seconds (UTC), u32 nanoseconds
+//! str16 host name
+//! u32 root count, then that many bytes32 roots (absolute paths backed up)
+//! u64 files, u64 directories, u64 symlinks, u64 file bytes
+//! u64 manifest offset in part 0, u64 manifest length (sealed), u32 segment count
+//! u64 part 0 size
+//! u32 window size, u32 window count, then that many 32-byte SHA-256s
+//! ```
+//!
+//! # index.json (what the store reads; the prototype's fields)
+//! `{"version":1,"domain":D,"node":N,"mount":M,"timestamp":T,"parent":P|null,
+//! "size":S,"sealed":HEX}`. `mount` is 32 hex digits of
+//! `HMAC-SHA256(mount key, for each root: u64 length, bytes)`: never the path.
+//! `timestamp` is UTC `YYYYMMDDTHHMMSS.ffffffZ`. `size` is the length of part 0;
+//! `sealed` is the hex of the sealed snapshot header. The index first POSTed to
+//! create the blob has neither `size` nor `sealed`.
+
+use crate::crypto::{ChunkId, Keys, Kind, OVERHEAD, OpenError};
+use std::fmt;
+use std::io::{self, Read};
+
+/// Format version of manifests, headers and index.json.
+pub const VERSION: u8 = 1;
+/// Plaintext bytes per manifest segment.
+pub const SEGMENT: usize = 1 << 20;
+/// Longest path or symlink target accepted.
+const MAX_PATH: u32 = 64 << 10;
+/// Most chunks one file may have (4 TiB of 256 KiB chunks).
+const MAX_CHUNKS: u32 = 1 << 24;
+/// Most blobs one manifest may reference.
+const MAX_BLOBS: u32 = 1 << 20;
+/// Most roots or windows a header may list.
+const MAX_LIST: u32 = 1 << 24;
+
+/// A decoding failure.
+#[derive(Debug)]
+pub enum Error {
+    /// The plaintext is not well-formed (only possible with a bug or a forged key).
+    Malformed(&'static str),
+    /// Written by a newer chute.
+    Newer(u8),
+    /// A sealed piece did not open.
+    Open(OpenError),
+    /// Reading failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Malformed(what) => write!(f, "malformed {what}"),
+            Error::Newer(v) => write!(
+                f,
+                "written by a newer chute (format {v}, this build reads {VERSION})"
+            ),
+            Error::Open(e) => e.fmt(f),
+            Error::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::Malformed("object (truncated)")
+        } else {
+            Error::Io(e)
+        }
+    }
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Error {
+        Error::Open(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File = 1,
+    Dir = 2,
+    Symlink = 3,
+}
+
+/// Where a sealed chunk lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    /// Index into the manifest's blob table.
+    pub blob: u32,
+    pub offset: u64,
+    /// Sealed length: plaintext + [`OVERHEAD`].
+    pub len: u32,
+}
+
+impl ChunkRef {
+    /// Plaintext length of the chunk.
+    pub fn plain_len(&self) -> u64 {
+        u64::from(self.len).saturating_sub(OVERHEAD as u64)
+    }
+}
+
+/// One file, directory or symlink of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: EntryKind,
+    pub path: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_ns: u32,
+    pub size: u64,
+    pub dev: u64,
+    pub inode: u64,
+    pub ctime: i64,
+    pub ctime_ns: u32,
+    pub chunks: Vec<ChunkRef>,
+    pub target: Vec<u8>,
+}
+
+impl Entry {
+    /// An entry with every field but kind and path zero.
+    pub fn new(kind: EntryKind, path: Vec<u8>) -> Entry {
+        Entry {
+            kind,
+            path,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_ns: 0,
+            size: 0,
+            dev: 0,
+            inode: 0,
+            ctime: 0,
+            ctime_ns: 0,
+            chunks: Vec::new(),
+            target: Vec::new(),
+        }
+    }
+}
+
+/// A decoded manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Manifest {
+    pub blobs: Vec<String>,
+    pub entries: Vec<Entry>,
+}
+
+/// The decoded snapshot header.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Header {
+    pub time: i64,
+    pub time_ns: u32,
+    pub host: String,
+    pub roots: Vec<Vec<u8>>,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub manifest_offset: u64,
+    pub manifest_len: u64,
+    pub segments: u32,
+    pub part_size: u64,
+    pub window: u32,
+    pub window_hashes: Vec<[u8; 32]>,
+}
+
+/// The JSON index the store sees.
+#[derive(miniserde::Serialize, miniserde::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Index {
+    pub version: u32,
+    pub domain: String,
+    pub node: String,
+    pub mount: String,
+    pub timestamp: String,
+    pub parent: Option<String>,
+    pub size: Option<u64>,
+    pub sealed: Option<String>,
+}
+
+impl Index {
+    /// Parses an index.json, refusing versions this build does not know.
+    pub fn parse(bytes: &[u8]) -> Result<Index> {
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::Malformed("index.json"))?;
+        let idx: Index =
+            miniserde::json::from_str(text).map_err(|_| Error::Malformed("index.json"))?;
+        if idx.version > u32::from(VERSION) {
+            return Err(Error::Newer(idx.version.min(255) as u8));
+        }
+        Ok(idx)
+    }
+
+    /// Serialises to JSON.
+    pub fn to_json(&self) -> String {
+        miniserde::json::to_string(self)
+    }
+
+    /// `domain/node/mount/timestamp`.
+    pub fn blob_path(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.domain, self.node, self.mount, self.timestamp
+        )
+    }
+}
+
+// ---- encoding -------------------------------------------------------------
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+fn put_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+fn put_bytes32(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len() as u32);
+    out.extend_from_slice(b);
+}
+fn put_str16(out: &mut Vec<u8>, s: &str) {
+    put_u16(out, s.len() as u16);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Encodes one entry.
+pub fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
+    out.push(e.kind as u8);
+    put_bytes32(out, &e.path);
+    put_u32(out, e.mode);
+    put_u32(out, e.uid);
+    put_u32(out, e.gid);
+    put_i64(out, e.mtime);
+    put_u32(out, e.mtime_ns);
+    match e.kind {
+        EntryKind::File => {
+            put_u64(out, e.size);
+            put_u64(out, e.dev);
+            put_u64(out, e.inode);
+            put_i64(out, e.ctime);
+            put_u32(out, e.ctime_ns);
+            put_u32(out, e.chunks.len() as u32);
+            for c in &e.chunks {
+                out.extend_from_slice(&c.id);
+                put_u32(out, c.blob);
+                put_u64(out, c.offset);
+                put_u32(out, c.len);
+            }
+        }
+        EntryKind::Dir => {}
+        EntryKind::Symlink => put_bytes32(out, &e.target),
+    }
+}
+
+/// Encodes a whole manifest's plaintext.
+pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    put_u32(&mut out, m.blobs.len() as u32);
+    for b in &m.blobs {
+        put_str16(&mut out, b);
+    }
+    put_u64(&mut out, m.entries.len() as u64);
+    for e in &m.entries {
+        encode_entry(e, &mut out);
+    }
+    out
+}
+
+/// Encodes a snapshot header's plaintext.
+pub fn encode_header(h: &Header) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    put_i64(&mut out, h.time);
+    put_u32(&mut out, h.time_ns);
+    put_str16(&mut out, &h.host);
+    put_u32(&mut out, h.roots.len() as u32);
+    for r in &h.roots {
+        put_bytes32(&mut out, r);
+    }
+    for v in [
+        h.files,
+        h.dirs,
+        h.symlinks,
+        h.bytes,
+        h.manifest_offset,
+        h.manifest_len,
+    ] {
+        put_u64(&mut out, v);
+    }
+    put_u32(&mut out, h.segments);
+    put_u64(&mut out, h.part_size);
+    put_u32(&mut out, h.window);
+    put_u32(&mut out, h.window_hashes.len() as u32);
+    for w in &h.window_hashes {
+        out.extend_from_slice(w);
+    }
+    out
+}
+
+// ---- decoding -------------------------------------------------------------
+
+struct Dec<R> {
+    r: R,
+}
+
+impl<R: Read> Dec<R> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut b = [0u8; N];
+        self.r.read_exact(&mut b)?;
+        Ok(b)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+    fn capped(&mut self, len: u32, cap: u32, what: &'static str) -> Result<Vec<u8>> {
+        if len > cap {
+            return Err(Error::Malformed(what));
+        }
+        let mut b = vec![0u8; len as usize];
+        self.r.read_exact(&mut b)?;
+        Ok(b)
+    }
+    fn bytes32(&mut self, what: &'static str) -> Result<Vec<u8>> {
+        let len = self.u32()?;
+        self.capped(len, MAX_PATH, what)
+    }
+    fn str16(&mut self, what: &'static str) -> Result<String> {
+        let len = self.u16()?;
+        String::from_utf8(self.capped(u32::from(len), u32::from(u16::MAX), what)?)
+            .map_err(|_| Error::Malformed(what))
+    }
+    fn version(&mut self) -> Result<()> {
+        match self.u8()? {
+            VERSION => Ok(()),
+            v if v > VERSION => Err(Error::Newer(v)),
+            _ => Err(Error::Malformed("version")),
+        }
+    }
+}
+
+/// Decodes one manifest entry.
+fn decode_entry<R: Read>(d: &mut Dec<R>, blobs: u32) -> Result<Entry> {
+    let kind = match d.u8()? {
+        1 => EntryKind::File,
+        2 => EntryKind::Dir,
+        3 => EntryKind::Symlink,
+        _ => return Err(Error::Malformed("manifest entry kind")),
+    };
+    let mut e = Entry::new(kind, d.bytes32("path")?);
+    e.mode = d.u32()?;
+    e.uid = d.u32()?;
+    e.gid = d.u32()?;
+    e.mtime = d.i64()?;
+    e.mtime_ns = d.u32()?;
+    match kind {
+        EntryKind::File => {
+            e.size = d.u64()?;
+            e.dev = d.u64()?;
+            e.inode = d.u64()?;
+            e.ctime = d.i64()?;
+            e.ctime_ns = d.u32()?;
+            let n = d.u32()?;
+            if n > MAX_CHUNKS {
+                return Err(Error::Malformed("chunk count"));
+            }
+            // Grow as chunks arrive rather than trusting the count for an allocation.
+            for _ in 0..n {
+                let c = ChunkRef {
+                    id: d.array()?,
+                    blob: d.u32()?,
+                    offset: d.u64()?,
+                    len: d.u32()?,
+                };
+                if c.blob >= blobs || (c.len as usize) < OVERHEAD {
+                    return Err(Error::Malformed("chunk reference"));
+                }
+                e.chunks.push(c);
+            }
+            let total: u64 = e.chunks.iter().map(ChunkRef::plain_len).sum();
+            if total != e.size {
+                return Err(Error::Malformed("file size"));
+            }
+        }
+        EntryKind::Dir => {}
+        EntryKind::Symlink => e.target = d.bytes32("symlink target")?,
+    }
+    Ok(e)
+}
+
+/// Decodes a manifest from its plaintext stream.
+pub fn decode_manifest<R: Read>(r: R) -> Result<Manifest> {
+    let mut d = Dec { r };
+    d.version()?;
+    let nblobs = d.u32()?;
+    if nblobs > MAX_BLOBS {
+        return Err(Error::Malformed("blob table"));
+    }
+    let mut m = Manifest::default();
+    for _ in 0..nblobs {
+        m.blobs.push(d.str16("blob path")?);
+    }
+    let n = d.u64()?;
+    for _ in 0..n {
+        m.entries.push(decode_entry(&mut d, nblobs)?);
+    }
+    let mut rest = [0u8; 1];
+    if d.r.read(&mut rest)? != 0 {
+        return Err(Error::Malformed("manifest (trailing bytes)"));
+    }
+    Ok(m)
+}
+
+/// Decodes a snapshot header's plaintext.
+pub fn decode_header(b: &[u8]) -> Result<Header> {
+    let mut d = Dec { r: b };
+    d.version()?;
+    let mut h = Header {
+        time: d.i64()?,
+        time_ns: d.u32()?,
+        host: d.str16("host")?,
+        ..Header::default()
+    };
+    let n = d.u32()?;
+    if n > MAX_LIST {
+        return Err(Error::Malformed("roots"));
+    }
+    for _ in 0..n {
+        h.roots.push(d.bytes32("root")?);
+    }
+    h.files = d.u64()?;
+    h.dirs = d.u64()?;
+    h.symlinks = d.u64()?;
+    h.bytes = d.u64()?;
+    h.manifest_offset = d.u64()?;
+    h.manifest_len = d.u64()?;
+    h.segments = d.u32()?;
+    h.part_size = d.u64()?;
+    h.window = d.u32()?;
+    let n = d.u32()?;
+    if n > MAX_LIST || u64::from(n) * 32 > d.r.len() as u64 {
+        return Err(Error::Malformed("window list"));
+    }
+    for _ in 0..n {
+        h.window_hashes.push(d.array()?);
+    }
+    if !d.r.is_empty() {
+        return Err(Error::Malformed("header (trailing bytes)"));
+    }
+    Ok(h)
+}
+
+// ---- sealing the pieces ---------------------------------------------------
+
+fn segment_context(blob: &str, index: u32, last: bool) -> Vec<u8> {
+    let mut c = blob.as_bytes().to_vec();
+    c.extend_from_slice(&index.to_be_bytes());
+    c.push(u8::from(last));
+    c
+}
+
+/// Seals a manifest's plaintext into back-to-back segments. Returns the bytes and
+/// the segment count.
+pub fn seal_manifest(keys: &Keys, blob: &str, plain: &[u8]) -> (Vec<u8>, u32) {
+    let count = plain.len().div_ceil(SEGMENT).max(1);
+    let mut out = Vec::with_capacity(plain.len() + count * OVERHEAD);
+    for i in 0..count {
+        let piece = &plain[i * SEGMENT..((i + 1) * SEGMENT).min(plain.len())];
+        let ctx = segment_context(blob, i as u32, i + 1 == count);
+        keys.seal_into(Kind::Manifest, &ctx, piece, &mut out);
+    }
+    (out, count as u32)
+}
+
+/// Sealed length of segment `i` of `count` for a manifest of `total` sealed bytes.
+fn segment_len(i: u32, count: u32, total: u64) -> u64 {
+    let full = (SEGMENT + OVERHEAD) as u64;
+    if i + 1 < count {
+        full
+    } else {
+        total - full * u64::from(count - 1)
+    }
+}
+
+/// Reads a sealed manifest through a source of sealed bytes, opening segment by
+/// segment, so a manifest of any size decodes in bounded memory.
+pub struct ManifestReader<'k, F> {
+    keys: &'k Keys,
+    blob: String,
+    fetch: F,
+    count: u32,
+    total: u64,
+    next: u32,
+    pos: u64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl<'k, F> ManifestReader<'k, F>
+where
+    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
+{
+    /// `fetch(offset, len)` returns sealed bytes relative to the manifest's start.
+    pub fn new(keys: &'k Keys, blob: &str, total: u64, count: u32, fetch: F) -> Result<Self> {
+        let full = (SEGMENT + OVERHEAD) as u64;
+        let valid = count > 0
+            && total > full * u64::from(count - 1)
+            && total <= full * u64::from(count)
+            && total >= (OVERHEAD as u64) * u64::from(count);
+        if !valid {
+            return Err(Error::Malformed("manifest length"));
+        }
+        Ok(ManifestReader {
+            keys,
+            blob: blob.to_string(),
+            fetch,
+            count,
+            total,
+            next: 0,
+            pos: 0,
+            buf: Vec::new(),
+            at: 0,
+        })
+    }
+}
+
+impl<F> Read for ManifestReader<'_, F>
+where
+    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
+{
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.buf.len() {
+            if self.next == self.count {
+                return Ok(0);
+            }
+            let len = segment_len(self.next, self.count, self.total);
+            let mut sealed = (self.fetch)(self.pos, len)?;
+            let ctx = segment_context(&self.blob, self.next, self.next + 1 == self.count);
+            let plain_len = self
+                .keys
+                .open_in_place(Kind::Manifest, &ctx, &mut sealed)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+                .len();
+            sealed.drain(..crate::crypto::HEADER_LEN + crate::crypto::NONCE_LEN);
+            sealed.truncate(plain_len);
+            self.buf = sealed;
+            self.at = 0;
+            self.pos += len;
+            self.next += 1;
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Decodes a sealed manifest, mapping a failed segment to [`Error::Open`].
+pub fn open_manifest<F>(
+    keys: &Keys,
+    blob: &str,
+    total: u64,
+    count: u32,
+    fetch: F,
+) -> Result<Manifest>
+where
+    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
+{
+    let r = ManifestReader::new(keys, blob, total, count, fetch)?;
+    decode_manifest(r).map_err(|e| match e {
+        Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
+            match io.into_inner().and_then(|i| i.downcast::<OpenError>().ok()) {
+                Some(o) => Error::Open(*o),
+                None => Error::Open(OpenError::Corrupt),
+            }
+        }
+        other => other,
+    })
+}
+
+/// Seals a header into the hex string stored in index.json.
+pub fn seal_header(keys: &Keys, blob: &str, h: &Header) -> String {
+    crate::hex::encode(&keys.seal(Kind::Header, blob.as_bytes(), &encode_header(h)))
+}
+
+/// Opens the header of a committed index.
+pub fn open_header(keys: &Keys, idx: &Index) -> Result<Header> {
+    let hex = idx
+        .sealed
+        .as_deref()
+        .ok_or(Error::Malformed("index (not final)"))?;
+    let sealed = crate::hex::decode(hex).ok_or(Error::Malformed("index (sealed field)"))?;
+    let plain = keys.open(Kind::Header, idx.blob_path().as_bytes(), &sealed)?;
+    decode_header(&plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_manifest() -> Manifest {
+        let mut f = Entry::new(EntryKind::File, b"/data/a.txt".to_vec());
+        f.mode = 0o644;
+        f.size = 10;
+        f.mtime = 1_700_000_000;
+        f.chunks.push(ChunkRef {
+            id: [9; 32],
+            blob: 0,
+            offset: 0,
+            len: 10 + OVERHEAD as u32,
+        });
+        let mut s = Entry::new(EntryKind::Symlink, b"/data/l".to_vec());
+        s.target = b"a.txt".to_vec();
+        Manifest {
+            blobs: vec!["d/n/m/t".into()],
+            entries: vec![Entry::new(EntryKind::Dir, b"/data".to_vec()), f, s],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_through_segments() {
+        let keys = Keys::from_key_bytes(b"k");
+        let mut m = sample_manifest();
+        // Enough entries to need several segments.
+        for i in 0..40_000 {
+            m.entries.push(Entry::new(
+                EntryKind::Dir,
+                format!("/data/dir-{i:08}").into_bytes(),
+            ));
+        }
+        let plain = encode_manifest(&m);
+        let (sealed, count) = seal_manifest(&keys, "d/n/m/t", &plain);
+        assert!(count > 1);
+        let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+        let back = open_manifest(&keys, "d/n/m/t", sealed.len() as u64, count, fetch).unwrap();
+        assert_eq!(back, m);
+        // Dropping the last segment is caught (the new last one is not marked last).
+        let cut = (SEGMENT + OVERHEAD) as u64 * u64::from(count - 1);
+        let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+        assert!(open_manifest(&keys, "d/n/m/t", cut, count - 1, fetch).is_err());
+    }
+
+    #[test]
+    fn header_round_trip_and_binding() {
+        let keys = Keys::from_key_bytes(b"k");
+        let h = Header {
+            time: 5,
+            host: "pi".into(),
+            roots: vec![b"/data".to_vec()],
+            window: 4096,
+            window_hashes: vec![[1; 32], [2; 32]],
+            ..Header::default()
+        };
+        let mut idx = Index {
+            version: 1,
+            domain: "d".into(),
+            node: "n".into(),
+            mount: "m".into(),
+            timestamp: "t".into(),
+            parent: None,
+            size: Some(0),
+            sealed: None,
+        };
+        idx.sealed = Some(seal_header(&keys, &idx.blob_path(), &h));
+        assert_eq!(open_header(&keys, &idx).unwrap(), h);
+        let json = idx.to_json();
+        assert_eq!(Index::parse(json.as_bytes()).unwrap(), idx);
+        idx.timestamp = "t2".into();
+        assert!(matches!(open_header(&keys, &idx), Err(Error::Open(_))));
+    }
+
+    #[test]
+    fn lying_lengths_do_not_allocate() {
+        // A path length of 4 GiB must be refused before any allocation.
+        let mut b = vec![VERSION, 0, 0, 0, 0];
+        b.extend_from_slice(&1u64.to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(decode_manifest(&b[..]), Err(Error::Malformed(_))));
+        assert!(matches!(decode_manifest(&[9u8][..]), Err(Error::Newer(9))));
+    }
+}

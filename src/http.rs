@@ -1,0 +1,283 @@
+//! The HTTP remote: [`Remote`] over the REST protocol of [`crate::server`], via ureq.
+//!
+//! One keep-alive agent is shared by all sink and restore threads. Every window is
+//! sent with `X-Chute-SHA256`, so the peer keeps it only if it arrived intact.
+//! Transport failures and 5xx answers are [`ErrorKind::Unavailable`] and retried with
+//! backoff by the callers that can safely repeat (every request here is idempotent:
+//! a window rewrite replaces the same bytes; a commit of the same index is a no-op).
+
+use crate::format::Index;
+use crate::remote::{self, Error, ErrorKind, Remote, Result, retry};
+use crate::store::BlobId;
+use std::time::Duration;
+use ureq::Agent;
+
+const PREFIX: &str = "/chute/blob/";
+/// Longest JSON answer read (indexes, lists, hashes).
+const MAX_JSON: u64 = 64 << 20;
+
+/// A peer's store, e.g. `http://peer:2002`.
+pub struct HttpRemote {
+    agent: Agent,
+    base: String,
+}
+
+impl HttpRemote {
+    /// Connects lazily to `http://HOST:PORT` (a path after the authority is ignored).
+    pub fn new(spec: &str) -> crate::Result<HttpRemote> {
+        let Some(rest) = spec.strip_prefix("http://") else {
+            return Err(crate::Error::Usage(format!(
+                "{spec}: only http:// remotes are supported (data is sealed before it leaves the node)"
+            )));
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() {
+            return Err(crate::Error::Usage(format!("{spec}: no host in remote")));
+        }
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_send_body(Some(Duration::from_secs(120)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_body(Some(Duration::from_secs(120)))
+            .max_idle_connections_per_host(16)
+            .build()
+            .into();
+        Ok(HttpRemote {
+            agent,
+            base: format!("http://{authority}"),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{PREFIX}{path}", self.base)
+    }
+
+    /// Maps a response to success or a remote error.
+    fn check(
+        &self,
+        what: &str,
+        resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) || status == 304 {
+            return Ok(resp);
+        }
+        let mut resp = resp;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 10)
+            .read_to_string()
+            .unwrap_or_default();
+        #[derive(miniserde::Deserialize)]
+        struct E {
+            error: String,
+        }
+        let msg = miniserde::json::from_str::<E>(&body).map_or(body, |e| e.error);
+        let kind = match status {
+            404 | 416 => ErrorKind::NotFound,
+            401 | 403 => ErrorKind::Auth,
+            507 => ErrorKind::Full,
+            s if s >= 500 => ErrorKind::Unavailable,
+            _ => ErrorKind::Refused,
+        };
+        Err(Error::new(
+            kind,
+            format!("{what}: {} answered {status}: {msg}", self.base),
+        ))
+    }
+
+    fn transport(&self, what: &str) -> impl FnOnce(ureq::Error) -> Error {
+        let msg = format!("{what}: cannot reach {}", self.base);
+        move |e| Error::new(ErrorKind::Unavailable, format!("{msg}: {e}"))
+    }
+
+    fn json<T: miniserde::Deserialize>(
+        &self,
+        what: &str,
+        resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<T> {
+        let mut resp = resp;
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_JSON)
+            .read_to_string()
+            .map_err(self.transport(what))?;
+        miniserde::json::from_str(&text).map_err(|_| {
+            Error::new(
+                ErrorKind::Refused,
+                format!("{what}: {} sent malformed JSON", self.base),
+            )
+        })
+    }
+
+    fn get(&self, what: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        retry(|| {
+            let r = self
+                .agent
+                .get(self.url(path))
+                .call()
+                .map_err(self.transport(what))?;
+            self.check(what, r)
+        })
+    }
+}
+
+fn blob_from_uri(uri: &str) -> Option<BlobId> {
+    let p = uri.strip_prefix(PREFIX)?;
+    let p = p.strip_suffix("index.json").unwrap_or(p);
+    BlobId::parse(p).ok()
+}
+
+impl Remote for HttpRemote {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+
+    fn create(&self, index: &Index) -> Result<BlobId> {
+        let what = "create blob";
+        let body = index.to_json();
+        let resp = retry(|| {
+            let r = self
+                .agent
+                .post(self.url(""))
+                .header("Content-Type", "application/json")
+                .send(body.as_bytes())
+                .map_err(self.transport(what))?;
+            self.check(what, r)
+        })?;
+        let uri: String = self.json(what, resp)?;
+        blob_from_uri(&uri).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Refused,
+                format!("{what}: unexpected answer {uri:?}"),
+            )
+        })
+    }
+
+    fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]> {
+        let what = format!("upload window {n} of {}", id.path());
+        let digest = crate::crypto::sha256(data);
+        let hex = crate::hex::encode(&digest);
+        let url = self.url(&format!("{}/0/{window}/{n}", id.path()));
+        retry(|| {
+            let r = self
+                .agent
+                .put(&url)
+                .header("Content-Type", "application/octet-stream")
+                .header("X-Chute-SHA256", &hex)
+                .send(data)
+                .map_err(self.transport(&what))?;
+            self.check(&what, r)
+        })?;
+        Ok(digest)
+    }
+
+    fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>> {
+        let what = format!("hash of window {n} of {}", id.path());
+        let resp = match self.get(&what, &format!("{}/0/{window}/{n}/hash/sha256", id.path())) {
+            Ok(r) => r,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let hex: String = self.json(&what, resp)?;
+        crate::hex::decode32(&hex).map(Some).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Refused,
+                format!("{what}: not a SHA-256: {hex:?}"),
+            )
+        })
+    }
+
+    fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let what = format!("read bytes {offset}+{len} of {}", id.path());
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let range = format!("bytes={offset}-{}", offset + len - 1);
+        let url = self.url(&format!("{}/0", id.path()));
+        retry(|| {
+            let r = self
+                .agent
+                .get(&url)
+                .header("Range", &range)
+                .call()
+                .map_err(self.transport(&what))?;
+            let mut r = self.check(&what, r)?;
+            if r.status().as_u16() != 206 {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: range not honoured"),
+                ));
+            }
+            let body = r
+                .body_mut()
+                .with_config()
+                .limit(len + 1)
+                .read_to_vec()
+                .map_err(self.transport(&what))?;
+            if body.len() as u64 != len {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{what}: got {} bytes", body.len()),
+                ));
+            }
+            Ok(body)
+        })
+    }
+
+    fn commit(&self, id: &BlobId, index: &Index) -> Result<()> {
+        let what = format!("commit {}", id.path());
+        let body = index.to_json();
+        retry(|| {
+            let r = self
+                .agent
+                .put(self.url(&format!("{}/index.json", id.path())))
+                .header("Content-Type", "application/json")
+                .send(body.as_bytes())
+                .map_err(self.transport(&what))?;
+            self.check(&what, r)
+        })?;
+        Ok(())
+    }
+
+    fn index(&self, id: &BlobId) -> Result<Index> {
+        let what = format!("index of {}", id.path());
+        let mut resp = self.get(&what, &format!("{}/index.json", id.path()))?;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(crate::store::MAX_INDEX)
+            .read_to_vec()
+            .map_err(self.transport(&what))?;
+        remote::parse_index(&bytes, id)
+    }
+
+    fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
+        let what = format!("list snapshots of {domain}/{node}");
+        let resp = self.get(&what, &format!("{domain}/{node}/"))?;
+        let uris: Vec<String> = self.json(&what, resp)?;
+        uris.iter()
+            .map(|u| {
+                blob_from_uri(u).ok_or_else(|| {
+                    Error::new(ErrorKind::Refused, format!("{what}: bad entry {u:?}"))
+                })
+            })
+            .collect()
+    }
+
+    fn delete(&self, id: &BlobId) -> Result<()> {
+        let what = format!("delete {}", id.path());
+        retry(|| {
+            let r = self
+                .agent
+                .delete(self.url(&format!("{}/", id.path())))
+                .call()
+                .map_err(self.transport(&what))?;
+            self.check(&what, r)
+        })?;
+        Ok(())
+    }
+}

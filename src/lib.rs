@@ -1,0 +1,112 @@
+//! chute: zero-knowledge backups between small ARM boards.
+//!
+//! A node seals its files on the node ([`crypto`], [`format`], [`chunker`]) and sends
+//! only ciphertext to a [`remote`]: a local [`store`] directory or a peer's
+//! [`server`]. [`sink`] and [`restore`] are the two pipelines; [`cli`] wires them to
+//! the command line. See README.md for the tour and the module docs for the
+//! contracts (the REST protocol in [`server`], every stored byte in [`format`]).
+#![deny(unsafe_code)]
+
+pub mod chunker;
+pub mod cli;
+pub mod crypto;
+pub mod format;
+pub mod hex;
+pub mod http;
+pub mod remote;
+pub mod restore;
+pub mod server;
+pub mod sink;
+pub mod snapshot;
+pub mod store;
+pub mod sys;
+
+use std::fmt;
+
+pub use cli::run;
+
+/// Everything a command can fail with, each a one-line message.
+#[derive(Debug)]
+pub enum Error {
+    /// Bad arguments or configuration: exit status 2.
+    Usage(String),
+    /// The key file is missing or unreadable.
+    Key(crypto::KeyError),
+    /// The remote failed or refused.
+    Remote(remote::Error),
+    /// The store directory failed (serve, scrub).
+    Store(store::Error),
+    /// Stored data did not authenticate or decode.
+    Damaged(String),
+    /// A local file operation failed: what was being done, and why.
+    Io(String, std::io::Error),
+    /// Anything else, said in one line.
+    Failed(String),
+}
+
+impl Error {
+    /// The process exit status for this error (see README, "Exit status").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// An optional second line telling the user what to do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Key(crypto::KeyError::Missing(_)) => {
+                Some("run `chute init` to create a key, or pass --key-file".into())
+            }
+            Error::Remote(e) if e.kind == remote::ErrorKind::Auth => Some(
+                "run `chute key auth` here and admit the line it prints with `chute serve --allow` on the peer".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(s) | Error::Damaged(s) | Error::Failed(s) => f.write_str(s),
+            Error::Key(e) => e.fmt(f),
+            Error::Remote(e) => e.fmt(f),
+            Error::Store(e) => e.fmt(f),
+            Error::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Key(e) => Some(e),
+            Error::Remote(e) => Some(e),
+            Error::Store(e) => Some(e),
+            Error::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<crypto::KeyError> for Error {
+    fn from(e: crypto::KeyError) -> Error {
+        Error::Key(e)
+    }
+}
+
+impl From<remote::Error> for Error {
+    fn from(e: remote::Error) -> Error {
+        Error::Remote(e)
+    }
+}
+
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Error {
+        Error::Store(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

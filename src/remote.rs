@@ -1,0 +1,177 @@
+//! The client side of a store: one interface, two transports.
+//!
+//! [`Remote`] is what sink, list and restore talk to. [`LocalRemote`] drives a
+//! [`Store`] directory in-process (the embedded default, and any `--remote DIR`);
+//! [`crate::http::HttpRemote`] speaks the REST protocol of [`crate::server`] to a
+//! peer. Both move only sealed bytes: nothing that crosses this interface is
+//! readable without the key.
+
+use crate::format::Index;
+use crate::store::{self, BlobId, Store};
+use std::fmt;
+use std::path::Path;
+
+/// What failed, sorted by what a caller can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist (or a range was never written).
+    NotFound,
+    /// The remote refused: committed blob, overlap, bad request.
+    Refused,
+    /// The remote's disk or quota is full.
+    Full,
+    /// The remote wants credentials we do not have, or rejected ours.
+    Auth,
+    /// The network or the remote failed; retrying later may work.
+    Unavailable,
+}
+
+/// A remote failure: its kind and one line saying what happened.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Error {
+        let kind = match &e {
+            store::Error::NotFound(_) | store::Error::Range(_) => ErrorKind::NotFound,
+            store::Error::Full => ErrorKind::Full,
+            _ => ErrorKind::Refused,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A place that keeps blobs. Every method is safe to call from several threads.
+pub trait Remote: Send + Sync {
+    /// Where this is, for messages.
+    fn describe(&self) -> String;
+    /// Creates a blob from its first (pending) index.
+    fn create(&self, index: &Index) -> Result<BlobId>;
+    /// Writes window `n` (of `window` bytes each) of part 0; returns its SHA-256.
+    fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]>;
+    /// SHA-256 of window `n` as the remote holds it, or `None` if never written.
+    fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>>;
+    /// Reads `len` bytes of part 0 at `offset`.
+    fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Commits the final index; the snapshot becomes visible.
+    fn commit(&self, id: &BlobId, index: &Index) -> Result<()>;
+    /// The committed index of a blob.
+    fn index(&self, id: &BlobId) -> Result<Index>;
+    /// Every committed blob of a node.
+    fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>>;
+    /// Deletes a blob.
+    fn delete(&self, id: &BlobId) -> Result<()>;
+}
+
+pub(crate) fn parse_index(bytes: &[u8], id: &BlobId) -> Result<Index> {
+    let idx = Index::parse(bytes)
+        .map_err(|e| Error::new(ErrorKind::Refused, format!("index of {}: {e}", id.path())))?;
+    if idx.blob_path() != id.path() {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("index of {} names another blob", id.path()),
+        ));
+    }
+    Ok(idx)
+}
+
+/// Retries transient failures with backoff (network blips on a home link):
+/// 0.2, 0.6, 1.8 and 5.4 s, then gives up.
+pub fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if e.kind == ErrorKind::Unavailable && tries < 4 => {
+                tries += 1;
+                std::thread::sleep(delay);
+                delay *= 3;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A store directory on this machine.
+pub struct LocalRemote {
+    store: Store,
+}
+
+impl LocalRemote {
+    pub fn open(dir: &Path) -> Result<LocalRemote> {
+        Ok(LocalRemote {
+            store: Store::open(dir)?,
+        })
+    }
+}
+
+impl Remote for LocalRemote {
+    fn describe(&self) -> String {
+        self.store.root().display().to_string()
+    }
+
+    fn create(&self, index: &Index) -> Result<BlobId> {
+        Ok(self.store.create(index.to_json().as_bytes())?)
+    }
+
+    fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]> {
+        let offset = n
+            .checked_mul(window)
+            .ok_or_else(|| Error::new(ErrorKind::Refused, "window offset overflows"))?;
+        Ok(self
+            .store
+            .write(id, offset, data.len() as u64, &mut &data[..], None)?)
+    }
+
+    fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>> {
+        let Some(offset) = n.checked_mul(window) else {
+            return Ok(None);
+        };
+        match self.store.window_at(id, offset)? {
+            Some(w) if w.len <= window => Ok(Some(self.store.hash(id, w.offset, w.len)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
+        Ok(self.store.read(id, offset, len)?)
+    }
+
+    fn commit(&self, id: &BlobId, index: &Index) -> Result<()> {
+        Ok(self.store.commit(id, index.to_json().as_bytes())?)
+    }
+
+    fn index(&self, id: &BlobId) -> Result<Index> {
+        parse_index(&self.store.index(id)?, id)
+    }
+
+    fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
+        Ok(self.store.list(domain, node)?)
+    }
+
+    fn delete(&self, id: &BlobId) -> Result<()> {
+        Ok(self.store.delete(id)?)
+    }
+}

@@ -1,0 +1,661 @@
+//! `chute serve`: the Parachute prototype's REST blob API over a [`Store`].
+//!
+//! The server keeps other nodes' snapshots as opaque bytes; it never holds a key.
+//! Every path is below `/chute/blob/`; `URI` is `<domain>/<node>/<mount>/<timestamp>`,
+//! each component 1-128 of `[A-Za-z0-9._-]`, not starting with a dot.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /chute/blob/` with index.json (`domain`, `node`, `mount`, `timestamp` place it; other fields are opaque) | `201`, body the JSON string `"/chute/blob/URI/"`, same in `Location`; malformed → `400`; already committed → `409` |
+//! | `GET /chute/blob/<domain>/<node>/` | `200`, JSON array of the node's committed `"/chute/blob/URI/index.json"` |
+//! | `GET /chute/blob/URI/index.json` | `200`, the committed index, with `ETag`; `304` if `If-None-Match` matches; `404` if unknown or uncommitted |
+//! | `PUT /chute/blob/URI/index.json` | commits the final index (chute's addition: the snapshot becomes visible): `201`, `true`; `409` if part 0 has gaps below the index's `size` or another index was committed |
+//! | `PUT /chute/blob/URI/0` | `201`, `true`: the body is one window at offset 0, or with `Content-Range: bytes FIRST-LAST/TOTAL` (`TOTAL` may be `*`) the window `FIRST..=LAST` |
+//! | `GET /chute/blob/URI/0` | `200`, JSON string: hex SHA-256 of the whole part; with `Range: bytes=A-B` (or `A-`, `-N`) `206` and those bytes |
+//! | `PUT /chute/blob/URI/0/<W>/<N>` | `201`, `true`: window `N` of size `W` (offset `N*W`, at most `W` bytes), for resumable transfers |
+//! | `GET /chute/blob/URI/0/<W>/<N>` | `200` and the window's bytes; `404` if never written |
+//! | `GET /chute/blob/URI/0/<W>/<N>/hash/sha256` | `200`, JSON string: hex SHA-256 of that window, re-read from disk; `404` if never written |
+//! | `DELETE /chute/blob/URI/` | `200`, `true`: the blob is gone (index first) |
+//!
+//! A PUT may carry `X-Chute-SHA256: <hex>`: the server hashes the body as it arrives
+//! and keeps nothing if they differ (`400`). Windows are written to a temporary file,
+//! fsynced and renamed before the `201` (see [`crate::store`]), so an acknowledged
+//! write survives a crash and a broken one is never seen.
+//!
+//! Errors are JSON `{"error": "..."}`: `400` malformed (bad names, `..`, `%`-encoded
+//! characters, NUL, bad headers, digest mismatch, a body that ends early), `404`
+//! unknown, `405` wrong method (with `Allow`), `409` conflict, `411` no
+//! `Content-Length` on a PUT, `413` body too large, `416` a range not written or
+//! overlapping windows, `507` store full.
+//!
+//! Threads: tiny_http accepts and parses connections; a fixed pool of `--threads`
+//! workers takes requests from it, so at most that many requests touch the disk at
+//! once. Bodies stream in and out in 256 KiB pieces; nothing buffers a whole blob.
+//! SIGINT/SIGTERM stop taking new requests; requests in flight finish first.
+
+use crate::store::{self, BlobId, Store, valid_component};
+use std::io::Read;
+use std::time::{Duration, Instant};
+use tiny_http::{Header, Method, Request, Response, StatusCode};
+
+const PREFIX: &str = "/chute/blob/";
+/// Longest range one GET may ask for.
+const MAX_RANGE: u64 = 1 << 30;
+
+/// A parsed request path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/chute/blob/`
+    Root,
+    /// `/chute/blob/<domain>/<node>/`
+    Node { domain: String, node: String },
+    /// `/chute/blob/URI/`
+    Blob(BlobId),
+    /// `/chute/blob/URI/index.json`
+    Index(BlobId),
+    /// `/chute/blob/URI/0`
+    Part(BlobId),
+    /// `/chute/blob/URI/0/<W>/<N>`
+    Window { id: BlobId, size: u64, n: u64 },
+    /// `/chute/blob/URI/0/<W>/<N>/hash/sha256`
+    WindowHash { id: BlobId, size: u64, n: u64 },
+}
+
+/// Why a path did not parse.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// Not below `/chute/blob/`, or no such resource shape.
+    NotFound,
+    /// Below `/chute/blob/` but malformed: a 400.
+    Bad(String),
+}
+
+fn number(s: &str) -> Result<u64, RouteError> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RouteError::Bad(format!("{s:?} is not a number")));
+    }
+    s.parse()
+        .map_err(|_| RouteError::Bad(format!("{s:?} is too large")))
+}
+
+/// Parses a request target. Pure: the fuzz target and the tests call it directly.
+pub fn parse_route(url: &str) -> Result<Route, RouteError> {
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return if path == "/chute/blob" {
+            Ok(Route::Root)
+        } else {
+            Err(RouteError::NotFound)
+        };
+    };
+    if rest.is_empty() {
+        return Ok(Route::Root);
+    }
+    if rest.contains('%') {
+        return Err(RouteError::Bad(
+            "percent-encoded paths are not accepted".into(),
+        ));
+    }
+    let trailing = rest.ends_with('/');
+    let parts: Vec<&str> = rest.strip_suffix('/').unwrap_or(rest).split('/').collect();
+    // Name components first: these are where traversal would hide.
+    let names = parts.len().min(4);
+    for p in &parts[..names] {
+        if !valid_component(p) {
+            return Err(RouteError::Bad(format!("invalid path component {p:?}")));
+        }
+    }
+    let id = |p: &[&str]| {
+        BlobId::new(p[0], p[1], p[2], p[3]).map_err(|e| RouteError::Bad(e.to_string()))
+    };
+    match (parts.as_slice(), trailing) {
+        ([d, n], true) => Ok(Route::Node {
+            domain: (*d).into(),
+            node: (*n).into(),
+        }),
+        ([_, _, _, _], true) => Ok(Route::Blob(id(&parts)?)),
+        ([_, _, _, _, "index.json"], false) => Ok(Route::Index(id(&parts)?)),
+        ([_, _, _, _, "0"], false) => Ok(Route::Part(id(&parts)?)),
+        ([_, _, _, _, "0", w, n], false) => Ok(Route::Window {
+            id: id(&parts)?,
+            size: number(w)?,
+            n: number(n)?,
+        }),
+        ([_, _, _, _, "0", w, n, "hash", "sha256"], false) => Ok(Route::WindowHash {
+            id: id(&parts)?,
+            size: number(w)?,
+            n: number(n)?,
+        }),
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+/// `Content-Range: bytes FIRST-LAST/TOTAL` → (first, last, total).
+pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let v = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = v.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let digits = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    let (a, b) = (digits(a)?, digits(b)?);
+    let total = if total == "*" {
+        None
+    } else {
+        Some(digits(total)?)
+    };
+    if b < a || total.is_some_and(|t| b >= t) {
+        return None;
+    }
+    Some((a, b, total))
+}
+
+/// A `Range` header that cannot be served: 416.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// `Range: bytes=A-B`, `A-` or `-N` against a part of `len` bytes → (offset, len).
+/// Only one range is supported.
+pub fn parse_range(v: &str, len: u64) -> Result<(u64, u64), Unsatisfiable> {
+    let spec = v.trim().strip_prefix("bytes=").ok_or(Unsatisfiable)?;
+    if spec.contains(',') {
+        return Err(Unsatisfiable);
+    }
+    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
+    let num = |s: &str| -> Result<u64, Unsatisfiable> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(Unsatisfiable);
+        }
+        s.parse().map_err(|_| Unsatisfiable)
+    };
+    let (first, last) = match (a.is_empty(), b.is_empty()) {
+        (false, false) => (num(a)?, num(b)?.min(len.saturating_sub(1))),
+        (false, true) => (num(a)?, len.saturating_sub(1)),
+        (true, false) => {
+            let n = num(b)?.min(len);
+            (len - n, len.saturating_sub(1))
+        }
+        (true, true) => return Err(Unsatisfiable),
+    };
+    if len == 0 || first > last || first >= len {
+        return Err(Unsatisfiable);
+    }
+    Ok((first, last - first + 1))
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: String,
+    pub threads: usize,
+    pub max_window: u64,
+}
+
+/// What a handler answers.
+enum Reply {
+    Json(u16, String),
+    Bytes(u16, Box<dyn Read + Send>, u64, Vec<Header>),
+    NotModified(String),
+    /// 201 with a JSON body, and a `Location` for a new blob.
+    Created {
+        json: String,
+        location: Option<String>,
+    },
+}
+
+fn created() -> Reply {
+    Reply::Created {
+        json: "true".into(),
+        location: None,
+    }
+}
+
+/// An error with its status, mapped in one place.
+struct Fail(u16, String, Option<&'static str>);
+
+impl From<store::Error> for Fail {
+    fn from(e: store::Error) -> Fail {
+        let status = match &e {
+            store::Error::Bad(_) | store::Error::Digest => 400,
+            store::Error::NotFound(_) => 404,
+            store::Error::Conflict(_) => 409,
+            store::Error::TooLarge(_) => 413,
+            store::Error::Range(_) => 416,
+            store::Error::Full => 507,
+            store::Error::Newer(_) | store::Error::Io(..) => 500,
+        };
+        Fail(status, e.to_string(), None)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Fail {
+    Fail(400, msg.into(), None)
+}
+
+fn json_string(s: &str) -> String {
+    miniserde::json::to_string(&s.to_string())
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+fn h(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+}
+
+/// Reads a small body (an index), refusing more than `cap` bytes.
+fn small_body(req: &mut Request, cap: u64) -> Result<Vec<u8>, Fail> {
+    if req.body_length().is_some_and(|l| l as u64 > cap) {
+        return Err(Fail(413, format!("body larger than {cap} bytes"), None));
+    }
+    let mut body = Vec::new();
+    req.as_reader()
+        .take(cap + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| bad(format!("cannot read body: {e}")))?;
+    if body.len() as u64 > cap {
+        return Err(Fail(413, format!("body larger than {cap} bytes"), None));
+    }
+    Ok(body)
+}
+
+fn expected_digest(req: &Request) -> Result<Option<[u8; 32]>, Fail> {
+    match header(req, "X-Chute-SHA256") {
+        None => Ok(None),
+        Some(v) => crate::hex::decode32(v.trim())
+            .map(Some)
+            .ok_or_else(|| bad("X-Chute-SHA256 is not 64 hex digits")),
+    }
+}
+
+fn put_window(
+    req: &mut Request,
+    store: &Store,
+    id: &BlobId,
+    offset: u64,
+    max: Option<u64>,
+) -> Result<Reply, Fail> {
+    let len = req
+        .body_length()
+        .ok_or_else(|| Fail(411, "a PUT needs Content-Length".into(), None))? as u64;
+    if let Some(max) = max {
+        if len > max {
+            return Err(bad(format!(
+                "window body of {len} bytes is larger than its window size {max}"
+            )));
+        }
+    }
+    let expect = expected_digest(req)?;
+    store.write(id, offset, len, req.as_reader(), expect)?;
+    Ok(created())
+}
+
+fn stream(
+    store: &Store,
+    id: &BlobId,
+    offset: u64,
+    len: u64,
+    status: u16,
+    headers: Vec<Header>,
+) -> Result<Reply, Fail> {
+    let r = store.read_range(id, offset, len)?;
+    Ok(Reply::Bytes(status, Box::new(r), len, headers))
+}
+
+/// One request: a plain function of the request and the store.
+fn handle(req: &mut Request, store: &Store) -> Result<Reply, Fail> {
+    let route = parse_route(req.url()).map_err(|e| match e {
+        RouteError::NotFound => Fail(404, format!("no such resource {}", req.url()), None),
+        RouteError::Bad(m) => bad(m),
+    })?;
+    let method = req.method().clone();
+    let wrong =
+        |allow: &'static str| Fail(405, format!("{method} is not allowed here"), Some(allow));
+    match route {
+        Route::Root => match method {
+            Method::Post => {
+                let body = small_body(req, store::MAX_INDEX)?;
+                let id = store.create(&body)?;
+                let path = format!("{PREFIX}{}/", id.path());
+                Ok(Reply::Created {
+                    json: json_string(&path),
+                    location: Some(path),
+                })
+            }
+            _ => Err(wrong("POST")),
+        },
+        Route::Node { domain, node } => match method {
+            Method::Get => {
+                let list: Vec<String> = store
+                    .list(&domain, &node)?
+                    .iter()
+                    .map(|id| format!("{PREFIX}{}/index.json", id.path()))
+                    .collect();
+                Ok(Reply::Json(200, miniserde::json::to_string(&list)))
+            }
+            _ => Err(wrong("GET")),
+        },
+        Route::Blob(id) => match method {
+            Method::Delete => {
+                store.delete(&id)?;
+                Ok(Reply::Json(200, "true".into()))
+            }
+            _ => Err(wrong("DELETE")),
+        },
+        Route::Index(id) => match method {
+            Method::Get => {
+                let body = store.index(&id)?;
+                let etag = format!("\"{}\"", crate::hex::encode(&crate::crypto::sha256(&body)));
+                if header(req, "If-None-Match")
+                    .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+                {
+                    return Ok(Reply::NotModified(etag));
+                }
+                let len = body.len() as u64;
+                Ok(Reply::Bytes(
+                    200,
+                    Box::new(std::io::Cursor::new(body)),
+                    len,
+                    vec![h("ETag", &etag), h("Content-Type", "application/json")],
+                ))
+            }
+            Method::Put => {
+                let body = small_body(req, store::MAX_INDEX)?;
+                store.commit(&id, &body)?;
+                Ok(created())
+            }
+            _ => Err(wrong("GET, PUT")),
+        },
+        Route::Part(id) => match method {
+            Method::Put => {
+                let offset = match header(req, "Content-Range") {
+                    None => 0,
+                    Some(v) => {
+                        let (a, b, _) = parse_content_range(v)
+                            .ok_or_else(|| bad(format!("bad Content-Range {v:?}")))?;
+                        if req.body_length() != Some((b - a + 1) as usize) {
+                            return Err(bad("Content-Range does not match Content-Length"));
+                        }
+                        a
+                    }
+                };
+                put_window(req, store, &id, offset, None)
+            }
+            Method::Get => {
+                let len = store.part_len(&id)?;
+                match header(req, "Range") {
+                    Some(v) => {
+                        let (off, n) = parse_range(v, len).map_err(|_| {
+                            Fail(
+                                416,
+                                format!("range {v:?} not satisfiable for a part of {len} bytes"),
+                                None,
+                            )
+                        })?;
+                        if n > MAX_RANGE {
+                            return Err(Fail(
+                                413,
+                                format!("ranges are limited to {MAX_RANGE} bytes"),
+                                None,
+                            ));
+                        }
+                        let cr = format!("bytes {off}-{}/{len}", off + n - 1);
+                        stream(store, &id, off, n, 206, vec![h("Content-Range", &cr)])
+                    }
+                    None => {
+                        let digest = store.hash(&id, 0, len).map_err(|e| match e {
+                            store::Error::Range(m) => {
+                                Fail(409, format!("part 0 has gaps: {m}"), None)
+                            }
+                            e => e.into(),
+                        })?;
+                        Ok(Reply::Json(200, json_string(&crate::hex::encode(&digest))))
+                    }
+                }
+            }
+            _ => Err(wrong("GET, PUT")),
+        },
+        Route::Window { id, size, n } => {
+            let offset = n
+                .checked_mul(size)
+                .filter(|_| size > 0)
+                .ok_or_else(|| bad("window offset out of range"))?;
+            match method {
+                Method::Put => put_window(req, store, &id, offset, Some(size)),
+                Method::Get => match store.window_at(&id, offset)? {
+                    Some(w) if w.len <= size => {
+                        stream(store, &id, w.offset, w.len, 200, Vec::new())
+                    }
+                    _ => Err(Fail(
+                        404,
+                        format!("window {n} of {size} bytes was never written"),
+                        None,
+                    )),
+                },
+                _ => Err(wrong("GET, PUT")),
+            }
+        }
+        Route::WindowHash { id, size, n } => {
+            if method != Method::Get {
+                return Err(wrong("GET"));
+            }
+            let offset = n
+                .checked_mul(size)
+                .filter(|_| size > 0)
+                .ok_or_else(|| bad("window offset out of range"))?;
+            match store.window_at(&id, offset)? {
+                Some(w) if w.len <= size => {
+                    let d = store.hash(&id, w.offset, w.len)?;
+                    Ok(Reply::Json(200, json_string(&crate::hex::encode(&d))))
+                }
+                _ => Err(Fail(
+                    404,
+                    format!("window {n} of {size} bytes was never written"),
+                    None,
+                )),
+            }
+        }
+    }
+}
+
+fn respond(req: Request, reply: Result<Reply, Fail>, started: Instant) {
+    let method = req.method().clone();
+    let url = req.url().to_string();
+    let peer = req.remote_addr().map_or("-".into(), |a| a.to_string());
+    let json = h("Content-Type", "application/json");
+    let (status, len, result) = match reply {
+        Ok(Reply::Json(status, body)) => {
+            let len = body.len() as u64;
+            let r = Response::from_string(body)
+                .with_status_code(status)
+                .with_header(json);
+            (status, len, req.respond(r))
+        }
+        Ok(Reply::Created {
+            json: body,
+            location,
+        }) => {
+            let len = body.len() as u64;
+            let mut r = Response::from_string(body)
+                .with_status_code(201)
+                .with_header(json);
+            if let Some(l) = location {
+                r.add_header(h("Location", &l));
+            }
+            (201, len, req.respond(r))
+        }
+        Ok(Reply::NotModified(etag)) => (
+            304,
+            0,
+            req.respond(Response::empty(304).with_header(h("ETag", &etag))),
+        ),
+        Ok(Reply::Bytes(status, body, len, headers)) => {
+            let mut r = Response::new(StatusCode(status), headers, body, Some(len as usize), None);
+            if !r.headers().iter().any(|h| h.field.equiv("Content-Type")) {
+                r.add_header(h("Content-Type", "application/octet-stream"));
+            }
+            (status, len, req.respond(r))
+        }
+        Err(Fail(status, msg, allow)) => {
+            #[derive(miniserde::Serialize)]
+            struct E {
+                error: String,
+            }
+            let body = miniserde::json::to_string(&E { error: msg });
+            let len = body.len() as u64;
+            let mut r = Response::from_string(body)
+                .with_status_code(status)
+                .with_header(json);
+            if let Some(a) = allow {
+                r.add_header(h("Allow", a));
+            }
+            (status, len, req.respond(r))
+        }
+    };
+    let note = match result {
+        Ok(()) => String::new(),
+        Err(e) => format!(" (response not delivered: {e})"),
+    };
+    eprintln!(
+        "{peer} \"{method} {url}\" {status} {len} {}ms{note}",
+        started.elapsed().as_millis()
+    );
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
+    let server = tiny_http::Server::http(&cfg.listen)
+        .map_err(|e| crate::Error::Failed(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| cfg.listen.clone(), |a| a.to_string());
+    crate::sys::catch_termination();
+    eprintln!(
+        "chute serve: listening on http://{addr}/chute/blob/ with {} threads, store {}",
+        cfg.threads,
+        store.root().display()
+    );
+    let store = store.with_max_window(cfg.max_window);
+    std::thread::scope(|s| {
+        for _ in 0..cfg.threads.max(1) {
+            s.spawn(|| {
+                while !crate::sys::signalled() {
+                    match server.recv_timeout(Duration::from_millis(200)) {
+                        Ok(Some(mut req)) => {
+                            let started = Instant::now();
+                            let reply = handle(&mut req, &store);
+                            respond(req, reply, started);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("chute serve: accept failed: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    eprintln!("chute serve: stopped (requests in flight finished)");
+    Ok(())
+}
+
+/// `chute serve` from the command line.
+pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Result<()> {
+    let listen = s
+        .get(c.listen, "CHUTE_LISTEN")
+        .unwrap_or_else(|| "0.0.0.0:2002".into());
+    let root = match s.get(
+        c.store.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_STORE",
+    ) {
+        Some(p) => std::path::PathBuf::from(p),
+        None if crate::sys::is_root() => "/var/lib/chute".into(),
+        None => crate::cli::data_dir()?.join("chute/store"),
+    };
+    let store = Store::open(&root)?;
+    let threads = c
+        .threads
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    serve(
+        store,
+        &Config {
+            listen,
+            threads,
+            max_window: store::DEFAULT_MAX_WINDOW,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> BlobId {
+        BlobId::new("d", "n", "m", "t").unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse_route("/chute/blob/"), Ok(Route::Root));
+        assert_eq!(
+            parse_route("/chute/blob/d/n/"),
+            Ok(Route::Node {
+                domain: "d".into(),
+                node: "n".into()
+            })
+        );
+        assert_eq!(
+            parse_route("/chute/blob/d/n/m/t/index.json"),
+            Ok(Route::Index(id()))
+        );
+        assert_eq!(
+            parse_route("/chute/blob/d/n/m/t/0?x=1"),
+            Ok(Route::Part(id()))
+        );
+        assert_eq!(
+            parse_route("/chute/blob/d/n/m/t/0/4096/3/hash/sha256"),
+            Ok(Route::WindowHash {
+                id: id(),
+                size: 4096,
+                n: 3
+            })
+        );
+        assert_eq!(parse_route("/etc/passwd"), Err(RouteError::NotFound));
+        for bad in [
+            "/chute/blob/../n/m/t/0",
+            "/chute/blob/d/n/m/%2e%2e/0",
+            "/chute/blob/d/n/m%2ft/0",
+            "/chute/blob/d/n/m/t\0/0",
+            "/chute/blob//etc/passwd/x/0",
+            "/chute/blob/d/n/m/t/0/x/1",
+            "/chute/blob/d/n/m/t/0/99999999999999999999/1",
+        ] {
+            assert!(matches!(parse_route(bad), Err(RouteError::Bad(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some((0, 9, Some(100)))
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 9, None)));
+        assert_eq!(parse_content_range("bytes 9-5/*"), None);
+        assert_eq!(parse_content_range("bytes 0-100/100"), None);
+        assert_eq!(parse_range("bytes=0-9", 100), Ok((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100), Ok((90, 10)));
+        assert_eq!(parse_range("bytes=-5", 100), Ok((95, 5)));
+        assert_eq!(parse_range("bytes=95-200", 100), Ok((95, 5)));
+        assert_eq!(parse_range("bytes=100-", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("items=0-1", 100), Err(Unsatisfiable));
+    }
+}

@@ -1,0 +1,673 @@
+//! `chute sink`: walk the sources, cut files into chunks, seal them, upload part 0
+//! in windows, then commit the index that makes the snapshot visible.
+//!
+//! Threads: the calling thread walks the tree and chunks each file through a
+//! bounded memory map ([`MAP_WINDOW`] bytes at a time, so peak RSS does not grow with
+//! file size); `threads` workers take chunks from a bounded queue, compute the keyed
+//! chunk id, seal, and append to the shared window buffer; whichever worker fills a
+//! window uploads it. Chunks already stored by this run are stored once.
+//!
+//! Nothing is visible until the final index is committed, after every window was
+//! acknowledged (and, for a local store, fsynced): an interrupted sink leaves an
+//! uncommitted blob that no `list` or `restore` ever shows.
+
+use crate::chunker::{self, Chunker};
+use crate::crypto::{ChunkId, Keys, Kind, OVERHEAD};
+use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index, Manifest};
+use crate::remote::Remote;
+use crate::snapshot;
+use crate::store::BlobId;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Bytes of a source file mapped at once (two of the largest chunks).
+pub const MAP_WINDOW: usize = 2 * chunker::MAX;
+/// Files smaller than this are read, not mapped: a map costs more syscalls.
+const READ_BELOW: u64 = 256 << 10;
+/// Default upload window.
+pub const DEFAULT_WINDOW: u64 = 4 << 20;
+
+/// What to back up and where.
+pub struct Options {
+    pub roots: Vec<PathBuf>,
+    pub excludes: Vec<String>,
+    pub domain: String,
+    pub node: String,
+    pub host: String,
+    pub threads: usize,
+    pub window: u64,
+    pub progress: bool,
+}
+
+/// What a sink did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub short_id: String,
+    pub blob: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    pub sent: u64,
+    pub skipped: Vec<String>,
+    pub secs: f64,
+}
+
+/// Bytes a job reads: part of a mapped window or of a small file read whole.
+enum Data {
+    Map(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Map(m) => m,
+            Data::Owned(v) => v,
+        }
+    }
+}
+
+struct Job {
+    file: u32,
+    n: u32,
+    data: Arc<Data>,
+    start: usize,
+    end: usize,
+}
+
+/// The window being filled, the chunks this run stored, and the upload record.
+struct Pack {
+    window: u64,
+    buf: Vec<u8>,
+    next: u64,
+    stored: HashMap<ChunkId, (u64, u32)>,
+    hashes: Vec<Option<[u8; 32]>>,
+    new_bytes: u64,
+}
+
+struct Shared<'a> {
+    keys: &'a Keys,
+    remote: &'a dyn Remote,
+    blob: BlobId,
+    pack: Mutex<Pack>,
+    failed: Mutex<Option<Error>>,
+    stop: AtomicBool,
+    sent: AtomicU64,
+}
+
+impl Shared<'_> {
+    fn fail(&self, e: Error) {
+        let mut f = self.failed.lock().expect("poisoned");
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn known(&self, id: &ChunkId) -> Option<ChunkRef> {
+        let p = self.pack.lock().expect("poisoned");
+        p.stored.get(id).map(|&(offset, len)| ChunkRef {
+            id: *id,
+            blob: 0,
+            offset,
+            len,
+        })
+    }
+
+    /// Appends sealed bytes to part 0; uploads every window this completes.
+    /// Returns where the bytes start. With `id`, a chunk another worker stored
+    /// meanwhile is not stored twice.
+    fn append(&self, id: Option<ChunkId>, sealed: &[u8]) -> Result<u64> {
+        let mut full = Vec::new();
+        let offset = {
+            let mut p = self.pack.lock().expect("poisoned");
+            if let Some(id) = id {
+                if let Some(&(offset, _)) = p.stored.get(&id) {
+                    return Ok(offset);
+                }
+            }
+            let offset = p.next * p.window + p.buf.len() as u64;
+            if let Some(id) = id {
+                p.stored.insert(id, (offset, sealed.len() as u32));
+                p.new_bytes += sealed.len() as u64;
+            }
+            let mut src = sealed;
+            while !src.is_empty() {
+                let room = p.window as usize - p.buf.len();
+                let take = room.min(src.len());
+                p.buf.extend_from_slice(&src[..take]);
+                src = &src[take..];
+                if p.buf.len() as u64 == p.window {
+                    let n = p.next;
+                    p.next += 1;
+                    let cap = p.window as usize;
+                    full.push((n, std::mem::replace(&mut p.buf, Vec::with_capacity(cap))));
+                }
+            }
+            offset
+        };
+        for (n, data) in full {
+            self.upload(n, &data)?;
+        }
+        Ok(offset)
+    }
+
+    fn upload(&self, n: u64, data: &[u8]) -> Result<()> {
+        let window = self.pack.lock().expect("poisoned").window;
+        let hash = self.remote.put_window(&self.blob, window, n, data)?;
+        self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let mut p = self.pack.lock().expect("poisoned");
+        let n = n as usize;
+        if p.hashes.len() <= n {
+            p.hashes.resize(n + 1, None);
+        }
+        p.hashes[n] = Some(hash);
+        Ok(())
+    }
+
+    /// Uploads the last, partial window.
+    fn flush(&self) -> Result<u64> {
+        let (n, data, size) = {
+            let mut p = self.pack.lock().expect("poisoned");
+            let size = p.next * p.window + p.buf.len() as u64;
+            (p.next, std::mem::take(&mut p.buf), size)
+        };
+        if !data.is_empty() {
+            self.upload(n, &data)?;
+        }
+        Ok(size)
+    }
+}
+
+fn worker(
+    shared: &Shared,
+    jobs: &Mutex<Receiver<Job>>,
+    results: &Mutex<Vec<(u32, u32, ChunkRef)>>,
+) {
+    let mut sealed = Vec::with_capacity(chunker::MAX + OVERHEAD);
+    let mut mine = Vec::new();
+    loop {
+        let job = match jobs.lock().expect("poisoned").recv() {
+            Ok(j) => j,
+            Err(_) => break,
+        };
+        if shared.stop.load(Ordering::Relaxed) {
+            continue; // drain the queue so the walker never blocks
+        }
+        let plain = &job.data.bytes()[job.start..job.end];
+        let id = shared.keys.chunk_id(plain);
+        let r = match shared.known(&id) {
+            Some(r) => r,
+            None => {
+                sealed.clear();
+                shared.keys.seal_into(Kind::Chunk, &id, plain, &mut sealed);
+                match shared.append(Some(id), &sealed) {
+                    Ok(offset) => ChunkRef {
+                        id,
+                        blob: 0,
+                        offset,
+                        len: sealed.len() as u32,
+                    },
+                    Err(e) => {
+                        shared.fail(e);
+                        continue;
+                    }
+                }
+            }
+        };
+        mine.push((job.file, job.n, r));
+    }
+    results.lock().expect("poisoned").append(&mut mine);
+}
+
+/// Simple globs for excludes: `*` any run of characters but `/`, `?` one; a pattern
+/// without `/` matches a name, one with `/` the whole path.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], text)
+                || (!text.is_empty() && text[0] != b'/' && glob_match(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(&c)) if c != b'/' => glob_match(&pattern[1..], &text[1..]),
+        (Some(p), Some(c)) if p == c => glob_match(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+fn excluded(excludes: &[String], path: &Path) -> bool {
+    let full = path.as_os_str().as_bytes();
+    let name = path.file_name().map_or(full, |n| n.as_bytes());
+    excludes.iter().any(|p| {
+        let p = p.as_bytes();
+        if p.contains(&b'/') {
+            glob_match(p, full)
+        } else {
+            glob_match(p, name)
+        }
+    })
+}
+
+fn entry_from(kind: EntryKind, path: &Path, md: &fs::Metadata) -> Entry {
+    let mut e = Entry::new(kind, path.as_os_str().as_bytes().to_vec());
+    e.mode = md.mode() & 0o7777;
+    e.uid = md.uid();
+    e.gid = md.gid();
+    e.mtime = md.mtime();
+    e.mtime_ns = md.mtime_nsec() as u32;
+    e.dev = md.dev();
+    e.inode = md.ino();
+    e.ctime = md.ctime();
+    e.ctime_ns = md.ctime_nsec() as u32;
+    e
+}
+
+/// Makes each root absolute (without resolving symlinks), checks it exists, and
+/// drops roots inside other roots.
+pub fn normalize_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for r in roots {
+        let abs = std::path::absolute(r)
+            .map_err(|e| Error::Io(format!("cannot read {}", r.display()), e))?;
+        // Normalise `.` and `..` lexically so the same tree has the same mount id.
+        let mut clean = PathBuf::new();
+        for c in abs.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => clean.push(c),
+            }
+        }
+        fs::symlink_metadata(&clean)
+            .map_err(|e| Error::Io(format!("cannot read {}", clean.display()), e))?;
+        out.push(clean);
+    }
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
+    Ok(out)
+}
+
+/// Runs a sink and commits the snapshot.
+pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
+    let started = Instant::now();
+    if opts.roots.is_empty() {
+        return Err(Error::Usage(
+            "nothing to back up: give a PATH (or set CHUTE_PATHS)".into(),
+        ));
+    }
+    let roots = normalize_roots(&opts.roots)?;
+    let root_bytes: Vec<Vec<u8>> = roots
+        .iter()
+        .map(|r| r.as_os_str().as_bytes().to_vec())
+        .collect();
+    let mount = keys.mount_id(&root_bytes);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let ts = snapshot::timestamp(now.as_secs() as i64, now.subsec_nanos());
+    let blob = BlobId::new(&opts.domain, &opts.node, &mount, &ts)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let mut index = Index {
+        version: u32::from(format::VERSION),
+        domain: blob.domain.clone(),
+        node: blob.node.clone(),
+        mount: blob.mount.clone(),
+        timestamp: blob.timestamp.clone(),
+        parent: None,
+        size: None,
+        sealed: None,
+    };
+    let blob = remote.create(&index)?;
+    let window = opts
+        .window
+        .clamp(64 << 10, crate::store::DEFAULT_MAX_WINDOW);
+    let shared = Shared {
+        keys,
+        remote,
+        blob: blob.clone(),
+        pack: Mutex::new(Pack {
+            window,
+            buf: Vec::with_capacity(window as usize),
+            next: 0,
+            stored: HashMap::new(),
+            hashes: Vec::new(),
+            new_bytes: 0,
+        }),
+        failed: Mutex::new(None),
+        stop: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+    };
+    let chunker = Chunker::new(keys.gear_seed());
+    let threads = opts.threads.max(1);
+    let (tx, rx) = sync_channel::<Job>(threads * 2);
+    let rx = Mutex::new(rx);
+    let results = Mutex::new(Vec::new());
+    let mut report = Report::default();
+    let mut entries = Vec::new();
+    let mut dropped = Vec::new();
+    let walk_result = std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| worker(&shared, &rx, &results));
+        }
+        let mut walker = Walker {
+            opts,
+            chunker: &chunker,
+            tx,
+            entries: &mut entries,
+            dropped: &mut dropped,
+            report: &mut report,
+            stop: &shared.stop,
+            progress: Progress::new(opts.progress),
+        };
+        let r = roots.iter().try_for_each(|root| walker.walk(root));
+        walker.progress.done();
+        r
+        // Dropping the walker closes the queue; the scope joins the workers.
+    });
+    walk_result?;
+    if let Some(e) = shared.failed.lock().expect("poisoned").take() {
+        return Err(e);
+    }
+    let mut refs = results.into_inner().expect("poisoned");
+    refs.sort_unstable_by_key(|&(f, n, _)| (f, n));
+    for (f, n, r) in refs {
+        let chunks = &mut entries[f as usize].chunks;
+        if chunks.len() == n as usize {
+            chunks.push(r);
+        }
+    }
+    if !dropped.is_empty() {
+        let mut i = 0u32;
+        entries.retain(|_| {
+            i += 1;
+            !dropped.contains(&(i - 1))
+        });
+    }
+    let manifest = Manifest {
+        blobs: vec![blob.path()],
+        entries,
+    };
+    let plain = format::encode_manifest(&manifest);
+    let (sealed, segments) = format::seal_manifest(keys, &blob.path(), &plain);
+    drop(plain);
+    let manifest_offset = shared.append(None, &sealed)?;
+    let part_size = shared.flush()?;
+    let pack = shared.pack.into_inner().expect("poisoned");
+    let window_hashes: Vec<[u8; 32]> = pack
+        .hashes
+        .iter()
+        .map(|h| h.ok_or_else(|| Error::Failed("a window was never acknowledged".into())))
+        .collect::<Result<_>>()?;
+    let header = Header {
+        time: now.as_secs() as i64,
+        time_ns: now.subsec_nanos(),
+        host: opts.host.clone(),
+        roots: root_bytes,
+        files: report.files,
+        dirs: report.dirs,
+        symlinks: report.symlinks,
+        bytes: report.bytes,
+        manifest_offset,
+        manifest_len: sealed.len() as u64,
+        segments,
+        part_size,
+        window: window as u32,
+        window_hashes,
+    };
+    index.size = Some(part_size);
+    index.sealed = Some(format::seal_header(keys, &blob.path(), &header));
+    remote.commit(&blob, &index)?;
+    report.short_id = snapshot::short_id(&blob);
+    report.blob = blob.path();
+    report.new_chunks = pack.stored.len() as u64;
+    report.new_bytes = pack.new_bytes;
+    report.sent = shared.sent.load(Ordering::Relaxed);
+    report.chunks = manifest.entries.iter().map(|e| e.chunks.len() as u64).sum();
+    report.secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+struct Walker<'a> {
+    opts: &'a Options,
+    chunker: &'a Chunker,
+    tx: SyncSender<Job>,
+    entries: &'a mut Vec<Entry>,
+    dropped: &'a mut Vec<u32>,
+    report: &'a mut Report,
+    stop: &'a AtomicBool,
+    progress: Progress,
+}
+
+impl Walker<'_> {
+    fn skip(&mut self, path: &Path, e: impl std::fmt::Display) {
+        let line = format!("{}: {e}", path.display());
+        self.progress.clear();
+        eprintln!("chute sink: skipping {line}");
+        self.report.skipped.push(line);
+    }
+
+    fn walk(&mut self, root: &Path) -> Result<()> {
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if path != root && excluded(&self.opts.excludes, &path) {
+                continue;
+            }
+            let md = match fs::symlink_metadata(&path) {
+                Ok(md) => md,
+                Err(e) => {
+                    self.skip(&path, e);
+                    continue;
+                }
+            };
+            let ft = md.file_type();
+            if ft.is_dir() {
+                let names = match fs::read_dir(&path).and_then(|rd| {
+                    rd.map(|e| e.map(|e| e.file_name()))
+                        .collect::<std::io::Result<Vec<_>>>()
+                }) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.skip(&path, e);
+                        continue;
+                    }
+                };
+                self.entries.push(entry_from(EntryKind::Dir, &path, &md));
+                self.report.dirs += 1;
+                let mut names = names;
+                names.sort();
+                // Reverse, so the stack pops them in order.
+                stack.extend(names.iter().rev().map(|n| path.join(n)));
+            } else if ft.is_symlink() {
+                match fs::read_link(&path) {
+                    Ok(t) => {
+                        let mut e = entry_from(EntryKind::Symlink, &path, &md);
+                        e.target = t.as_os_str().as_bytes().to_vec();
+                        self.entries.push(e);
+                        self.report.symlinks += 1;
+                    }
+                    Err(e) => self.skip(&path, e),
+                }
+            } else if ft.is_file() {
+                let idx = self.entries.len();
+                if let Err(e) = self.file(&path) {
+                    // Chunks already queued stay in part 0, unreferenced.
+                    self.dropped.push(idx as u32);
+                    self.skip(&path, e);
+                }
+            } else {
+                self.skip(&path, "not a regular file, directory or symlink");
+            }
+            self.progress.tick(self.report.files, self.report.bytes);
+        }
+        Ok(())
+    }
+
+    /// Records one file and queues its chunks. On error the caller marks the
+    /// entry dropped.
+    fn file(&mut self, path: &Path) -> std::io::Result<()> {
+        let idx = self.entries.len() as u32;
+        self.entries.push(Entry::new(
+            EntryKind::File,
+            path.as_os_str().as_bytes().to_vec(),
+        ));
+        let f = File::open(path)?;
+        // Size from the open file, so a file replaced meanwhile is read consistently.
+        let md = f.metadata()?;
+        let size = md.len();
+        let mut entry = entry_from(EntryKind::File, path, &md);
+        entry.size = size;
+        let mut n = 0u32;
+        let mut send =
+            |w: &mut Self, data: &Arc<Data>, start: usize, end: usize| -> std::io::Result<()> {
+                w.tx.send(Job {
+                    file: idx,
+                    n,
+                    data: data.clone(),
+                    start,
+                    end,
+                })
+                .map_err(|_| std::io::Error::other("the sealing workers stopped"))?;
+                n += 1;
+                Ok(())
+            };
+        if size < READ_BELOW {
+            let mut buf = Vec::with_capacity(size as usize);
+            (&f).take(size).read_to_end(&mut buf)?;
+            if buf.len() as u64 != size {
+                return Err(std::io::Error::other("file shrank while being read"));
+            }
+            let data = Arc::new(Data::Owned(buf));
+            let mut pos = 0;
+            for len in self.chunker.lengths(data.bytes()) {
+                send(self, &data, pos, pos + len)?;
+                pos += len;
+            }
+        } else {
+            let mut pos = 0u64;
+            while pos < size {
+                let len = (size - pos).min(MAP_WINDOW as u64) as usize;
+                let data = Arc::new(Data::Map(crate::sys::map(&f, pos, len)?));
+                let at_end = pos + len as u64 == size;
+                let mut local = 0usize;
+                while local < len {
+                    let rest = &data.bytes()[local..];
+                    if !at_end && rest.len() < chunker::MAX {
+                        break;
+                    }
+                    let cut = self.chunker.cut(rest);
+                    send(self, &data, local, local + cut)?;
+                    local += cut;
+                }
+                pos += local as u64;
+                self.progress
+                    .tick(self.report.files, self.report.bytes + pos);
+            }
+        }
+        self.entries[idx as usize] = entry;
+        self.report.files += 1;
+        self.report.bytes += size;
+        Ok(())
+    }
+}
+
+/// A live progress line on stderr, only when stderr is a terminal.
+struct Progress {
+    on: bool,
+    last: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(wanted: bool) -> Progress {
+        Progress {
+            on: wanted && std::io::stderr().is_terminal(),
+            last: Instant::now(),
+            shown: false,
+        }
+    }
+
+    fn tick(&mut self, files: u64, bytes: u64) {
+        if self.on && self.last.elapsed() > Duration::from_millis(250) {
+            self.last = Instant::now();
+            self.shown = true;
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r\x1b[K{files} files, {}", human_bytes(bytes));
+            let _ = e.flush();
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = false;
+        }
+    }
+
+    fn done(&mut self) {
+        self.clear();
+    }
+}
+
+/// `12.3 MiB` style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*.tmp", b"a.tmp"));
+        assert!(!glob_match(b"*.tmp", b"a.tmpx"));
+        assert!(glob_match(b"/home/*/cache", b"/home/pi/cache"));
+        assert!(!glob_match(b"/home/*/cache", b"/home/pi/x/cache"));
+        assert!(glob_match(b"?at", b"cat"));
+        assert!(excluded(
+            &["node_modules".into()],
+            Path::new("/a/node_modules")
+        ));
+        assert!(!excluded(
+            &["node_modules".into()],
+            Path::new("/a/node_modules2")
+        ));
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+}

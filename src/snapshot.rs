@@ -1,0 +1,158 @@
+//! Finding and naming snapshots: a node's committed blobs, opened with its key.
+//!
+//! A snapshot's short id is the first 8 hex digits of SHA-256 of its blob path; the
+//! user may also name one by its timestamp, or say `latest`.
+
+use crate::crypto::Keys;
+use crate::format::{self, Header, Index};
+use crate::remote::Remote;
+use crate::store::BlobId;
+use crate::{Error, Result};
+
+/// A committed snapshot whose header opened.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub blob: BlobId,
+    pub index: Index,
+    pub header: Header,
+}
+
+impl Snapshot {
+    /// The 8-hex-digit id users type.
+    pub fn short_id(&self) -> String {
+        short_id(&self.blob)
+    }
+}
+
+/// The short id of a blob.
+pub fn short_id(blob: &BlobId) -> String {
+    crate::hex::encode(&crate::crypto::sha256(blob.path().as_bytes())[..4])
+}
+
+/// Every snapshot of a node that opens with `keys`, oldest first. Fails if there
+/// are snapshots but none opens: that is a wrong key, or damage to all of them.
+pub fn all(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Result<Vec<Snapshot>> {
+    let blobs = remote.list(domain, node)?;
+    let mut out = Vec::new();
+    let mut failed = Vec::new();
+    for blob in blobs {
+        let index = remote.index(&blob)?;
+        match format::open_header(keys, &index) {
+            Ok(header) => out.push(Snapshot {
+                blob,
+                index,
+                header,
+            }),
+            Err(format::Error::Newer(v)) => {
+                return Err(Error::Failed(format!(
+                    "snapshot {} was written by a newer chute (format {v}, this build reads {})",
+                    short_id(&blob),
+                    format::VERSION
+                )));
+            }
+            Err(e) => failed.push((blob, e)),
+        }
+    }
+    if out.is_empty() && !failed.is_empty() {
+        return Err(Error::Damaged(format!(
+            "wrong key: none of the {} snapshots of {domain}/{node} on {} opens with this key ({})",
+            failed.len(),
+            remote.describe(),
+            failed[0].1
+        )));
+    }
+    for (blob, e) in &failed {
+        eprintln!(
+            "chute: warning: snapshot {} ({}) does not open: {e}",
+            short_id(blob),
+            blob.path()
+        );
+    }
+    out.sort_by(|a, b| {
+        (a.header.time, a.header.time_ns, &a.blob).cmp(&(b.header.time, b.header.time_ns, &b.blob))
+    });
+    Ok(out)
+}
+
+/// Picks a snapshot by `latest`, short id (or a unique prefix of it), or timestamp.
+pub fn find(
+    keys: &Keys,
+    remote: &dyn Remote,
+    domain: &str,
+    node: &str,
+    name: &str,
+) -> Result<Snapshot> {
+    let all = all(keys, remote, domain, node)?;
+    if all.is_empty() {
+        return Err(Error::Failed(format!(
+            "no snapshots of {domain}/{node} on {}",
+            remote.describe()
+        )));
+    }
+    if name == "latest" {
+        return Ok(all.into_iter().last().expect("not empty"));
+    }
+    let hits: Vec<Snapshot> = all
+        .into_iter()
+        .filter(|s| {
+            s.blob.timestamp == name || (!name.is_empty() && s.short_id().starts_with(name))
+        })
+        .collect();
+    match hits.len() {
+        1 => Ok(hits.into_iter().next().expect("one")),
+        0 => Err(Error::Usage(format!(
+            "no snapshot {name:?} (see `chute list`)"
+        ))),
+        n => Err(Error::Usage(format!(
+            "{name:?} names {n} snapshots; give more of the id"
+        ))),
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn split(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400) as u32;
+    (y, mo, d, s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The blob timestamp: UTC `YYYYMMDDTHHMMSS.ffffffZ`.
+pub fn timestamp(secs: i64, nanos: u32) -> String {
+    let (y, mo, d, h, mi, s) = split(secs);
+    format!(
+        "{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}.{:06}Z",
+        nanos / 1000
+    )
+}
+
+/// A time for people: `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn display_time(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = split(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_format() {
+        assert_eq!(super::timestamp(0, 0), "19700101T000000.000000Z");
+        assert_eq!(
+            super::timestamp(1_795_707_192, 123_456_789),
+            "20261126T153312.123456Z"
+        );
+        assert_eq!(super::display_time(951_782_400), "2000-02-29 00:00:00");
+    }
+}

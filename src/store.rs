@@ -1,0 +1,826 @@
+//! The blob store on disk, shared by `chute serve` and by local-directory remotes.
+//!
+//! The store holds opaque bytes and never needs a key. Its layout follows the
+//! prototype's URI form:
+//!
+//! ```text
+//! <root>/chute-store                      "chute-store 1\n": layout version
+//! <root>/<domain>/<node>/<mount>/<timestamp>/
+//!     index.pending.json                  the index as first POSTed (blob created)
+//!     index.json                          the final index; present = snapshot visible
+//!     0/<offset:016x>-<len:016x>          data part 0, one file per written window
+//!     0/.tmp-<random>                     a window being received (never read)
+//! ```
+//!
+//! Invariants:
+//! - A write is acknowledged only after its bytes are in a file that has been
+//!   fsynced and atomically renamed into place (and the directory fsynced), so an
+//!   acknowledged window survives a power cut and a half-received one is never seen.
+//! - Windows never overlap; rewriting a window with exactly the same offset and length
+//!   replaces it atomically. A window whose body does not match its announced
+//!   SHA-256 or length is dropped whole.
+//! - A blob becomes visible to `list` only when `index.json` is committed, and commit
+//!   checks that part 0 is written without gaps up to the index's `size`. A
+//!   committed blob is immutable: no more windows, no second commit with other bytes.
+//! - Reads of a byte range fail unless every byte of it has been written.
+//! - No path outside the root is reachable: every name component is checked by
+//!   [`valid_component`] before it touches the file system.
+
+use crate::crypto::{Sha256State, sha256};
+use sha2::Digest;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const MARKER: &str = "chute-store";
+const LAYOUT_VERSION: u32 = 1;
+const PART: &str = "0";
+const INDEX: &str = "index.json";
+const PENDING: &str = "index.pending.json";
+
+/// Largest window accepted in one write.
+pub const DEFAULT_MAX_WINDOW: u64 = 64 << 20;
+/// Largest index.json accepted.
+pub const MAX_INDEX: u64 = 1 << 20;
+
+/// What went wrong, in terms a transport can map to a status.
+#[derive(Debug)]
+pub enum Error {
+    /// Malformed request: a name, an index, a length (HTTP 400).
+    Bad(String),
+    /// No such blob, window or range (404).
+    NotFound(String),
+    /// The blob is committed, or a window overlaps another (409).
+    Conflict(String),
+    /// A range outside what was written, or overlapping windows (416).
+    Range(String),
+    /// Body larger than allowed (413).
+    TooLarge(String),
+    /// The disk is full (507).
+    Full,
+    /// The body's SHA-256 differs from the one announced (400).
+    Digest,
+    /// The store was laid out by a newer chute.
+    Newer(String),
+    /// Any other I/O failure, with what was being done.
+    Io(String, io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Bad(s) | Error::NotFound(s) | Error::Conflict(s) | Error::Range(s) => {
+                f.write_str(s)
+            }
+            Error::TooLarge(s) => f.write_str(s),
+            Error::Full => f.write_str("store is full (no space left on device)"),
+            Error::Digest => f.write_str("body does not match its announced SHA-256"),
+            Error::Newer(s) => f.write_str(s),
+            Error::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let what = what.into();
+    move |e| {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            Error::Full
+        } else {
+            Error::Io(what, e)
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A name component of a blob path: 1 to 128 of `[A-Za-z0-9._-]`, not starting with
+/// a dot (so no `.`, `..` or hidden names), never a separator, NUL or non-ASCII.
+pub fn valid_component(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Where a blob lives: `<domain>/<node>/<mount>/<timestamp>`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobId {
+    pub domain: String,
+    pub node: String,
+    pub mount: String,
+    pub timestamp: String,
+}
+
+impl BlobId {
+    /// Builds an id, checking every component.
+    pub fn new(domain: &str, node: &str, mount: &str, timestamp: &str) -> Result<BlobId> {
+        for (what, c) in [
+            ("domain", domain),
+            ("node", node),
+            ("mount", mount),
+            ("timestamp", timestamp),
+        ] {
+            if !valid_component(c) {
+                return Err(Error::Bad(format!(
+                    "invalid {what} {c:?} (allowed: 1-128 of A-Z a-z 0-9 . _ -, not starting with '.')"
+                )));
+            }
+        }
+        Ok(BlobId {
+            domain: domain.into(),
+            node: node.into(),
+            mount: mount.into(),
+            timestamp: timestamp.into(),
+        })
+    }
+
+    /// `domain/node/mount/timestamp`, the blob's URI path below `/chute/blob/`.
+    pub fn path(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.domain, self.node, self.mount, self.timestamp
+        )
+    }
+
+    /// Parses `domain/node/mount/timestamp` (a trailing slash is allowed).
+    pub fn parse(s: &str) -> Result<BlobId> {
+        let s = s.strip_suffix('/').unwrap_or(s);
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts[..] {
+            [d, n, m, t] => BlobId::new(d, n, m, t),
+            _ => Err(Error::Bad(format!("not a blob path: {s:?}"))),
+        }
+    }
+}
+
+/// The fields of an index.json the store reads; everything else is opaque to it.
+#[derive(miniserde::Deserialize)]
+struct Place {
+    domain: String,
+    node: String,
+    mount: String,
+    timestamp: String,
+    size: Option<u64>,
+}
+
+/// Reads where an index.json says its blob goes.
+pub fn index_place(index: &[u8]) -> Result<(BlobId, Option<u64>)> {
+    let text = std::str::from_utf8(index).map_err(|_| Error::Bad("index is not UTF-8".into()))?;
+    let p: Place = miniserde::json::from_str(text).map_err(|_| {
+        Error::Bad("index is not JSON with string fields domain, node, mount, timestamp".into())
+    })?;
+    Ok((
+        BlobId::new(&p.domain, &p.node, &p.mount, &p.timestamp)?,
+        p.size,
+    ))
+}
+
+/// A written window of part 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Window {
+    fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+    fn file_name(&self) -> String {
+        format!("{:016x}-{:016x}", self.offset, self.len)
+    }
+    fn from_file_name(name: &str) -> Option<Window> {
+        let (a, b) = name.split_once('-')?;
+        if a.len() != 16 || b.len() != 16 {
+            return None;
+        }
+        let w = Window {
+            offset: u64::from_str_radix(a, 16).ok()?,
+            len: u64::from_str_radix(b, 16).ok()?,
+        };
+        (w.len > 0 && w.offset.checked_add(w.len).is_some()).then_some(w)
+    }
+}
+
+/// A store rooted at a directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    max_window: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) a store directory.
+    pub fn open(root: &Path) -> Result<Store> {
+        fs::create_dir_all(root)
+            .map_err(io_err(format!("cannot create store {}", root.display())))?;
+        let marker = root.join(MARKER);
+        match fs::read_to_string(&marker) {
+            Ok(s) => {
+                let v = s
+                    .trim()
+                    .strip_prefix("chute-store ")
+                    .and_then(|v| v.parse::<u32>().ok());
+                match v {
+                    Some(LAYOUT_VERSION) => {}
+                    Some(v) if v > LAYOUT_VERSION => {
+                        return Err(Error::Newer(format!(
+                            "store {} was written by a newer chute (format {v}, this build reads {LAYOUT_VERSION})",
+                            root.display()
+                        )));
+                    }
+                    _ => {
+                        return Err(Error::Bad(format!(
+                            "{} is not a chute store (bad {MARKER} file)",
+                            root.display()
+                        )));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                write_atomic(&marker, format!("{MARKER} {LAYOUT_VERSION}\n").as_bytes())?;
+            }
+            Err(e) => return Err(io_err(format!("cannot read {}", marker.display()))(e)),
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            max_window: DEFAULT_MAX_WINDOW,
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Sets the largest window one write may carry.
+    pub fn with_max_window(mut self, max: u64) -> Store {
+        self.max_window = max;
+        self
+    }
+
+    fn dir(&self, id: &BlobId) -> PathBuf {
+        self.root
+            .join(&id.domain)
+            .join(&id.node)
+            .join(&id.mount)
+            .join(&id.timestamp)
+    }
+
+    fn existing_dir(&self, id: &BlobId) -> Result<PathBuf> {
+        let dir = self.dir(id);
+        if dir.join(PENDING).exists() || dir.join(INDEX).exists() {
+            Ok(dir)
+        } else {
+            Err(Error::NotFound(format!("no blob {}", id.path())))
+        }
+    }
+
+    /// Whether the blob's final index is committed.
+    pub fn is_committed(&self, id: &BlobId) -> bool {
+        self.dir(id).join(INDEX).exists()
+    }
+
+    /// Creates a blob from its first index (idempotent while uncommitted).
+    pub fn create(&self, index: &[u8]) -> Result<BlobId> {
+        if index.len() as u64 > MAX_INDEX {
+            return Err(Error::TooLarge("index larger than 1 MiB".into()));
+        }
+        let (id, _) = index_place(index)?;
+        let dir = self.dir(&id);
+        if dir.join(INDEX).exists() {
+            return Err(Error::Conflict(format!(
+                "blob {} is already committed",
+                id.path()
+            )));
+        }
+        fs::create_dir_all(dir.join(PART))
+            .map_err(io_err(format!("cannot create blob {}", id.path())))?;
+        write_atomic(&dir.join(PENDING), index)?;
+        Ok(id)
+    }
+
+    /// The windows written so far, sorted by offset.
+    pub fn windows(&self, id: &BlobId) -> Result<Vec<Window>> {
+        let part = self.existing_dir(id)?.join(PART);
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&part) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err(format!("cannot list {}", part.display()))(e)),
+        };
+        for e in entries {
+            let e = e.map_err(io_err(format!("cannot list {}", part.display())))?;
+            if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
+                out.push(w);
+            }
+        }
+        out.sort_by_key(|w| w.offset);
+        Ok(out)
+    }
+
+    /// Writes `len` bytes read from `body` at `offset` of part 0, as one window.
+    /// Returns the window's SHA-256. With `expect`, a mismatch keeps nothing.
+    pub fn write(
+        &self,
+        id: &BlobId,
+        offset: u64,
+        len: u64,
+        body: &mut dyn Read,
+        expect: Option<[u8; 32]>,
+    ) -> Result<[u8; 32]> {
+        let dir = self.existing_dir(id)?;
+        if dir.join(INDEX).exists() {
+            return Err(Error::Conflict(format!(
+                "blob {} is committed; it cannot change",
+                id.path()
+            )));
+        }
+        if len == 0 {
+            return Err(Error::Bad("empty window".into()));
+        }
+        if len > self.max_window {
+            return Err(Error::TooLarge(format!(
+                "window of {len} bytes is larger than the limit of {}",
+                self.max_window
+            )));
+        }
+        let win = Window { offset, len };
+        if offset.checked_add(len).is_none() {
+            return Err(Error::Range("window past the end of any part".into()));
+        }
+        self.check_overlap(id, win)?;
+        let part = dir.join(PART);
+        let tmp = part.join(format!(".tmp-{}", random_suffix()));
+        let result = receive(&tmp, len, body, expect);
+        let digest = match result {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        // Re-check: another writer may have placed an overlapping window meanwhile.
+        if let Err(e) = self.check_overlap(id, win) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, part.join(win.file_name()))
+            .map_err(io_err(format!("cannot store window of {}", id.path())))?;
+        sync_dir(&part)?;
+        Ok(digest)
+    }
+
+    fn check_overlap(&self, id: &BlobId, win: Window) -> Result<()> {
+        for w in self.windows(id)? {
+            if w == win {
+                continue;
+            }
+            if w.offset < win.end() && win.offset < w.end() {
+                return Err(Error::Range(format!(
+                    "window {}-{} overlaps the written window {}-{}",
+                    win.offset,
+                    win.end() - 1,
+                    w.offset,
+                    w.end() - 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Length of part 0 as written: the end of its last window.
+    pub fn part_len(&self, id: &BlobId) -> Result<u64> {
+        Ok(self.windows(id)?.last().map_or(0, |w| w.end()))
+    }
+
+    /// Opens a reader over `[offset, offset+len)` of part 0; every byte must be written.
+    pub fn read_range(&self, id: &BlobId, offset: u64, len: u64) -> Result<RangeReader> {
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::Range("range past the end".into()))?;
+        let windows = self.windows(id)?;
+        let mut pieces = Vec::new();
+        let mut pos = offset;
+        for w in windows
+            .iter()
+            .filter(|w| w.end() > offset && w.offset < end)
+        {
+            if w.offset > pos {
+                break;
+            }
+            let take_end = w.end().min(end);
+            pieces.push((*w, pos - w.offset, take_end - pos));
+            pos = take_end;
+        }
+        if pos < end {
+            let part_len = windows.last().map_or(0, |w| w.end());
+            return Err(Error::Range(format!(
+                "bytes {offset}-{} of {} are not all written (part holds {part_len} bytes)",
+                end.saturating_sub(1),
+                id.path()
+            )));
+        }
+        Ok(RangeReader {
+            part: self.dir(id).join(PART),
+            pieces,
+            current: None,
+        })
+    }
+
+    /// Reads a whole range into memory (callers cap `len`).
+    pub fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut r = self.read_range(id, offset, len)?;
+        let mut out = Vec::with_capacity(len as usize);
+        r.read_to_end(&mut out)
+            .map_err(io_err(format!("cannot read {}", id.path())))?;
+        if out.len() as u64 != len {
+            return Err(Error::Io(
+                format!("cannot read {}", id.path()),
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "window file shorter than its name says",
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// SHA-256 of `[offset, offset+len)` of part 0, re-read from disk.
+    pub fn hash(&self, id: &BlobId, offset: u64, len: u64) -> Result<[u8; 32]> {
+        let mut r = self.read_range(id, offset, len)?;
+        let mut h = Sha256State::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut total = 0u64;
+        loop {
+            let n = r
+                .read(&mut buf)
+                .map_err(io_err(format!("cannot read {}", id.path())))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            h.update(&buf[..n]);
+        }
+        if total != len {
+            return Err(Error::Io(
+                format!("cannot read {}", id.path()),
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "window file shorter than its name says",
+                ),
+            ));
+        }
+        Ok(h.finalize().into())
+    }
+
+    /// The window that starts at `offset`, if one was written there.
+    pub fn window_at(&self, id: &BlobId, offset: u64) -> Result<Option<Window>> {
+        Ok(self.windows(id)?.into_iter().find(|w| w.offset == offset))
+    }
+
+    /// Commits the final index: the blob becomes a visible snapshot.
+    pub fn commit(&self, id: &BlobId, index: &[u8]) -> Result<()> {
+        if index.len() as u64 > MAX_INDEX {
+            return Err(Error::TooLarge("index larger than 1 MiB".into()));
+        }
+        let (place, size) = index_place(index)?;
+        if &place != id {
+            return Err(Error::Bad(format!(
+                "index names {} but was sent to {}",
+                place.path(),
+                id.path()
+            )));
+        }
+        let dir = self.existing_dir(id)?;
+        if let Ok(old) = fs::read(dir.join(INDEX)) {
+            return if old == index {
+                Ok(())
+            } else {
+                Err(Error::Conflict(format!(
+                    "blob {} is already committed",
+                    id.path()
+                )))
+            };
+        }
+        let size = size.ok_or_else(|| Error::Bad("final index has no size".into()))?;
+        let mut pos = 0;
+        for w in self.windows(id)? {
+            if w.offset != pos {
+                break;
+            }
+            pos = w.end();
+        }
+        if pos != size {
+            return Err(Error::Conflict(format!(
+                "cannot commit {}: part 0 is written without gaps up to byte {pos}, the index says {size}",
+                id.path()
+            )));
+        }
+        write_atomic(&dir.join(INDEX), index)
+    }
+
+    /// The committed index of a blob.
+    pub fn index(&self, id: &BlobId) -> Result<Vec<u8>> {
+        match fs::read(self.dir(id).join(INDEX)) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::NotFound(format!("no committed blob {}", id.path())))
+            }
+            Err(e) => Err(io_err(format!("cannot read index of {}", id.path()))(e)),
+        }
+    }
+
+    /// Every committed blob of a node, sorted by mount then timestamp.
+    pub fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
+        if !valid_component(domain) || !valid_component(node) {
+            return Err(Error::Bad("invalid domain or node".into()));
+        }
+        let base = self.root.join(domain).join(node);
+        let mut out = Vec::new();
+        for mount in read_names(&base)? {
+            for ts in read_names(&base.join(&mount))? {
+                let id = BlobId::new(domain, node, &mount, &ts)?;
+                if self.is_committed(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes a blob: first its index (so it stops being a snapshot), then its data.
+    pub fn delete(&self, id: &BlobId) -> Result<()> {
+        let dir = self.existing_dir(id)?;
+        for name in [INDEX, PENDING] {
+            match fs::remove_file(dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(format!("cannot delete {}", id.path()))(e)),
+            }
+        }
+        sync_dir(&dir)?;
+        fs::remove_dir_all(&dir).map_err(io_err(format!("cannot delete {}", id.path())))
+    }
+}
+
+/// Names in a directory that are valid components (others are ignored).
+fn read_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(format!("cannot list {}", dir.display()))(e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(io_err(format!("cannot list {}", dir.display())))?;
+        if let Some(n) = e.file_name().to_str() {
+            if valid_component(n) {
+                out.push(n.to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Streams exactly `len` bytes of `body` into a new file at `tmp`, fsynced.
+fn receive(
+    tmp: &Path,
+    len: u64,
+    body: &mut dyn Read,
+    expect: Option<[u8; 32]>,
+) -> Result<[u8; 32]> {
+    let mut f = File::create(tmp).map_err(io_err("cannot create window file"))?;
+    let mut h = Sha256State::new();
+    let mut buf = vec![0u8; (256 << 10).min(len as usize)];
+    let mut got = 0u64;
+    while got < len {
+        let want = buf.len().min((len - got) as usize);
+        let n = match body.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(Error::Bad(format!("body ended after {got} of {len} bytes")));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Bad(format!(
+                    "body ended after {got} of {len} bytes: {e}"
+                )));
+            }
+        };
+        h.update(&buf[..n]);
+        f.write_all(&buf[..n])
+            .map_err(io_err("cannot write window"))?;
+        got += n as u64;
+    }
+    // One byte more than announced means the sender lied about the length.
+    let mut extra = [0u8; 1];
+    if matches!(body.read(&mut extra), Ok(n) if n > 0) {
+        return Err(Error::Bad(format!("body is longer than {len} bytes")));
+    }
+    let digest: [u8; 32] = h.finalize().into();
+    if expect.is_some_and(|e| e != digest) {
+        return Err(Error::Digest);
+    }
+    f.sync_all().map_err(io_err("cannot sync window"))?;
+    Ok(digest)
+}
+
+/// Reads a byte range that may span several window files.
+pub struct RangeReader {
+    part: PathBuf,
+    /// (window, offset within it, bytes to take), in order.
+    pieces: Vec<(Window, u64, u64)>,
+    current: Option<io::Take<File>>,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(cur) = &mut self.current {
+                let n = cur.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                if cur.limit() > 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "window file shorter than its name says",
+                    ));
+                }
+                self.current = None;
+            }
+            if self.pieces.is_empty() {
+                return Ok(0);
+            }
+            let (w, skip, take) = self.pieces.remove(0);
+            let mut f = File::open(self.part.join(w.file_name()))?;
+            f.seek(SeekFrom::Start(skip))?;
+            self.current = Some(f.take(take));
+        }
+    }
+}
+
+/// Writes a whole file atomically: temp file, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".tmp-{}", random_suffix()));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(format!("cannot write {}", path.display()))(e));
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("cannot sync {}", dir.display())))
+}
+
+/// Fsyncs the directory holding `path`, so a rename or create in it is durable.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the system random generator failed");
+    crate::hex::encode(&b)
+}
+
+/// SHA-256 of an in-memory buffer, for callers that announce a window's digest.
+pub fn digest(data: &[u8]) -> [u8; 32] {
+    sha256(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("chute-store-{name}-{}", random_suffix()));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn index(size: Option<u64>) -> Vec<u8> {
+        let size = size.map_or(String::new(), |s| format!(",\"size\":{s}"));
+        format!(r#"{{"version":1,"domain":"d.org","node":"pi","mount":"m1","timestamp":"t1","parent":null{size}}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn windows_commit_list_read() {
+        let root = tmpdir("basic");
+        let s = Store::open(&root).unwrap();
+        let id = s.create(&index(None)).unwrap();
+        assert!(
+            s.list("d.org", "pi").unwrap().is_empty(),
+            "uncommitted blob is invisible"
+        );
+        s.write(&id, 0, 3, &mut &b"abc"[..], None).unwrap();
+        // A gap: commit must refuse.
+        s.write(&id, 5, 2, &mut &b"fg"[..], None).unwrap();
+        assert!(matches!(
+            s.commit(&id, &index(Some(7))),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(s.read(&id, 2, 3), Err(Error::Range(_))));
+        s.write(&id, 3, 2, &mut &b"de"[..], Some(sha256(b"de")))
+            .unwrap();
+        assert_eq!(s.read(&id, 1, 5).unwrap(), b"bcdef");
+        assert_eq!(s.hash(&id, 0, 7).unwrap(), sha256(b"abcdefg"));
+        s.commit(&id, &index(Some(7))).unwrap();
+        assert_eq!(s.list("d.org", "pi").unwrap(), vec![id.clone()]);
+        assert!(matches!(
+            s.write(&id, 7, 1, &mut &b"h"[..], None),
+            Err(Error::Conflict(_))
+        ));
+        s.delete(&id).unwrap();
+        assert!(s.list("d.org", "pi").unwrap().is_empty());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn bad_windows_keep_nothing() {
+        let root = tmpdir("bad");
+        let s = Store::open(&root).unwrap();
+        let id = s.create(&index(None)).unwrap();
+        assert!(matches!(
+            s.write(&id, 0, 3, &mut &b"abc"[..], Some([0; 32])),
+            Err(Error::Digest)
+        ));
+        assert!(matches!(
+            s.write(&id, 0, 4, &mut &b"abc"[..], None),
+            Err(Error::Bad(_))
+        ));
+        assert!(matches!(
+            s.write(&id, 0, 2, &mut &b"abc"[..], None),
+            Err(Error::Bad(_))
+        ));
+        assert!(s.windows(&id).unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(root.join("d.org/pi/m1/t1/0")).unwrap().count(),
+            0
+        );
+        s.write(&id, 0, 4, &mut &b"abcd"[..], None).unwrap();
+        assert!(matches!(
+            s.write(&id, 2, 4, &mut &b"cdef"[..], None),
+            Err(Error::Range(_))
+        ));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn names_cannot_escape() {
+        for bad in [
+            "..",
+            ".",
+            "",
+            "a/b",
+            "a\0b",
+            ".hidden",
+            "é",
+            "a b",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_component(bad), "{bad:?}");
+        }
+        assert!(BlobId::parse("a/b/c/d").is_ok());
+        assert!(BlobId::parse("a/b/../d").is_err());
+        assert!(BlobId::parse("a/b/c").is_err());
+    }
+
+    #[test]
+    fn newer_layout_is_refused() {
+        let root = tmpdir("newer");
+        fs::write(root.join(MARKER), "chute-store 9\n").unwrap();
+        assert!(matches!(Store::open(&root), Err(Error::Newer(_))));
+        fs::remove_dir_all(root).unwrap();
+    }
+}
