@@ -1,0 +1,342 @@
+//! Test helpers: run the real `chute` binary as a user would.
+//!
+//! `CHUTE_TEST_BIN` replaces the binary under test (e.g. the ARM build) and
+//! `CHUTE_TEST_RUNNER` puts a prefix such as `qemu-arm-static -cpu cortex-a7` in
+//! front of it, so the same tests serve both builds.
+#![allow(dead_code)] // Each test file uses its own subset of these helpers.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A temporary world: its own HOME (so key, store and cache are private), removed on drop.
+pub struct Env {
+    pub dir: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        let dir = std::env::temp_dir().join(format!(
+            "chute-it-{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("home")).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    /// The default local store of this world.
+    pub fn store(&self) -> PathBuf {
+        self.home().join(".local/share/chute/store")
+    }
+
+    /// A `chute` command with this world's HOME and no ambient CHUTE_* settings.
+    pub fn cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = base_command();
+        c.args(args);
+        c.env("HOME", self.home())
+            .env("CHUTE_CONFIG", "/dev/null")
+            .env("CHUTE_DOMAIN", "test.example")
+            .env("CHUTE_NODE", "node1")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("CHUTE_REMOTE")
+            .env_remove("CHUTE_KEY_FILE")
+            .env_remove("CHUTE_PATHS")
+            .env_remove("CHUTE_EXCLUDE")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs chute and returns its output, whatever the status.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.cmd(&args).output().expect("spawn chute");
+        if std::env::var_os("CHUTE_TEST_VERBOSE").is_some() {
+            eprintln!("$ chute {args:?}\n{}{}", text(&out.stdout), text(&out.stderr));
+        }
+        out
+    }
+
+    /// Runs chute and insists it succeeds; returns stdout.
+    pub fn ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.run(&args);
+        if !out.status.success() {
+            panic!(
+                "chute {:?} failed ({})\nstdout:\n{}\nstderr:\n{}\nfiles:\n{}",
+                args,
+                out.status,
+                text(&out.stdout),
+                text(&out.stderr),
+                listing(&self.dir)
+            );
+        }
+        text(&out.stdout)
+    }
+
+    /// Runs chute and insists it fails with `code`; returns stderr.
+    pub fn fails<I, S>(&self, code: i32, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.run(&args);
+        let err = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "chute {args:?}: expected exit {code}\nstdout:\n{}\nstderr:\n{err}",
+            text(&out.stdout)
+        );
+        assert!(!err.contains("panicked"), "chute panicked: {err}");
+        assert!(!err.contains("RUST_BACKTRACE"), "backtrace hint: {err}");
+        err
+    }
+
+    /// Starts `chute serve` on a free loopback port (127.0.0.1 only).
+    pub fn serve(&self, store: &Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = self
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chute serve");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        break rest.split('/').next().unwrap().to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("chute serve did not start:\n{seen}");
+                }
+            }
+        };
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Server { child, addr, log }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = make_writable(&self.dir);
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn make_writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for e in walk(dir) {
+        if let Ok(md) = fs::symlink_metadata(&e) {
+            if md.is_dir() {
+                let _ = fs::set_permissions(&e, fs::Permissions::from_mode(0o755));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A running `chute serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The chute command, with the runner prefix if one is set.
+pub fn base_command() -> Command {
+    let bin = std::env::var_os("CHUTE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_chute")));
+    match std::env::var("CHUTE_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut c = Command::new(parts.next().unwrap());
+            c.args(parts).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Every path below `dir`, sorted.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(p.clone());
+                }
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A directory listing for failure messages.
+pub fn listing(dir: &Path) -> String {
+    walk(dir)
+        .iter()
+        .take(200)
+        .map(|p| {
+            let size = fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
+            format!("  {} ({size} B)\n", p.display())
+        })
+        .collect()
+}
+
+/// Deterministic incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Asserts two trees are identical: names, kinds, contents, symlink targets, modes
+/// and mtimes (of files and symlinks; directories' modes and mtimes too).
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let rel = |root: &Path| -> Vec<PathBuf> {
+        walk(root).into_iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect()
+    };
+    let (ra, rb) = (rel(a), rel(b));
+    assert_eq!(ra, rb, "trees differ in names:\n{}\nvs\n{}", listing(a), listing(b));
+    for r in std::iter::once(PathBuf::new()).chain(ra) {
+        let (pa, pb) = (a.join(&r), b.join(&r));
+        let (ma, mb) = (fs::symlink_metadata(&pa).unwrap(), fs::symlink_metadata(&pb).unwrap());
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", r.display());
+        if ma.file_type().is_symlink() {
+            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap(), "{}", r.display());
+        } else {
+            assert_eq!(ma.mode(), mb.mode(), "mode of {}", r.display());
+        }
+        if ma.is_file() {
+            assert!(fs::read(&pa).unwrap() == fs::read(&pb).unwrap(), "content of {}", r.display());
+        }
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {}",
+            r.display()
+        );
+    }
+}
+
+/// Sends one raw HTTP/1.1 request and returns (status, headers, body).
+pub fn raw_http(addr: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {:?}", text(&buf)));
+    let head = text(&buf[..split]);
+    let body = buf[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    (status, head, body)
+}
+
+/// A request with `Connection: close` and an optional body.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "PUT" || method == "POST" {
+        r.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    r.push_str("\r\n");
+    let mut out = r.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
