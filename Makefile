@@ -1,12 +1,24 @@
 # chute: everything a developer or a Pi owner runs goes through here.
 CARGO ?= cargo
 
-.PHONY: all build test check bench
+.PHONY: all build demo test check bench
 
 all: build
 
 build:
 	$(CARGO) build --release
+
+# The main job on the embedded default (a local store under ~/.local/share/chute):
+# create a key if there is none, back up DIR, restore it to a fresh directory, compare.
+DIR ?= $(CURDIR)/src
+demo: build
+	target/release/chute init
+	target/release/chute sink '$(DIR)'
+	target/release/chute list
+	@out=$$(mktemp -d /tmp/chute-demo.XXXXXX); \
+	target/release/chute restore latest --to "$$out" && \
+	diff -r '$(DIR)' "$$out/$$(realpath -s '$(DIR)' | sed 's|^/||')" && \
+	echo "restored byte-identical under $$out"
 
 # The one command README names and .ci/run calls.
 test:
@@ -16,3 +28,37 @@ check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(MAKE) test
+
+# --- 32-bit ARM builds and installing (cross/, setup/) ---------------------------------
+.PHONY: cross cross-armv6 test-arm install uninstall
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+# The binary `make install` installs; default target/release/chute (built if missing).
+BIN ?=
+# Which ARM build `make test-arm` tests: armv7 or armv6.
+ARM ?= armv7
+
+# Static, stripped armv7 binary under target/cross/ (Debian's rustc 1.85; see cross/build.sh).
+cross:
+	cross/build.sh armv7
+
+# The same for ARMv6 (Pi Zero/1): arm-unknown-linux-gnueabi with std rebuilt.
+cross-armv6:
+	cross/build.sh armv6
+
+# Integration and unit tests against the ARM build, under qemu.
+test-arm:
+	cross/test-arm.sh $(ARM)
+
+# Both share setup/install.sh with a Pi owner who copied only the binary and setup/.
+install:
+	@bin='$(BIN)'; \
+	if [ -z "$$bin" ]; then \
+		bin=target/release/chute; \
+		[ -x "$$bin" ] || $(CARGO) build --release; \
+	fi; \
+	PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' setup/install.sh "$$bin"
+
+uninstall:
+	@PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' setup/install.sh --uninstall
