@@ -29,6 +29,12 @@ check:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(MAKE) test
 
+# Throughput, CPU and peak RSS of sink/restore (HTTP and local) against restic and the
+# single-core crypto ceiling; ~1 GiB under /tmp/chute-bench (BENCH_SIZE_MIB=4096 for
+# 4 GiB). Minutes, not seconds, so not part of `make test`. See tests/bench.sh.
+bench:
+	CARGO='$(CARGO)' bash tests/bench.sh
+
 # --- 32-bit ARM builds and installing (cross/, setup/) ---------------------------------
 .PHONY: cross cross-armv6 test-arm install uninstall
 

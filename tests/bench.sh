@@ -1,0 +1,409 @@
+#!/usr/bin/env bash
+# chute's throughput bench: `make bench` (not part of `make test`).
+#
+# On one generated data set (one large incompressible file plus a few thousand small
+# files), measures with /usr/bin/time -v the wall time, peak RSS and CPU (user+sys)
+# of:
+#   - chute sink and restore through `chute serve` on loopback (client and server),
+#   - chute sink and restore on the default local store,
+#   - restic backup and restore on a local repository (the comparison the issue sets),
+# then runs the single-core crypto ceiling of the same build (tests/ceiling.rs) and
+# prints one markdown report with the issue's targets marked PASS/FAIL. The targets
+# are informational: the script fails only if a command fails or a restore differs.
+#
+# The page cache is dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every
+# timed phase when the kernel lets us (root, writable /proc/sys); otherwise the runs
+# are warm-cache and the report says so. Restores are checked with `diff -r`
+# outside the timing. Peak RSS is split into anonymous and file-backed pages by
+# sampling /proc (sink reads sources through memory maps, which count in RSS).
+# Other work on the machine skews every figure: the report shows the load average.
+#
+# Settings (environment):
+#   BENCH_DIR         work directory (default /tmp/chute-bench); the data set is
+#                     kept there and reused while its marker matches the settings
+#   BENCH_SIZE_MIB    data set size in MiB (default 1024), e.g. 4096 for 4 GiB
+#   BENCH_SMALL_FILES number of small files, 1-64 KiB each (default 3000)
+#   CHUTE_CEILING_MIB bytes per ceiling figure in MiB (default 1024)
+#   CARGO             cargo to build with (default cargo)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-/tmp/chute-bench}
+BENCH_SIZE_MIB=${BENCH_SIZE_MIB:-1024}
+BENCH_SMALL_FILES=${BENCH_SMALL_FILES:-3000}
+CARGO=${CARGO:-cargo}
+
+# Targets from the issue.
+SINK_VS_RESTIC=2       # sink throughput ≥ 2× restic backup
+SINK_VS_CEILING=0.5    # sink throughput ≥ 50% of the single-core seal+HMAC ceiling
+CPU_PER_GIB=1.6        # CPU seconds (user+sys, client+server) per GiB
+CLIENT_RSS_MIB=32
+SERVER_RSS_MIB=16
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'bench: %s\n' "$*" >&2
+    exit 1
+}
+# awk arithmetic: calc FORMAT EXPR
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+
+[[ $BENCH_SIZE_MIB =~ ^[0-9]+$ ]] || die "BENCH_SIZE_MIB must be a number of MiB"
+[[ $BENCH_SMALL_FILES =~ ^[0-9]+$ ]] || die "BENCH_SMALL_FILES must be a number"
+
+# --- server bookkeeping and cleanup ---------------------------------------------
+TIME_PID=""   # /usr/bin/time wrapping the running server
+SERVER_PID="" # the chute serve process itself
+SERVER_URL=""
+SAMPLER_PID=""
+
+cleanup() {
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n $TIME_PID ]] && kill -0 "$TIME_PID" 2>/dev/null; then
+        # time exits once its child has; give the server a moment to finish.
+        for _ in $(seq 50); do kill -0 "$TIME_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -TERM "$TIME_PID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. tools --------------------------------------------------------------------
+install_tools() {
+    local missing=()
+    command -v restic >/dev/null || missing+=(restic)
+    [[ -x /usr/bin/time ]] || missing+=(time)
+    command -v pgrep >/dev/null || missing+=(procps)
+    ((${#missing[@]} == 0)) && return
+    [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
+    say "installing ${missing[*]} from Debian"
+    # A partial failure (a mirror mid-sync for some other architecture) need not stop
+    # the install: the lists that did download may hold what we need.
+    apt-get update -qq || say "apt-get update reported errors; trying the install anyway"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- 3. data set -----------------------------------------------------------------
+make_dataset() {
+    local marker="$BENCH_DIR/data.ok"
+    local want="size_mib=$BENCH_SIZE_MIB small_files=$BENCH_SMALL_FILES"
+    if [[ -d $DATA && -f $marker ]] && [[ $(head -n1 "$marker") == "$want" ]]; then
+        DATA_BYTES=$(sed -n 2p "$marker")
+        say "reusing data set $DATA ($want)"
+        return
+    fi
+    say "generating data set $DATA ($want)"
+    rm -rf "$DATA" "$marker"
+    mkdir -p "$DATA/small"
+    # Small files: 1-64 KiB each, 100 to a directory; sizes fixed by the seed.
+    RANDOM=42
+    local i n small=0 dir
+    for ((i = 0; i < BENCH_SMALL_FILES; i++)); do
+        dir="$DATA/small/d$((i / 100))"
+        ((i % 100 == 0)) && mkdir -p "$dir"
+        n=$((1024 + (RANDOM * 32768 + RANDOM) % (63 * 1024 + 1)))
+        head -c "$n" /dev/urandom >"$dir/f$i.bin"
+        small=$((small + n))
+    done
+    local large=$((BENCH_SIZE_MIB * 1048576 - small))
+    ((large > 0)) || die "BENCH_SIZE_MIB=$BENCH_SIZE_MIB is smaller than the small files ($small bytes)"
+    # The kernel's generator: incompressible, and ~250 MB/s here, fast enough.
+    head -c "$large" /dev/urandom >"$DATA/large.bin"
+    DATA_BYTES=$((small + large))
+    printf '%s\n%s\n' "$want" "$DATA_BYTES" >"$marker"
+}
+
+# --- 4. page cache ---------------------------------------------------------------
+CACHE="cold: page cache dropped before each timed phase"
+if ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+    CACHE="warm: could not drop the page cache (needs root and a writable /proc/sys)"
+fi
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+}
+
+# --- measurement helpers ---------------------------------------------------------
+declare -A WALL RSS CPU USR SYS ANON FILE
+
+# Fields of a /usr/bin/time -v report.
+time_field() { awk -F': ' -v k="$2" 'index($0, k) { print $2; exit }' "$1"; }
+
+# record NAME: reads $RUN/NAME.time into RSS (KiB) and CPU (s), and the sampler's
+# $RUN/NAME.rss into ANON and FILE (KiB).
+record() {
+    local f="$RUN/$1.time"
+    RSS[$1]=$(time_field "$f" "Maximum resident set size")
+    USR[$1]=$(time_field "$f" "User time (seconds)")
+    SYS[$1]=$(time_field "$f" "System time (seconds)")
+    CPU[$1]=$(calc '%.2f' "${USR[$1]} + ${SYS[$1]}")
+    ANON[$1]="?" FILE[$1]="?"
+    if [[ -s $RUN/$1.rss ]]; then read -r "ANON[$1]" "FILE[$1]" <"$RUN/$1.rss"; fi
+}
+
+# rss_sampler PARENT OUT: /usr/bin/time reports only the peak of the sum, and sink
+# reads files through memory maps, so this splits it: every 50 ms it reads RssAnon
+# and RssFile of PARENT's child from /proc and, when the child exits, writes the
+# largest of each to OUT. Builtins only (no fork per sample), so it costs next to
+# no CPU; a peak shorter than 50 ms can be missed.
+rss_sampler() {
+    local parent=$1 out=$2 pid="" anon=0 file=0 k v _ tick
+    exec {tick}<> <(:)
+    while [[ -z $pid ]] && kill -0 "$parent" 2>/dev/null; do
+        pid=$(pgrep -P "$parent" | head -n1) || true
+        [[ -n $pid ]] || read -rt 0.01 -u "$tick" _ || true
+    done
+    while [[ -n $pid && -r /proc/$pid/status ]]; do
+        while read -r k v _; do
+            case $k in
+            RssAnon:) ((v > anon)) && anon=$v ;;
+            RssFile:) ((v > file)) && file=$v ;;
+            esac
+        done </proc/"$pid"/status 2>/dev/null || true
+        read -rt 0.05 -u "$tick" _ || true
+    done
+    echo "$anon $file" >"$out"
+}
+
+# measure NAME ENV... -- CMD...: one timed phase on a cold cache.
+measure() {
+    local name=$1 envs=()
+    shift
+    while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    drop_caches
+    local t0 t1 pid sampler status=0
+    t0=$(date +%s.%N)
+    env -i "${envs[@]}" /usr/bin/time -v -o "$RUN/$name.time" "$@" \
+        >"$RUN/$name.out" 2>"$RUN/$name.err" &
+    pid=$!
+    rss_sampler "$pid" "$RUN/$name.rss" &
+    sampler=$!
+    wait "$pid" || status=$?
+    t1=$(date +%s.%N)
+    wait "$sampler" || true
+    if ((status != 0)); then
+        cat "$RUN/$name.err" >&2
+        die "$name failed (status $status): $*"
+    fi
+    WALL[$name]=$(calc '%.2f' "$t1 - $t0")
+    record "$name"
+    say "$name: ${WALL[$name]} s ($(tail -n1 "$RUN/$name.out"))"
+}
+
+# start_server NAME STORE
+start_server() {
+    local name=$1 store=$2
+    env -i "${CHUTE_ENV[@]}" HOME="$RUN/home-server" \
+        /usr/bin/time -v -o "$RUN/$name.time" \
+        "$BIN" serve --listen 127.0.0.1:0 --store "$store" 2>"$RUN/$name.err" &
+    TIME_PID=$!
+    SERVER_URL=""
+    for _ in $(seq 100); do
+        SERVER_URL=$(sed -n 's|.*listening on \(http://[^/ ]*\).*|\1|p' "$RUN/$name.err" | head -n1)
+        [[ -n $SERVER_URL ]] && break
+        kill -0 "$TIME_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z $SERVER_URL ]]; then
+        cat "$RUN/$name.err" >&2
+        die "chute serve did not start"
+    fi
+    SERVER_PID=$(pgrep -P "$TIME_PID" | head -n1)
+    [[ -n $SERVER_PID ]] || die "cannot find the chute serve process under /usr/bin/time ($TIME_PID)"
+    rss_sampler "$TIME_PID" "$RUN/$name.rss" &
+    SAMPLER_PID=$!
+}
+
+# stop_server NAME: SIGTERM (chute serve exits cleanly on it), then read its figures.
+stop_server() {
+    local name=$1
+    kill -TERM "$SERVER_PID"
+    local status=0
+    wait "$TIME_PID" || status=$?
+    SERVER_PID="" TIME_PID=""
+    wait "$SAMPLER_PID" || true
+    if ((status != 0)); then
+        tail -n 20 "$RUN/$name.err" >&2
+        die "chute serve exited with status $status"
+    fi
+    record "$name"
+}
+
+# verify NAME RESTORED_ROOT: the restore must equal the data set, byte for byte.
+verify() {
+    if ! diff -r --no-dereference "$DATA" "$2$DATA" >"$RUN/$1.diff" 2>&1; then
+        head -n 20 "$RUN/$1.diff" >&2
+        die "$1: restored tree differs from $DATA (see $RUN/$1.diff)"
+    fi
+    say "$1: restore identical to the data set"
+}
+
+store_bytes() { du -sb "$1" | cut -f1; }
+
+# =================================================================================
+install_tools
+
+say "building chute (release)"
+(cd "$ROOT" && "$CARGO" build --release --quiet)
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/chute"
+[[ -x $BIN ]] || die "no binary at $BIN"
+
+mkdir -p "$BENCH_DIR"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
+DATA="$BENCH_DIR/data"
+make_dataset
+GIB=$(calc '%.6f' "$DATA_BYTES / 1073741824")
+FILES=$(find "$DATA" -type f | wc -l)
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+RUN="$BENCH_DIR/run"
+rm -rf "$RUN"
+mkdir -p "$RUN"
+# Each tool gets its own HOME; nothing reads the real one or /etc/chute/chute.conf.
+CHUTE_ENV=(PATH="$PATH" CHUTE_CONFIG=/dev/null CHUTE_DOMAIN=bench CHUTE_NODE=bench)
+
+# --- 8. single-core ceiling ------------------------------------------------------
+say "single-core crypto ceiling (tests/ceiling.rs)"
+(cd "$ROOT" && "$CARGO" test --release --quiet --test ceiling -- --ignored --nocapture \
+    >"$RUN/ceiling.out" 2>"$RUN/ceiling.err") || {
+    cat "$RUN/ceiling.err" "$RUN/ceiling.out" >&2
+    die "the ceiling test failed"
+}
+ceiling() { awk -v k="$1" '$1 == "CEILING" && $2 == k { print $3 }' "$RUN/ceiling.out"; }
+C_SEAL=$(ceiling seal)
+C_HMAC=$(ceiling hmac)
+C_CDC=$(ceiling chunker)
+C_CEIL=$(ceiling seal+hmac)
+C_ALL=$(ceiling seal+hmac+chunker)
+[[ -n $C_CEIL ]] || die "no ceiling figures in $RUN/ceiling.out"
+
+# --- 5. chute through chute serve on loopback ------------------------------------
+HR="$RUN/home-remote"
+mkdir -p "$HR" "$RUN/home-server"
+env -i "${CHUTE_ENV[@]}" HOME="$HR" "$BIN" init >/dev/null 2>&1
+start_server server-sink "$RUN/server-store"
+measure http-sink "${CHUTE_ENV[@]}" HOME="$HR" -- "$BIN" sink --remote "$SERVER_URL" "$DATA"
+stop_server server-sink
+HTTP_STORE=$(store_bytes "$RUN/server-store")
+start_server server-restore "$RUN/server-store"
+measure http-restore "${CHUTE_ENV[@]}" HOME="$HR" -- \
+    "$BIN" restore latest --remote "$SERVER_URL" --to "$RUN/out-http"
+stop_server server-restore
+verify http-restore "$RUN/out-http"
+rm -rf "$RUN/out-http" "$RUN/server-store"
+
+# --- 6. chute on the default local store -----------------------------------------
+HL="$RUN/home-local"
+mkdir -p "$HL"
+env -i "${CHUTE_ENV[@]}" HOME="$HL" "$BIN" init >/dev/null 2>&1
+measure local-sink "${CHUTE_ENV[@]}" HOME="$HL" -- "$BIN" sink "$DATA"
+LOCAL_STORE=$(store_bytes "$HL/.local/share/chute/store")
+measure local-restore "${CHUTE_ENV[@]}" HOME="$HL" -- "$BIN" restore latest --to "$RUN/out-local"
+verify local-restore "$RUN/out-local"
+rm -rf "$RUN/out-local" "$HL/.local/share/chute/store"
+
+# --- 7. restic on the same data --------------------------------------------------
+HX="$RUN/home-restic"
+mkdir -p "$HX"
+RESTIC_ENV=(PATH="$PATH" HOME="$HX" RESTIC_PASSWORD=chute-bench
+    RESTIC_REPOSITORY="$RUN/restic-repo" RESTIC_CACHE_DIR="$HX/.cache/restic")
+RESTIC_VERSION=$(restic version | awk '{ print $2 }')
+env -i "${RESTIC_ENV[@]}" restic init --quiet >/dev/null
+measure restic-backup "${RESTIC_ENV[@]}" -- restic backup --quiet "$DATA"
+RESTIC_STORE=$(store_bytes "$RUN/restic-repo")
+measure restic-restore "${RESTIC_ENV[@]}" -- restic restore --quiet latest --target "$RUN/out-restic"
+verify restic-restore "$RUN/out-restic"
+rm -rf "$RUN/out-restic" "$RUN/restic-repo"
+
+# --- 9. report -------------------------------------------------------------------
+mbps() { calc '%.1f' "$DATA_BYTES / ${WALL[$1]} / 1e6"; }
+mib() { calc '%.1f' "$1 / 1024"; }
+per_gib() { calc '%.2f' "($1) / $GIB"; }
+verdict() { awk "BEGIN { print (($1) ? \"PASS\" : \"FAIL\") }"; }
+
+# RSS "total (anon / file)" and CPU "total (user / sys)" cells of one process.
+rss_cell() { printf '%s (%s / %s)' "$(mib "${RSS[$1]}")" "$(mib_or "${ANON[$1]}")" "$(mib_or "${FILE[$1]}")"; }
+cpu_cell() { printf '%s (%s / %s)' "${CPU[$1]}" "${USR[$1]}" "${SYS[$1]}"; }
+mib_or() { if [[ $1 == "?" ]]; then echo "?"; else mib "$1"; fi; }
+
+row() { # NAME LABEL [SERVER]
+    local n=$1 srv=${3:-} srss="–" scpu="–" total=${CPU[$1]}
+    if [[ -n $srv ]]; then
+        srss=$(rss_cell "$srv")
+        scpu=$(cpu_cell "$srv")
+        total="${CPU[$n]} + ${CPU[$srv]}"
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "${WALL[$n]}" "$(mbps "$n")" \
+        "$(rss_cell "$n")" "$srss" "$(cpu_cell "$n")" "$scpu" "$(per_gib "$total")"
+}
+cpu_total() { if [[ -n ${2:-} ]]; then per_gib "${CPU[$1]} + ${CPU[$2]}"; else per_gib "${CPU[$1]}"; fi; }
+
+check() { # LABEL MEASURED TARGET CONDITION
+    printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(verdict "$4")"
+}
+
+report() {
+    local hs ls hr lr rb cpu_model
+    hs=$(mbps http-sink) ls=$(mbps local-sink) hr=$(mbps http-restore)
+    lr=$(mbps local-restore) rb=$(mbps restic-backup)
+    cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
+    local hcpu lcpu hrcpu lrcpu
+    hcpu=$(cpu_total http-sink server-sink) lcpu=$(cpu_total local-sink)
+    hrcpu=$(cpu_total http-restore server-restore) lrcpu=$(cpu_total local-restore)
+    local half
+    half=$(calc '%.1f' "$C_CEIL * $SINK_VS_CEILING")
+
+    cat <<EOF
+
+## chute bench
+
+- machine: $(nproc) cores (${cpu_model:-unknown CPU}), $(uname -r); chute $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted src changes'), restic $RESTIC_VERSION
+- data set: $DATA, $DATA_BYTES bytes ($(calc '%.2f' "$GIB") GiB) in $FILES files: one large incompressible file and $BENCH_SMALL_FILES files of 1-64 KiB
+- cache: $CACHE
+- MB = 10^6 bytes; MB/s = data set bytes / wall seconds; CPU = user + sys and peak RSS from /usr/bin/time -v; the anon / file split of RSS is the peak of each, sampled every 50 ms from /proc (file = pages of memory-mapped files, counted in RSS)
+- load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)$(awk -v l="${LOAD_BEFORE%% *}" -v n="$(nproc)" 'BEGIN { if (l > n / 2) print " — **the machine was busy: figures are skewed low**" }')
+- stored: chute over HTTP $HTTP_STORE bytes, chute local $LOCAL_STORE bytes, restic $RESTIC_STORE bytes
+
+| run | wall s | MB/s | client peak RSS MiB (anon / file) | server peak RSS MiB (anon / file) | client CPU s (user / sys) | server CPU s (user / sys) | CPU s/GiB (client+server) |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+$(row http-sink "chute sink → chute serve (loopback)" server-sink)
+$(row http-restore "chute restore ← chute serve (loopback)" server-restore)
+$(row local-sink "chute sink → local store")
+$(row local-restore "chute restore ← local store")
+$(row restic-backup "restic backup (local repo)")
+$(row restic-restore "restic restore (local repo)")
+| ceiling, one thread: seal (XChaCha20-Poly1305, 1 MiB) | | $C_SEAL | | | | | |
+| ceiling, one thread: chunk id (HMAC-SHA256) | | $C_HMAC | | | | | |
+| ceiling, one thread: chunker (FastCDC cut) | | $C_CDC | | | | | |
+| **ceiling, one thread: seal + HMAC** | | **$C_CEIL** | | | | | |
+| ceiling, one thread: seal + HMAC + chunker | | $C_ALL | | | | | |
+
+| target (informational) | measured | target | verdict |
+| --- | ---: | ---: | :---: |
+$(check "HTTP sink ≥ 2× restic backup" "$hs MB/s" "≥ $(calc '%.1f' "$rb * $SINK_VS_RESTIC") MB/s" "$hs >= $rb * $SINK_VS_RESTIC")
+$(check "local sink ≥ 2× restic backup" "$ls MB/s" "≥ $(calc '%.1f' "$rb * $SINK_VS_RESTIC") MB/s" "$ls >= $rb * $SINK_VS_RESTIC")
+$(check "HTTP sink ≥ 50% of seal+HMAC ceiling" "$hs MB/s" "≥ $half MB/s" "$hs >= $half")
+$(check "local sink ≥ 50% of seal+HMAC ceiling" "$ls MB/s" "≥ $half MB/s" "$ls >= $half")
+$(check "HTTP sink CPU (client+server)" "$hcpu s/GiB" "≤ $CPU_PER_GIB s/GiB" "$hcpu <= $CPU_PER_GIB")
+$(check "local sink CPU" "$lcpu s/GiB" "≤ $CPU_PER_GIB s/GiB" "$lcpu <= $CPU_PER_GIB")
+$(check "HTTP restore CPU (client+server)" "$hrcpu s/GiB" "≤ $CPU_PER_GIB s/GiB" "$hrcpu <= $CPU_PER_GIB")
+$(check "local restore CPU" "$lrcpu s/GiB" "≤ $CPU_PER_GIB s/GiB" "$lrcpu <= $CPU_PER_GIB")
+$(check "HTTP restore ≥ HTTP sink" "$hr MB/s" "≥ $hs MB/s" "$hr >= $hs")
+$(check "local restore ≥ local sink" "$lr MB/s" "≥ $ls MB/s" "$lr >= $ls")
+$(check "client RSS, HTTP sink" "$(mib "${RSS[http-sink]}") MiB" "≤ $CLIENT_RSS_MIB MiB" "${RSS[http-sink]} <= $CLIENT_RSS_MIB * 1024")
+$(check "client RSS, HTTP restore" "$(mib "${RSS[http-restore]}") MiB" "≤ $CLIENT_RSS_MIB MiB" "${RSS[http-restore]} <= $CLIENT_RSS_MIB * 1024")
+$(check "client RSS, local sink" "$(mib "${RSS[local-sink]}") MiB" "≤ $CLIENT_RSS_MIB MiB" "${RSS[local-sink]} <= $CLIENT_RSS_MIB * 1024")
+$(check "client RSS, local restore" "$(mib "${RSS[local-restore]}") MiB" "≤ $CLIENT_RSS_MIB MiB" "${RSS[local-restore]} <= $CLIENT_RSS_MIB * 1024")
+$(check "server RSS, during sink" "$(mib "${RSS[server-sink]}") MiB" "≤ $SERVER_RSS_MIB MiB" "${RSS[server-sink]} <= $SERVER_RSS_MIB * 1024")
+$(check "server RSS, during restore" "$(mib "${RSS[server-restore]}") MiB" "≤ $SERVER_RSS_MIB MiB" "${RSS[server-restore]} <= $SERVER_RSS_MIB * 1024")
+
+Raw outputs (time -v reports, stdout, stderr, server logs): $RUN
+EOF
+}
+
+report | tee "$BENCH_DIR/results.md"
+say "report saved to $BENCH_DIR/results.md"
