@@ -407,27 +407,39 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         excludes.extend(x.split_whitespace().map(String::from));
     }
     let remote = s.remote(c.remote)?;
+    let (domain, node) = (s.domain(c.domain), s.node(c.node));
+    let place = format!("{}|{domain}|{node}", remote.describe());
+    let cache_dir = cache_dir()?
+        .join("chute")
+        .join(crate::hex::encode(&crypto::sha256(place.as_bytes())[..8]));
     let opts = sink::Options {
         roots,
         excludes,
-        domain: s.domain(c.domain),
-        node: s.node(c.node),
+        domain,
+        node,
+        cache_dir,
         host: hostname(),
         threads: threads(c.threads),
         window: sink::DEFAULT_WINDOW,
         progress: true,
     };
     let r = sink::run(&keys, remote.as_ref(), &opts)?;
+    let resumed = if r.resumed > 0 {
+        format!(", resumed after {}", sink::human_bytes(r.resumed))
+    } else {
+        String::new()
+    };
     println!(
-        "snapshot {} saved: {} files, {} dirs, {} in {:.1} s; new {} in {} of {} chunks, sent {} to {}",
+        "snapshot {} saved: {} files ({} unchanged), {} dirs, {} in {:.1} s; new data {} in {} chunks, {} already stored; sent {} to {}{resumed}",
         r.short_id,
         r.files,
+        r.unchanged_files,
         r.dirs,
         sink::human_bytes(r.bytes),
         r.secs,
         sink::human_bytes(r.new_bytes),
         r.new_chunks,
-        r.chunks,
+        sink::human_bytes(r.unchanged_bytes + r.reused_bytes),
         sink::human_bytes(r.sent),
         remote.describe()
     );
@@ -507,12 +519,18 @@ fn list(s: &Settings, c: ListCmd) -> Result<()> {
 fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
     let keys = s.keys(c.key_file)?;
     let remote = s.remote(c.remote)?;
+    let paths: Vec<PathBuf> = c
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
     let snap = snapshot::find(
         &keys,
         remote.as_ref(),
         &s.domain(c.domain),
         &s.node(c.node),
         &c.snapshot,
+        &paths,
     )?;
     let opts = restore::Options {
         to: c.to.clone(),

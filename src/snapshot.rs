@@ -8,6 +8,7 @@ use crate::format::{self, Header, Index};
 use crate::remote::Remote;
 use crate::store::BlobId;
 use crate::{Error, Result};
+use std::os::unix::ffi::OsStrExt;
 
 /// A committed snapshot whose header opened.
 #[derive(Clone, Debug)]
@@ -75,14 +76,26 @@ pub fn all(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Result
 }
 
 /// Picks a snapshot by `latest`, short id (or a unique prefix of it), or timestamp.
+/// `latest` with `paths` means the newest snapshot whose roots hold all of them.
 pub fn find(
     keys: &Keys,
     remote: &dyn Remote,
     domain: &str,
     node: &str,
     name: &str,
+    paths: &[std::path::PathBuf],
 ) -> Result<Snapshot> {
-    let all = all(keys, remote, domain, node)?;
+    let mut all = all(keys, remote, domain, node)?;
+    if name == "latest" && !paths.is_empty() {
+        all.retain(|s| {
+            paths.iter().all(|p| {
+                s.header
+                    .roots
+                    .iter()
+                    .any(|r| p.starts_with(std::path::Path::new(std::ffi::OsStr::from_bytes(r))))
+            })
+        });
+    }
     if all.is_empty() {
         return Err(Error::Failed(format!(
             "no snapshots of {domain}/{node} on {}",

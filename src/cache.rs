@@ -1,0 +1,539 @@
+//! What this node knows about its remote, kept under `$XDG_CACHE_HOME/chute/<id>/`:
+//! the chunk index (which chunks the remote already holds, and where) and the journal
+//! of a sink in progress (so a killed sink resumes). Both are only hints: losing them
+//! costs time, never data. The index is rebuilt from the remote's sealed manifests;
+//! every journal claim is re-checked against the remote's window hashes.
+//!
+//! # Chunk index file `chunks`, version 1
+//! ```text
+//! "CHIX" u8 version=1
+//! u32 snapshot count, then str16 blob paths   (the snapshots whose chunks are in)
+//! u32 blob count, then str16 blob paths       (where the chunks live)
+//! u64 record count, then records sorted by id, 48 bytes each:
+//!     32 chunk id, u32 blob (index above), u64 offset, u32 sealed length
+//! ```
+//! Lookups binary-search a sparse in-memory index (one id per 128 records, 32 bytes
+//! each) and read one 6 KiB block with `pread`: memory stays ~0.3% of the file and
+//! does not grow with each lookup the way a map's resident pages would. An update
+//! merges this run's new records into a new file (streamed, renamed into place).
+//!
+//! # Journal file `journal-<mount>`, text, one record a line
+//! `chute-journal 1`, `blob <path>`, `window <bytes>`, then `w <n> <sha256>` for every
+//! acknowledged full window, `c <id> <offset> <len>` for every chunk appended, and
+//! `finishing` before the last, short window is sent, and `final <index.json>` once
+//! every window is acknowledged, before the commit. A torn last line is ignored.
+
+use crate::crypto::ChunkId;
+use crate::format::ChunkRef;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 4] = b"CHIX";
+const VERSION: u8 = 1;
+const RECORD: usize = 48;
+const BLOCK: usize = 128;
+
+/// A chunk's place: blob path index into [`ChunkIndex::blobs`], offset, sealed length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub blob: u32,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// The on-disk sorted chunk index.
+pub struct ChunkIndex {
+    path: PathBuf,
+    file: Option<File>,
+    pub snapshots: Vec<String>,
+    pub blobs: Vec<String>,
+    count: u64,
+    records_at: u64,
+    sparse: Vec<ChunkId>,
+}
+
+fn rd_u16(r: &mut impl Read) -> io::Result<u16> {
+    let mut b = [0; 2];
+    r.read_exact(&mut b)?;
+    Ok(u16::from_be_bytes(b))
+}
+fn rd_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_be_bytes(b))
+}
+fn rd_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+fn rd_strs(r: &mut impl Read, len: &mut u64) -> io::Result<Vec<String>> {
+    let n = rd_u32(r)?;
+    *len += 4;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let l = rd_u16(r)?;
+        let mut b = vec![0; l as usize];
+        r.read_exact(&mut b)?;
+        *len += 2 + u64::from(l);
+        out.push(String::from_utf8(b).map_err(|_| bad("blob path"))?);
+    }
+    Ok(out)
+}
+fn wr_strs(w: &mut impl Write, v: &[String]) -> io::Result<()> {
+    w.write_all(&(v.len() as u32).to_be_bytes())?;
+    for s in v {
+        w.write_all(&(s.len() as u16).to_be_bytes())?;
+        w.write_all(s.as_bytes())?;
+    }
+    Ok(())
+}
+fn bad(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("chunk index: bad {what}"),
+    )
+}
+
+fn decode_record(b: &[u8]) -> (ChunkId, Place) {
+    let id: ChunkId = b[..32].try_into().expect("32");
+    let place = Place {
+        blob: u32::from_be_bytes(b[32..36].try_into().expect("4")),
+        offset: u64::from_be_bytes(b[36..44].try_into().expect("8")),
+        len: u32::from_be_bytes(b[44..48].try_into().expect("4")),
+    };
+    (id, place)
+}
+
+fn encode_record(id: &ChunkId, p: Place) -> [u8; RECORD] {
+    let mut b = [0u8; RECORD];
+    b[..32].copy_from_slice(id);
+    b[32..36].copy_from_slice(&p.blob.to_be_bytes());
+    b[36..44].copy_from_slice(&p.offset.to_be_bytes());
+    b[44..48].copy_from_slice(&p.len.to_be_bytes());
+    b
+}
+
+impl ChunkIndex {
+    /// Opens the index at `path`; a missing or unreadable one is an empty index.
+    pub fn open(path: &Path) -> ChunkIndex {
+        match ChunkIndex::load(path) {
+            Ok(i) => i,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    eprintln!(
+                        "chute: warning: ignoring the chunk cache {}: {e}",
+                        path.display()
+                    );
+                }
+                ChunkIndex::empty(path)
+            }
+        }
+    }
+
+    fn empty(path: &Path) -> ChunkIndex {
+        ChunkIndex {
+            path: path.to_path_buf(),
+            file: None,
+            snapshots: Vec::new(),
+            blobs: Vec::new(),
+            count: 0,
+            records_at: 0,
+            sparse: Vec::new(),
+        }
+    }
+
+    fn load(path: &Path) -> io::Result<ChunkIndex> {
+        let file = File::open(path)?;
+        let total = file.metadata()?.len();
+        let mut r = BufReader::new(&file);
+        let mut head = [0u8; 5];
+        r.read_exact(&mut head)?;
+        if &head[..4] != MAGIC || head[4] != VERSION {
+            return Err(bad("header or version"));
+        }
+        let mut at = 5;
+        let snapshots = rd_strs(&mut r, &mut at)?;
+        let blobs = rd_strs(&mut r, &mut at)?;
+        let count = rd_u64(&mut r)?;
+        at += 8;
+        if count
+            .checked_mul(RECORD as u64)
+            .and_then(|n| n.checked_add(at))
+            != Some(total)
+        {
+            return Err(bad("length"));
+        }
+        let mut sparse = Vec::with_capacity((count as usize).div_ceil(BLOCK));
+        let mut rec = [0u8; RECORD];
+        for i in 0..count {
+            r.read_exact(&mut rec)?;
+            if i as usize % BLOCK == 0 {
+                sparse.push(rec[..32].try_into().expect("32"));
+            }
+        }
+        Ok(ChunkIndex {
+            path: path.to_path_buf(),
+            file: Some(file),
+            snapshots,
+            blobs,
+            count,
+            records_at: at,
+            sparse,
+        })
+    }
+
+    /// Number of chunks known.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether no chunk is known.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Where the remote holds chunk `id`, if a committed snapshot stored it.
+    pub fn get(&self, id: &ChunkId) -> io::Result<Option<Place>> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let block = match self.sparse.binary_search(id) {
+            Ok(b) => b,
+            Err(0) => return Ok(None),
+            Err(b) => b - 1,
+        };
+        let first = (block * BLOCK) as u64;
+        let n = (self.count - first).min(BLOCK as u64) as usize;
+        let mut buf = vec![0u8; n * RECORD];
+        file.read_exact_at(&mut buf, self.records_at + first * RECORD as u64)?;
+        let recs: Vec<&[u8]> = buf.chunks(RECORD).collect();
+        Ok(recs
+            .binary_search_by(|r| r[..32].cmp(&id[..]))
+            .ok()
+            .map(|i| decode_record(recs[i]).1))
+    }
+
+    /// Writes a new index: this one's records plus `new` (chunks of the snapshots
+    /// `added`, living in the blobs named by `new_blobs`), streamed and renamed in.
+    pub fn merge(
+        &self,
+        added: &[String],
+        new_blobs: &[String],
+        new: &mut [(ChunkId, Place)],
+    ) -> io::Result<ChunkIndex> {
+        let mut blobs = self.blobs.clone();
+        let mut at: HashMap<String, u32> = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.clone(), i as u32))
+            .collect();
+        for r in new.iter_mut() {
+            let name = &new_blobs[r.1.blob as usize];
+            let idx = *at.entry(name.clone()).or_insert_with(|| {
+                blobs.push(name.clone());
+                (blobs.len() - 1) as u32
+            });
+            r.1.blob = idx;
+        }
+        new.sort_unstable_by_key(|r| r.0);
+        let mut snapshots = self.snapshots.clone();
+        snapshots.extend(added.iter().cloned());
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        w.write_all(MAGIC)?;
+        w.write_all(&[VERSION])?;
+        wr_strs(&mut w, &snapshots)?;
+        wr_strs(&mut w, &blobs)?;
+        // Records go to a side file first: the count precedes them and duplicates
+        // between old and new are kept once, so it is known only at the end.
+        let mut old = self.records()?;
+        let mut count = 0u64;
+        let body = tmp.with_extension("body");
+        {
+            let mut bw = BufWriter::new(File::create(&body)?);
+            let mut next_old = old.next().transpose()?;
+            let mut i = 0;
+            loop {
+                let take_new = match (&next_old, new.get(i)) {
+                    (None, None) => break,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some(o), Some(n)) => n.0 < o.0,
+                };
+                if take_new {
+                    let (id, p) = new[i];
+                    i += 1;
+                    if next_old.as_ref().is_some_and(|o| o.0 == id)
+                        || (i >= 2 && new[i - 2].0 == id)
+                    {
+                        continue;
+                    }
+                    bw.write_all(&encode_record(&id, p))?;
+                } else {
+                    let (id, p) = next_old.take().expect("some");
+                    bw.write_all(&encode_record(&id, p))?;
+                    next_old = old.next().transpose()?;
+                }
+                count += 1;
+            }
+            bw.flush()?;
+        }
+        w.write_all(&count.to_be_bytes())?;
+        io::copy(&mut File::open(&body)?, &mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        fs::remove_file(&body)?;
+        fs::rename(&tmp, &self.path)?;
+        ChunkIndex::load(&self.path)
+    }
+
+    /// Every record, in id order.
+    fn records(&self) -> io::Result<impl Iterator<Item = io::Result<(ChunkId, Place)>> + '_> {
+        let mut r = match &self.file {
+            Some(f) => {
+                let mut f = f.try_clone()?;
+                std::io::Seek::seek(&mut f, io::SeekFrom::Start(self.records_at))?;
+                Some(BufReader::new(f))
+            }
+            None => None,
+        };
+        let mut left = self.count;
+        Ok(std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let mut rec = [0u8; RECORD];
+            let r = r.as_mut()?;
+            Some(r.read_exact(&mut rec).map(|_| decode_record(&rec)))
+        }))
+    }
+
+    /// Forgets everything (the remote lost snapshots this index relied on).
+    pub fn clear(&mut self) -> io::Result<()> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        *self = ChunkIndex::empty(&self.path);
+        Ok(())
+    }
+}
+
+/// Turns a manifest's chunk references into index records for [`ChunkIndex::merge`].
+pub fn records_of(refs: impl Iterator<Item = ChunkRef>) -> Vec<(ChunkId, Place)> {
+    refs.map(|c| {
+        (
+            c.id,
+            Place {
+                blob: c.blob,
+                offset: c.offset,
+                len: c.len,
+            },
+        )
+    })
+    .collect()
+}
+
+/// A sink in progress, written as it goes.
+pub struct Journal {
+    file: File,
+}
+
+/// What a journal says a killed sink achieved.
+#[derive(Debug, Default)]
+pub struct JournalState {
+    pub blob: String,
+    pub window: u64,
+    pub windows: HashMap<u64, [u8; 32]>,
+    pub chunks: Vec<(ChunkId, u64, u32)>,
+    pub finishing: bool,
+    pub final_index: Option<String>,
+}
+
+impl Journal {
+    /// Starts a journal for `blob` (replacing any old one).
+    pub fn create(path: &Path, blob: &str, window: u64) -> io::Result<Journal> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)?;
+        file.write_all(format!("chute-journal 1\nblob {blob}\nwindow {window}\n").as_bytes())?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Journal { file })
+    }
+
+    /// Reopens an existing journal to append to it.
+    pub fn append_to(path: &Path) -> io::Result<Journal> {
+        Ok(Journal {
+            file: OpenOptions::new().append(true).open(path)?,
+        })
+    }
+
+    fn line(&self, s: String) {
+        // One write per line; a failure only costs resumability.
+        let _ = (&self.file).write_all(s.as_bytes());
+    }
+
+    /// Window `n` was acknowledged with this SHA-256.
+    pub fn window(&self, n: u64, hash: &[u8; 32]) {
+        self.line(format!("w {n} {}\n", crate::hex::encode(hash)));
+    }
+
+    /// A chunk was appended at `offset`.
+    pub fn chunk(&self, id: &ChunkId, offset: u64, len: u32) {
+        self.line(format!("c {} {offset} {len}\n", crate::hex::encode(id)));
+    }
+
+    /// The last, short window is about to be sent: from here on the blob cannot be
+    /// extended, only committed.
+    pub fn finishing(&self) {
+        self.line("finishing\n".into());
+    }
+
+    /// Every window is sent; this final index only awaits its commit.
+    pub fn final_index(&self, json: &str) {
+        self.line(format!("final {json}\n"));
+    }
+
+    /// Reads a journal; `None` if absent or not a journal.
+    pub fn read(path: &Path) -> Option<JournalState> {
+        let f = File::open(path).ok()?;
+        let mut lines = BufReader::new(f).lines();
+        if lines.next()?.ok()? != "chute-journal 1" {
+            return None;
+        }
+        let mut st = JournalState::default();
+        for line in lines {
+            let Ok(line) = line else { break };
+            if let Some(json) = line.strip_prefix("final ") {
+                st.final_index = Some(json.to_string());
+                continue;
+            }
+            let mut w = line.split(' ');
+            match (w.next(), w.next(), w.next(), w.next()) {
+                (Some("blob"), Some(b), None, None) => st.blob = b.to_string(),
+                (Some("window"), Some(n), None, None) => st.window = n.parse().ok()?,
+                (Some("w"), Some(n), Some(h), None) => {
+                    if let (Ok(n), Some(h)) = (n.parse(), crate::hex::decode32(h)) {
+                        st.windows.insert(n, h);
+                    }
+                }
+                (Some("c"), Some(id), Some(o), Some(l)) => {
+                    if let (Some(id), Ok(o), Ok(l)) =
+                        (crate::hex::decode32(id), o.parse(), l.parse())
+                    {
+                        st.chunks.push((id, o, l));
+                    }
+                }
+                (Some("finishing"), None, None, None) => st.finishing = true,
+                _ => {} // a torn last line
+            }
+        }
+        (!st.blob.is_empty() && st.window > 0).then_some(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        std::env::temp_dir().join(format!("chute-cache-{name}-{}", crate::hex::encode(&b)))
+    }
+
+    fn id(i: u32) -> ChunkId {
+        crate::crypto::sha256(&i.to_be_bytes())
+    }
+
+    #[test]
+    fn index_merges_and_finds() {
+        let dir = tmp("idx");
+        let path = dir.join("chunks");
+        let idx = ChunkIndex::open(&path);
+        assert!(idx.is_empty());
+        let mut recs: Vec<(ChunkId, Place)> = (0..1000)
+            .map(|i| {
+                (
+                    id(i),
+                    Place {
+                        blob: 0,
+                        offset: u64::from(i) * 100,
+                        len: 100,
+                    },
+                )
+            })
+            .collect();
+        let idx = idx
+            .merge(&["s1".into()], &["b1".into()], &mut recs)
+            .unwrap();
+        assert_eq!(idx.len(), 1000);
+        let mut more: Vec<(ChunkId, Place)> = (500..1500)
+            .map(|i| {
+                (
+                    id(i),
+                    Place {
+                        blob: 0,
+                        offset: 7,
+                        len: 50,
+                    },
+                )
+            })
+            .collect();
+        let idx = idx
+            .merge(&["s2".into()], &["b2".into()], &mut more)
+            .unwrap();
+        assert_eq!(idx.len(), 1500, "duplicates are kept once");
+        let idx = ChunkIndex::open(&path);
+        assert_eq!(idx.snapshots, vec!["s1".to_string(), "s2".into()]);
+        assert_eq!(
+            idx.get(&id(3)).unwrap(),
+            Some(Place {
+                blob: 0,
+                offset: 300,
+                len: 100
+            })
+        );
+        assert_eq!(
+            idx.get(&id(700)).unwrap().unwrap().offset,
+            70_000,
+            "first writer wins"
+        );
+        let p = idx.get(&id(1400)).unwrap().unwrap();
+        assert_eq!(idx.blobs[p.blob as usize], "b2");
+        assert_eq!(idx.get(&id(5000)).unwrap(), None);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn journal_survives_a_torn_line() {
+        let dir = tmp("journal");
+        let path = dir.join("journal-m");
+        let j = Journal::create(&path, "d/n/m/t", 4096).unwrap();
+        j.window(0, &[1; 32]);
+        j.chunk(&[2; 32], 10, 99);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"w 1 abc").unwrap();
+        let st = Journal::read(&path).unwrap();
+        assert_eq!(st.blob, "d/n/m/t");
+        assert_eq!(st.window, 4096);
+        assert_eq!(st.windows.len(), 1);
+        assert_eq!(st.chunks, vec![([2; 32], 10, 99)]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

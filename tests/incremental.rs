@@ -1,0 +1,282 @@
+//! The incremental issue's tests: dedup, unchanged-file skip, resume after SIGKILL.
+mod util;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use util::*;
+
+/// Numbers from the sink's summary line.
+struct Summary {
+    unchanged: u64,
+    new_chunks: u64,
+    sent: f64,
+}
+
+fn mib(s: &str) -> f64 {
+    let mut it = s.split_whitespace();
+    let v: f64 = it.next().unwrap().parse().unwrap();
+    match it.next().unwrap() {
+        "B" => v / (1 << 20) as f64,
+        "KiB" => v / 1024.0,
+        "MiB" => v,
+        "GiB" => v * 1024.0,
+        u => panic!("unit {u}"),
+    }
+}
+
+fn summary(line: &str) -> Summary {
+    let grab = |before: &str, after: &str| -> String {
+        let s = line
+            .split(before)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{before:?} in {line}"));
+        s.split(after).next().unwrap().trim().to_string()
+    };
+    Summary {
+        unchanged: grab("files (", " unchanged").parse().unwrap(),
+        new_chunks: grab("new data ", " chunks")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        sent: mib(&grab("sent ", " to ")),
+    }
+}
+
+fn sink(env: &Env, src: &Path) -> Summary {
+    summary(&env.ok(["sink".as_ref(), src.as_os_str()]))
+}
+
+fn restore_same(env: &Env, src: &Path) {
+    let out = env.path(&format!("out-{}", rand_tag()));
+    env.ok([
+        "restore".as_ref(),
+        "latest".as_ref(),
+        "--to".as_ref(),
+        out.as_os_str(),
+        src.as_os_str(),
+    ]);
+    assert_same_tree(src, &out.join(src.strip_prefix("/").unwrap()));
+    fs::remove_dir_all(out).unwrap();
+}
+
+fn rand_tag() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A tree of `mib` MiB: a few large files and some small ones.
+fn tree(root: &Path, mib: usize) {
+    fs::create_dir_all(root.join("small")).unwrap();
+    for i in 0..4 {
+        fs::write(
+            root.join(format!("large-{i}.bin")),
+            noise(mib / 4 * (1 << 20), i as u64 + 1),
+        )
+        .unwrap();
+    }
+    for i in 0..300 {
+        fs::write(
+            root.join(format!("small/f{i:03}")),
+            noise(1000 + i * 37, 1000 + i as u64),
+        )
+        .unwrap();
+    }
+}
+
+/// Total bytes of window files in a store: what has arrived there.
+fn stored_bytes(store: &Path) -> u64 {
+    walk(store)
+        .iter()
+        .filter(|p| p.is_file() && p.parent().is_some_and(|d| d.ends_with("0")))
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn an_unchanged_tree_sends_under_one_percent() {
+    let env = Env::new("nochange");
+    let src = env.path("src");
+    tree(&src, 200);
+    env.ok(["init"]);
+    let first = sink(&env, &src);
+    assert!(first.sent > 190.0, "{}", first.sent);
+    let second = sink(&env, &src);
+    assert_eq!(second.unchanged, 304);
+    assert!(
+        second.sent < 2.0,
+        "second run sent {} MiB of 200",
+        second.sent
+    );
+    restore_same(&env, &src);
+}
+
+#[test]
+fn one_mib_changed_in_a_100_mib_file_sends_a_few_chunks() {
+    let env = Env::new("onemib");
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut data = noise(100 << 20, 5);
+    fs::write(src.join("big"), &data).unwrap();
+    env.ok(["init"]);
+    sink(&env, &src);
+    data.splice(50 << 20..51 << 20, noise(1 << 20, 6));
+    fs::write(src.join("big"), &data).unwrap();
+    let s = sink(&env, &src);
+    assert!(s.new_chunks <= 4, "{} chunks", s.new_chunks);
+    assert!(s.sent < 8.0, "sent {} MiB", s.sent);
+    restore_same(&env, &src);
+}
+
+#[test]
+fn a_file_under_five_names_is_stored_once() {
+    let env = Env::new("five");
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    let data = noise(20 << 20, 9);
+    for name in ["one", "two", "a/three", "a/b/four", "a/b/five"] {
+        fs::write(src.join(name), &data).unwrap();
+    }
+    env.ok(["init"]);
+    let s = sink(&env, &src);
+    assert!(
+        s.sent < 21.0,
+        "sent {} MiB for 100 MiB of one 20 MiB file",
+        s.sent
+    );
+    // Across paths: a second tree holding the same file adds nothing.
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("copy"), &data).unwrap();
+    let s = sink(&env, &other);
+    assert!(s.sent < 0.5, "sent {} MiB", s.sent);
+    restore_same(&env, &src);
+}
+
+#[test]
+fn a_lost_cache_is_rebuilt_and_still_dedups() {
+    let env = Env::new("cache");
+    let src = env.path("src");
+    tree(&src, 40);
+    env.ok(["init"]);
+    sink(&env, &src);
+    fs::remove_dir_all(env.home().join(".cache")).unwrap();
+    // A renamed tree has no parent snapshot, so only the rebuilt index can help.
+    let moved = env.path("moved");
+    fs::rename(&src, &moved).unwrap();
+    let s = sink(&env, &moved);
+    assert_eq!(s.unchanged, 0);
+    assert!(s.sent < 1.0, "sent {} MiB", s.sent);
+    restore_same(&env, &moved);
+}
+
+fn killed_then_rerun(point: Kill) {
+    let env = Env::new("kill");
+    let src = env.path("src");
+    tree(&src, 120);
+    env.ok(["init"]);
+    // The cost of one uninterrupted run, to another node in the same store.
+    let base = {
+        let out = env
+            .cmd(["sink", src.to_str().unwrap()])
+            .env("CHUTE_NODE", "reference")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        summary(&text(&out.stdout)).sent
+    };
+    let store = env.store();
+    let before = stored_bytes(&store);
+    let mut cmd = env.cmd(["sink", "--threads", "1", src.to_str().unwrap()]);
+    match point {
+        Kill::AfterBytes(n) => {
+            let mut child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stored_bytes(&store) - before < n && Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "sink finished before it could be killed");
+        }
+        Kill::At(name) => {
+            let out = cmd.env("CHUTE_FAILPOINT", name).output().unwrap();
+            assert!(!out.status.success());
+        }
+    }
+    let killed = (stored_bytes(&store) - before) as f64 / (1 << 20) as f64;
+    let list = env.ok(["list", "--json"]);
+    let visible_before = list.matches("\"id\"").count();
+    let rerun = summary(&env.ok(["sink", src.to_str().unwrap()]));
+    let list = env.ok(["list", "--json"]);
+    // Killed before its commit, the old snapshot is committed too; never fewer.
+    assert!(list.matches("\"id\"").count() > visible_before, "{list}");
+    restore_same(&env, &src);
+    let total = killed + rerun.sent;
+    assert!(
+        total <= base * 1.1 + 1.0,
+        "{point:?}: killed run stored {killed:.1} MiB, rerun sent {:.1} MiB, one run sends {base:.1} MiB",
+        rerun.sent
+    );
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    AfterBytes(u64),
+    At(&'static str),
+}
+
+#[test]
+fn a_sink_killed_early_resumes() {
+    killed_then_rerun(Kill::AfterBytes(8 << 20));
+}
+
+#[test]
+fn a_sink_killed_in_the_middle_resumes() {
+    killed_then_rerun(Kill::AfterBytes(60 << 20));
+}
+
+#[test]
+fn a_sink_killed_before_its_commit_resumes() {
+    killed_then_rerun(Kill::At("before-commit"));
+}
+
+#[test]
+fn a_sink_killed_right_after_its_commit_is_complete() {
+    killed_then_rerun(Kill::At("after-commit"));
+}
+
+#[test]
+fn two_sinks_of_the_same_paths_do_not_run_at_once() {
+    let env = Env::new("lock");
+    let src = env.path("src");
+    tree(&src, 200);
+    env.ok(["init"]);
+    let mut first = env
+        .cmd(["sink", "--threads", "1", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let second = env.run(["sink", src.to_str().unwrap()]);
+    let first_still_running = first.try_wait().unwrap().is_none();
+    assert!(first.wait().unwrap().success());
+    assert!(
+        first_still_running,
+        "the first sink ended too soon to test the lock"
+    );
+    let err = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("still running"), "{err}");
+    restore_same(&env, &src);
+}
