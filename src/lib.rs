@@ -21,6 +21,8 @@ pub mod sink;
 pub mod snapshot;
 pub mod store;
 pub mod sys;
+#[cfg(test)]
+mod vectors;
 
 use std::fmt;
 

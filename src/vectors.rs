@@ -1,0 +1,1005 @@
+//! Test vectors: the byte contract of [`crate::format`] pinned as files under
+//! `tests/vectors/`, so that changing any stored byte fails a test by name.
+//!
+//! `all_vectors` walks the folder and checks every file against the code *and*
+//! against a small reference written from the `//!` docs alone (subkeys from the
+//! HKDF labels, AAD = header || context, the chunk-id HMAC, the gear table), so the
+//! docs and the code cannot drift apart silently. `regenerate` rewrites the files
+//! from the code with fixed nonces:
+//! `cargo test --lib vectors::regenerate -- --ignored`. A diff in tests/vectors is a
+//! format change: bump the version or revert.
+//!
+//! # Vector files
+//! UTF-8 text, one `name = value` field per line; blank lines and lines starting
+//! with `#` are comments. Every file has a `kind`; a field that kind does not know,
+//! a missing field or a repeated field fails the test. Byte strings are lowercase
+//! hex (possibly empty), numbers are decimal, lists are comma-separated.
+//!
+//! `kind = chunk | manifest | header`: one sealed object.
+//! - `key`: key-file bytes of the opener; `context`: the context it passes (the
+//!   AAD after the 6-byte object header); `plaintext`; `sealed`: the stored bytes.
+//! - `nonce`: the 24 bytes injected when sealing.
+//! - `expect`: `ok`, `corrupt` or `newer:<N>`: what opening `sealed` must give.
+//! - Only in negative vectors, naming the one fault (at least one is required):
+//!   `seal_key` / `seal_context` when the sealer's differ from the opener's, and
+//!   `damage` done to the object after sealing: `xor:<offset>:<byte>`,
+//!   `set:<offset>:<byte>` or `truncate:<length>`.
+//! - chunk: `chunk_id`, the id the opener asks for (must equal `context`). The seal
+//!   context is always `HMAC-SHA256(chunk-id key of the sealer, plaintext)`.
+//! - manifest: `blob`, `segment`, `last` (0 or 1); `context` must be
+//!   `blob || u32 segment || u8 last`. An `ok` manifest vector is a whole manifest
+//!   in one segment and also goes through `format::open_manifest`.
+//! - header: `blob`; `context` must be its bytes. Also opened by `format::open_header`.
+//!
+//! Re-sealing `plaintext` under the seal key and context with `nonce`, then applying
+//! `damage`, must reproduce `sealed` exactly; so each negative vector is a genuine
+//! object with exactly its named fault, and fails for that reason.
+//!
+//! `kind = keys`: `key`, `master` (SHA-256 of the key file), one
+//! `subkey_<label>` per HKDF label (spaces after "chute " become `_`), `roots` and
+//! their `mount_id`.
+//!
+//! `kind = chunker`: `key`, `gear_seed`, `gear_head` (the first 8 gear entries as
+//! u64 in hex), a pseudo-random input (`input_seed`, `input_len`, and `input_head`,
+//! its first 16 bytes: xorshift64 from `x = seed | 1`, per byte `x ^= x << 13;
+//! x ^= x >> 7; x ^= x << 17`, emit the low byte of `x`) with its `cuts` (end
+//! offset of each chunk), and `zeros_len` zero bytes with their `zeros_cuts`.
+
+use crate::chunker::{self, Chunker};
+use crate::crypto::{self, Keys, Kind, NONCE_LEN, OVERHEAD, OpenError};
+use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index, Manifest};
+use crate::hex;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// The key file every vector opens with (32 bytes, as `chute init` writes).
+const KEY: &[u8] = b"chute test vectors: not a secret";
+/// The key that sealed `wrong_key`.
+const OTHER_KEY: &[u8] = b"another key file, still no secret";
+
+/// Files that must be present, so deleting one cannot make the walk pass.
+const REQUIRED: &[&str] = &[
+    "keys",
+    "chunker",
+    "chunk_ok",
+    "manifest_ok",
+    "header_ok",
+    "bad_tag",
+    "truncated",
+    "swapped_chunks",
+    "unknown_version",
+    "wrong_key",
+    "manifest_reordered",
+];
+
+/// The HKDF labels of the format docs, with the field name each gets in keys.txt.
+const LABELS: &[(&str, &str)] = &[
+    ("subkey_chunk_seal", "chute chunk seal"),
+    ("subkey_chunk_id", "chute chunk id"),
+    ("subkey_manifest_seal", "chute manifest seal"),
+    ("subkey_mount_id", "chute mount id"),
+    ("subkey_chunker_gear", "chute chunker gear"),
+    ("subkey_request_auth", "chute request auth"),
+];
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+}
+
+// ---- the reference: written from the format docs, not from crypto.rs ----------
+
+fn doc_subkey(key_file: &[u8], label: &str) -> [u8; 32] {
+    let master = Sha256::digest(key_file);
+    let mut out = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(b"chute-v1"), &master)
+        .expand(label.as_bytes(), &mut out)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    out
+}
+
+fn doc_hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).expect("any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+fn doc_mount_id(key_file: &[u8], roots: &[Vec<u8>]) -> String {
+    let key = doc_subkey(key_file, "chute mount id");
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for r in roots {
+        parts.push((r.len() as u64).to_be_bytes().to_vec());
+        parts.push(r.clone());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    hex::encode(&doc_hmac(&key, &refs)[..16])
+}
+
+/// `gear[i]`: u64 (little-endian) number `i % 4` of `SHA-256(seed || u32 BE i / 4)`.
+fn doc_gear(seed: &[u8; 32], i: usize) -> u64 {
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update(((i / 4) as u32).to_be_bytes());
+    let d = h.finalize();
+    let at = (i % 4) * 8;
+    u64::from_le_bytes(d[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Opens a sealed object exactly as the layout table in `format` describes it.
+fn doc_open(key_file: &[u8], kind: Kind, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 4 + 1 + 1 + 24 + 16
+        || sealed[..4] != *b"CHUT"
+        || sealed[4] != 1
+        || sealed[5] != kind as u8
+    {
+        return None;
+    }
+    let label = match kind {
+        Kind::Chunk => "chute chunk seal",
+        Kind::Manifest | Kind::Header => "chute manifest seal",
+    };
+    let cipher = XChaCha20Poly1305::new(&doc_subkey(key_file, label).into());
+    let mut aad = sealed[..6].to_vec();
+    aad.extend_from_slice(context);
+    let nonce = XNonce::try_from(&sealed[6..30]).ok()?;
+    let (body, tag) = sealed[30..].split_at(sealed.len() - 30 - 16);
+    let tag = Tag::try_from(tag).ok()?;
+    let mut buf = body.to_vec();
+    cipher
+        .decrypt_inout_detached(&nonce, &aad, buf.as_mut_slice().into(), &tag)
+        .ok()?;
+    Some(buf)
+}
+
+fn xorshift(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn cut_offsets(c: &Chunker, data: &[u8]) -> Vec<usize> {
+    let mut pos = 0;
+    c.lengths(data)
+        .into_iter()
+        .map(|l| {
+            pos += l;
+            pos
+        })
+        .collect()
+}
+
+// ---- small shared vocabulary ---------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Ok,
+    Corrupt,
+    Newer(u8),
+}
+
+impl Expect {
+    fn parse(s: &str) -> Option<Expect> {
+        match s {
+            "ok" => Some(Expect::Ok),
+            "corrupt" => Some(Expect::Corrupt),
+            _ => s.strip_prefix("newer:")?.parse().ok().map(Expect::Newer),
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Expect::Ok => "ok".into(),
+            Expect::Corrupt => "corrupt".into(),
+            Expect::Newer(n) => format!("newer:{n}"),
+        }
+    }
+
+    fn of<T>(r: &Result<T, OpenError>) -> Expect {
+        match r {
+            Ok(_) => Expect::Ok,
+            Err(OpenError::Corrupt) => Expect::Corrupt,
+            Err(OpenError::NewerVersion(n)) => Expect::Newer(*n),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    Xor(usize, u8),
+    Set(usize, u8),
+    Truncate(usize),
+}
+
+impl Damage {
+    fn parse(s: &str) -> Option<Damage> {
+        let mut it = s.split(':');
+        let d = match (it.next()?, it.next()?, it.next()) {
+            ("xor", at, Some(b)) => Damage::Xor(at.parse().ok()?, u8::from_str_radix(b, 16).ok()?),
+            ("set", at, Some(b)) => Damage::Set(at.parse().ok()?, u8::from_str_radix(b, 16).ok()?),
+            ("truncate", len, None) => Damage::Truncate(len.parse().ok()?),
+            _ => return None,
+        };
+        it.next().is_none().then_some(d)
+    }
+
+    fn text(self) -> String {
+        match self {
+            Damage::Xor(at, b) => format!("xor:{at}:{b:02x}"),
+            Damage::Set(at, b) => format!("set:{at}:{b:02x}"),
+            Damage::Truncate(len) => format!("truncate:{len}"),
+        }
+    }
+
+    fn apply(self, sealed: &mut Vec<u8>) {
+        match self {
+            Damage::Xor(at, b) => sealed[at] ^= b,
+            Damage::Set(at, b) => sealed[at] = b,
+            Damage::Truncate(len) => sealed.truncate(len),
+        }
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Chunk => "chunk",
+        Kind::Manifest => "manifest",
+        Kind::Header => "header",
+    }
+}
+
+fn segment_context(blob: &str, segment: u32, last: bool) -> Vec<u8> {
+    let mut c = blob.as_bytes().to_vec();
+    c.extend_from_slice(&segment.to_be_bytes());
+    c.push(u8::from(last));
+    c
+}
+
+/// `domain/node/mount/timestamp` back into an index, as a store would hold it.
+fn index_for(blob: &str, sealed: &[u8]) -> Index {
+    let p: Vec<&str> = blob.split('/').collect();
+    assert_eq!(
+        p.len(),
+        4,
+        "blob path {blob:?} is not domain/node/mount/timestamp"
+    );
+    Index {
+        version: 1,
+        domain: p[0].into(),
+        node: p[1].into(),
+        mount: p[2].into(),
+        timestamp: p[3].into(),
+        parent: None,
+        size: Some(0),
+        sealed: Some(hex::encode(sealed)),
+    }
+}
+
+// ---- the samples the positive vectors encode ------------------------------------
+
+const CHUNK_A: &[u8] = b"chute test vector: the first chunk of /data/a.txt\n";
+const CHUNK_B: &[u8] = b"another chunk, whose id a store might hand back instead";
+const HOST: &str = "pi-kitchen";
+const TIMESTAMP: &str = "20240102T030405.678901Z";
+
+fn roots() -> Vec<Vec<u8>> {
+    vec![b"/data".to_vec(), b"/home/pi".to_vec()]
+}
+
+fn blob(keys: &Keys) -> String {
+    format!("home/{HOST}/{}/{TIMESTAMP}", keys.mount_id(&roots()))
+}
+
+fn sample_manifest(keys: &Keys) -> Manifest {
+    let parent = format!(
+        "home/{HOST}/{}/20240101T000000.000000Z",
+        keys.mount_id(&roots())
+    );
+    let mut dir = Entry::new(EntryKind::Dir, b"/data".to_vec());
+    dir.mode = 0o755;
+    dir.uid = 1000;
+    dir.gid = 1000;
+    dir.mtime = 1_700_000_000;
+    dir.mtime_ns = 5;
+    let mut file = Entry::new(EntryKind::File, b"/data/a.txt".to_vec());
+    file.mode = 0o4644;
+    file.uid = 1000;
+    file.gid = 100;
+    file.mtime = 1_704_164_645;
+    file.mtime_ns = 123_456_789;
+    file.dev = 0xb301;
+    file.inode = 0x1_0000_0002;
+    file.ctime = 1_704_164_646;
+    file.ctime_ns = 999_999_999;
+    file.chunks = vec![
+        ChunkRef {
+            id: keys.chunk_id(CHUNK_A),
+            blob: 0,
+            offset: 0,
+            len: (CHUNK_A.len() + OVERHEAD) as u32,
+        },
+        ChunkRef {
+            id: keys.chunk_id(CHUNK_B),
+            blob: 1,
+            offset: 0x1_0000_0000,
+            len: (CHUNK_B.len() + OVERHEAD) as u32,
+        },
+    ];
+    file.size = file.chunks.iter().map(ChunkRef::plain_len).sum();
+    // Raw OS bytes, not UTF-8: paths are stored as the kernel gives them.
+    let mut empty = Entry::new(EntryKind::File, b"/data/caf\xe9".to_vec());
+    empty.mode = 0o600;
+    empty.mtime = -86_400;
+    let mut link = Entry::new(EntryKind::Symlink, b"/data/link".to_vec());
+    link.mode = 0o777;
+    link.mtime = 1_600_000_000;
+    link.target = b"a.txt".to_vec();
+    Manifest {
+        blobs: vec![blob(keys), parent],
+        entries: vec![dir, file, empty, link],
+    }
+}
+
+fn sample_header(keys: &Keys) -> Header {
+    let chunk = (CHUNK_A.len() + OVERHEAD) as u64;
+    let manifest = (format::encode_manifest(&sample_manifest(keys)).len() + OVERHEAD) as u64;
+    Header {
+        time: 1_704_164_645,
+        time_ns: 678_901_000,
+        host: HOST.into(),
+        roots: roots(),
+        files: 2,
+        dirs: 1,
+        symlinks: 1,
+        bytes: (CHUNK_A.len() + CHUNK_B.len()) as u64,
+        manifest_offset: chunk,
+        manifest_len: manifest,
+        segments: 1,
+        part_size: chunk + manifest,
+        window: 8 << 20,
+        window_hashes: vec![crypto::sha256(b"part 0, window 0")],
+    }
+}
+
+// ---- writing ---------------------------------------------------------------
+
+#[derive(Default)]
+struct Out(String);
+
+impl Out {
+    fn comment(&mut self, text: &str) -> &mut Self {
+        for line in text.lines() {
+            let _ = writeln!(self.0, "# {line}");
+        }
+        self
+    }
+    fn field(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
+        let _ = writeln!(self.0, "{name} = {value}");
+        self
+    }
+    fn hex(&mut self, name: &str, bytes: &[u8]) -> &mut Self {
+        self.field(name, hex::encode(bytes))
+    }
+}
+
+/// One sealed-object vector, before it is written.
+struct Sealed<'a> {
+    about: &'a str,
+    kind: Kind,
+    seal_key: Option<&'a [u8]>,
+    context: Vec<u8>,
+    seal_context: Option<Vec<u8>>,
+    nonce: u8,
+    plaintext: Vec<u8>,
+    damage: Option<Damage>,
+    expect: Expect,
+    /// Kind-specific fields, written between `kind` and `key`.
+    extra: Vec<(&'static str, String)>,
+}
+
+impl<'a> Sealed<'a> {
+    fn new(
+        about: &'a str,
+        kind: Kind,
+        nonce: u8,
+        plaintext: &[u8],
+        context: Vec<u8>,
+    ) -> Sealed<'a> {
+        Sealed {
+            about,
+            kind,
+            seal_key: None,
+            context,
+            seal_context: None,
+            nonce,
+            plaintext: plaintext.to_vec(),
+            damage: None,
+            expect: Expect::Ok,
+            extra: Vec::new(),
+        }
+    }
+
+    fn write(&self) -> String {
+        let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| self.nonce.wrapping_add(i as u8));
+        let sealer = Keys::from_key_bytes(self.seal_key.unwrap_or(KEY));
+        let mut sealed = Vec::new();
+        let ctx = self.seal_context.as_ref().unwrap_or(&self.context);
+        sealer.seal_with_nonce(self.kind, ctx, &self.plaintext, &nonce, &mut sealed);
+        if let Some(d) = self.damage {
+            d.apply(&mut sealed);
+        }
+        let mut o = Out::default();
+        o.comment(self.about).field("kind", kind_name(self.kind));
+        for (name, value) in &self.extra {
+            o.field(name, value);
+        }
+        o.hex("key", KEY);
+        if let Some(k) = self.seal_key {
+            o.hex("seal_key", k);
+        }
+        o.hex("context", &self.context);
+        if let Some(c) = &self.seal_context {
+            o.hex("seal_context", c);
+        }
+        o.hex("nonce", &nonce)
+            .hex("plaintext", &self.plaintext)
+            .hex("sealed", &sealed);
+        if let Some(d) = self.damage {
+            o.field("damage", d.text());
+        }
+        o.field("expect", self.expect.text());
+        o.0
+    }
+}
+
+fn chunk_vector<'a>(about: &'a str, nonce: u8, keys: &Keys) -> Sealed<'a> {
+    let id = keys.chunk_id(CHUNK_A);
+    let mut v = Sealed::new(about, Kind::Chunk, nonce, CHUNK_A, id.to_vec());
+    v.extra.push(("chunk_id", hex::encode(&id)));
+    v
+}
+
+/// Every vector file, as the current code writes it.
+fn generate() -> Vec<(&'static str, String)> {
+    let keys = Keys::from_key_bytes(KEY);
+    let blob = blob(&keys);
+    let mut files = Vec::new();
+
+    let mut o = Out::default();
+    o.comment(
+        "Key derivation: master = SHA-256(key file); subkeys = HKDF-SHA256(salt \"chute-v1\",\n\
+         ikm master, info label, 32 bytes); mount id = first 16 bytes of\n\
+         HMAC-SHA256(mount-id subkey, for each root: u64 BE length, bytes), in hex.",
+    )
+    .field("kind", "keys")
+    .hex("key", KEY)
+    .hex("master", &crypto::sha256(KEY));
+    for (field, label) in LABELS {
+        o.hex(field, &doc_subkey(KEY, label));
+    }
+    let roots_hex: Vec<String> = roots().iter().map(|r| hex::encode(r)).collect();
+    o.field("roots", roots_hex.join(","))
+        .field("mount_id", keys.mount_id(&roots()));
+    files.push(("keys", o.0));
+
+    let chunker = Chunker::new(keys.gear_seed());
+    let (seed, len) = (1u64, 32 << 20);
+    let input = xorshift(seed, len);
+    let zeros_len = chunker::MAX * 2 + 12_345;
+    let gear: Vec<String> = (0..8)
+        .map(|i| format!("{:016x}", doc_gear(keys.gear_seed(), i)))
+        .collect();
+    let join = |v: Vec<usize>| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let mut o = Out::default();
+    o.comment(
+        "Chunk boundaries: gear table from the key's gear subkey, then FastCDC cuts of\n\
+         a pseudo-random input and of an all-zero input (which runs to the maximum).",
+    )
+    .field("kind", "chunker")
+    .hex("key", KEY)
+    .hex("gear_seed", keys.gear_seed())
+    .field("gear_head", gear.join(","))
+    .field("input_seed", seed)
+    .field("input_len", len)
+    .hex("input_head", &input[..16])
+    .field("cuts", join(cut_offsets(&chunker, &input)))
+    .field("zeros_len", zeros_len)
+    .field(
+        "zeros_cuts",
+        join(cut_offsets(&chunker, &vec![0; zeros_len])),
+    );
+    files.push(("chunker", o.0));
+
+    files.push((
+        "chunk_ok",
+        chunk_vector(
+            "A chunk sealed under the chunk key, bound to its id.",
+            0x10,
+            &keys,
+        )
+        .write(),
+    ));
+
+    let plain = format::encode_manifest(&sample_manifest(&keys));
+    let mut v = Sealed::new(
+        "A small manifest (directory, file of two chunks in two blobs, empty file with\n\
+         a non-UTF-8 name, symlink) as one segment, the last.",
+        Kind::Manifest,
+        0x30,
+        &plain,
+        segment_context(&blob, 0, true),
+    );
+    v.extra = vec![
+        ("blob", blob.clone()),
+        ("segment", "0".into()),
+        ("last", "1".into()),
+    ];
+    files.push(("manifest_ok", v.write()));
+
+    let header = format::encode_header(&sample_header(&keys));
+    let mut v = Sealed::new(
+        "A snapshot header, sealed under the manifest key, bound to its blob path.",
+        Kind::Header,
+        0x50,
+        &header,
+        blob.as_bytes().to_vec(),
+    );
+    v.extra = vec![("blob", blob.clone())];
+    files.push(("header_ok", v.write()));
+
+    let sealed_len = CHUNK_A.len() + OVERHEAD;
+    let mut v = chunk_vector("chunk_ok with the first tag byte flipped.", 0x10, &keys);
+    v.damage = Some(Damage::Xor(sealed_len - 16, 0x01));
+    v.expect = Expect::Corrupt;
+    files.push(("bad_tag", v.write()));
+
+    let mut v = chunk_vector("chunk_ok missing its last byte.", 0x10, &keys);
+    v.damage = Some(Damage::Truncate(sealed_len - 1));
+    v.expect = Expect::Corrupt;
+    files.push(("truncated", v.write()));
+
+    let mut v = chunk_vector(
+        "A store hands back chunk A when asked for chunk B: sealed under A's id,\n\
+         opened with B's.",
+        0x70,
+        &keys,
+    );
+    let b = keys.chunk_id(CHUNK_B);
+    v.seal_context = Some(std::mem::replace(&mut v.context, b.to_vec()));
+    v.extra = vec![("chunk_id", hex::encode(&b))];
+    v.expect = Expect::Corrupt;
+    files.push(("swapped_chunks", v.write()));
+
+    let mut v = chunk_vector(
+        "chunk_ok with its version byte set to 2: named as newer, not as damage.",
+        0x10,
+        &keys,
+    );
+    v.damage = Some(Damage::Set(4, 2));
+    v.expect = Expect::Newer(2);
+    files.push(("unknown_version", v.write()));
+
+    let mut v = Sealed::new(
+        "header_ok's plaintext sealed under another key file.",
+        Kind::Header,
+        0x90,
+        &header,
+        blob.as_bytes().to_vec(),
+    );
+    v.extra = vec![("blob", blob.clone())];
+    v.seal_key = Some(OTHER_KEY);
+    v.expect = Expect::Corrupt;
+    files.push(("wrong_key", v.write()));
+
+    let mut v = Sealed::new(
+        "The last segment of a two-segment manifest moved to the front: sealed as\n\
+         segment 1 (last), presented as segment 0 (last) of a one-segment manifest.",
+        Kind::Manifest,
+        0xb0,
+        &plain[plain.len() / 2..],
+        segment_context(&blob, 0, true),
+    );
+    v.seal_context = Some(segment_context(&blob, 1, true));
+    v.extra = vec![
+        ("blob", blob.clone()),
+        ("segment", "0".into()),
+        ("last", "1".into()),
+    ];
+    v.expect = Expect::Corrupt;
+    files.push(("manifest_reordered", v.write()));
+
+    files
+}
+
+// ---- reading and checking --------------------------------------------------
+
+struct Vector {
+    file: String,
+    fields: BTreeMap<String, String>,
+}
+
+impl Vector {
+    fn parse(file: &str, text: &str) -> Vector {
+        let mut fields = BTreeMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((name, value)) = line.split_once('=') else {
+                panic!("{file}:{}: not `name = value`: {line:?}", n + 1);
+            };
+            let (name, value) = (name.trim().to_string(), value.trim().to_string());
+            if fields.insert(name.clone(), value).is_some() {
+                panic!("{file}:{}: field `{name}` repeated", n + 1);
+            }
+        }
+        Vector {
+            file: file.into(),
+            fields,
+        }
+    }
+
+    /// Refuses missing and unknown fields, so a typo cannot skip a check.
+    fn allow(&self, required: &[&str], optional: &[&str]) {
+        for r in required {
+            assert!(self.fields.contains_key(*r), "{}: missing `{r}`", self.file);
+        }
+        for name in self.fields.keys() {
+            assert!(
+                required.contains(&name.as_str()) || optional.contains(&name.as_str()),
+                "{}: unknown field `{name}`",
+                self.file
+            );
+        }
+    }
+
+    fn opt(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+    fn str(&self, name: &str) -> &str {
+        self.opt(name)
+            .unwrap_or_else(|| panic!("{}: missing `{name}`", self.file))
+    }
+    fn bytes(&self, name: &str) -> Vec<u8> {
+        hex::decode(self.str(name)).unwrap_or_else(|| panic!("{}: `{name}` is not hex", self.file))
+    }
+    fn opt_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        self.opt(name).map(|_| self.bytes(name))
+    }
+    fn num<T: std::str::FromStr>(&self, name: &str) -> T {
+        self.str(name)
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: `{name}` is not a number", self.file))
+    }
+    fn list(&self, name: &str) -> Vec<&str> {
+        let s = self.str(name);
+        if s.is_empty() {
+            Vec::new()
+        } else {
+            s.split(',').map(str::trim).collect()
+        }
+    }
+}
+
+fn check(file: &str, text: &str) {
+    let v = Vector::parse(file, text);
+    match v.str("kind") {
+        "keys" => check_keys(&v),
+        "chunker" => check_chunker(&v),
+        "chunk" => check_sealed(&v, Kind::Chunk),
+        "manifest" => check_sealed(&v, Kind::Manifest),
+        "header" => check_sealed(&v, Kind::Header),
+        other => panic!("{file}: unknown kind {other:?}"),
+    }
+}
+
+fn check_keys(v: &Vector) {
+    let mut required = vec!["kind", "key", "master", "roots", "mount_id"];
+    required.extend(LABELS.iter().map(|(f, _)| *f));
+    v.allow(&required, &[]);
+    let f = &v.file;
+    let key = v.bytes("key");
+    let keys = Keys::from_key_bytes(&key);
+    assert_eq!(v.bytes("master"), crypto::sha256(&key), "{f}: master");
+    for (field, label) in LABELS {
+        assert_eq!(v.bytes(field), doc_subkey(&key, label), "{f}: {field}");
+    }
+    assert_eq!(
+        v.bytes("subkey_chunker_gear"),
+        keys.gear_seed(),
+        "{f}: Keys::gear_seed"
+    );
+    assert_eq!(
+        v.bytes("subkey_request_auth"),
+        keys.auth_key(),
+        "{f}: Keys::auth_key"
+    );
+    let roots: Vec<Vec<u8>> = v
+        .list("roots")
+        .iter()
+        .map(|r| hex::decode(r).unwrap_or_else(|| panic!("{f}: a root is not hex")))
+        .collect();
+    assert_eq!(
+        v.str("mount_id"),
+        keys.mount_id(&roots),
+        "{f}: Keys::mount_id"
+    );
+    assert_eq!(
+        v.str("mount_id"),
+        doc_mount_id(&key, &roots),
+        "{f}: mount id per the docs"
+    );
+}
+
+fn check_chunker(v: &Vector) {
+    v.allow(
+        &[
+            "kind",
+            "key",
+            "gear_seed",
+            "gear_head",
+            "input_seed",
+            "input_len",
+            "input_head",
+            "cuts",
+            "zeros_len",
+            "zeros_cuts",
+        ],
+        &[],
+    );
+    let f = &v.file;
+    let keys = Keys::from_key_bytes(&v.bytes("key"));
+    let seed = *keys.gear_seed();
+    assert_eq!(v.bytes("gear_seed"), seed, "{f}: gear_seed");
+    let head = v.list("gear_head");
+    assert!(!head.is_empty(), "{f}: gear_head is empty");
+    for (i, g) in head.iter().enumerate() {
+        let g = u64::from_str_radix(g, 16).unwrap_or_else(|_| panic!("{f}: gear_head[{i}]"));
+        assert_eq!(g, doc_gear(&seed, i), "{f}: gear[{i}] per the docs");
+    }
+    let cuts = |name: &str| -> Vec<usize> {
+        v.list(name)
+            .iter()
+            .map(|c| c.parse().unwrap_or_else(|_| panic!("{f}: {name}")))
+            .collect()
+    };
+    let chunker = Chunker::new(&seed);
+    let input = xorshift(v.num("input_seed"), v.num("input_len"));
+    let head = v.bytes("input_head");
+    assert!(
+        head.len() >= 8,
+        "{f}: input_head too short to pin the generator"
+    );
+    assert_eq!(input.get(..head.len()), Some(&head[..]), "{f}: input_head");
+    let want = cuts("cuts");
+    assert!(want.len() > 2, "{f}: too few cuts to pin anything");
+    assert_eq!(cut_offsets(&chunker, &input), want, "{f}: cuts");
+    let zeros = vec![0u8; v.num("zeros_len")];
+    assert_eq!(
+        cut_offsets(&chunker, &zeros),
+        cuts("zeros_cuts"),
+        "{f}: zeros_cuts"
+    );
+}
+
+fn check_sealed(v: &Vector, kind: Kind) {
+    let f = &v.file;
+    let mut required = vec![
+        "kind",
+        "key",
+        "context",
+        "nonce",
+        "plaintext",
+        "sealed",
+        "expect",
+    ];
+    required.extend_from_slice(match kind {
+        Kind::Chunk => &["chunk_id"][..],
+        Kind::Manifest => &["blob", "segment", "last"],
+        Kind::Header => &["blob"],
+    });
+    let faults = ["seal_key", "seal_context", "damage"];
+    v.allow(&required, &faults);
+    let expect = Expect::parse(v.str("expect")).unwrap_or_else(|| panic!("{f}: bad `expect`"));
+    let named = faults.iter().filter(|n| v.opt(n).is_some()).count();
+    match expect {
+        Expect::Ok => assert_eq!(named, 0, "{f}: a positive vector names a fault"),
+        _ => assert!(named > 0, "{f}: a negative vector must name its fault"),
+    }
+
+    let key = v.bytes("key");
+    let keys = Keys::from_key_bytes(&key);
+    let seal_key = v.opt_bytes("seal_key").unwrap_or_else(|| key.clone());
+    let context = v.bytes("context");
+    let seal_context = v
+        .opt_bytes("seal_context")
+        .unwrap_or_else(|| context.clone());
+    let plaintext = v.bytes("plaintext");
+    let sealed = v.bytes("sealed");
+    let nonce: [u8; NONCE_LEN] = v
+        .bytes("nonce")
+        .try_into()
+        .unwrap_or_else(|_| panic!("{f}: nonce is not {NONCE_LEN} bytes"));
+
+    // The code reproduces the stored bytes, fault included.
+    let mut again = Vec::new();
+    Keys::from_key_bytes(&seal_key).seal_with_nonce(
+        kind,
+        &seal_context,
+        &plaintext,
+        &nonce,
+        &mut again,
+    );
+    if let Some(d) = v.opt("damage") {
+        Damage::parse(d)
+            .unwrap_or_else(|| panic!("{f}: bad `damage`"))
+            .apply(&mut again);
+    }
+    assert_eq!(
+        hex::encode(&again),
+        hex::encode(&sealed),
+        "{f}: sealing `plaintext` with `nonce` does not give `sealed`"
+    );
+
+    // The contexts are what the docs say they are.
+    match kind {
+        Kind::Chunk => {
+            assert_eq!(v.bytes("chunk_id"), context, "{f}: context is not chunk_id");
+            let id_key = doc_subkey(&seal_key, "chute chunk id");
+            assert_eq!(
+                seal_context,
+                doc_hmac(&id_key, &[&plaintext]),
+                "{f}: the seal context is not the chunk id per the docs"
+            );
+            assert_eq!(
+                seal_context,
+                Keys::from_key_bytes(&seal_key).chunk_id(&plaintext),
+                "{f}: Keys::chunk_id"
+            );
+        }
+        Kind::Manifest => {
+            let last = match v.str("last") {
+                "0" => false,
+                "1" => true,
+                _ => panic!("{f}: `last` is 0 or 1"),
+            };
+            let want = segment_context(v.str("blob"), v.num("segment"), last);
+            assert_eq!(context, want, "{f}: context is not blob || segment || last");
+        }
+        Kind::Header => assert_eq!(context, v.str("blob").as_bytes(), "{f}: context"),
+    }
+
+    // Opening gives exactly the expected outcome, by every road.
+    let opened = keys.open(kind, &context, &sealed);
+    assert_eq!(Expect::of(&opened), expect, "{f}: Keys::open");
+    if let Ok(p) = &opened {
+        assert_eq!(*p, plaintext, "{f}: Keys::open plaintext");
+    }
+    let mut buf = sealed.clone();
+    let in_place = keys
+        .open_in_place(kind, &context, &mut buf)
+        .map(|p| p.to_vec());
+    assert_eq!(in_place, opened, "{f}: Keys::open_in_place");
+    let by_docs = doc_open(&key, kind, &context, &sealed);
+    match expect {
+        Expect::Ok => assert_eq!(by_docs.as_ref(), Some(&plaintext), "{f}: open per the docs"),
+        _ => assert_eq!(by_docs, None, "{f}: opens per the docs"),
+    }
+    let from_format = |e: format::Error| match e {
+        format::Error::Open(o) => o,
+        other => panic!("{f}: format error {other} instead of an open error"),
+    };
+    match kind {
+        Kind::Chunk => {}
+        Kind::Manifest => {
+            if v.str("segment") != "0" || v.str("last") != "1" {
+                return;
+            }
+            let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+            let m = format::open_manifest(&keys, v.str("blob"), sealed.len() as u64, 1, fetch)
+                .map_err(from_format);
+            assert_eq!(Expect::of(&m), expect, "{f}: format::open_manifest");
+            if let Ok(m) = m {
+                let sample = sample_manifest(&keys);
+                assert_eq!(m, sample, "{f}: decodes to something else than the sample");
+                assert_eq!(format::encode_manifest(&sample), plaintext, "{f}: encoding");
+            }
+        }
+        Kind::Header => {
+            let h =
+                format::open_header(&keys, &index_for(v.str("blob"), &sealed)).map_err(from_format);
+            assert_eq!(Expect::of(&h), expect, "{f}: format::open_header");
+            if let Ok(h) = h {
+                let sample = sample_header(&keys);
+                assert_eq!(h, sample, "{f}: decodes to something else than the sample");
+                assert_eq!(format::encode_header(&sample), plaintext, "{f}: encoding");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "rewrites tests/vectors; run by hand after a deliberate format change"]
+fn regenerate() {
+    let dir = dir();
+    std::fs::create_dir_all(&dir).expect("create tests/vectors");
+    for (name, text) in generate() {
+        let path = dir.join(format!("{name}.txt"));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+#[test]
+fn all_vectors() {
+    let dir = dir();
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut seen = Vec::new();
+    for entry in entries {
+        let path = entry.expect("read tests/vectors").path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let Some(stem) = name.strip_suffix(".txt") else {
+            panic!("{}: not a vector file (*.txt)", path.display());
+        };
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        check(&name, &text);
+        seen.push(stem.to_string());
+    }
+    assert!(!seen.is_empty(), "no vectors in {}", dir.display());
+    for r in REQUIRED {
+        assert!(
+            seen.iter().any(|s| s == r),
+            "tests/vectors/{r}.txt is missing"
+        );
+    }
+}
+
+/// The files on disk are what `regenerate` would write: no stale or hand-edited vector.
+#[test]
+fn files_match_the_generator() {
+    for (name, text) in generate() {
+        let path = dir().join(format!("{name}.txt"));
+        let on_disk =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            on_disk == text,
+            "{name}.txt differs from the generator: run vectors::regenerate and review"
+        );
+    }
+}
+
+fn chunk_ok() -> String {
+    std::fs::read_to_string(dir().join("chunk_ok.txt")).expect("tests/vectors/chunk_ok.txt")
+}
+
+#[test]
+#[should_panic(expected = "unknown field `sealed_typo`")]
+fn an_unknown_field_fails() {
+    let mut text = chunk_ok();
+    text.push_str("sealed_typo = 00\n");
+    check("chunk_ok.txt", &text);
+}
+
+#[test]
+#[should_panic(expected = "does not give `sealed`")]
+fn an_edited_vector_fails() {
+    // One ciphertext byte changed in `sealed` while the rest still claims `ok`.
+    let text = chunk_ok();
+    let at = text.find("sealed = ").expect("sealed field") + "sealed = ".len() + 2 * 40;
+    let mut bytes = text.into_bytes();
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    check("chunk_ok.txt", &String::from_utf8(bytes).expect("ascii"));
+}
