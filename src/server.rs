@@ -272,6 +272,13 @@ fn expected_digest(req: &Request) -> Result<Option<[u8; 32]>, Fail> {
     }
 }
 
+/// Every PUT must announce its length: tiny_http reports none for a chunked body.
+fn content_length(req: &Request) -> Result<u64, Fail> {
+    req.body_length()
+        .map(|l| l as u64)
+        .ok_or_else(|| Fail(411, "a PUT needs Content-Length".into(), None))
+}
+
 fn put_window(
     req: &mut Request,
     store: &Store,
@@ -279,9 +286,7 @@ fn put_window(
     offset: u64,
     max: Option<u64>,
 ) -> Result<Reply, Fail> {
-    let len = req
-        .body_length()
-        .ok_or_else(|| Fail(411, "a PUT needs Content-Length".into(), None))? as u64;
+    let len = content_length(req)?;
     if let Some(max) = max {
         if len > max {
             return Err(bad(format!(
@@ -364,6 +369,7 @@ fn handle(req: &mut Request, store: &Store) -> Result<Reply, Fail> {
                 ))
             }
             Method::Put => {
+                content_length(req)?;
                 let body = small_body(req, store::MAX_INDEX)?;
                 store.commit(&id, &body)?;
                 Ok(created())
@@ -372,12 +378,13 @@ fn handle(req: &mut Request, store: &Store) -> Result<Reply, Fail> {
         },
         Route::Part(id) => match method {
             Method::Put => {
+                let len = content_length(req)?;
                 let offset = match header(req, "Content-Range") {
                     None => 0,
                     Some(v) => {
                         let (a, b, _) = parse_content_range(v)
                             .ok_or_else(|| bad(format!("bad Content-Range {v:?}")))?;
-                        if req.body_length() != Some((b - a + 1) as usize) {
+                        if len != b - a + 1 {
                             return Err(bad("Content-Range does not match Content-Length"));
                         }
                         a
