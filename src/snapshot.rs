@@ -95,6 +95,12 @@ pub fn find(
                     .any(|r| p.starts_with(std::path::Path::new(std::ffi::OsStr::from_bytes(r))))
             })
         });
+        if all.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} is not in any snapshot of {domain}/{node}",
+                paths[0].display()
+            )));
+        }
     }
     if all.is_empty() {
         return Err(Error::Failed(format!(

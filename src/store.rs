@@ -8,7 +8,8 @@
 //! <root>/<domain>/<node>/<mount>/<timestamp>/
 //!     index.pending.json                  the index as first POSTed (blob created)
 //!     index.json                          the final index; present = snapshot visible
-//!     0/<offset:016x>-<len:016x>          data part 0, one file per written window
+//!     0/<offset:016x>-<len:016x>-<sha256>  data part 0, one file per written window,
+//!                                         named with the SHA-256 it arrived with
 //!     0/.tmp-<random>                     a window being received (never read)
 //! ```
 //!
@@ -187,28 +188,39 @@ pub fn index_place(index: &[u8]) -> Result<(BlobId, Option<u64>)> {
     ))
 }
 
-/// A written window of part 0.
+/// A written window of part 0, with the SHA-256 its bytes had when they arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
     pub offset: u64,
     pub len: u64,
+    pub sha256: [u8; 32],
 }
 
 impl Window {
     fn end(&self) -> u64 {
         self.offset + self.len
     }
+    fn same_range(&self, other: &Window) -> bool {
+        self.offset == other.offset && self.len == other.len
+    }
     fn file_name(&self) -> String {
-        format!("{:016x}-{:016x}", self.offset, self.len)
+        format!(
+            "{:016x}-{:016x}-{}",
+            self.offset,
+            self.len,
+            crate::hex::encode(&self.sha256)
+        )
     }
     fn from_file_name(name: &str) -> Option<Window> {
-        let (a, b) = name.split_once('-')?;
-        if a.len() != 16 || b.len() != 16 {
+        let mut parts = name.split('-');
+        let (a, b, h) = (parts.next()?, parts.next()?, parts.next()?);
+        if a.len() != 16 || b.len() != 16 || parts.next().is_some() {
             return None;
         }
         let w = Window {
             offset: u64::from_str_radix(a, 16).ok()?,
             len: u64::from_str_radix(b, 16).ok()?,
+            sha256: crate::hex::decode32(h)?,
         };
         (w.len > 0 && w.offset.checked_add(w.len).is_some()).then_some(w)
     }
@@ -328,6 +340,8 @@ impl Store {
             }
         }
         out.sort_by_key(|w| w.offset);
+        // A window replaced by a crash-interrupted rewrite may exist twice: keep one.
+        out.dedup_by(|a, b| a.same_range(b));
         Ok(out)
     }
 
@@ -357,10 +371,14 @@ impl Store {
                 self.max_window
             )));
         }
-        let win = Window { offset, len };
         if offset.checked_add(len).is_none() {
             return Err(Error::Range("window past the end of any part".into()));
         }
+        let mut win = Window {
+            offset,
+            len,
+            sha256: [0; 32],
+        };
         self.check_overlap(id, win)?;
         let part = dir.join(PART);
         let tmp = part.join(format!(".tmp-{}", random_suffix()));
@@ -377,15 +395,24 @@ impl Store {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        win.sha256 = digest;
+        let replaced: Vec<Window> = self
+            .windows(id)?
+            .into_iter()
+            .filter(|w| w.same_range(&win) && w.sha256 != digest)
+            .collect();
         fs::rename(&tmp, part.join(win.file_name()))
             .map_err(io_err(format!("cannot store window of {}", id.path())))?;
+        for old in replaced {
+            let _ = fs::remove_file(part.join(old.file_name()));
+        }
         sync_dir(&part)?;
         Ok(digest)
     }
 
     fn check_overlap(&self, id: &BlobId, win: Window) -> Result<()> {
         for w in self.windows(id)? {
-            if w == win {
+            if w.same_range(&win) {
                 continue;
             }
             if w.offset < win.end() && win.offset < w.end() {
