@@ -1,18 +1,20 @@
 //! Content-defined chunking: FastCDC with normalized chunking and a keyed gear table.
 //!
 //! A cut point is where a rolling gear hash of the last 64 bytes has its top bits
-//! clear. The 256-entry gear table is derived from the key
-//! (`gear[i] = u64 from SHA-256(seed || i/4)`, see [`Chunker::new`]), so chunk
+//! clear. The 256-entry gear table is derived from the key: block `b` (0..64) is
+//! `SHA-256(seed || b as u32 big-endian)` and `gear[4b + k]` is its bytes
+//! `8k..8k+8` read as a little-endian u64 (see [`Chunker::new`]), so chunk
 //! boundaries, and with them chunk sizes, say nothing about content to anyone
 //! without the key.
 //!
-//! Sizes (see also [`crate::format`]): at least [`MIN`] (256 KiB), about [`AVG`]
+//! Sizes (see also [`crate::format`]): more than [`MIN`] (256 KiB), about [`AVG`]
 //! (1 MiB), at most [`MAX`] (4 MiB). Why these on a Pi: every chunk costs one
 //! 46-byte seal, one 48-byte manifest reference and, on restore, at most one ranged
 //! read, so 1 MiB keeps a 1 GiB file at ~1,000 references; a 1 MiB edit touches two
 //! or three chunks; and the largest chunk bounds the per-worker buffers (a sealed
 //! chunk is held once per worker), which keeps sink under its RSS budget on a
-//! 512 MiB board. Files smaller than `MIN` are one chunk each.
+//! 512 MiB board. Files of at most `MIN` bytes are one chunk each; a file's last
+//! chunk may be shorter than `MIN`.
 //!
 //! Pure: works on byte slices, never on files.
 

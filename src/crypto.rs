@@ -271,7 +271,7 @@ impl Keys {
         context: &[u8],
         sealed: &'a mut [u8],
     ) -> Result<&'a mut [u8], OpenError> {
-        if sealed.len() >= 5 && sealed[..4] == MAGIC && sealed[4] != VERSION {
+        if sealed.len() >= 5 && sealed[..4] == MAGIC && sealed[4] > VERSION {
             return Err(OpenError::NewerVersion(sealed[4]));
         }
         if sealed.len() < OVERHEAD

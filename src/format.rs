@@ -37,7 +37,8 @@
 //! ```text
 //! u8  version = 1
 //! u32 blob count, then that many str16 blob paths  (blob 0 is the snapshot's own)
-//! u64 entry count, then the entries, sorted by path:
+//! u64 entry count, then the entries in walk order (each directory before
+//! what it holds, names sorted within a directory):
 //!   u8  kind: 1 file, 2 directory, 3 symlink
 //!   bytes32 path: absolute, raw bytes of the OS path (at most 64 KiB)
 //!   u32 mode (permission bits, st_mode & 0o7777), u32 uid, u32 gid
@@ -48,8 +49,13 @@
 //!            u32 sealed length (plaintext length + 46)
 //!   symlink: bytes32 target
 //! ```
+//! A reader rejects a file whose size is not the sum of its chunks' plaintext
+//! lengths, a blob index not below the blob count, and a sealed length under 46.
+//! Chunk references may point into other snapshots' blobs (deduplication): the blob
+//! table names them.
+//!
 //! The manifest is cut into segments of [`SEGMENT`] plaintext bytes (the last one
-//! shorter, never empty), each sealed as above, stored back to back.
+//! at most that, never empty), each sealed as above, stored back to back.
 //!
 //! # Snapshot header (plaintext of the sealed `sealed` field of index.json)
 //! ```text
@@ -65,8 +71,9 @@
 //!
 //! # index.json (what the store reads; the prototype's fields)
 //! `{"version":1,"domain":D,"node":N,"mount":M,"timestamp":T,"parent":P|null,
-//! "size":S,"sealed":HEX}`. `mount` is 32 hex digits of
+//! "size":S,"sealed":HEX}`. `mount` is the hex of the first 16 bytes of
 //! `HMAC-SHA256(mount key, for each root: u64 length, bytes)`: never the path.
+//! `parent` is the URI path of the previous snapshot of the same mount, or null.
 //! `timestamp` is UTC `YYYYMMDDTHHMMSS.ffffffZ`. `size` is the length of part 0;
 //! `sealed` is the hex of the sealed snapshot header. The index first POSTed to
 //! create the blob has neither `size` nor `sealed`.
