@@ -46,7 +46,7 @@ fn window_files(store: &Path) -> usize {
             p.parent().and_then(|d| d.file_name()) == Some("0".as_ref())
                 && p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.len() == 33 && !n.starts_with('.'))
+                    .is_some_and(|n| !n.starts_with('.'))
         })
         .count()
 }
