@@ -260,6 +260,9 @@ impl ChunkIndex {
             let mut bw = BufWriter::new(File::create(&body)?);
             let mut next_old = old.next().transpose()?;
             let mut i = 0;
+            // Both inputs are sorted, so duplicates meet here; on a tie the old
+            // record comes first and wins.
+            let mut last: Option<ChunkId> = None;
             loop {
                 let take_new = match (&next_old, new.get(i)) {
                     (None, None) => break,
@@ -267,20 +270,19 @@ impl ChunkIndex {
                     (None, Some(_)) => true,
                     (Some(o), Some(n)) => n.0 < o.0,
                 };
-                if take_new {
-                    let (id, p) = new[i];
+                let (id, p) = if take_new {
                     i += 1;
-                    if next_old.as_ref().is_some_and(|o| o.0 == id)
-                        || (i >= 2 && new[i - 2].0 == id)
-                    {
-                        continue;
-                    }
-                    bw.write_all(&encode_record(&id, p))?;
+                    new[i - 1]
                 } else {
-                    let (id, p) = next_old.take().expect("some");
-                    bw.write_all(&encode_record(&id, p))?;
+                    let r = next_old.take().expect("some");
                     next_old = old.next().transpose()?;
+                    r
+                };
+                if last == Some(id) {
+                    continue;
                 }
+                last = Some(id);
+                bw.write_all(&encode_record(&id, p))?;
                 count += 1;
             }
             bw.flush()?;
