@@ -146,18 +146,43 @@ pub struct ServeCmd {
     /// worker threads (default: the number of cores)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// admit a node: NODE=KEY as `chute key auth` prints it on that node; repeatable
+    #[argh(option)]
+    pub allow: Vec<String>,
+    /// file of NODE=KEY [quota=BYTES] lines (CHUTE_ALLOW_FILE)
+    #[argh(option)]
+    pub allow_file: Option<PathBuf>,
+    /// accept unsigned requests from anyone (tests, trusted LANs only)
+    #[argh(switch)]
+    pub open: bool,
+    /// refuse every delete, so a compromised node cannot destroy its history
+    #[argh(switch)]
+    pub append_only: bool,
+    /// cap a node's stored bytes: NODE=BYTES (e.g. pi=20G); repeatable
+    #[argh(option)]
+    pub quota: Vec<String>,
+    /// largest window one PUT may carry (default 64M)
+    #[argh(option)]
+    pub max_window: Option<String>,
+    /// seconds a connection may stay silent before it is dropped (default 30)
+    #[argh(option)]
+    pub timeout: Option<u64>,
 }
 
 /// Key utilities.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "key")]
 pub struct KeyCmd {
-    /// what to print: "path"
+    /// auth: the NODE=KEY line a peer needs to admit this node (it cannot
+    /// decrypt anything); path: where the key file is
     #[argh(positional)]
     pub what: String,
     /// key file (CHUTE_KEY_FILE)
     #[argh(option)]
     pub key_file: Option<PathBuf>,
+    /// node (CHUTE_NODE; default the host name)
+    #[argh(option)]
+    pub node: Option<String>,
 }
 
 /// Settings from the environment and the config file.
@@ -214,7 +239,8 @@ impl Settings {
         Ok(Keys::load(&self.key_file(flag)?)?)
     }
 
-    fn remote(&self, flag: Option<String>) -> Result<Box<dyn Remote>> {
+    /// The remote, signing requests as `node` when it is a peer.
+    fn remote(&self, flag: Option<String>, keys: &Keys, node: &str) -> Result<Box<dyn Remote>> {
         let spec = match self.get(flag, "CHUTE_REMOTE") {
             Some(s) => s,
             None => data_dir()?
@@ -222,7 +248,7 @@ impl Settings {
                 .to_string_lossy()
                 .into_owned(),
         };
-        open_remote(&spec)
+        open_remote(&spec, Some(crate::auth::Signer::new(keys, node)))
     }
 
     fn domain(&self, flag: Option<String>) -> String {
@@ -237,9 +263,9 @@ impl Settings {
 }
 
 /// Opens a remote from `http://HOST:PORT` or a directory path.
-pub fn open_remote(spec: &str) -> Result<Box<dyn Remote>> {
+pub fn open_remote(spec: &str, signer: Option<crate::auth::Signer>) -> Result<Box<dyn Remote>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
-        Ok(Box::new(crate::http::HttpRemote::new(spec)?))
+        Ok(Box::new(crate::http::HttpRemote::new(spec, signer)?))
     } else if spec.contains("://") {
         Err(Error::Usage(format!(
             "unsupported remote {spec:?}: use a directory or http://HOST:PORT"
@@ -406,8 +432,8 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     if let Some(x) = s.get(None, "CHUTE_EXCLUDE") {
         excludes.extend(x.split_whitespace().map(String::from));
     }
-    let remote = s.remote(c.remote)?;
     let (domain, node) = (s.domain(c.domain), s.node(c.node));
+    let remote = s.remote(c.remote, &keys, &node)?;
     let place = format!("{}|{domain}|{node}", remote.describe());
     let cache_dir = cache_dir()?
         .join("chute")
@@ -469,8 +495,9 @@ struct ListItem {
 
 fn list(s: &Settings, c: ListCmd) -> Result<()> {
     let keys = s.keys(c.key_file)?;
-    let remote = s.remote(c.remote)?;
-    let snaps = snapshot::all(&keys, remote.as_ref(), &s.domain(c.domain), &s.node(c.node))?;
+    let (domain, node) = (s.domain(c.domain), s.node(c.node));
+    let remote = s.remote(c.remote, &keys, &node)?;
+    let snaps = snapshot::all(&keys, remote.as_ref(), &domain, &node)?;
     let items: Vec<ListItem> = snaps
         .iter()
         .map(|sn| ListItem {
@@ -518,20 +545,14 @@ fn list(s: &Settings, c: ListCmd) -> Result<()> {
 
 fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
     let keys = s.keys(c.key_file)?;
-    let remote = s.remote(c.remote)?;
+    let (domain, node) = (s.domain(c.domain), s.node(c.node));
+    let remote = s.remote(c.remote, &keys, &node)?;
     let paths: Vec<PathBuf> = c
         .paths
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let snap = snapshot::find(
-        &keys,
-        remote.as_ref(),
-        &s.domain(c.domain),
-        &s.node(c.node),
-        &c.snapshot,
-        &paths,
-    )?;
+    let snap = snapshot::find(&keys, remote.as_ref(), &domain, &node, &c.snapshot, &paths)?;
     let opts = restore::Options {
         to: c.to.clone(),
         paths: c.paths,
@@ -559,8 +580,15 @@ fn key(s: &Settings, c: KeyCmd) -> Result<()> {
             println!("{}", s.key_file(c.key_file)?.display());
             Ok(())
         }
+        "auth" => {
+            let keys = s.keys(c.key_file)?;
+            let node = s.node(c.node);
+            let key = crate::auth::node_key(&keys, &node);
+            println!("{node}={}", crate::hex::encode(&key));
+            Ok(())
+        }
         other => Err(Error::Usage(format!(
-            "unknown key command {other:?} (try: path)"
+            "unknown key command {other:?} (try: auth, path)"
         ))),
     }
 }

@@ -6,6 +6,7 @@
 //! backoff by the callers that can safely repeat (every request here is idempotent:
 //! a window rewrite replaces the same bytes; a commit of the same index is a no-op).
 
+use crate::auth::{self, Signer};
 use crate::format::Index;
 use crate::remote::{self, Error, ErrorKind, Remote, Result, retry};
 use crate::store::BlobId;
@@ -20,11 +21,13 @@ const MAX_JSON: u64 = 64 << 20;
 pub struct HttpRemote {
     agent: Agent,
     base: String,
+    signer: Option<Signer>,
 }
 
 impl HttpRemote {
     /// Connects lazily to `http://HOST:PORT` (a path after the authority is ignored).
-    pub fn new(spec: &str) -> crate::Result<HttpRemote> {
+    /// With a `signer`, every request is signed (see [`crate::auth`]).
+    pub fn new(spec: &str, signer: Option<Signer>) -> crate::Result<HttpRemote> {
         let Some(rest) = spec.strip_prefix("http://") else {
             return Err(crate::Error::Usage(format!(
                 "{spec}: only http:// remotes are supported (data is sealed before it leaves the node)"
@@ -46,11 +49,8 @@ impl HttpRemote {
         Ok(HttpRemote {
             agent,
             base: format!("http://{authority}"),
+            signer,
         })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{PREFIX}{path}", self.base)
     }
 
     /// Maps a response to success or a remote error.
@@ -113,15 +113,45 @@ impl HttpRemote {
         })
     }
 
-    fn get(&self, what: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
+    /// One request, signed if we have a signer, retried while the remote is
+    /// unavailable (each attempt signed afresh), and checked.
+    fn send(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let target = format!("{PREFIX}{path}");
+        let url = format!("{}{target}", self.base);
+        let digest = crate::crypto::sha256(body);
         retry(|| {
-            let r = self
-                .agent
-                .get(self.url(path))
-                .call()
-                .map_err(self.transport(what))?;
+            let mut b = ureq::http::Request::builder().method(method).uri(&url);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            match &self.signer {
+                Some(s) => {
+                    for (k, v) in s.headers(method, &target, &digest) {
+                        b = b.header(k, v);
+                    }
+                }
+                None if !body.is_empty() => {
+                    b = b.header(auth::BODY, crate::hex::encode(&digest));
+                }
+                None => {}
+            }
+            let req = b
+                .body(body)
+                .map_err(|e| Error::new(ErrorKind::Refused, format!("{what}: {e}")))?;
+            let r = self.agent.run(req).map_err(self.transport(what))?;
             self.check(what, r)
         })
+    }
+
+    fn get(&self, what: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        self.send(what, "GET", path, &[], &[])
     }
 }
 
@@ -138,16 +168,8 @@ impl Remote for HttpRemote {
 
     fn create(&self, index: &Index) -> Result<BlobId> {
         let what = "create blob";
-        let body = index.to_json();
-        let resp = retry(|| {
-            let r = self
-                .agent
-                .post(self.url(""))
-                .header("Content-Type", "application/json")
-                .send(body.as_bytes())
-                .map_err(self.transport(what))?;
-            self.check(what, r)
-        })?;
+        let json = [("Content-Type", "application/json")];
+        let resp = self.send(what, "POST", "", &json, index.to_json().as_bytes())?;
         let uri: String = self.json(what, resp)?;
         blob_from_uri(&uri).ok_or_else(|| {
             Error::new(
@@ -159,20 +181,10 @@ impl Remote for HttpRemote {
 
     fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]> {
         let what = format!("upload window {n} of {}", id.path());
-        let digest = crate::crypto::sha256(data);
-        let hex = crate::hex::encode(&digest);
-        let url = self.url(&format!("{}/0/{window}/{n}", id.path()));
-        retry(|| {
-            let r = self
-                .agent
-                .put(&url)
-                .header("Content-Type", "application/octet-stream")
-                .header("X-Chute-SHA256", &hex)
-                .send(data)
-                .map_err(self.transport(&what))?;
-            self.check(&what, r)
-        })?;
-        Ok(digest)
+        let path = format!("{}/0/{window}/{n}", id.path());
+        let octets = [("Content-Type", "application/octet-stream")];
+        self.send(&what, "PUT", &path, &octets, data)?;
+        Ok(crate::crypto::sha256(data))
     }
 
     fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>> {
@@ -197,15 +209,16 @@ impl Remote for HttpRemote {
             return Ok(Vec::new());
         }
         let range = format!("bytes={offset}-{}", offset + len - 1);
-        let url = self.url(&format!("{}/0", id.path()));
+        // The body is read inside the retry too: a connection cut mid-body is a
+        // transient failure like any other.
         retry(|| {
-            let r = self
-                .agent
-                .get(&url)
-                .header("Range", &range)
-                .call()
-                .map_err(self.transport(&what))?;
-            let mut r = self.check(&what, r)?;
+            let mut r = self.send(
+                &what,
+                "GET",
+                &format!("{}/0", id.path()),
+                &[("Range", &range)],
+                &[],
+            )?;
             if r.status().as_u16() != 206 {
                 return Err(Error::new(
                     ErrorKind::Refused,
@@ -230,16 +243,9 @@ impl Remote for HttpRemote {
 
     fn commit(&self, id: &BlobId, index: &Index) -> Result<()> {
         let what = format!("commit {}", id.path());
-        let body = index.to_json();
-        retry(|| {
-            let r = self
-                .agent
-                .put(self.url(&format!("{}/index.json", id.path())))
-                .header("Content-Type", "application/json")
-                .send(body.as_bytes())
-                .map_err(self.transport(&what))?;
-            self.check(&what, r)
-        })?;
+        let json = [("Content-Type", "application/json")];
+        let path = format!("{}/index.json", id.path());
+        self.send(&what, "PUT", &path, &json, index.to_json().as_bytes())?;
         Ok(())
     }
 
@@ -270,14 +276,7 @@ impl Remote for HttpRemote {
 
     fn delete(&self, id: &BlobId) -> Result<()> {
         let what = format!("delete {}", id.path());
-        retry(|| {
-            let r = self
-                .agent
-                .delete(self.url(&format!("{}/", id.path())))
-                .call()
-                .map_err(self.transport(&what))?;
-            self.check(&what, r)
-        })?;
+        self.send(&what, "DELETE", &format!("{}/", id.path()), &[], &[])?;
         Ok(())
     }
 }

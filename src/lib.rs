@@ -7,6 +7,7 @@
 //! contracts (the REST protocol in [`server`], every stored byte in [`format`]).
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod cache;
 pub mod chunker;
 pub mod cli;

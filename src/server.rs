@@ -33,8 +33,11 @@
 //! once. Bodies stream in and out in 256 KiB pieces; nothing buffers a whole blob.
 //! SIGINT/SIGTERM stop taking new requests; requests in flight finish first.
 
+use crate::auth::{self, Admitted, Refusal, Verifier};
 use crate::store::{self, BlobId, Store, valid_component};
+use std::collections::HashMap;
 use std::io::Read;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
@@ -189,6 +192,104 @@ pub struct Config {
     pub listen: String,
     pub threads: usize,
     pub max_window: u64,
+    /// Nodes admitted, with their auth keys and quotas.
+    pub allow: HashMap<String, Admitted>,
+    /// Accept unsigned requests from anyone, anywhere in the store.
+    pub open: bool,
+    /// Refuse every delete (committed blobs are immutable anyway).
+    pub append_only: bool,
+    /// Idle time after which a connection's read or write gives up.
+    pub timeout: Duration,
+}
+
+/// Everything a handler may consult.
+pub struct State {
+    pub store: Store,
+    verifier: Verifier,
+    open: bool,
+    append_only: bool,
+    /// Bytes each node stores, for quotas: counted at start, kept up to date.
+    usage: Mutex<HashMap<String, u64>>,
+}
+
+impl State {
+    pub fn new(store: Store, cfg: &Config) -> crate::Result<State> {
+        let mut usage = HashMap::new();
+        for node in cfg.allow.keys() {
+            usage.insert(node.clone(), store.node_usage(node)?);
+        }
+        Ok(State {
+            store,
+            verifier: Verifier::new(cfg.allow.clone()),
+            open: cfg.open,
+            append_only: cfg.append_only,
+            usage: Mutex::new(usage),
+        })
+    }
+}
+
+/// Who sent a request: a verified node, or anyone (only on an `--open` server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    Node(String),
+    Anyone,
+}
+
+fn authenticate(req: &Request, state: &State) -> Result<Caller, Fail> {
+    let unauthorized = |r: Refusal| Fail(401, r.to_string(), None);
+    let Some(node) = header(req, auth::NODE) else {
+        return if state.open {
+            Ok(Caller::Anyone)
+        } else {
+            Err(unauthorized(Refusal::Unsigned))
+        };
+    };
+    let get = |name: &'static str| header(req, name).ok_or(Refusal::Malformed(name));
+    let signed = (|| {
+        Ok::<_, Refusal>(auth::Signed {
+            node,
+            time: get(auth::TIME)?,
+            nonce: get(auth::NONCE)?,
+            body: get(auth::BODY)?,
+            signature: get(auth::SIGNATURE)?,
+        })
+    })()
+    .map_err(unauthorized)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let method = req.method().as_str().to_string();
+    match state.verifier.check(&method, req.url(), &signed, now) {
+        Ok(n) => Ok(Caller::Node(n)),
+        // An open server serves nodes it does not know as anyone.
+        Err(Refusal::UnknownNode(_)) if state.open => Ok(Caller::Anyone),
+        // An open server still refuses a signature that does not verify.
+        Err(e) => Err(unauthorized(e)),
+    }
+}
+
+/// A node may touch only `<domain>/<node>/...` of its own name.
+fn authorize(caller: &Caller, node: &str) -> Result<(), Fail> {
+    match caller {
+        Caller::Node(n) if n != node => Err(Fail(
+            403,
+            format!("node {n:?} may not touch node {node:?}'s space"),
+            None,
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn may_delete(state: &State) -> Result<(), Fail> {
+    if state.append_only {
+        return Err(Fail(
+            403,
+            "this server is append-only: nothing is deleted".into(),
+            None,
+        ));
+    }
+    Ok(())
 }
 
 /// What a handler answers.
@@ -263,6 +364,24 @@ fn small_body(req: &mut Request, cap: u64) -> Result<Vec<u8>, Fail> {
     Ok(body)
 }
 
+/// An index body; when signed, it must match the signed SHA-256.
+fn signed_body(req: &mut Request, caller: &Caller) -> Result<Vec<u8>, Fail> {
+    let expect = expected_digest(req)?;
+    let body = small_body(req, store::MAX_INDEX)?;
+    if let (Caller::Node(_), Some(e)) = (caller, expect) {
+        if crate::crypto::sha256(&body) != e {
+            return Err(bad("body does not match its announced SHA-256"));
+        }
+    } else if matches!(caller, Caller::Node(_)) {
+        return Err(Fail(
+            401,
+            format!("a signed request needs {}", auth::BODY),
+            None,
+        ));
+    }
+    Ok(body)
+}
+
 fn expected_digest(req: &Request) -> Result<Option<[u8; 32]>, Fail> {
     match header(req, "X-Chute-SHA256") {
         None => Ok(None),
@@ -281,11 +400,13 @@ fn content_length(req: &Request) -> Result<u64, Fail> {
 
 fn put_window(
     req: &mut Request,
-    store: &Store,
+    state: &State,
+    caller: &Caller,
     id: &BlobId,
     offset: u64,
     max: Option<u64>,
 ) -> Result<Reply, Fail> {
+    let store = &state.store;
     let len = content_length(req)?;
     if let Some(max) = max {
         if len > max {
@@ -295,7 +416,30 @@ fn put_window(
         }
     }
     let expect = expected_digest(req)?;
-    store.write(id, offset, len, req.as_reader(), expect)?;
+    if let Caller::Node(n) = caller {
+        // Reserve the bytes before writing so concurrent windows cannot overshoot.
+        let quota = state.verifier.nodes.get(n).and_then(|a| a.quota);
+        let mut usage = state.usage.lock().expect("poisoned");
+        let used = usage.entry(n.clone()).or_insert(0);
+        if let Some(q) = quota {
+            if *used + len > q {
+                return Err(Fail(
+                    507,
+                    format!("quota of node {n} exceeded ({} of {q} bytes used)", *used),
+                    None,
+                ));
+            }
+        }
+        *used += len;
+    }
+    let result = store.write(id, offset, len, req.as_reader(), expect);
+    if let (Err(_), Caller::Node(n)) = (&result, caller) {
+        let mut usage = state.usage.lock().expect("poisoned");
+        if let Some(u) = usage.get_mut(n) {
+            *u = u.saturating_sub(len);
+        }
+    }
+    result?;
     Ok(created())
 }
 
@@ -311,19 +455,28 @@ fn stream(
     Ok(Reply::Bytes(status, Box::new(r), len, headers))
 }
 
-/// One request: a plain function of the request and the store.
-fn handle(req: &mut Request, store: &Store) -> Result<Reply, Fail> {
+/// One request: a plain function of the request and the server's state.
+fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
+    let store = &state.store;
     let route = parse_route(req.url()).map_err(|e| match e {
         RouteError::NotFound => Fail(404, format!("no such resource {}", req.url()), None),
         RouteError::Bad(m) => bad(m),
     })?;
+    let caller = authenticate(req, state)?;
+    match &route {
+        Route::Root => {}
+        Route::Node { node, .. } => authorize(&caller, node)?,
+        Route::Blob(id) | Route::Index(id) | Route::Part(id) => authorize(&caller, &id.node)?,
+        Route::Window { id, .. } | Route::WindowHash { id, .. } => authorize(&caller, &id.node)?,
+    }
     let method = req.method().clone();
     let wrong =
         |allow: &'static str| Fail(405, format!("{method} is not allowed here"), Some(allow));
     match route {
         Route::Root => match method {
             Method::Post => {
-                let body = small_body(req, store::MAX_INDEX)?;
+                let body = signed_body(req, &caller)?;
+                authorize(&caller, &store::index_place(&body)?.0.node)?;
                 let id = store.create(&body)?;
                 let path = format!("{PREFIX}{}/", id.path());
                 Ok(Reply::Created {
@@ -346,7 +499,12 @@ fn handle(req: &mut Request, store: &Store) -> Result<Reply, Fail> {
         },
         Route::Blob(id) => match method {
             Method::Delete => {
+                may_delete(state)?;
+                let freed = store.part_len(&id).unwrap_or(0);
                 store.delete(&id)?;
+                if let Some(u) = state.usage.lock().expect("poisoned").get_mut(&id.node) {
+                    *u = u.saturating_sub(freed);
+                }
                 Ok(Reply::Json(200, "true".into()))
             }
             _ => Err(wrong("DELETE")),
@@ -370,7 +528,7 @@ fn handle(req: &mut Request, store: &Store) -> Result<Reply, Fail> {
             }
             Method::Put => {
                 content_length(req)?;
-                let body = small_body(req, store::MAX_INDEX)?;
+                let body = signed_body(req, &caller)?;
                 store.commit(&id, &body)?;
                 Ok(created())
             }
@@ -390,7 +548,7 @@ fn handle(req: &mut Request, store: &Store) -> Result<Reply, Fail> {
                         a
                     }
                 };
-                put_window(req, store, &id, offset, None)
+                put_window(req, state, &caller, &id, offset, None)
             }
             Method::Get => {
                 let len = store.part_len(&id)?;
@@ -432,7 +590,7 @@ fn handle(req: &mut Request, store: &Store) -> Result<Reply, Fail> {
                 .filter(|_| size > 0)
                 .ok_or_else(|| bad("window offset out of range"))?;
             match method {
-                Method::Put => put_window(req, store, &id, offset, Some(size)),
+                Method::Put => put_window(req, state, &caller, &id, offset, Some(size)),
                 Method::Get => match store.window_at(&id, offset)? {
                     Some(w) if w.len <= size => {
                         stream(store, &id, w.offset, w.len, 200, Vec::new())
@@ -474,6 +632,7 @@ fn respond(req: Request, reply: Result<Reply, Fail>, started: Instant) {
     let url = req.url().to_string();
     let peer = req.remote_addr().map_or("-".into(), |a| a.to_string());
     let json = h("Content-Type", "application/json");
+    let mut why = String::new();
     let (status, len, result) = match reply {
         Ok(Reply::Json(status, body)) => {
             let len = body.len() as u64;
@@ -508,6 +667,7 @@ fn respond(req: Request, reply: Result<Reply, Fail>, started: Instant) {
             (status, len, req.respond(r))
         }
         Err(Fail(status, msg, allow)) => {
+            why = format!(" ({msg})");
             #[derive(miniserde::Serialize)]
             struct E {
                 error: String,
@@ -528,15 +688,20 @@ fn respond(req: Request, reply: Result<Reply, Fail>, started: Instant) {
         Err(e) => format!(" (response not delivered: {e})"),
     };
     eprintln!(
-        "{peer} \"{method} {url}\" {status} {len} {}ms{note}",
+        "{peer} \"{method} {url}\" {status} {len} {}ms{why}{note}",
         started.elapsed().as_millis()
     );
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
-    let server = tiny_http::Server::http(&cfg.listen)
-        .map_err(|e| crate::Error::Failed(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let cannot = |e: &dyn std::fmt::Display| {
+        crate::Error::Failed(format!("cannot listen on {}: {e}", cfg.listen))
+    };
+    let listener = std::net::TcpListener::bind(&cfg.listen).map_err(|e| cannot(&e))?;
+    // Accepted sockets inherit these: a client that stalls (slow-loris) is dropped.
+    crate::sys::set_socket_timeouts(&listener, cfg.timeout).map_err(|e| cannot(&e))?;
+    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| cannot(&e))?;
     let addr = server
         .server_addr()
         .to_ip()
@@ -547,7 +712,31 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
         cfg.threads,
         store.root().display()
     );
-    let store = store.with_max_window(cfg.max_window);
+    if cfg.open {
+        eprintln!(
+            "chute serve: WARNING: --open: anyone who can reach this port may read, write and delete any node's blobs; use it only for tests or a trusted LAN"
+        );
+    } else if cfg.allow.is_empty() {
+        eprintln!(
+            "chute serve: no node is allowed, so every request will be refused (401); admit a node with --allow NODE=KEY or --allow-file FILE, using the line `chute key auth` prints on that node"
+        );
+    } else {
+        let mut nodes: Vec<&String> = cfg.allow.keys().collect();
+        nodes.sort();
+        eprintln!(
+            "chute serve: nodes allowed: {}",
+            nodes
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if cfg.append_only {
+        eprintln!("chute serve: append-only: deletes are refused");
+    }
+    let state = State::new(store.with_max_window(cfg.max_window), cfg)?;
+    let state = &state;
     std::thread::scope(|s| {
         for _ in 0..cfg.threads.max(1) {
             s.spawn(|| {
@@ -555,7 +744,7 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
                     match server.recv_timeout(Duration::from_millis(200)) {
                         Ok(Some(mut req)) => {
                             let started = Instant::now();
-                            let reply = handle(&mut req, &store);
+                            let reply = handle(&mut req, state);
                             respond(req, reply, started);
                         }
                         Ok(None) => {}
@@ -590,12 +779,59 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
         .threads
         .filter(|&t| t > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut allow = HashMap::new();
+    let mut lines: Vec<(String, String)> = c
+        .allow
+        .iter()
+        .map(|l| ("--allow".to_string(), l.clone()))
+        .collect();
+    if let Some(file) = s.get(
+        c.allow_file.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_ALLOW_FILE",
+    ) {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| crate::Error::Usage(format!("cannot read allow file {file}: {e}")))?;
+        for (n, l) in text.lines().enumerate() {
+            let l = l.trim();
+            if !l.is_empty() && !l.starts_with('#') {
+                lines.push((format!("{file}:{}", n + 1), l.to_string()));
+            }
+        }
+    }
+    for (whence, line) in lines {
+        let (node, admitted) =
+            auth::parse_allow(&line).map_err(|e| crate::Error::Usage(format!("{whence}: {e}")))?;
+        allow.insert(node, admitted);
+    }
+    for q in &c.quota {
+        let (node, bytes) = q
+            .split_once('=')
+            .ok_or_else(|| crate::Error::Usage(format!("--quota {q:?}: expected NODE=BYTES")))?;
+        let bytes =
+            auth::parse_bytes(bytes).map_err(|e| crate::Error::Usage(format!("--quota: {e}")))?;
+        allow
+            .get_mut(node)
+            .ok_or_else(|| {
+                crate::Error::Usage(format!("--quota {node}: that node is not allowed"))
+            })?
+            .quota = Some(bytes);
+    }
+    let max_window = match c.max_window.as_deref() {
+        Some(m) => {
+            auth::parse_bytes(m).map_err(|e| crate::Error::Usage(format!("--max-window: {e}")))?
+        }
+        None => store::DEFAULT_MAX_WINDOW,
+    };
     serve(
         store,
         &Config {
             listen,
             threads,
-            max_window: store::DEFAULT_MAX_WINDOW,
+            max_window,
+            allow,
+            open: c.open,
+            append_only: c.append_only,
+            timeout: Duration::from_secs(c.timeout.unwrap_or(30).max(1)),
         },
     )
 }

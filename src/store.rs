@@ -589,6 +589,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Bytes of window files a node stores, under every domain (for quotas).
+    pub fn node_usage(&self, node: &str) -> Result<u64> {
+        let mut total = 0;
+        for domain in read_names(&self.root)? {
+            let base = self.root.join(&domain).join(node);
+            for mount in read_names(&base)? {
+                for ts in read_names(&base.join(&mount))? {
+                    let Ok(id) = BlobId::new(&domain, node, &mount, &ts) else {
+                        continue;
+                    };
+                    total += self
+                        .windows(&id)
+                        .map_or(0, |w| w.iter().map(|w| w.len).sum());
+                }
+            }
+        }
+        Ok(total)
+    }
+
     /// Removes a blob: first its index (so it stops being a snapshot), then its data.
     pub fn delete(&self, id: &BlobId) -> Result<()> {
         let dir = self.existing_dir(id)?;

@@ -87,6 +87,36 @@ pub fn try_lock(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Sets SO_RCVTIMEO and SO_SNDTIMEO on a listening socket; Linux copies them to
+/// every accepted connection, which is how a tiny_http server gets per-connection
+/// timeouts it has no setting for.
+pub fn set_socket_timeouts(
+    listener: &std::net::TcpListener,
+    t: std::time::Duration,
+) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: the descriptor is valid while `listener` lives; `tv` is a valid
+        // timeval and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {

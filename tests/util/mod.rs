@@ -76,10 +76,15 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let out = self.cmd(&args).output().expect("spawn chute");
         if std::env::var_os("CHUTE_TEST_VERBOSE").is_some() {
-            eprintln!("$ chute {args:?}\n{}{}", text(&out.stdout), text(&out.stderr));
+            eprintln!(
+                "$ chute {args:?}\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
         }
         out
     }
@@ -90,7 +95,8 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let out = self.run(&args);
         if !out.status.success() {
             panic!(
@@ -111,7 +117,8 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let out = self.run(&args);
         let err = text(&out.stderr);
         assert_eq!(
@@ -125,7 +132,8 @@ impl Env {
         err
     }
 
-    /// Starts `chute serve` on a free loopback port (127.0.0.1 only).
+    /// Starts `chute serve` on a free loopback port (127.0.0.1 only): `--open`
+    /// unless `extra` admits nodes (`--allow...`) or says `--closed`.
     pub fn serve(&self, store: &Path, extra: &[&str]) -> Server {
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -135,6 +143,14 @@ impl Env {
             store.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        // Tests that are not about admission run an open server.
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--allow") || *a == "--closed")
+        {
+            args.push("--open".into());
+        }
+        args.retain(|a| a != "--closed");
         let mut child = self
             .cmd(&args)
             .stdout(Stdio::null())
@@ -216,7 +232,10 @@ pub fn base_command() -> Command {
     let bin = std::env::var_os("CHUTE_TEST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_chute")));
-    match std::env::var("CHUTE_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+    match std::env::var("CHUTE_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
         Some(runner) => {
             let mut parts = runner.split_whitespace();
             let mut c = Command::new(parts.next().unwrap());
@@ -280,21 +299,42 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// and mtimes (of files and symlinks; directories' modes and mtimes too).
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let rel = |root: &Path| -> Vec<PathBuf> {
-        walk(root).into_iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect()
+        walk(root)
+            .into_iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
     };
     let (ra, rb) = (rel(a), rel(b));
-    assert_eq!(ra, rb, "trees differ in names:\n{}\nvs\n{}", listing(a), listing(b));
+    assert_eq!(
+        ra,
+        rb,
+        "trees differ in names:\n{}\nvs\n{}",
+        listing(a),
+        listing(b)
+    );
     for r in std::iter::once(PathBuf::new()).chain(ra) {
         let (pa, pb) = (a.join(&r), b.join(&r));
-        let (ma, mb) = (fs::symlink_metadata(&pa).unwrap(), fs::symlink_metadata(&pb).unwrap());
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
         assert_eq!(ma.file_type(), mb.file_type(), "{}", r.display());
         if ma.file_type().is_symlink() {
-            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap(), "{}", r.display());
+            assert_eq!(
+                fs::read_link(&pa).unwrap(),
+                fs::read_link(&pb).unwrap(),
+                "{}",
+                r.display()
+            );
         } else {
             assert_eq!(ma.mode(), mb.mode(), "mode of {}", r.display());
         }
         if ma.is_file() {
-            assert!(fs::read(&pa).unwrap() == fs::read(&pb).unwrap(), "content of {}", r.display());
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "content of {}",
+                r.display()
+            );
         }
         assert_eq!(
             (ma.mtime(), ma.mtime_nsec()),
