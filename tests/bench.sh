@@ -46,7 +46,7 @@ die() {
     exit 1
 }
 # awk arithmetic: calc FORMAT EXPR
-calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+calc() { awk "BEGIN { printf \"$1\", ($2) }"; }
 
 [[ $BENCH_SIZE_MIB =~ ^[0-9]+$ ]] || die "BENCH_SIZE_MIB must be a number of MiB"
 [[ $BENCH_SMALL_FILES =~ ^[0-9]+$ ]] || die "BENCH_SMALL_FILES must be a number"
@@ -127,7 +127,12 @@ drop_caches() {
 }
 
 # --- measurement helpers ---------------------------------------------------------
-declare -A WALL RSS CPU USR SYS ANON FILE
+declare -A WALL RSS CPU USR SYS ANON FILE MACHINE
+HZ=$(getconf CLK_TCK)
+
+# Busy jiffies of the whole machine (everything but idle and iowait), so each phase
+# can say how much CPU went to processes other than the ones measured.
+busy_jiffies() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
 # Fields of a /usr/bin/time -v report.
 time_field() { awk -F': ' -v k="$2" 'index($0, k) { print $2; exit }' "$1"; }
@@ -175,7 +180,8 @@ measure() {
     while [[ $1 != -- ]]; do envs+=("$1"); shift; done
     shift
     drop_caches
-    local t0 t1 pid sampler status=0
+    local t0 t1 b0 b1 pid sampler status=0
+    b0=$(busy_jiffies)
     t0=$(date +%s.%N)
     env -i "${envs[@]}" /usr/bin/time -v -o "$RUN/$name.time" "$@" \
         >"$RUN/$name.out" 2>"$RUN/$name.err" &
@@ -184,12 +190,14 @@ measure() {
     sampler=$!
     wait "$pid" || status=$?
     t1=$(date +%s.%N)
+    b1=$(busy_jiffies)
     wait "$sampler" || true
     if ((status != 0)); then
         cat "$RUN/$name.err" >&2
         die "$name failed (status $status): $*"
     fi
     WALL[$name]=$(calc '%.2f' "$t1 - $t0")
+    MACHINE[$name]=$(calc '%.2f' "($b1 - $b0) / $HZ")
     record "$name"
     say "$name: ${WALL[$name]} s ($(tail -n1 "$RUN/$name.out"))"
 }
@@ -330,6 +338,14 @@ rss_cell() { printf '%s (%s / %s)' "$(mib "${RSS[$1]}")" "$(mib_or "${ANON[$1]}"
 cpu_cell() { printf '%s (%s / %s)' "${CPU[$1]}" "${USR[$1]}" "${SYS[$1]}"; }
 mib_or() { if [[ $1 == "?" ]]; then echo "?"; else mib "$1"; fi; }
 
+# CPU seconds the rest of the machine used during phase NAME (SERVER's counted as ours;
+# its lifetime is a little longer than the phase, so this errs low).
+others() {
+    local ours=${CPU[$1]}
+    if [[ -n ${2:-} ]]; then ours="$ours + ${CPU[$2]}"; fi
+    calc '%.2f' "(${MACHINE[$1]} - ($ours)) > 0 ? ${MACHINE[$1]} - ($ours) : 0"
+}
+
 row() { # NAME LABEL [SERVER]
     local n=$1 srv=${3:-} srss="–" scpu="–" total=${CPU[$1]}
     if [[ -n $srv ]]; then
@@ -337,14 +353,26 @@ row() { # NAME LABEL [SERVER]
         scpu=$(cpu_cell "$srv")
         total="${CPU[$n]} + ${CPU[$srv]}"
     fi
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "${WALL[$n]}" "$(mbps "$n")" \
-        "$(rss_cell "$n")" "$srss" "$(cpu_cell "$n")" "$scpu" "$(per_gib "$total")"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "${WALL[$n]}" "$(mbps "$n")" \
+        "$(rss_cell "$n")" "$srss" "$(cpu_cell "$n")" "$scpu" "$(per_gib "$total")" "$(others "$n" "$srv")"
 }
 cpu_total() { if [[ -n ${2:-} ]]; then per_gib "${CPU[$1]} + ${CPU[$2]}"; else per_gib "${CPU[$1]}"; fi; }
 
 check() { # LABEL MEASURED TARGET CONDITION
     printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(verdict "$4")"
 }
+
+# A warning when other processes took more than 5% of the machine during the phases.
+busy_note() {
+    local n others=0 wall=0
+    for n in http-sink http-restore local-sink local-restore restic-backup restic-restore; do
+        others=$(calc '%.2f' "$others + $(others "$n" "$(server_of "$n")")")
+        wall=$(calc '%.2f' "$wall + ${WALL[$n]}")
+    done
+    awk -v o="$others" -v w="$wall" -v c="$(nproc)" 'BEGIN {
+        if (o > 0.05 * w * c) printf " — **the machine was busy (others used %.1f of %.1f CPU s): figures are skewed**", o, w * c }'
+}
+server_of() { case $1 in http-sink) echo server-sink ;; http-restore) echo server-restore ;; esac; }
 
 report() {
     local hs ls hr lr rb cpu_model
@@ -365,22 +393,22 @@ report() {
 - data set: $DATA, $DATA_BYTES bytes ($(calc '%.2f' "$GIB") GiB) in $FILES files: one large incompressible file and $BENCH_SMALL_FILES files of 1-64 KiB
 - cache: $CACHE
 - MB = 10^6 bytes; MB/s = data set bytes / wall seconds; CPU = user + sys and peak RSS from /usr/bin/time -v; the anon / file split of RSS is the peak of each, sampled every 50 ms from /proc (file = pages of memory-mapped files, counted in RSS)
-- load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)$(awk -v l="${LOAD_BEFORE%% *}" -v n="$(nproc)" 'BEGIN { if (l > n / 2) print " — **the machine was busy: figures are skewed low**" }')
+- other work: "others' CPU s" is what the rest of the machine used during each phase (from /proc/stat); load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)
 - stored: chute over HTTP $HTTP_STORE bytes, chute local $LOCAL_STORE bytes, restic $RESTIC_STORE bytes
 
-| run | wall s | MB/s | client peak RSS MiB (anon / file) | server peak RSS MiB (anon / file) | client CPU s (user / sys) | server CPU s (user / sys) | CPU s/GiB (client+server) |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| run | wall s | MB/s | client peak RSS MiB (anon / file) | server peak RSS MiB (anon / file) | client CPU s (user / sys) | server CPU s (user / sys) | CPU s/GiB (client+server) | others' CPU s |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 $(row http-sink "chute sink → chute serve (loopback)" server-sink)
 $(row http-restore "chute restore ← chute serve (loopback)" server-restore)
 $(row local-sink "chute sink → local store")
 $(row local-restore "chute restore ← local store")
 $(row restic-backup "restic backup (local repo)")
 $(row restic-restore "restic restore (local repo)")
-| ceiling, one thread: seal (XChaCha20-Poly1305, 1 MiB) | | $C_SEAL | | | | | |
-| ceiling, one thread: chunk id (HMAC-SHA256) | | $C_HMAC | | | | | |
-| ceiling, one thread: chunker (FastCDC cut) | | $C_CDC | | | | | |
-| **ceiling, one thread: seal + HMAC** | | **$C_CEIL** | | | | | |
-| ceiling, one thread: seal + HMAC + chunker | | $C_ALL | | | | | |
+| ceiling, one thread: seal (XChaCha20-Poly1305, 1 MiB) | | $C_SEAL | | | | | | |
+| ceiling, one thread: chunk id (HMAC-SHA256) | | $C_HMAC | | | | | | |
+| ceiling, one thread: chunker (FastCDC cut) | | $C_CDC | | | | | | |
+| **ceiling, one thread: seal + HMAC** | | **$C_CEIL** | | | | | | |
+| ceiling, one thread: seal + HMAC + chunker | | $C_ALL | | | | | | |
 
 | target (informational) | measured | target | verdict |
 | --- | ---: | ---: | :---: |
