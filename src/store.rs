@@ -627,7 +627,13 @@ impl Store {
 fn read_names(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        // A file where a directory could be (the `chute-store` marker read as a
+        // domain) holds no names either.
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            return Ok(Vec::new());
+        }
         Err(e) => return Err(io_err(format!("cannot list {}", dir.display()))(e)),
     };
     let mut out = Vec::new();
@@ -860,6 +866,19 @@ mod tests {
         assert!(BlobId::parse("a/b/c/d").is_ok());
         assert!(BlobId::parse("a/b/../d").is_err());
         assert!(BlobId::parse("a/b/c").is_err());
+    }
+
+    #[test]
+    fn usage_skips_the_marker_file() {
+        // node_usage read `<root>/chute-store/<node>` as a directory and failed with
+        // ENOTDIR, so `chute serve --allow` could not start on any store.
+        let root = tmpdir("usage");
+        let s = Store::open(&root).unwrap();
+        assert_eq!(s.node_usage("pi").unwrap(), 0);
+        let id = s.create(&index(None)).unwrap();
+        s.write(&id, 0, 3, &mut &b"abc"[..], None).unwrap();
+        assert_eq!(s.node_usage("pi").unwrap(), 3);
+        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
