@@ -202,12 +202,13 @@ measure() {
     say "$name: ${WALL[$name]} s ($(tail -n1 "$RUN/$name.out"))"
 }
 
-# start_server NAME STORE
+# start_server NAME STORE [SERVE ARGS...]
 start_server() {
     local name=$1 store=$2
+    shift 2
     env -i "${CHUTE_ENV[@]}" HOME="$RUN/home-server" \
         /usr/bin/time -v -o "$RUN/$name.time" \
-        "$BIN" serve --listen 127.0.0.1:0 --store "$store" 2>"$RUN/$name.err" &
+        "$BIN" serve --listen 127.0.0.1:0 --store "$store" "$@" 2>"$RUN/$name.err" &
     TIME_PID=$!
     SERVER_URL=""
     for _ in $(seq 100); do
@@ -293,11 +294,13 @@ C_ALL=$(ceiling seal+hmac+chunker)
 HR="$RUN/home-remote"
 mkdir -p "$HR" "$RUN/home-server"
 env -i "${CHUTE_ENV[@]}" HOME="$HR" "$BIN" init >/dev/null 2>&1
-start_server server-sink "$RUN/server-store"
+# The server admits the node by its request-signing key, as a peer would.
+ALLOW=$(env -i "${CHUTE_ENV[@]}" HOME="$HR" "$BIN" key auth)
+start_server server-sink "$RUN/server-store" --allow "$ALLOW"
 measure http-sink "${CHUTE_ENV[@]}" HOME="$HR" -- "$BIN" sink --remote "$SERVER_URL" "$DATA"
 stop_server server-sink
 HTTP_STORE=$(store_bytes "$RUN/server-store")
-start_server server-restore "$RUN/server-store"
+start_server server-restore "$RUN/server-store" --allow "$ALLOW"
 measure http-restore "${CHUTE_ENV[@]}" HOME="$HR" -- \
     "$BIN" restore latest --remote "$SERVER_URL" --to "$RUN/out-http"
 stop_server server-restore
