@@ -90,11 +90,23 @@ impl Signer {
         path: &str,
         body_sha256: &[u8; 32],
     ) -> Vec<(&'static str, String)> {
-        let time = std::time::SystemTime::now()
+        let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
-            .as_secs()
-            .to_string();
+            .as_secs();
+        self.headers_at(method, path, body_sha256, now)
+    }
+
+    /// The headers that sign one request as if sent at `unix_secs` (tests use this
+    /// to show that stale requests are refused).
+    pub fn headers_at(
+        &self,
+        method: &str,
+        path: &str,
+        body_sha256: &[u8; 32],
+        unix_secs: u64,
+    ) -> Vec<(&'static str, String)> {
+        let time = unix_secs.to_string();
         let mut n = [0u8; 16];
         getrandom::fill(&mut n).expect("the system random generator failed");
         let nonce = crate::hex::encode(&n);
