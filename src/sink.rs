@@ -49,6 +49,22 @@ pub const MAP_WINDOW: usize = 2 * chunker::MAX;
 const READ_BELOW: u64 = 256 << 10;
 /// Default upload window.
 pub const DEFAULT_WINDOW: u64 = 4 << 20;
+/// Bounds for the window size a remote is given: small enough that a failed window
+/// costs little to resend on a slow uplink, large enough that requests stay few; the
+/// top also bounds memory (each worker may hold a full window).
+pub const MIN_WINDOW: u64 = 1 << 20;
+pub const MAX_WINDOW: u64 = 8 << 20;
+
+/// The next run's window size from this run's timing: aim at about two seconds a
+/// window, doubling or halving at most once a run.
+pub fn next_window(window: u64, mean_secs: Option<f64>) -> u64 {
+    let w = match mean_secs {
+        Some(t) if t < 0.5 => window * 2,
+        Some(t) if t > 4.0 => window / 2,
+        _ => window,
+    };
+    w.clamp(MIN_WINDOW, MAX_WINDOW)
+}
 
 /// What to back up and where.
 pub struct Options {
@@ -84,6 +100,9 @@ pub struct Report {
     pub sent: u64,
     /// Bytes of part 0 a resumed sink found already uploaded.
     pub resumed: u64,
+    /// The window size used, and the mean seconds one full window took to upload.
+    pub window: u64,
+    pub window_secs: Option<f64>,
     pub skipped: Vec<String>,
     pub secs: f64,
 }
@@ -152,6 +171,8 @@ struct Shared<'a> {
     stop: AtomicBool,
     sent: AtomicU64,
     reused: AtomicU64,
+    /// Full windows uploaded and the microseconds they took, for sizing the next run's.
+    timed: Mutex<(u64, u64)>,
 }
 
 impl Shared<'_> {
@@ -247,7 +268,13 @@ impl Shared<'_> {
 
     fn upload(&self, n: u64, data: &[u8]) -> Result<()> {
         let window = self.pack.lock().expect("poisoned").window;
+        let started = Instant::now();
         let hash = self.remote.put_window(&self.blob, window, n, data)?;
+        if data.len() as u64 == window {
+            let mut t = self.timed.lock().expect("poisoned");
+            t.0 += 1;
+            t.1 += started.elapsed().as_micros() as u64;
+        }
         self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
         if let (Some(j), true) = (&self.journal, data.len() as u64 == window) {
             j.window(n, &hash);
@@ -639,6 +666,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         stop: AtomicBool::new(false),
         sent: AtomicU64::new(0),
         reused: AtomicU64::new(0),
+        timed: Mutex::new((0, 0)),
     };
     let chunker = Chunker::new(keys.gear_seed());
     let threads = opts.threads.max(1);
@@ -706,6 +734,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let manifest_offset = shared.append(None, &sealed)?;
     let part_size = shared.flush()?;
     let sent = shared.sent.load(Ordering::Relaxed);
+    let (timed_n, timed_us) = *shared.timed.lock().expect("poisoned");
     let reused = shared.reused.load(Ordering::Relaxed);
     let journal_done = shared.journal;
     let pack = shared.pack.into_inner().expect("poisoned");
@@ -766,6 +795,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     report.new_bytes = pack.new_bytes;
     report.reused_bytes = reused;
     report.sent = sent;
+    report.window = window;
+    report.window_secs = (timed_n > 0).then(|| timed_us as f64 / timed_n as f64 / 1e6);
     report.chunks = manifest.entries.iter().map(|e| e.chunks.len() as u64).sum();
     report.secs = started.elapsed().as_secs_f64();
     drop(lock);
@@ -1039,6 +1070,16 @@ mod tests {
             &["node_modules".into()],
             Path::new("/a/node_modules2")
         ));
+    }
+
+    #[test]
+    fn windows_follow_the_link() {
+        assert_eq!(next_window(4 << 20, Some(0.1)), 8 << 20);
+        assert_eq!(next_window(8 << 20, Some(0.1)), 8 << 20);
+        assert_eq!(next_window(4 << 20, Some(9.0)), 2 << 20);
+        assert_eq!(next_window(1 << 20, Some(9.0)), 1 << 20);
+        assert_eq!(next_window(4 << 20, Some(2.0)), 4 << 20);
+        assert_eq!(next_window(4 << 20, None), 4 << 20);
     }
 
     #[test]
