@@ -53,17 +53,17 @@ fi
 	# shellcheck source=cross/build.sh
 	CHUTE_CROSS_ENV_ONLY=1 source cross/build.sh "$ARCH" >/dev/null
 	if [ -f src/lib.rs ]; then what=(--lib); else what=(--bins); fi
-	dir=$TARGET_DIR
 	if [ "$ARCH" = armv6 ]; then
-		# The test harness needs libtest and unwinding: let cargo pick the default set.
-		# That std differs from the binary's (std,panic_abort), and two builds of core
-		# in one target dir fail with E0152 "duplicate lang item": keep them apart.
+		# The test harness needs libtest and unwinding: let cargo pick the default set
+		# of std crates. And cargo always builds a test harness with unwinding, so with
+		# the release profile's panic=abort it would build std twice, and rustc stops
+		# at two copies of core (E0152 "duplicate lang item"): unwind throughout.
 		BUILD_STD=(-Zbuild-std)
-		dir=$ROOT/target/cross-test
+		export CARGO_PROFILE_RELEASE_PANIC=unwind
 	fi
 	say "unit tests (${what[*]}) for $TRIPLE under $RUNNER"
 	debian_cargo test --locked --release "${what[@]}" \
-		--target "$TRIPLE" --target-dir "$dir" "${BUILD_STD[@]}"
+		--target "$TRIPLE" --target-dir "$TARGET_DIR" "${BUILD_STD[@]}"
 )
 
 # shellcheck disable=SC2031 # the subshell above sourced build.sh; these are ours
