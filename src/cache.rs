@@ -349,6 +349,9 @@ pub fn records_of(refs: impl Iterator<Item = ChunkRef>) -> Vec<(ChunkId, Place)>
 /// A sink in progress, written as it goes.
 pub struct Journal {
     file: File,
+    /// Chunk lines not yet written: they matter only once a window holding them is
+    /// acknowledged, so they go out with the next window line, not one syscall each.
+    pending: std::sync::Mutex<Vec<u8>>,
 }
 
 /// What a journal says a killed sink achieved.
@@ -375,19 +378,27 @@ impl Journal {
             .open(path)?;
         file.write_all(format!("chute-journal 1\nblob {blob}\nwindow {window}\n").as_bytes())?;
         let file = OpenOptions::new().append(true).open(path)?;
-        Ok(Journal { file })
+        Ok(Journal {
+            file,
+            pending: Default::default(),
+        })
     }
 
     /// Reopens an existing journal to append to it.
     pub fn append_to(path: &Path) -> io::Result<Journal> {
         Ok(Journal {
             file: OpenOptions::new().append(true).open(path)?,
+            pending: Default::default(),
         })
     }
 
     fn line(&self, s: String) {
-        // One write per line; a failure only costs resumability.
-        let _ = (&self.file).write_all(s.as_bytes());
+        // Pending chunk lines first, then this line, in one write; a failure only
+        // costs resumability.
+        let mut p = self.pending.lock().expect("poisoned");
+        p.extend_from_slice(s.as_bytes());
+        let _ = (&self.file).write_all(&p);
+        p.clear();
     }
 
     /// Window `n` was acknowledged with this SHA-256.
@@ -397,7 +408,8 @@ impl Journal {
 
     /// A chunk was appended at `offset`.
     pub fn chunk(&self, id: &ChunkId, offset: u64, len: u32) {
-        self.line(format!("c {} {offset} {len}\n", crate::hex::encode(id)));
+        let mut p = self.pending.lock().expect("poisoned");
+        let _ = writeln!(p, "c {} {offset} {len}", crate::hex::encode(id));
     }
 
     /// The last, short window is about to be sent: from here on the blob cannot be
@@ -527,8 +539,9 @@ mod tests {
         let dir = tmp("journal");
         let path = dir.join("journal-m");
         let j = Journal::create(&path, "d/n/m/t", 4096).unwrap();
-        j.window(0, &[1; 32]);
         j.chunk(&[2; 32], 10, 99);
+        j.window(0, &[1; 32]);
+        j.chunk(&[3; 32], 5000, 99);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"w 1 abc").unwrap();
         let st = Journal::read(&path).unwrap();

@@ -556,6 +556,78 @@ pub fn seal_manifest(keys: &Keys, blob: &str, plain: &[u8]) -> (Vec<u8>, u32) {
     (out, count as u32)
 }
 
+/// Seals a manifest as it is encoded, handing each sealed segment to `emit`, so
+/// at most one plaintext segment and one sealed segment are held at a time. The
+/// segments are exactly those of [`seal_manifest`]. Returns the sealed length and
+/// the segment count.
+pub fn seal_manifest_to<E>(
+    keys: &Keys,
+    blob: &str,
+    m: &Manifest,
+    mut emit: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(u64, u32), E> {
+    struct Segmenter<'a, F> {
+        keys: &'a Keys,
+        blob: &'a str,
+        cur: Vec<u8>,
+        sealed: Vec<u8>,
+        count: u32,
+        total: u64,
+        emit: F,
+    }
+    impl<F, E> Segmenter<'_, F>
+    where
+        F: FnMut(&[u8]) -> std::result::Result<(), E>,
+    {
+        fn seal(&mut self, last: bool) -> std::result::Result<(), E> {
+            self.sealed.clear();
+            let ctx = segment_context(self.blob, self.count, last);
+            self.keys
+                .seal_into(Kind::Manifest, &ctx, &self.cur, &mut self.sealed);
+            self.count += 1;
+            self.total += self.sealed.len() as u64;
+            self.cur.clear();
+            (self.emit)(&self.sealed)
+        }
+        fn feed(&mut self, mut bytes: &[u8]) -> std::result::Result<(), E> {
+            while !bytes.is_empty() {
+                if self.cur.len() == SEGMENT {
+                    // More is coming, so this segment is not the last.
+                    self.seal(false)?;
+                }
+                let take = (SEGMENT - self.cur.len()).min(bytes.len());
+                self.cur.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+            }
+            Ok(())
+        }
+    }
+    let mut sg = Segmenter {
+        keys,
+        blob,
+        cur: Vec::with_capacity(SEGMENT),
+        sealed: Vec::with_capacity(SEGMENT + OVERHEAD),
+        count: 0,
+        total: 0,
+        emit: &mut emit,
+    };
+    let mut head = vec![VERSION];
+    put_u32(&mut head, m.blobs.len() as u32);
+    for b in &m.blobs {
+        put_str16(&mut head, b);
+    }
+    put_u64(&mut head, m.entries.len() as u64);
+    sg.feed(&head)?;
+    let mut e = Vec::new();
+    for entry in &m.entries {
+        e.clear();
+        encode_entry(entry, &mut e);
+        sg.feed(&e)?;
+    }
+    sg.seal(true)?;
+    Ok((sg.total, sg.count))
+}
+
 /// Sealed length of segment `i` of `count` for a manifest of `total` sealed bytes.
 fn segment_len(i: u32, count: u32, total: u64) -> u64 {
     let full = (SEGMENT + OVERHEAD) as u64;
@@ -714,6 +786,16 @@ mod tests {
         }
         let plain = encode_manifest(&m);
         let (sealed, count) = seal_manifest(&keys, "d/n/m/t", &plain);
+        // The streaming sealer cuts the same segments (nonces differ, lengths not).
+        let mut streamed = Vec::new();
+        let (total, n) = seal_manifest_to(&keys, "d/n/m/t", &m, |s| {
+            streamed.extend_from_slice(s);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!((total, n), (sealed.len() as u64, count));
+        let fetch = |o: u64, l: u64| Ok(streamed[o as usize..(o + l) as usize].to_vec());
+        assert_eq!(open_manifest(&keys, "d/n/m/t", total, n, fetch).unwrap(), m);
         assert!(count > 1);
         let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
         let back = open_manifest(&keys, "d/n/m/t", sealed.len() as u64, count, fetch).unwrap();

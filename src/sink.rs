@@ -728,10 +728,14 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         blobs: table.names,
         entries,
     };
-    let plain = format::encode_manifest(&manifest);
-    let (sealed, segments) = format::seal_manifest(keys, &blob.path(), &plain);
-    drop(plain);
-    let manifest_offset = shared.append(None, &sealed)?;
+    let mut manifest_offset = None;
+    let (manifest_len, segments) =
+        format::seal_manifest_to(keys, &blob.path(), &manifest, |sealed| {
+            let at = shared.append(None, sealed)?;
+            manifest_offset.get_or_insert(at);
+            Ok::<(), Error>(())
+        })?;
+    let manifest_offset = manifest_offset.expect("a manifest has at least one segment");
     let part_size = shared.flush()?;
     let sent = shared.sent.load(Ordering::Relaxed);
     let (timed_n, timed_us) = *shared.timed.lock().expect("poisoned");
@@ -753,7 +757,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         symlinks: report.symlinks,
         bytes: report.bytes,
         manifest_offset,
-        manifest_len: sealed.len() as u64,
+        manifest_len,
         segments,
         part_size,
         window: window as u32,
