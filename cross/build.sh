@@ -24,16 +24,19 @@ RUST_VERSION=1.85.0+dfsg3-1~deb12u3
 RUST_MINOR=1.85
 MAX_ARMV7_BYTES=2097152 # 2 MiB: the size budget for the armv7 release binary
 
-# opt-level, measured on a probe that links every dependency the way chute does
-# (tiny_http, ureq, chacha20poly1305, sha2, hmac, hkdf, getrandom, miniserde, argh,
-# memmap2), armv7, lto, codegen-units=1, panic=abort, stripped; time for 32 MiB under
-# qemu-arm -cpu cortex-a7 (relative figures only: qemu is not a Pi):
-#   opt-level   size (bytes)   SHA-256   XChaCha20-Poly1305
-#   3           1,361,948      ~0.29 s   ~0.40 s
-#   s           1,234,980      ~0.24 s   ~0.41 s
-#   z           1,194,012      ~0.28 s   ~2.77 s
-# "s" is 9% smaller than 3 at the same speed. "z" saves another 3% but makes the AEAD
-# about 7x slower, and on a Pi's slow cores a backup is CPU-bound on exactly that.
+# opt-level, measured on chute itself (commit 9f313cb), armv7, with the Cargo.toml
+# release profile (lto, codegen-units=1, panic=abort, strip). Speed: tests/ceiling.rs
+# (64 MiB, one core) under qemu-arm -cpu cortex-a7, s and 3 three runs each on a shared 2-core
+# machine, so only large differences count (and qemu is not a Pi).
+#   opt-level   size (bytes)   seal (MB/s)   seal+hmac+chunker (MB/s)
+#   3           1,861,664      73-106        38-50
+#   s           1,656,872      65-81         39-44
+#   z           1,542,184      13            12
+# "s" is 11% smaller than 3 at the same speed within the noise, and leaves ~430 KiB
+# of the 2 MiB budget where 3 leaves ~230 KiB. "z" is 7% smaller again but seals
+# (XChaCha20-Poly1305) 4-6x slower, and on a Pi's slow cores sink is CPU-bound
+# on exactly that. (An earlier probe of the bare dependencies agreed: 1.36/1.23/1.19
+# MB, and z made the AEAD ~7x slower.)
 OPT_LEVEL=${CHUTE_OPT_LEVEL:-s}
 
 die() { printf 'cross/build.sh: %s\n' "$*" >&2; exit 1; }
