@@ -18,7 +18,7 @@
 #                                           backs up nothing until CHUTE_PATHS is set
 # Uninstall removes exactly these, except a chute.conf that differs from the shipped
 # one (it holds the owner's settings: it is kept, and said so), and never touches the
-# key file or any backup.
+# key file, the allow list or any backup.
 set -euo pipefail
 
 PREFIX=${PREFIX:-/usr/local}
@@ -94,6 +94,9 @@ do_install() {
 		       03:17, logging to syslog (journalctl -t chute). To use systemd instead:
 		       sudo systemctl enable --now chute-sink.timer   (cron then stands aside)
 		  On a machine that keeps its peers' backups:
+		       run \`chute key auth\` on each node that will store here; put the NODE=KEY
+		       lines it prints in /etc/chute/allow (sudo install -m 600 /dev/null
+		       /etc/chute/allow; sudoedit /etc/chute/allow), then
 		       sudo systemctl enable --now chute-serve        (port 2002, store /var/lib/chute)
 	NEXT
 }
@@ -144,7 +147,7 @@ do_uninstall() {
 			say "removed $DESTDIR/etc/chute/"
 			prune "$DESTDIR/etc"
 		else
-			say "kept $DESTDIR/etc/chute/ (not empty: key or config)"
+			say "kept $DESTDIR/etc/chute/ (not empty: key, allow list or edited config)"
 		fi
 	fi
 	if [ -z "$DESTDIR" ]; then
