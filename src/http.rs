@@ -279,4 +279,41 @@ impl Remote for HttpRemote {
         self.send(&what, "DELETE", &format!("{}/", id.path()), &[], &[])?;
         Ok(())
     }
+
+    fn forget(&self, id: &BlobId) -> Result<()> {
+        let what = format!("forget {}", id.path());
+        let path = format!("{}/index.json", id.path());
+        self.send(&what, "DELETE", &path, &[], &[])?;
+        Ok(())
+    }
+
+    fn forgotten_index(&self, id: &BlobId) -> Result<Index> {
+        let what = format!("forgotten index of {}", id.path());
+        let mut resp = self.get(&what, &format!("{}/index.forgotten.json", id.path()))?;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(crate::store::MAX_INDEX)
+            .read_to_vec()
+            .map_err(self.transport(&what))?;
+        remote::parse_index(&bytes, id)
+    }
+
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<crate::store::Uncommitted>> {
+        let what = format!("list uncommitted blobs of {domain}/{node}");
+        let resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
+        let list: Vec<crate::server::ListedBlob> = self.json(&what, resp)?;
+        list.into_iter()
+            .map(|b| {
+                let bad =
+                    || Error::new(ErrorKind::Refused, format!("{what}: bad entry {:?}", b.uri));
+                Ok(crate::store::Uncommitted {
+                    id: blob_from_uri(&b.uri).ok_or_else(bad)?,
+                    state: crate::store::BlobState::parse(&b.state).ok_or_else(bad)?,
+                    bytes: b.bytes,
+                    idle: b.idle,
+                })
+            })
+            .collect()
+    }
 }

@@ -83,6 +83,13 @@ pub trait Remote: Send + Sync {
     fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>>;
     /// Deletes a blob.
     fn delete(&self, id: &BlobId) -> Result<()>;
+    /// Forgets a committed snapshot: it leaves `list`, its data stays readable
+    /// (see [`Store::forget`]).
+    fn forget(&self, id: &BlobId) -> Result<()>;
+    /// The index of a forgotten snapshot, for checking data later ones still share.
+    fn forgotten_index(&self, id: &BlobId) -> Result<Index>;
+    /// A node's blobs that are not committed snapshots: forgotten, pending, orphaned.
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<store::Uncommitted>>;
 }
 
 pub(crate) fn parse_index(bytes: &[u8], id: &BlobId) -> Result<Index> {
@@ -173,5 +180,17 @@ impl Remote for LocalRemote {
 
     fn delete(&self, id: &BlobId) -> Result<()> {
         Ok(self.store.delete(id)?)
+    }
+
+    fn forget(&self, id: &BlobId) -> Result<()> {
+        Ok(self.store.forget(id)?)
+    }
+
+    fn forgotten_index(&self, id: &BlobId) -> Result<Index> {
+        parse_index(&self.store.forgotten_index(id)?, id)
+    }
+
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<store::Uncommitted>> {
+        Ok(self.store.list_uncommitted(domain, node)?)
     }
 }

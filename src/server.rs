@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `POST /chute/blob/` with index.json (`domain`, `node`, `mount`, `timestamp` place it; other fields are opaque) | `201`, body the JSON string `"/chute/blob/URI/"`, same in `Location`; malformed → `400`; already committed → `409` |
 //! | `GET /chute/blob/<domain>/<node>/` | `200`, JSON array of the node's committed `"/chute/blob/URI/index.json"` |
+//! | `GET /chute/blob/<domain>/<node>/?uncommitted` | `200`, JSON array of the node's blobs that are not committed snapshots (for `chute prune`): `{"uri":"/chute/blob/URI/","state":S,"bytes":N,"idle":SECS}`, `S` one of `forgotten`, `pending` (created, never committed) or `orphan` (no index left: an interrupted delete), `N` the bytes of its windows, `SECS` how long nothing in it changed |
 //! | `GET /chute/blob/URI/index.json` | `200`, the committed index, with `ETag`; `304` if `If-None-Match` matches; `404` if unknown or uncommitted |
 //! | `PUT /chute/blob/URI/index.json` | commits the final index (chute's addition: the snapshot becomes visible): `201`, `true`; `409` if part 0 has gaps below the index's `size` or another index was committed |
 //! | `PUT /chute/blob/URI/0` | `201`, `true`: the body is one window at offset 0, or with `Content-Range: bytes FIRST-LAST/TOTAL` (`TOTAL` may be `*`) the window `FIRST..=LAST` |
@@ -16,6 +17,11 @@
 //! | `GET /chute/blob/URI/0/<W>/<N>` | `200` and the window's bytes; `404` if never written |
 //! | `GET /chute/blob/URI/0/<W>/<N>/hash/sha256` | `200`, JSON string: hex SHA-256 of that window, re-read from disk; `404` if never written |
 //! | `DELETE /chute/blob/URI/` | `200`, `true`: the blob is gone (index first) |
+//! | `DELETE /chute/blob/URI/index.json` | forget (`chute forget`): `200`, `true`: `index.json` becomes `index.forgotten.json`, so the snapshot leaves the list; its part stays readable and hashable (later snapshots may share its chunks) and can never change again; `404` if not committed; again on a forgotten one `200` |
+//! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
+//!
+//! Both DELETEs pass one gate, `may_delete`: an `--append-only` server refuses them
+//! (`403`).
 //!
 //! A PUT may carry `X-Chute-SHA256: <hex>`: the server hashes the body as it arrives
 //! and keeps nothing if they differ (`400`). Windows are written to a temporary file,
@@ -56,6 +62,8 @@ pub enum Route {
     Blob(BlobId),
     /// `/chute/blob/URI/index.json`
     Index(BlobId),
+    /// `/chute/blob/URI/index.forgotten.json`
+    Forgotten(BlobId),
     /// `/chute/blob/URI/0`
     Part(BlobId),
     /// `/chute/blob/URI/0/<W>/<N>`
@@ -118,6 +126,7 @@ pub fn parse_route(url: &str) -> Result<Route, RouteError> {
         }),
         ([_, _, _, _], true) => Ok(Route::Blob(id(&parts)?)),
         ([_, _, _, _, "index.json"], false) => Ok(Route::Index(id(&parts)?)),
+        ([_, _, _, _, "index.forgotten.json"], false) => Ok(Route::Forgotten(id(&parts)?)),
         ([_, _, _, _, "0"], false) => Ok(Route::Part(id(&parts)?)),
         ([_, _, _, _, "0", w, n], false) => Ok(Route::Window {
             id: id(&parts)?,
@@ -290,6 +299,21 @@ fn may_delete(state: &State) -> Result<(), Fail> {
         ));
     }
     Ok(())
+}
+
+/// One entry of `GET .../<node>/?uncommitted`.
+#[derive(miniserde::Serialize, miniserde::Deserialize, Debug)]
+pub struct ListedBlob {
+    pub uri: String,
+    pub state: String,
+    pub bytes: u64,
+    pub idle: u64,
+}
+
+/// Whether the query string of `url` holds the bare word `name`.
+fn query_has(url: &str, name: &str) -> bool {
+    url.split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p == name))
 }
 
 /// What a handler answers.
@@ -467,6 +491,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         Route::Root => {}
         Route::Node { node, .. } => authorize(&caller, node)?,
         Route::Blob(id) | Route::Index(id) | Route::Part(id) => authorize(&caller, &id.node)?,
+        Route::Forgotten(id) => authorize(&caller, &id.node)?,
         Route::Window { id, .. } | Route::WindowHash { id, .. } => authorize(&caller, &id.node)?,
     }
     let method = req.method().clone();
@@ -487,6 +512,19 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
             _ => Err(wrong("POST")),
         },
         Route::Node { domain, node } => match method {
+            Method::Get if query_has(req.url(), "uncommitted") => {
+                let list: Vec<ListedBlob> = store
+                    .list_uncommitted(&domain, &node)?
+                    .into_iter()
+                    .map(|u| ListedBlob {
+                        uri: format!("{PREFIX}{}/", u.id.path()),
+                        state: u.state.as_str().into(),
+                        bytes: u.bytes,
+                        idle: u.idle,
+                    })
+                    .collect();
+                Ok(Reply::Json(200, miniserde::json::to_string(&list)))
+            }
             Method::Get => {
                 let list: Vec<String> = store
                     .list(&domain, &node)?
@@ -532,7 +570,25 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 store.commit(&id, &body)?;
                 Ok(created())
             }
-            _ => Err(wrong("GET, PUT")),
+            Method::Delete => {
+                may_delete(state)?;
+                store.forget(&id)?;
+                Ok(Reply::Json(200, "true".into()))
+            }
+            _ => Err(wrong("GET, PUT, DELETE")),
+        },
+        Route::Forgotten(id) => match method {
+            Method::Get => {
+                let body = store.forgotten_index(&id)?;
+                let len = body.len() as u64;
+                Ok(Reply::Bytes(
+                    200,
+                    Box::new(std::io::Cursor::new(body)),
+                    len,
+                    vec![h("Content-Type", "application/json")],
+                ))
+            }
+            _ => Err(wrong("GET")),
         },
         Route::Part(id) => match method {
             Method::Put => {
@@ -858,6 +914,12 @@ mod tests {
             parse_route("/chute/blob/d/n/m/t/index.json"),
             Ok(Route::Index(id()))
         );
+        assert_eq!(
+            parse_route("/chute/blob/d/n/m/t/index.forgotten.json"),
+            Ok(Route::Forgotten(id()))
+        );
+        assert!(query_has("/chute/blob/d/n/?uncommitted", "uncommitted"));
+        assert!(!query_has("/chute/blob/d/n/?uncommittedx", "uncommitted"));
         assert_eq!(
             parse_route("/chute/blob/d/n/m/t/0?x=1"),
             Ok(Route::Part(id()))

@@ -39,6 +39,7 @@ const LAYOUT_VERSION: u32 = 1;
 const PART: &str = "0";
 const INDEX: &str = "index.json";
 const PENDING: &str = "index.pending.json";
+const FORGOTTEN: &str = "index.forgotten.json";
 
 /// Largest window accepted in one write.
 pub const DEFAULT_MAX_WINDOW: u64 = 64 << 20;
@@ -293,7 +294,7 @@ impl Store {
 
     fn existing_dir(&self, id: &BlobId) -> Result<PathBuf> {
         let dir = self.dir(id);
-        if dir.join(PENDING).exists() || dir.join(INDEX).exists() {
+        if dir.join(PENDING).exists() || dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
             Ok(dir)
         } else {
             Err(Error::NotFound(format!("no blob {}", id.path())))
@@ -312,7 +313,7 @@ impl Store {
         }
         let (id, _) = index_place(index)?;
         let dir = self.dir(&id);
-        if dir.join(INDEX).exists() {
+        if dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
             return Err(Error::Conflict(format!(
                 "blob {} is already committed",
                 id.path()
@@ -356,7 +357,7 @@ impl Store {
         expect: Option<[u8; 32]>,
     ) -> Result<[u8; 32]> {
         let dir = self.existing_dir(id)?;
-        if dir.join(INDEX).exists() {
+        if dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
             return Err(Error::Conflict(format!(
                 "blob {} is committed; it cannot change",
                 id.path()
@@ -532,6 +533,12 @@ impl Store {
             )));
         }
         let dir = self.existing_dir(id)?;
+        if dir.join(FORGOTTEN).exists() {
+            return Err(Error::Conflict(format!(
+                "blob {} was forgotten; it cannot be committed again",
+                id.path()
+            )));
+        }
         if let Ok(old) = fs::read(dir.join(INDEX)) {
             return if old == index {
                 Ok(())
@@ -609,9 +616,13 @@ impl Store {
     }
 
     /// Removes a blob: first its index (so it stops being a snapshot), then its data.
+    /// A directory left without any index by an interrupted delete is removed too.
     pub fn delete(&self, id: &BlobId) -> Result<()> {
-        let dir = self.existing_dir(id)?;
-        for name in [INDEX, PENDING] {
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!("no blob {}", id.path())));
+        }
+        for name in [INDEX, FORGOTTEN, PENDING] {
             match fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -621,6 +632,249 @@ impl Store {
         sync_dir(&dir)?;
         fs::remove_dir_all(&dir).map_err(io_err(format!("cannot delete {}", id.path())))
     }
+}
+
+/// What a blob that is not a committed snapshot is (see [`Store::list_uncommitted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobState {
+    /// Created but not committed: an upload in progress, or one abandoned.
+    Pending,
+    /// Committed, then forgotten: gone from `list`, its part still readable.
+    Forgotten,
+    /// A directory without any index, left by a delete that was interrupted.
+    Orphan,
+}
+
+impl BlobState {
+    /// The word the REST listing uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobState::Pending => "pending",
+            BlobState::Forgotten => "forgotten",
+            BlobState::Orphan => "orphan",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BlobState> {
+        match s {
+            "pending" => Some(BlobState::Pending),
+            "forgotten" => Some(BlobState::Forgotten),
+            "orphan" => Some(BlobState::Orphan),
+            _ => None,
+        }
+    }
+}
+
+/// A blob that is not a committed snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uncommitted {
+    pub id: BlobId,
+    pub state: BlobState,
+    /// Bytes of its window files.
+    pub bytes: u64,
+    /// Seconds since anything in its directory last changed.
+    pub idle: u64,
+}
+
+/// A window file whose bytes no longer match what its name says they were.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// `domain/node/mount/timestamp`.
+    pub blob: String,
+    pub offset: u64,
+    pub len: u64,
+    pub why: String,
+}
+
+/// What [`Store::scrub`] checked and found.
+#[derive(Debug, Default)]
+pub struct ScrubReport {
+    pub blobs: u64,
+    pub windows: u64,
+    pub bytes: u64,
+    pub damaged: Vec<Damage>,
+}
+
+impl Store {
+    /// Forgets a committed snapshot: `index.json` is renamed to
+    /// `index.forgotten.json` (atomically, the directory fsynced). `list` no longer
+    /// shows it, it can never be written or committed again, and its part stays
+    /// readable and hashable for the snapshots that share its chunks, until a prune
+    /// deletes it. Forgetting a forgotten blob again is a no-op.
+    pub fn forget(&self, id: &BlobId) -> Result<()> {
+        let dir = self.dir(id);
+        match fs::rename(dir.join(INDEX), dir.join(FORGOTTEN)) {
+            Ok(()) => sync_dir(&dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if dir.join(FORGOTTEN).exists() {
+                    Ok(())
+                } else {
+                    Err(Error::NotFound(format!("no committed blob {}", id.path())))
+                }
+            }
+            Err(e) => Err(io_err(format!("cannot forget {}", id.path()))(e)),
+        }
+    }
+
+    /// The index of a forgotten blob (what `index.json` held before the forget).
+    pub fn forgotten_index(&self, id: &BlobId) -> Result<Vec<u8>> {
+        match fs::read(self.dir(id).join(FORGOTTEN)) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::NotFound(format!("no forgotten blob {}", id.path())))
+            }
+            Err(e) => Err(io_err(format!("cannot read index of {}", id.path()))(e)),
+        }
+    }
+
+    /// Every blob of a node that is not a committed snapshot, sorted: forgotten
+    /// snapshots, pending uploads and orphaned directories, with their window bytes
+    /// and how long nothing in them changed (what a prune needs to decide).
+    pub fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
+        if !valid_component(domain) || !valid_component(node) {
+            return Err(Error::Bad("invalid domain or node".into()));
+        }
+        let now = std::time::SystemTime::now();
+        let base = self.root.join(domain).join(node);
+        let mut out = Vec::new();
+        for mount in read_names(&base)? {
+            if !base.join(&mount).is_dir() {
+                continue;
+            }
+            for ts in read_names(&base.join(&mount))? {
+                let id = BlobId::new(domain, node, &mount, &ts)?;
+                let dir = self.dir(&id);
+                if !dir.is_dir() || dir.join(INDEX).exists() {
+                    continue;
+                }
+                let state = if dir.join(FORGOTTEN).exists() {
+                    BlobState::Forgotten
+                } else if dir.join(PENDING).exists() {
+                    BlobState::Pending
+                } else {
+                    BlobState::Orphan
+                };
+                let (windows, newest) = blob_files(&dir)?;
+                let idle = newest
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map_or(0, |d| d.as_secs());
+                out.push(Uncommitted {
+                    id,
+                    state,
+                    bytes: windows.iter().map(|w| w.len).sum(),
+                    idle,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Re-hashes every window file in the store and compares it with the length and
+    /// SHA-256 in its name, which the store verified when the bytes arrived. Needs
+    /// no key and reads one window at a time.
+    pub fn scrub(&self) -> Result<ScrubReport> {
+        self.scrub_paced(&mut |_| {})
+    }
+
+    /// [`Store::scrub`], calling `pace` with each window's length after reading it,
+    /// so a background pass can sleep to stay under a read rate.
+    pub fn scrub_paced(&self, pace: &mut dyn FnMut(u64)) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        let mut buf = vec![0u8; 256 << 10];
+        let dirs = |p: &Path| -> Result<Vec<String>> {
+            Ok(read_names(p)?
+                .into_iter()
+                .filter(|n| p.join(n).is_dir())
+                .collect())
+        };
+        for domain in dirs(&self.root)? {
+            let d = self.root.join(&domain);
+            for node in dirs(&d)? {
+                let n = d.join(&node);
+                for mount in dirs(&n)? {
+                    let m = n.join(&mount);
+                    for ts in dirs(&m)? {
+                        let blob = format!("{domain}/{node}/{mount}/{ts}");
+                        let (windows, _) = blob_files(&m.join(&ts))?;
+                        report.blobs += 1;
+                        for w in windows {
+                            let path = m.join(&ts).join(PART).join(w.file_name());
+                            let why = match rehash(&path, &mut buf) {
+                                Ok((len, _)) if len != w.len => Some(format!(
+                                    "the file holds {len} bytes, its name says {}",
+                                    w.len
+                                )),
+                                Ok((_, sha)) if sha != w.sha256 => Some(
+                                    "its bytes no longer match the SHA-256 they arrived with"
+                                        .to_string(),
+                                ),
+                                Ok(_) => None,
+                                Err(e) => Some(format!("unreadable: {e}")),
+                            };
+                            report.windows += 1;
+                            report.bytes += w.len;
+                            if let Some(why) = why {
+                                report.damaged.push(Damage {
+                                    blob: blob.clone(),
+                                    offset: w.offset,
+                                    len: w.len,
+                                    why,
+                                });
+                            }
+                            pace(w.len);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The windows in a blob directory (however incomplete) and the newest change time
+/// of anything in it, temporaries included (a window being received is activity).
+fn blob_files(dir: &Path) -> Result<(Vec<Window>, Option<std::time::SystemTime>)> {
+    let mut windows = Vec::new();
+    let mut newest = None;
+    for d in [dir.to_path_buf(), dir.join(PART)] {
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(format!("cannot list {}", d.display()))(e)),
+        };
+        for e in entries {
+            let e = e.map_err(io_err(format!("cannot list {}", d.display())))?;
+            if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(Some(t));
+            }
+            if d != dir {
+                if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
+                    windows.push(w);
+                }
+            }
+        }
+    }
+    windows.sort_by_key(|w| w.offset);
+    Ok((windows, newest))
+}
+
+/// Length and SHA-256 of a file, read in pieces.
+fn rehash(path: &Path, buf: &mut [u8]) -> io::Result<(u64, [u8; 32])> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256State::new();
+    let mut len = 0u64;
+    loop {
+        let n = match f.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, h.finalize().into()))
 }
 
 /// Names in a directory that are valid components (others are ignored).
@@ -878,6 +1132,68 @@ mod tests {
         let id = s.create(&index(None)).unwrap();
         s.write(&id, 0, 3, &mut &b"abc"[..], None).unwrap();
         assert_eq!(s.node_usage("pi").unwrap(), 3);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn forget_list_uncommitted_scrub_and_orphans() {
+        let root = tmpdir("forget");
+        let s = Store::open(&root).unwrap();
+        let id = s.create(&index(None)).unwrap();
+        s.write(&id, 0, 4, &mut &b"abcd"[..], None).unwrap();
+        let listed = s.list_uncommitted("d.org", "pi").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].state, listed[0].bytes), (BlobState::Pending, 4));
+        assert!(matches!(s.forget(&id), Err(Error::NotFound(_))));
+        s.commit(&id, &index(Some(4))).unwrap();
+        assert!(s.list_uncommitted("d.org", "pi").unwrap().is_empty());
+        s.forget(&id).unwrap();
+        s.forget(&id).unwrap();
+        assert!(s.list("d.org", "pi").unwrap().is_empty());
+        assert!(matches!(s.index(&id), Err(Error::NotFound(_))));
+        assert_eq!(s.forgotten_index(&id).unwrap(), index(Some(4)));
+        assert_eq!(s.read(&id, 1, 2).unwrap(), b"bc");
+        assert_eq!(s.hash(&id, 0, 4).unwrap(), sha256(b"abcd"));
+        // Forgotten is final: no writes, no commit, no re-create.
+        assert!(matches!(
+            s.write(&id, 4, 1, &mut &b"e"[..], None),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            s.commit(&id, &index(Some(4))),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(s.create(&index(None)), Err(Error::Conflict(_))));
+        assert_eq!(
+            s.list_uncommitted("d.org", "pi").unwrap()[0].state,
+            BlobState::Forgotten
+        );
+        // The keyless scrub finds a changed byte.
+        assert!(s.scrub().unwrap().damaged.is_empty());
+        let win = root.join("d.org/pi/m1/t1/0").join(
+            Window {
+                offset: 0,
+                len: 4,
+                sha256: sha256(b"abcd"),
+            }
+            .file_name(),
+        );
+        fs::write(&win, b"abce").unwrap();
+        let r = s.scrub().unwrap();
+        assert_eq!((r.blobs, r.windows, r.bytes), (1, 1, 4));
+        assert_eq!(r.damaged.len(), 1);
+        assert_eq!(r.damaged[0].blob, "d.org/pi/m1/t1");
+        // A delete interrupted after its index files went leaves an orphan that a
+        // second delete removes.
+        fs::remove_file(root.join("d.org/pi/m1/t1").join(FORGOTTEN)).unwrap();
+        fs::remove_file(root.join("d.org/pi/m1/t1").join(PENDING)).unwrap();
+        assert_eq!(
+            s.list_uncommitted("d.org", "pi").unwrap()[0].state,
+            BlobState::Orphan
+        );
+        s.delete(&id).unwrap();
+        assert!(s.list_uncommitted("d.org", "pi").unwrap().is_empty());
+        assert!(matches!(s.delete(&id), Err(Error::NotFound(_))));
         fs::remove_dir_all(root).unwrap();
     }
 
