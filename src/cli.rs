@@ -28,6 +28,10 @@ pub enum Command {
     Restore(RestoreCmd),
     Serve(ServeCmd),
     Key(KeyCmd),
+    Verify(crate::verify::VerifyCmd),
+    Forget(crate::forget::ForgetCmd),
+    Prune(crate::prune::PruneCmd),
+    Scrub(crate::scrub::ScrubCmd),
 }
 
 impl Command {
@@ -39,6 +43,10 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Serve(_) => "serve",
             Command::Key(_) => "key",
+            Command::Verify(_) => "verify",
+            Command::Forget(_) => "forget",
+            Command::Prune(_) => "prune",
+            Command::Scrub(_) => "scrub",
         }
     }
 }
@@ -399,6 +407,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(c) => restore_cmd(&settings, c),
         Command::Serve(c) => crate::server::serve_cmd(&settings, c),
         Command::Key(c) => key(&settings, c),
+        Command::Verify(c) => crate::verify::cmd(&settings, c),
+        Command::Forget(c) => crate::forget::cmd(&settings, c),
+        Command::Prune(c) => crate::prune::cmd(&settings, c),
+        Command::Scrub(c) => crate::scrub::cmd(&settings, c),
     }
 }
 
@@ -591,6 +603,40 @@ fn key(s: &Settings, c: KeyCmd) -> Result<()> {
             "unknown key command {other:?} (try: auth, path)"
         ))),
     }
+}
+
+/// What verify, forget and prune work on: the key, the remote, the node's place in
+/// it, and this node's cache directory for that remote (the one sink uses).
+pub(crate) struct NodeContext {
+    pub keys: Keys,
+    pub remote: Box<dyn Remote>,
+    pub domain: String,
+    pub node: String,
+    pub cache_dir: PathBuf,
+}
+
+/// Resolves the options verify, forget and prune share, as sink does.
+pub(crate) fn open_node(
+    s: &Settings,
+    key_file: Option<PathBuf>,
+    remote: Option<String>,
+    domain: Option<String>,
+    node: Option<String>,
+) -> Result<NodeContext> {
+    let keys = s.keys(key_file)?;
+    let (domain, node) = (s.domain(domain), s.node(node));
+    let remote = s.remote(remote, &keys, &node)?;
+    let place = format!("{}|{domain}|{node}", remote.describe());
+    let cache_dir = cache_dir()?
+        .join("chute")
+        .join(crate::hex::encode(&crypto::sha256(place.as_bytes())[..8]));
+    Ok(NodeContext {
+        keys,
+        remote,
+        domain,
+        node,
+        cache_dir,
+    })
 }
 
 #[cfg(test)]

@@ -12,11 +12,14 @@ pub mod cache;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;
+pub mod forget;
 pub mod format;
 pub mod hex;
 pub mod http;
+pub mod prune;
 pub mod remote;
 pub mod restore;
+pub mod scrub;
 pub mod server;
 pub mod sink;
 pub mod snapshot;
@@ -24,6 +27,7 @@ pub mod store;
 pub mod sys;
 #[cfg(test)]
 mod vectors;
+pub mod verify;
 
 use std::fmt;
 

@@ -1,0 +1,646 @@
+//! `chute verify`: are a node's snapshots intact on the remote, and which files are not.
+//!
+//! Default, without downloading any file data: for each snapshot checked, its
+//! manifest is read and opened (this is the only download), and for every blob it
+//! uses (its own, and earlier ones it shares chunks with, committed or forgotten)
+//! the sealed header in that blob's index gives the window size and the
+//! SHA-256 of every window as it was uploaded. The remote is asked for the SHA-256
+//! of each window as it holds it now (`GET .../0/<W>/<N>/hash/sha256`, re-read from
+//! its disk); a window that differs or is gone is damaged, and so is every file
+//! with a chunk overlapping it. The remote cannot fake this check without keeping
+//! the bytes (or their hashes, which a lying peer could: `--read-data` is for that).
+//!
+//! `--read-data` downloads every chunk the snapshots reference, neighbours in one
+//! ranged read, and authenticates and decrypts each; `--read-data-subset N%` does so
+//! for a random N% of the chunks, chosen afresh each run, so that a peer that dropped
+//! data is caught over time. Each chunk is read once however many files and
+//! snapshots share it. Memory: one manifest at a time, the set of chunks already
+//! checked (a blob path and offset each), and at most four reads of 2 MiB in flight.
+//!
+//! The report names each damaged window or chunk and each damaged file once (with
+//! the snapshots it is damaged in). Exit status 0 only if everything checked is
+//! intact; damage is [`Error::Damaged`] (1).
+
+use crate::cli::Settings;
+use crate::crypto::{Keys, Kind};
+use crate::format::{self, EntryKind, Header, Manifest};
+use crate::remote::{ErrorKind, Remote};
+use crate::sink::human_bytes;
+use crate::snapshot::{self, Snapshot};
+use crate::store::BlobId;
+use crate::{Error, Result};
+use argh::FromArgs;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Check that snapshots are intact; by default without downloading file data.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "verify")]
+pub struct VerifyCmd {
+    /// snapshot id, timestamp, or latest (the default)
+    #[argh(positional)]
+    pub snapshot: Option<String>,
+    /// verify every snapshot
+    #[argh(switch)]
+    pub all: bool,
+    /// download, authenticate and decrypt every chunk
+    #[argh(switch)]
+    pub read_data: bool,
+    /// the same for a random N% of the chunks, different on each run (e.g. 5%)
+    #[argh(option)]
+    pub read_data_subset: Option<String>,
+    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    #[argh(option)]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option)]
+    pub node: Option<String>,
+    /// parallel requests (default: the number of cores)
+    #[argh(option)]
+    pub threads: Option<usize>,
+}
+
+/// How a checked piece failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fault {
+    Missing,
+    Changed,
+}
+
+/// What is known about one blob a manifest references.
+struct BlobCheck {
+    window: u64,
+    /// Damaged windows by number (only filled in the hash check).
+    bad: BTreeMap<u64, Fault>,
+    /// Why the whole blob is unusable, if it is.
+    lost: Option<String>,
+}
+
+/// What a verify found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub snapshots: usize,
+    pub blobs: usize,
+    pub windows: u64,
+    pub window_bytes: u64,
+    pub chunks_read: u64,
+    pub bytes_read: u64,
+    /// Lines naming damaged windows, chunks, manifests and indexes, in order found.
+    pub damage: Vec<String>,
+    /// Damaged file path → short ids of the snapshots it is damaged in.
+    pub files: BTreeMap<Vec<u8>, BTreeSet<String>>,
+}
+
+impl Report {
+    pub fn intact(&self) -> bool {
+        self.damage.is_empty() && self.files.is_empty()
+    }
+}
+
+/// Which chunks to download: none (window hashes only), or a fraction of them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    Hashes,
+    Read(f64),
+}
+
+/// Verifies `snaps`; `broken` are listed snapshots whose index did not open.
+pub fn run(
+    keys: &Keys,
+    remote: &dyn Remote,
+    snaps: &[Snapshot],
+    broken: &[BlobId],
+    mode: Mode,
+    threads: usize,
+) -> Result<Report> {
+    let mut report = Report {
+        snapshots: snaps.len() + broken.len(),
+        ..Report::default()
+    };
+    for b in broken {
+        report.damage.push(format!(
+            "snapshot {} ({}): its index does not open: damaged, or written with another key",
+            snapshot::short_id(b),
+            b.path()
+        ));
+    }
+    let mut blobs: HashMap<String, BlobCheck> = HashMap::new();
+    let seed = {
+        let mut s = [0u8; 32];
+        getrandom::fill(&mut s).expect("the system random generator failed");
+        s
+    };
+    let mut chunks_done: HashMap<(String, u64), bool> = HashMap::new();
+    for snap in snaps {
+        let m = match crate::restore::manifest(keys, remote, snap) {
+            Ok(m) => m,
+            Err(e) => {
+                report
+                    .damage
+                    .push(format!("{e}; its files cannot be listed"));
+                if mode == Mode::Hashes {
+                    // Still say which windows of its own blob are bad.
+                    check_blobs(
+                        keys,
+                        remote,
+                        &[snap.blob.path()],
+                        &mut blobs,
+                        &mut report,
+                        threads,
+                    );
+                }
+                continue;
+            }
+        };
+        match mode {
+            Mode::Hashes => {
+                // The blobs its chunks use, and its own (the manifest): a blob table
+                // may name more (sink carries the parent's over whole).
+                let mut used = vec![false; m.blobs.len()];
+                if let Some(own) = used.first_mut() {
+                    *own = true;
+                }
+                for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
+                    used[c.blob as usize] = true;
+                }
+                let names: Vec<String> = m
+                    .blobs
+                    .iter()
+                    .zip(&used)
+                    .filter(|(_, u)| **u)
+                    .map(|(b, _)| b.clone())
+                    .collect();
+                check_blobs(keys, remote, &names, &mut blobs, &mut report, threads);
+                files_in_bad_windows(snap, &m, &blobs, &mut report);
+            }
+            Mode::Read(fraction) => {
+                read_chunks(
+                    keys,
+                    remote,
+                    snap,
+                    &m,
+                    fraction,
+                    &seed,
+                    &mut chunks_done,
+                    &mut report,
+                    threads,
+                );
+            }
+        }
+    }
+    report.blobs = match mode {
+        Mode::Hashes => blobs.len(),
+        Mode::Read(_) => chunks_done
+            .keys()
+            .map(|(b, _)| b.as_str())
+            .collect::<BTreeSet<_>>()
+            .len(),
+    };
+    Ok(report)
+}
+
+/// The sealed header of a blob a manifest references, committed or forgotten.
+fn blob_header(
+    keys: &Keys,
+    remote: &dyn Remote,
+    blob: &BlobId,
+) -> std::result::Result<Header, String> {
+    let index = match remote.index(blob) {
+        Ok(i) => i,
+        Err(e) if e.kind == ErrorKind::NotFound => match remote.forgotten_index(blob) {
+            Ok(i) => i,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Err("the blob is missing (no index, committed or forgotten)".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        },
+        Err(e) => return Err(e.to_string()),
+    };
+    format::open_header(keys, &index).map_err(|e| format!("its index does not open: {e}"))
+}
+
+/// Compares every window of every not yet checked blob with its sealed SHA-256.
+fn check_blobs(
+    keys: &Keys,
+    remote: &dyn Remote,
+    names: &[String],
+    blobs: &mut HashMap<String, BlobCheck>,
+    report: &mut Report,
+    threads: usize,
+) {
+    let mut work: Vec<(String, BlobId, u64, u64, [u8; 32], u64)> = Vec::new();
+    for name in names {
+        if blobs.contains_key(name) {
+            continue;
+        }
+        let mut check = BlobCheck {
+            window: 1,
+            bad: BTreeMap::new(),
+            lost: None,
+        };
+        let header = BlobId::parse(name)
+            .map_err(|e| e.to_string())
+            .and_then(|id| blob_header(keys, remote, &id).map(|h| (id, h)));
+        match header {
+            Ok((id, h)) => {
+                check.window = u64::from(h.window.max(1));
+                for (n, hash) in h.window_hashes.iter().enumerate() {
+                    let n = n as u64;
+                    let len = check
+                        .window
+                        .min(h.part_size.saturating_sub(n * check.window));
+                    work.push((name.clone(), id.clone(), check.window, n, *hash, len));
+                }
+            }
+            Err(why) => {
+                report.damage.push(format!("blob {name}: {why}"));
+                check.lost = Some(why);
+            }
+        }
+        blobs.insert(name.clone(), check);
+    }
+    let next = AtomicUsize::new(0);
+    let found: Mutex<Vec<(usize, Fault)>> = Mutex::new(Vec::new());
+    let failed: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, 16) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, id, window, n, want, _)) = work.get(i) else {
+                        break;
+                    };
+                    match remote.window_hash(id, *window, *n) {
+                        Ok(Some(h)) if h == *want => {}
+                        Ok(Some(_)) => found.lock().expect("poisoned").push((i, Fault::Changed)),
+                        Ok(None) => found.lock().expect("poisoned").push((i, Fault::Missing)),
+                        Err(e) => failed.lock().expect("poisoned").push((i, e.to_string())),
+                    }
+                }
+            });
+        }
+    });
+    // A remote that cannot answer is not damage we can name, but it is not intact.
+    let mut failed = failed.into_inner().expect("poisoned");
+    failed.sort();
+    for (i, e) in failed {
+        let (name, _, _, n, _, _) = &work[i];
+        report
+            .damage
+            .push(format!("window {n} of {name}: cannot be checked: {e}"));
+    }
+    let mut found = found.into_inner().expect("poisoned");
+    found.sort_by_key(|(i, _)| *i);
+    for (i, fault) in found {
+        let (name, _, window, n, _, len) = &work[i];
+        let start = n * window;
+        let what = match fault {
+            Fault::Missing => "missing",
+            Fault::Changed => "changed (its SHA-256 is not the one sealed at upload)",
+        };
+        report.damage.push(format!(
+            "window {n} of {name} (bytes {start}-{}): {what}",
+            start + (*len).max(1) - 1
+        ));
+        if let Some(b) = blobs.get_mut(name) {
+            b.bad.insert(*n, fault);
+        }
+    }
+    report.windows += work.len() as u64;
+    report.window_bytes += work.iter().map(|w| w.5).sum::<u64>();
+}
+
+/// Names every file of `snap` that has a chunk in a damaged window or lost blob.
+fn files_in_bad_windows(
+    snap: &Snapshot,
+    m: &Manifest,
+    blobs: &HashMap<String, BlobCheck>,
+    report: &mut Report,
+) {
+    for e in m.entries.iter().filter(|e| e.kind == EntryKind::File) {
+        let damaged = e.chunks.iter().any(|c| {
+            let Some(b) = blobs.get(&m.blobs[c.blob as usize]) else {
+                return true;
+            };
+            if b.lost.is_some() {
+                return true;
+            }
+            let first = c.offset / b.window;
+            let last = (c.offset + u64::from(c.len) - 1) / b.window;
+            b.bad.range(first..=last).next().is_some()
+        });
+        if damaged {
+            report
+                .files
+                .entry(e.path.clone())
+                .or_default()
+                .insert(snap.short_id());
+        }
+    }
+}
+
+/// Whether the chunk at (blob, offset) is in this run's sample.
+fn sampled(seed: &[u8; 32], blob: &str, offset: u64, fraction: f64) -> bool {
+    if fraction >= 1.0 {
+        return true;
+    }
+    let mut b = seed.to_vec();
+    b.extend_from_slice(blob.as_bytes());
+    b.extend_from_slice(&offset.to_be_bytes());
+    let h = crate::crypto::sha256(&b);
+    let x = u64::from_be_bytes(h[..8].try_into().expect("8 bytes"));
+    (x as f64) < fraction * (u64::MAX as f64)
+}
+
+/// Most bytes one ranged read fetches (a larger chunk is read alone). Smaller than
+/// restore's reads: each thread holds one in memory, and verify keeps to the client's
+/// 32 MiB with four threads.
+const READ_GROUP: u64 = 2 << 20;
+/// Most threads reading data at once, for the same reason.
+const READ_THREADS: usize = 4;
+
+/// A chunk read: (blob table index, offset, whether it opened).
+type Checked = (usize, u64, std::result::Result<(), String>);
+
+/// A ranged read of neighbouring chunks of one blob.
+struct Group {
+    blob: usize,
+    start: u64,
+    end: u64,
+    /// (offset, sealed length, chunk id)
+    chunks: Vec<(u64, u32, crate::crypto::ChunkId)>,
+}
+
+/// Downloads and opens the (sampled, not yet checked) chunks of one snapshot.
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
+fn read_chunks(
+    keys: &Keys,
+    remote: &dyn Remote,
+    snap: &Snapshot,
+    m: &Manifest,
+    fraction: f64,
+    seed: &[u8; 32],
+    done: &mut HashMap<(String, u64), bool>,
+    report: &mut Report,
+    threads: usize,
+) {
+    let ids: Vec<std::result::Result<BlobId, String>> = m
+        .blobs
+        .iter()
+        .map(|b| BlobId::parse(b).map_err(|e| e.to_string()))
+        .collect();
+    let mut todo: Vec<(usize, u64, u32, crate::crypto::ChunkId)> = m
+        .entries
+        .iter()
+        .flat_map(|e| e.chunks.iter())
+        .filter(|c| {
+            let name = &m.blobs[c.blob as usize];
+            !done.contains_key(&(name.clone(), c.offset)) && sampled(seed, name, c.offset, fraction)
+        })
+        .map(|c| (c.blob as usize, c.offset, c.len, c.id))
+        .collect();
+    todo.sort_unstable_by_key(|c| (c.0, c.1));
+    todo.dedup_by_key(|c| (c.0, c.1));
+    let mut groups: Vec<Group> = Vec::new();
+    for (blob, offset, len, id) in todo {
+        let end = offset + u64::from(len);
+        if let Some(g) = groups.last_mut() {
+            if g.blob == blob && g.end == offset && end - g.start <= READ_GROUP {
+                g.end = end;
+                g.chunks.push((offset, len, id));
+                continue;
+            }
+        }
+        groups.push(Group {
+            blob,
+            start: offset,
+            end,
+            chunks: vec![(offset, len, id)],
+        });
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Checked>> = Mutex::new(Vec::new());
+    let read = |blob: &BlobId, start: u64, len: u64| {
+        crate::remote::retry(|| remote.read(blob, start, len)).map_err(|e| e.to_string())
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, READ_THREADS) {
+            s.spawn(|| {
+                let mut mine = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(g) = groups.get(i) else { break };
+                    let blob = match &ids[g.blob] {
+                        Ok(b) => b,
+                        Err(e) => {
+                            for c in &g.chunks {
+                                mine.push((g.blob, c.0, Err(e.clone())));
+                            }
+                            continue;
+                        }
+                    };
+                    match read(blob, g.start, g.end - g.start) {
+                        Ok(mut data) => {
+                            for &(offset, len, id) in &g.chunks {
+                                let from = (offset - g.start) as usize;
+                                let sealed = &mut data[from..from + len as usize];
+                                let r = keys
+                                    .open_in_place(Kind::Chunk, &id, sealed)
+                                    .map(drop)
+                                    .map_err(|e| e.to_string());
+                                mine.push((g.blob, offset, r));
+                            }
+                        }
+                        // Pinpoint: one chunk at a time.
+                        Err(_) => {
+                            for &(offset, len, id) in &g.chunks {
+                                let r = read(blob, offset, u64::from(len)).and_then(|mut d| {
+                                    keys.open_in_place(Kind::Chunk, &id, &mut d)
+                                        .map(drop)
+                                        .map_err(|e| e.to_string())
+                                });
+                                mine.push((g.blob, offset, r));
+                            }
+                        }
+                    }
+                }
+                results.lock().expect("poisoned").append(&mut mine);
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("poisoned");
+    results.sort_by_key(|r| (r.0, r.1));
+    let lens: HashMap<(usize, u64), u32> = groups
+        .iter()
+        .flat_map(|g| g.chunks.iter().map(move |c| ((g.blob, c.0), c.1)))
+        .collect();
+    for (blob, offset, r) in results {
+        let name = &m.blobs[blob];
+        let len = lens.get(&(blob, offset)).copied().unwrap_or(0);
+        report.chunks_read += 1;
+        report.bytes_read += u64::from(len);
+        if let Err(e) = &r {
+            report.damage.push(format!(
+                "chunk at bytes {offset}-{} of {name}: {e}",
+                offset + u64::from(len).max(1) - 1
+            ));
+        }
+        done.insert((name.clone(), offset), r.is_ok());
+    }
+    for e in m.entries.iter().filter(|e| e.kind == EntryKind::File) {
+        let bad = e
+            .chunks
+            .iter()
+            .any(|c| done.get(&(m.blobs[c.blob as usize].clone(), c.offset)) == Some(&false));
+        if bad {
+            report
+                .files
+                .entry(e.path.clone())
+                .or_default()
+                .insert(snap.short_id());
+        }
+    }
+}
+
+/// `5%`, `5` or `0.5%` → 0.05, 0.05, 0.005.
+pub fn parse_percent(s: &str) -> Result<f64> {
+    let v: f64 = s
+        .trim()
+        .strip_suffix('%')
+        .unwrap_or(s.trim())
+        .parse()
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--read-data-subset {s:?}: expected a percentage like 5%"
+            ))
+        })?;
+    if !(v > 0.0 && v <= 100.0) {
+        return Err(Error::Usage(format!(
+            "--read-data-subset {s:?}: must be more than 0% and at most 100%"
+        )));
+    }
+    Ok(v / 100.0)
+}
+
+/// `chute verify` from the command line.
+pub fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
+    if c.all && c.snapshot.is_some() {
+        return Err(Error::Usage("give a SNAPSHOT or --all, not both".into()));
+    }
+    let mode = match (&c.read_data_subset, c.read_data) {
+        (Some(_), true) => {
+            return Err(Error::Usage(
+                "give --read-data or --read-data-subset, not both".into(),
+            ));
+        }
+        (Some(p), false) => Mode::Read(parse_percent(p)?),
+        (None, true) => Mode::Read(1.0),
+        (None, false) => Mode::Hashes,
+    };
+    let threads = c
+        .threads
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node)?;
+    let (keys, remote) = (&node.keys, node.remote.as_ref());
+    let started = std::time::Instant::now();
+    let (snaps, broken) = if c.all {
+        let listed = remote.list(&node.domain, &node.node)?;
+        let snaps = snapshot::all(keys, remote, &node.domain, &node.node)?;
+        let broken: Vec<BlobId> = listed
+            .into_iter()
+            .filter(|b| !snaps.iter().any(|s| &s.blob == b))
+            .collect();
+        (snaps, broken)
+    } else {
+        let name = c.snapshot.as_deref().unwrap_or("latest");
+        let snap = snapshot::find(keys, remote, &node.domain, &node.node, name, &[])?;
+        (vec![snap], Vec::new())
+    };
+    let r = run(keys, remote, &snaps, &broken, mode, threads)?;
+    for line in &r.damage {
+        println!("damaged: {line}");
+    }
+    for (path, ids) in &r.files {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        println!(
+            "damaged file: {} (snapshot{} {})",
+            String::from_utf8_lossy(path),
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", ")
+        );
+    }
+    let checked = match mode {
+        Mode::Hashes => format!(
+            "{} windows ({}) in {} blobs by their SHA-256, no file data downloaded",
+            r.windows,
+            human_bytes(r.window_bytes),
+            r.blobs
+        ),
+        Mode::Read(f) => format!(
+            "{} chunks ({}{}) in {} blobs downloaded and authenticated",
+            r.chunks_read,
+            human_bytes(r.bytes_read),
+            if f < 1.0 {
+                format!(", a random {}% sample", f * 100.0)
+            } else {
+                String::new()
+            },
+            r.blobs
+        ),
+    };
+    let n = r.snapshots;
+    let snaps_word = format!("{n} snapshot{}", if n == 1 { "" } else { "s" });
+    if r.intact() {
+        println!(
+            "verified {snaps_word}: {checked} in {:.1} s: all intact",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    println!("checked {snaps_word}: {checked}");
+    Err(Error::Damaged(format!(
+        "{} damaged file{} and {} damaged object{} (see above)",
+        r.files.len(),
+        if r.files.len() == 1 { "" } else { "s" },
+        r.damage.len(),
+        if r.damage.len() == 1 { "" } else { "s" },
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("5%").unwrap(), 0.05);
+        assert_eq!(parse_percent("100").unwrap(), 1.0);
+        assert!(parse_percent("0%").is_err());
+        assert!(parse_percent("101%").is_err());
+        assert!(parse_percent("x").is_err());
+    }
+
+    #[test]
+    fn samples_are_about_the_fraction_and_differ_by_seed() {
+        let count = |seed: &[u8; 32]| {
+            (0..10_000u64)
+                .filter(|&o| sampled(seed, "d/n/m/t", o * 1000, 0.1))
+                .count()
+        };
+        let (a, b) = (count(&[1; 32]), count(&[2; 32]));
+        assert!((800..1200).contains(&a), "{a}");
+        assert!((800..1200).contains(&b), "{b}");
+        let same = (0..10_000u64)
+            .filter(|&o| sampled(&[1; 32], "x", o, 0.1) && sampled(&[2; 32], "x", o, 0.1))
+            .count();
+        assert!(same < 300, "two seeds picked {same} of the same chunks");
+    }
+}

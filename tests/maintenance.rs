@@ -1,0 +1,688 @@
+//! The maintenance issue's tests, against the real binary: verify (window hashes and
+//! --read-data), the keyless scrub, forget policies, and prune (grace periods, a
+//! concurrent sink, kills at any point), on a local store and over HTTP.
+mod util;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use util::*;
+
+/// Runs chute and insists on exit status `code`; returns (stdout, stderr).
+fn status(env: &Env, code: i32, args: &[&str]) -> (String, String) {
+    let out = env.run(args);
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "chute {args:?}: expected exit {code}\nstdout:\n{o}\nstderr:\n{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    (o, e)
+}
+
+/// `args` with `--remote remote` appended.
+fn with<'a>(args: &[&'a str], remote: &'a str) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend(["--remote", remote]);
+    v
+}
+
+/// Window files under a store (data, not temporaries), sorted.
+fn window_files(store: &Path) -> Vec<PathBuf> {
+    walk(store)
+        .into_iter()
+        .filter(|p| {
+            p.parent().and_then(|d| d.file_name()) == Some("0".as_ref())
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect()
+}
+
+fn stored_bytes(store: &Path) -> u64 {
+    window_files(store)
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Every file under the store with its contents: to show nothing changed.
+fn store_state(store: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(store)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let data = fs::read(&p).unwrap();
+            (p, data)
+        })
+        .collect()
+}
+
+/// Blob directories holding `index` (e.g. "index.forgotten.json").
+fn blobs_with(store: &Path, index: &str) -> Vec<PathBuf> {
+    walk(store)
+        .into_iter()
+        .filter(|p| p.file_name() == Some(index.as_ref()))
+        .map(|p| p.parent().unwrap().to_path_buf())
+        .collect()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    walk(dir)
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Snapshot ids, oldest first.
+fn ids(env: &Env, remote: &str) -> Vec<String> {
+    let json = env.ok(with(&["list", "--json"], remote));
+    json.split("\"id\":\"")
+        .skip(1)
+        .map(|s| s[..8].to_string())
+        .collect()
+}
+
+/// Restores snapshot `id` and compares it with `src`.
+fn restore_same(env: &Env, remote: &str, id: &str, src: &Path) {
+    let out = env.path(&format!("out-{id}-{}", rand_tag()));
+    env.ok(with(
+        &["restore", id, "--to", out.to_str().unwrap()],
+        remote,
+    ));
+    assert_same_tree(src, &out.join(src.strip_prefix("/").unwrap()));
+    fs::remove_dir_all(out).unwrap();
+}
+
+fn rand_tag() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn sink(env: &Env, remote: &str, src: &Path) -> String {
+    env.ok(with(&["sink", src.to_str().unwrap()], remote))
+}
+
+/// A big file first in walk order (so part 0's window 1, bytes 4-8 MiB, lies inside
+/// it), then a directory of smaller ones.
+fn tree(src: &Path, seed: u64) {
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("a-big.bin"), noise(14 << 20, seed)).unwrap();
+    fs::write(src.join("d/mid.bin"), noise(300_000, seed + 1)).unwrap();
+    fs::write(src.join("d/small.txt"), b"a small file\n").unwrap();
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut data = fs::read(path).unwrap();
+    data[at] ^= 0x20;
+    fs::write(path, data).unwrap();
+}
+
+/// The window file starting at byte `offset` of the only blob holding one there.
+fn window_at(store: &Path, offset: u64) -> PathBuf {
+    let prefix = format!("{offset:016x}-");
+    let hits: Vec<PathBuf> = window_files(store)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&prefix)
+        })
+        .collect();
+    assert_eq!(hits.len(), 1, "{}", listing(store));
+    hits.into_iter().next().unwrap()
+}
+
+fn one_flipped_byte(http: bool) {
+    let env = Env::new(if http { "flip-http" } else { "flip" });
+    env.ok(["init"]);
+    let store = env.path("store");
+    let server = http.then(|| env.serve(&store, &[]));
+    let remote = server
+        .as_ref()
+        .map_or(store.display().to_string(), |s| s.url());
+    let src = env.path("src");
+    tree(&src, 1);
+    sink(&env, &remote, &src);
+    let out = env.ok(with(&["verify"], &remote));
+    assert!(out.contains("all intact"), "{out}");
+    env.ok(["scrub", "--store", store.to_str().unwrap()]);
+
+    let window = window_at(&store, 4 << 20);
+    flip_byte(&window, 1000);
+    let blob = window.parent().unwrap().parent().unwrap();
+    let blob = blob.strip_prefix(&store).unwrap().to_str().unwrap();
+    let big = src.join("a-big.bin");
+    let big = big.to_str().unwrap();
+
+    // Without download: the window and the one file it belongs to.
+    let (out, err) = status(&env, 1, &with(&["verify"], &remote));
+    assert!(out.contains(&format!("window 1 of {blob}")), "{out}");
+    assert!(out.contains("changed"), "{out}");
+    assert_eq!(out.matches("damaged file:").count(), 1, "{out}");
+    assert_eq!(out.matches(big).count(), 1, "{out}");
+    assert!(err.contains("chute verify: 1 damaged file"), "{err}");
+    // Downloading agrees.
+    let (read, _) = status(&env, 1, &with(&["verify", "--read-data"], &remote));
+    assert!(read.contains(&format!("of {blob}: corrupt")), "{read}");
+    assert_eq!(read.matches("damaged file:").count(), 1, "{read}");
+    assert_eq!(read.matches(big).count(), 1, "{read}");
+    let (all, _) = status(&env, 1, &with(&["verify", "--all"], &remote));
+    assert!(all.contains(big), "{all}");
+    // The keyless scrub on the server's side finds it too.
+    let (scrub, err) = status(&env, 1, &["scrub", "--store", store.to_str().unwrap()]);
+    assert!(
+        scrub.contains(&format!(
+            "damaged: {blob} window at byte 4194304 (4194304 bytes)"
+        )),
+        "{scrub}"
+    );
+    assert!(err.contains("1 damaged window"), "{err}");
+    // Restore of the damaged file fails; of the rest works.
+    let to = env.path("partial");
+    let small = src.join("d");
+    env.ok(with(
+        &[
+            "restore",
+            "latest",
+            small.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        &remote,
+    ));
+}
+
+#[test]
+fn one_flipped_byte_is_named_by_verify_read_data_and_scrub() {
+    one_flipped_byte(false);
+}
+
+#[test]
+fn one_flipped_byte_over_http() {
+    one_flipped_byte(true);
+}
+
+#[test]
+fn a_deleted_window_names_the_files_once() {
+    let env = Env::new("deleted");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    tree(&src, 3);
+    sink(&env, &remote, &src);
+    fs::write(src.join("d/later.bin"), noise(200_000, 9)).unwrap();
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    assert_eq!(snaps.len(), 2);
+    // Window 1 of the first blob, which the second snapshot shares.
+    let window = window_at(&store, 4 << 20);
+    fs::remove_file(&window).unwrap();
+    let (out, _) = status(&env, 1, &with(&["verify", "--all"], &remote));
+    assert!(out.contains("(bytes 4194304-8388607): missing"), "{out}");
+    let big = src.join("a-big.bin");
+    let line = format!(
+        "damaged file: {} (snapshots {}, {})",
+        big.display(),
+        snaps.iter().min().unwrap(),
+        snaps.iter().max().unwrap()
+    );
+    assert!(out.contains(&line), "{out}");
+    assert_eq!(out.matches("damaged file:").count(), 1, "{out}");
+    // Only the latest: the same file, once.
+    let (out, _) = status(&env, 1, &with(&["verify"], &remote));
+    assert!(
+        out.contains(&format!("damaged file: {} (snapshot ", big.display())),
+        "{out}"
+    );
+    assert!(!out.contains("later.bin"), "{out}");
+    let (read, _) = status(&env, 1, &with(&["verify", "--read-data"], &remote));
+    assert!(read.contains(big.to_str().unwrap()), "{read}");
+    assert_eq!(read.matches("damaged file:").count(), 1, "{read}");
+}
+
+#[test]
+fn forget_needs_a_rule_and_a_dry_run_changes_nothing() {
+    let env = Env::new("forget");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        fs::write(src.join("f"), noise(100_000, i)).unwrap();
+        sink(&env, &remote, &src);
+    }
+    let before = store_state(&store);
+    let err = env.fails(2, with(&["forget"], &remote));
+    assert!(err.contains("refusing to forget every snapshot"), "{err}");
+    env.fails(2, with(&["forget", "--keep-last", "x"], &remote));
+    let out = env.ok(with(&["forget", "--keep-last", "1", "--dry-run"], &remote));
+    assert!(out.contains("keep 1 snapshot of 3"), "{out}");
+    assert!(out.contains("last"), "{out}");
+    assert!(out.contains("remove 2 snapshots"), "{out}");
+    assert!(
+        out.contains("would forget 2 snapshots; nothing changed"),
+        "{out}"
+    );
+    assert!(store_state(&store) == before, "a dry run changed the store");
+    let all = ids(&env, &remote);
+    assert_eq!(all.len(), 3);
+
+    // By id, then by policy; the kept snapshot restores.
+    let out = env.ok(with(&["forget", &all[0]], &remote));
+    assert!(
+        out.contains(&format!("forgot snapshot {}", all[0])),
+        "{out}"
+    );
+    assert_eq!(ids(&env, &remote), all[1..]);
+    env.ok(with(&["forget", "--keep-last", "1"], &remote));
+    assert_eq!(ids(&env, &remote), all[2..]);
+    assert_eq!(blobs_with(&store, "index.forgotten.json").len(), 2);
+    restore_same(&env, &remote, &all[2], &src);
+}
+
+#[test]
+fn prune_returns_the_space_of_forgotten_snapshots() {
+    let env = Env::new("prune-space");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Each snapshot's data is new: nothing is shared between them.
+    for i in 0..3 {
+        fs::write(src.join("data.bin"), noise(3 << 20, 100 + i)).unwrap();
+        fs::write(src.join("more.bin"), noise(500_000, 200 + i)).unwrap();
+        sink(&env, &remote, &src);
+    }
+    let snaps = ids(&env, &remote);
+    env.ok(with(&["forget", "--keep-last", "1"], &remote));
+    let forgotten: u64 = blobs_with(&store, "index.forgotten.json")
+        .iter()
+        .map(|d| dir_bytes(&d.join("0")))
+        .sum();
+    assert!(forgotten > 6 << 20, "{forgotten}");
+    let before = stored_bytes(&store);
+    let out = env.ok(with(&["prune", "--grace", "0"], &remote));
+    assert_eq!(out.matches("deleted ").count(), 2, "{out}");
+    let freed = before - stored_bytes(&store);
+    assert!(
+        freed * 10 >= forgotten * 9,
+        "prune freed {freed} of {forgotten} bytes\n{out}"
+    );
+    assert!(blobs_with(&store, "index.forgotten.json").is_empty());
+    restore_same(&env, &remote, &snaps[2], &src);
+    env.ok(with(&["verify", "--all", "--read-data"], &remote));
+    // Nothing left to do.
+    let out = env.ok(with(&["prune", "--grace", "0"], &remote));
+    assert!(out.contains("reclaimed 0 B in 0 blobs"), "{out}");
+}
+
+#[test]
+fn prune_never_removes_data_still_referenced_over_http() {
+    let env = Env::new("prune-shared");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let server = env.serve(&store, &[]);
+    let remote = server.url();
+    let src = env.path("src");
+    tree(&src, 20);
+    sink(&env, &remote, &src);
+    fs::write(src.join("d/added.bin"), noise(400_000, 21)).unwrap();
+    sink(&env, &remote, &src); // shares a-big.bin and d/* with the first
+    let snaps = ids(&env, &remote);
+    env.ok(with(&["forget", &snaps[0]], &remote));
+    let before = stored_bytes(&store);
+    let out = env.ok(with(&["prune", "--grace", "0"], &remote));
+    assert!(out.contains("still referenced by 1 snapshot"), "{out}");
+    assert!(out.contains("reclaimed 0 B in 0 blobs"), "{out}");
+    assert_eq!(stored_bytes(&store), before);
+    restore_same(&env, &remote, &snaps[1], &src);
+    // verify reads the forgotten blob's header through the server.
+    let out = env.ok(with(&["verify", "--all"], &remote));
+    assert!(out.contains("in 2 blobs"), "{out}");
+    env.ok(with(&["verify", "--read-data"], &remote));
+
+    // A third snapshot shares nothing; forgetting the second frees both blobs.
+    fs::remove_dir_all(&src).unwrap();
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("new.bin"), noise(2 << 20, 22)).unwrap();
+    sink(&env, &remote, &src);
+    env.ok(with(&["forget", &snaps[1]], &remote));
+    let out = env.ok(with(&["prune", "--grace", "0"], &remote));
+    assert_eq!(out.matches("deleted ").count(), 2, "{out}");
+    let last = ids(&env, &remote);
+    assert_eq!(last.len(), 1);
+    restore_same(&env, &remote, &last[0], &src);
+    env.ok(with(&["verify", "--all", "--read-data"], &remote));
+    assert!(stored_bytes(&store) < 3 << 20, "{}", listing(&store));
+}
+
+/// `cp -a`: a frozen copy of a tree, times included, to compare restores with.
+fn copy_tree(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn prune_marks_first_and_deletes_after_the_grace_period() {
+    let env = Env::new("grace");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..2 {
+        fs::write(src.join("f.bin"), noise(1 << 20, 300 + i)).unwrap();
+        sink(&env, &remote, &src);
+    }
+    env.ok(with(&["forget", "--keep-last", "1"], &remote));
+    let before = stored_bytes(&store);
+    let out = env.ok(with(&["prune", "--grace", "2s"], &remote));
+    assert!(out.contains("marked "), "{out}");
+    assert!(out.contains("reclaimed 0 B"), "{out}");
+    assert_eq!(stored_bytes(&store), before);
+    let out = env.ok(with(&["prune", "--grace", "2s"], &remote));
+    assert!(out.contains("marked "), "{out}");
+    assert_eq!(stored_bytes(&store), before);
+    std::thread::sleep(Duration::from_millis(3100));
+    // A longer grace still waits; a dry run only says what it would do.
+    let out = env.ok(with(&["prune", "--grace", "1h"], &remote));
+    assert!(out.contains("marked "), "{out}");
+    let out = env.ok(with(&["prune", "--grace", "2s", "--dry-run"], &remote));
+    assert!(out.contains("would delete "), "{out}");
+    assert_eq!(stored_bytes(&store), before);
+    let out = env.ok(with(&["prune", "--grace", "2s"], &remote));
+    assert!(out.contains("deleted "), "{out}");
+    assert!(stored_bytes(&store) < before);
+    restore_same(&env, &remote, &ids(&env, &remote)[0], &src);
+    env.fails(2, with(&["prune", "--grace", "soon"], &remote));
+}
+
+#[test]
+fn a_sink_running_during_prune_completes_and_restores() {
+    let env = Env::new("prune-sink");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let old = env.path("old");
+    fs::create_dir_all(&old).unwrap();
+    fs::write(old.join("gone.bin"), noise(2 << 20, 400)).unwrap();
+    sink(&env, &remote, &old);
+    let old_id = ids(&env, &remote)[0].clone();
+    env.ok(with(&["forget", &old_id], &remote));
+    env.ok(with(&["prune", "--grace", "2s"], &remote)); // marks it
+    std::thread::sleep(Duration::from_millis(2100));
+
+    // A big sink; prune runs while its upload is pending.
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), noise(120 << 20, 401)).unwrap();
+    fs::write(src.join("gone-too.bin"), noise(2 << 20, 400)).unwrap(); // = the forgotten data
+    let child = env
+        .cmd(with(
+            &["sink", "--threads", "1", src.to_str().unwrap()],
+            &remote,
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pending = loop {
+        let p: Vec<PathBuf> = blobs_with(&store, "index.pending.json")
+            .into_iter()
+            .filter(|d| !d.join("index.json").exists() && !d.join("index.forgotten.json").exists())
+            .collect();
+        if let Some(p) = p.into_iter().next() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no upload appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let out = env.ok(with(&["prune", "--grace", "2s"], &remote));
+    let pending_path = pending
+        .strip_prefix(&store)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        out.contains(&format!("marked {pending_path} (upload never committed")),
+        "prune did not run during the upload:\n{out}"
+    );
+    assert!(out.contains("deleted "), "{out}");
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let snaps = ids(&env, &remote);
+    assert_eq!(snaps.len(), 1);
+    restore_same(&env, &remote, &snaps[0], &src);
+    env.ok(with(&["verify", "--all"], &remote));
+}
+
+#[test]
+fn forget_and_prune_leave_no_stale_chunk_cache() {
+    // The sink's chunk index knew the forgotten snapshot's chunks; had it kept them,
+    // the next sink would refer into a deleted blob and restore would fail.
+    let env = Env::new("cache");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    tree(&src, 500);
+    sink(&env, &remote, &src);
+    let first = ids(&env, &remote);
+    env.ok(with(&["forget", &first[0]], &remote));
+    env.ok(with(&["prune", "--grace", "0"], &remote));
+    assert_eq!(stored_bytes(&store), 0, "{}", listing(&store));
+    let out = sink(&env, &remote, &src);
+    assert!(out.contains("0 B already stored"), "{out}");
+    let snaps = ids(&env, &remote);
+    restore_same(&env, &remote, &snaps[0], &src);
+    env.ok(with(&["verify", "--read-data"], &remote));
+}
+
+#[test]
+fn prune_killed_at_any_point_leaves_every_snapshot_restorable() {
+    let env = Env::new("prune-kill");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Five snapshots: 1, 3 and 4 are forgotten; 2 shares 1's base.bin; the rest
+    // share nothing.
+    let mut kept = Vec::new();
+    for i in 0..5u64 {
+        if i != 1 {
+            fs::write(src.join("base.bin"), noise(1 << 20, 600 + i)).unwrap();
+        }
+        if i > 0 {
+            fs::remove_file(src.join(format!("n{}.bin", i - 1))).unwrap();
+        }
+        fs::write(src.join(format!("n{i}.bin")), noise(200_000, 700 + i)).unwrap();
+        sink(&env, &remote, &src);
+        if i == 1 || i == 4 {
+            let copy = env.path(&format!("copy{i}"));
+            copy_tree(&src, &copy);
+            kept.push((ids(&env, &remote).last().unwrap().clone(), copy));
+        }
+    }
+    let all = ids(&env, &remote);
+    for i in [0, 2, 3] {
+        env.ok(with(&["forget", &all[i]], &remote));
+    }
+    let check = |env: &Env| {
+        assert_eq!(ids(env, &remote).len(), 2);
+        for (id, copy) in &kept {
+            let out = env.path(&format!("out-{}", rand_tag()));
+            env.ok(with(
+                &["restore", id, "--to", out.to_str().unwrap()],
+                &remote,
+            ));
+            assert_same_tree(copy, &out.join(src.strip_prefix("/").unwrap()));
+            fs::remove_dir_all(out).unwrap();
+        }
+        env.ok(with(&["verify", "--all"], &remote));
+    };
+    // Deterministic points: after marking, after the first delete.
+    for point in ["prune-marked", "prune-deleted-one"] {
+        let out = env
+            .cmd(with(&["prune", "--grace", "0"], &remote))
+            .env("CHUTE_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: {}", text(&out.stdout));
+        check(&env);
+    }
+    // Inside a delete: the index files went, part of the data stayed. (Not the
+    // first blob: the second snapshot uses it, and prune never deletes that.)
+    let forgotten = blobs_with(&store, "index.forgotten.json");
+    assert_eq!(forgotten.len(), 2, "{}", listing(&store));
+    let victim = forgotten.last().unwrap().clone();
+    let some_window = window_files(&victim).into_iter().next().unwrap();
+    fs::remove_file(some_window).unwrap();
+    fs::remove_file(victim.join("index.forgotten.json")).unwrap();
+    fs::remove_file(victim.join("index.pending.json")).unwrap();
+    check(&env);
+    // SIGKILL at assorted moments of a whole run.
+    for delay in [0u64, 3, 8, 15] {
+        let mut child = env
+            .cmd(with(&["prune", "--grace", "0"], &remote))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        check(&env);
+    }
+    let out = env.ok(with(&["prune", "--grace", "0"], &remote));
+    check(&env);
+    assert!(!victim.exists(), "the half-deleted blob stayed\n{out}");
+    assert_eq!(blobs_with(&store, "index.forgotten.json").len(), 1, "{out}");
+    // What is left: the two kept blobs and the one the second snapshot shares.
+    let dirs: Vec<PathBuf> = walk(&store)
+        .into_iter()
+        .filter(|p| p.join("0").is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 3, "{}", listing(&store));
+}
+
+#[test]
+fn an_append_only_server_forgets_nothing() {
+    let env = Env::new("append-only");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let server = env.serve(&store, &["--append-only"]);
+    let remote = server.url();
+    let src = env.path("src");
+    tree(&src, 800);
+    sink(&env, &remote, &src);
+    let before = store_state(&store);
+    let id = ids(&env, &remote)[0].clone();
+    let err = env.fails(1, with(&["forget", &id], &remote));
+    assert!(err.contains("append-only"), "{err}");
+    assert!(store_state(&store) == before);
+    assert_eq!(ids(&env, &remote), [id]);
+}
+
+#[test]
+fn the_rest_contract_of_forget_and_the_uncommitted_list() {
+    let env = Env::new("rest");
+    let store = env.path("store");
+    let server = env.serve(&store, &[]);
+    let a = &server.addr;
+    let index = |size: Option<u64>| {
+        let size = size.map_or(String::new(), |s| format!(",\"size\":{s}"));
+        format!(
+            r#"{{"version":1,"domain":"d.org","node":"pi","mount":"m1","timestamp":"t1","parent":null{size}}}"#
+        )
+    };
+    let blob = "/chute/blob/d.org/pi/m1/t1";
+    let call = |method: &str, path: &str, body: &[u8]| {
+        let (status, _, body) = raw_http(a, &request(method, path, &[], body));
+        (status, text(&body))
+    };
+    assert_eq!(call("POST", "/chute/blob/", index(None).as_bytes()).0, 201);
+    assert_eq!(call("PUT", &format!("{blob}/0"), b"abcd").0, 201);
+    let (status, list) = call("GET", "/chute/blob/d.org/pi/?uncommitted", b"");
+    assert_eq!(status, 200);
+    assert!(
+        list.starts_with(
+            r#"[{"uri":"/chute/blob/d.org/pi/m1/t1/","state":"pending","bytes":4,"idle":"#
+        ),
+        "{list}"
+    );
+    // Forgetting needs a committed snapshot.
+    assert_eq!(call("DELETE", &format!("{blob}/index.json"), b"").0, 404);
+    let commit = index(Some(4));
+    assert_eq!(
+        call("PUT", &format!("{blob}/index.json"), commit.as_bytes()).0,
+        201
+    );
+    assert_eq!(
+        call("GET", "/chute/blob/d.org/pi/?uncommitted", b"").1,
+        "[]"
+    );
+    assert_eq!(
+        call("GET", &format!("{blob}/index.forgotten.json"), b"").0,
+        404
+    );
+    assert_eq!(
+        call("DELETE", &format!("{blob}/index.json"), b""),
+        (200, "true".into())
+    );
+    // Forgotten: out of the list, its index and data still readable, never writable.
+    assert_eq!(call("GET", "/chute/blob/d.org/pi/", b"").1, "[]");
+    assert_eq!(call("GET", &format!("{blob}/index.json"), b"").0, 404);
+    assert_eq!(
+        call("GET", &format!("{blob}/index.forgotten.json"), b""),
+        (200, commit.clone())
+    );
+    assert_eq!(
+        call("GET", &format!("{blob}/0/4/0/hash/sha256"), b"").0,
+        200
+    );
+    assert_eq!(call("PUT", &format!("{blob}/0/4/1"), b"efgh").0, 409);
+    assert_eq!(
+        call("PUT", &format!("{blob}/index.json"), commit.as_bytes()).0,
+        409
+    );
+    assert_eq!(call("POST", "/chute/blob/", index(None).as_bytes()).0, 409);
+    assert_eq!(
+        call("DELETE", &format!("{blob}/index.json"), b""),
+        (200, "true".into())
+    );
+    let (_, list) = call("GET", "/chute/blob/d.org/pi/?uncommitted", b"");
+    assert!(list.contains(r#""state":"forgotten","bytes":4,"#), "{list}");
+    assert_eq!(call("DELETE", &format!("{blob}/"), b"").0, 200);
+    assert_eq!(
+        call("GET", "/chute/blob/d.org/pi/?uncommitted", b"").1,
+        "[]"
+    );
+    // An append-only server refuses to forget.
+    drop(server);
+    let server = env.serve(&env.path("store2"), &["--append-only"]);
+    let (status, _, body) = raw_http(
+        &server.addr,
+        &request("DELETE", &format!("{blob}/index.json"), &[], b""),
+    );
+    assert_eq!(status, 403, "{}", text(&body));
+}
