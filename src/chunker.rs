@@ -8,7 +8,7 @@
 //! without the key.
 //!
 //! Sizes (see also [`crate::format`]): more than [`MIN`] (256 KiB), about [`AVG`]
-//! (1 MiB), at most [`MAX`] (4 MiB). Why these on a Pi: every chunk costs one
+//! (1 MiB), at most [`MAX`] (2 MiB). Why these on a Pi: every chunk costs one
 //! 46-byte seal, one 48-byte manifest reference and, on restore, at most one ranged
 //! read, so 1 MiB keeps a 1 GiB file at ~1,000 references; a 1 MiB edit touches two
 //! or three chunks; and the largest chunk bounds the per-worker buffers (a sealed
@@ -25,7 +25,7 @@ pub const MIN: usize = 256 << 10;
 /// Target average chunk.
 pub const AVG: usize = 1 << 20;
 /// Largest chunk.
-pub const MAX: usize = 4 << 20;
+pub const MAX: usize = 2 << 20;
 
 /// Harder mask before the average size (log2(AVG) + 2 top bits), easier after it.
 const MASK_SMALL: u64 = !0u64 << (64 - 22);

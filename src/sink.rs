@@ -48,12 +48,12 @@ pub const MAP_WINDOW: usize = 2 * chunker::MAX;
 /// Files smaller than this are read, not mapped: a map costs more syscalls.
 const READ_BELOW: u64 = 256 << 10;
 /// Default upload window.
-pub const DEFAULT_WINDOW: u64 = 4 << 20;
+pub const DEFAULT_WINDOW: u64 = 2 << 20;
 /// Bounds for the window size a remote is given: small enough that a failed window
 /// costs little to resend on a slow uplink, large enough that requests stay few; the
 /// top also bounds memory (each worker may hold a full window).
 pub const MIN_WINDOW: u64 = 1 << 20;
-pub const MAX_WINDOW: u64 = 8 << 20;
+pub const MAX_WINDOW: u64 = 4 << 20;
 
 /// The next run's window size from this run's timing: aim at about two seconds a
 /// window, doubling or halving at most once a run.
@@ -1078,8 +1078,8 @@ mod tests {
 
     #[test]
     fn windows_follow_the_link() {
-        assert_eq!(next_window(4 << 20, Some(0.1)), 8 << 20);
-        assert_eq!(next_window(8 << 20, Some(0.1)), 8 << 20);
+        assert_eq!(next_window(2 << 20, Some(0.1)), 4 << 20);
+        assert_eq!(next_window(4 << 20, Some(0.1)), 4 << 20);
         assert_eq!(next_window(4 << 20, Some(9.0)), 2 << 20);
         assert_eq!(next_window(1 << 20, Some(9.0)), 1 << 20);
         assert_eq!(next_window(4 << 20, Some(2.0)), 4 << 20);
