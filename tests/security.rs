@@ -43,11 +43,16 @@ fn signed(signer: &Signer, method: &str, path: &str, body: &[u8], at: Option<u64
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn index_json(node: &str, ts: &str) -> String {
-    format!(r#"{{"version":1,"domain":"test.example","node":"{node}","mount":"m1","timestamp":"{ts}","parent":null}}"#)
+    format!(
+        r#"{{"version":1,"domain":"test.example","node":"{node}","mount":"m1","timestamp":"{ts}","parent":null}}"#
+    )
 }
 
 #[test]
@@ -55,15 +60,26 @@ fn secure_by_default_every_request_is_refused() {
     let (env, _) = node("closed");
     let src = small_tree(&env);
     let server = env.serve(&env.path("srv"), &["--closed"]);
-    let err = env.fails(1, ["sink", "--remote", &server.url(), src.to_str().unwrap()]);
+    let err = env.fails(
+        1,
+        ["sink", "--remote", &server.url(), src.to_str().unwrap()],
+    );
     assert!(err.contains("401"), "{err}");
     assert!(err.contains("hint: run `chute key auth`"), "{err}");
     std::thread::sleep(Duration::from_millis(100));
     let log = server.log.lock().unwrap().clone();
     assert!(log.contains("401"), "{log}");
-    let (status, _, _) = raw_http(&server.addr, &request("GET", "/chute/blob/test.example/node1/", &[], b""));
+    let (status, _, _) = raw_http(
+        &server.addr,
+        &request("GET", "/chute/blob/test.example/node1/", &[], b""),
+    );
     assert_eq!(status, 401);
-    assert_eq!(walk(&env.path("srv")).len(), 1, "only the layout marker: {}", listing(&env.path("srv")));
+    assert_eq!(
+        walk(&env.path("srv")).len(),
+        1,
+        "only the layout marker: {}",
+        listing(&env.path("srv"))
+    );
 }
 
 #[test]
@@ -75,15 +91,33 @@ fn an_admitted_node_sinks_lists_and_restores() {
     env.ok(["sink", "--remote", &url, src.to_str().unwrap()]);
     assert!(env.ok(["list", "--remote", &url]).contains("1 snapshot"));
     let out = env.path("out");
-    env.ok(["restore", "latest", "--remote", &url, "--to", out.to_str().unwrap()]);
+    env.ok([
+        "restore",
+        "latest",
+        "--remote",
+        &url,
+        "--to",
+        out.to_str().unwrap(),
+    ]);
     assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
     // The same node, with only its key file, on a "new machine" (fresh HOME): works.
     let fresh = Env::new("admitted-fresh");
     fs::create_dir_all(fresh.home().join(".config/chute")).unwrap();
-    fs::copy(env.home().join(".config/chute/key"), fresh.home().join(".config/chute/key")).unwrap();
+    fs::copy(
+        env.home().join(".config/chute/key"),
+        fresh.home().join(".config/chute/key"),
+    )
+    .unwrap();
     assert_eq!(fresh.ok(["key", "auth"]).trim(), line);
     let out2 = fresh.path("out");
-    fresh.ok(["restore", "latest", "--remote", &url, "--to", out2.to_str().unwrap()]);
+    fresh.ok([
+        "restore",
+        "latest",
+        "--remote",
+        &url,
+        "--to",
+        out2.to_str().unwrap(),
+    ]);
     assert_same_tree(&src, &out2.join(src.strip_prefix("/").unwrap()));
 }
 
@@ -96,7 +130,10 @@ fn missing_wrong_stale_and_replayed_signatures_get_401() {
     let (status, _, body) = raw_http(&server.addr, &signed(&me, "GET", list, b"", None));
     assert_eq!(status, 200, "{}", text(&body));
     // Missing.
-    assert_eq!(raw_http(&server.addr, &request("GET", list, &[], b"")).0, 401);
+    assert_eq!(
+        raw_http(&server.addr, &request("GET", list, &[], b"")).0,
+        401
+    );
     // Wrong key for the node.
     let impostor = Signer::new(&Keys::from_key_bytes(b"not the key"), "node1");
     let (status, _, body) = raw_http(&server.addr, &signed(&impostor, "GET", list, b"", None));
@@ -116,7 +153,11 @@ fn missing_wrong_stale_and_replayed_signatures_get_401() {
     assert!(text(&body).contains("replayed"), "{}", text(&body));
     // A signature for one path does not open another, nor another method.
     let mut moved = signed(&me, "GET", list, b"", None);
-    let s = String::from_utf8(moved.clone()).unwrap().replacen(list, "/chute/blob/test.example/node1/x/y/index.json", 1);
+    let s = String::from_utf8(moved.clone()).unwrap().replacen(
+        list,
+        "/chute/blob/test.example/node1/x/y/index.json",
+        1,
+    );
     moved = s.into_bytes();
     assert_eq!(raw_http(&server.addr, &moved).0, 401);
     // A signed body that does not match its hash.
@@ -127,7 +168,20 @@ fn missing_wrong_stale_and_replayed_signatures_get_401() {
     assert_ne!(raw_http(&server.addr, &req).0, 201);
     // An unknown node.
     let stranger = Signer::new(&keys(&env), "node9");
-    assert_eq!(raw_http(&server.addr, &signed(&stranger, "GET", "/chute/blob/test.example/node9/", b"", None)).0, 401);
+    assert_eq!(
+        raw_http(
+            &server.addr,
+            &signed(
+                &stranger,
+                "GET",
+                "/chute/blob/test.example/node9/",
+                b"",
+                None
+            )
+        )
+        .0,
+        401
+    );
 }
 
 #[test]
@@ -135,22 +189,53 @@ fn another_nodes_space_gets_403() {
     let (env, line) = node("space");
     let other = Env::new("space-other");
     other.ok(["init"]);
-    let other_line = other.cmd(["key", "auth"]).env("CHUTE_NODE", "node2").output().unwrap();
+    let other_line = other
+        .cmd(["key", "auth"])
+        .env("CHUTE_NODE", "node2")
+        .output()
+        .unwrap();
     let other_line = text(&other_line.stdout).trim().to_string();
-    let server = env.serve(&env.path("srv"), &["--allow", &line, "--allow", &other_line]);
+    let server = env.serve(
+        &env.path("srv"),
+        &["--allow", &line, "--allow", &other_line],
+    );
     let me = Signer::new(&keys(&env), "node1");
     for (method, path, body) in [
         ("GET", "/chute/blob/test.example/node2/", String::new()),
-        ("GET", "/chute/blob/test.example/node2/m/t/index.json", String::new()),
-        ("PUT", "/chute/blob/test.example/node2/m/t/0/4/0", "abcd".into()),
-        ("DELETE", "/chute/blob/test.example/node2/m/t/", String::new()),
+        (
+            "GET",
+            "/chute/blob/test.example/node2/m/t/index.json",
+            String::new(),
+        ),
+        (
+            "PUT",
+            "/chute/blob/test.example/node2/m/t/0/4/0",
+            "abcd".into(),
+        ),
+        (
+            "DELETE",
+            "/chute/blob/test.example/node2/m/t/",
+            String::new(),
+        ),
         ("POST", "/chute/blob/", index_json("node2", "t1")),
     ] {
-        let (status, _, resp) = raw_http(&server.addr, &signed(&me, method, path, body.as_bytes(), None));
+        let (status, _, resp) = raw_http(
+            &server.addr,
+            &signed(&me, method, path, body.as_bytes(), None),
+        );
         assert_eq!(status, 403, "{method} {path}: {}", text(&resp));
     }
     // Its own space works.
-    let (status, _, resp) = raw_http(&server.addr, &signed(&me, "POST", "/chute/blob/", index_json("node1", "t1").as_bytes(), None));
+    let (status, _, resp) = raw_http(
+        &server.addr,
+        &signed(
+            &me,
+            "POST",
+            "/chute/blob/",
+            index_json("node1", "t1").as_bytes(),
+            None,
+        ),
+    );
     assert_eq!(status, 201, "{}", text(&resp));
 }
 
@@ -164,7 +249,10 @@ fn append_only_refuses_delete_and_overwrite_but_takes_new_snapshots() {
     fs::write(src.join("new"), b"more").unwrap();
     env.ok(["sink", "--remote", &url, src.to_str().unwrap()]);
     let me = Signer::new(&keys(&env), "node1");
-    let (_, _, body) = raw_http(&server.addr, &signed(&me, "GET", "/chute/blob/test.example/node1/", b"", None));
+    let (_, _, body) = raw_http(
+        &server.addr,
+        &signed(&me, "GET", "/chute/blob/test.example/node1/", b"", None),
+    );
     let uris: Vec<String> = miniserde::json::from_str(&text(&body)).unwrap();
     assert_eq!(uris.len(), 2);
     let blob = uris[0].trim_end_matches("index.json");
@@ -188,20 +276,31 @@ fn over_quota_gets_507_and_no_snapshot() {
     let url = server.url();
     let err = env.fails(1, ["sink", "--remote", &url, src.to_str().unwrap()]);
     assert!(err.contains("507") && err.contains("quota"), "{err}");
-    let stored: u64 = walk(&env.path("srv")).iter().filter(|p| p.is_file()).map(|p| fs::metadata(p).unwrap().len()).sum();
-    assert!(stored <= (1 << 20) + 4096, "{stored} bytes stored past a 1 MiB quota");
+    let stored: u64 = walk(&env.path("srv"))
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        stored <= (1 << 20) + 4096,
+        "{stored} bytes stored past a 1 MiB quota"
+    );
     assert!(env.ok(["list", "--remote", &url]).contains("0 snapshots"));
     // Quotas also come from the allow file.
     let allow = env.path("allow");
     fs::write(&allow, format!("# nodes\n{line} quota=100M\n")).unwrap();
-    let server2 = env.serve(&env.path("srv2"), &["--allow-file", allow.to_str().unwrap()]);
+    let server2 = env.serve(
+        &env.path("srv2"),
+        &["--allow-file", allow.to_str().unwrap()],
+    );
     env.ok(["sink", "--remote", &server2.url(), src.to_str().unwrap()]);
 }
 
 /// Opens a connection that sends half a request line and then nothing.
 fn slow_loris(addr: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"PUT /chute/blob/test.example/node1/m/t/0 HTTP/1.1\r\nHost: x\r\nContent-Le").unwrap();
+    s.write_all(b"PUT /chute/blob/test.example/node1/m/t/0 HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .unwrap();
     s
 }
 
@@ -214,7 +313,10 @@ fn hostile_input_gets_4xx_while_an_honest_sink_completes() {
         fs::write(src.join(format!("f{i}")), noise(12 << 20, 100 + i)).unwrap();
     }
     let store = env.path("srv");
-    let server = env.serve(&store, &["--allow", &line, "--timeout", "2", "--threads", "4"]);
+    let server = env.serve(
+        &store,
+        &["--allow", &line, "--timeout", "2", "--threads", "4"],
+    );
     let addr = server.addr.clone();
     let honest = env
         .cmd(["sink", "--remote", &server.url(), src.to_str().unwrap()])
@@ -224,7 +326,16 @@ fn hostile_input_gets_4xx_while_an_honest_sink_completes() {
         .unwrap();
     let me = Signer::new(&keys(&env), "node1");
     // A blob of our own to aim at.
-    let (status, _, _) = raw_http(&addr, &signed(&me, "POST", "/chute/blob/", index_json("node1", "h1").as_bytes(), None));
+    let (status, _, _) = raw_http(
+        &addr,
+        &signed(
+            &me,
+            "POST",
+            "/chute/blob/",
+            index_json("node1", "h1").as_bytes(),
+            None,
+        ),
+    );
     assert_eq!(status, 201);
     let blob = "/chute/blob/test.example/node1/m1/h1";
 
@@ -235,23 +346,36 @@ fn hostile_input_gets_4xx_while_an_honest_sink_completes() {
         drop(TcpStream::connect(&addr).unwrap());
     }
     // Traversal in several encodings.
-    for p in ["/chute/blob/../../etc/passwd", "/chute/blob/%2e%2e/x/y/z/0", "/chute/blob/a/..%2f..%2fetc/x/y/0", "/chute/blob/a/b/c/d/../../0"] {
+    for p in [
+        "/chute/blob/../../etc/passwd",
+        "/chute/blob/%2e%2e/x/y/z/0",
+        "/chute/blob/a/..%2f..%2fetc/x/y/0",
+        "/chute/blob/a/b/c/d/../../0",
+    ] {
         let (status, _, _) = raw_http(&addr, &request("GET", p, &[], b""));
         assert!((400..500).contains(&status), "{p}: {status}");
     }
     // Non-UTF-8 path bytes.
-    let mut req = b"GET /chute/blob/\xff\xfe/x/y/z/0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
+    let mut req =
+        b"GET /chute/blob/\xff\xfe/x/y/z/0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            .to_vec();
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&req).unwrap();
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
-    assert!(answer.is_empty() || text(&answer).starts_with("HTTP/1.1 4"), "{}", text(&answer));
+    assert!(
+        answer.is_empty() || text(&answer).starts_with("HTTP/1.1 4"),
+        "{}",
+        text(&answer)
+    );
     req.clear();
     // A huge Content-Length: refused before any body is read.
     let w = format!("{blob}/0/4096/0");
     let mut huge = signed(&me, "PUT", &w, b"", None);
-    let head = String::from_utf8(huge.clone()).unwrap().replace("Content-Length: 0", "Content-Length: 999999999999");
+    let head = String::from_utf8(huge.clone())
+        .unwrap()
+        .replace("Content-Length: 0", "Content-Length: 999999999999");
     huge = head.into_bytes();
     let (status, _, _) = raw_http(&addr, &huge);
     assert!(status == 400 || status == 413, "{status}");
@@ -268,19 +392,43 @@ fn hostile_input_gets_4xx_while_an_honest_sink_completes() {
     assert_eq!(raw_http(&addr, &ok).0, 201);
     let path0 = format!("{blob}/0");
     let mut overlap = signed(&me, "PUT", &path0, &[1u8; 10], None);
-    let s2 = String::from_utf8(overlap.clone()).unwrap().replacen("\r\n\r\n", "\r\nContent-Range: bytes 95-104/*\r\n\r\n", 1);
+    let s2 = String::from_utf8(overlap.clone()).unwrap().replacen(
+        "\r\n\r\n",
+        "\r\nContent-Range: bytes 95-104/*\r\n\r\n",
+        1,
+    );
     overlap = s2.into_bytes();
     assert_eq!(raw_http(&addr, &overlap).0, 416);
     let mut lying = signed(&me, "PUT", &path0, &[1u8; 10], None);
-    let s3 = String::from_utf8(lying.clone()).unwrap().replacen("\r\n\r\n", "\r\nContent-Range: bytes 200-300/250\r\n\r\n", 1);
+    let s3 = String::from_utf8(lying.clone()).unwrap().replacen(
+        "\r\n\r\n",
+        "\r\nContent-Range: bytes 200-300/250\r\n\r\n",
+        1,
+    );
     lying = s3.into_bytes();
     assert_eq!(raw_http(&addr, &lying).0, 400);
     // Malformed JSON and malformed headers.
-    let (status, _, _) = raw_http(&addr, &signed(&me, "POST", "/chute/blob/", b"{not json", None));
+    let (status, _, _) = raw_http(
+        &addr,
+        &signed(&me, "POST", "/chute/blob/", b"{not json", None),
+    );
     assert_eq!(status, 400);
-    let (status, _, _) = raw_http(&addr, &request("GET", "/chute/blob/", &[("X-Chute-Node", "node1"), ("X-Chute-Time", "soon")], b""));
+    let (status, _, _) = raw_http(
+        &addr,
+        &request(
+            "GET",
+            "/chute/blob/",
+            &[("X-Chute-Node", "node1"), ("X-Chute-Time", "soon")],
+            b"",
+        ),
+    );
     assert_eq!(status, 401);
-    let (status, _, _) = raw_http(&addr, &signed(&me, "GET", &format!("{blob}/0"), b"", None).into_iter().collect::<Vec<u8>>());
+    let (status, _, _) = raw_http(
+        &addr,
+        &signed(&me, "GET", &format!("{blob}/0"), b"", None)
+            .into_iter()
+            .collect::<Vec<u8>>(),
+    );
     assert!(status == 409 || status == 200 || status == 416, "{status}");
 
     // The slow connections were dropped by the server's timeout (2 s).
@@ -290,21 +438,38 @@ fn hostile_input_gets_4xx_while_an_honest_sink_completes() {
         let mut buf = [0u8; 64];
         let _ = l.read(&mut buf);
     }
-    assert!(started.elapsed() < Duration::from_secs(9), "slow clients were not dropped");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "slow clients were not dropped"
+    );
 
     let out = honest.wait_with_output().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let log = server.log.lock().unwrap().clone();
     let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
-    assert!(out.status.success(), "honest sink failed: {}\nserver log tail:\n{tail}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "honest sink failed: {}\nserver log tail:\n{tail}",
+        text(&out.stderr)
+    );
     eprintln!("server log tail:\n{tail}");
     let restored = env.path("out");
-    env.ok(["restore", "latest", "--remote", &server.url(), "--to", restored.to_str().unwrap()]);
+    env.ok([
+        "restore",
+        "latest",
+        "--remote",
+        &server.url(),
+        "--to",
+        restored.to_str().unwrap(),
+    ]);
     assert_same_tree(&src, &restored.join(src.strip_prefix("/").unwrap()));
     // Nothing outside the store was touched.
     for p in walk(&env.dir) {
         assert!(
-            p.starts_with(&store) || p.starts_with(env.home()) || p.starts_with(&src) || p.starts_with(&restored),
+            p.starts_with(&store)
+                || p.starts_with(env.home())
+                || p.starts_with(&src)
+                || p.starts_with(&restored),
             "unexpected file {}",
             p.display()
         );
