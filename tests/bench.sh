@@ -7,6 +7,10 @@
 #   - chute sink and restore through `chute serve` on loopback (client and server),
 #   - chute sink and restore on the default local store,
 #   - restic backup and restore on a local repository (the comparison the issue sets),
+#   - keeping a store (the maintenance issue): on four snapshots of the data set, each
+#     with a fresh churn file of 1/8 its size, chute verify --all (no download) and
+#     --read-data against restic check and check --read-data, and forgetting the two
+#     oldest then pruning (chute forget + prune --grace 0, restic forget --prune),
 # then runs the single-core crypto ceiling of the same build (tests/ceiling.rs) and
 # prints one markdown report with the issue's targets marked PASS/FAIL. The targets
 # are informational: the script fails only if a command fails or a restore differs.
@@ -338,6 +342,37 @@ measure restic-restore "${RESTIC_ENV[@]}" -- restic restore --quiet latest --tar
 verify restic-restore "$RUN/out-restic"
 rm -rf "$RUN/out-restic" "$RUN/restic-repo"
 
+# --- 10. keeping a store: verify and prune against restic check and forget --prune --
+HM="$RUN/home-maint"
+CHURN="$RUN/churn"
+MAINT_STORE="$HM/.local/share/chute/store"
+mkdir -p "$HM" "$CHURN"
+env -i "${CHUTE_ENV[@]}" HOME="$HM" "$BIN" init >/dev/null 2>&1
+RESTIC_M=(PATH="$PATH" HOME="$HX" RESTIC_PASSWORD=chute-bench
+    RESTIC_REPOSITORY="$RUN/restic-maint" RESTIC_CACHE_DIR="$HX/.cache/restic")
+env -i "${RESTIC_M[@]}" restic init --quiet >/dev/null
+say "maintenance: four snapshots of the data set plus churn, with chute and restic"
+for i in 1 2 3 4; do
+    head -c "$((BENCH_SIZE_MIB * 1048576 / 8))" /dev/urandom >"$CHURN/churn.bin"
+    env -i "${CHUTE_ENV[@]}" HOME="$HM" "$BIN" sink "$DATA" "$CHURN" >/dev/null
+    env -i "${RESTIC_M[@]}" restic backup --quiet "$DATA" "$CHURN" >/dev/null
+done
+measure chute-verify "${CHUTE_ENV[@]}" HOME="$HM" -- "$BIN" verify --all
+measure chute-verify-read "${CHUTE_ENV[@]}" HOME="$HM" -- "$BIN" verify --all --read-data
+measure restic-check "${RESTIC_M[@]}" -- restic check
+measure restic-check-read "${RESTIC_M[@]}" -- restic check --read-data
+CHUTE_MAINT_BEFORE=$(store_bytes "$MAINT_STORE")
+RESTIC_MAINT_BEFORE=$(store_bytes "$RUN/restic-maint")
+measure chute-forget "${CHUTE_ENV[@]}" HOME="$HM" -- "$BIN" forget --keep-last 2
+measure chute-prune "${CHUTE_ENV[@]}" HOME="$HM" -- "$BIN" prune --grace 0
+measure restic-forget-prune "${RESTIC_M[@]}" -- restic forget --keep-last 2 --prune
+CHUTE_MAINT_AFTER=$(store_bytes "$MAINT_STORE")
+RESTIC_MAINT_AFTER=$(store_bytes "$RUN/restic-maint")
+CHUTE_REPACKABLE=$(sed -n 's/.*; \(.*\) kept in forgotten blobs still in use.*/\1/p' "$RUN/chute-prune.out")
+env -i "${CHUTE_ENV[@]}" HOME="$HM" "$BIN" restore latest --to "$RUN/out-maint" >/dev/null
+verify chute-maint-restore "$RUN/out-maint"
+rm -rf "$RUN/out-maint" "$HM/.local/share/chute/store" "$RUN/restic-maint" "$CHURN"
+
 # --- 9. report -------------------------------------------------------------------
 mbps() { calc '%.1f' "$DATA_BYTES / ${WALL[$1]} / 1e6"; }
 mib() { calc '%.1f' "$1 / 1024"; }
@@ -440,8 +475,34 @@ $(check "client RSS, local restore" "$(mib "${RSS[local-restore]}") MiB" "≤ $C
 $(check "server RSS, during sink" "$(mib "${RSS[server-sink]}") MiB" "≤ $SERVER_RSS_MIB MiB" "${RSS[server-sink]} <= $SERVER_RSS_MIB * 1024")
 $(check "server RSS, during restore" "$(mib "${RSS[server-restore]}") MiB" "≤ $SERVER_RSS_MIB MiB" "${RSS[server-restore]} <= $SERVER_RSS_MIB * 1024")
 
+### Keeping a store (four snapshots: the data set plus a new churn file of 1/8 its size each)
+
+- chute verify reads only the manifests and compares window hashes (the store re-hashes); restic check reads its index and tree structure, check --read-data every pack
+- forgetting the two oldest snapshots: chute store $CHUTE_MAINT_BEFORE → $CHUTE_MAINT_AFTER bytes (reclaimed $((CHUTE_MAINT_BEFORE - CHUTE_MAINT_AFTER)); ${CHUTE_REPACKABLE:-?} stays in a forgotten blob later snapshots still use, which chute does not repack); restic repository $RESTIC_MAINT_BEFORE → $RESTIC_MAINT_AFTER bytes (reclaimed $((RESTIC_MAINT_BEFORE - RESTIC_MAINT_AFTER)))
+
+| run | wall s | peak RSS MiB (anon / file) | CPU s (user / sys) |
+| --- | ---: | ---: | ---: |
+$(mrow chute-verify "chute verify --all (no download)")
+$(mrow restic-check "restic check")
+$(mrow chute-verify-read "chute verify --all --read-data")
+$(mrow restic-check-read "restic check --read-data")
+$(mrow chute-forget "chute forget --keep-last 2")
+$(mrow chute-prune "chute prune --grace 0")
+$(mrow restic-forget-prune "restic forget --keep-last 2 --prune")
+
+| target (informational) | measured | target | verdict |
+| --- | ---: | ---: | :---: |
+$(check "verify faster than restic check" "${WALL[chute-verify]} s" "< ${WALL[restic-check]} s" "${WALL[chute-verify]} < ${WALL[restic-check]}")
+$(check "verify --read-data faster than restic check --read-data" "${WALL[chute-verify-read]} s" "< ${WALL[restic-check-read]} s" "${WALL[chute-verify-read]} < ${WALL[restic-check-read]}")
+$(check "forget + prune faster than restic forget --prune" "$(calc '%.2f' "${WALL[chute-forget]} + ${WALL[chute-prune]}") s" "< ${WALL[restic-forget-prune]} s" "${WALL[chute-forget]} + ${WALL[chute-prune]} < ${WALL[restic-forget-prune]}")
+$(for n in chute-verify chute-verify-read chute-prune; do check "client RSS, $n" "$(mib "${RSS[$n]}") MiB" "≤ $CLIENT_RSS_MIB MiB" "${RSS[$n]} <= $CLIENT_RSS_MIB * 1024"; done)
+
 Raw outputs (time -v reports, stdout, stderr, server logs): $RUN
 EOF
+}
+
+mrow() { # NAME LABEL
+    printf '| %s | %s | %s | %s |\n' "$2" "${WALL[$1]}" "$(rss_cell "$1")" "$(cpu_cell "$1")"
 }
 
 report | tee "$BENCH_DIR/results.md"
