@@ -283,6 +283,16 @@ pub fn open_remote(spec: &str, signer: Option<crate::auth::Signer>) -> Result<Bo
     }
 }
 
+/// The window size the last sink to this remote settled on, or the default.
+fn remembered_window(cache_dir: &Path) -> u64 {
+    std::fs::read_to_string(cache_dir.join("window"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map_or(sink::DEFAULT_WINDOW, |w: u64| {
+            w.clamp(sink::MIN_WINDOW, sink::MAX_WINDOW)
+        })
+}
+
 /// `KEY=value` lines; `#` comments and blank lines ignored; optional quotes.
 fn parse_config(text: &str) -> std::result::Result<HashMap<String, String>, (usize, String)> {
     let mut out = HashMap::new();
@@ -433,7 +443,6 @@ fn init(s: &Settings, c: InitCmd) -> Result<()> {
 }
 
 fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
-    let keys = s.keys(c.key_file)?;
     let mut roots = c.paths;
     if roots.is_empty() {
         if let Some(p) = s.get(None, "CHUTE_PATHS") {
@@ -444,12 +453,21 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     if let Some(x) = s.get(None, "CHUTE_EXCLUDE") {
         excludes.extend(x.split_whitespace().map(String::from));
     }
-    let (domain, node) = (s.domain(c.domain), s.node(c.node));
-    let remote = s.remote(c.remote, &keys, &node)?;
-    let place = format!("{}|{domain}|{node}", remote.describe());
-    let cache_dir = cache_dir()?
-        .join("chute")
-        .join(crate::hex::encode(&crypto::sha256(place.as_bytes())[..8]));
+    let NodeContext {
+        keys,
+        remote,
+        domain,
+        node,
+        cache_dir,
+    } = open_node(s, c.key_file, c.remote, c.domain, c.node)?;
+    // Window sizes adapt to a network link; a local store gains nothing from
+    // bigger ones but memory.
+    let network = remote.describe().starts_with("http://");
+    let window = if network {
+        remembered_window(&cache_dir)
+    } else {
+        sink::DEFAULT_WINDOW
+    };
     let opts = sink::Options {
         roots,
         excludes,
@@ -458,10 +476,15 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         cache_dir,
         host: hostname(),
         threads: threads(c.threads),
-        window: sink::DEFAULT_WINDOW,
+        window,
         progress: true,
     };
     let r = sink::run(&keys, remote.as_ref(), &opts)?;
+    // Size the next run's windows from how long this run's took (best effort).
+    let next = sink::next_window(r.window, r.window_secs);
+    if network {
+        let _ = std::fs::write(opts.cache_dir.join("window"), format!("{next}\n"));
+    }
     let resumed = if r.resumed > 0 {
         format!(", resumed after {}", sink::human_bytes(r.resumed))
     } else {
@@ -605,7 +628,7 @@ fn key(s: &Settings, c: KeyCmd) -> Result<()> {
     }
 }
 
-/// What verify, forget and prune work on: the key, the remote, the node's place in
+/// What sink, verify, forget and prune work on: the key, the remote, the node's place in
 /// it, and this node's cache directory for that remote (the one sink uses).
 pub(crate) struct NodeContext {
     pub keys: Keys,
@@ -615,7 +638,7 @@ pub(crate) struct NodeContext {
     pub cache_dir: PathBuf,
 }
 
-/// Resolves the options verify, forget and prune share, as sink does.
+/// Resolves the options sink, verify, forget and prune share.
 pub(crate) fn open_node(
     s: &Settings,
     key_file: Option<PathBuf>,
