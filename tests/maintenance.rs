@@ -109,8 +109,8 @@ fn sink(env: &Env, remote: &str, src: &Path) -> String {
     env.ok(with(&["sink", src.to_str().unwrap()], remote))
 }
 
-/// A big file first in walk order (so part 0's window 1, bytes 4-8 MiB, lies inside
-/// it), then a directory of smaller ones.
+/// A big file first in walk order (so the window of part 0 holding byte 5 MiB lies
+/// inside it, whatever the window size, at most 4 MiB), then smaller ones.
 fn tree(src: &Path, seed: u64) {
     fs::create_dir_all(src.join("d")).unwrap();
     fs::write(src.join("a-big.bin"), noise(14 << 20, seed)).unwrap();
@@ -124,18 +124,19 @@ fn flip_byte(path: &Path, at: usize) {
     fs::write(path, data).unwrap();
 }
 
-/// The window file starting at byte `offset` of the only blob holding one there.
-fn window_at(store: &Path, offset: u64) -> PathBuf {
-    let prefix = format!("{offset:016x}-");
-    let hits: Vec<PathBuf> = window_files(store)
+/// The window file holding byte `at` of part 0 in the only blob that has one there,
+/// with its offset and length (from its name).
+fn window_containing(store: &Path, at: u64) -> (PathBuf, u64, u64) {
+    let hits: Vec<(PathBuf, u64, u64)> = window_files(store)
         .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(&prefix)
+        .map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let mut f = name.split('-');
+            let off = u64::from_str_radix(f.next().unwrap(), 16).unwrap();
+            let len = u64::from_str_radix(f.next().unwrap(), 16).unwrap();
+            (p, off, len)
         })
+        .filter(|&(_, off, len)| off <= at && at < off + len)
         .collect();
     assert_eq!(hits.len(), 1, "{}", listing(store));
     hits.into_iter().next().unwrap()
@@ -156,8 +157,8 @@ fn one_flipped_byte(http: bool) {
     assert!(out.contains("all intact"), "{out}");
     env.ok(["scrub", "--store", store.to_str().unwrap()]);
 
-    let window = window_at(&store, 4 << 20);
-    flip_byte(&window, 1000);
+    let (window, off, len) = window_containing(&store, 5 << 20);
+    flip_byte(&window, (5 << 20) - off as usize);
     let blob = window.parent().unwrap().parent().unwrap();
     let blob = blob.strip_prefix(&store).unwrap().to_str().unwrap();
     let big = src.join("a-big.bin");
@@ -165,8 +166,8 @@ fn one_flipped_byte(http: bool) {
 
     // Without download: the window and the one file it belongs to.
     let (out, err) = status(&env, 1, &with(&["verify"], &remote));
-    assert!(out.contains(&format!("window 1 of {blob}")), "{out}");
-    assert!(out.contains("changed"), "{out}");
+    let range = format!("of {blob} (bytes {off}-{}): changed", off + len - 1);
+    assert!(out.contains(&range), "{out}");
     assert_eq!(out.matches("damaged file:").count(), 1, "{out}");
     assert_eq!(out.matches(big).count(), 1, "{out}");
     assert!(err.contains("chute verify: 1 damaged file"), "{err}");
@@ -181,7 +182,7 @@ fn one_flipped_byte(http: bool) {
     let (scrub, err) = status(&env, 1, &["scrub", "--store", store.to_str().unwrap()]);
     assert!(
         scrub.contains(&format!(
-            "damaged: {blob} window at byte 4194304 (4194304 bytes)"
+            "damaged: {blob} window at byte {off} ({len} bytes)"
         )),
         "{scrub}"
     );
@@ -224,11 +225,12 @@ fn a_deleted_window_names_the_files_once() {
     sink(&env, &remote, &src);
     let snaps = ids(&env, &remote);
     assert_eq!(snaps.len(), 2);
-    // Window 1 of the first blob, which the second snapshot shares.
-    let window = window_at(&store, 4 << 20);
+    // A window inside a-big.bin in the first blob, which the second snapshot shares.
+    let (window, off, len) = window_containing(&store, 5 << 20);
     fs::remove_file(&window).unwrap();
     let (out, _) = status(&env, 1, &with(&["verify", "--all"], &remote));
-    assert!(out.contains("(bytes 4194304-8388607): missing"), "{out}");
+    let range = format!("(bytes {off}-{}): missing", off + len - 1);
+    assert!(out.contains(&range), "{out}");
     let big = src.join("a-big.bin");
     let line = format!(
         "damaged file: {} (snapshots {}, {})",
