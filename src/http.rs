@@ -77,7 +77,8 @@ impl HttpRemote {
         let msg = miniserde::json::from_str::<E>(&body).map_or(body, |e| e.error);
         let kind = match status {
             404 | 416 => ErrorKind::NotFound,
-            401 | 403 => ErrorKind::Auth,
+            // 403 is a refusal (another node's space, append-only), not a missing key.
+            401 => ErrorKind::Auth,
             507 => ErrorKind::Full,
             s if s >= 500 => ErrorKind::Unavailable,
             _ => ErrorKind::Refused,

@@ -527,6 +527,29 @@ fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Option<Resumed>
     })
 }
 
+/// Keeps only the blobs some chunk reference uses (blob 0, this snapshot's own,
+/// always stays first), renumbering the references: a parent's table is copied
+/// whole at the start, and without this every manifest would list every ancestor.
+fn compact_blobs(names: Vec<String>, mut entries: Vec<Entry>) -> (Vec<String>, Vec<Entry>) {
+    let mut used = vec![false; names.len()];
+    used[0] = true;
+    for c in entries.iter().flat_map(|e| &e.chunks) {
+        used[c.blob as usize] = true;
+    }
+    let mut map = vec![0u32; names.len()];
+    let mut kept = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if used[i] {
+            map[i] = kept.len() as u32;
+            kept.push(name);
+        }
+    }
+    for c in entries.iter_mut().flat_map(|e| e.chunks.iter_mut()) {
+        c.blob = map[c.blob as usize];
+    }
+    (kept, entries)
+}
+
 /// Runs a sink and commits the snapshot.
 pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let started = Instant::now();
@@ -724,10 +747,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             HashMap::new(),
         ),
     );
-    let manifest = Manifest {
-        blobs: table.names,
-        entries,
-    };
+    let (blobs, entries) = compact_blobs(table.names, entries);
+    let manifest = Manifest { blobs, entries };
     let mut manifest_offset = None;
     let (manifest_len, segments) =
         format::seal_manifest_to(keys, &blob.path(), &manifest, |sealed| {
@@ -1074,6 +1095,23 @@ mod tests {
             &["node_modules".into()],
             Path::new("/a/node_modules2")
         ));
+    }
+
+    #[test]
+    fn blob_tables_list_only_blobs_in_use() {
+        let chunk = |blob| ChunkRef {
+            id: [0; 32],
+            blob,
+            offset: 0,
+            len: 100,
+        };
+        let mut e = Entry::new(EntryKind::File, b"/f".to_vec());
+        e.chunks = vec![chunk(3), chunk(1), chunk(3)];
+        let names = ["own", "a", "unused", "b"].map(String::from).to_vec();
+        let (kept, entries) = compact_blobs(names, vec![e]);
+        assert_eq!(kept, ["own", "a", "b"]);
+        let blobs: Vec<u32> = entries[0].chunks.iter().map(|c| c.blob).collect();
+        assert_eq!(blobs, [2, 1, 2]);
     }
 
     #[test]
