@@ -299,3 +299,19 @@ fn a_server_killed_mid_sink_leaves_no_snapshot_and_a_rerun_succeeds() {
     ok_cmd(chute(&env, "node1", &restore, &url));
     assert_same_tree(&src, &restored(&dest, &src));
 }
+
+/// The static ARM binary cannot load NSS plugins; `localhost` and other /etc/hosts
+/// names must still resolve (CI runs this under qemu against the ARM build).
+#[test]
+fn a_remote_named_by_host_name_resolves() {
+    let env = Env::new("hostname");
+    env.ok(["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"by name").unwrap();
+    let server = env.serve(&env.path("store"), &[]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    let url = format!("http://localhost:{port}");
+    env.ok(["sink", "--remote", &url, src.to_str().unwrap()]);
+    assert!(env.ok(["list", "--remote", &url]).contains("1 snapshot"));
+}
