@@ -151,6 +151,19 @@ impl HttpRemote {
         })
     }
 
+    /// A blob's index document (`index.json`, or a forgotten one's).
+    fn fetch_index(&self, id: &BlobId, name: &str) -> Result<Index> {
+        let what = format!("{name} of {}", id.path());
+        let mut resp = self.get(&what, &format!("{}/{name}", id.path()))?;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(crate::store::MAX_INDEX)
+            .read_to_vec()
+            .map_err(self.transport(&what))?;
+        remote::parse_index(&bytes, id)
+    }
+
     fn get(&self, what: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
         self.send(what, "GET", path, &[], &[])
     }
@@ -251,15 +264,7 @@ impl Remote for HttpRemote {
     }
 
     fn index(&self, id: &BlobId) -> Result<Index> {
-        let what = format!("index of {}", id.path());
-        let mut resp = self.get(&what, &format!("{}/index.json", id.path()))?;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(crate::store::MAX_INDEX)
-            .read_to_vec()
-            .map_err(self.transport(&what))?;
-        remote::parse_index(&bytes, id)
+        self.fetch_index(id, "index.json")
     }
 
     fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
@@ -289,15 +294,7 @@ impl Remote for HttpRemote {
     }
 
     fn forgotten_index(&self, id: &BlobId) -> Result<Index> {
-        let what = format!("forgotten index of {}", id.path());
-        let mut resp = self.get(&what, &format!("{}/index.forgotten.json", id.path()))?;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(crate::store::MAX_INDEX)
-            .read_to_vec()
-            .map_err(self.transport(&what))?;
-        remote::parse_index(&bytes, id)
+        self.fetch_index(id, "index.forgotten.json")
     }
 
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<crate::store::Uncommitted>> {

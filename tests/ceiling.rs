@@ -10,10 +10,12 @@
 //! Each figure is printed as one `CEILING <name> <MB/s>` line (MB = 10^6 bytes) so
 //! the bench script can pick it out. `CHUTE_CEILING_MIB` sets the bytes per figure
 //! (default 1024).
+mod util;
 use chute::chunker::{self, Chunker};
 use chute::crypto::{Keys, Kind, OVERHEAD};
 use std::hint::black_box;
 use std::time::Instant;
+use util::noise;
 
 /// Same size as the chunker's average chunk, the size sink seals most often.
 const BUF: usize = 1 << 20;
@@ -24,20 +26,6 @@ fn total_bytes() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
     mib << 20
-}
-
-/// Incompressible-looking bytes from a xorshift generator: no file, no RNG syscalls.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn report(name: &str, bytes: usize, secs: f64) -> f64 {
@@ -53,7 +41,7 @@ fn single_core_ceiling() {
     let total = total_bytes();
     let rounds = total / BUF;
     let keys = Keys::from_key_bytes(&[7u8; 32]);
-    let plain = pseudo_random(BUF, 0x63_6875_7465);
+    let plain = noise(BUF, 0x63_6875_7465);
     let context = keys.chunk_id(&plain);
 
     // Seal: the per-chunk AEAD, output buffer reused as sink's workers reuse theirs.
@@ -77,7 +65,7 @@ fn single_core_ceiling() {
     // Chunker: cut a 64 MiB buffer end to end, again and again, until `total` is cut.
     // The bytes a cut skips (the first MIN of each chunk) count, as they do in sink.
     let chunker = Chunker::new(keys.gear_seed());
-    let data = pseudo_random(64 << 20, 0x6765_6172);
+    let data = noise(64 << 20, 0x6765_6172);
     let mut cut = 0usize;
     let mut chunks = 0usize;
     let start = Instant::now();
