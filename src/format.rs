@@ -472,27 +472,58 @@ fn decode_entry<R: Read>(d: &mut Dec<R>, blobs: u32) -> Result<Entry> {
     Ok(e)
 }
 
+/// Reads a manifest one entry at a time, blob table first, so a caller can walk it
+/// beside something else (sink walks the parent snapshot beside the disk) in
+/// bounded memory.
+pub struct ManifestStream<R> {
+    d: Dec<R>,
+    /// The blob table.
+    pub blobs: Vec<String>,
+    left: u64,
+}
+
+impl<R: Read> ManifestStream<R> {
+    /// Reads the version and the blob table.
+    pub fn new(r: R) -> Result<Self> {
+        let mut d = Dec { r };
+        d.version()?;
+        let nblobs = d.u32()?;
+        if nblobs > MAX_BLOBS {
+            return Err(Error::Malformed("blob table"));
+        }
+        let mut blobs = Vec::new();
+        for _ in 0..nblobs {
+            blobs.push(d.str16("blob path")?);
+        }
+        let left = d.u64()?;
+        Ok(ManifestStream { d, blobs, left })
+    }
+
+    /// The next entry, or `None` after the last (checking nothing follows it).
+    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        if self.left == 0 {
+            let mut rest = [0u8; 1];
+            if self.d.r.read(&mut rest)? != 0 {
+                return Err(Error::Malformed("manifest (trailing bytes)"));
+            }
+            return Ok(None);
+        }
+        self.left -= 1;
+        decode_entry(&mut self.d, self.blobs.len() as u32).map(Some)
+    }
+}
+
 /// Decodes a manifest from its plaintext stream.
 pub fn decode_manifest<R: Read>(r: R) -> Result<Manifest> {
-    let mut d = Dec { r };
-    d.version()?;
-    let nblobs = d.u32()?;
-    if nblobs > MAX_BLOBS {
-        return Err(Error::Malformed("blob table"));
+    let mut st = ManifestStream::new(r)?;
+    let mut entries = Vec::new();
+    while let Some(e) = st.next_entry()? {
+        entries.push(e);
     }
-    let mut m = Manifest::default();
-    for _ in 0..nblobs {
-        m.blobs.push(d.str16("blob path")?);
-    }
-    let n = d.u64()?;
-    for _ in 0..n {
-        m.entries.push(decode_entry(&mut d, nblobs)?);
-    }
-    let mut rest = [0u8; 1];
-    if d.r.read(&mut rest)? != 0 {
-        return Err(Error::Malformed("manifest (trailing bytes)"));
-    }
-    Ok(m)
+    Ok(Manifest {
+        blobs: st.blobs,
+        entries,
+    })
 }
 
 /// Decodes a snapshot header's plaintext.
@@ -723,7 +754,13 @@ where
     F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
 {
     let r = ManifestReader::new(keys, blob, total, count, fetch)?;
-    decode_manifest(r).map_err(|e| match e {
+    decode_manifest(r).map_err(opened)
+}
+
+/// Turns a segment that failed to open, surfacing as an I/O error from
+/// [`ManifestReader`], back into [`Error::Open`].
+pub fn opened(e: Error) -> Error {
+    match e {
         Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
             match io.into_inner().and_then(|i| i.downcast::<OpenError>().ok()) {
                 Some(o) => Error::Open(*o),
@@ -731,7 +768,7 @@ where
             }
         }
         other => other,
-    })
+    }
 }
 
 /// Seals a header into the hex string stored in index.json.

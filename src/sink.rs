@@ -425,10 +425,51 @@ pub fn normalize_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The previous snapshot of the same paths: its entries by path, with chunk
-/// references already pointing into this run's blob table.
-struct Parent {
-    files: HashMap<Vec<u8>, Entry>,
+/// The previous snapshot of the same paths, read entry by entry beside the walk:
+/// both are in walk order (see [`walk_order`]), so a merge finds each path's old
+/// entry without holding the parent manifest in memory.
+struct Parent<'a> {
+    stream: format::ManifestStream<Box<dyn std::io::Read + 'a>>,
+    /// Parent blob index → this run's blob table index.
+    map: Vec<u32>,
+    peek: Option<Entry>,
+    short_id: String,
+}
+
+impl Parent<'_> {
+    /// The parent's entry for `path`, if it had one; entries before it are skipped.
+    fn find(&mut self, path: &[u8]) -> Result<Option<&Entry>> {
+        loop {
+            if self.peek.is_none() {
+                self.peek = self.stream.next_entry().map_err(|e| {
+                    Error::Damaged(format!(
+                        "snapshot {}: manifest is damaged: {}",
+                        self.short_id,
+                        format::opened(e)
+                    ))
+                })?;
+                if let Some(e) = &mut self.peek {
+                    for c in &mut e.chunks {
+                        c.blob = *self.map.get(c.blob as usize).unwrap_or(&0);
+                    }
+                }
+            }
+            match &self.peek {
+                None => return Ok(None),
+                Some(e) => match walk_order(&e.path, path) {
+                    std::cmp::Ordering::Less => self.peek = None,
+                    std::cmp::Ordering::Equal => return Ok(self.peek.as_ref()),
+                    std::cmp::Ordering::Greater => return Ok(None),
+                },
+            }
+        }
+    }
+}
+
+/// The order the walker visits paths in: component by component, each compared as
+/// bytes (a depth-first walk over sorted names visits paths in exactly this order).
+pub fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
 }
 
 /// Brings the chunk index up to date with the remote's committed snapshots.
@@ -657,22 +698,38 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         at: HashMap::new(),
     };
     blobs.at.insert(blob.path(), 0);
-    let parent = match parent_snap {
+    let mut parent = match parent_snap {
         Some(p) => {
-            let m = crate::restore::manifest(keys, remote, p)?;
-            let map: Vec<u32> = m.blobs.iter().map(|b| blobs.index(b)).collect();
-            let files = m
-                .entries
-                .into_iter()
-                .filter(|e| e.kind == EntryKind::File)
-                .map(|mut e| {
-                    for c in &mut e.chunks {
-                        c.blob = map[c.blob as usize];
-                    }
-                    (e.path.clone(), e)
-                })
-                .collect();
-            Some(Parent { files })
+            let h = &p.header;
+            let fetch = move |off: u64, len: u64| {
+                remote
+                    .read(&p.blob, h.manifest_offset + off, len)
+                    .map_err(std::io::Error::other)
+            };
+            let damaged = |e| {
+                Error::Damaged(format!(
+                    "snapshot {}: manifest is damaged: {}",
+                    p.short_id(),
+                    format::opened(e)
+                ))
+            };
+            let reader = format::ManifestReader::new(
+                keys,
+                &p.blob.path(),
+                h.manifest_len,
+                h.segments,
+                fetch,
+            )
+            .map_err(damaged)?;
+            let stream = format::ManifestStream::new(Box::new(reader) as Box<dyn std::io::Read>)
+                .map_err(damaged)?;
+            let map = stream.blobs.iter().map(|b| blobs.index(b)).collect();
+            Some(Parent {
+                stream,
+                map,
+                peek: None,
+                short_id: p.short_id(),
+            })
         }
         None => None,
     };
@@ -706,7 +763,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             opts,
             chunker: &chunker,
             tx,
-            parent: parent.as_ref(),
+            parent: parent.take(),
             entries: &mut entries,
             dropped: &mut dropped,
             report: &mut report,
@@ -832,7 +889,7 @@ struct Walker<'a> {
     opts: &'a Options,
     chunker: &'a Chunker,
     tx: SyncSender<Job>,
-    parent: Option<&'a Parent>,
+    parent: Option<Parent<'a>>,
     entries: &'a mut Vec<Entry>,
     dropped: &'a mut Vec<u32>,
     report: &'a mut Report,
@@ -893,7 +950,7 @@ impl Walker<'_> {
                     Err(e) => self.skip(&path, e),
                 }
             } else if ft.is_file() {
-                if self.unchanged(&path, &md) {
+                if self.unchanged(&path, &md)? {
                     continue;
                 }
                 let idx = self.entries.len();
@@ -917,14 +974,15 @@ impl Walker<'_> {
     }
 
     /// Reuses the parent's entry for a file that has not changed since.
-    fn unchanged(&mut self, path: &Path, md: &fs::Metadata) -> bool {
-        let Some(old) = self
-            .parent
-            .and_then(|p| p.files.get(path.as_os_str().as_bytes()))
-        else {
-            return false;
+    fn unchanged(&mut self, path: &Path, md: &fs::Metadata) -> Result<bool> {
+        let Some(parent) = self.parent.as_mut() else {
+            return Ok(false);
         };
-        let same = old.size == md.len()
+        let Some(old) = parent.find(path.as_os_str().as_bytes())? else {
+            return Ok(false);
+        };
+        let same = old.kind == EntryKind::File
+            && old.size == md.len()
             && old.mtime == md.mtime()
             && old.mtime_ns == md.mtime_nsec() as u32
             && old.ctime == md.ctime()
@@ -932,7 +990,7 @@ impl Walker<'_> {
             && old.inode == md.ino()
             && old.dev == md.dev();
         if !same {
-            return false;
+            return Ok(false);
         }
         let mut e = entry_from(EntryKind::File, path, md);
         e.size = md.len();
@@ -943,7 +1001,7 @@ impl Walker<'_> {
         self.report.unchanged_files += 1;
         self.report.unchanged_bytes += md.len();
         self.progress.tick(self.report.files, self.report.bytes);
-        true
+        Ok(true)
     }
 
     /// Records one file and queues its chunks. On error the caller marks the
@@ -1095,6 +1153,17 @@ mod tests {
             &["node_modules".into()],
             Path::new("/a/node_modules2")
         ));
+    }
+
+    #[test]
+    fn walk_order_is_component_order() {
+        use std::cmp::Ordering::*;
+        // The walker visits /a, /a/x, then /a-b: "a-b" sorts after "a" as a name,
+        // although '-' < '/' as a byte.
+        assert_eq!(walk_order(b"/a/x", b"/a-b"), Less);
+        assert_eq!(walk_order(b"/a", b"/a/x"), Less);
+        assert_eq!(walk_order(b"/a/x", b"/a/x"), Equal);
+        assert_eq!(walk_order(b"/b", b"/a/z"), Greater);
     }
 
     #[test]
