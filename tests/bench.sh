@@ -507,3 +507,4 @@ mrow() { # NAME LABEL
 
 report | tee "$BENCH_DIR/results.md"
 say "report saved to $BENCH_DIR/results.md"
+source "$ROOT/tests/bench-incremental.sh" # the incremental cases of issue 4
