@@ -96,16 +96,9 @@ impl Chunker {
 mod tests {
     use super::*;
 
+    /// The generator tests/vectors/chunker.txt pins the chunker's input with.
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::vectors::xorshift(seed, len)
     }
 
     #[test]

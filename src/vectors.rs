@@ -158,7 +158,7 @@ fn doc_open(key_file: &[u8], kind: Kind, context: &[u8], sealed: &[u8]) -> Optio
     Some(buf)
 }
 
-fn xorshift(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn xorshift(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
