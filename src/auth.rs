@@ -17,6 +17,11 @@
 //! | `X-Chute-SHA256` | hex SHA-256 of the body (of the empty string for none) |
 //! | `X-Chute-Signature` | hex `HMAC-SHA256(auth, "chute-auth-v1\n" METHOD "\n" PATH "\n" TIME "\n" NONCE "\n" BODY-SHA256)` |
 //!
+//! On an `--append-only` server a DELETE must also carry `X-Chute-Admin`: hex
+//! `HMAC-SHA256(SHA-256(admin key file), "chute-admin-v1\n" METHOD "\n" PATH "\n"
+//! TIME "\n" NONCE)` with the same time and nonce as the signature, so the proof
+//! cannot be lifted onto another request.
+//!
 //! `PATH` is the request target exactly as sent (with any query). The server refuses
 //! (401) a signature that does not verify, a time more than [`MAX_SKEW`] seconds
 //! from its own clock (stale), and a nonce it has seen within that window (replay);
@@ -33,6 +38,8 @@ pub const TIME: &str = "X-Chute-Time";
 pub const NONCE: &str = "X-Chute-Nonce";
 pub const BODY: &str = "X-Chute-SHA256";
 pub const SIGNATURE: &str = "X-Chute-Signature";
+/// Proof of the admin key, which an `--append-only` server asks of every delete.
+pub const ADMIN: &str = "X-Chute-Admin";
 /// How far a request's time may be from the server's clock, in seconds.
 pub const MAX_SKEW: i64 = 300;
 /// The most nonces remembered at once; past it requests are refused until some expire.
@@ -73,6 +80,7 @@ fn mac(
 pub struct Signer {
     pub node: String,
     key: [u8; 32],
+    admin: Option<[u8; 32]>,
 }
 
 impl Signer {
@@ -80,7 +88,15 @@ impl Signer {
         Signer {
             node: node.to_string(),
             key: node_key(keys, node),
+            admin: None,
         }
+    }
+
+    /// Also proves the admin key (SHA-256 of the admin key file's bytes) on every
+    /// request: what forget and prune need on an append-only server.
+    pub fn with_admin(mut self, admin_key: [u8; 32]) -> Signer {
+        self.admin = Some(admin_key);
+        self
     }
 
     /// The headers that sign one request.
@@ -114,14 +130,54 @@ impl Signer {
         let sig = mac(&self.key, method, path, &time, &nonce, &body)
             .finalize()
             .into_bytes();
-        vec![
+        let mut out = vec![
             (NODE, self.node.clone()),
             (TIME, time),
             (NONCE, nonce),
             (BODY, body),
             (SIGNATURE, crate::hex::encode(&sig)),
-        ]
+        ];
+        if let Some(a) = &self.admin {
+            out.push((ADMIN, admin_proof(a, method, path, &out[1].1, &out[2].1)));
+        }
+        out
     }
+}
+
+/// `HMAC-SHA256(admin key, "chute-admin-v1\n" METHOD "\n" PATH "\n" TIME "\n" NONCE)`,
+/// hex: bound to one signed request by its time and nonce, so it cannot be replayed
+/// apart from it.
+pub fn admin_proof(admin: &[u8; 32], method: &str, path: &str, time: &str, nonce: &str) -> String {
+    let m = mac_over(admin, &["chute-admin-v1", method, path, time, nonce]);
+    crate::hex::encode(&m.finalize().into_bytes())
+}
+
+/// Checks an admin proof in constant time.
+pub fn admin_ok(
+    admin: &[u8; 32],
+    method: &str,
+    path: &str,
+    time: &str,
+    nonce: &str,
+    proof: &str,
+) -> bool {
+    let Some(p) = crate::hex::decode(proof) else {
+        return false;
+    };
+    mac_over(admin, &["chute-admin-v1", method, path, time, nonce])
+        .verify_slice(&p)
+        .is_ok()
+}
+
+fn mac_over(key: &[u8; 32], parts: &[&str]) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            m.update(b"\n");
+        }
+        m.update(part.as_bytes());
+    }
+    m
 }
 
 /// What the server knows of one admitted node.

@@ -166,6 +166,10 @@ pub struct ServeCmd {
     /// refuse every delete, so a compromised node cannot destroy its history
     #[argh(switch)]
     pub append_only: bool,
+    /// with --append-only: allow deletes that prove this key (any file of random
+    /// bytes, kept off the nodes' cron jobs) (CHUTE_ADMIN_KEY_FILE)
+    #[argh(option)]
+    pub admin_key_file: Option<PathBuf>,
     /// cap a node's stored bytes: NODE=BYTES (e.g. pi=20G); repeatable
     #[argh(option)]
     pub quota: Vec<String>,
@@ -248,7 +252,13 @@ impl Settings {
     }
 
     /// The remote, signing requests as `node` when it is a peer.
-    fn remote(&self, flag: Option<String>, keys: &Keys, node: &str) -> Result<Box<dyn Remote>> {
+    fn remote(
+        &self,
+        flag: Option<String>,
+        keys: &Keys,
+        node: &str,
+        admin: Option<PathBuf>,
+    ) -> Result<Box<dyn Remote>> {
         let spec = match self.get(flag, "CHUTE_REMOTE") {
             Some(s) => s,
             None => data_dir()?
@@ -256,7 +266,14 @@ impl Settings {
                 .to_string_lossy()
                 .into_owned(),
         };
-        open_remote(&spec, Some(crate::auth::Signer::new(keys, node)))
+        let mut signer = crate::auth::Signer::new(keys, node);
+        if let Some(f) = admin {
+            let bytes = std::fs::read(&f).map_err(|e| {
+                Error::Usage(format!("cannot read admin key file {}: {e}", f.display()))
+            })?;
+            signer = signer.with_admin(crypto::sha256(&bytes));
+        }
+        open_remote(&spec, Some(signer))
     }
 
     fn domain(&self, flag: Option<String>) -> String {
@@ -459,7 +476,7 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         domain,
         node,
         cache_dir,
-    } = open_node(s, c.key_file, c.remote, c.domain, c.node)?;
+    } = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     // Window sizes adapt to a network link; a local store gains nothing from
     // bigger ones but memory.
     let network = remote.describe().starts_with("http://");
@@ -531,7 +548,7 @@ struct ListItem {
 fn list(s: &Settings, c: ListCmd) -> Result<()> {
     let keys = s.keys(c.key_file)?;
     let (domain, node) = (s.domain(c.domain), s.node(c.node));
-    let remote = s.remote(c.remote, &keys, &node)?;
+    let remote = s.remote(c.remote, &keys, &node, None)?;
     let snaps = snapshot::all(&keys, remote.as_ref(), &domain, &node)?;
     let items: Vec<ListItem> = snaps
         .iter()
@@ -581,7 +598,7 @@ fn list(s: &Settings, c: ListCmd) -> Result<()> {
 fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
     let keys = s.keys(c.key_file)?;
     let (domain, node) = (s.domain(c.domain), s.node(c.node));
-    let remote = s.remote(c.remote, &keys, &node)?;
+    let remote = s.remote(c.remote, &keys, &node, None)?;
     let paths: Vec<PathBuf> = c
         .paths
         .iter()
@@ -645,10 +662,11 @@ pub(crate) fn open_node(
     remote: Option<String>,
     domain: Option<String>,
     node: Option<String>,
+    admin_key_file: Option<PathBuf>,
 ) -> Result<NodeContext> {
     let keys = s.keys(key_file)?;
     let (domain, node) = (s.domain(domain), s.node(node));
-    let remote = s.remote(remote, &keys, &node)?;
+    let remote = s.remote(remote, &keys, &node, admin_key_file)?;
     let place = format!("{}|{domain}|{node}", remote.describe());
     let cache_dir = cache_dir()?
         .join("chute")

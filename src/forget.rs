@@ -69,6 +69,10 @@ pub struct ForgetCmd {
     /// node (CHUTE_NODE)
     #[argh(option)]
     pub node: Option<String>,
+    /// proves the peer's admin key, which an --append-only peer asks of every
+    /// delete; keep it off the nightly cron job
+    #[argh(option)]
+    pub admin_key_file: Option<std::path::PathBuf>,
 }
 
 /// Counts per rule: 0 off, [`UNLIMITED`] never runs out.
@@ -255,7 +259,7 @@ pub fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
             "give either snapshot ids or --keep-* rules, not both".into(),
         ));
     }
-    let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node)?;
+    let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node, c.admin_key_file)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
     let mut remove: Vec<Snapshot> = Vec::new();
     if policy.is_empty() {

@@ -82,6 +82,10 @@ pub struct PruneCmd {
     /// node (CHUTE_NODE)
     #[argh(option)]
     pub node: Option<String>,
+    /// proves the peer's admin key, which an --append-only peer asks of every
+    /// delete; keep it off the nightly cron job
+    #[argh(option)]
+    pub admin_key_file: Option<std::path::PathBuf>,
 }
 
 /// Default grace period.
@@ -350,7 +354,7 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
             ))
         })?,
     };
-    let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node)?;
+    let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node, c.admin_key_file)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -21,7 +21,8 @@
 //! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
 //!
 //! Both DELETEs pass one gate, `may_delete`: an `--append-only` server refuses them
-//! (`403`).
+//! (`403`) unless the request, signed by its node, also carries `X-Chute-Admin`, the
+//! proof of the key given with `--admin-key-file` (see [`crate::auth`]).
 //!
 //! A PUT may carry `X-Chute-SHA256: <hex>`: the server hashes the body as it arrives
 //! and keeps nothing if they differ (`400`). Windows are written to a temporary file,
@@ -205,8 +206,10 @@ pub struct Config {
     pub allow: HashMap<String, Admitted>,
     /// Accept unsigned requests from anyone, anywhere in the store.
     pub open: bool,
-    /// Refuse every delete (committed blobs are immutable anyway).
+    /// Refuse every delete (committed blobs are immutable anyway)...
     pub append_only: bool,
+    /// ...unless it proves this key (SHA-256 of the admin key file).
+    pub admin: Option<[u8; 32]>,
     /// Idle time after which a connection's read or write gives up.
     pub timeout: Duration,
 }
@@ -217,6 +220,7 @@ pub struct State {
     verifier: Verifier,
     open: bool,
     append_only: bool,
+    admin: Option<[u8; 32]>,
     /// Bytes each node stores, for quotas: counted at start, kept up to date.
     usage: Mutex<HashMap<String, u64>>,
 }
@@ -232,6 +236,7 @@ impl State {
             verifier: Verifier::new(cfg.allow.clone()),
             open: cfg.open,
             append_only: cfg.append_only,
+            admin: cfg.admin,
             usage: Mutex::new(usage),
         })
     }
@@ -290,15 +295,31 @@ fn authorize(caller: &Caller, node: &str) -> Result<(), Fail> {
     }
 }
 
-fn may_delete(state: &State) -> Result<(), Fail> {
-    if state.append_only {
-        return Err(Fail(
-            403,
-            "this server is append-only: nothing is deleted".into(),
-            None,
-        ));
+/// Deletes (forget, prune) on an append-only server need the admin key's proof,
+/// bound to this (already authenticated) request's time and nonce.
+fn may_delete(req: &Request, state: &State) -> Result<(), Fail> {
+    if !state.append_only {
+        return Ok(());
     }
-    Ok(())
+    let proven = match (&state.admin, header(req, auth::ADMIN)) {
+        (Some(key), Some(proof)) => {
+            let time = header(req, auth::TIME).unwrap_or("");
+            let nonce = header(req, auth::NONCE).unwrap_or("");
+            // Without a node signature there is no fresh time and nonce to bind to.
+            header(req, auth::SIGNATURE).is_some()
+                && auth::admin_ok(key, req.method().as_str(), req.url(), time, nonce, proof)
+        }
+        _ => false,
+    };
+    if proven {
+        return Ok(());
+    }
+    Err(Fail(
+        403,
+        "this server is append-only: deleting needs its admin key (chute forget/prune --admin-key-file)"
+            .into(),
+        None,
+    ))
 }
 
 /// One entry of `GET .../<node>/?uncommitted`.
@@ -543,7 +564,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         },
         Route::Blob(id) => match method {
             Method::Delete => {
-                may_delete(state)?;
+                may_delete(req, state)?;
                 let freed = store.part_len(&id).unwrap_or(0);
                 store.delete(&id)?;
                 if let Some(u) = state.usage.lock().expect("poisoned").get_mut(&id.node) {
@@ -577,7 +598,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 Ok(created())
             }
             Method::Delete => {
-                may_delete(state)?;
+                may_delete(req, state)?;
                 store.forget(&id)?;
                 Ok(Reply::Json(200, "true".into()))
             }
@@ -878,6 +899,15 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
             })?
             .quota = Some(bytes);
     }
+    let admin = match s.get(
+        c.admin_key_file.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_ADMIN_KEY_FILE",
+    ) {
+        Some(f) => Some(crate::crypto::sha256(&std::fs::read(&f).map_err(|e| {
+            crate::Error::Usage(format!("cannot read admin key file {f}: {e}"))
+        })?)),
+        None => None,
+    };
     let max_window = match c.max_window.as_deref() {
         Some(m) => {
             auth::parse_bytes(m).map_err(|e| crate::Error::Usage(format!("--max-window: {e}")))?
@@ -893,6 +923,7 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
             allow,
             open: c.open,
             append_only: c.append_only,
+            admin,
             timeout: Duration::from_secs(c.timeout.unwrap_or(30).max(1)),
         },
     )

@@ -548,7 +548,7 @@ pub fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
         .threads
         .filter(|&t| t > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node)?;
+    let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
     let started = std::time::Instant::now();
     let (snaps, broken) = if c.all {

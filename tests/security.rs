@@ -476,3 +476,98 @@ fn hostile_input_gets_4xx_while_an_honest_sink_completes() {
     }
     let _: &Path = &store;
 }
+
+#[test]
+fn on_an_append_only_peer_forget_and_prune_need_the_admin_key() {
+    let (env, line) = node("admin");
+    let src = small_tree(&env);
+    let admin = env.path("admin.key");
+    fs::write(&admin, noise(32, 77)).unwrap();
+    let server = env.serve(
+        &env.path("srv"),
+        &[
+            "--allow",
+            &line,
+            "--append-only",
+            "--admin-key-file",
+            admin.to_str().unwrap(),
+        ],
+    );
+    let url = server.url();
+    env.ok(["sink", "--remote", &url, src.to_str().unwrap()]);
+    // A second snapshot sharing nothing with the first, so prune has work to do.
+    fs::remove_dir_all(&src).unwrap();
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("new.bin"), noise(1 << 20, 79)).unwrap();
+    env.ok(["sink", "--remote", &url, src.to_str().unwrap()]);
+    let store_before = listing(&env.path("srv"));
+    // The nightly job's credentials are not enough: nothing changes.
+    let err = env.fails(1, ["forget", "--keep-last", "1", "--remote", &url]);
+    assert!(
+        err.contains("append-only") && err.contains("admin"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("chute key auth"),
+        "a 403 is not a missing key: {err}"
+    );
+    assert_eq!(listing(&env.path("srv")), store_before);
+    // A wrong admin key is refused too.
+    let wrong = env.path("wrong.key");
+    fs::write(&wrong, noise(32, 78)).unwrap();
+    let w = wrong.to_str().unwrap();
+    env.fails(
+        1,
+        [
+            "forget",
+            "--keep-last",
+            "1",
+            "--remote",
+            &url,
+            "--admin-key-file",
+            w,
+        ],
+    );
+    assert!(env.ok(["list", "--remote", &url]).contains("2 snapshots"));
+    // The owner, holding the admin key, can.
+    let a = admin.to_str().unwrap();
+    env.ok([
+        "forget",
+        "--keep-last",
+        "1",
+        "--remote",
+        &url,
+        "--admin-key-file",
+        a,
+    ]);
+    // Prune has something to delete now; without the admin key it may not.
+    let before_prune = listing(&env.path("srv"));
+    let err = env.fails(1, ["prune", "--grace", "0", "--remote", &url]);
+    assert!(err.contains("append-only"), "{err}");
+    assert_eq!(listing(&env.path("srv")), before_prune);
+    env.ok([
+        "prune",
+        "--grace",
+        "0",
+        "--remote",
+        &url,
+        "--admin-key-file",
+        a,
+    ]);
+    assert_ne!(
+        listing(&env.path("srv")),
+        before_prune,
+        "prune deleted nothing"
+    );
+    assert!(env.ok(["list", "--remote", &url]).contains("1 snapshot"));
+    let out = env.path("out");
+    env.ok([
+        "restore",
+        "latest",
+        "--remote",
+        &url,
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}
