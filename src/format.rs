@@ -456,7 +456,10 @@ fn decode_entry<R: Read>(d: &mut Dec<R>, blobs: u32) -> Result<Entry> {
                     offset: d.u64()?,
                     len: d.u32()?,
                 };
-                if c.blob >= blobs || (c.len as usize) < OVERHEAD {
+                if c.blob >= blobs
+                    || (c.len as usize) < OVERHEAD
+                    || c.offset.checked_add(u64::from(c.len)).is_none()
+                {
                     return Err(Error::Malformed("chunk reference"));
                 }
                 e.chunks.push(c);

@@ -230,10 +230,15 @@ pub fn run(
     let candidates = remote.list_uncommitted(domain, node)?;
     let listed = remote.list(domain, node)?;
     let snaps = snapshot::all(keys, remote, domain, node)?;
-    if snaps.len() != listed.len() {
+    // By identity, not by count: a snapshot committed between the two listings
+    // must not hide one that did not open.
+    let unopened = listed
+        .iter()
+        .filter(|b| !snaps.iter().any(|s| &s.blob == *b))
+        .count();
+    if unopened > 0 {
         return Err(Error::Failed(format!(
-            "{} of the {} snapshots of {domain}/{node} do not open with this key, so what they use is unknown; nothing was deleted",
-            listed.len() - snaps.len(),
+            "{unopened} of the {} snapshots of {domain}/{node} do not open with this key (or changed meanwhile), so what they use is unknown; nothing was deleted",
             listed.len()
         )));
     }

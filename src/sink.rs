@@ -504,8 +504,11 @@ fn sync_cache(
 }
 
 /// Commits the snapshot of a sink killed after its last window, if every window
-/// it recorded is still there as sealed. Returns whether it did.
-fn complete_killed(keys: &Keys, remote: &dyn Remote, journal: &Path) -> bool {
+/// it recorded is still there as sealed and every other blob its manifest uses is
+/// still used by a committed snapshot (`live`, from the freshly synced chunk
+/// index): a prune since the kill may have deleted a forgotten blob the killed
+/// run's chunk index still knew. Returns whether it did.
+fn complete_killed(keys: &Keys, remote: &dyn Remote, journal: &Path, live: &[String]) -> bool {
     let Some(json) = Journal::read(journal).and_then(|st| st.final_index) else {
         return false;
     };
@@ -521,7 +524,28 @@ fn complete_killed(keys: &Keys, remote: &dyn Remote, journal: &Path) -> bool {
     let intact = header.window_hashes.iter().enumerate().all(|(n, h)| {
         matches!(remote.window_hash(&blob, u64::from(header.window), n as u64), Ok(Some(r)) if r == *h)
     });
-    intact && remote.commit(&blob, &index).is_ok()
+    if !intact {
+        return false;
+    }
+    // The manifest's blob table lists exactly the blobs its chunks use.
+    let fetch = |off: u64, len: u64| {
+        remote
+            .read(&blob, header.manifest_offset + off, len)
+            .map_err(std::io::Error::other)
+    };
+    let table = format::ManifestReader::new(
+        keys,
+        &blob.path(),
+        header.manifest_len,
+        header.segments,
+        fetch,
+    )
+    .and_then(format::ManifestStream::new)
+    .map(|s| s.blobs);
+    let Ok(table) = table else { return false };
+    let own = blob.path();
+    let all_live = table.iter().all(|b| *b == own || live.contains(b));
+    all_live && remote.commit(&blob, &index).is_ok()
 }
 
 /// Tries to continue a killed sink's blob; returns it with the verified prefix
@@ -629,19 +653,18 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
 
     let journal_path = opts.cache_dir.join(format!("journal-{mount}"));
     let mut completed = None;
-    if complete_killed(keys, remote, &journal_path) {
+    let mut snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
+    let chunks_path = opts.cache_dir.join("chunks");
+    let mut cache = sync_cache(keys, remote, ChunkIndex::open(&chunks_path), &snaps)?;
+    if complete_killed(keys, remote, &journal_path, &cache.blobs) {
         completed = Journal::read(&journal_path)
             .and_then(|st| BlobId::parse(&st.blob).ok())
             .map(|b| snapshot::short_id(&b));
         let _ = fs::remove_file(&journal_path);
+        // The completed snapshot is now the parent, and its chunks are known.
+        snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
+        cache = sync_cache(keys, remote, cache, &snaps)?;
     }
-    let snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
-    let cache = sync_cache(
-        keys,
-        remote,
-        ChunkIndex::open(&opts.cache_dir.join("chunks")),
-        &snaps,
-    )?;
     let parent_snap = snaps.iter().rev().find(|s| s.blob.mount == mount);
 
     let mut index = Index {
