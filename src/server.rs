@@ -16,7 +16,7 @@
 //! | `PUT /chute/blob/URI/0/<W>/<N>` | `201`, `true`: window `N` of size `W` (offset `N*W`, at most `W` bytes), for resumable transfers |
 //! | `GET /chute/blob/URI/0/<W>/<N>` | `200` and the window's bytes; `404` if never written |
 //! | `GET /chute/blob/URI/0/<W>/<N>/hash/sha256` | `200`, JSON string: hex SHA-256 of that window, re-read from disk; `404` if never written |
-//! | `DELETE /chute/blob/URI/` | `200`, `true`: the blob is gone (index first) |
+//! | `DELETE /chute/blob/URI/` | `200`, `true`: a forgotten, pending or orphaned blob is gone (index first); `409` for a committed snapshot (forget it first), so a prune racing a commit cannot destroy it |
 //! | `DELETE /chute/blob/URI/index.json` | forget (`chute forget`): `200`, `true`: `index.json` becomes `index.forgotten.json`, so the snapshot leaves the list; its part stays readable and hashable (later snapshots may share its chunks) and can never change again; `404` if not committed; again on a forgotten one `200` |
 //! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
 //!

@@ -533,6 +533,8 @@ impl Store {
             )));
         }
         let dir = self.existing_dir(id)?;
+        // Serialised with delete: a blob is either deleted or committed, never both.
+        let _lock = lock_blob(&dir)?;
         if dir.join(FORGOTTEN).exists() {
             return Err(Error::Conflict(format!(
                 "blob {} was forgotten; it cannot be committed again",
@@ -615,12 +617,21 @@ impl Store {
         Ok(total)
     }
 
-    /// Removes a blob: first its index (so it stops being a snapshot), then its data.
-    /// A directory left without any index by an interrupted delete is removed too.
+    /// Removes a blob that is not a committed snapshot (a forgotten, pending or
+    /// orphaned one): its index first, then its data. A committed snapshot must be
+    /// forgotten first (409), so a prune that raced a commit cannot destroy it: the
+    /// check and the removal hold the blob's lock, which commit takes too.
     pub fn delete(&self, id: &BlobId) -> Result<()> {
         let dir = self.dir(id);
         if !dir.is_dir() {
             return Err(Error::NotFound(format!("no blob {}", id.path())));
+        }
+        let _lock = lock_blob(&dir)?;
+        if dir.join(INDEX).exists() {
+            return Err(Error::Conflict(format!(
+                "blob {} is a committed snapshot: forget it first",
+                id.path()
+            )));
         }
         for name in [INDEX, FORGOTTEN, PENDING] {
             match fs::remove_file(dir.join(name)) {
@@ -877,6 +888,19 @@ fn rehash(path: &Path, buf: &mut [u8]) -> io::Result<(u64, [u8; 32])> {
     Ok((len, h.finalize().into()))
 }
 
+/// Holds a blob directory's lock (`.lock`, which no listing shows) until dropped.
+fn lock_blob(dir: &Path) -> Result<File> {
+    let path = dir.join(".lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    crate::sys::lock(&f).map_err(io_err(format!("cannot lock {}", path.display())))?;
+    Ok(f)
+}
+
 /// Names in a directory that are valid components (others are ignored).
 fn read_names(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
@@ -1067,8 +1091,12 @@ mod tests {
             s.write(&id, 7, 1, &mut &b"h"[..], None),
             Err(Error::Conflict(_))
         ));
-        s.delete(&id).unwrap();
+        // A committed snapshot is forgotten before it can be deleted.
+        assert!(matches!(s.delete(&id), Err(Error::Conflict(_))));
+        s.forget(&id).unwrap();
         assert!(s.list("d.org", "pi").unwrap().is_empty());
+        s.delete(&id).unwrap();
+        assert!(!root.join("d.org/pi/m1/t1").exists());
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -71,6 +71,18 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Takes an exclusive advisory lock on `file`, waiting for it. The lock lasts as
+/// long as the file stays open.
+pub fn lock(file: &File) -> io::Result<()> {
+    // SAFETY: the descriptor is valid for the lifetime of `file`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Takes an exclusive advisory lock on `file` without waiting; `false` if another
 /// process holds it. The lock lasts as long as the file stays open.
 pub fn try_lock(file: &File) -> io::Result<bool> {
