@@ -8,7 +8,8 @@
 //! at a time: the byte ranges its chunks use in candidates, and nothing else (so
 //! memory is one manifest plus the ranges still used in forgotten blobs, never a set
 //! of every chunk). Only chunk references count: a manifest's blob table may name
-//! blobs none of its chunks use (sink carries its parent's table over whole). A
+//! blobs none of its chunks use (sinks before the table was compacted copied their
+//! parent's whole). A
 //! candidate that any committed snapshot has a chunk in is kept, whole. A candidate nothing references is
 //! *marked*: its path and the time it was first found unreferenced go to the state
 //! file `prune-marks` in this node's cache directory (`$XDG_CACHE_HOME/chute/<id>/`).
@@ -227,7 +228,12 @@ pub fn run(
 ) -> Result<Report> {
     // The clock first, the lists after: a snapshot committed before `now` is seen.
     let now = opts.now;
-    let candidates = remote.list_uncommitted(domain, node)?;
+    // Only this node's own blobs, whatever a remote answers.
+    let candidates: Vec<_> = remote
+        .list_uncommitted(domain, node)?
+        .into_iter()
+        .filter(|c| c.id.domain == domain && c.id.node == node)
+        .collect();
     let listed = remote.list(domain, node)?;
     let snaps = snapshot::all(keys, remote, domain, node)?;
     // By identity, not by count: a snapshot committed between the two listings

@@ -162,7 +162,8 @@ pub fn run(
         match mode {
             Mode::Hashes => {
                 // The blobs its chunks use, and its own (the manifest): a blob table
-                // may name more (sink carries the parent's over whole).
+                // may name more (sinks before the table was compacted copied the
+                // parent's whole).
                 let mut used = vec![false; m.blobs.len()];
                 if let Some(own) = used.first_mut() {
                     *own = true;
