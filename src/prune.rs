@@ -14,9 +14,11 @@
 //! *marked*: its path and the time it was first found unreferenced go to the state
 //! file `prune-marks` in this node's cache directory (`$XDG_CACHE_HOME/chute/<id>/`).
 //! A later prune deletes it once it has been marked for at least the grace period
-//! (`--grace`, default 24h) and is still unreferenced; a pending or orphaned blob
-//! must also have been idle for the grace period, so an upload in progress, or
-//! one being resumed, is left alone. `--grace 0` deletes at once.
+//! (`--grace`, default 24h) and is still unreferenced, and the store has seen it
+//! idle for the grace period too, by its own clock: a forgotten blob since its
+//! forget, a pending or orphaned one since its last write (so an upload in progress,
+//! or one being resumed, is left alone, and a client clock that is off cannot
+//! shorten the period). `--grace 0` deletes at once.
 //!
 //! # Why no lock is needed
 //! `chute sink` reuses chunks the remote already holds: from its parent snapshot and
@@ -298,15 +300,15 @@ pub fn run(
             let since = old.get(&path).copied().unwrap_or(now).min(now);
             marks.insert(path, since);
             let grace = opts.grace as i64;
-            let idle_enough = blob.state == BlobState::Forgotten || blob.idle >= opts.grace;
+            // Idle is measured by the store: since the forget for a forgotten blob,
+            // since the last write for a pending one. Requiring it too means a
+            // client clock that is off (a Pi before NTP) cannot shorten the grace.
+            let idle_enough = blob.idle >= opts.grace;
             if now - since >= grace && idle_enough {
                 doomed.push(report.outcomes.len());
                 Fate::Deleted
             } else {
-                let mut due = since + grace;
-                if blob.state != BlobState::Forgotten {
-                    due = due.max(now + grace - blob.idle.min(opts.grace) as i64);
-                }
+                let due = (since + grace).max(now + grace - blob.idle.min(opts.grace) as i64);
                 Fate::Marked { since, due }
             }
         };

@@ -715,7 +715,16 @@ impl Store {
     pub fn forget(&self, id: &BlobId) -> Result<()> {
         let dir = self.dir(id);
         match fs::rename(dir.join(INDEX), dir.join(FORGOTTEN)) {
-            Ok(()) => sync_dir(&dir),
+            Ok(()) => {
+                // Its mtime becomes the time of the forget, on this (the store's)
+                // clock: prune measures its grace period from it, so a client
+                // whose clock is off cannot shorten it.
+                let _ = File::options()
+                    .write(true)
+                    .open(dir.join(FORGOTTEN))
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                sync_dir(&dir)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if dir.join(FORGOTTEN).exists() {
                     Ok(())
