@@ -54,6 +54,7 @@ pub fn node_key(keys: &Keys, node: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// The request signature's MAC over its labelled, newline-joined parts.
 fn mac(
     key: &[u8; 32],
     method: &str,
@@ -62,17 +63,7 @@ fn mac(
     nonce: &str,
     body: &str,
 ) -> Hmac<Sha256> {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
-    for (i, part) in ["chute-auth-v1", method, path, time, nonce, body]
-        .iter()
-        .enumerate()
-    {
-        if i > 0 {
-            m.update(b"\n");
-        }
-        m.update(part.as_bytes());
-    }
-    m
+    mac_over(key, &["chute-auth-v1", method, path, time, nonce, body])
 }
 
 /// A node's signing identity, on the client side.
