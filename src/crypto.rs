@@ -56,6 +56,10 @@ pub enum Kind {
     Manifest = 2,
     /// The snapshot header kept in index.json; context: snapshot path.
     Header = 3,
+    /// A pack's header kept in its index.json; context: pack path.
+    PackHeader = 4,
+    /// A segment of a pack's chunk map; context: pack path, index, last flag.
+    PackMap = 5,
 }
 
 impl Kind {
@@ -64,6 +68,8 @@ impl Kind {
             1 => Some(Kind::Chunk),
             2 => Some(Kind::Manifest),
             3 => Some(Kind::Header),
+            4 => Some(Kind::PackHeader),
+            5 => Some(Kind::PackMap),
             _ => None,
         }
     }
@@ -211,7 +217,7 @@ impl Keys {
     fn aead(&self, kind: Kind) -> &XChaCha20Poly1305 {
         match kind {
             Kind::Chunk => &self.chunk_seal,
-            Kind::Manifest | Kind::Header => &self.meta_seal,
+            Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap => &self.meta_seal,
         }
     }
 

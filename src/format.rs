@@ -14,7 +14,8 @@
 //! ```text
 //! 0   4  magic "CHUT"
 //! 4   1  version = 1
-//! 5   1  kind: 1 chunk, 2 manifest segment, 3 snapshot header
+//! 5   1  kind: 1 chunk, 2 manifest segment, 3 snapshot header, 4 pack header,
+//!          5 pack map segment
 //! 6   24 nonce, fresh from the OS RNG for every seal
 //! 30  n  XChaCha20 ciphertext of the n plaintext bytes
 //! 30+n 16 Poly1305 tag
@@ -26,6 +27,8 @@
 //!   segment's index as u32, and 1 if it is the last segment else 0; sealed under the
 //!   manifest key. Reordered, dropped, truncated or transplanted segments fail.
 //! - snapshot header: the blob path; sealed under the manifest key.
+//! - pack header and pack map segment: as snapshot header and manifest segment, with
+//!   the pack's blob path.
 //!
 //! # Data part `0` of a snapshot blob
 //! The sealed chunks that snapshot added (in any order, back to back, no framing),
@@ -68,6 +71,26 @@
 //! u64 part 0 size
 //! u32 window size, u32 window count, then that many 32-byte SHA-256s
 //! ```
+//!
+//! # Packs (written by `chute prune` when it repacks)
+//! A pack is a blob of the node like a snapshot's, under the mount id of the empty
+//! root list (`mount_id([])`, which no snapshot has: a sink has at least one root).
+//! Its part 0 holds sealed chunks copied byte for byte out of blobs that are mostly
+//! unused (a chunk's seal binds its id, not its place, so a copy still opens), then
+//! the pack map, sealed in segments exactly like a manifest but as kind 5. The
+//! sealed field of its index.json is a pack header (kind 4) whose plaintext is laid
+//! out as a snapshot header's, with host empty, no roots, files = the chunk count,
+//! directories = symlinks = 0, file bytes = the chunks' sealed bytes, and the
+//! manifest fields describing the pack map. Pack map plaintext:
+//! ```text
+//! u8  version = 1
+//! u64 chunk count, then per chunk in part 0 order (offsets ascending, no overlap,
+//!     all before the map): 32 chunk id, u64 offset in part 0, u32 sealed length
+//! ```
+//! A reader resolves a chunk reference `(id, blob, offset)` of a manifest: a blob
+//! that is a committed snapshot holds it where the reference says; otherwise the
+//! newest committed pack whose map lists the id holds it; otherwise the referenced
+//! blob (forgotten, not yet pruned) still does.
 //!
 //! # index.json (what the store reads; the prototype's fields)
 //! `{"version":1,"domain":D,"node":N,"mount":M,"timestamp":T,"parent":P|null,
@@ -233,6 +256,8 @@ pub struct Header {
     pub part_size: u64,
     pub window: u32,
     pub window_hashes: Vec<[u8; 32]>,
+    /// A pack's header (sealed as kind 4), not a snapshot's.
+    pub pack: bool,
 }
 
 /// The JSON index the store sees.
@@ -580,12 +605,21 @@ fn segment_context(blob: &str, index: u32, last: bool) -> Vec<u8> {
 /// Seals a manifest's plaintext into back-to-back segments. Returns the bytes and
 /// the segment count.
 pub fn seal_manifest(keys: &Keys, blob: &str, plain: &[u8]) -> (Vec<u8>, u32) {
+    seal_segments(keys, Kind::Manifest, blob, plain)
+}
+
+/// Seals a pack map's plaintext into back-to-back segments, as [`seal_manifest`].
+pub fn seal_pack_map(keys: &Keys, blob: &str, plain: &[u8]) -> (Vec<u8>, u32) {
+    seal_segments(keys, Kind::PackMap, blob, plain)
+}
+
+fn seal_segments(keys: &Keys, kind: Kind, blob: &str, plain: &[u8]) -> (Vec<u8>, u32) {
     let count = plain.len().div_ceil(SEGMENT).max(1);
     let mut out = Vec::with_capacity(plain.len() + count * OVERHEAD);
     for i in 0..count {
         let piece = &plain[i * SEGMENT..((i + 1) * SEGMENT).min(plain.len())];
         let ctx = segment_context(blob, i as u32, i + 1 == count);
-        keys.seal_into(Kind::Manifest, &ctx, piece, &mut out);
+        keys.seal_into(kind, &ctx, piece, &mut out);
     }
     (out, count as u32)
 }
@@ -676,6 +710,7 @@ fn segment_len(i: u32, count: u32, total: u64) -> u64 {
 /// segment, so a manifest of any size decodes in bounded memory.
 pub struct ManifestReader<'k, F> {
     keys: &'k Keys,
+    kind: Kind,
     blob: String,
     fetch: F,
     count: u32,
@@ -702,6 +737,7 @@ where
         }
         Ok(ManifestReader {
             keys,
+            kind: Kind::Manifest,
             blob: blob.to_string(),
             fetch,
             count,
@@ -711,6 +747,14 @@ where
             buf: Vec::new(),
             at: 0,
         })
+    }
+}
+
+impl<F> ManifestReader<'_, F> {
+    /// Reads a pack map (kind 5 segments) instead of a manifest.
+    pub fn pack_map(mut self) -> Self {
+        self.kind = Kind::PackMap;
+        self
     }
 }
 
@@ -728,7 +772,7 @@ where
             let ctx = segment_context(&self.blob, self.next, self.next + 1 == self.count);
             let plain_len = self
                 .keys
-                .open_in_place(Kind::Manifest, &ctx, &mut sealed)
+                .open_in_place(self.kind, &ctx, &mut sealed)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
                 .len();
             sealed.drain(..crate::crypto::HEADER_LEN + crate::crypto::NONCE_LEN);
@@ -774,20 +818,87 @@ pub fn opened(e: Error) -> Error {
     }
 }
 
-/// Seals a header into the hex string stored in index.json.
+/// Seals a header (a pack's if `h.pack`) into the hex string stored in index.json.
 pub fn seal_header(keys: &Keys, blob: &str, h: &Header) -> String {
-    crate::hex::encode(&keys.seal(Kind::Header, blob.as_bytes(), &encode_header(h)))
+    let kind = if h.pack {
+        Kind::PackHeader
+    } else {
+        Kind::Header
+    };
+    crate::hex::encode(&keys.seal(kind, blob.as_bytes(), &encode_header(h)))
 }
 
-/// Opens the header of a committed index.
+/// Opens the header of a committed index: a snapshot's, or a pack's (`pack` set).
 pub fn open_header(keys: &Keys, idx: &Index) -> Result<Header> {
     let hex = idx
         .sealed
         .as_deref()
         .ok_or(Error::Malformed("index (not final)"))?;
     let sealed = crate::hex::decode(hex).ok_or(Error::Malformed("index (sealed field)"))?;
-    let plain = keys.open(Kind::Header, idx.blob_path().as_bytes(), &sealed)?;
-    decode_header(&plain)
+    // The kind byte is authenticated with the rest: a store cannot switch it.
+    let pack = sealed.get(5) == Some(&(Kind::PackHeader as u8));
+    let kind = if pack { Kind::PackHeader } else { Kind::Header };
+    let plain = keys.open(kind, idx.blob_path().as_bytes(), &sealed)?;
+    let mut h = decode_header(&plain)?;
+    h.pack = pack;
+    if pack && (!h.roots.is_empty() || !h.host.is_empty()) {
+        return Err(Error::Malformed("pack header"));
+    }
+    Ok(h)
+}
+
+/// One chunk a pack holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packed {
+    pub id: ChunkId,
+    pub offset: u64,
+    /// Sealed length.
+    pub len: u32,
+}
+
+/// Encodes a pack map's plaintext.
+pub fn encode_pack_map(chunks: &[Packed]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + chunks.len() * 44);
+    out.push(VERSION);
+    put_u64(&mut out, chunks.len() as u64);
+    for c in chunks {
+        out.extend_from_slice(&c.id);
+        put_u64(&mut out, c.offset);
+        put_u32(&mut out, c.len);
+    }
+    out
+}
+
+/// Decodes a pack map, checking that its chunks lie in order, without overlap,
+/// before `data_end` (where the map starts).
+pub fn decode_pack_map<R: Read>(r: R, data_end: u64) -> Result<Vec<Packed>> {
+    let mut d = Dec { r };
+    d.version()?;
+    let n = d.u64()?;
+    // Each chunk takes at least OVERHEAD bytes of part 0: no allocation beyond that.
+    if n > data_end / OVERHEAD as u64 {
+        return Err(Error::Malformed("pack map (chunk count)"));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    let mut end = 0u64;
+    for _ in 0..n {
+        let c = Packed {
+            id: d.array()?,
+            offset: d.u64()?,
+            len: d.u32()?,
+        };
+        let last = c.offset.checked_add(u64::from(c.len));
+        if c.offset < end || (c.len as usize) < OVERHEAD || last.is_none_or(|l| l > data_end) {
+            return Err(Error::Malformed("pack map (chunk place)"));
+        }
+        end = c.offset + u64::from(c.len);
+        out.push(c);
+    }
+    let mut rest = [0u8; 1];
+    if d.r.read(&mut rest)? != 0 {
+        return Err(Error::Malformed("pack map (trailing bytes)"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! a missing field or a repeated field fails the test. Byte strings are lowercase
 //! hex (possibly empty), numbers are decimal, lists are comma-separated.
 //!
-//! `kind = chunk | manifest | header`: one sealed object.
+//! `kind = chunk | manifest | header | pack_header | pack_map`: one sealed object.
 //! - `key`: key-file bytes of the opener; `context`: the context it passes (the
 //!   AAD after the 6-byte object header); `plaintext`; `sealed`: the stored bytes.
 //! - `nonce`: the 24 bytes injected when sealing.
@@ -30,6 +30,10 @@
 //!   `blob || u32 segment || u8 last`. An `ok` manifest vector is a whole manifest
 //!   in one segment and also goes through `format::open_manifest`.
 //! - header: `blob`; `context` must be its bytes. Also opened by `format::open_header`.
+//! - pack_header: as header, for a pack's blob path; `format::open_header` must give
+//!   a header with `pack` set.
+//! - pack_map: as manifest (`blob`, `segment`, `last`); an `ok` one is a whole pack
+//!   map in one segment and also goes through `format::decode_pack_map`.
 //!
 //! Re-sealing `plaintext` under the seal key and context with `nonce`, then applying
 //! `damage`, must reproduce `sealed` exactly; so each negative vector is a genuine
@@ -76,6 +80,8 @@ const REQUIRED: &[&str] = &[
     "unknown_version",
     "wrong_key",
     "manifest_reordered",
+    "pack_header_ok",
+    "pack_map_ok",
 ];
 
 /// The HKDF labels of the format docs, with the field name each gets in keys.txt.
@@ -143,7 +149,7 @@ fn doc_open(key_file: &[u8], kind: Kind, context: &[u8], sealed: &[u8]) -> Optio
     }
     let label = match kind {
         Kind::Chunk => "chute chunk seal",
-        Kind::Manifest | Kind::Header => "chute manifest seal",
+        Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap => "chute manifest seal",
     };
     let cipher = XChaCha20Poly1305::new(&doc_subkey(key_file, label).into());
     let mut aad = sealed[..6].to_vec();
@@ -257,6 +263,8 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Chunk => "chunk",
         Kind::Manifest => "manifest",
         Kind::Header => "header",
+        Kind::PackHeader => "pack_header",
+        Kind::PackMap => "pack_map",
     }
 }
 
@@ -370,6 +378,48 @@ fn sample_header(keys: &Keys) -> Header {
         part_size: chunk + manifest,
         window: 8 << 20,
         window_hashes: vec![crypto::sha256(b"part 0, window 0")],
+        pack: false,
+    }
+}
+
+/// A pack's blob path: the mount id of the empty root list.
+fn pack_blob(keys: &Keys) -> String {
+    format!("home/{HOST}/{}/20240301T000000.000000Z", keys.mount_id(&[]))
+}
+
+/// Two chunks copied into a pack: A at 0, B right after it.
+fn sample_pack_map() -> Vec<format::Packed> {
+    let keys = Keys::from_key_bytes(KEY);
+    let a = (CHUNK_A.len() + OVERHEAD) as u32;
+    vec![
+        format::Packed {
+            id: keys.chunk_id(CHUNK_A),
+            offset: 0,
+            len: a,
+        },
+        format::Packed {
+            id: keys.chunk_id(CHUNK_B),
+            offset: u64::from(a),
+            len: (CHUNK_B.len() + OVERHEAD) as u32,
+        },
+    ]
+}
+
+fn sample_pack_header() -> Header {
+    let data: u64 = sample_pack_map().iter().map(|c| u64::from(c.len)).sum();
+    let map = (format::encode_pack_map(&sample_pack_map()).len() + OVERHEAD) as u64;
+    Header {
+        time: 1_709_251_200,
+        files: 2,
+        bytes: data,
+        manifest_offset: data,
+        manifest_len: map,
+        segments: 1,
+        part_size: data + map,
+        window: 2 << 20,
+        window_hashes: vec![crypto::sha256(b"pack part 0, window 0")],
+        pack: true,
+        ..Header::default()
     }
 }
 
@@ -559,6 +609,32 @@ fn generate() -> Vec<(&'static str, String)> {
     v.extra = vec![("blob", blob.clone())];
     files.push(("header_ok", v.write()));
 
+    let pack = pack_blob(&keys);
+    let mut v = Sealed::new(
+        "A pack's header (kind 4): a snapshot header's layout with no host and no roots,\n\
+         sealed under the manifest key, bound to the pack's blob path.",
+        Kind::PackHeader,
+        0x58,
+        &format::encode_header(&sample_pack_header()),
+        pack.as_bytes().to_vec(),
+    );
+    v.extra = vec![("blob", pack.clone())];
+    files.push(("pack_header_ok", v.write()));
+
+    let mut v = Sealed::new(
+        "A pack map (kind 5) of two chunks as one segment, the last.",
+        Kind::PackMap,
+        0x60,
+        &format::encode_pack_map(&sample_pack_map()),
+        segment_context(&pack, 0, true),
+    );
+    v.extra = vec![
+        ("blob", pack.clone()),
+        ("segment", "0".into()),
+        ("last", "1".into()),
+    ];
+    files.push(("pack_map_ok", v.write()));
+
     let sealed_len = CHUNK_A.len() + OVERHEAD;
     let mut v = chunk_vector("chunk_ok with the first tag byte flipped.", 0x10, &keys);
     v.damage = Some(Damage::Xor(sealed_len - 16, 0x01));
@@ -702,6 +778,8 @@ fn check(file: &str, text: &str) {
         "chunk" => check_sealed(&v, Kind::Chunk),
         "manifest" => check_sealed(&v, Kind::Manifest),
         "header" => check_sealed(&v, Kind::Header),
+        "pack_header" => check_sealed(&v, Kind::PackHeader),
+        "pack_map" => check_sealed(&v, Kind::PackMap),
         other => panic!("{file}: unknown kind {other:?}"),
     }
 }
@@ -808,8 +886,8 @@ fn check_sealed(v: &Vector, kind: Kind) {
     ];
     required.extend_from_slice(match kind {
         Kind::Chunk => &["chunk_id"][..],
-        Kind::Manifest => &["blob", "segment", "last"],
-        Kind::Header => &["blob"],
+        Kind::Manifest | Kind::PackMap => &["blob", "segment", "last"],
+        Kind::Header | Kind::PackHeader => &["blob"],
     });
     let faults = ["seal_key", "seal_context", "damage"];
     v.allow(&required, &faults);
@@ -870,7 +948,7 @@ fn check_sealed(v: &Vector, kind: Kind) {
                 "{f}: Keys::chunk_id"
             );
         }
-        Kind::Manifest => {
+        Kind::Manifest | Kind::PackMap => {
             let last = match v.str("last") {
                 "0" => false,
                 "1" => true,
@@ -879,7 +957,9 @@ fn check_sealed(v: &Vector, kind: Kind) {
             let want = segment_context(v.str("blob"), v.num("segment"), last);
             assert_eq!(context, want, "{f}: context is not blob || segment || last");
         }
-        Kind::Header => assert_eq!(context, v.str("blob").as_bytes(), "{f}: context"),
+        Kind::Header | Kind::PackHeader => {
+            assert_eq!(context, v.str("blob").as_bytes(), "{f}: context")
+        }
     }
 
     // Opening gives exactly the expected outcome, by every road.
@@ -918,14 +998,38 @@ fn check_sealed(v: &Vector, kind: Kind) {
                 assert_eq!(format::encode_manifest(&sample), plaintext, "{f}: encoding");
             }
         }
-        Kind::Header => {
+        Kind::Header | Kind::PackHeader => {
             let h =
                 format::open_header(&keys, &index_for(v.str("blob"), &sealed)).map_err(from_format);
             assert_eq!(Expect::of(&h), expect, "{f}: format::open_header");
             if let Ok(h) = h {
-                let sample = sample_header(&keys);
+                let sample = if kind == Kind::PackHeader {
+                    sample_pack_header()
+                } else {
+                    sample_header(&keys)
+                };
                 assert_eq!(h, sample, "{f}: decodes to something else than the sample");
                 assert_eq!(format::encode_header(&sample), plaintext, "{f}: encoding");
+            }
+        }
+        Kind::PackMap => {
+            if v.str("segment") != "0" || v.str("last") != "1" {
+                return;
+            }
+            let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+            let map =
+                format::ManifestReader::new(&keys, v.str("blob"), sealed.len() as u64, 1, fetch)
+                    .map(format::ManifestReader::pack_map)
+                    .and_then(|r| format::decode_pack_map(r, sample_pack_header().manifest_offset))
+                    .map_err(|e| from_format(format::opened(e)));
+            assert_eq!(Expect::of(&map), expect, "{f}: format::decode_pack_map");
+            if let Ok(map) = map {
+                assert_eq!(
+                    map,
+                    sample_pack_map(),
+                    "{f}: decodes to something else than the sample"
+                );
+                assert_eq!(format::encode_pack_map(&map), plaintext, "{f}: encoding");
             }
         }
     }
