@@ -16,6 +16,7 @@ pub mod forget;
 pub mod format;
 pub mod hex;
 pub mod http;
+pub mod pack;
 pub mod prune;
 pub mod remote;
 pub mod restore;

@@ -52,14 +52,14 @@
 //! blob would need a rewrite of the referring manifests and is not implemented.
 
 use crate::cli::Settings;
-use crate::crypto::Keys;
+use crate::crypto::{ChunkId, Keys, Kind};
 use crate::remote::{ErrorKind, Remote};
 use crate::sink::human_bytes;
-use crate::snapshot;
-use crate::store::{BlobState, Uncommitted};
+use crate::snapshot::{self, Snapshot};
+use crate::store::{BlobId, BlobState, Uncommitted};
 use crate::{Error, Result};
 use argh::FromArgs;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Delete data no remaining snapshot references (after a grace period).
@@ -73,6 +73,10 @@ pub struct PruneCmd {
     /// print what would be marked and deleted, change nothing
     #[argh(switch)]
     pub dry_run: bool,
+    /// repack a blob that snapshots still use in part once this share of it is
+    /// unused (default 25%; 100% never repacks)
+    #[argh(option)]
+    pub repack_threshold: Option<String>,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
     #[argh(option)]
     pub remote: Option<String>,
@@ -120,13 +124,47 @@ pub struct Options {
     pub marks: PathBuf,
     /// Unix seconds now (injectable for tests).
     pub now: i64,
+    /// Repack a partly used blob once at least this share of it is unused (0 to
+    /// 1; above 1 never).
+    pub repack: f64,
+}
+
+/// Default share of a blob that must be unused before it is repacked.
+pub const DEFAULT_REPACK: f64 = 0.25;
+
+/// A blob prune may delete: one that is not a committed snapshot.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub id: BlobId,
+    /// `None`: a committed pack (see [`crate::pack`]).
+    pub state: Option<BlobState>,
+    /// A pack, committed or not.
+    pub pack: bool,
+    /// Bytes of its part 0.
+    pub bytes: u64,
+    /// Seconds the store has seen it unchanged (0 for a committed pack).
+    pub idle: u64,
+}
+
+impl Candidate {
+    fn from_uncommitted(u: Uncommitted, pack_mount: &str) -> Candidate {
+        Candidate {
+            pack: u.id.mount == pack_mount,
+            id: u.id,
+            state: Some(u.state),
+            bytes: u.bytes,
+            idle: u.idle,
+        }
+    }
 }
 
 /// One candidate and what became of it.
 #[derive(Debug)]
 pub struct Outcome {
-    pub blob: Uncommitted,
+    pub blob: Candidate,
     pub fate: Fate,
+    /// Its used chunks were copied into this run's pack (before the fate).
+    pub repacked: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -146,6 +184,10 @@ pub enum Fate {
 pub struct Report {
     pub snapshots: usize,
     pub outcomes: Vec<Outcome>,
+    /// The pack this run wrote (or, in a dry run, would write), and its bytes.
+    pub pack: Option<(Option<BlobId>, u64)>,
+    /// Chunk references of committed snapshots into blobs that are gone.
+    pub dangling: u64,
 }
 
 impl Report {
@@ -161,7 +203,7 @@ impl Report {
             .sum()
     }
 
-    /// Bytes of kept blobs that no snapshot uses: what repacking would return.
+    /// Bytes of kept blobs that no snapshot uses: what a repack would return.
     pub fn repackable(&self) -> u64 {
         self.outcomes
             .iter()
@@ -180,32 +222,56 @@ fn failpoint(name: &str) {
     }
 }
 
-const MARKS_HEADER: &str = "chute-prune-marks 1";
+const MARKS_HEADER: &str = "chute-prune-marks 2";
 
-/// Reads the marks: blob path → Unix seconds first found unreferenced. A missing
-/// or unreadable file is no marks (deletion is then only delayed).
-fn load_marks(path: &Path) -> HashMap<String, i64> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
-    };
-    let mut lines = text.lines();
-    if lines.next() != Some(MARKS_HEADER) {
-        return HashMap::new();
-    }
-    lines
-        .filter_map(|l| {
-            let (t, p) = l.split_once(' ')?;
-            Some((p.to_string(), t.parse().ok()?))
-        })
-        .collect()
+/// The state one prune leaves for the next.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Marks {
+    /// Blob path → Unix seconds first found unreferenced.
+    since: HashMap<String, i64>,
+    /// Every blob of the node the run saw (committed or not).
+    seen: HashSet<String>,
 }
 
-fn save_marks(path: &Path, marks: &HashMap<String, i64>) -> Result<()> {
-    let mut sorted: Vec<(&String, &i64)> = marks.iter().collect();
-    sorted.sort();
+/// Reads the marks. A missing or unreadable file is no marks (deletion is then
+/// only delayed).
+fn load_marks(path: &Path) -> Marks {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Marks::default();
+    };
+    let mut lines = text.lines();
+    // Version 1 had no `seen` lines: read as version 2 with none.
+    if !matches!(lines.next(), Some(MARKS_HEADER | "chute-prune-marks 1")) {
+        return Marks::default();
+    }
+    let mut m = Marks::default();
+    for l in lines {
+        match l.split_once(' ') {
+            Some(("seen", p)) => {
+                m.seen.insert(p.to_string());
+            }
+            Some((t, p)) => {
+                if let Ok(t) = t.parse() {
+                    m.since.insert(p.to_string(), t);
+                }
+            }
+            None => {}
+        }
+    }
+    m
+}
+
+fn save_marks(path: &Path, marks: &Marks) -> Result<()> {
+    let mut since: Vec<(&String, &i64)> = marks.since.iter().collect();
+    since.sort();
+    let mut seen: Vec<&String> = marks.seen.iter().collect();
+    seen.sort();
     let mut text = format!("{MARKS_HEADER}\n");
-    for (p, t) in sorted {
+    for (p, t) in since {
         text.push_str(&format!("{t} {p}\n"));
+    }
+    for p in seen {
+        text.push_str(&format!("seen {p}\n"));
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -214,10 +280,39 @@ fn save_marks(path: &Path, marks: &HashMap<String, i64>) -> Result<()> {
     crate::store::write_atomic(path, text.as_bytes()).map_err(Error::from)
 }
 
-/// Sorts and merges ranges, so the same chunk used by many snapshots counts once.
-fn compact(ranges: &mut Vec<(u64, u32)>) {
-    ranges.sort_unstable();
-    ranges.dedup_by_key(|r| r.0);
+/// A chunk a candidate holds that a committed snapshot uses.
+type Used = (u64, u32, ChunkId);
+
+/// Sorts and merges uses, so the same chunk used by many snapshots counts once.
+fn compact(used: &mut Vec<Used>) {
+    used.sort_unstable_by_key(|u| u.0);
+    used.dedup_by_key(|u| u.0);
+}
+
+/// The chunk references of a snapshot manifest, resolved, per candidate.
+fn uses(
+    m: &crate::format::Manifest,
+    at: &HashMap<String, usize>,
+    live: &mut [Vec<Used>],
+    users: &mut [usize],
+) {
+    let table: Vec<Option<usize>> = m.blobs.iter().map(|b| at.get(b).copied()).collect();
+    if table.iter().all(Option::is_none) {
+        return;
+    }
+    let mut grown = Vec::new();
+    for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
+        if let Some(i) = table[c.blob as usize] {
+            live[i].push((c.offset, c.len, c.id));
+            grown.push(i);
+        }
+    }
+    grown.sort_unstable();
+    grown.dedup();
+    for i in grown {
+        users[i] += 1;
+        compact(&mut live[i]);
+    }
 }
 
 /// Runs a prune of one node.
@@ -230,103 +325,219 @@ pub fn run(
 ) -> Result<Report> {
     // The clock first, the lists after: a snapshot committed before `now` is seen.
     let now = opts.now;
+    let pack_mount = crate::pack::mount(keys);
     // Only this node's own blobs, whatever a remote answers.
-    let candidates: Vec<_> = remote
+    let mut candidates: Vec<Candidate> = remote
         .list_uncommitted(domain, node)?
         .into_iter()
         .filter(|c| c.id.domain == domain && c.id.node == node)
+        .map(|c| Candidate::from_uncommitted(c, &pack_mount))
         .collect();
-    let listed = remote.list(domain, node)?;
-    let snaps = snapshot::all(keys, remote, domain, node)?;
-    // By identity, not by count: a snapshot committed between the two listings
-    // must not hide one that did not open.
-    let unopened = listed
-        .iter()
-        .filter(|b| !snaps.iter().any(|s| &s.blob == *b))
-        .count();
-    if unopened > 0 {
+    let listing = snapshot::listing(keys, remote, domain, node)?;
+    if let Some((blob, e)) = listing.failed.first() {
         return Err(Error::Failed(format!(
-            "{unopened} of the {} snapshots of {domain}/{node} do not open with this key (or changed meanwhile), so what they use is unknown; nothing was deleted",
-            listed.len()
+            "{} of the committed blobs of {domain}/{node} do not open with this key (first: {}: {e}), so what they use is unknown; nothing was deleted",
+            listing.failed.len(),
+            blob.path()
         )));
+    }
+    let snaps = listing.snapshots;
+    let listed: Vec<BlobId> = snaps
+        .iter()
+        .chain(&listing.packs)
+        .map(|s| s.blob.clone())
+        .collect();
+    let resolver = crate::pack::Resolver::load(keys, remote, &listed)?;
+    for p in &listing.packs {
+        candidates.push(Candidate {
+            id: p.blob.clone(),
+            state: None,
+            pack: true,
+            bytes: p.header.part_size,
+            idle: 0,
+        });
     }
     let at: HashMap<String, usize> = candidates
         .iter()
         .enumerate()
         .map(|(i, c)| (c.id.path(), i))
         .collect();
+    let committed: HashSet<String> = snaps.iter().map(|s| s.blob.path()).collect();
+    let damaged = |e: Error| {
+        Error::Damaged(format!(
+            "{e}; prune cannot know what it uses, so nothing was deleted"
+        ))
+    };
     let mut users = vec![0usize; candidates.len()];
-    let mut live: Vec<Vec<(u64, u32)>> = vec![Vec::new(); candidates.len()];
+    let mut live: Vec<Vec<Used>> = vec![Vec::new(); candidates.len()];
+    let mut report = Report {
+        snapshots: snaps.len(),
+        ..Report::default()
+    };
     for snap in &snaps {
-        let m = crate::restore::manifest(keys, remote, snap).map_err(|e| {
-            Error::Damaged(format!(
-                "{e}; prune cannot know what it uses, so nothing was deleted"
-            ))
-        })?;
-        let table: Vec<Option<usize>> = m.blobs.iter().map(|b| at.get(b).copied()).collect();
-        if table.iter().all(Option::is_none) {
-            continue;
-        }
-        let mut grown = Vec::new();
-        for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
-            if let Some(i) = table[c.blob as usize] {
-                live[i].push((c.offset, c.len));
-                grown.push(i);
-            }
-        }
-        grown.sort_unstable();
-        grown.dedup();
-        for i in grown {
-            users[i] += 1;
-            compact(&mut live[i]);
-        }
+        let mut m = crate::restore::manifest(keys, remote, snap).map_err(damaged)?;
+        resolver.resolve(&mut m);
+        report.dangling += m
+            .entries
+            .iter()
+            .flat_map(|e| e.chunks.iter())
+            .filter(|c| {
+                let b = &m.blobs[c.blob as usize];
+                !committed.contains(b) && !at.contains_key(b)
+            })
+            .count() as u64;
+        uses(&m, &at, &mut live, &mut users);
     }
 
     let old = load_marks(&opts.marks);
-    let mut marks = HashMap::new();
-    let mut report = Report {
-        snapshots: snaps.len(),
-        outcomes: Vec::new(),
+    // A snapshot committed and forgotten since the last prune may have handed its
+    // references to sinks that started meanwhile: what it used is marked afresh.
+    let mut fresh = vec![false; candidates.len()];
+    if !old.seen.is_empty() {
+        for c in &candidates {
+            let new_forgotten = c.state == Some(BlobState::Forgotten)
+                && !c.pack
+                && !old.seen.contains(&c.id.path());
+            if !new_forgotten {
+                continue;
+            }
+            let Ok(index) = remote.forgotten_index(&c.id) else {
+                continue;
+            };
+            let header = crate::format::open_header(keys, &index)
+                .map_err(|e| damaged(Error::Damaged(format!("{}: {e}", c.id.path()))))?;
+            let snap = Snapshot {
+                blob: c.id.clone(),
+                index,
+                header,
+            };
+            let m = crate::restore::manifest(keys, remote, &snap).map_err(damaged)?;
+            for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
+                if let Some(&i) = at.get(&m.blobs[c.blob as usize]) {
+                    fresh[i] = true;
+                }
+            }
+        }
+    }
+
+    let mut marks = Marks {
+        seen: candidates
+            .iter()
+            .map(|c| c.id.path())
+            .chain(committed.iter().cloned())
+            .collect(),
+        ..Marks::default()
     };
+    let grace = opts.grace as i64;
     let mut doomed = Vec::new();
+    let mut jobs = Vec::new();
     for (i, blob) in candidates.into_iter().enumerate() {
         let path = blob.id.path();
         let fate = if users[i] > 0 {
+            let used: u64 = live[i].iter().map(|r| u64::from(r.1)).sum();
+            let unused = blob.bytes.saturating_sub(used);
+            // Only forgotten snapshots and packs: a pending upload is never used.
+            let movable = matches!(blob.state, None | Some(BlobState::Forgotten));
+            if movable && unused > 0 && unused as f64 >= opts.repack * blob.bytes as f64 {
+                jobs.push(i);
+            }
             Fate::Referenced {
                 by: users[i],
-                live: live[i].iter().map(|r| u64::from(r.1)).sum(),
+                live: used,
             }
         } else {
-            let since = old.get(&path).copied().unwrap_or(now).min(now);
-            marks.insert(path, since);
-            let grace = opts.grace as i64;
+            let mut since = old.since.get(&path).copied().unwrap_or(now).min(now);
+            if fresh[i] || blob.state.is_none() {
+                since = now;
+            }
+            marks.since.insert(path, since);
             // Idle is measured by the store: since the forget for a forgotten blob,
             // since the last write for a pending one. Requiring it too means a
             // client clock that is off (a Pi before NTP) cannot shorten the grace.
-            let idle_enough = blob.idle >= opts.grace;
-            if now - since >= grace && idle_enough {
-                doomed.push(report.outcomes.len());
+            // A committed pack is forgotten by this run: idle from now.
+            let idle = blob.state.map_or(0, |_| blob.idle);
+            if now - since >= grace && idle >= opts.grace {
+                doomed.push(i);
                 Fate::Deleted
             } else {
-                let due = (since + grace).max(now + grace - blob.idle.min(opts.grace) as i64);
+                let due = (since + grace).max(now + grace - idle.min(opts.grace) as i64);
                 Fate::Marked { since, due }
             }
         };
-        report.outcomes.push(Outcome { blob, fate });
+        report.outcomes.push(Outcome {
+            blob,
+            fate,
+            repacked: false,
+        });
+    }
+    if !jobs.is_empty() {
+        let bytes = jobs
+            .iter()
+            .flat_map(|&i| live[i].iter())
+            .map(|u| u64::from(u.1))
+            .sum();
+        report.pack = Some((None, bytes));
     }
     if opts.dry_run {
+        for &i in &jobs {
+            report.outcomes[i].repacked = true;
+        }
         return Ok(report);
     }
     save_marks(&opts.marks, &marks)?;
     failpoint("prune-marked");
+
+    if !jobs.is_empty() {
+        let pack = repack(
+            keys,
+            remote,
+            domain,
+            node,
+            now,
+            &report.outcomes,
+            &live,
+            &jobs,
+        )?;
+        failpoint("prune-repacked");
+        if let Some((p, _)) = &mut report.pack {
+            *p = Some(pack);
+        }
+        // Everything they held that is used now resolves to the new pack.
+        for &i in &jobs {
+            let o = &mut report.outcomes[i];
+            o.repacked = true;
+            marks.since.insert(o.blob.id.path(), now);
+            o.fate = if grace == 0 {
+                doomed.push(i);
+                Fate::Deleted
+            } else {
+                Fate::Marked {
+                    since: now,
+                    due: now + grace,
+                }
+            };
+        }
+        save_marks(&opts.marks, &marks)?;
+    }
+    // A committed pack goes out of the listing first: readers stop resolving to it.
+    for o in &report.outcomes {
+        let retired = matches!(o.fate, Fate::Deleted | Fate::Marked { .. });
+        if o.blob.state.is_none() && retired {
+            match remote.forget(&o.blob.id) {
+                Ok(()) => {}
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     for (n, &i) in doomed.iter().enumerate() {
         let o = &mut report.outcomes[i];
-        if o.blob.state != BlobState::Forgotten {
+        if o.blob.state == Some(BlobState::Pending) || o.blob.state == Some(BlobState::Orphan) {
             // A pending upload may have been resumed and committed since the listing.
             match remote.index(&o.blob.id) {
                 Ok(_) => {
                     o.fate = Fate::Committed;
-                    marks.remove(&o.blob.id.path());
+                    marks.since.remove(&o.blob.id.path());
                     continue;
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => {}
@@ -339,7 +550,7 @@ pub fn run(
             Err(e) if e.kind == ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        marks.remove(&o.blob.id.path());
+        marks.since.remove(&o.blob.id.path());
         if n == 0 {
             failpoint("prune-deleted-one");
         }
@@ -348,11 +559,70 @@ pub fn run(
     Ok(report)
 }
 
-fn what(b: &Uncommitted) -> String {
-    let kind = match b.state {
-        BlobState::Forgotten => format!("forgotten snapshot {}", snapshot::short_id(&b.id)),
-        BlobState::Pending => "upload never committed".into(),
-        BlobState::Orphan => "left by an interrupted delete".into(),
+/// Copies the used chunks of the candidates `jobs` into one new pack, reading
+/// neighbours together and authenticating every chunk before it is copied.
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
+fn repack(
+    keys: &Keys,
+    remote: &dyn Remote,
+    domain: &str,
+    node: &str,
+    now: i64,
+    outcomes: &[Outcome],
+    live: &[Vec<Used>],
+    jobs: &[usize],
+) -> Result<BlobId> {
+    // The nanoseconds keep two prunes in one second from naming the same pack.
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let mut w = crate::pack::Writer::create(keys, remote, domain, node, (now, ns))?;
+    for &i in jobs {
+        let blob = &outcomes[i].blob.id;
+        let used = &live[i];
+        let mut k = 0;
+        while k < used.len() {
+            // A run of neighbouring chunks, at most MAX_READ bytes.
+            let start = used[k].0;
+            let mut end = start + u64::from(used[k].1);
+            let mut j = k + 1;
+            while j < used.len()
+                && used[j].0 == end
+                && end + u64::from(used[j].1) - start <= crate::restore::MAX_READ
+            {
+                end += u64::from(used[j].1);
+                j += 1;
+            }
+            let data = crate::remote::retry(|| remote.read(blob, start, end - start))?;
+            for &(offset, len, id) in &used[k..j] {
+                let from = (offset - start) as usize;
+                let sealed = &data[from..from + len as usize];
+                let mut copy = sealed.to_vec();
+                if keys.open_in_place(Kind::Chunk, &id, &mut copy).is_err() {
+                    return Err(Error::Damaged(format!(
+                        "chunk at byte {offset} of {} is damaged, so it was not repacked (see `chute verify`); nothing was deleted",
+                        blob.path()
+                    )));
+                }
+                w.add(&id, sealed)?;
+            }
+            k = j;
+        }
+    }
+    w.finish()
+}
+
+fn what(b: &Candidate) -> String {
+    let kind = match (b.state, b.pack) {
+        (None, _) => "pack".into(),
+        (Some(BlobState::Forgotten), true) => "retired pack".into(),
+        (Some(BlobState::Forgotten), false) => {
+            format!("forgotten snapshot {}", snapshot::short_id(&b.id))
+        }
+        (Some(BlobState::Pending), true) => "pack never committed".into(),
+        (Some(BlobState::Pending), false) => "upload never committed".into(),
+        (Some(BlobState::Orphan), _) => "left by an interrupted delete".into(),
     };
     format!("{} ({kind}, {})", b.id.path(), human_bytes(b.bytes))
 }
@@ -367,6 +637,17 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
             ))
         })?,
     };
+    let repack = match c.repack_threshold.as_deref() {
+        None => DEFAULT_REPACK,
+        Some(p) => crate::verify::parse_percent(p)
+            .map_err(|_| {
+                Error::Usage(format!(
+                    "--repack-threshold {p:?}: expected a percentage from 0% to 100%"
+                ))
+            })
+            // 100%: only a wholly unused blob, which is deleted, not repacked.
+            .map(|f| if f >= 1.0 { f64::INFINITY } else { f })?,
+    };
     let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node, c.admin_key_file)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -377,6 +658,7 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
         dry_run: c.dry_run,
         marks: node.cache_dir.join("prune-marks"),
         now,
+        repack,
     };
     let r = run(
         &node.keys,
@@ -387,38 +669,80 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
     )?;
     let would = if c.dry_run { "would delete" } else { "deleted" };
     let mut deleted = 0;
+    let moved = r.outcomes.iter().filter(|o| o.repacked).count();
     for o in &r.outcomes {
+        let what = what(&o.blob);
+        let repacked = match (o.repacked, c.dry_run) {
+            (false, _) => "",
+            (true, false) => "repacked, then ",
+            (true, true) => "would repack, then ",
+        };
         match &o.fate {
             Fate::Deleted => {
                 deleted += 1;
-                println!("{would} {}", what(&o.blob));
+                println!("{repacked}{would} {what}");
+            }
+            Fate::Referenced { by, live } if o.repacked => {
+                println!(
+                    "would repack {what}: the {} that {by} snapshot{} use go to a new pack, and the {} unused go after the grace period",
+                    human_bytes(*live),
+                    if *by == 1 { "" } else { "s" },
+                    human_bytes(o.blob.bytes.saturating_sub(*live))
+                );
             }
             Fate::Referenced { by, live } => println!(
-                "kept {}: still referenced by {by} snapshot{}, which use {} of it; {} reclaimable only by repacking, which chute does not do",
-                what(&o.blob),
+                "kept {what}: still referenced by {by} snapshot{}, which use {} of it ({} unused, under the repack threshold)",
                 if *by == 1 { "" } else { "s" },
                 human_bytes(*live),
                 human_bytes(o.blob.bytes.saturating_sub(*live))
             ),
             Fate::Marked { since, due } => println!(
-                "marked {}: unreferenced since {} UTC; a prune from {} UTC deletes it",
-                what(&o.blob),
+                "{repacked}marked {what}: unreferenced since {} UTC; a prune from {} UTC deletes it",
                 snapshot::display_time(*since),
                 snapshot::display_time(*due)
             ),
             Fate::Committed => println!("kept {}: it was committed meanwhile", o.blob.id.path()),
         }
     }
+    if let Some((pack, bytes)) = &r.pack {
+        match pack {
+            Some(p) => println!(
+                "repacked {} from {moved} blob{} into pack {}",
+                human_bytes(*bytes),
+                if moved == 1 { "" } else { "s" },
+                p.path()
+            ),
+            None => println!(
+                "would repack {} from {moved} blob{} into a new pack",
+                human_bytes(*bytes),
+                if moved == 1 { "" } else { "s" }
+            ),
+        }
+    }
+    if r.dangling > 0 {
+        eprintln!(
+            "chute: warning: {} chunk reference{} of committed snapshots point into blobs that are gone; run `chute verify --all`",
+            r.dangling,
+            if r.dangling == 1 { "" } else { "s" }
+        );
+    }
+    let copied = r.pack.as_ref().map_or(0, |p| p.1);
     println!(
-        "{} {} in {} blob{}; {} snapshot{} in use; {} kept in forgotten blobs still in use could be reclaimed only by repacking (not implemented)",
+        "{} {} ({} in {} blob{} deleted{}); {} snapshot{} in use; {} unused in blobs still in use, under the repack threshold",
         if c.dry_run {
             "would reclaim"
         } else {
             "reclaimed"
         },
+        human_bytes(r.reclaimed().saturating_sub(copied)),
         human_bytes(r.reclaimed()),
         deleted,
         if deleted == 1 { "" } else { "s" },
+        if copied > 0 {
+            format!(", {} copied into a pack", human_bytes(copied))
+        } else {
+            String::new()
+        },
         r.snapshots,
         if r.snapshots == 1 { "" } else { "s" },
         human_bytes(r.repackable())
@@ -448,21 +772,33 @@ mod tests {
         getrandom::fill(&mut b).unwrap();
         let dir = std::env::temp_dir().join(format!("chute-marks-{}", crate::hex::encode(&b)));
         let path = dir.join("prune-marks");
-        assert!(load_marks(&path).is_empty());
-        let marks: HashMap<String, i64> = [("d/n/m/t1".to_string(), 5), ("d/n/m/t2".into(), 7)]
-            .into_iter()
-            .collect();
+        assert_eq!(load_marks(&path), Marks::default());
+        let marks = Marks {
+            since: [("d/n/m/t1".to_string(), 5), ("d/n/m/t2".into(), 7)]
+                .into_iter()
+                .collect(),
+            seen: ["d/n/m/t1".to_string(), "d/n/m/t3".into()]
+                .into_iter()
+                .collect(),
+        };
         save_marks(&path, &marks).unwrap();
         assert_eq!(load_marks(&path), marks);
+        std::fs::write(&path, "chute-prune-marks 1\n5 d/n/m/t1\n").unwrap();
+        assert_eq!(load_marks(&path).since.get("d/n/m/t1"), Some(&5));
         std::fs::write(&path, "garbage\n1 x\n").unwrap();
-        assert!(load_marks(&path).is_empty());
+        assert_eq!(load_marks(&path), Marks::default());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn ranges_count_once() {
-        let mut r = vec![(10, 5), (0, 5), (10, 5), (20, 3)];
+        let mut r = vec![
+            (10, 5, [1; 32]),
+            (0, 5, [0; 32]),
+            (10, 5, [1; 32]),
+            (20, 3, [2; 32]),
+        ];
         compact(&mut r);
-        assert_eq!(r, vec![(0, 5), (10, 5), (20, 3)]);
+        assert_eq!(r, vec![(0, 5, [0; 32]), (10, 5, [1; 32]), (20, 3, [2; 32])]);
     }
 }

@@ -130,7 +130,10 @@ fn set_meta(path: &Path, e: &Entry, symlink: bool) -> Result<()> {
 /// Restores (part of) a snapshot.
 pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) -> Result<Report> {
     let started = Instant::now();
-    let m = manifest(keys, remote, snap)?;
+    let mut m = manifest(keys, remote, snap)?;
+    // Chunks prune moved out of forgotten blobs are read from their packs.
+    crate::pack::Resolver::for_node(keys, remote, &snap.blob.domain, &snap.blob.node)?
+        .resolve(&mut m);
     let blobs: Vec<BlobId> = m
         .blobs
         .iter()

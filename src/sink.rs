@@ -504,11 +504,12 @@ fn sync_cache(
 }
 
 /// Commits the snapshot of a sink killed after its last window, if every window
-/// it recorded is still there as sealed and every other blob its manifest uses is
-/// still used by a committed snapshot (`live`, from the freshly synced chunk
-/// index): a prune since the kill may have deleted a forgotten blob the killed
-/// run's chunk index still knew. Returns whether it did.
-fn complete_killed(keys: &Keys, remote: &dyn Remote, journal: &Path, live: &[String]) -> bool {
+/// it recorded is still there as sealed and every chunk it reuses from other blobs
+/// is one a committed snapshot still uses (it is in `cache`, freshly synced), so
+/// it can be read (prune keeps every such chunk, in its blob or in a pack): a
+/// prune since the kill may have deleted a forgotten blob the killed run's chunk
+/// index still knew. Returns whether it did.
+fn complete_killed(keys: &Keys, remote: &dyn Remote, journal: &Path, cache: &ChunkIndex) -> bool {
     let Some(json) = Journal::read(journal).and_then(|st| st.final_index) else {
         return false;
     };
@@ -527,25 +528,43 @@ fn complete_killed(keys: &Keys, remote: &dyn Remote, journal: &Path, live: &[Str
     if !intact {
         return false;
     }
-    // The manifest's blob table lists exactly the blobs its chunks use.
     let fetch = |off: u64, len: u64| {
         remote
             .read(&blob, header.manifest_offset + off, len)
             .map_err(std::io::Error::other)
     };
-    let table = format::ManifestReader::new(
+    let stream = format::ManifestReader::new(
         keys,
         &blob.path(),
         header.manifest_len,
         header.segments,
         fetch,
     )
-    .and_then(format::ManifestStream::new)
-    .map(|s| s.blobs);
-    let Ok(table) = table else { return false };
-    let own = blob.path();
-    let all_live = table.iter().all(|b| *b == own || live.contains(b));
-    all_live && remote.commit(&blob, &index).is_ok()
+    .and_then(format::ManifestStream::new);
+    let Ok(mut stream) = stream else { return false };
+    loop {
+        match stream.next_entry() {
+            Ok(Some(e)) => {
+                // The very place a committed snapshot uses, not just the id.
+                for c in e.chunks.iter().filter(|c| c.blob != 0) {
+                    let known = match cache.get(&c.id) {
+                        Ok(Some(p)) => {
+                            p.offset == c.offset
+                                && cache.blobs.get(p.blob as usize)
+                                    == stream.blobs.get(c.blob as usize)
+                        }
+                        _ => false,
+                    };
+                    if !known {
+                        return false;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return false,
+        }
+    }
+    remote.commit(&blob, &index).is_ok()
 }
 
 /// Tries to continue a killed sink's blob; returns it with the verified prefix
@@ -656,7 +675,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let mut snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
     let chunks_path = opts.cache_dir.join("chunks");
     let mut cache = sync_cache(keys, remote, ChunkIndex::open(&chunks_path), &snaps)?;
-    if complete_killed(keys, remote, &journal_path, &cache.blobs) {
+    if complete_killed(keys, remote, &journal_path, &cache) {
         completed = Journal::read(&journal_path)
             .and_then(|st| BlobId::parse(&st.blob).ok())
             .map(|b| snapshot::short_id(&b));

@@ -30,20 +30,46 @@ pub fn short_id(blob: &BlobId) -> String {
     crate::hex::encode(&crate::crypto::sha256(blob.path().as_bytes())[..4])
 }
 
-/// Every snapshot of a node that opens with `keys`, oldest first. Fails if there
-/// are snapshots but none opens: that is a wrong key, or damage to all of them.
-pub fn all(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Result<Vec<Snapshot>> {
-    let blobs = remote.list(domain, node)?;
-    let mut out = Vec::new();
-    let mut failed = Vec::new();
-    for blob in blobs {
-        let index = remote.index(&blob)?;
+/// What a node's committed blobs are, opened with a key.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Snapshots whose header opened, oldest first.
+    pub snapshots: Vec<Snapshot>,
+    /// Packs written by prune (see [`crate::pack`]), whose header opened, oldest first.
+    pub packs: Vec<Snapshot>,
+    /// Committed blobs whose header did not open, and why.
+    pub failed: Vec<(BlobId, format::Error)>,
+}
+
+/// Lists and opens every committed blob of a node. Fails only if the remote does,
+/// or for a blob written by a newer chute; blobs that do not open are `failed`.
+pub fn listing(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Result<Listing> {
+    let pack_mount = crate::pack::mount(keys);
+    let mut out = Listing::default();
+    for blob in remote.list(domain, node)? {
+        let index = match remote.index(&blob) {
+            Ok(i) => i,
+            // Forgotten between the list and now: no longer a committed blob.
+            Err(e) if e.kind == crate::remote::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
         match format::open_header(keys, &index) {
-            Ok(header) => out.push(Snapshot {
-                blob,
-                index,
-                header,
-            }),
+            // A pack's header under a snapshot's mount, or the reverse, is forged.
+            Ok(header) if header.pack != (blob.mount == pack_mount) => out
+                .failed
+                .push((blob, format::Error::Malformed("header (pack or snapshot)"))),
+            Ok(header) => {
+                let list = if header.pack {
+                    &mut out.packs
+                } else {
+                    &mut out.snapshots
+                };
+                list.push(Snapshot {
+                    blob,
+                    index,
+                    header,
+                });
+            }
             Err(format::Error::Newer(v)) => {
                 return Err(Error::Failed(format!(
                     "snapshot {} was written by a newer chute (format {v}, this build reads {})",
@@ -51,10 +77,30 @@ pub fn all(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Result
                     format::VERSION
                 )));
             }
-            Err(e) => failed.push((blob, e)),
+            Err(e) => out.failed.push((blob, e)),
         }
     }
-    if out.is_empty() && !failed.is_empty() {
+    for list in [&mut out.snapshots, &mut out.packs] {
+        list.sort_by(|a, b| {
+            (a.header.time, a.header.time_ns, &a.blob).cmp(&(
+                b.header.time,
+                b.header.time_ns,
+                &b.blob,
+            ))
+        });
+    }
+    Ok(out)
+}
+
+/// Every snapshot of a node that opens with `keys`, oldest first. Fails if there
+/// are snapshots but none opens: that is a wrong key, or damage to all of them.
+pub fn all(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Result<Vec<Snapshot>> {
+    let Listing {
+        snapshots,
+        packs,
+        failed,
+    } = listing(keys, remote, domain, node)?;
+    if snapshots.is_empty() && packs.is_empty() && !failed.is_empty() {
         return Err(Error::Damaged(format!(
             "wrong key: none of the {} snapshots of {domain}/{node} on {} opens with this key ({})",
             failed.len(),
@@ -69,10 +115,7 @@ pub fn all(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Result
             blob.path()
         );
     }
-    out.sort_by(|a, b| {
-        (a.header.time, a.header.time_ns, &a.blob).cmp(&(b.header.time, b.header.time_ns, &b.blob))
-    });
-    Ok(out)
+    Ok(snapshots)
 }
 
 /// Picks a snapshot by `latest`, short id (or a unique prefix of it), or timestamp.

@@ -138,9 +138,17 @@ pub fn run(
         s
     };
     let mut chunks_done: HashMap<(String, u64), bool> = HashMap::new();
+    let resolver = match snaps.first() {
+        Some(s) => crate::pack::Resolver::for_node(keys, remote, &s.blob.domain, &s.blob.node)?,
+        None => crate::pack::Resolver::default(),
+    };
     for snap in snaps {
         let m = match crate::restore::manifest(keys, remote, snap) {
-            Ok(m) => m,
+            Ok(mut m) => {
+                // Checked where a restore would read: moved chunks in their packs.
+                resolver.resolve(&mut m);
+                m
+            }
             Err(e) => {
                 report
                     .damage
@@ -553,13 +561,10 @@ pub fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
     let (keys, remote) = (&node.keys, node.remote.as_ref());
     let started = std::time::Instant::now();
     let (snaps, broken) = if c.all {
-        let listed = remote.list(&node.domain, &node.node)?;
-        let snaps = snapshot::all(keys, remote, &node.domain, &node.node)?;
-        let broken: Vec<BlobId> = listed
-            .into_iter()
-            .filter(|b| !snaps.iter().any(|s| &s.blob == b))
-            .collect();
-        (snaps, broken)
+        // One listing: a snapshot forgotten meanwhile is simply not in it.
+        let l = snapshot::listing(keys, remote, &node.domain, &node.node)?;
+        let broken: Vec<BlobId> = l.failed.into_iter().map(|(b, _)| b).collect();
+        (l.snapshots, broken)
     } else {
         let name = c.snapshot.as_deref().unwrap_or("latest");
         let snap = snapshot::find(keys, remote, &node.domain, &node.node, name, &[])?;
