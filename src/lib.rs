@@ -1,10 +1,12 @@
 //! chute: zero-knowledge backups between small ARM boards.
 //!
-//! A node seals its files on the node ([`crypto`], [`format`], [`chunker`]) and sends
-//! only ciphertext to a [`remote`]: a local [`store`] directory or a peer's
-//! [`server`]. [`sink`] and [`restore`] are the two pipelines; [`cli`] wires them to
-//! the command line. See README.md for the tour and the module docs for the
-//! contracts (the REST protocol in [`server`], every stored byte in [`format`]).
+//! A node seals its files on the node ([`crypto`], [`format`](mod@format),
+//! [`chunker`]) and sends only ciphertext to a [`remote`]: a local [`store`]
+//! directory or a peer's [`server`]. [`sink`] and [`restore`] are the two
+//! pipelines; [`verify`], [`forget`] and [`prune`] (with [`pack`]) keep a store
+//! healthy; [`cli`] wires them to the command line. See README.md for the tour and
+//! the module docs for the contracts (the REST protocol in [`server`], every stored
+//! byte in [`format`](mod@format)).
 #![deny(unsafe_code)]
 
 pub mod auth;

@@ -1,55 +1,76 @@
-//! `chute prune`: delete the blobs no remaining snapshot needs, without a lock.
+//! `chute prune`: delete the blobs no remaining snapshot needs, without a lock, and
+//! repack the ones remaining snapshots need only a little of.
 //!
 //! # What is deleted
-//! A candidate is a blob of this node that is not a committed snapshot (listed by
-//! [`Remote::list_uncommitted`]): a forgotten snapshot, a pending upload that was
-//! never committed, or an orphan (a directory whose delete was interrupted). The
-//! live references are read from every committed snapshot's manifest, one manifest
-//! at a time: the byte ranges its chunks use in candidates, and nothing else (so
-//! memory is one manifest plus the ranges still used in forgotten blobs, never a set
-//! of every chunk). Only chunk references count: a manifest's blob table may name
-//! blobs none of its chunks use (sinks before the table was compacted copied their
-//! parent's whole). A
-//! candidate that any committed snapshot has a chunk in is kept, whole. A candidate nothing references is
-//! *marked*: its path and the time it was first found unreferenced go to the state
-//! file `prune-marks` in this node's cache directory (`$XDG_CACHE_HOME/chute/<id>/`).
-//! A later prune deletes it once it has been marked for at least the grace period
-//! (`--grace`, default 24h) and is still unreferenced, and the store has seen it
-//! idle for the grace period too, by its own clock: a forgotten blob since its
-//! forget, a pending or orphaned one since its last write (so an upload in progress,
-//! or one being resumed, is left alone, and a client clock that is off cannot
-//! shorten the period). `--grace 0` deletes at once.
+//! A candidate is a blob of this node that is not a committed snapshot: a forgotten
+//! snapshot, a pending upload that was never committed, an orphan (a directory
+//! whose delete was interrupted), all listed by [`Remote::list_uncommitted`], and a
+//! pack ([`crate::pack`]). Every committed snapshot's manifest is read, one at a
+//! time, and its chunk references resolved as a restore would ([`Resolver`]): what
+//! it uses of each candidate is the chunks (place, length, id) it resolves to
+//! there. Memory is one manifest, the packs' maps and the chunks still used in
+//! candidates, never a set of every chunk. Only chunk references count: a
+//! manifest's blob table may name blobs none of its chunks use.
+//!
+//! A candidate nothing uses is *marked*: its path and the time it was first found
+//! unused go to the state file `prune-marks` in this node's cache directory
+//! (`$XDG_CACHE_HOME/chute/<id>/`). A later prune deletes it once it has been marked
+//! for at least the grace period (`--grace`, default 24h) and is still unused, and
+//! the store has seen it idle for the grace period too, by its own clock: a
+//! forgotten blob since its forget, a pending or orphaned one since its last write
+//! (so an upload in progress, or one being resumed, is left alone, and a client
+//! clock that is off cannot shorten the period). A pack nothing uses is forgotten
+//! first (so new readers stop resolving to it) and marked from then. `--grace 0`
+//! deletes at once.
+//!
+//! # Repacking
+//! A forgotten snapshot's blob or a pack that snapshots still use in part is
+//! repacked when at least `--repack-threshold` of its bytes (default 25%) are
+//! unused: the chunks still used are read (neighbours together, at most
+//! [`crate::restore::MAX_READ`] at a time), each authenticated with the chunk key,
+//! and copied as they are into one new pack for the whole run. Once the pack is
+//! committed every use of them resolves to it (it is the newest pack listing their
+//! ids), so the old blob is unused: it is marked from now and deleted a grace
+//! period later, like any other. A chunk that does not authenticate stops the prune
+//! before anything is deleted (run `chute verify`): a damaged chunk is never copied
+//! as if whole. The threshold trades copying against space: at 25% a repack moves at
+//! most three bytes per byte it frees. The store sees a new blob of opaque windows
+//! and ranged reads of chunks, as in a restore: nothing it did not see before.
 //!
 //! # Why no lock is needed
 //! `chute sink` reuses chunks the remote already holds: from its parent snapshot and
 //! from its chunk index, which it syncs at start from the snapshots committed then
-//! (and clears if a snapshot it knew is gone). So a sink refers only to blobs that
-//! some snapshot referenced *when the sink started*. A blob that is unreferenced now
-//! can be referenced again only by a sink that started before it became
-//! unreferenced, hence before it was marked. Such a sink commits within the grace
-//! period if it runs for less than the grace period; then the run that would delete
-//! the blob (at least `grace` after the mark, reading the committed snapshots after
-//! taking its clock) sees the new snapshot, finds the blob referenced and keeps it,
-//! and clears the mark. Forgotten blobs can never be committed again, so they do not
-//! change under prune; a pending blob is re-checked just before it is deleted. The
-//! cost of this is the grace period: space comes back one period after the forget.
-//! With `--grace 0` a sink that runs at the same time as prune may commit a snapshot
-//! that refers to a blob prune just deleted; use it only when no sink runs.
+//! (and clears if a snapshot it knew is gone). So a sink refers only to chunks that
+//! some snapshot used *when the sink started*. A blob that is unused now can be
+//! used again only by a sink that started before it became unused, hence before it
+//! was marked. Such a sink commits within the grace period if it runs for less than
+//! the grace period; then the run that would delete the blob (at least `grace` after
+//! the mark, reading the committed snapshots after taking its clock) sees the new
+//! snapshot, finds the blob used (a chunk it refers to that no pack holds resolves
+//! to the blob) and keeps it, and clears the mark. A repacked blob is the same case:
+//! what a new snapshot uses of it is either in the pack already or keeps it. One
+//! more case: a snapshot committed *and* forgotten between two prunes may have fed
+//! the chunk index of a sink that started meanwhile, after the mark; so each run
+//! records the blobs it saw, and reads the manifest of a forgotten snapshot it never
+//! saw: whatever that snapshot used is marked afresh. Forgotten blobs can never be
+//! committed again, so they do not change under prune; a pending blob is re-checked
+//! just before it is deleted. The cost of this is the grace period: space comes
+//! back one period after the forget. With `--grace 0` a sink, restore or verify that
+//! runs at the same time as prune may find a blob gone; use it only when none runs.
 //!
 //! # Crash safety
-//! The marks are written (atomically) before anything is deleted. Deleting a blob is
-//! one [`Remote::delete`], which removes its index files first, so a prune killed at
-//! any point leaves whole snapshots or none; a directory left half-deleted has no
-//! index, is listed as an orphan, and the next prune deletes it. The node's chunk
-//! index never points into a deleted blob: only blobs no committed snapshot
-//! references are deleted, and a sink whose index knew a forgotten snapshot finds
-//! it gone from the list and rebuilds the index from the remaining manifests.
+//! The marks are written (atomically) before anything is copied or deleted. A pack
+//! is visible only once committed, after all its windows: a prune killed while
+//! copying leaves a pending pack, which the next prune deletes like any abandoned
+//! upload. Deleting a blob is one [`Remote::delete`], which removes its index files
+//! first, so a prune killed at any point leaves whole snapshots or none; a
+//! directory left half-deleted has no index, is listed as an orphan, and the next
+//! prune deletes it. The node's chunk index never leads a sink to a chunk that is
+//! gone: every chunk a committed snapshot uses stays readable, in its blob or in a
+//! pack, and a sink whose index knew a forgotten snapshot finds it gone from the
+//! list and rebuilds the index from the remaining manifests.
 //!
-//! # Not done: repacking
-//! A forgotten snapshot's blob that a remaining snapshot still uses in part is kept
-//! whole; the unused bytes in it (reported as "reclaimable by repacking") stay until
-//! every snapshot using it is forgotten too. Copying the live chunks out into a new
-//! blob would need a rewrite of the referring manifests and is not implemented.
+//! [`Resolver`]: crate::pack::Resolver
 
 use crate::cli::Settings;
 use crate::crypto::{ChunkId, Keys, Kind};
@@ -606,6 +627,9 @@ fn repack(
                     )));
                 }
                 w.add(&id, sealed)?;
+            }
+            if k == 0 {
+                failpoint("prune-repacking");
             }
             k = j;
         }

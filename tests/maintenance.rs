@@ -770,6 +770,57 @@ fn prune_repacks_a_mostly_unused_blob_and_every_snapshot_still_restores() {
 }
 
 #[test]
+fn a_prune_killed_while_repacking_leaves_every_snapshot_restorable() {
+    let env = Env::new("repack-kill");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("gone.bin"), noise(6 << 20, 970)).unwrap();
+    fs::write(src.join("shared.bin"), noise(3 << 20, 971)).unwrap();
+    sink(&env, &remote, &src);
+    fs::remove_file(src.join("gone.bin")).unwrap();
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    env.ok(with(&["forget", &snaps[0]], &remote));
+    let check = || {
+        assert_eq!(ids(&env, &remote), vec![snaps[1].clone()]);
+        restore_same(&env, &remote, &snaps[1], &src);
+        env.ok(with(&["verify", "--all", "--read-data"], &remote));
+    };
+    // Killed after the first copied window (a pending pack), then after the pack
+    // was committed but before the old blob went.
+    for point in ["prune-repacking", "prune-repacked"] {
+        let out = env
+            .cmd(with(&["prune", "--grace", "0"], &remote))
+            .env("CHUTE_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: {}", text(&out.stdout));
+        check();
+    }
+    assert_eq!(committed_blobs(&store).len(), 2, "{}", listing(&store));
+    let out = env.ok(with(&["prune", "--grace", "0"], &remote));
+    assert!(
+        !out.contains("repacked"),
+        "the pack was already there\n{out}"
+    );
+    check();
+    // Left: snapshot 2's blob and one pack of shared.bin.
+    assert!(
+        stored_bytes(&store) < (4 << 20),
+        "{out}\n{}",
+        listing(&store)
+    );
+    let blob_dirs = walk(&store)
+        .into_iter()
+        .filter(|p| p.join("0").is_dir())
+        .count();
+    assert_eq!(blob_dirs, 2, "{out}\n{}", listing(&store));
+}
+
+#[test]
 fn a_pack_is_repacked_in_turn_and_a_damaged_chunk_is_never_copied() {
     let env = Env::new("repack-twice");
     env.ok(["init"]);
