@@ -23,14 +23,29 @@
 //! Nothing is visible until the final index is committed, after every window was
 //! acknowledged (and, for a local store, fsynced): an interrupted sink leaves an
 //! uncommitted blob that no `list` or `restore` ever shows.
+//!
+//! Kept alive: `chute prune` deletes a pending blob the store has seen idle (no
+//! write) for its grace period, and a sink may write no window for that long (a
+//! slow walk over a huge unchanged tree, a read stuck on a failing disk). So while
+//! it walks, a keep-alive thread re-POSTs the blob's pending index every
+//! [`KEEPALIVE`]: the same request that created it, idempotent for a pending blob
+//! (the store rewrites `index.pending.json`, which restarts its idle time), refused
+//! for a committed one, not a delete (append-only peers accept it), and signed like
+//! every request. The thread dies with the process and stops with the walk (what
+//! follows, the manifest and the last windows, writes anyway), so an abandoned
+//! upload is still reclaimed. Before each touch it checks that the first window
+//! acknowledged is still there, since re-creating a blob a prune deleted would bring
+//! back its directory but not its windows. A sink stopped for longer than the grace
+//! period (SIGSTOP, a suspended laptop) can still lose its blob: its next window,
+//! touch or commit then fails with one line saying so, and nothing is committed.
 
 use crate::cache::{ChunkIndex, Journal};
 use crate::chunker::{self, Chunker};
 use crate::crypto::{ChunkId, Keys, Kind, OVERHEAD};
 use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index, Manifest};
-use crate::remote::Remote;
+use crate::remote::{self, ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
-use crate::store::BlobId;
+use crate::store::{BlobId, BlobState};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -39,7 +54,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,6 +69,19 @@ pub const DEFAULT_WINDOW: u64 = 2 << 20;
 /// top also bounds memory (each worker may hold a full window).
 pub const MIN_WINDOW: u64 = 1 << 20;
 pub const MAX_WINDOW: u64 = 4 << 20;
+/// How often a walking sink touches its pending blob: far below any sensible prune
+/// grace period (default 24h), and one small request a minute is nothing.
+pub const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// [`KEEPALIVE`], or `CHUTE_TEST_KEEPALIVE_MS` milliseconds: for tests only, whose
+/// prunes use grace periods of seconds.
+fn keepalive_period() -> Duration {
+    std::env::var("CHUTE_TEST_KEEPALIVE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(KEEPALIVE, Duration::from_millis)
+}
 
 /// The next run's window size from this run's timing: aim at about two seconds a
 /// window, doubling or halving at most once a run.
@@ -269,7 +297,10 @@ impl Shared<'_> {
     fn upload(&self, n: u64, data: &[u8]) -> Result<()> {
         let window = self.pack.lock().expect("poisoned").window;
         let started = Instant::now();
-        let hash = self.remote.put_window(&self.blob, window, n, data)?;
+        let hash = self
+            .remote
+            .put_window(&self.blob, window, n, data)
+            .map_err(|e| checked_lost(self.remote, &self.blob, e))?;
         if data.len() as u64 == window {
             let mut t = self.timed.lock().expect("poisoned");
             t.0 += 1;
@@ -304,6 +335,86 @@ impl Shared<'_> {
         }
         Ok(size)
     }
+}
+
+/// Touches the pending blob every `period` until `stop` closes (see "Kept alive" in
+/// the module docs). A touch that fails is tried again at the next tick; a blob
+/// found gone fails the sink.
+fn keep_alive(shared: &Shared, index: &Index, period: Duration, stop: Receiver<()>) {
+    let mut warned = false;
+    while stop.recv_timeout(period) == Err(RecvTimeoutError::Timeout) {
+        let first = {
+            let p = shared.pack.lock().expect("poisoned");
+            let window = p.window;
+            p.hashes
+                .iter()
+                .enumerate()
+                .find_map(|(n, h)| h.map(|h| (window, n as u64, h)))
+        };
+        match touch(shared.remote, &shared.blob, index, first) {
+            Ok(true) => {}
+            Ok(false) => {
+                shared.fail(lost(shared.remote, &shared.blob));
+                return;
+            }
+            Err(e) if !warned => {
+                warned = true;
+                eprintln!("chute sink: warning: cannot keep the upload alive, will retry: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// One touch of the pending `blob`: re-POSTs its pending `index`, once `first`, a
+/// window acknowledged earlier (window size, number, SHA-256), is confirmed still
+/// there. Returns false, touching nothing, if that window (so the blob) is gone.
+/// With no window acknowledged yet, re-creating a deleted blob loses nothing.
+fn touch(
+    remote: &dyn Remote,
+    blob: &BlobId,
+    index: &Index,
+    first: Option<(u64, u64, [u8; 32])>,
+) -> remote::Result<bool> {
+    if let Some((window, n, hash)) = first {
+        match remote.window_hash(blob, window, n) {
+            Ok(Some(h)) if h == hash => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    remote.create(index)?;
+    Ok(true)
+}
+
+/// The error of a sink whose pending blob was deleted under it.
+fn lost(remote: &dyn Remote, blob: &BlobId) -> Error {
+    Error::Failed(format!(
+        "upload {} is gone from {}: a prune deleted it after this sink wrote nothing for a whole grace period (was the sink stopped or suspended?); nothing was committed, run the sink again",
+        blob.path(),
+        remote.describe()
+    ))
+}
+
+/// `e`, a failed write or commit of `blob`, as [`lost`] if the remote no longer
+/// holds the blob at all (pending, committed or forgotten): a bare "not found" (or,
+/// from a local store, a window that could not be renamed into a vanished
+/// directory) would not say why.
+fn checked_lost(remote: &dyn Remote, blob: &BlobId, e: remote::Error) -> Error {
+    if e.kind == ErrorKind::Unavailable {
+        return e.into();
+    }
+    let gone = remote
+        .list_uncommitted(&blob.domain, &blob.node)
+        .is_ok_and(|l| {
+            !l.iter()
+                .any(|u| u.id == *blob && u.state != BlobState::Orphan)
+        })
+        && remote
+            .index(blob)
+            .is_err_and(|e| e.kind == ErrorKind::NotFound);
+    if gone { lost(remote, blob) } else { e.into() }
 }
 
 fn worker(
@@ -797,10 +908,14 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let results = Mutex::new(Vec::new());
     let mut entries = Vec::new();
     let mut dropped = Vec::new();
+    let (alive, stop_touching) = std::sync::mpsc::channel::<()>();
+    let (touching, pending) = (&shared, &index);
+    let period = keepalive_period();
     let walk_result = std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| worker(&shared, &rx, &results));
         }
+        s.spawn(move || keep_alive(touching, pending, period, stop_touching));
         let mut walker = Walker {
             opts,
             chunker: &chunker,
@@ -814,8 +929,10 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         };
         let r = roots.iter().try_for_each(|root| walker.walk(root));
         walker.progress.done();
+        drop(alive);
         r
-        // Dropping the walker closes the queue; the scope joins the workers.
+        // Dropping the walker closes the queue; the scope joins the workers and the
+        // keep-alive thread.
     });
     walk_result?;
     if let Some(e) = shared.failed.lock().expect("poisoned").take() {
@@ -890,7 +1007,9 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         j.final_index(&index.to_json());
     }
     failpoint("before-commit");
-    remote.commit(&blob, &index)?;
+    remote
+        .commit(&blob, &index)
+        .map_err(|e| checked_lost(remote, &blob, e))?;
     failpoint("after-commit");
     // The snapshot is safe; what follows only speeds up the next run.
     let mut recs: Vec<(ChunkId, crate::cache::Place)> = pack
@@ -1002,6 +1121,7 @@ impl Walker<'_> {
                     self.dropped.push(idx as u32);
                     self.skip(&path, e);
                 }
+                test_stall();
             } else {
                 // Sockets, FIFOs and devices are runtime objects, not data: noted, not
                 // counted as failures (a nightly sink of / would otherwise never pass).
@@ -1123,6 +1243,21 @@ fn failpoint(name: &str) {
     }
 }
 
+/// Sleeps `CHUTE_TEST_STALL_SECS` seconds after the first file read, once: for tests
+/// only, a sink that writes nothing for a while (as one walking a huge unchanged tree
+/// does) while a prune runs.
+fn test_stall() {
+    static STALL: std::sync::Once = std::sync::Once::new();
+    STALL.call_once(|| {
+        if let Some(secs) = std::env::var("CHUTE_TEST_STALL_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            std::thread::sleep(Duration::from_secs(secs));
+        }
+    });
+}
+
 /// A live progress line on stderr, only when stderr is a terminal.
 struct Progress {
     on: bool,
@@ -1234,6 +1369,67 @@ mod tests {
         assert_eq!(next_window(1 << 20, Some(9.0)), 1 << 20);
         assert_eq!(next_window(4 << 20, Some(2.0)), 4 << 20);
         assert_eq!(next_window(4 << 20, None), 4 << 20);
+    }
+
+    // A sink that wrote no window for a grace period lost its pending blob to a
+    // concurrent prune; the touch restarts the store's idle time, and must never
+    // bring back (windowless) a blob that was deleted.
+    #[test]
+    fn a_touch_keeps_a_pending_blob_alive_and_never_revives_a_deleted_one() {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        let dir = std::env::temp_dir().join(format!("chute-touch-{}", crate::hex::encode(&b)));
+        let remote = crate::remote::LocalRemote::open(&dir).unwrap();
+        let mut index = Index {
+            version: u32::from(format::VERSION),
+            domain: "d.org".into(),
+            node: "pi".into(),
+            mount: "m1".into(),
+            timestamp: "t1".into(),
+            parent: None,
+            size: None,
+            sealed: None,
+        };
+        let blob = remote.create(&index).unwrap();
+        let hash = remote.put_window(&blob, 64, 0, b"window zero").unwrap();
+        let first = Some((64, 0, hash));
+        let idle = || remote.list_uncommitted("d.org", "pi").unwrap()[0].idle;
+        // Age the blob by an hour, as a sink slow between windows would.
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let blob_dir = dir.join(blob.path());
+        for d in [blob_dir.clone(), blob_dir.join("0")] {
+            for e in fs::read_dir(&d).unwrap() {
+                let f = File::open(e.unwrap().path()).unwrap();
+                f.set_modified(hour_ago).unwrap();
+            }
+        }
+        assert!(idle() >= 3600, "{}", idle());
+        assert!(touch(&remote, &blob, &index, first).unwrap());
+        assert!(idle() < 60, "{}", idle());
+
+        remote.delete(&blob).unwrap();
+        assert!(!touch(&remote, &blob, &index, first).unwrap());
+        assert!(remote.list_uncommitted("d.org", "pi").unwrap().is_empty());
+        let e = remote.put_window(&blob, 64, 1, b"window one").unwrap_err();
+        let msg = checked_lost(&remote, &blob, e).to_string();
+        assert!(msg.contains("upload d.org/pi/m1/t1 is gone"), "{msg}");
+        // Other failures keep their own message.
+        let e = remote::Error::new(ErrorKind::Unavailable, "link down");
+        assert_eq!(checked_lost(&remote, &blob, e).to_string(), "link down");
+
+        // A committed blob is never touched: the re-POST is refused.
+        let blob = remote.create(&index).unwrap();
+        remote.put_window(&blob, 64, 0, b"window zero").unwrap();
+        index.size = Some(11);
+        remote.commit(&blob, &index).unwrap();
+        index.size = None;
+        assert!(touch(&remote, &blob, &index, first).is_err());
+        assert_eq!(remote.index(&blob).unwrap().size, Some(11));
+        // Nor is a refusal about a blob that is still there called a loss.
+        let e = remote.put_window(&blob, 64, 1, b"window one").unwrap_err();
+        let msg = checked_lost(&remote, &blob, e).to_string();
+        assert!(msg.contains("committed"), "{msg}");
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -895,3 +895,131 @@ fn a_pack_is_repacked_in_turn_and_a_damaged_chunk_is_never_copied() {
         assert_eq!(now.get(path), Some(data), "{} changed", path.display());
     }
 }
+
+/// The only uncommitted blob directory in `store` once it holds a window.
+fn pending_with_a_window(store: &Path) -> PathBuf {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = blobs_with(store, "index.pending.json")
+            .into_iter()
+            .find(|d| {
+                !d.join("index.json").exists()
+                    && !d.join("index.forgotten.json").exists()
+                    && fs::read_dir(d.join("0")).is_ok_and(|r| {
+                        r.flatten()
+                            .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    })
+            });
+        if let Some(d) = found {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no window was uploaded:\n{}",
+            listing(store)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A sink that stalls for `stall` seconds after its first file (a 6 MiB one, so
+/// windows are acknowledged before the stall), touching its upload every 200 ms.
+fn stalling_sink(env: &Env, remote: &str, src: &Path, stall: u32) -> std::process::Child {
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("a-big.bin"), noise(6 << 20, 900)).unwrap();
+    fs::write(src.join("d/small.txt"), b"read after the stall\n").unwrap();
+    env.cmd(with(&["sink", src.to_str().unwrap()], remote))
+        .env("CHUTE_TEST_STALL_SECS", stall.to_string())
+        .env("CHUTE_TEST_KEEPALIVE_MS", "200")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+// A sink that wrote no window for longer than prune's grace period (a long walk
+// over an unchanged tree, a slow read) lost its pending blob to a concurrent prune,
+// and with it the night's backup. Its keep-alive touches keep it now, over a signed
+// link to an append-only peer whose prune holds the admin key (so it could delete).
+#[test]
+fn a_sink_slow_between_windows_keeps_its_upload() {
+    let env = Env::new("keepalive");
+    env.ok(["init"]);
+    let line = env.ok(["key", "auth"]).trim().to_string();
+    let admin = env.path("admin.key");
+    fs::write(&admin, noise(32, 901)).unwrap();
+    let admin = admin.to_str().unwrap();
+    let store = env.path("store");
+    let server = env.serve(
+        &store,
+        &["--allow", &line, "--append-only", "--admin-key-file", admin],
+    );
+    let remote = server.url();
+    let src = env.path("src");
+    let child = stalling_sink(&env, &remote, &src, 8);
+    let pending = pending_with_a_window(&store);
+    let started = Instant::now();
+    let pending = pending.strip_prefix(&store).unwrap().to_str().unwrap();
+    // Marked at once; by the last prune it has been marked, and sent no window, for
+    // twice the grace period.
+    for wait in [0, 2500, 1500] {
+        std::thread::sleep(Duration::from_millis(wait));
+        let prune = ["prune", "--grace", "2s", "--admin-key-file", admin];
+        let out = env.ok(with(&prune, &remote));
+        assert!(
+            out.contains(&format!("marked {pending} (upload never committed")),
+            "{out}"
+        );
+        assert!(out.contains("reclaimed 0 B"), "{out}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the sink's stall ended before the last prune: too slow a machine for this test"
+    );
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let snaps = ids(&env, &remote);
+    assert_eq!(snaps.len(), 1);
+    restore_same(&env, &remote, &snaps[0], &src);
+}
+
+// The other side of the keep-alive: a sink that is stopped touches nothing, so a
+// prune still reclaims its upload after the grace period; continued, the sink says
+// in one line what happened (not a bare 404) and commits nothing.
+#[test]
+fn a_stopped_sink_loses_its_upload_and_says_so() {
+    let env = Env::new("keepalive-stopped");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    let child = stalling_sink(&env, &remote, &src, 6);
+    let pending = pending_with_a_window(&store);
+    // Every window of the big file acknowledged, and the stall begun.
+    std::thread::sleep(Duration::from_millis(500));
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    env.ok(with(&["prune", "--grace", "2s"], &remote));
+    std::thread::sleep(Duration::from_millis(3100));
+    let out = env.ok(with(&["prune", "--grace", "2s"], &remote));
+    signal("-CONT");
+    assert!(out.contains("deleted "), "{out}");
+    assert!(!pending.exists(), "{}", listing(&store));
+    let done = child.wait_with_output().unwrap();
+    let err = text(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{err}");
+    let path = pending.strip_prefix(&store).unwrap().to_str().unwrap();
+    assert!(
+        err.contains(&format!("upload {path} is gone from")) && err.contains("prune"),
+        "{err}"
+    );
+    assert!(!err.contains("404") && !err.contains("panicked"), "{err}");
+    assert!(ids(&env, &remote).is_empty());
+    assert!(!pending.exists(), "a touch revived the deleted upload");
+}
