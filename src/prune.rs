@@ -58,6 +58,18 @@
 //! back one period after the forget. With `--grace 0` a sink, restore or verify that
 //! runs at the same time as prune may find a blob gone; use it only when none runs.
 //!
+//! A sink's own pending blob is never used by a committed snapshot, so it is always
+//! a candidate; what keeps it is the idle condition. While a sink walks it touches
+//! the blob every [`crate::sink::KEEPALIVE`] (a minute) by re-POSTing its pending
+//! index, and after the walk it writes windows, so the store never sees a live
+//! sink's blob idle for longer than that, however slow its walk. A sink that is
+//! dead or stopped (SIGSTOP, a suspended laptop) does not touch: its blob is
+//! reclaimed one grace period after its last write, and a stopped sink that
+//! continues fails saying its upload is gone and commits nothing. So a grace period
+//! under a minute is as unsafe as `--grace 0` with a sink running. The keep-alive
+//! protects only the sink's own blob: for the chunks it reuses, the argument above
+//! still needs the sink to run for less than the grace period.
+//!
 //! # Crash safety
 //! The marks are written (atomically) before anything is copied or deleted. A pack
 //! is visible only once committed, after all its windows: a prune killed while
