@@ -115,6 +115,11 @@ impl Resolver {
         &self.packs
     }
 
+    /// Whether some committed pack holds chunk `id`.
+    pub fn holds(&self, id: &ChunkId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// Whether no pack exists (every reference stays as written).
     pub fn is_empty(&self) -> bool {
         self.packs.is_empty()

@@ -417,6 +417,46 @@ fn checked_lost(remote: &dyn Remote, blob: &BlobId, e: remote::Error) -> Error {
     if gone { lost(remote, blob) } else { e.into() }
 }
 
+/// Fails if a chunk this snapshot reuses from another blob can no longer be read:
+/// its blob is gone (a prune deleted it: this sink ran for longer than the prune's
+/// grace period, see [`crate::prune`]) and no pack holds it. Committing would make
+/// a snapshot that restores only in part; failing costs one more run, whose chunk
+/// index no longer knows the deleted blob. A prune deleting such a blob between
+/// this check and the commit needs it to have been marked a grace period before.
+fn reused_still_there(keys: &Keys, remote: &dyn Remote, m: &Manifest, own: &BlobId) -> Result<()> {
+    if m.blobs.len() < 2 {
+        return Ok(());
+    }
+    let listed = remote.list(&own.domain, &own.node)?;
+    let mut present: std::collections::HashSet<String> = listed.iter().map(BlobId::path).collect();
+    present.extend(
+        remote
+            .list_uncommitted(&own.domain, &own.node)?
+            .into_iter()
+            .filter(|u| u.state == BlobState::Forgotten)
+            .map(|u| u.id.path()),
+    );
+    let gone: Vec<bool> = m.blobs.iter().map(|b| !present.contains(b)).collect();
+    // Blob 0 is this upload, pending: not in either list.
+    if !gone.iter().skip(1).any(|g| *g) {
+        return Ok(());
+    }
+    let packs = crate::pack::Resolver::load(keys, remote, &listed)?;
+    let lost = m
+        .entries
+        .iter()
+        .flat_map(|e| e.chunks.iter())
+        .filter(|c| c.blob != 0 && gone[c.blob as usize] && !packs.holds(&c.id))
+        .count();
+    if lost == 0 {
+        return Ok(());
+    }
+    Err(Error::Failed(format!(
+        "{lost} chunk{} this snapshot reuses were pruned while the sink ran (it ran longer than the prune's grace period); nothing was committed, run the sink again",
+        if lost == 1 { "" } else { "s" }
+    )))
+}
+
 fn worker(
     shared: &Shared,
     jobs: &Mutex<Receiver<Job>>,
@@ -965,6 +1005,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     );
     let (blobs, entries) = compact_blobs(table.names, entries);
     let manifest = Manifest { blobs, entries };
+    reused_still_there(keys, remote, &manifest, &blob)?;
     let mut manifest_offset = None;
     let (manifest_len, segments) =
         format::seal_manifest_to(keys, &blob.path(), &manifest, |sealed| {

@@ -896,6 +896,53 @@ fn a_pack_is_repacked_in_turn_and_a_damaged_chunk_is_never_copied() {
     }
 }
 
+// A sink that runs longer than prune's grace period may reuse chunks from a blob
+// the prune deleted meanwhile; it must fail saying so, not commit a snapshot that
+// restores only in part.
+#[test]
+fn a_sink_outlived_by_the_grace_period_commits_nothing_broken() {
+    let env = Env::new("outlived");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("b.bin"), noise(3 << 20, 990)).unwrap();
+    sink(&env, &remote, &src);
+    let first = ids(&env, &remote);
+    // The next sink reads a.txt, stalls, then reuses b.bin from the parent.
+    fs::write(src.join("a.txt"), b"new\n").unwrap();
+    let child = env
+        .cmd(with(&["sink", src.to_str().unwrap()], &remote))
+        .env("CHUTE_TEST_STALL_SECS", "8")
+        .env("CHUTE_TEST_KEEPALIVE_MS", "200")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while blobs_with(&store, "index.pending.json").is_empty() {
+        assert!(Instant::now() < deadline, "the sink never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.ok(with(&["forget", &first[0]], &remote));
+    std::thread::sleep(Duration::from_millis(1200));
+    env.ok(with(&["prune", "--grace", "1s"], &remote));
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = env.ok(with(&["prune", "--grace", "1s"], &remote));
+    assert!(out.contains("deleted"), "{out}");
+    let done = child.wait_with_output().unwrap();
+    let err = text(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{err}");
+    assert!(err.contains("pruned while the sink ran"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(ids(&env, &remote).is_empty(), "a snapshot was committed");
+    // The next run uploads what it needs again.
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    restore_same(&env, &remote, &snaps[0], &src);
+}
+
 /// The only uncommitted blob directory in `store` once it holds a window.
 fn pending_with_a_window(store: &Path) -> PathBuf {
     let deadline = Instant::now() + Duration::from_secs(60);
