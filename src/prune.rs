@@ -221,6 +221,8 @@ pub struct Report {
     pub pack: Option<(Option<BlobId>, u64)>,
     /// Chunk references of committed snapshots into blobs that are gone.
     pub dangling: u64,
+    /// Why the repack could not be written (the peer's quota is full).
+    pub repack_failed: Option<String>,
 }
 
 impl Report {
@@ -462,7 +464,6 @@ pub fn run(
         ..Marks::default()
     };
     let grace = opts.grace as i64;
-    let mut doomed = Vec::new();
     let mut jobs = Vec::new();
     for (i, blob) in candidates.into_iter().enumerate() {
         let path = blob.id.path();
@@ -490,7 +491,6 @@ pub fn run(
             // A committed pack is forgotten by this run: idle from now.
             let idle = blob.state.map_or(0, |_| blob.idle);
             if now - since >= grace && idle >= opts.grace {
-                doomed.push(i);
                 Fate::Deleted
             } else {
                 let due = (since + grace).max(now + grace - idle.min(opts.grace) as i64);
@@ -519,41 +519,69 @@ pub fn run(
     }
     save_marks(&opts.marks, &marks)?;
     failpoint("prune-marked");
-
-    if !jobs.is_empty() {
-        let pack = repack(
-            keys,
-            remote,
-            domain,
-            node,
-            now,
-            &report.outcomes,
-            &live,
-            &jobs,
-        )?;
-        failpoint("prune-repacked");
-        if let Some((p, _)) = &mut report.pack {
-            *p = Some(pack);
-        }
-        // Everything they held that is used now resolves to the new pack.
-        for &i in &jobs {
-            let o = &mut report.outcomes[i];
-            o.repacked = true;
-            marks.since.insert(o.blob.id.path(), now);
-            o.fate = if grace == 0 {
-                doomed.push(i);
-                Fate::Deleted
-            } else {
-                Fate::Marked {
-                    since: now,
-                    due: now + grace,
-                }
-            };
-        }
-        save_marks(&opts.marks, &marks)?;
+    // What is due goes first: it needs no space, and an append-only peer refuses
+    // here, before a repack adds anything.
+    let all: Vec<usize> = (0..report.outcomes.len()).collect();
+    let mut deleted_one = false;
+    retire(remote, &mut report, &all, &mut marks, &mut deleted_one)?;
+    save_marks(&opts.marks, &marks)?;
+    if jobs.is_empty() {
+        return Ok(report);
     }
-    // A committed pack goes out of the listing first: readers stop resolving to it.
-    for o in &report.outcomes {
+    let pack = match repack(
+        keys,
+        remote,
+        domain,
+        node,
+        now,
+        &report.outcomes,
+        &live,
+        &jobs,
+    ) {
+        Ok(p) => p,
+        // A full quota must not stop the deletes above; the pack waits for space.
+        Err(Error::Remote(e)) if e.kind == ErrorKind::Full => {
+            report.pack = None;
+            report.repack_failed = Some(e.to_string());
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    failpoint("prune-repacked");
+    if let Some((p, _)) = &mut report.pack {
+        *p = Some(pack);
+    }
+    // Everything they held that is used now resolves to the new pack.
+    for &i in &jobs {
+        let o = &mut report.outcomes[i];
+        o.repacked = true;
+        marks.since.insert(o.blob.id.path(), now);
+        o.fate = if grace == 0 {
+            Fate::Deleted
+        } else {
+            Fate::Marked {
+                since: now,
+                due: now + grace,
+            }
+        };
+    }
+    save_marks(&opts.marks, &marks)?;
+    retire(remote, &mut report, &jobs, &mut marks, &mut deleted_one)?;
+    save_marks(&opts.marks, &marks)?;
+    Ok(report)
+}
+
+/// Carries out the fates of outcomes `which`: a committed pack that is no longer
+/// used is forgotten (so readers stop resolving to it), and what is due is deleted.
+fn retire(
+    remote: &dyn Remote,
+    report: &mut Report,
+    which: &[usize],
+    marks: &mut Marks,
+    deleted_one: &mut bool,
+) -> Result<()> {
+    for &i in which {
+        let o = &mut report.outcomes[i];
         let retired = matches!(o.fate, Fate::Deleted | Fate::Marked { .. });
         if o.blob.state.is_none() && retired {
             match remote.forget(&o.blob.id) {
@@ -562,10 +590,10 @@ pub fn run(
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-    for (n, &i) in doomed.iter().enumerate() {
-        let o = &mut report.outcomes[i];
-        if o.blob.state == Some(BlobState::Pending) || o.blob.state == Some(BlobState::Orphan) {
+        if o.fate != Fate::Deleted {
+            continue;
+        }
+        if matches!(o.blob.state, Some(BlobState::Pending | BlobState::Orphan)) {
             // A pending upload may have been resumed and committed since the listing.
             match remote.index(&o.blob.id) {
                 Ok(_) => {
@@ -584,12 +612,12 @@ pub fn run(
             Err(e) => return Err(e.into()),
         }
         marks.since.remove(&o.blob.id.path());
-        if n == 0 {
+        if !*deleted_one {
+            *deleted_one = true;
             failpoint("prune-deleted-one");
         }
     }
-    save_marks(&opts.marks, &marks)?;
-    Ok(report)
+    Ok(())
 }
 
 /// Copies the used chunks of the candidates `jobs` into one new pack, reading
@@ -634,7 +662,7 @@ fn repack(
                 let mut copy = sealed.to_vec();
                 if keys.open_in_place(Kind::Chunk, &id, &mut copy).is_err() {
                     return Err(Error::Damaged(format!(
-                        "chunk at byte {offset} of {} is damaged, so it was not repacked (see `chute verify`); nothing was deleted",
+                        "chunk at byte {offset} of {} is damaged, so nothing was repacked (run `chute verify --all`)",
                         blob.path()
                     )));
                 }
@@ -754,6 +782,9 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
                 if moved == 1 { "" } else { "s" }
             ),
         }
+    }
+    if let Some(why) = &r.repack_failed {
+        eprintln!("chute: warning: nothing was repacked: {why}");
     }
     if r.dangling > 0 {
         eprintln!(

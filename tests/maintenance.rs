@@ -821,6 +821,36 @@ fn a_prune_killed_while_repacking_leaves_every_snapshot_restorable() {
 }
 
 #[test]
+fn a_full_quota_stops_the_repack_but_not_the_deletes() {
+    let env = Env::new("repack-quota");
+    env.ok(["init"]);
+    let line = env.ok(["key", "auth"]).trim().to_string();
+    let store = env.path("store");
+    let server = env.serve(&store, &["--allow", &line, "--quota", "node1=14M"]);
+    let remote = server.url();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // 0: half a MiB nobody keeps; 1: 10 MiB nobody keeps and 3 MiB that 2 shares.
+    fs::write(src.join("dead.bin"), noise(512 << 10, 980)).unwrap();
+    sink(&env, &remote, &src);
+    fs::remove_file(src.join("dead.bin")).unwrap();
+    fs::write(src.join("gone.bin"), noise(10 << 20, 981)).unwrap();
+    fs::write(src.join("shared.bin"), noise(3 << 20, 982)).unwrap();
+    sink(&env, &remote, &src);
+    fs::remove_file(src.join("gone.bin")).unwrap();
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    env.ok(with(&["forget", &snaps[0], &snaps[1]], &remote));
+    // Deleting snapshot 0 frees half a MiB; the 3 MiB pack does not fit.
+    let (out, err) = status(&env, 0, &with(&["prune", "--grace", "0"], &remote));
+    assert!(out.contains("deleted"), "{out}");
+    assert!(err.contains("nothing was repacked") && err.contains("quota"), "{err}");
+    assert_eq!(blobs_with(&store, "index.forgotten.json").len(), 1, "{out}");
+    restore_same(&env, &remote, &snaps[2], &src);
+    env.ok(with(&["verify", "--all"], &remote));
+}
+
+#[test]
 fn a_pack_is_repacked_in_turn_and_a_damaged_chunk_is_never_copied() {
     let env = Env::new("repack-twice");
     env.ok(["init"]);
@@ -886,7 +916,7 @@ fn a_pack_is_repacked_in_turn_and_a_damaged_chunk_is_never_copied() {
     let state = store_state(&store);
     let (_, err) = status(&env, 1, &with(&["prune", "--grace", "0"], &remote));
     assert!(
-        err.contains("damaged") && err.contains("nothing was deleted"),
+        err.contains("damaged") && err.contains("nothing was repacked"),
         "{err}"
     );
     let now = store_state(&store);
