@@ -844,7 +844,10 @@ fn a_full_quota_stops_the_repack_but_not_the_deletes() {
     // Deleting snapshot 0 frees half a MiB; the 3 MiB pack does not fit.
     let (out, err) = status(&env, 0, &with(&["prune", "--grace", "0"], &remote));
     assert!(out.contains("deleted"), "{out}");
-    assert!(err.contains("nothing was repacked") && err.contains("quota"), "{err}");
+    assert!(
+        err.contains("nothing was repacked") && err.contains("quota"),
+        "{err}"
+    );
     assert_eq!(blobs_with(&store, "index.forgotten.json").len(), 1, "{out}");
     restore_same(&env, &remote, &snaps[2], &src);
     env.ok(with(&["verify", "--all"], &remote));
