@@ -179,6 +179,14 @@ pub struct ServeCmd {
     /// seconds a connection may stay silent before it is dropped (default 30)
     #[argh(option)]
     pub timeout: Option<u64>,
+    /// re-hash every stored window in the background, a pass every DURATION (e.g.
+    /// 30d; s, m, h, d) (CHUTE_SCRUB_EVERY; default 0: off)
+    #[argh(option)]
+    pub scrub_every: Option<String>,
+    /// most bytes a second the background scrub reads, 0 for no limit (e.g. 20M)
+    /// (CHUTE_SCRUB_RATE; default 10M)
+    #[argh(option)]
+    pub scrub_rate: Option<String>,
 }
 
 /// Key utilities.

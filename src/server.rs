@@ -15,7 +15,7 @@
 //! | `GET /chute/blob/URI/0` | `200`, JSON string: hex SHA-256 of the whole part; with `Range: bytes=A-B` (or `A-`, `-N`) `206` and those bytes |
 //! | `PUT /chute/blob/URI/0/<W>/<N>` | `201`, `true`: window `N` of size `W` (offset `N*W`, at most `W` bytes), for resumable transfers |
 //! | `GET /chute/blob/URI/0/<W>/<N>` | `200` and the window's bytes; `404` if never written |
-//! | `GET /chute/blob/URI/0/<W>/<N>/hash/sha256` | `200`, JSON string: hex SHA-256 of that window, re-read from disk; `404` if never written |
+//! | `GET /chute/blob/URI/0/<W>/<N>/hash/sha256` | `200`, JSON string: hex SHA-256 of that window as its file holds it now: from the verified record when a fresh stat of the file (inode, size, mtime, ctime) equals the one recorded when its bytes were last found equal to the SHA-256 they arrived with (on arrival, by a re-read, by a scrub), else re-read from disk; `404` if never written; `500` if the file is shorter than written. Bit rot that leaves the stat alone is found by the scrub, not here |
 //! | `DELETE /chute/blob/URI/` | `200`, `true`: a forgotten, pending or orphaned blob is gone (index first); `409` for a committed snapshot (forget it first), so a prune racing a commit cannot destroy it |
 //! | `DELETE /chute/blob/URI/index.json` | forget (`chute forget`): `200`, `true`: `index.json` becomes `index.forgotten.json`, so the snapshot leaves the list; its part stays readable and hashable (later snapshots may share its chunks) and can never change again; `404` if not committed; again on a forgotten one `200` |
 //! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
@@ -38,7 +38,10 @@
 //! Threads: tiny_http accepts and parses connections; a fixed pool of `--threads`
 //! workers takes requests from it, so at most that many requests touch the disk at
 //! once. Bodies stream in and out in 256 KiB pieces; nothing buffers a whole blob.
-//! SIGINT/SIGTERM stop taking new requests; requests in flight finish first.
+//! With `--scrub-every`, one more thread re-reads the store in the background at
+//! the lowest priority (see [`crate::scrub`]).
+//! SIGINT/SIGTERM stop taking new requests; requests in flight finish first, and a
+//! background scrub stops after the window it is reading.
 
 use crate::auth::{self, Admitted, Refusal, Verifier};
 use crate::store::{self, BlobId, Store, valid_component};
@@ -212,6 +215,8 @@ pub struct Config {
     pub admin: Option<[u8; 32]>,
     /// Idle time after which a connection's read or write gives up.
     pub timeout: Duration,
+    /// The background scrub, if any.
+    pub scrub: Option<crate::scrub::Background>,
 }
 
 /// Everything a handler may consult.
@@ -697,7 +702,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 .ok_or_else(|| bad("window offset out of range"))?;
             match store.window_at(&id, offset)? {
                 Some(w) if w.len <= size => {
-                    let d = store.hash(&id, w.offset, w.len)?;
+                    let d = store.window_hash(&id, &w)?;
                     Ok(Reply::Json(200, json_string(&crate::hex::encode(&d))))
                 }
                 _ => Err(Fail(
@@ -818,9 +823,26 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
     if cfg.append_only {
         eprintln!("chute serve: append-only: deletes are refused");
     }
+    match cfg.scrub {
+        Some(bg) => eprintln!(
+            "chute serve: background scrub: a pass every {}, reading at most {}",
+            crate::scrub::human_secs(bg.every),
+            if bg.rate == 0 {
+                "as fast as the disk allows".to_string()
+            } else {
+                format!("{}/s", crate::sink::human_bytes(bg.rate))
+            }
+        ),
+        None => eprintln!(
+            "chute serve: background scrub off (--scrub-every 30d re-reads every window once a month)"
+        ),
+    }
     let state = State::new(store.with_max_window(cfg.max_window), cfg)?;
     let state = &state;
     std::thread::scope(|s| {
+        if let Some(bg) = cfg.scrub {
+            s.spawn(move || crate::scrub::background(&state.store, bg, &crate::sys::signalled));
+        }
         for _ in 0..cfg.threads.max(1) {
             s.spawn(|| {
                 while !crate::sys::signalled() {
@@ -856,6 +878,21 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
         Some(p) => std::path::PathBuf::from(p),
         None if crate::sys::is_root() => "/var/lib/chute".into(),
         None => crate::cli::data_dir()?.join("chute/store"),
+    };
+    // Settings first: a typo must not leave a new empty store behind.
+    let scrub_every = match s.get(c.scrub_every, "CHUTE_SCRUB_EVERY") {
+        Some(d) => crate::prune::parse_duration(&d).ok_or_else(|| {
+            crate::Error::Usage(format!(
+                "--scrub-every {d:?}: expected 0 or a number with s, m, h or d (e.g. 30d)"
+            ))
+        })?,
+        None => 0,
+    };
+    let scrub_rate = match s.get(c.scrub_rate, "CHUTE_SCRUB_RATE") {
+        Some(r) => {
+            auth::parse_bytes(&r).map_err(|e| crate::Error::Usage(format!("--scrub-rate: {e}")))?
+        }
+        None => crate::scrub::DEFAULT_RATE,
     };
     let store = Store::open(&root)?;
     let threads = c
@@ -925,6 +962,10 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
             append_only: c.append_only,
             admin,
             timeout: Duration::from_secs(c.timeout.unwrap_or(30).max(1)),
+            scrub: (scrub_every > 0).then_some(crate::scrub::Background {
+                every: scrub_every,
+                rate: scrub_rate,
+            }),
         },
     )
 }

@@ -1,5 +1,5 @@
 //! The one module allowed `unsafe`: memory maps and the few POSIX calls std lacks
-//! on Rust 1.85 (symlink times, ownership, advisory locks, signals).
+//! on Rust 1.85 (symlink times, ownership, advisory locks, signals, thread priority).
 #![allow(unsafe_code)] // Each call below states why it is sound.
 
 use std::ffi::CString;
@@ -143,6 +143,32 @@ pub fn set_socket_timeouts(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Lowers the calling thread's CPU priority (nice 19) and, on Linux, its I/O
+/// priority (best-effort class, lowest level), so a background job yields to the
+/// threads answering requests. Best effort: a refusal leaves the priority as it was.
+pub fn lower_thread_priority() {
+    // SAFETY: no pointers are passed. On Linux the nice value is per thread and
+    // `who == 0` names the calling thread, so only this thread is affected.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        const IOPRIO_CLASS_BE: libc::c_long = 2;
+        const IOPRIO_CLASS_SHIFT: u32 = 13;
+        // SAFETY: ioprio_set takes three integers; `who == 0` is the calling thread.
+        unsafe {
+            libc::syscall(
+                libc::SYS_ioprio_set,
+                IOPRIO_WHO_PROCESS,
+                0 as libc::c_long,
+                (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7,
+            );
+        }
+    }
 }
 
 static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -8,9 +8,10 @@
 #   - chute sink and restore on the default local store,
 #   - restic backup and restore on a local repository (the comparison the issue sets),
 #   - keeping a store (the maintenance issue): on four snapshots of the data set, each
-#     with a fresh churn file of 1/8 its size, chute verify --all (no download) and
-#     --read-data against restic check and check --read-data, and forgetting the two
-#     oldest then pruning (chute forget + prune --grace 0, restic forget --prune),
+#     with a fresh churn file of 1/8 its size, chute verify --all (no download; on the
+#     local store and through chute serve) and --read-data against restic check and
+#     check --read-data, and forgetting the two oldest then pruning (chute forget +
+#     prune --grace 0, restic forget --prune),
 # then runs the single-core crypto ceiling of the same build (tests/ceiling.rs) and
 # prints one markdown report with the issue's targets marked PASS/FAIL. The targets
 # are informational: the script fails only if a command fails or a restore differs.
@@ -358,6 +359,12 @@ for i in 1 2 3 4; do
     env -i "${RESTIC_M[@]}" restic backup --quiet "$DATA" "$CHURN" >/dev/null
 done
 measure chute-verify "${CHUTE_ENV[@]}" HOME="$HM" -- "$BIN" verify --all
+# The same check through chute serve on loopback, serving that store: the server
+# answers each window's SHA-256 from its verified record (a stat, no read).
+ALLOW_M=$(env -i "${CHUTE_ENV[@]}" HOME="$HM" "$BIN" key auth)
+start_server server-verify "$MAINT_STORE" --allow "$ALLOW_M"
+measure chute-verify-http "${CHUTE_ENV[@]}" HOME="$HM" -- "$BIN" verify --all --remote "$SERVER_URL"
+stop_server server-verify
 measure chute-verify-read "${CHUTE_ENV[@]}" HOME="$HM" -- "$BIN" verify --all --read-data
 measure restic-check "${RESTIC_M[@]}" -- restic check
 measure restic-check-read "${RESTIC_M[@]}" -- restic check --read-data
@@ -477,12 +484,13 @@ $(check "server RSS, during restore" "$(mib "${RSS[server-restore]}") MiB" "≤ 
 
 ### Keeping a store (four snapshots: the data set plus a new churn file of 1/8 its size each)
 
-- chute verify reads only the manifests and compares window hashes (the store re-hashes); restic check reads its index and tree structure, check --read-data every pack
+- chute verify reads only the manifests and compares window hashes (the store answers from its record of the hashes it verified, re-reading only windows whose stat changed; its scrub re-reads everything); restic check reads its index and tree structure, check --read-data every pack
 - forgetting the two oldest snapshots: chute store $CHUTE_MAINT_BEFORE → $CHUTE_MAINT_AFTER bytes (reclaimed $((CHUTE_MAINT_BEFORE - CHUTE_MAINT_AFTER)); ${CHUTE_REPACKABLE:-?} stays in a forgotten blob later snapshots still use, which chute does not repack); restic repository $RESTIC_MAINT_BEFORE → $RESTIC_MAINT_AFTER bytes (reclaimed $((RESTIC_MAINT_BEFORE - RESTIC_MAINT_AFTER)))
 
 | run | wall s | peak RSS MiB (anon / file) | CPU s (user / sys) |
 | --- | ---: | ---: | ---: |
 $(mrow chute-verify "chute verify --all (no download)")
+$(mrow chute-verify-http "chute verify --all (no download) → chute serve")
 $(mrow restic-check "restic check")
 $(mrow chute-verify-read "chute verify --all --read-data")
 $(mrow restic-check-read "restic check --read-data")
@@ -493,6 +501,8 @@ $(mrow restic-forget-prune "restic forget --keep-last 2 --prune")
 | target (informational) | measured | target | verdict |
 | --- | ---: | ---: | :---: |
 $(check "verify faster than restic check" "${WALL[chute-verify]} s" "< ${WALL[restic-check]} s" "${WALL[chute-verify]} < ${WALL[restic-check]}")
+$(check "verify through chute serve faster than restic check" "${WALL[chute-verify-http]} s" "< ${WALL[restic-check]} s" "${WALL[chute-verify-http]} < ${WALL[restic-check]}")
+$(check "server RSS, during verify" "$(mib "${RSS[server-verify]}") MiB" "≤ $SERVER_RSS_MIB MiB" "${RSS[server-verify]} <= $SERVER_RSS_MIB * 1024")
 $(check "verify --read-data faster than restic check --read-data" "${WALL[chute-verify-read]} s" "< ${WALL[restic-check-read]} s" "${WALL[chute-verify-read]} < ${WALL[restic-check-read]}")
 $(check "forget + prune faster than restic forget --prune" "$(calc '%.2f' "${WALL[chute-forget]} + ${WALL[chute-prune]}") s" "< ${WALL[restic-forget-prune]} s" "${WALL[chute-forget]} + ${WALL[chute-prune]} < ${WALL[restic-forget-prune]}")
 $(for n in chute-verify chute-verify-read chute-prune; do check "client RSS, $n" "$(mib "${RSS[$n]}") MiB" "≤ $CLIENT_RSS_MIB MiB" "${RSS[$n]} <= $CLIENT_RSS_MIB * 1024"; done)
