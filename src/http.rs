@@ -297,6 +297,13 @@ impl Remote for HttpRemote {
         self.fetch_index(id, "index.forgotten.json")
     }
 
+    fn trim(&self, id: &BlobId, window: u64, n: u64) -> Result<()> {
+        let what = format!("trim window {n} of {}", id.path());
+        let path = format!("{}/0/{window}/{n}", id.path());
+        self.send(&what, "DELETE", &path, &[], &[])?;
+        Ok(())
+    }
+
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<crate::store::Uncommitted>> {
         let what = format!("list uncommitted blobs of {domain}/{node}");
         let resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;

@@ -1,5 +1,6 @@
-//! `chute prune`: delete the blobs no remaining snapshot needs, without a lock, and
-//! repack the ones remaining snapshots need only a little of.
+//! `chute prune`: delete the blobs no remaining snapshot needs, without a lock, trim
+//! the windows of forgotten blobs none needs, and repack the blobs remaining
+//! snapshots need only a little of.
 //!
 //! # What is deleted
 //! A candidate is a blob of this node that is not a committed snapshot: a forgotten
@@ -23,10 +24,22 @@
 //! first (so new readers stop resolving to it) and marked from then. `--grace 0`
 //! deletes at once.
 //!
+//! # Trimming
+//! A forgotten snapshot's blob that snapshots still use in part often holds whole
+//! windows none of them uses (files deleted since, or changed wholesale). Those
+//! windows are marked like blobs (`path#n` in the marks) and deleted one by one a
+//! grace period later (`DELETE …/0/<W>/<N>`, which the store refuses for any blob
+//! but a forgotten snapshot); nothing is copied. The marks file remembers trimmed
+//! windows (`trimmed path n`) so they are not asked for again. `chute verify`
+//! checks, in blobs other than a snapshot's own, only the windows its chunks lie in,
+//! so a trimmed window is not missed. The store learns which windows of a forgotten
+//! blob no longer matter: no more than a restore of every remaining snapshot shows.
+//!
 //! # Repacking
 //! A forgotten snapshot's blob or a pack that snapshots still use in part is
-//! repacked when at least `--repack-threshold` of its bytes (default 25%) are
-//! unused: the chunks still used are read (neighbours together, at most
+//! repacked when at least `--repack-threshold` of what trimming leaves of it
+//! (default 25%) is unused; its windows are then not trimmed, since the whole blob
+//! goes once the pack holds what is used: the chunks still used are read (neighbours together, at most
 //! [`crate::restore::MAX_READ`] at a time), each authenticated with the chunk key,
 //! and copied as they are into one new pack for the whole run. Once the pack is
 //! committed every use of them resolves to it (it is the newest pack listing their
@@ -198,6 +211,10 @@ pub struct Outcome {
     pub fate: Fate,
     /// Its used chunks were copied into this run's pack (before the fate).
     pub repacked: bool,
+    /// Windows of it nothing uses: bytes trimmed now (or, in a dry run, that would
+    /// be), and bytes marked for a later run.
+    pub trimmed: u64,
+    pub trim_later: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -228,6 +245,7 @@ pub struct Report {
 impl Report {
     pub fn reclaimed(&self) -> u64 {
         self.sum(|f| matches!(f, Fate::Deleted))
+            + self.outcomes.iter().map(|o| o.trimmed).sum::<u64>()
     }
 
     fn sum(&self, pick: impl Fn(&Fate) -> bool) -> u64 {
@@ -238,12 +256,15 @@ impl Report {
             .sum()
     }
 
-    /// Bytes of kept blobs that no snapshot uses: what a repack would return.
+    /// Bytes of kept blobs that no snapshot uses and no trim returns: what a
+    /// repack would.
     pub fn repackable(&self) -> u64 {
         self.outcomes
             .iter()
             .map(|o| match o.fate {
-                Fate::Referenced { live, .. } => o.blob.bytes.saturating_sub(live),
+                Fate::Referenced { live, .. } => {
+                    o.blob.bytes.saturating_sub(live + o.trimmed + o.trim_later)
+                }
                 _ => 0,
             })
             .sum()
@@ -266,6 +287,8 @@ struct Marks {
     since: HashMap<String, i64>,
     /// Every blob of the node the run saw (committed or not).
     seen: HashSet<String>,
+    /// `path n`: window `n` of forgotten blob `path` was trimmed.
+    trimmed: HashSet<String>,
 }
 
 /// Reads the marks. A missing or unreadable file is no marks (deletion is then
@@ -284,6 +307,9 @@ fn load_marks(path: &Path) -> Marks {
         match l.split_once(' ') {
             Some(("seen", p)) => {
                 m.seen.insert(p.to_string());
+            }
+            Some(("trimmed", w)) => {
+                m.trimmed.insert(w.to_string());
             }
             Some((t, p)) => {
                 if let Ok(t) = t.parse() {
@@ -307,6 +333,11 @@ fn save_marks(path: &Path, marks: &Marks) -> Result<()> {
     }
     for p in seen {
         text.push_str(&format!("seen {p}\n"));
+    }
+    let mut trimmed: Vec<&String> = marks.trimmed.iter().collect();
+    trimmed.sort();
+    for w in trimmed {
+        text.push_str(&format!("trimmed {w}\n"));
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -463,17 +494,63 @@ pub fn run(
             .collect(),
         ..Marks::default()
     };
+    // Windows of forgotten snapshots that no committed snapshot uses any more.
+    let mut dead: Vec<Vec<(u64, u64)>> = vec![Vec::new(); candidates.len()];
+    let mut window_of = vec![1u64; candidates.len()];
+    for (i, c) in candidates.iter().enumerate() {
+        if users[i] == 0 || c.pack || c.state != Some(BlobState::Forgotten) {
+            continue;
+        }
+        let index = match remote.forgotten_index(&c.id) {
+            Ok(i) => i,
+            Err(e) if e.kind == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let h = crate::format::open_header(keys, &index)
+            .map_err(|e| damaged(Error::Damaged(format!("{}: {e}", c.id.path()))))?;
+        let (w, path) = (u64::from(h.window.max(1)), c.id.path());
+        window_of[i] = w;
+        dead[i] = unused_windows(&live[i], w, h.window_hashes.len() as u64, h.part_size)
+            .into_iter()
+            .filter(|(n, _)| !old.trimmed.contains(&format!("{path} {n}")))
+            .collect();
+        marks.trimmed.extend(
+            (0..h.window_hashes.len())
+                .map(|n| format!("{path} {n}"))
+                .filter(|k| old.trimmed.contains(k)),
+        );
+    }
     let grace = opts.grace as i64;
     let mut jobs = Vec::new();
+    let mut trims: Vec<(usize, u64)> = Vec::new();
     for (i, blob) in candidates.into_iter().enumerate() {
         let path = blob.id.path();
+        let (mut trimmed, mut trim_later) = (0, 0);
         let fate = if users[i] > 0 {
             let used: u64 = live[i].iter().map(|r| u64::from(r.1)).sum();
-            let unused = blob.bytes.saturating_sub(used);
+            // What trimming will not return.
+            let trimmable: u64 = dead[i].iter().map(|d| d.1).sum();
+            let left = blob.bytes.saturating_sub(trimmable);
+            let unused = left.saturating_sub(used);
             // Only forgotten snapshots and packs: a pending upload is never used.
             let movable = matches!(blob.state, None | Some(BlobState::Forgotten));
-            if movable && unused > 0 && unused as f64 >= opts.repack * blob.bytes as f64 {
+            if movable && unused > 0 && unused as f64 >= opts.repack * left as f64 {
                 jobs.push(i);
+            } else {
+                for &(n, len) in &dead[i] {
+                    let key = format!("{path}#{n}");
+                    let mut since = old.since.get(&key).copied().unwrap_or(now).min(now);
+                    if fresh[i] {
+                        since = now;
+                    }
+                    marks.since.insert(key, since);
+                    if now - since >= grace && blob.idle >= opts.grace {
+                        trims.push((i, n));
+                        trimmed += len;
+                    } else {
+                        trim_later += len;
+                    }
+                }
             }
             Fate::Referenced {
                 by: users[i],
@@ -501,6 +578,8 @@ pub fn run(
             blob,
             fate,
             repacked: false,
+            trimmed,
+            trim_later,
         });
     }
     if !jobs.is_empty() {
@@ -524,6 +603,16 @@ pub fn run(
     let all: Vec<usize> = (0..report.outcomes.len()).collect();
     let mut deleted_one = false;
     retire(remote, &mut report, &all, &mut marks, &mut deleted_one)?;
+    for (i, n) in trims {
+        let id = &report.outcomes[i].blob.id;
+        match remote.trim(id, window_of[i], n) {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        marks.since.remove(&format!("{}#{n}", id.path()));
+        marks.trimmed.insert(format!("{} {n}", id.path()));
+    }
     save_marks(&opts.marks, &marks)?;
     if jobs.is_empty() {
         return Ok(report);
@@ -569,6 +658,24 @@ pub fn run(
     retire(remote, &mut report, &jobs, &mut marks, &mut deleted_one)?;
     save_marks(&opts.marks, &marks)?;
     Ok(report)
+}
+
+/// The windows (number, length) of a part of `part_size` bytes in windows of
+/// `window` bytes that no chunk of `used` (sorted by offset) overlaps.
+fn unused_windows(used: &[Used], window: u64, count: u64, part_size: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut k = 0;
+    for n in 0..count {
+        let start = n * window;
+        let end = (start + window).min(part_size);
+        while k < used.len() && used[k].0 + u64::from(used[k].1) <= start {
+            k += 1;
+        }
+        if !(k < used.len() && used[k].0 < end) && end > start {
+            out.push((n, end - start));
+        }
+    }
+    out
 }
 
 /// Carries out the fates of outcomes `which`: a committed pack that is no longer
@@ -754,12 +861,32 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
                     human_bytes(o.blob.bytes.saturating_sub(*live))
                 );
             }
-            Fate::Referenced { by, live } => println!(
-                "kept {what}: still referenced by {by} snapshot{}, which use {} of it ({} unused, under the repack threshold)",
-                if *by == 1 { "" } else { "s" },
-                human_bytes(*live),
-                human_bytes(o.blob.bytes.saturating_sub(*live))
-            ),
+            Fate::Referenced { by, live } => {
+                let mut trim = String::new();
+                if o.trimmed > 0 {
+                    let verb = if c.dry_run { "would trim" } else { "trimmed" };
+                    trim += &format!(
+                        "; {verb} {} of windows nothing uses",
+                        human_bytes(o.trimmed)
+                    );
+                }
+                if o.trim_later > 0 {
+                    trim += &format!(
+                        "; {} of windows nothing uses are marked, trimmed after the grace period",
+                        human_bytes(o.trim_later)
+                    );
+                }
+                println!(
+                    "kept {what}: still referenced by {by} snapshot{}, which use {} of it ({} unused, under the repack threshold){trim}",
+                    if *by == 1 { "" } else { "s" },
+                    human_bytes(*live),
+                    human_bytes(
+                        o.blob
+                            .bytes
+                            .saturating_sub(*live + o.trimmed + o.trim_later)
+                    )
+                )
+            }
             Fate::Marked { since, due } => println!(
                 "{repacked}marked {what}: unreferenced since {} UTC; a prune from {} UTC deletes it",
                 snapshot::display_time(*since),
@@ -794,22 +921,19 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
         );
     }
     let copied = r.pack.as_ref().map_or(0, |p| p.1);
+    let trimmed: u64 = r.outcomes.iter().map(|o| o.trimmed).sum();
     println!(
-        "{} {} ({} in {} blob{} deleted{}); {} snapshot{} in use; {} unused in blobs still in use, under the repack threshold",
+        "{} {} (deleted: {deleted} blob{}, {}; trimmed: {}; copied into a pack: {}); {} snapshot{} in use; {} unused in blobs still in use, under the repack threshold",
         if c.dry_run {
             "would reclaim"
         } else {
             "reclaimed"
         },
         human_bytes(r.reclaimed().saturating_sub(copied)),
-        human_bytes(r.reclaimed()),
-        deleted,
         if deleted == 1 { "" } else { "s" },
-        if copied > 0 {
-            format!(", {} copied into a pack", human_bytes(copied))
-        } else {
-            String::new()
-        },
+        human_bytes(r.reclaimed() - trimmed),
+        human_bytes(trimmed),
+        human_bytes(copied),
         r.snapshots,
         if r.snapshots == 1 { "" } else { "s" },
         human_bytes(r.repackable())
@@ -847,6 +971,7 @@ mod tests {
             seen: ["d/n/m/t1".to_string(), "d/n/m/t3".into()]
                 .into_iter()
                 .collect(),
+            trimmed: ["d/n/m/t1 7".to_string()].into_iter().collect(),
         };
         save_marks(&path, &marks).unwrap();
         assert_eq!(load_marks(&path), marks);
@@ -855,6 +980,20 @@ mod tests {
         std::fs::write(&path, "garbage\n1 x\n").unwrap();
         assert_eq!(load_marks(&path), Marks::default());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unused_windows_are_those_no_chunk_overlaps() {
+        // Windows of 10 bytes over a part of 45: chunks at 0..5, 12..25 and 41..43.
+        let used = [(0, 5, [0; 32]), (12, 13, [1; 32]), (41, 2, [2; 32])];
+        assert_eq!(unused_windows(&used, 10, 5, 45), vec![(3, 10)]);
+        let all = vec![(0, 10), (1, 10), (2, 10), (3, 10), (4, 5)];
+        assert_eq!(unused_windows(&[], 10, 5, 45), all);
+        // A chunk that ends exactly where a window starts does not use it.
+        assert_eq!(
+            unused_windows(&[(0, 10, [0; 32])], 10, 2, 20),
+            vec![(1, 10)]
+        );
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub trait Remote: Send + Sync {
     fn forget(&self, id: &BlobId) -> Result<()>;
     /// The index of a forgotten snapshot, for checking data later ones still share.
     fn forgotten_index(&self, id: &BlobId) -> Result<Index>;
+    /// Deletes window `n` (of `window` bytes each) of a forgotten snapshot.
+    fn trim(&self, id: &BlobId, window: u64, n: u64) -> Result<()>;
     /// A node's blobs that are not committed snapshots: forgotten, pending, orphaned.
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<store::Uncommitted>>;
 }
@@ -188,6 +190,14 @@ impl Remote for LocalRemote {
 
     fn forgotten_index(&self, id: &BlobId) -> Result<Index> {
         parse_index(&self.store.forgotten_index(id)?, id)
+    }
+
+    fn trim(&self, id: &BlobId, window: u64, n: u64) -> Result<()> {
+        let offset = n
+            .checked_mul(window)
+            .ok_or_else(|| Error::new(ErrorKind::Refused, "window offset overflows"))?;
+        self.store.trim(id, offset)?;
+        Ok(())
     }
 
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<store::Uncommitted>> {

@@ -15,12 +15,13 @@
 //! | `GET /chute/blob/URI/0` | `200`, JSON string: hex SHA-256 of the whole part; with `Range: bytes=A-B` (or `A-`, `-N`) `206` and those bytes |
 //! | `PUT /chute/blob/URI/0/<W>/<N>` | `201`, `true`: window `N` of size `W` (offset `N*W`, at most `W` bytes), for resumable transfers |
 //! | `GET /chute/blob/URI/0/<W>/<N>` | `200` and the window's bytes; `404` if never written |
+//! | `DELETE /chute/blob/URI/0/<W>/<N>` | trim (`chute prune`): `200`, `true`: that window of a forgotten snapshot is gone (its other windows stay readable); `409` for a committed or pending blob; `404` if no such window |
 //! | `GET /chute/blob/URI/0/<W>/<N>/hash/sha256` | `200`, JSON string: hex SHA-256 of that window as its file holds it now: from the verified record when a fresh stat of the file (inode, size, mtime, ctime) equals the one recorded when its bytes were last found equal to the SHA-256 they arrived with (on arrival, by a re-read, by a scrub), else re-read from disk; `404` if never written; `500` if the file is shorter than written. Bit rot that leaves the stat alone is found by the scrub, not here |
 //! | `DELETE /chute/blob/URI/` | `200`, `true`: a forgotten, pending or orphaned blob is gone (index first); `409` for a committed snapshot (forget it first), so a prune racing a commit cannot destroy it |
 //! | `DELETE /chute/blob/URI/index.json` | forget (`chute forget`): `200`, `true`: `index.json` becomes `index.forgotten.json`, so the snapshot leaves the list; its part stays readable and hashable (later snapshots may share its chunks) and can never change again; `404` if not committed; again on a forgotten one `200` |
 //! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
 //!
-//! Both DELETEs pass one gate, `may_delete`: an `--append-only` server refuses them
+//! Every DELETE passes one gate, `may_delete`: an `--append-only` server refuses them
 //! (`403`) unless the request, signed by its node, also carries `X-Chute-Admin`, the
 //! proof of the key given with `--admin-key-file` (see [`crate::auth`]).
 //!
@@ -679,6 +680,14 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 .ok_or_else(|| bad("window offset out of range"))?;
             match method {
                 Method::Put => put_window(req, state, &caller, &id, offset, Some(size)),
+                Method::Delete => {
+                    may_delete(req, state)?;
+                    let freed = store.trim(&id, offset)?;
+                    if let Some(u) = state.usage.lock().expect("poisoned").get_mut(&id.node) {
+                        *u = u.saturating_sub(freed);
+                    }
+                    Ok(Reply::Json(200, "true".into()))
+                }
                 Method::Get => match store.window_at(&id, offset)? {
                     Some(w) if w.len <= size => {
                         stream(store, &id, w.offset, w.len, 200, Vec::new())
@@ -689,7 +698,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                         None,
                     )),
                 },
-                _ => Err(wrong("GET, PUT")),
+                _ => Err(wrong("GET, PUT, DELETE")),
             }
         }
         Route::WindowHash { id, size, n } => {

@@ -1284,9 +1284,10 @@ fn failpoint(name: &str) {
     }
 }
 
-/// Sleeps `CHUTE_TEST_STALL_SECS` seconds after the first file read, once: for tests
-/// only, a sink that writes nothing for a while (as one walking a huge unchanged tree
-/// does) while a prune runs.
+/// Sleeps `CHUTE_TEST_STALL_SECS` seconds after the first file read, or until the
+/// file `CHUTE_TEST_STALL_UNTIL` exists (at most a minute), once: for tests only, a
+/// sink that writes nothing for a while (as one walking a huge unchanged tree does)
+/// while a prune runs.
 fn test_stall() {
     static STALL: std::sync::Once = std::sync::Once::new();
     STALL.call_once(|| {
@@ -1295,6 +1296,12 @@ fn test_stall() {
             .and_then(|v| v.parse().ok())
         {
             std::thread::sleep(Duration::from_secs(secs));
+        }
+        if let Some(path) = std::env::var_os("CHUTE_TEST_STALL_UNTIL") {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !Path::new(&path).exists() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     });
 }

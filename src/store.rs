@@ -64,6 +64,8 @@
 //!   checks that part 0 is written without gaps up to the index's `size`. A
 //!   committed blob is immutable: no more windows, no second commit with other bytes.
 //! - Reads of a byte range fail unless every byte of it has been written.
+//! - A forgotten snapshot's window may be deleted alone ([`Store::trim`], for prune:
+//!   no remaining snapshot has a chunk in it); a committed or pending blob's never.
 //! - No path outside the root is reachable: every name component is checked by
 //!   [`valid_component`] before it touches the file system.
 //! - The verified record never vouches for bytes a scrub found damaged, and a
@@ -743,6 +745,37 @@ impl Store {
         }
         sync_dir(&dir)?;
         fs::remove_dir_all(&dir).map_err(io_err(format!("cannot delete {}", id.path())))
+    }
+
+    /// Deletes the window at `offset` of a forgotten snapshot (prune trims windows
+    /// no remaining snapshot uses); returns the bytes freed. Refused (conflict) for a
+    /// committed or pending blob, under the lock commit and delete take.
+    pub fn trim(&self, id: &BlobId, offset: u64) -> Result<u64> {
+        let dir = self.existing_dir(id)?;
+        let _lock = lock_blob(&dir)?;
+        if dir.join(INDEX).exists() || !dir.join(FORGOTTEN).exists() {
+            return Err(Error::Conflict(format!(
+                "blob {} is not a forgotten snapshot: only a forgotten snapshot's windows can be trimmed",
+                id.path()
+            )));
+        }
+        let part = dir.join(PART);
+        let cannot = || io_err(format!("cannot trim {}", id.path()));
+        let mut freed = None;
+        // Every file of that window (a crash-interrupted rewrite may have left two).
+        for e in fs::read_dir(&part).map_err(cannot())? {
+            let e = e.map_err(cannot())?;
+            let w = e.file_name().to_str().and_then(Window::from_file_name);
+            if let Some(w) = w.filter(|w| w.offset == offset) {
+                fs::remove_file(e.path()).map_err(cannot())?;
+                freed = Some(freed.unwrap_or(0).max(w.len));
+            }
+        }
+        let freed = freed.ok_or_else(|| {
+            Error::NotFound(format!("no window at byte {offset} of {}", id.path()))
+        })?;
+        sync_dir(&part)?;
+        Ok(freed)
     }
 }
 

@@ -1,14 +1,19 @@
 //! `chute verify`: are a node's snapshots intact on the remote, and which files are not.
 //!
 //! Default, without downloading any file data: for each snapshot checked, its
-//! manifest is read and opened (this is the only download), and for every blob it
-//! uses (its own, and earlier ones it shares chunks with, committed or forgotten)
-//! the sealed header in that blob's index gives the window size and the
+//! manifest is read and opened (this is the only download), its chunk references
+//! resolved as a restore would ([`crate::pack::Resolver`]), and for every blob it
+//! uses (its own, earlier ones it shares chunks with, committed or forgotten, and
+//! packs) the sealed header in that blob's index gives the window size and the
 //! SHA-256 of every window as it was uploaded. The remote is asked for the SHA-256
-//! of each window as it holds it now (`GET .../0/<W>/<N>/hash/sha256`, re-read from
-//! its disk); a window that differs or is gone is damaged, and so is every file
-//! with a chunk overlapping it. The remote cannot fake this check without keeping
-//! the bytes (or their hashes, which a lying peer could: `--read-data` is for that).
+//! of each window the snapshot needs: every window of its own blob, and in other
+//! blobs the windows its chunks lie in (prune may have trimmed the others of a
+//! forgotten blob). The store answers from its record of the hashes it verified,
+//! re-reading any window whose stat changed; bit rot that leaves the stat alone is
+//! the store's scrub's to find (`chute scrub`, `chute serve --scrub-every`). A window
+//! that differs or is gone is damaged, and so is every file with a chunk overlapping
+//! it. The remote cannot fake this check without keeping the bytes (or their
+//! hashes, which a lying peer could: `--read-data` is for that).
 //!
 //! `--read-data` downloads every chunk the snapshots reference, neighbours in one
 //! ranged read, and authenticates and decrypts each; `--read-data-subset N%` does so
@@ -76,7 +81,13 @@ enum Fault {
 
 /// What is known about one blob a manifest references.
 struct BlobCheck {
+    id: Option<BlobId>,
     window: u64,
+    part_size: u64,
+    /// The SHA-256 of each window, sealed at upload.
+    hashes: Vec<[u8; 32]>,
+    /// Windows already asked about (or queued).
+    checked: Vec<bool>,
     /// Damaged windows by number (only filled in the hash check).
     bad: BTreeMap<u64, Fault>,
     /// Why the whole blob is unusable, if it is.
@@ -155,38 +166,18 @@ pub fn run(
                     .push(format!("{e}; its files cannot be listed"));
                 if mode == Mode::Hashes {
                     // Still say which windows of its own blob are bad.
-                    check_blobs(
-                        keys,
-                        remote,
-                        &[snap.blob.path()],
-                        &mut blobs,
-                        &mut report,
-                        threads,
-                    );
+                    let own = Manifest {
+                        blobs: vec![snap.blob.path()],
+                        entries: Vec::new(),
+                    };
+                    check_blobs(keys, remote, &own, &mut blobs, &mut report, threads);
                 }
                 continue;
             }
         };
         match mode {
             Mode::Hashes => {
-                // The blobs its chunks use, and its own (the manifest): a blob table
-                // may name more (sinks before the table was compacted copied the
-                // parent's whole).
-                let mut used = vec![false; m.blobs.len()];
-                if let Some(own) = used.first_mut() {
-                    *own = true;
-                }
-                for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
-                    used[c.blob as usize] = true;
-                }
-                let names: Vec<String> = m
-                    .blobs
-                    .iter()
-                    .zip(&used)
-                    .filter(|(_, u)| **u)
-                    .map(|(b, _)| b.clone())
-                    .collect();
-                check_blobs(keys, remote, &names, &mut blobs, &mut report, threads);
+                check_blobs(keys, remote, &m, &mut blobs, &mut report, threads);
                 files_in_bad_windows(snap, &m, &blobs, &mut report);
             }
             Mode::Read(fraction) => {
@@ -235,22 +226,36 @@ fn blob_header(
     format::open_header(keys, &index).map_err(|e| format!("its index does not open: {e}"))
 }
 
-/// Compares every window of every not yet checked blob with its sealed SHA-256.
+/// Compares with its sealed SHA-256 every window `m` needs that was not checked
+/// yet: all of the snapshot's own blob (blob 0: its chunks and manifest), and of
+/// other blobs the windows its chunks lie in. Only those: prune may have trimmed
+/// the rest of a forgotten snapshot's blob.
 fn check_blobs(
     keys: &Keys,
     remote: &dyn Remote,
-    names: &[String],
+    m: &Manifest,
     blobs: &mut HashMap<String, BlobCheck>,
     report: &mut Report,
     threads: usize,
 ) {
-    let mut work: Vec<(String, BlobId, u64, u64, [u8; 32], u64)> = Vec::new();
-    for name in names {
+    // The headers of blobs not seen before.
+    let mut used = vec![false; m.blobs.len()];
+    if let Some(own) = used.first_mut() {
+        *own = true;
+    }
+    for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
+        used[c.blob as usize] = true;
+    }
+    for (name, _) in m.blobs.iter().zip(&used).filter(|(_, u)| **u) {
         if blobs.contains_key(name) {
             continue;
         }
         let mut check = BlobCheck {
+            id: None,
             window: 1,
+            part_size: 0,
+            hashes: Vec::new(),
+            checked: Vec::new(),
             bad: BTreeMap::new(),
             lost: None,
         };
@@ -259,14 +264,11 @@ fn check_blobs(
             .and_then(|id| blob_header(keys, remote, &id).map(|h| (id, h)));
         match header {
             Ok((id, h)) => {
+                check.id = Some(id);
                 check.window = u64::from(h.window.max(1));
-                for (n, hash) in h.window_hashes.iter().enumerate() {
-                    let n = n as u64;
-                    let len = check
-                        .window
-                        .min(h.part_size.saturating_sub(n * check.window));
-                    work.push((name.clone(), id.clone(), check.window, n, *hash, len));
-                }
+                check.part_size = h.part_size;
+                check.checked = vec![false; h.window_hashes.len()];
+                check.hashes = h.window_hashes;
             }
             Err(why) => {
                 report.damage.push(format!("blob {name}: {why}"));
@@ -274,6 +276,50 @@ fn check_blobs(
             }
         }
         blobs.insert(name.clone(), check);
+    }
+    // The windows needed, not yet checked.
+    let mut want: Vec<(usize, u64)> = Vec::new();
+    let mut need = |b: usize, first: u64, last: u64, blobs: &mut HashMap<String, BlobCheck>| {
+        let Some(check) = blobs.get_mut(&m.blobs[b]) else {
+            return;
+        };
+        let count = check.checked.len() as u64;
+        for n in first..count.min(last.saturating_add(1)) {
+            let seen = &mut check.checked[n as usize];
+            if !*seen {
+                *seen = true;
+                want.push((b, n));
+            }
+        }
+    };
+    if !m.blobs.is_empty() {
+        need(0, 0, u64::MAX, blobs);
+    }
+    for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
+        let b = c.blob as usize;
+        if b == 0 {
+            continue;
+        }
+        let w = blobs.get(&m.blobs[b]).map_or(1, |x| x.window);
+        let last = (c.offset + u64::from(c.len).max(1) - 1) / w;
+        need(b, c.offset / w, last, blobs);
+    }
+    let mut work: Vec<(String, BlobId, u64, u64, [u8; 32], u64)> = Vec::new();
+    for (b, n) in want {
+        let name = &m.blobs[b];
+        let check = &blobs[name];
+        let Some(id) = &check.id else { continue };
+        let len = check
+            .window
+            .min(check.part_size.saturating_sub(n * check.window));
+        work.push((
+            name.clone(),
+            id.clone(),
+            check.window,
+            n,
+            check.hashes[n as usize],
+            len,
+        ));
     }
     let next = AtomicUsize::new(0);
     let found: Mutex<Vec<(usize, Fault)>> = Mutex::new(Vec::new());

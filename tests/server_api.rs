@@ -475,7 +475,19 @@ fn commit_listing_etag_immutability_and_delete() {
     // otherwise destroy it): 409 until it is forgotten; then DELETE removes it.
     call(a, "DELETE", &format!("{BLOB}/"), &[], b"").expect(409, "DELETE committed");
     assert!(store.join("d.org/pi/m1/t1/index.json").exists());
+    // Nor trimmed: only a forgotten snapshot's windows may go one by one.
+    call(a, "DELETE", &format!("{part}/4/1"), &[], b"").expect(409, "trim committed");
+    call(a, "DELETE", "/chute/blob/d.org/pi/m1/t2/0/4/0", &[], b"").expect(409, "trim pending");
     call(a, "DELETE", &idx_path, &[], b"").expect(200, "forget");
+    let r = call(a, "DELETE", &format!("{part}/4/1"), &[], b"").expect(200, "trim");
+    assert_eq!(r.text(), "true");
+    call(a, "DELETE", &format!("{part}/4/1"), &[], b"").expect(404, "trim again");
+    call(a, "GET", &format!("{part}/4/1"), &[], b"").expect(404, "trimmed window");
+    let r = call(a, "GET", &format!("{part}/4/2"), &[], b"").expect(200, "the next window");
+    assert_eq!(r.text(), "ij");
+    let r = call(a, "GET", &part, &[("Range", "bytes=0-3")], b"").expect(206, "before it");
+    assert_eq!(r.text(), "abcd");
+    call(a, "GET", &part, &[("Range", "bytes=2-5")], b"").expect(416, "across the hole");
     let r = call(a, "DELETE", &format!("{BLOB}/"), &[], b"").expect(200, "DELETE");
     assert_eq!(r.text(), "true");
     assert!(!store.join("d.org/pi/m1/t1").exists());
@@ -504,8 +516,8 @@ fn wrong_methods_are_405_with_allow() {
         ("POST", format!("{BLOB}/index.json"), "GET, PUT, DELETE"),
         ("PUT", format!("{BLOB}/index.forgotten.json"), "GET"),
         ("POST", format!("{BLOB}/0"), "GET, PUT"),
-        ("DELETE", format!("{BLOB}/0/4/0"), "GET, PUT"),
-        ("PATCH", format!("{BLOB}/0/4/0"), "GET, PUT"),
+        ("POST", format!("{BLOB}/0/4/0"), "GET, PUT, DELETE"),
+        ("PATCH", format!("{BLOB}/0/4/0"), "GET, PUT, DELETE"),
         ("PUT", format!("{BLOB}/0/4/0/hash/sha256"), "GET"),
     ] {
         let what = format!("{method} {path}");
