@@ -375,7 +375,7 @@ measure chute-prune "${CHUTE_ENV[@]}" HOME="$HM" -- "$BIN" prune --grace 0
 measure restic-forget-prune "${RESTIC_M[@]}" -- restic forget --keep-last 2 --prune
 CHUTE_MAINT_AFTER=$(store_bytes "$MAINT_STORE")
 RESTIC_MAINT_AFTER=$(store_bytes "$RUN/restic-maint")
-CHUTE_REPACKABLE=$(sed -n 's/.*; \(.*\) kept in forgotten blobs still in use.*/\1/p' "$RUN/chute-prune.out")
+CHUTE_PRUNE_SUMMARY=$(grep '^reclaimed ' "$RUN/chute-prune.out" || true)
 env -i "${CHUTE_ENV[@]}" HOME="$HM" "$BIN" restore latest --to "$RUN/out-maint" >/dev/null
 verify chute-maint-restore "$RUN/out-maint"
 rm -rf "$RUN/out-maint" "$HM/.local/share/chute/store" "$RUN/restic-maint" "$CHURN"
@@ -485,7 +485,7 @@ $(check "server RSS, during restore" "$(mib "${RSS[server-restore]}") MiB" "≤ 
 ### Keeping a store (four snapshots: the data set plus a new churn file of 1/8 its size each)
 
 - chute verify reads only the manifests and compares window hashes (the store answers from its record of the hashes it verified, re-reading only windows whose stat changed; its scrub re-reads everything); restic check reads its index and tree structure, check --read-data every pack
-- forgetting the two oldest snapshots: chute store $CHUTE_MAINT_BEFORE → $CHUTE_MAINT_AFTER bytes (reclaimed $((CHUTE_MAINT_BEFORE - CHUTE_MAINT_AFTER)); ${CHUTE_REPACKABLE:-?} stays in a forgotten blob later snapshots still use, which chute does not repack); restic repository $RESTIC_MAINT_BEFORE → $RESTIC_MAINT_AFTER bytes (reclaimed $((RESTIC_MAINT_BEFORE - RESTIC_MAINT_AFTER)))
+- forgetting the two oldest snapshots: chute store $CHUTE_MAINT_BEFORE → $CHUTE_MAINT_AFTER bytes (reclaimed $((CHUTE_MAINT_BEFORE - CHUTE_MAINT_AFTER)); prune said: ${CHUTE_PRUNE_SUMMARY:-?}); restic repository $RESTIC_MAINT_BEFORE → $RESTIC_MAINT_AFTER bytes (reclaimed $((RESTIC_MAINT_BEFORE - RESTIC_MAINT_AFTER)))
 
 | run | wall s | peak RSS MiB (anon / file) | CPU s (user / sys) |
 | --- | ---: | ---: | ---: |
