@@ -64,8 +64,9 @@
 //! what a new snapshot uses of it is either in the pack already or keeps it. One
 //! more case: a snapshot committed *and* forgotten between two prunes may have fed
 //! the chunk index of a sink that started meanwhile, after the mark; so each run
-//! records the blobs it saw, and reads the manifest of a forgotten snapshot it never
-//! saw: whatever that snapshot used is marked afresh. Forgotten blobs can never be
+//! records the blobs it saw committed or forgotten, and reads the manifest of a
+//! forgotten snapshot it never saw so (one it saw pending may have been committed
+//! since): whatever that snapshot used is marked afresh. Forgotten blobs can never be
 //! committed again, so they do not change under prune; a pending blob is re-checked
 //! just before it is deleted. The cost of this is the grace period: space comes
 //! back one period after the forget. With `--grace 0` a sink, restore or verify that
@@ -285,7 +286,8 @@ const MARKS_HEADER: &str = "chute-prune-marks 2";
 struct Marks {
     /// Blob path → Unix seconds first found unreferenced.
     since: HashMap<String, i64>,
-    /// Every blob of the node the run saw (committed or not).
+    /// Every blob of the node the run saw committed or forgotten (not one it saw
+    /// pending: that may be committed, used and forgotten before the next run).
     seen: HashSet<String>,
     /// `path n`: window `n` of forgotten blob `path` was trimmed.
     trimmed: HashSet<String>,
@@ -458,8 +460,10 @@ pub fn run(
     let old = load_marks(&opts.marks);
     // A snapshot committed and forgotten since the last prune may have handed its
     // references to sinks that started meanwhile: what it used is marked afresh.
+    // (Only an old mark can be acted on; marks of version 1 saw nothing, so every
+    // forgotten snapshot is new to them, which only delays its deletion once.)
     let mut fresh = vec![false; candidates.len()];
-    if !old.seen.is_empty() {
+    if !old.since.is_empty() {
         for c in &candidates {
             let new_forgotten = c.state == Some(BlobState::Forgotten)
                 && !c.pack
@@ -489,6 +493,7 @@ pub fn run(
     let mut marks = Marks {
         seen: candidates
             .iter()
+            .filter(|c| c.state == Some(BlobState::Forgotten) && !c.pack)
             .map(|c| c.id.path())
             .chain(committed.iter().cloned())
             .collect(),

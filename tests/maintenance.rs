@@ -981,6 +981,78 @@ fn a_pack_is_repacked_in_turn_and_a_damaged_chunk_is_never_copied() {
     }
 }
 
+/// A sink of `src` that stalls after its first file read until `go` exists, once
+/// it has created its upload (and so loaded its parent and chunk index).
+fn stalled_sink(
+    env: &Env,
+    remote: &str,
+    store: &Path,
+    src: &Path,
+    go: &Path,
+) -> std::process::Child {
+    let child = env
+        .cmd(with(&["sink", src.to_str().unwrap()], remote))
+        .env("CHUTE_TEST_STALL_UNTIL", go)
+        .env("CHUTE_TEST_KEEPALIVE_MS", "200")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Committed blobs keep their pending index too: look for one with no other.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !blobs_with(store, "index.pending.json")
+        .iter()
+        .any(|b| !b.join("index.json").exists() && !b.join("index.forgotten.json").exists())
+    {
+        assert!(Instant::now() < deadline, "the sink never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+// A snapshot committed and forgotten between two prunes may have fed the chunk
+// index of a sink that started meanwhile, after the blobs it used were marked: so
+// what it used is marked afresh, not deleted on the old mark.
+#[test]
+fn a_snapshot_committed_and_forgotten_between_prunes_renews_the_marks() {
+    let env = Env::new("renew");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("b.bin"), noise(3 << 20, 995)).unwrap();
+    sink(&env, &remote, &src);
+    let a = ids(&env, &remote)[0].clone();
+    let blob_a = format!("(forgotten snapshot {a}");
+    let fate = |out: &str| {
+        let line = out.lines().find(|l| l.contains(&blob_a));
+        line.map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    // Snapshot B starts with A as its parent, and stalls.
+    fs::write(src.join("a.txt"), b"new\n").unwrap();
+    let go = env.path("go");
+    let child = stalled_sink(&env, &remote, &store, &src, &go);
+    env.ok(with(&["forget", &a], &remote));
+    let prune = ["prune", "--grace", "2s"];
+    let out = env.ok(with(&prune, &remote));
+    assert_eq!(fate(&out), "marked", "{out}");
+    // B commits, using A's blob, and is forgotten before the next prune.
+    fs::write(&go, b"").unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let b = ids(&env, &remote)[0].clone();
+    env.ok(with(&["forget", &b], &remote));
+    std::thread::sleep(Duration::from_millis(2200));
+    // A's mark is two seconds old, but B used A's blob since: marked again.
+    let out = env.ok(with(&prune, &remote));
+    assert_eq!(fate(&out), "marked", "{out}");
+    std::thread::sleep(Duration::from_millis(2200));
+    let out = env.ok(with(&prune, &remote));
+    assert_eq!(fate(&out), "deleted", "{out}");
+}
+
 // A sink that runs longer than prune's grace period may reuse chunks from a blob
 // the prune deleted meanwhile; it must fail saying so, not commit a snapshot that
 // restores only in part.
@@ -998,23 +1070,7 @@ fn a_sink_outlived_by_the_grace_period_commits_nothing_broken() {
     // The next sink reads a.txt, stalls until told, then reuses b.bin from the parent.
     fs::write(src.join("a.txt"), b"new\n").unwrap();
     let go = env.path("go");
-    let child = env
-        .cmd(with(&["sink", src.to_str().unwrap()], &remote))
-        .env("CHUTE_TEST_STALL_UNTIL", &go)
-        .env("CHUTE_TEST_KEEPALIVE_MS", "200")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Started once its upload exists (snapshot 1's blob keeps its pending index too).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !blobs_with(&store, "index.pending.json")
-        .iter()
-        .any(|b| !b.join("index.json").exists() && !b.join("index.forgotten.json").exists())
-    {
-        assert!(Instant::now() < deadline, "the sink never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = stalled_sink(&env, &remote, &store, &src, &go);
     env.ok(with(&["forget", &first[0]], &remote));
     // Prune until snapshot 1's blob is gone (marked first, deleted a second later).
     let gone = format!("(forgotten snapshot {}", first[0]);
