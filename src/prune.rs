@@ -19,10 +19,13 @@
 //! for at least the grace period (`--grace`, default 24h) and is still unused, and
 //! the store has seen it idle for the grace period too, by its own clock: a
 //! forgotten blob since its forget, a pending or orphaned one since its last write
-//! (so an upload in progress, or one being resumed, is left alone, and a client
-//! clock that is off cannot shorten the period). A pack nothing uses is forgotten
-//! first (so new readers stop resolving to it) and marked from then. `--grace 0`
-//! deletes at once.
+//! (so an upload in progress, or one being resumed, is left alone). A mark never
+//! moves back: a later run whose clock is behind cannot make it older. A pack
+//! nothing uses stays committed while it is marked, since forgetting it would
+//! change at once what references resolve to (a delete without a grace period,
+//! for a sink that took a reference from a snapshot forgotten since); when due it
+//! is forgotten and deleted in one run, on its mark alone (the store keeps no idle
+//! time for a committed blob). `--grace 0` deletes at once.
 //!
 //! # Trimming
 //! A forgotten snapshot's blob that snapshots still use in part often holds whole
@@ -82,7 +85,18 @@
 //! continues fails saying its upload is gone and commits nothing. So a grace period
 //! under a minute is as unsafe as `--grace 0` with a sink running. The keep-alive
 //! protects only the sink's own blob: for the chunks it reuses, the argument above
-//! still needs the sink to run for less than the grace period.
+//! still needs the sink to run for less than the grace period. A sink that runs
+//! longer checks, just before its commit, that every chunk it reuses is still
+//! readable (its blob still listed or a pack holding it, and in a forgotten blob
+//! the windows it lies in still there), and fails rather than commit a snapshot
+//! that restores only in part.
+//!
+//! The grace period is measured by the client's clock (the marks) and, for blobs
+//! that are not committed, by the store's too (idle time). A client clock that is
+//! behind when a mark is *made* (a Pi before NTP) makes that mark look older by as
+//! much: for a forgotten blob the store's idle time, counted from the forget,
+//! bounds this only when the forget was recent. Keep the clock of the node that
+//! prunes right, or the grace period well above a sink's longest run.
 //!
 //! # Crash safety
 //! The marks are written (atomically) before anything is copied or deleted. A pack
@@ -293,6 +307,18 @@ struct Marks {
     trimmed: HashSet<String>,
 }
 
+impl Marks {
+    /// When `key`, unused at `now`, counts as marked since: its old mark as it
+    /// stands, even if `now` is earlier (a clock that went back must not age it),
+    /// or `now` if it has none or is to be marked afresh.
+    fn since_of(&self, key: &str, now: i64, fresh: bool) -> i64 {
+        match self.since.get(key) {
+            Some(&t) if !fresh => t,
+            _ => now,
+        }
+    }
+}
+
 /// Reads the marks. A missing or unreadable file is no marks (deletion is then
 /// only delayed).
 fn load_marks(path: &Path) -> Marks {
@@ -394,6 +420,9 @@ pub fn run(
     // The clock first, the lists after: a snapshot committed before `now` is seen.
     let now = opts.now;
     let pack_mount = crate::pack::mount(keys);
+    // Committed first: a snapshot forgotten between the two listings is then in
+    // both (read as committed, and new to the marks), never in neither.
+    let listing = snapshot::listing(keys, remote, domain, node)?;
     // Only this node's own blobs, whatever a remote answers.
     let mut candidates: Vec<Candidate> = remote
         .list_uncommitted(domain, node)?
@@ -401,7 +430,6 @@ pub fn run(
         .filter(|c| c.id.domain == domain && c.id.node == node)
         .map(|c| Candidate::from_uncommitted(c, &pack_mount))
         .collect();
-    let listing = snapshot::listing(keys, remote, domain, node)?;
     if let Some((blob, e)) = listing.failed.first() {
         return Err(Error::Failed(format!(
             "{} of the committed blobs of {domain}/{node} do not open with this key (first: {}: {e}), so what they use is unknown; nothing was deleted",
@@ -458,37 +486,7 @@ pub fn run(
     }
 
     let old = load_marks(&opts.marks);
-    // A snapshot committed and forgotten since the last prune may have handed its
-    // references to sinks that started meanwhile: what it used is marked afresh.
-    // (Only an old mark can be acted on; marks of version 1 saw nothing, so every
-    // forgotten snapshot is new to them, which only delays its deletion once.)
-    let mut fresh = vec![false; candidates.len()];
-    if !old.since.is_empty() {
-        for c in &candidates {
-            let new_forgotten = c.state == Some(BlobState::Forgotten)
-                && !c.pack
-                && !old.seen.contains(&c.id.path());
-            if !new_forgotten {
-                continue;
-            }
-            let Ok(index) = remote.forgotten_index(&c.id) else {
-                continue;
-            };
-            let header = crate::format::open_header(keys, &index)
-                .map_err(|e| damaged(Error::Damaged(format!("{}: {e}", c.id.path()))))?;
-            let snap = Snapshot {
-                blob: c.id.clone(),
-                index,
-                header,
-            };
-            let m = crate::restore::manifest(keys, remote, &snap).map_err(damaged)?;
-            for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
-                if let Some(&i) = at.get(&m.blobs[c.blob as usize]) {
-                    fresh[i] = true;
-                }
-            }
-        }
-    }
+    let fresh = renewed(keys, remote, &candidates, &at, &resolver, &old)?;
 
     let mut marks = Marks {
         seen: candidates
@@ -544,10 +542,7 @@ pub fn run(
             } else {
                 for &(n, len) in &dead[i] {
                     let key = format!("{path}#{n}");
-                    let mut since = old.since.get(&key).copied().unwrap_or(now).min(now);
-                    if fresh[i] {
-                        since = now;
-                    }
+                    let since = old.since_of(&key, now, fresh[i]);
                     marks.since.insert(key, since);
                     if now - since >= grace && blob.idle >= opts.grace {
                         trims.push((i, n));
@@ -562,16 +557,15 @@ pub fn run(
                 live: used,
             }
         } else {
-            let mut since = old.since.get(&path).copied().unwrap_or(now).min(now);
-            if fresh[i] || blob.state.is_none() {
-                since = now;
-            }
+            let since = old.since_of(&path, now, fresh[i]);
             marks.since.insert(path, since);
             // Idle is measured by the store: since the forget for a forgotten blob,
             // since the last write for a pending one. Requiring it too means a
             // client clock that is off (a Pi before NTP) cannot shorten the grace.
-            // A committed pack is forgotten by this run: idle from now.
-            let idle = blob.state.map_or(0, |_| blob.idle);
+            // A committed pack stays committed while marked (forgetting it changes
+            // what references resolve to at once, like a delete): the store has no
+            // idle time for it, so its mark alone counts.
+            let idle = blob.state.map_or(opts.grace, |_| blob.idle);
             if now - since >= grace && idle >= opts.grace {
                 Fate::Deleted
             } else {
@@ -665,6 +659,67 @@ pub fn run(
     Ok(report)
 }
 
+/// Which candidates to mark afresh. A snapshot committed and forgotten since the
+/// last prune (forgotten now, never seen committed or forgotten by that run) may
+/// have handed its references to sinks that started meanwhile: what it used, as
+/// written and as resolved through the packs, is marked afresh. Only an old mark can
+/// be acted on, so with none this reads nothing (marks of version 1 recorded
+/// nothing seen, so every forgotten snapshot is new to them: deletion waits one
+/// more grace period, once). A new forgotten snapshot whose manifest cannot be read
+/// (deleted since the listing, or its windows trimmed by a prune run elsewhere)
+/// used something unknown: then every mark is renewed.
+fn renewed(
+    keys: &Keys,
+    remote: &dyn Remote,
+    candidates: &[Candidate],
+    at: &HashMap<String, usize>,
+    resolver: &crate::pack::Resolver,
+    old: &Marks,
+) -> Result<Vec<bool>> {
+    let mut fresh = vec![false; candidates.len()];
+    if old.since.is_empty() {
+        return Ok(fresh);
+    }
+    for c in candidates {
+        let new_forgotten =
+            c.state == Some(BlobState::Forgotten) && !c.pack && !old.seen.contains(&c.id.path());
+        if !new_forgotten {
+            continue;
+        }
+        let index = match remote.forgotten_index(&c.id) {
+            Ok(i) => i,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(vec![true; candidates.len()]),
+            Err(e) => return Err(e.into()),
+        };
+        let read = crate::format::open_header(keys, &index)
+            .map_err(|e| Error::Damaged(format!("{}: {e}", c.id.path())))
+            .and_then(|header| {
+                let snap = Snapshot {
+                    blob: c.id.clone(),
+                    index,
+                    header,
+                };
+                crate::restore::manifest(keys, remote, &snap)
+            });
+        let mut m = match read {
+            Ok(m) => m,
+            Err(Error::Remote(e)) if e.kind != ErrorKind::NotFound => return Err(e.into()),
+            Err(_) => return Ok(vec![true; candidates.len()]),
+        };
+        let mut mark = |m: &crate::format::Manifest| {
+            for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
+                if let Some(&i) = at.get(&m.blobs[c.blob as usize]) {
+                    fresh[i] = true;
+                }
+            }
+        };
+        mark(&m);
+        resolver.resolve(&mut m);
+        mark(&m);
+    }
+    Ok(fresh)
+}
+
 /// The windows (number, length) of a part of `part_size` bytes in windows of
 /// `window` bytes that no chunk of `used` (sorted by offset) overlaps.
 fn unused_windows(used: &[Used], window: u64, count: u64, part_size: u64) -> Vec<(u64, u64)> {
@@ -683,8 +738,8 @@ fn unused_windows(used: &[Used], window: u64, count: u64, part_size: u64) -> Vec
     out
 }
 
-/// Carries out the fates of outcomes `which`: a committed pack that is no longer
-/// used is forgotten (so readers stop resolving to it), and what is due is deleted.
+/// Carries out the fates of outcomes `which`: what is due is deleted, a committed
+/// pack forgotten first (the store deletes only what is not committed).
 fn retire(
     remote: &dyn Remote,
     report: &mut Report,
@@ -694,8 +749,7 @@ fn retire(
 ) -> Result<()> {
     for &i in which {
         let o = &mut report.outcomes[i];
-        let retired = matches!(o.fate, Fate::Deleted | Fate::Marked { .. });
-        if o.blob.state.is_none() && retired {
+        if o.blob.state.is_none() && o.fate == Fate::Deleted {
             match remote.forget(&o.blob.id) {
                 Ok(()) => {}
                 Err(e) if e.kind == ErrorKind::NotFound => {}
@@ -985,6 +1039,19 @@ mod tests {
         std::fs::write(&path, "garbage\n1 x\n").unwrap();
         assert_eq!(load_marks(&path), Marks::default());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_mark_never_moves_back() {
+        let marks = Marks {
+            since: [("d/n/m/t1".to_string(), 1000)].into_iter().collect(),
+            ..Marks::default()
+        };
+        assert_eq!(marks.since_of("d/n/m/t1", 2000, false), 1000);
+        // A run whose clock is behind the mark leaves it as it was.
+        assert_eq!(marks.since_of("d/n/m/t1", 500, false), 1000);
+        assert_eq!(marks.since_of("d/n/m/t1", 2000, true), 2000);
+        assert_eq!(marks.since_of("d/n/m/t2", 2000, false), 2000);
     }
 
     #[test]

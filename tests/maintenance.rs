@@ -1104,6 +1104,108 @@ fn a_sink_outlived_by_the_grace_period_commits_nothing_broken() {
     restore_same(&env, &remote, &snaps[0], &src);
 }
 
+// The same for a chunk in a window that a prune trimmed from a forgotten blob
+// another snapshot still uses in part: the blob is still listed, the chunk is not.
+#[test]
+fn a_sink_outlived_by_a_trim_commits_nothing_broken() {
+    let env = Env::new("outtrim");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Snapshot 1: a (kept) and c; snapshot 2: a only, from snapshot 1's blob.
+    fs::write(src.join("a-kept.bin"), noise(1 << 20, 1010)).unwrap();
+    let c = noise(8 << 20, 1011);
+    fs::write(src.join("c-back.bin"), &c).unwrap();
+    sink(&env, &remote, &src);
+    fs::remove_file(src.join("c-back.bin")).unwrap();
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    // c comes back: the next sink knows its chunks from snapshot 1, and stalls.
+    fs::write(src.join("c-back.bin"), &c).unwrap();
+    let go = env.path("go");
+    let child = stalled_sink(&env, &remote, &store, &src, &go);
+    env.ok(with(&["forget", &snaps[0]], &remote));
+    // Prune until c's windows are trimmed (marked first, trimmed a second later).
+    let prune = ["prune", "--grace", "1s", "--repack-threshold", "100%"];
+    let mut out = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(600));
+        out = env.ok(with(&prune, &remote));
+        if !out.contains("trimmed: 0 B") {
+            break;
+        }
+    }
+    assert!(!out.contains("trimmed: 0 B"), "{out}");
+    assert_eq!(blobs_with(&store, "index.forgotten.json").len(), 1, "{out}");
+    fs::write(&go, b"").unwrap();
+    let done = child.wait_with_output().unwrap();
+    let err = text(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{}\n{err}", text(&done.stdout));
+    assert!(err.contains("pruned while the sink ran"), "{err}");
+    assert_eq!(
+        ids(&env, &remote),
+        vec![snaps[1].clone()],
+        "a snapshot was committed"
+    );
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    restore_same(&env, &remote, &snaps[1], &src);
+}
+
+// A pack nothing uses stays committed while it is marked: a sink that took its
+// references from a snapshot forgotten since still commits, and the pack is kept
+// for it.
+#[test]
+fn an_unused_pack_stays_readable_for_a_sink_that_started_before() {
+    let env = Env::new("packwait");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // As in the repack test: snapshot 2's chunks end up in a pack.
+    quarter_mib_files(&src, "f", 24, 910, |_| true);
+    sink(&env, &remote, &src);
+    quarter_mib_files(&src, "f", 24, 910, |k| k % 4 == 0);
+    fs::write(src.join("new.txt"), b"snapshot 2\n").unwrap();
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    env.ok(with(&["forget", &snaps[0]], &remote));
+    let out = env.ok(with(&["prune", "--grace", "0"], &remote));
+    assert!(out.contains("repacked"), "{out}");
+    // Snapshot 3 starts from snapshot 2, whose chunks are in the pack, and stalls.
+    fs::write(src.join("new.txt"), b"snapshot 3\n").unwrap();
+    let go = env.path("go");
+    let child = stalled_sink(&env, &remote, &store, &src, &go);
+    env.ok(with(&["forget", &snaps[1]], &remote));
+    let prune = ["prune", "--grace", "2s"];
+    let out = env.ok(with(&prune, &remote));
+    let pack_line = |out: &str| {
+        out.lines()
+            .find(|l| l.contains("(pack"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(pack_line(&out).starts_with("marked "), "{out}");
+    assert_eq!(
+        committed_blobs(&store).len(),
+        1,
+        "the pack is committed\n{out}"
+    );
+    fs::write(&go, b"").unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let s3 = ids(&env, &remote)[0].clone();
+    restore_same(&env, &remote, &s3, &src);
+    std::thread::sleep(Duration::from_millis(2200));
+    let out = env.ok(with(&prune, &remote));
+    assert!(pack_line(&out).starts_with("kept "), "{out}");
+    restore_same(&env, &remote, &s3, &src);
+    env.ok(with(&["verify", "--all", "--read-data"], &remote));
+}
+
 /// The only uncommitted blob directory in `store` once it holds a window.
 fn pending_with_a_window(store: &Path) -> PathBuf {
     let deadline = Instant::now() + Duration::from_secs(60);
