@@ -424,16 +424,33 @@ fn checked_lost(remote: &dyn Remote, blob: &BlobId, e: remote::Error) -> Error {
 /// restores only in part; failing costs one more run, whose chunk index no longer
 /// knows the deleted blob. A prune deleting or trimming such data between this
 /// check and the commit needs it to have been marked a grace period before.
-fn reused_still_there(keys: &Keys, remote: &dyn Remote, m: &Manifest, own: &BlobId) -> Result<()> {
+///
+/// Every reference was readable when the sink started (`ran` ago: it takes them
+/// from snapshots committed then), so the windows of a forgotten blob are asked
+/// for only if the store saw its directory change since (a trim does): a nightly
+/// run asks for none.
+fn reused_still_there(
+    keys: &Keys,
+    remote: &dyn Remote,
+    m: &Manifest,
+    own: &BlobId,
+    ran: Duration,
+) -> Result<()> {
     if m.blobs.len() < 2 {
         return Ok(());
     }
     let listed = remote.list(&own.domain, &own.node)?;
     let committed: HashSet<String> = listed.iter().map(BlobId::path).collect();
-    let forgotten: HashSet<String> = remote
-        .list_uncommitted(&own.domain, &own.node)?
-        .into_iter()
+    let uncommitted = remote.list_uncommitted(&own.domain, &own.node)?;
+    let forgotten: HashSet<String> = uncommitted
+        .iter()
         .filter(|u| u.state == BlobState::Forgotten)
+        .map(|u| u.id.path())
+        .collect();
+    // Unchanged since before the sink started, with a second for rounding.
+    let untouched: HashSet<String> = uncommitted
+        .iter()
+        .filter(|u| u.state == BlobState::Forgotten && u.idle > ran.as_secs() + 1)
         .map(|u| u.id.path())
         .collect();
     // Blob 0 is this upload, pending: in neither list.
@@ -447,6 +464,9 @@ fn reused_still_there(keys: &Keys, remote: &dyn Remote, m: &Manifest, own: &Blob
     for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
         let b = &m.blobs[c.blob as usize];
         if c.blob == 0 || committed.contains(b) || packs.holds(&c.id) {
+            continue;
+        }
+        if untouched.contains(b) {
             continue;
         }
         if forgotten.contains(b) {
@@ -1046,7 +1066,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     );
     let (blobs, entries) = compact_blobs(table.names, entries);
     let manifest = Manifest { blobs, entries };
-    reused_still_there(keys, remote, &manifest, &blob)?;
+    reused_still_there(keys, remote, &manifest, &blob, started.elapsed())?;
     let mut manifest_offset = None;
     let (manifest_len, segments) =
         format::seal_manifest_to(keys, &blob.path(), &manifest, |sealed| {

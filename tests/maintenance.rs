@@ -1154,6 +1154,33 @@ fn a_sink_outlived_by_a_trim_commits_nothing_broken() {
     restore_same(&env, &remote, &snaps[1], &src);
 }
 
+// The check above costs a nightly sink nothing: the windows of a forgotten blob
+// are asked for only when the store saw it change while the sink ran.
+#[test]
+fn a_sink_after_a_forget_asks_for_no_window_hashes() {
+    let env = Env::new("nohash");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let server = env.serve(&store, &[]);
+    let remote = server.url();
+    let src = env.path("src");
+    tree(&src, 1020);
+    sink(&env, &remote, &src);
+    fs::write(src.join("d/small.txt"), b"changed once\n").unwrap();
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    env.ok(with(&["forget", &snaps[0]], &remote));
+    // Snapshot 2 refers to snapshot 1's blob, forgotten over two seconds ago.
+    std::thread::sleep(Duration::from_millis(2200));
+    fs::write(src.join("d/small.txt"), b"changed twice\n").unwrap();
+    let from = server.log.lock().unwrap().len();
+    sink(&env, &remote, &src);
+    let log = server.log.lock().unwrap().clone();
+    assert!(!log[from..].contains("/hash/sha256"), "{}", &log[from..]);
+    let snaps = ids(&env, &remote);
+    restore_same(&env, &remote, &snaps[1], &src);
+}
+
 // A pack nothing uses stays committed while it is marked: a sink that took its
 // references from a snapshot forgotten since still commits, and the pack is kept
 // for it.
