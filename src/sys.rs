@@ -103,7 +103,9 @@ pub fn try_lock(file: &File) -> io::Result<bool> {
 /// copies them to every accepted connection, which is how a tiny_http server gets
 /// per-connection timeouts it has no setting for, and answers without the ~40 ms
 /// Nagle/delayed-ACK stall at the end of each response (that stall made ranged
-/// restores wait 40 ms a request).
+/// restores wait 40 ms a request). SO_RCVTIMEO also makes `accept` on the listener
+/// fail with EAGAIN when no client comes within `t`; the vendored tiny_http keeps
+/// accepting after that (see src/vendor/README.md).
 pub fn set_socket_timeouts(
     listener: &std::net::TcpListener,
     t: std::time::Duration,

@@ -720,3 +720,18 @@ fn a_get_pipelined_after_a_put_sees_the_put() {
     assert_eq!(statuses, [201, 200]);
     assert_eq!(text(&answers[1].1), format!("\"{}\"", hex_sha256(&data)));
 }
+
+// The listening socket carries the connection timeout, so accept() itself times
+// out whenever no client comes within it: the server must go on accepting (a peer
+// that is idle all day and deaf at the nightly sink would lose every backup).
+#[test]
+fn an_idle_server_still_accepts_after_its_timeout() {
+    let env = Env::new("api-idle");
+    let store = env.path("store");
+    let srv = env.serve(&store, &["--timeout", "1"]);
+    create(&srv.addr, "t1");
+    std::thread::sleep(Duration::from_millis(2500));
+    call(&srv.addr, "GET", "/chute/blob/d.org/pi/", &[], b"").expect(200, "GET after idle");
+    let log = srv.log.lock().unwrap().clone();
+    assert!(!log.contains("accept failed"), "{log}");
+}

@@ -339,10 +339,24 @@ impl Server {
                         }));
                     }
 
+                    // chute patch: keep accepting. Upstream breaks out of this loop on
+                    // any accept error, which closes the listener for good: accept on a
+                    // listener with SO_RCVTIMEO (which chute sets so that accepted
+                    // connections inherit it) fails with EAGAIN whenever no client
+                    // connects within the timeout, and EMFILE or ECONNABORTED are
+                    // passing conditions too. A timeout is not reported; other errors
+                    // are, and are retried after a pause.
                     Err(e) => {
+                        let kind = e.kind();
+                        if matches!(
+                            kind,
+                            IoErrorKind::WouldBlock | IoErrorKind::TimedOut | IoErrorKind::Interrupted
+                        ) {
+                            continue;
+                        }
                         log::error!("Error accepting new client: {}", e);
                         inside_messages.push(e.into());
-                        break;
+                        thread::sleep(std::time::Duration::from_millis(100));
                     }
                 }
             }
