@@ -18,8 +18,10 @@
 //! (`$XDG_CACHE_HOME/chute/<id>/`). A later prune deletes it once it has been marked
 //! for at least the grace period (`--grace`, default 24h) and is still unused, and
 //! the store has seen it idle for the grace period too, by its own clock: a
-//! forgotten blob since its forget, a pending or orphaned one since its last write
-//! (so an upload in progress, or one being resumed, is left alone). A mark never
+//! forgotten blob since it was last forgotten (prune forgets it again, which only
+//! restarts that time, whenever it marks it or a window of it afresh), a pending
+//! or orphaned one since its last write (so an upload in progress, or one being
+//! resumed, is left alone). A mark never
 //! moves back: a later run whose clock is behind cannot make it older. A pack
 //! nothing uses stays committed while it is marked, since forgetting it would
 //! change at once what references resolve to (a delete without a grace period,
@@ -91,12 +93,10 @@
 //! the windows it lies in still there), and fails rather than commit a snapshot
 //! that restores only in part.
 //!
-//! The grace period is measured by the client's clock (the marks) and, for blobs
-//! that are not committed, by the store's too (idle time). A client clock that is
-//! behind when a mark is *made* (a Pi before NTP) makes that mark look older by as
-//! much: for a forgotten blob the store's idle time, counted from the forget,
-//! bounds this only when the forget was recent. Keep the clock of the node that
-//! prunes right, or the grace period well above a sink's longest run.
+//! The grace period is measured on two clocks: the client's (the marks) and the
+//! store's (idle time, restarted by each new mark on a forgotten blob). A client
+//! clock that is off, say a Pi before NTP, so cannot shorten it. A committed pack
+//! has no idle time on the store: its mark alone times it.
 //!
 //! # Crash safety
 //! The marks are written (atomically) before anything is copied or deleted. A pack
@@ -526,7 +526,10 @@ pub fn run(
     let grace = opts.grace as i64;
     let mut jobs = Vec::new();
     let mut trims: Vec<(usize, u64)> = Vec::new();
+    // Forgotten blobs marked (or with a window marked) afresh by this run.
+    let mut touch: Vec<usize> = Vec::new();
     for (i, blob) in candidates.into_iter().enumerate() {
+        let forgotten = blob.state == Some(BlobState::Forgotten);
         let path = blob.id.path();
         let (mut trimmed, mut trim_later) = (0, 0);
         let fate = if users[i] > 0 {
@@ -549,6 +552,9 @@ pub fn run(
                         trimmed += len;
                     } else {
                         trim_later += len;
+                        if since == now && forgotten && touch.last() != Some(&i) {
+                            touch.push(i);
+                        }
                     }
                 }
             }
@@ -569,6 +575,9 @@ pub fn run(
             if now - since >= grace && idle >= opts.grace {
                 Fate::Deleted
             } else {
+                if since == now && forgotten {
+                    touch.push(i);
+                }
                 let due = (since + grace).max(now + grace - idle.min(opts.grace) as i64);
                 Fate::Marked { since, due }
             }
@@ -594,6 +603,12 @@ pub fn run(
             report.outcomes[i].repacked = true;
         }
         return Ok(report);
+    }
+    // A new mark starts the store's idle clock too (forgetting a forgotten blob
+    // again restarts it): the delete then waits for both clocks, so a client clock
+    // that is behind cannot make a mark look older than it is.
+    for &i in &touch {
+        forget(remote, &report.outcomes[i].blob.id)?;
     }
     save_marks(&opts.marks, &marks)?;
     failpoint("prune-marked");
@@ -644,6 +659,9 @@ pub fn run(
         let o = &mut report.outcomes[i];
         o.repacked = true;
         marks.since.insert(o.blob.id.path(), now);
+        if grace != 0 && o.blob.state == Some(BlobState::Forgotten) {
+            forget(remote, &o.blob.id)?;
+        }
         o.fate = if grace == 0 {
             Fate::Deleted
         } else {
@@ -720,6 +738,16 @@ fn renewed(
     Ok(fresh)
 }
 
+/// Forgets `id` (a committed pack before its delete), or restarts the store's
+/// idle time of a forgotten blob; one deleted meanwhile is no error.
+fn forget(remote: &dyn Remote, id: &BlobId) -> Result<()> {
+    match remote.forget(id) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The windows (number, length) of a part of `part_size` bytes in windows of
 /// `window` bytes that no chunk of `used` (sorted by offset) overlaps.
 fn unused_windows(used: &[Used], window: u64, count: u64, part_size: u64) -> Vec<(u64, u64)> {
@@ -750,11 +778,7 @@ fn retire(
     for &i in which {
         let o = &mut report.outcomes[i];
         if o.blob.state.is_none() && o.fate == Fate::Deleted {
-            match remote.forget(&o.blob.id) {
-                Ok(()) => {}
-                Err(e) if e.kind == ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            forget(remote, &o.blob.id)?;
         }
         if o.fate != Fate::Deleted {
             continue;

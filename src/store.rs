@@ -848,22 +848,28 @@ impl Store {
     /// `index.forgotten.json` (atomically, the directory fsynced). `list` no longer
     /// shows it, it can never be written or committed again, and its part stays
     /// readable and hashable for the snapshots that share its chunks, until a prune
-    /// deletes it. Forgetting a forgotten blob again is a no-op.
+    /// deletes it. Forgetting a forgotten blob again changes nothing but its idle
+    /// time, which restarts: prune does that when it marks the blob (or a window of
+    /// it), so its grace period is also counted on this, the store's, clock.
     pub fn forget(&self, id: &BlobId) -> Result<()> {
         let dir = self.dir(id);
+        // The index's mtime becomes now, on this (the store's) clock: prune
+        // measures its grace period from it, so a client whose clock is off cannot
+        // shorten it.
+        let touch = || {
+            let _ = File::options()
+                .write(true)
+                .open(dir.join(FORGOTTEN))
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        };
         match fs::rename(dir.join(INDEX), dir.join(FORGOTTEN)) {
             Ok(()) => {
-                // Its mtime becomes the time of the forget, on this (the store's)
-                // clock: prune measures its grace period from it, so a client
-                // whose clock is off cannot shorten it.
-                let _ = File::options()
-                    .write(true)
-                    .open(dir.join(FORGOTTEN))
-                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                touch();
                 sync_dir(&dir)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if dir.join(FORGOTTEN).exists() {
+                    touch();
                     Ok(())
                 } else {
                     Err(Error::NotFound(format!("no committed blob {}", id.path())))
@@ -1825,7 +1831,21 @@ mod tests {
         s.commit(&id, &index(Some(4))).unwrap();
         assert!(s.list_uncommitted("d.org", "pi").unwrap().is_empty());
         s.forget(&id).unwrap();
+        // Forgetting again restarts its idle time (prune's mark, on this clock).
+        let dir = s.dir(&id);
+        let hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 3600;
+        for d in [dir.join(PART), dir.clone()] {
+            for e in fs::read_dir(&d).unwrap() {
+                crate::sys::set_mtime_nofollow(&e.unwrap().path(), hour_ago, 0).unwrap();
+            }
+        }
+        assert!(s.list_uncommitted("d.org", "pi").unwrap()[0].idle >= 3599);
         s.forget(&id).unwrap();
+        assert!(s.list_uncommitted("d.org", "pi").unwrap()[0].idle < 60);
         assert!(s.list("d.org", "pi").unwrap().is_empty());
         assert!(matches!(s.index(&id), Err(Error::NotFound(_))));
         assert_eq!(s.forgotten_index(&id).unwrap(), index(Some(4)));

@@ -1181,6 +1181,54 @@ fn a_sink_after_a_forget_asks_for_no_window_hashes() {
     restore_same(&env, &remote, &snaps[1], &src);
 }
 
+// A mark also restarts the forgotten blob's idle time on the store, so a mark made
+// while the node's clock was behind (here: its time moved an hour back in the
+// marks file) does not let the next prune delete early: the store's clock says
+// the blob was marked only just now.
+#[test]
+fn a_mark_made_with_a_clock_behind_does_not_shorten_the_grace() {
+    let env = Env::new("clock");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    tree(&src, 1030);
+    sink(&env, &remote, &src);
+    let snap = ids(&env, &remote)[0].clone();
+    env.ok(with(&["forget", &snap], &remote));
+    // Forgotten well over the grace period ago, by the store's clock.
+    std::thread::sleep(Duration::from_millis(2200));
+    let prune = ["prune", "--grace", "2s"];
+    let out = env.ok(with(&prune, &remote));
+    assert!(out.contains("marked "), "{out}");
+    let marks = walk(&env.home().join(".cache"))
+        .into_iter()
+        .find(|p| p.ends_with("prune-marks"))
+        .expect("a marks file");
+    let text = fs::read_to_string(&marks).unwrap();
+    let aged: String = text
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((t, p)) if t.parse::<i64>().is_ok() => {
+                format!("{} {p}\n", t.parse::<i64>().unwrap() - 3600)
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(aged, text);
+    fs::write(&marks, aged).unwrap();
+    let out = env.ok(with(&prune, &remote));
+    assert!(
+        out.contains("marked ") && !out.contains("deleted "),
+        "{out}"
+    );
+    assert_eq!(blobs_with(&store, "index.forgotten.json").len(), 1, "{out}");
+    std::thread::sleep(Duration::from_millis(2200));
+    let out = env.ok(with(&prune, &remote));
+    assert!(out.contains("deleted "), "{out}");
+    assert_eq!(stored_bytes(&store), 0, "{out}");
+}
+
 // A pack nothing uses stays committed while it is marked: a sink that took its
 // references from a snapshot forgotten since still commits, and the pack is kept
 // for it.
