@@ -1010,6 +1010,36 @@ fn stalled_sink(
     child
 }
 
+/// Runs `prune` (the arguments) every 0.6 s until `done` says its output is what
+/// the test waits for, at most 20 times; returns that output.
+fn prune_until(env: &Env, remote: &str, prune: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let mut out = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(600));
+        out = env.ok(with(prune, remote));
+        if done(&out) {
+            return out;
+        }
+    }
+    panic!("prune never got there:\n{out}");
+}
+
+/// Lets the stalled sink `child` go on and insists it fails, saying that chunks it
+/// reuses were pruned, without a panic.
+fn refused_as_pruned(child: std::process::Child, go: &Path, prune_out: &str) {
+    fs::write(go, b"").unwrap();
+    let done = child.wait_with_output().unwrap();
+    let err = text(&done.stderr);
+    assert_eq!(
+        done.status.code(),
+        Some(1),
+        "{}\n{err}\n{prune_out}",
+        text(&done.stdout)
+    );
+    assert!(err.contains("pruned while the sink ran"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 // A snapshot committed and forgotten between two prunes may have fed the chunk
 // index of a sink that started meanwhile, after the blobs it used were marked: so
 // what it used is marked afresh, not deleted on the old mark.
@@ -1074,29 +1104,11 @@ fn a_sink_outlived_by_the_grace_period_commits_nothing_broken() {
     env.ok(with(&["forget", &first[0]], &remote));
     // Prune until snapshot 1's blob is gone (marked first, deleted a second later).
     let gone = format!("(forgotten snapshot {}", first[0]);
-    let mut out = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(600));
-        out = env.ok(with(&["prune", "--grace", "1s"], &remote));
-        if out
-            .lines()
+    let out = prune_until(&env, &remote, &["prune", "--grace", "1s"], |out| {
+        out.lines()
             .any(|l| l.starts_with("deleted ") && l.contains(&gone))
-        {
-            break;
-        }
-    }
-    assert!(out.contains(&gone) && out.contains("deleted "), "{out}");
-    fs::write(&go, b"").unwrap();
-    let done = child.wait_with_output().unwrap();
-    let err = text(&done.stderr);
-    assert_eq!(
-        done.status.code(),
-        Some(1),
-        "{}\n{err}\n{out}",
-        text(&done.stdout)
-    );
-    assert!(err.contains("pruned while the sink ran"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    });
+    refused_as_pruned(child, &go, &out);
     assert!(ids(&env, &remote).is_empty(), "a snapshot was committed");
     // The next run uploads what it needs again.
     sink(&env, &remote, &src);
@@ -1129,21 +1141,9 @@ fn a_sink_outlived_by_a_trim_commits_nothing_broken() {
     env.ok(with(&["forget", &snaps[0]], &remote));
     // Prune until c's windows are trimmed (marked first, trimmed a second later).
     let prune = ["prune", "--grace", "1s", "--repack-threshold", "100%"];
-    let mut out = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(600));
-        out = env.ok(with(&prune, &remote));
-        if !out.contains("trimmed: 0 B") {
-            break;
-        }
-    }
-    assert!(!out.contains("trimmed: 0 B"), "{out}");
+    let out = prune_until(&env, &remote, &prune, |out| !out.contains("trimmed: 0 B"));
     assert_eq!(blobs_with(&store, "index.forgotten.json").len(), 1, "{out}");
-    fs::write(&go, b"").unwrap();
-    let done = child.wait_with_output().unwrap();
-    let err = text(&done.stderr);
-    assert_eq!(done.status.code(), Some(1), "{}\n{err}", text(&done.stdout));
-    assert!(err.contains("pruned while the sink ran"), "{err}");
+    refused_as_pruned(child, &go, &out);
     assert_eq!(
         ids(&env, &remote),
         vec![snaps[1].clone()],
