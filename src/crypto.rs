@@ -13,7 +13,12 @@
 //! - the associated data is the object's 6-byte header followed by a caller-given
 //!   context that names what the object is and where it belongs, so a swapped,
 //!   replayed or relabelled object fails to open;
-//! - opening reports one opaque error for any damage or wrong key.
+//! - opening reports one opaque error for any damage or wrong key;
+//! - a chunk's id and its ciphertext come from one private copy of its plaintext
+//!   ([`ChunkBuf`]), never from two reads of a source that may change in between;
+//!   opening a chunk ([`Keys::open_chunk`]) recomputes the id from the decrypted
+//!   bytes, so a chunk whose content is not the one its id names is never taken as
+//!   whole (an older build could seal one from a file rewritten while it was read).
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -82,6 +87,10 @@ pub enum OpenError {
     Corrupt,
     /// A format version this build does not read.
     NewerVersion(u8),
+    /// A chunk that authenticates, but whose plaintext is not the content its id
+    /// names: sealed by the key's owner (an older chute) from a source that changed
+    /// between computing the id and sealing.
+    WrongContent,
 }
 
 impl fmt::Display for OpenError {
@@ -91,6 +100,9 @@ impl fmt::Display for OpenError {
             OpenError::NewerVersion(v) => write!(
                 f,
                 "written by a newer chute (format {v}, this build reads {VERSION})"
+            ),
+            OpenError::WrongContent => f.write_str(
+                "its bytes are not the content its id names (sealed while its file changed)",
             ),
         }
     }
@@ -246,12 +258,27 @@ impl Keys {
     ) {
         let start = out.len();
         out.reserve(plain.len() + OVERHEAD);
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(kind as u8);
-        out.extend_from_slice(nonce);
-        let body = out.len();
+        out.resize(start + HEADER_LEN + NONCE_LEN, 0);
         out.extend_from_slice(plain);
+        self.seal_in_place(kind, context, nonce, out, start);
+    }
+
+    /// Seals the plaintext that follows `HEADER_LEN + NONCE_LEN` reserved bytes at
+    /// `out[start..]`: writes the header and nonce there, encrypts the rest in place
+    /// and appends the tag.
+    fn seal_in_place(
+        &self,
+        kind: Kind,
+        context: &[u8],
+        nonce: &[u8; NONCE_LEN],
+        out: &mut Vec<u8>,
+        start: usize,
+    ) {
+        let body = start + HEADER_LEN + NONCE_LEN;
+        out[start..start + 4].copy_from_slice(&MAGIC);
+        out[start + 4] = VERSION;
+        out[start + 5] = kind as u8;
+        out[start + HEADER_LEN..body].copy_from_slice(nonce);
         let aad = aad(&out[start..start + HEADER_LEN], context);
         let nonce = XNonce::from(*nonce);
         let tag = self
@@ -259,6 +286,46 @@ impl Keys {
             .encrypt_inout_detached(&nonce, &aad, (&mut out[body..]).into())
             .expect("plaintext within XChaCha20-Poly1305 limits");
         out.extend_from_slice(&tag);
+    }
+
+    /// The id of the chunk in `c`, computed from its copy.
+    pub fn chunk_buf_id(&self, c: &mut ChunkBuf) -> ChunkId {
+        match c.state {
+            ChunkState::Plain(None) => {
+                let id = self.chunk_id(&c.buf[HEADER_LEN + NONCE_LEN..]);
+                c.state = ChunkState::Plain(Some(id));
+                id
+            }
+            ChunkState::Plain(Some(id)) | ChunkState::Sealed(id) => id,
+        }
+    }
+
+    /// Seals the chunk in `c` in place under its id (computed from the same copy
+    /// if it was not yet) and returns the sealed object.
+    pub fn seal_chunk<'a>(&self, c: &'a mut ChunkBuf) -> &'a [u8] {
+        let id = self.chunk_buf_id(c);
+        if let ChunkState::Plain(_) = c.state {
+            let mut nonce = [0u8; NONCE_LEN];
+            // A failing system RNG must never degrade into a repeated nonce.
+            getrandom::fill(&mut nonce).expect("the system random generator failed");
+            self.seal_in_place(Kind::Chunk, &id, &nonce, &mut c.buf, 0);
+            c.state = ChunkState::Sealed(id);
+        }
+        &c.buf
+    }
+
+    /// Opens a sealed chunk in its own buffer and checks that its plaintext is the
+    /// content `id` names; returns the plaintext slice within the buffer.
+    pub fn open_chunk<'a>(
+        &self,
+        id: &ChunkId,
+        sealed: &'a mut [u8],
+    ) -> Result<&'a mut [u8], OpenError> {
+        let plain = self.open_in_place(Kind::Chunk, id, sealed)?;
+        if self.chunk_id(plain) != *id {
+            return Err(OpenError::WrongContent);
+        }
+        Ok(plain)
     }
 
     /// Opens a sealed object of `kind`, returning its plaintext.
@@ -334,6 +401,51 @@ pub fn create_key_file(path: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// One chunk on its way to a store: its plaintext copied once out of its source,
+/// with room to be sealed in place. The id ([`Keys::chunk_buf_id`]) and the
+/// ciphertext ([`Keys::seal_chunk`]) are both computed from this copy and nothing
+/// else, so a source rewritten meanwhile (a mapped file another process writes)
+/// can never give a chunk the id of one content and the seal of another.
+pub struct ChunkBuf {
+    /// `HEADER_LEN + NONCE_LEN` reserved bytes, then the plaintext; once sealed,
+    /// the whole sealed object.
+    buf: Vec<u8>,
+    state: ChunkState,
+}
+
+#[derive(Clone, Copy)]
+enum ChunkState {
+    Plain(Option<ChunkId>),
+    Sealed(ChunkId),
+}
+
+impl ChunkBuf {
+    /// Copies `plain` into `buf` (whose allocation is reused).
+    pub fn copy_of(plain: &[u8], mut buf: Vec<u8>) -> ChunkBuf {
+        buf.clear();
+        buf.reserve(plain.len() + OVERHEAD);
+        buf.resize(HEADER_LEN + NONCE_LEN, 0);
+        buf.extend_from_slice(plain);
+        ChunkBuf {
+            buf,
+            state: ChunkState::Plain(None),
+        }
+    }
+
+    /// Plaintext bytes in the chunk.
+    pub fn plain_len(&self) -> usize {
+        match self.state {
+            ChunkState::Plain(_) => self.buf.len() - HEADER_LEN - NONCE_LEN,
+            ChunkState::Sealed(_) => self.buf.len() - OVERHEAD,
+        }
+    }
+
+    /// The allocation back, for the next chunk.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
 /// SHA-256 helper used across the crate.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
@@ -403,6 +515,32 @@ mod tests {
             k.open(Kind::Chunk, b"", &s),
             Err(OpenError::NewerVersion(9))
         );
+    }
+
+    #[test]
+    fn a_chunk_is_sealed_from_its_one_copy_and_opens_only_as_its_id_says() {
+        let k = keys();
+        let mut source = b"version A of the bytes".to_vec();
+        let mut c = ChunkBuf::copy_of(&source, Vec::new());
+        let id = k.chunk_buf_id(&mut c);
+        // The source changes between the id and the seal: the copy does not.
+        source.copy_from_slice(b"version B of the bytes");
+        let mut sealed = k.seal_chunk(&mut c).to_vec();
+        assert_eq!(k.chunk_buf_id(&mut c), id);
+        assert_eq!(c.plain_len(), source.len());
+        assert_eq!(id, k.chunk_id(b"version A of the bytes"));
+        assert_eq!(
+            k.open_chunk(&id, &mut sealed).unwrap(),
+            b"version A of the bytes"
+        );
+        // What an older build could write: A's id over B's bytes. It authenticates,
+        // and is still refused.
+        let mut mixed = k.seal(Kind::Chunk, &id, &source);
+        assert!(
+            k.open_in_place(Kind::Chunk, &id, &mut mixed.clone())
+                .is_ok()
+        );
+        assert_eq!(k.open_chunk(&id, &mut mixed), Err(OpenError::WrongContent));
     }
 
     #[test]

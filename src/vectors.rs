@@ -19,13 +19,18 @@
 //! - `key`: key-file bytes of the opener; `context`: the context it passes (the
 //!   AAD after the 6-byte object header); `plaintext`; `sealed`: the stored bytes.
 //! - `nonce`: the 24 bytes injected when sealing.
-//! - `expect`: `ok`, `corrupt` or `newer:<N>`: what opening `sealed` must give.
+//! - `expect`: `ok`, `corrupt`, `newer:<N>` or (chunks only) `wrong_content`:
+//!   what opening `sealed` must give. `wrong_content` opens (the AEAD accepts it)
+//!   but fails the check that `HMAC-SHA256(chunk-id key, plaintext)` is the
+//!   `chunk_id` asked for: what a restore or verify must refuse as damage.
 //! - Only in negative vectors, naming the one fault (at least one is required):
 //!   `seal_key` / `seal_context` when the sealer's differ from the opener's, and
 //!   `damage` done to the object after sealing: `xor:<offset>:<byte>`,
-//!   `set:<offset>:<byte>` or `truncate:<length>`.
+//!   `set:<offset>:<byte>` or `truncate:<length>`; for a chunk, `id_of`: the bytes
+//!   whose id the sealer used as context instead of the plaintext's (an older
+//!   chute, whose source changed between the id and the seal).
 //! - chunk: `chunk_id`, the id the opener asks for (must equal `context`). The seal
-//!   context is always `HMAC-SHA256(chunk-id key of the sealer, plaintext)`.
+//!   context is always `HMAC-SHA256(chunk-id key of the sealer, id_of or plaintext)`.
 //! - manifest: `blob`, `segment`, `last` (0 or 1); `context` must be
 //!   `blob || u32 segment || u8 last`. An `ok` manifest vector is a whole manifest
 //!   in one segment and also goes through `format::open_manifest`.
@@ -82,6 +87,7 @@ const REQUIRED: &[&str] = &[
     "manifest_reordered",
     "pack_header_ok",
     "pack_map_ok",
+    "wrong_content",
 ];
 
 /// The HKDF labels of the format docs, with the field name each gets in keys.txt.
@@ -194,6 +200,7 @@ enum Expect {
     Ok,
     Corrupt,
     Newer(u8),
+    WrongContent,
 }
 
 impl Expect {
@@ -201,6 +208,7 @@ impl Expect {
         match s {
             "ok" => Some(Expect::Ok),
             "corrupt" => Some(Expect::Corrupt),
+            "wrong_content" => Some(Expect::WrongContent),
             _ => s.strip_prefix("newer:")?.parse().ok().map(Expect::Newer),
         }
     }
@@ -210,6 +218,7 @@ impl Expect {
             Expect::Ok => "ok".into(),
             Expect::Corrupt => "corrupt".into(),
             Expect::Newer(n) => format!("newer:{n}"),
+            Expect::WrongContent => "wrong_content".into(),
         }
     }
 
@@ -218,6 +227,7 @@ impl Expect {
             Ok(_) => Expect::Ok,
             Err(OpenError::Corrupt) => Expect::Corrupt,
             Err(OpenError::NewerVersion(n)) => Expect::Newer(*n),
+            Err(OpenError::WrongContent) => Expect::WrongContent,
         }
     }
 }
@@ -667,6 +677,17 @@ fn generate() -> Vec<(&'static str, String)> {
     v.expect = Expect::Newer(2);
     files.push(("unknown_version", v.write()));
 
+    let mut v = chunk_vector(
+        "An older chute computed chunk A's id, then sealed the bytes of B under it (its\n\
+         source was rewritten in between). It authenticates; its content is not A.",
+        0x90,
+        &keys,
+    );
+    v.plaintext = CHUNK_B.to_vec();
+    v.extra.push(("id_of", hex::encode(CHUNK_A)));
+    v.expect = Expect::WrongContent;
+    files.push(("wrong_content", v.write()));
+
     let mut v = Sealed::new(
         "header_ok's plaintext sealed under another key file.",
         Kind::Header,
@@ -889,7 +910,7 @@ fn check_sealed(v: &Vector, kind: Kind) {
         Kind::Manifest | Kind::PackMap => &["blob", "segment", "last"],
         Kind::Header | Kind::PackHeader => &["blob"],
     });
-    let faults = ["seal_key", "seal_context", "damage"];
+    let faults = ["seal_key", "seal_context", "damage", "id_of"];
     v.allow(&required, &faults);
     let expect = Expect::parse(v.str("expect")).unwrap_or_else(|| panic!("{f}: bad `expect`"));
     let named = faults.iter().filter(|n| v.opt(n).is_some()).count();
@@ -937,14 +958,15 @@ fn check_sealed(v: &Vector, kind: Kind) {
         Kind::Chunk => {
             assert_eq!(v.bytes("chunk_id"), context, "{f}: context is not chunk_id");
             let id_key = doc_subkey(&seal_key, "chute chunk id");
+            let id_of = v.opt_bytes("id_of").unwrap_or_else(|| plaintext.clone());
             assert_eq!(
                 seal_context,
-                doc_hmac(&id_key, &[&plaintext]),
+                doc_hmac(&id_key, &[&id_of]),
                 "{f}: the seal context is not the chunk id per the docs"
             );
             assert_eq!(
                 seal_context,
-                Keys::from_key_bytes(&seal_key).chunk_id(&plaintext),
+                Keys::from_key_bytes(&seal_key).chunk_id(&id_of),
                 "{f}: Keys::chunk_id"
             );
         }
@@ -962,9 +984,14 @@ fn check_sealed(v: &Vector, kind: Kind) {
         }
     }
 
-    // Opening gives exactly the expected outcome, by every road.
+    // Opening gives exactly the expected outcome, by every road; a chunk with the
+    // wrong content still opens as a sealed object, and fails only as a chunk.
+    let sealed_expect = match expect {
+        Expect::WrongContent => Expect::Ok,
+        e => e,
+    };
     let opened = keys.open(kind, &context, &sealed);
-    assert_eq!(Expect::of(&opened), expect, "{f}: Keys::open");
+    assert_eq!(Expect::of(&opened), sealed_expect, "{f}: Keys::open");
     if let Ok(p) = &opened {
         assert_eq!(*p, plaintext, "{f}: Keys::open plaintext");
     }
@@ -974,7 +1001,7 @@ fn check_sealed(v: &Vector, kind: Kind) {
         .map(|p| p.to_vec());
     assert_eq!(in_place, opened, "{f}: Keys::open_in_place");
     let by_docs = doc_open(&key, kind, &context, &sealed);
-    match expect {
+    match sealed_expect {
         Expect::Ok => assert_eq!(by_docs.as_ref(), Some(&plaintext), "{f}: open per the docs"),
         _ => assert_eq!(by_docs, None, "{f}: opens per the docs"),
     }
@@ -983,7 +1010,16 @@ fn check_sealed(v: &Vector, kind: Kind) {
         other => panic!("{f}: format error {other} instead of an open error"),
     };
     match kind {
-        Kind::Chunk => {}
+        Kind::Chunk => {
+            let mut buf = sealed.clone();
+            let chunk = keys.open_chunk(&context.clone().try_into().expect("32"), &mut buf);
+            assert_eq!(Expect::of(&chunk), expect, "{f}: Keys::open_chunk");
+            if let Some(p) = by_docs {
+                let id_key = doc_subkey(&key, "chute chunk id");
+                let whole = doc_hmac(&id_key, &[&p]).as_slice() == context.as_slice();
+                assert_eq!(whole, expect == Expect::Ok, "{f}: id check per the docs");
+            }
+        }
         Kind::Manifest => {
             if v.str("segment") != "0" || v.str("last") != "1" {
                 return;
