@@ -15,7 +15,22 @@
 //! Lookups binary-search a sparse in-memory index (one id per 128 records, 32 bytes
 //! each) and read one 6 KiB block with `pread`: memory stays ~0.3% of the file and
 //! does not grow with each lookup the way a map's resident pages would. An update
-//! merges this run's new records into a new file (streamed, renamed into place).
+//! merges this run's new records into a new file (streamed, renamed into place);
+//! where both hold a chunk, the newer record wins (a rebuild merges snapshots oldest
+//! first, so it ends on the newest place, the one a healed chunk was stored at).
+//!
+//! # Damaged chunks file `damaged`, text
+//! `chute-damaged 1`, then a line per chunk id that `verify --read-data` or
+//! `restore` opened and found holding bytes other than the content the id names
+//! (an older chute could seal such a chunk from a file rewritten while it was
+//! read): `<id>` while no good copy is known, `<id> <blob> <offset>` once a sink
+//! stored the content afresh there. Only that fresh copy is ever offered for reuse
+//! (by [`ChunkIndex::get`], and to keep an unchanged file's chunk list,
+//! [`ChunkIndex::reusable`]), so the next sink after the damage was found re-reads
+//! the files that use the id and seals the content anew; the snapshots that hold
+//! the bad copy stay damaged until forgotten, and finding that copy again changes
+//! nothing. Losing the file loses only this: the next `verify --read-data` finds
+//! the damage again.
 //!
 //! # Journal file `journal-<mount>`, text, one record a line
 //! `chute-journal 1`, `blob <path>`, `window <bytes>`, then `w <n> <sha256>` for every
@@ -35,6 +50,7 @@ const MAGIC: &[u8; 4] = b"CHIX";
 const VERSION: u8 = 1;
 const RECORD: usize = 48;
 const BLOCK: usize = 128;
+const DAMAGED_HEAD: &str = "chute-damaged 1";
 
 /// A chunk's place: blob path index into [`ChunkIndex::blobs`], offset, sealed length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +69,9 @@ pub struct ChunkIndex {
     count: u64,
     records_at: u64,
     sparse: Vec<ChunkId>,
+    /// Chunks found holding other bytes than their ids name, with the place a
+    /// sink stored the content afresh at, once one did (see the module docs).
+    damaged: Damaged,
 }
 
 fn rd_u16(r: &mut impl Read) -> io::Result<u16> {
@@ -143,6 +162,7 @@ impl ChunkIndex {
             count: 0,
             records_at: 0,
             sparse: Vec::new(),
+            damaged: read_damaged(&damaged_path(path)),
         }
     }
 
@@ -183,6 +203,7 @@ impl ChunkIndex {
             count,
             records_at: at,
             sparse,
+            damaged: read_damaged(&damaged_path(path)),
         })
     }
 
@@ -196,11 +217,31 @@ impl ChunkIndex {
         self.count == 0
     }
 
-    /// Where the remote holds chunk `id`, if a committed snapshot stored it.
+    /// Whether the chunk `id` at `offset` of `blob` may be reused: it is not a
+    /// copy found holding other bytes than its id names (see the module docs).
+    pub fn reusable(&self, id: &ChunkId, blob: &str, offset: u64) -> bool {
+        match self.damaged.get(id) {
+            None => true,
+            Some(None) => false,
+            Some(Some((b, o))) => b == blob && *o == offset,
+        }
+    }
+
+    /// Where the remote holds chunk `id`, if a committed snapshot stored it (and it
+    /// is [reusable](Self::reusable)).
     pub fn get(&self, id: &ChunkId) -> io::Result<Option<Place>> {
         let Some(file) = &self.file else {
             return Ok(None);
         };
+        if self.damaged.contains_key(id) {
+            return Ok(self
+                .find(file, id)?
+                .filter(|p| self.reusable(id, &self.blobs[p.blob as usize], p.offset)));
+        }
+        self.find(file, id)
+    }
+
+    fn find(&self, file: &File, id: &ChunkId) -> io::Result<Option<Place>> {
         let block = match self.sparse.binary_search(id) {
             Ok(b) => b,
             Err(0) => return Ok(None),
@@ -260,7 +301,7 @@ impl ChunkIndex {
             let mut bw = BufWriter::new(File::create(&body)?);
             let mut next_old = old.next().transpose()?;
             let mut i = 0;
-            // Both inputs are sorted, so duplicates meet here; on a tie the old
+            // Both inputs are sorted, so duplicates meet here; on a tie the new
             // record comes first and wins.
             let mut last: Option<ChunkId> = None;
             loop {
@@ -268,7 +309,7 @@ impl ChunkIndex {
                     (None, None) => break,
                     (Some(_), None) => false,
                     (None, Some(_)) => true,
-                    (Some(o), Some(n)) => n.0 < o.0,
+                    (Some(o), Some(n)) => n.0 <= o.0,
                 };
                 let (id, p) = if take_new {
                     i += 1;
@@ -319,6 +360,27 @@ impl ChunkIndex {
         }))
     }
 
+    /// Records where damaged chunks were stored afresh: `stored` are this sink's
+    /// new chunks (id, offset) in `blob`, and its records (newer) replaced the
+    /// damaged ones in the index.
+    pub fn healed<'a>(
+        &mut self,
+        blob: &str,
+        stored: impl Iterator<Item = (&'a ChunkId, u64)>,
+    ) -> io::Result<()> {
+        let mut changed = false;
+        for (id, offset) in stored {
+            if let Some(place) = self.damaged.get_mut(id) {
+                *place = Some((blob.to_string(), offset));
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        write_damaged(&damaged_path(&self.path), &self.damaged)
+    }
+
     /// Forgets everything (the remote lost snapshots this index relied on).
     pub fn clear(&mut self) -> io::Result<()> {
         match fs::remove_file(&self.path) {
@@ -329,6 +391,73 @@ impl ChunkIndex {
         *self = ChunkIndex::empty(&self.path);
         Ok(())
     }
+}
+
+fn damaged_path(index: &Path) -> PathBuf {
+    index.with_file_name("damaged")
+}
+
+/// Damaged chunk ids, each with the place its content was stored afresh at.
+type Damaged = HashMap<ChunkId, Option<(String, u64)>>;
+
+fn read_damaged(path: &Path) -> Damaged {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Damaged::new();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(DAMAGED_HEAD) {
+        return Damaged::new();
+    }
+    let mut out = Damaged::new();
+    for line in lines {
+        let mut w = line.split(' ');
+        match (w.next().and_then(crate::hex::decode32), w.next(), w.next()) {
+            (Some(id), None, None) => {
+                out.insert(id, None);
+            }
+            (Some(id), Some(blob), Some(offset)) => {
+                if let Ok(offset) = offset.parse() {
+                    out.insert(id, Some((blob.to_string(), offset)));
+                }
+            }
+            _ => {} // a torn line
+        }
+    }
+    out
+}
+
+/// Writes the damaged list (a new file renamed into place).
+fn write_damaged(path: &Path, damaged: &Damaged) -> io::Result<()> {
+    let mut text = format!("{DAMAGED_HEAD}\n");
+    for (id, healed) in damaged {
+        text.push_str(&crate::hex::encode(id));
+        if let Some((blob, offset)) = healed {
+            text.push_str(&format!(" {blob} {offset}"));
+        }
+        text.push('\n');
+    }
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path)
+}
+
+/// Adds chunks found damaged, each `(id, blob, offset)` where it was read, to the
+/// damaged list of the cache in `dir` (see the module docs). A copy other than
+/// the fresh one of a healed id changes nothing.
+pub fn record_damaged(dir: &Path, found: &[(ChunkId, String, u64)]) -> io::Result<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    let path = dir.join("damaged");
+    let mut all = read_damaged(&path);
+    for (id, blob, offset) in found {
+        let healed_here = matches!(all.get(id), Some(Some((b, o))) if b == blob && o == offset);
+        if healed_here || !all.contains_key(id) {
+            all.insert(*id, None);
+        }
+    }
+    write_damaged(&path, &all)
 }
 
 /// Turns a manifest's chunk references into index records for [`ChunkIndex::merge`].
@@ -523,14 +652,47 @@ mod tests {
                 len: 100
             })
         );
+        let p = idx.get(&id(700)).unwrap().unwrap();
         assert_eq!(
-            idx.get(&id(700)).unwrap().unwrap().offset,
-            70_000,
-            "first writer wins"
+            (idx.blobs[p.blob as usize].as_str(), p.offset),
+            ("b2", 7),
+            "the newer record wins"
         );
         let p = idx.get(&id(1400)).unwrap().unwrap();
         assert_eq!(idx.blobs[p.blob as usize], "b2");
         assert_eq!(idx.get(&id(5000)).unwrap(), None);
+
+        // A chunk found holding other bytes than its id names is never offered,
+        // until a sink stored it afresh.
+        let b1 = |i: u32| (id(i), "b1".to_string(), u64::from(i) * 100);
+        record_damaged(&dir, &[b1(3), b1(4)]).unwrap();
+        record_damaged(&dir, &[b1(4)]).unwrap();
+        let idx = ChunkIndex::open(&path);
+        assert!(!idx.reusable(&id(3), "b1", 300) && !idx.reusable(&id(4), "b1", 400));
+        assert_eq!(idx.get(&id(3)).unwrap(), None);
+        assert!(idx.get(&id(5)).unwrap().is_some());
+        // A sink stored 3 afresh (its record replaced the damaged one).
+        let mut fresh = vec![(
+            id(3),
+            Place {
+                blob: 0,
+                offset: 9,
+                len: 50,
+            },
+        )];
+        let mut idx = idx
+            .merge(&["s3".into()], &["b3".into()], &mut fresh)
+            .unwrap();
+        idx.healed("b3", [(&id(3), 9)].into_iter()).unwrap();
+        let idx = ChunkIndex::open(&path);
+        assert_eq!(idx.get(&id(3)).unwrap().map(|p| p.offset), Some(9));
+        assert!(idx.reusable(&id(3), "b3", 9) && !idx.reusable(&id(3), "b1", 300));
+        assert!(!idx.reusable(&id(4), "b1", 400));
+        // Finding the old copy again changes nothing; finding the fresh one does.
+        record_damaged(&dir, &[b1(3)]).unwrap();
+        assert!(ChunkIndex::open(&path).get(&id(3)).unwrap().is_some());
+        record_damaged(&dir, &[(id(3), "b3".into(), 9)]).unwrap();
+        assert_eq!(ChunkIndex::open(&path).get(&id(3)).unwrap(), None);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -529,11 +529,27 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         sink::human_bytes(r.sent),
         remote.describe()
     );
+    let mut missed = Vec::new();
     if !r.skipped.is_empty() {
-        return Err(Error::Failed(format!(
-            "{} path{} could not be read and are not in the snapshot (see above)",
+        missed.push(format!(
+            "{} path{} could not be read and {} not in it",
             r.skipped.len(),
-            if r.skipped.len() == 1 { "" } else { "s" }
+            if r.skipped.len() == 1 { "" } else { "s" },
+            if r.skipped.len() == 1 { "is" } else { "are" }
+        ));
+    }
+    if !r.changed.is_empty() {
+        missed.push(format!(
+            "{} file{} changed while being read and may mix versions",
+            r.changed.len(),
+            if r.changed.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !missed.is_empty() {
+        return Err(Error::Incomplete(format!(
+            "snapshot {} saved, but {} (see above)",
+            r.short_id,
+            missed.join("; ")
         )));
     }
     Ok(())
@@ -604,9 +620,13 @@ fn list(s: &Settings, c: ListCmd) -> Result<()> {
 }
 
 fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
-    let keys = s.keys(c.key_file)?;
-    let (domain, node) = (s.domain(c.domain), s.node(c.node));
-    let remote = s.remote(c.remote, &keys, &node, None)?;
+    let NodeContext {
+        keys,
+        remote,
+        domain,
+        node,
+        cache_dir,
+    } = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let paths: Vec<PathBuf> = c
         .paths
         .iter()
@@ -618,6 +638,7 @@ fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         paths: c.paths,
         force: c.force,
         threads: threads(c.threads),
+        cache_dir: Some(cache_dir),
     };
     let r = restore::run(&keys, remote.as_ref(), &snap, &opts)?;
     println!(

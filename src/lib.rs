@@ -53,6 +53,9 @@ pub enum Error {
     Io(String, std::io::Error),
     /// Anything else, said in one line.
     Failed(String),
+    /// The job was done, but not all of it (a snapshot saved without some
+    /// files): exit status 3.
+    Incomplete(String),
 }
 
 impl Error {
@@ -60,6 +63,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
+            Error::Incomplete(_) => 3,
             _ => 1,
         }
     }
@@ -81,7 +85,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(s) | Error::Damaged(s) | Error::Failed(s) => f.write_str(s),
+            Error::Usage(s) | Error::Damaged(s) | Error::Failed(s) | Error::Incomplete(s) => {
+                f.write_str(s)
+            }
             Error::Key(e) => e.fmt(f),
             Error::Remote(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),

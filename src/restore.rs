@@ -7,10 +7,14 @@
 //!   go to a private temporary name (mode 0600) beside it, and it is renamed into
 //!   place after its last chunk opened and its mode and times were set. On any
 //!   failure the temporaries are removed.
+//! - Every chunk is checked to be the content its id names, not only to
+//!   authenticate ([`Keys::open_chunk`]); one that is not fails the restore as
+//!   damage naming the file and the chunk, and is recorded in the node's cache
+//!   ([`crate::cache`]) so the next sink stores that content afresh.
 //! - Reads are ranged: neighbouring chunks of part 0 are fetched together, up to
 //!   [`MAX_READ`] bytes, so one file restores without downloading the snapshot.
 
-use crate::crypto::{Keys, Kind};
+use crate::crypto::{ChunkId, Keys, OpenError};
 use crate::format::{self, ChunkRef, Entry, EntryKind, Manifest};
 use crate::remote::Remote;
 use crate::snapshot::Snapshot;
@@ -36,6 +40,9 @@ pub struct Options {
     pub paths: Vec<PathBuf>,
     pub force: bool,
     pub threads: usize,
+    /// This node's cache for the remote: a chunk found holding other bytes than its
+    /// id names is recorded there, so the next sink stores that content afresh.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What a restore did.
@@ -234,7 +241,12 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         for t in &tasks {
             let _ = fs::remove_file(&t.tmp);
         }
-        return Err(e);
+        if let (Some(found), Some(dir)) = (e.wrong_content, &opts.cache_dir) {
+            if let Err(e) = crate::cache::record_damaged(dir, &[found]) {
+                eprintln!("chute restore: warning: cannot record the damaged chunk: {e}");
+            }
+        }
+        return Err(e.error);
     }
 
     for &i in &selected {
@@ -298,6 +310,23 @@ fn plan(m: &Manifest, tasks: &[Task]) -> Vec<Group> {
     groups
 }
 
+/// Why fetching failed; with the chunk's id when it opened but held other bytes
+/// than its id names (to be recorded as damaged).
+struct FetchError {
+    error: Error,
+    /// (id, blob, offset)
+    wrong_content: Option<(ChunkId, String, u64)>,
+}
+
+impl From<Error> for FetchError {
+    fn from(error: Error) -> FetchError {
+        FetchError {
+            error,
+            wrong_content: None,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
 fn fetch_all(
     keys: &Keys,
@@ -308,11 +337,11 @@ fn fetch_all(
     groups: &[Group],
     threads: usize,
     snap: &Snapshot,
-) -> Result<()> {
+) -> std::result::Result<(), FetchError> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    let fail = |e: Error| {
+    let failed: Mutex<Option<FetchError>> = Mutex::new(None);
+    let fail = |e: FetchError| {
         let mut f = failed.lock().expect("poisoned");
         if f.is_none() {
             *f = Some(e);
@@ -363,7 +392,7 @@ fn fetch_group(
     tasks: &[Task],
     g: &Group,
     snap: &Snapshot,
-) -> Result<()> {
+) -> std::result::Result<(), FetchError> {
     let blob = &blobs[g.blob];
     let mut data =
         crate::remote::retry(|| remote.read(blob, g.start, g.end - g.start)).map_err(|e| {
@@ -382,15 +411,17 @@ fn fetch_group(
         let from = (p.chunk.offset - g.start) as usize;
         let sealed = &mut data[from..from + p.chunk.len as usize];
         let plain = keys
-            .open_in_place(Kind::Chunk, &p.chunk.id, sealed)
-            .map_err(|e| {
-                Error::Damaged(format!(
+            .open_chunk(&p.chunk.id, sealed)
+            .map_err(|e| FetchError {
+                wrong_content: (e == OpenError::WrongContent)
+                    .then(|| (p.chunk.id, blob.path(), p.chunk.offset)),
+                error: Error::Damaged(format!(
                     "snapshot {}: chunk at byte {} of {} ({}) is damaged: {e}",
                     snap.short_id(),
                     p.chunk.offset,
                     blob.path(),
                     String::from_utf8_lossy(&m.entries[t.entry].path),
-                ))
+                )),
             })?;
         let f = OpenOptions::new()
             .write(true)

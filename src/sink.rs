@@ -41,7 +41,7 @@
 
 use crate::cache::{ChunkIndex, Journal};
 use crate::chunker::{self, Chunker};
-use crate::crypto::{ChunkId, Keys, Kind, OVERHEAD};
+use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
 use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index, Manifest};
 use crate::remote::{self, ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
@@ -53,9 +53,9 @@ use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bytes of a source file mapped at once (two of the largest chunks).
@@ -132,30 +132,18 @@ pub struct Report {
     pub window: u64,
     pub window_secs: Option<f64>,
     pub skipped: Vec<String>,
+    /// Files that kept changing while they were read (see [`READ_TRIES`]): saved
+    /// as last read, which may mix versions.
+    pub changed: Vec<String>,
     pub secs: f64,
 }
 
-/// Bytes a job reads: part of a mapped window or of a small file read whole.
-enum Data {
-    Map(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Data {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Data::Map(m) => m,
-            Data::Owned(v) => v,
-        }
-    }
-}
-
+/// One chunk for the workers: its plaintext already copied out of the source (the
+/// walker copies it once; the id and the seal both come from that copy).
 struct Job {
     file: u32,
     n: u32,
-    data: Arc<Data>,
-    start: usize,
-    end: usize,
+    chunk: ChunkBuf,
 }
 
 /// The window being filled, the chunks this run stored, and the upload record.
@@ -521,49 +509,44 @@ fn reused_still_there(
 fn worker(
     shared: &Shared,
     jobs: &Mutex<Receiver<Job>>,
+    spare: &Sender<Vec<u8>>,
     results: &Mutex<Vec<(u32, u32, ChunkRef)>>,
 ) {
-    let mut sealed = Vec::with_capacity(chunker::MAX + OVERHEAD);
     let mut mine = Vec::new();
     loop {
         let job = match jobs.lock().expect("poisoned").recv() {
             Ok(j) => j,
             Err(_) => break,
         };
-        if shared.stop.load(Ordering::Relaxed) {
-            continue; // drain the queue so the walker never blocks
+        let Job { file, n, mut chunk } = job;
+        if !shared.stop.load(Ordering::Relaxed) {
+            // Otherwise only drain the queue, so the walker never blocks.
+            match store_chunk(shared, &mut chunk) {
+                Ok(r) => mine.push((file, n, r)),
+                Err(e) => shared.fail(e),
+            }
         }
-        let plain = &job.data.bytes()[job.start..job.end];
-        let id = shared.keys.chunk_id(plain);
-        let known = match shared.known(&id) {
-            Ok(k) => k,
-            Err(e) => {
-                shared.fail(e);
-                continue;
-            }
-        };
-        let r = match known {
-            Some(r) => r,
-            None => {
-                sealed.clear();
-                shared.keys.seal_into(Kind::Chunk, &id, plain, &mut sealed);
-                match shared.append(Some(id), &sealed) {
-                    Ok(offset) => ChunkRef {
-                        id,
-                        blob: 0,
-                        offset,
-                        len: sealed.len() as u32,
-                    },
-                    Err(e) => {
-                        shared.fail(e);
-                        continue;
-                    }
-                }
-            }
-        };
-        mine.push((job.file, job.n, r));
+        let _ = spare.send(chunk.into_vec());
     }
     results.lock().expect("poisoned").append(&mut mine);
+}
+
+/// Where the remote holds the chunk in `chunk`: where it already was, or where it
+/// is appended now, sealed from the very copy its id was computed from.
+fn store_chunk(shared: &Shared, chunk: &mut ChunkBuf) -> Result<ChunkRef> {
+    let id = shared.keys.chunk_buf_id(chunk);
+    test_rewrite_source();
+    if let Some(r) = shared.known(&id)? {
+        return Ok(r);
+    }
+    let sealed = shared.keys.seal_chunk(chunk);
+    let offset = shared.append(Some(id), sealed)?;
+    Ok(ChunkRef {
+        id,
+        blob: 0,
+        offset,
+        len: sealed.len() as u32,
+    })
 }
 
 /// Simple globs for excludes: `*` any run of characters but `/`, `?` one; a pattern
@@ -645,12 +628,16 @@ struct Parent<'a> {
     /// Parent blob index → this run's blob table index.
     map: Vec<u32>,
     peek: Option<Entry>,
+    /// Whether `peek` uses a chunk the cache knows is damaged (not reusable).
+    peek_damaged: bool,
     short_id: String,
 }
 
 impl Parent<'_> {
-    /// The parent's entry for `path`, if it had one; entries before it are skipped.
-    fn find(&mut self, path: &[u8]) -> Result<Option<&Entry>> {
+    /// The parent's entry for `path`, if it had one, and whether its chunks may be
+    /// reused (none is a copy the cache knows is damaged); entries before it are
+    /// skipped.
+    fn find(&mut self, path: &[u8], cache: &ChunkIndex) -> Result<Option<(&Entry, bool)>> {
         loop {
             if self.peek.is_none() {
                 self.peek = self.stream.next_entry().map_err(|e| {
@@ -661,6 +648,11 @@ impl Parent<'_> {
                     ))
                 })?;
                 if let Some(e) = &mut self.peek {
+                    let blobs = &self.stream.blobs;
+                    self.peek_damaged = e.chunks.iter().any(|c| {
+                        let blob = blobs.get(c.blob as usize).map_or("", String::as_str);
+                        !cache.reusable(&c.id, blob, c.offset)
+                    });
                     for c in &mut e.chunks {
                         c.blob = *self.map.get(c.blob as usize).unwrap_or(&0);
                     }
@@ -670,7 +662,9 @@ impl Parent<'_> {
                 None => return Ok(None),
                 Some(e) => match walk_order(&e.path, path) {
                     std::cmp::Ordering::Less => self.peek = None,
-                    std::cmp::Ordering::Equal => return Ok(self.peek.as_ref()),
+                    std::cmp::Ordering::Equal => {
+                        return Ok(self.peek.as_ref().map(|e| (e, !self.peek_damaged)));
+                    }
                     std::cmp::Ordering::Greater => return Ok(None),
                 },
             }
@@ -982,6 +976,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
                 stream,
                 map,
                 peek: None,
+                peek_damaged: false,
                 short_id: p.short_id(),
             })
         }
@@ -1006,6 +1001,9 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let threads = opts.threads.max(1);
     let (tx, rx) = sync_channel::<Job>(threads * 2);
     let rx = Mutex::new(rx);
+    // Chunk buffers go back to the walker for reuse: at most the queue's, the
+    // workers' and the walker's own are ever allocated.
+    let (spare_tx, spare) = channel::<Vec<u8>>();
     let results = Mutex::new(Vec::new());
     let mut entries = Vec::new();
     let mut dropped = Vec::new();
@@ -1014,13 +1012,19 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let period = keepalive_period();
     let walk_result = std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| worker(&shared, &rx, &results));
+            let spare_tx = spare_tx.clone();
+            let (shared, rx, results) = (&shared, &rx, &results);
+            s.spawn(move || worker(shared, rx, &spare_tx, results));
         }
+        drop(spare_tx);
         s.spawn(move || keep_alive(touching, pending, period, stop_touching));
         let mut walker = Walker {
             opts,
             chunker: &chunker,
             tx,
+            spare,
+            small: Vec::new(),
+            cache: &cache,
             parent: parent.take(),
             entries: &mut entries,
             dropped: &mut dropped,
@@ -1048,10 +1052,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         }
     }
     if !dropped.is_empty() {
+        // Pushed in walk order, so sorted.
         let mut i = 0u32;
         entries.retain(|_| {
             i += 1;
-            !dropped.contains(&(i - 1))
+            dropped.binary_search(&(i - 1)).is_err()
         });
     }
     let (table, _) = std::mem::replace(
@@ -1128,8 +1133,14 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             )
         })
         .collect();
-    if let Err(e) = cache.merge(&[blob.path()], &[blob.path()], &mut recs) {
-        eprintln!("chute sink: warning: cannot update the chunk cache: {e}");
+    match cache.merge(&[blob.path()], &[blob.path()], &mut recs) {
+        Ok(mut merged) => {
+            let stored = pack.stored.iter().map(|(id, &(offset, _))| (id, offset));
+            if let Err(e) = merged.healed(&blob.path(), stored) {
+                eprintln!("chute sink: warning: cannot update the damaged-chunk list: {e}");
+            }
+        }
+        Err(e) => eprintln!("chute sink: warning: cannot update the chunk cache: {e}"),
     }
     let _ = fs::remove_file(&journal_path);
     if let Some(c) = completed {
@@ -1153,6 +1164,11 @@ struct Walker<'a> {
     opts: &'a Options,
     chunker: &'a Chunker,
     tx: SyncSender<Job>,
+    /// Chunk buffers the workers are done with.
+    spare: Receiver<Vec<u8>>,
+    /// A small file's bytes, read whole.
+    small: Vec<u8>,
+    cache: &'a ChunkIndex,
     parent: Option<Parent<'a>>,
     entries: &'a mut Vec<Entry>,
     dropped: &'a mut Vec<u32>,
@@ -1217,10 +1233,7 @@ impl Walker<'_> {
                 if self.unchanged(&path, &md)? {
                     continue;
                 }
-                let idx = self.entries.len();
                 if let Err(e) = self.file(&path) {
-                    // Chunks already queued stay in part 0, unreferenced.
-                    self.dropped.push(idx as u32);
                     self.skip(&path, e);
                 }
                 test_stall();
@@ -1243,7 +1256,7 @@ impl Walker<'_> {
         let Some(parent) = self.parent.as_mut() else {
             return Ok(false);
         };
-        let Some(old) = parent.find(path.as_os_str().as_bytes())? else {
+        let Some((old, reusable)) = parent.find(path.as_os_str().as_bytes(), self.cache)? else {
             return Ok(false);
         };
         let same = old.kind == EntryKind::File
@@ -1253,7 +1266,9 @@ impl Walker<'_> {
             && old.ctime == md.ctime()
             && old.ctime_ns == md.ctime_nsec() as u32
             && old.inode == md.ino()
-            && old.dev == md.dev();
+            && old.dev == md.dev()
+            // A chunk found damaged is sealed afresh: read the file again.
+            && reusable;
         if !same {
             return Ok(false);
         }
@@ -1269,72 +1284,174 @@ impl Walker<'_> {
         Ok(true)
     }
 
-    /// Records one file and queues its chunks. On error the caller marks the
-    /// entry dropped.
+    /// Records one file and queues its chunks, read as one version: its stat
+    /// (size, times, inode) is taken before and after the read, and a file that
+    /// changed in between is read again, up to [`READ_TRIES`] times, then kept as
+    /// last read and reported. A read that fails or is read again leaves its queued
+    /// chunks in part 0, unreferenced (its entry is dropped).
     fn file(&mut self, path: &Path) -> std::io::Result<()> {
-        let idx = self.entries.len() as u32;
-        self.entries.push(Entry::new(
-            EntryKind::File,
-            path.as_os_str().as_bytes().to_vec(),
-        ));
         let f = File::open(path)?;
-        // Size from the open file, so a file replaced meanwhile is read consistently.
-        let md = f.metadata()?;
-        let size = md.len();
-        let mut entry = entry_from(EntryKind::File, path, &md);
-        entry.size = size;
-        let mut n = 0u32;
-        let mut send =
-            |w: &mut Self, data: &Arc<Data>, start: usize, end: usize| -> std::io::Result<()> {
-                w.tx.send(Job {
-                    file: idx,
-                    n,
-                    data: data.clone(),
-                    start,
-                    end,
-                })
-                .map_err(|_| std::io::Error::other("the sealing workers stopped"))?;
-                n += 1;
-                Ok(())
-            };
-        if size < READ_BELOW {
-            let mut buf = Vec::with_capacity(size as usize);
-            (&f).take(size).read_to_end(&mut buf)?;
-            if buf.len() as u64 != size {
-                return Err(std::io::Error::other("file shrank while being read"));
-            }
-            let data = Arc::new(Data::Owned(buf));
-            let mut pos = 0;
-            for len in self.chunker.lengths(data.bytes()) {
-                send(self, &data, pos, pos + len)?;
-                pos += len;
-            }
-        } else {
-            let mut pos = 0u64;
-            while pos < size {
-                let len = (size - pos).min(MAP_WINDOW as u64) as usize;
-                let data = Arc::new(Data::Map(crate::sys::map(&f, pos, len)?));
-                let at_end = pos + len as u64 == size;
-                let mut local = 0usize;
-                while local < len {
-                    let rest = &data.bytes()[local..];
-                    if !at_end && rest.len() < chunker::MAX {
-                        break;
-                    }
-                    let cut = self.chunker.cut(rest);
-                    send(self, &data, local, local + cut)?;
-                    local += cut;
+        for tries in 1.. {
+            let idx = self.entries.len() as u32;
+            self.entries.push(Entry::new(
+                EntryKind::File,
+                path.as_os_str().as_bytes().to_vec(),
+            ));
+            let before = f.metadata()?;
+            let read = self.read(&f, idx, before.len());
+            test_change_during_read(path, tries);
+            let after = f.metadata();
+            let (size, after) = match (read, after) {
+                (Ok(size), Ok(after)) => (size, after),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.dropped.push(idx);
+                    return Err(e);
                 }
-                pos += local as u64;
-                self.progress
-                    .tick(self.report.files, self.report.bytes + pos);
+            };
+            let same = size == before.len() && same_version(&before, &after);
+            if !same && tries < READ_TRIES {
+                self.dropped.push(idx);
+                continue;
             }
+            let mut entry = entry_from(EntryKind::File, path, &before);
+            entry.size = size;
+            self.entries[idx as usize] = entry;
+            self.report.files += 1;
+            self.report.bytes += size;
+            if !same {
+                self.progress.clear();
+                eprintln!(
+                    "chute sink: warning: {} changed while being read ({READ_TRIES} tries); saved as last read, which may mix versions",
+                    path.display()
+                );
+                self.report.changed.push(path.display().to_string());
+            }
+            break;
         }
-        self.entries[idx as usize] = entry;
-        self.report.files += 1;
-        self.report.bytes += size;
         Ok(())
     }
+
+    /// Copies `size` bytes of `f` chunk by chunk into the queue as chunks `0..` of
+    /// entry `idx`; returns the bytes queued (fewer if a small file shrank).
+    fn read(&mut self, f: &File, idx: u32, size: u64) -> std::io::Result<u64> {
+        let mut n = 0u32;
+        let mut send = |w: &mut Self, plain: &[u8]| -> std::io::Result<()> {
+            let buf = w.spare.try_recv().unwrap_or_default();
+            let chunk = ChunkBuf::copy_of(plain, buf);
+            w.tx.send(Job {
+                file: idx,
+                n,
+                chunk,
+            })
+            .map_err(|_| std::io::Error::other("the sealing workers stopped"))?;
+            n += 1;
+            Ok(())
+        };
+        if size < READ_BELOW {
+            let mut small = std::mem::take(&mut self.small);
+            small.clear();
+            let read = f.take(size).read_to_end(&mut small);
+            let mut pos = 0;
+            let sent = read.and_then(|_| {
+                let chunker = self.chunker;
+                for len in chunker.lengths(&small) {
+                    send(self, &small[pos..pos + len])?;
+                    pos += len;
+                }
+                Ok(small.len() as u64)
+            });
+            self.small = small;
+            return sent;
+        }
+        let mut pos = 0u64;
+        while pos < size {
+            let len = (size - pos).min(MAP_WINDOW as u64) as usize;
+            let map = crate::sys::map(f, pos, len)?;
+            let at_end = pos + len as u64 == size;
+            let mut local = 0usize;
+            while local < len {
+                let rest = &map[local..];
+                if !at_end && rest.len() < chunker::MAX {
+                    break;
+                }
+                let cut = self.chunker.cut(rest);
+                send(self, &rest[..cut])?;
+                local += cut;
+            }
+            pos += local as u64;
+            self.progress
+                .tick(self.report.files, self.report.bytes + pos);
+        }
+        Ok(size)
+    }
+}
+
+/// Reads of a file that keeps changing while it is read, before it is kept as
+/// last read and reported.
+pub const READ_TRIES: u32 = 3;
+
+/// Whether two stats of one open file show the same version of it. Timestamps
+/// are only as fine as the kernel's clock tick, so a write within the tick of the
+/// first stat can pass unseen: the id and seal of every chunk still match (each
+/// comes from one copy), only the file may mix versions.
+fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.len() == b.len()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+        && a.ino() == b.ino()
+        && a.dev() == b.dev()
+}
+
+/// For tests only: `CHUTE_TEST_CHANGE_DURING_READ=N:PATH` changes one byte of
+/// PATH after each of its first N reads, before the stat that ends the read (10 ms
+/// later, so even a coarse clock gives it a new mtime): a file written on every try.
+fn test_change_during_read(path: &Path, tries: u32) {
+    let Some(spec) = std::env::var_os("CHUTE_TEST_CHANGE_DURING_READ") else {
+        return;
+    };
+    let spec = spec.as_bytes();
+    let Some(colon) = spec.iter().position(|&b| b == b':') else {
+        return;
+    };
+    let times: u32 = std::str::from_utf8(&spec[..colon])
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if tries > times || path.as_os_str().as_bytes() != &spec[colon + 1..] {
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    if let Ok(f) = fs::OpenOptions::new().read(true).write(true).open(path) {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 1];
+        if f.read_exact_at(&mut b, 0).is_ok() {
+            let _ = f.write_all_at(&[!b[0]], 0);
+        }
+    }
+}
+
+/// For tests only: once, right after a worker computed a chunk's id and before it
+/// seals the chunk, rewrites the file `CHUTE_TEST_REWRITE_SOURCE` in place (every
+/// byte inverted), as a database writing while it is backed up would. An id and a
+/// seal taken from two reads of the source would disagree here every time.
+fn test_rewrite_source() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let Some(path) = std::env::var_os("CHUTE_TEST_REWRITE_SOURCE") else {
+        return;
+    };
+    ONCE.call_once(|| {
+        use std::os::unix::fs::FileExt;
+        let Ok(f) = fs::OpenOptions::new().read(true).write(true).open(&path) else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        if (&f).read_to_end(&mut bytes).is_ok() {
+            bytes.iter_mut().for_each(|b| *b = !*b);
+            let _ = f.write_all_at(&bytes, 0);
+        }
+    });
 }
 
 /// Dies like `kill -9` at a named point when `CHUTE_FAILPOINT` names it: the

@@ -22,12 +22,18 @@
 //! snapshots share it. Memory: one manifest at a time, the set of chunks already
 //! checked (a blob path and offset each), and at most four reads of 2 MiB in flight.
 //!
+//! Every chunk read is checked to be the content its id names, not only to
+//! authenticate ([`Keys::open_chunk`]): one that is not (an older chute could seal
+//! such a chunk from a file rewritten while it was read) is damage, and is
+//! recorded in the node's cache ([`crate::cache`]) so the next sink stores that
+//! content afresh instead of reusing it.
+//!
 //! The report names each damaged window or chunk and each damaged file once (with
 //! the snapshots it is damaged in). Exit status 0 only if everything checked is
 //! intact; damage is [`Error::Damaged`] (1).
 
 use crate::cli::Settings;
-use crate::crypto::{Keys, Kind};
+use crate::crypto::Keys;
 use crate::format::{self, EntryKind, Header, Manifest};
 use crate::remote::{ErrorKind, Remote};
 use crate::sink::human_bytes;
@@ -107,6 +113,8 @@ pub struct Report {
     pub damage: Vec<String>,
     /// Damaged file path → short ids of the snapshots it is damaged in.
     pub files: BTreeMap<Vec<u8>, BTreeSet<String>>,
+    /// Chunks (id, blob, offset) that opened but hold other bytes than their ids name.
+    pub wrong_content: BTreeSet<(crate::crypto::ChunkId, String, u64)>,
 }
 
 impl Report {
@@ -422,7 +430,7 @@ const READ_GROUP: u64 = 2 << 20;
 const READ_THREADS: usize = 4;
 
 /// A chunk read: (blob table index, offset, whether it opened).
-type Checked = (usize, u64, std::result::Result<(), String>);
+type Checked = (usize, u64, std::result::Result<(), Bad>);
 
 /// A ranged read of neighbouring chunks of one blob.
 struct Group {
@@ -431,6 +439,36 @@ struct Group {
     end: u64,
     /// (offset, sealed length, chunk id)
     chunks: Vec<(u64, u32, crate::crypto::ChunkId)>,
+}
+
+/// Why a chunk failed the read check.
+#[derive(Debug)]
+enum Bad {
+    /// It could not be read.
+    Read(String),
+    /// It did not open: damaged, or sealed under another key.
+    Open(crate::crypto::OpenError),
+    /// It opened, but its bytes are not the content its id names.
+    WrongContent(crate::crypto::ChunkId),
+}
+
+impl Bad {
+    fn opened(e: crate::crypto::OpenError, id: crate::crypto::ChunkId) -> Bad {
+        match e {
+            crate::crypto::OpenError::WrongContent => Bad::WrongContent(id),
+            e => Bad::Open(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bad::Read(e) => f.write_str(e),
+            Bad::Open(e) => e.fmt(f),
+            Bad::WrongContent(_) => crate::crypto::OpenError::WrongContent.fmt(f),
+        }
+    }
 }
 
 /// Downloads and opens the (sampled, not yet checked) chunks of one snapshot.
@@ -496,7 +534,7 @@ fn read_chunks(
                         Ok(b) => b,
                         Err(e) => {
                             for c in &g.chunks {
-                                mine.push((g.blob, c.0, Err(e.clone())));
+                                mine.push((g.blob, c.0, Err(Bad::Read(e.clone()))));
                             }
                             continue;
                         }
@@ -507,20 +545,22 @@ fn read_chunks(
                                 let from = (offset - g.start) as usize;
                                 let sealed = &mut data[from..from + len as usize];
                                 let r = keys
-                                    .open_in_place(Kind::Chunk, &id, sealed)
+                                    .open_chunk(&id, sealed)
                                     .map(drop)
-                                    .map_err(|e| e.to_string());
+                                    .map_err(|e| Bad::opened(e, id));
                                 mine.push((g.blob, offset, r));
                             }
                         }
                         // Pinpoint: one chunk at a time.
                         Err(_) => {
                             for &(offset, len, id) in &g.chunks {
-                                let r = read(blob, offset, u64::from(len)).and_then(|mut d| {
-                                    keys.open_in_place(Kind::Chunk, &id, &mut d)
-                                        .map(drop)
-                                        .map_err(|e| e.to_string())
-                                });
+                                let r = read(blob, offset, u64::from(len))
+                                    .map_err(Bad::Read)
+                                    .and_then(|mut d| {
+                                        keys.open_chunk(&id, &mut d)
+                                            .map(drop)
+                                            .map_err(|e| Bad::opened(e, id))
+                                    });
                                 mine.push((g.blob, offset, r));
                             }
                         }
@@ -546,6 +586,9 @@ fn read_chunks(
                 "chunk at bytes {offset}-{} of {name}: {e}",
                 offset + u64::from(len).max(1) - 1
             ));
+            if let Bad::WrongContent(id) = e {
+                report.wrong_content.insert((*id, name.clone(), offset));
+            }
         }
         done.insert((name.clone(), offset), r.is_ok());
     }
@@ -658,6 +701,21 @@ pub fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
         return Ok(());
     }
     println!("checked {snaps_word}: {checked}");
+    if !r.wrong_content.is_empty() {
+        let n = r.wrong_content.len();
+        let ids: Vec<_> = r.wrong_content.iter().cloned().collect();
+        if let Err(e) = crate::cache::record_damaged(&node.cache_dir, &ids) {
+            eprintln!("chute verify: warning: cannot record the damaged chunks: {e}");
+        }
+        println!(
+            "{n} chunk{} opened but {} other bytes than {} id{} name{} (sealed by an older chute while a file changed): the files above restore wrong from the snapshots named; the next sink stores this content afresh, so snapshots from then on are whole",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "holds" } else { "hold" },
+            if n == 1 { "its" } else { "their" },
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" },
+        );
+    }
     Err(Error::Damaged(format!(
         "{} damaged file{} and {} damaged object{} (see above)",
         r.files.len(),

@@ -301,6 +301,9 @@ C_HMAC=$(ceiling hmac)
 C_CDC=$(ceiling chunker)
 C_CEIL=$(ceiling seal+hmac)
 C_ALL=$(ceiling seal+hmac+chunker)
+C_SINKSTEP=$(ceiling copy+hmac+seal)
+C_OPEN=$(ceiling open)
+C_OPENID=$(ceiling open+id)
 [[ -n $C_CEIL ]] || die "no ceiling figures in $RUN/ceiling.out"
 
 # --- 5. chute through chute serve on loopback ------------------------------------
@@ -462,6 +465,9 @@ $(row restic-restore "restic restore (local repo)")
 | ceiling, one thread: chunker (FastCDC cut) | | $C_CDC | | | | | | |
 | **ceiling, one thread: seal + HMAC** | | **$C_CEIL** | | | | | | $(others ceiling) |
 | ceiling, one thread: seal + HMAC + chunker | | $C_ALL | | | | | | |
+| ceiling, one thread: sink's copy + HMAC + seal | | $C_SINKSTEP | | | | | | |
+| ceiling, one thread: restore's open (before the id check) | | $C_OPEN | | | | | | |
+| ceiling, one thread: restore's open + id check | | $C_OPENID | | | | | | |
 
 | target (informational) | measured | target | verdict |
 | --- | ---: | ---: | :---: |

@@ -3,7 +3,8 @@
 //! (target: sink ≥ 50% of seal+HMAC), so the figures must come from the same
 //! release build and the same code paths sink uses: `Keys::seal_into(Kind::Chunk,
 //! ..)` over 1 MiB chunks, `Keys::chunk_id` (HMAC-SHA256) over the same, and
-//! `Chunker::cut`. Ignored by default because it measures, not checks:
+//! `Chunker::cut`; and restore's per-chunk step, opening with and without the check
+//! of the chunk's id (`Keys::open_chunk`). Ignored by default because it measures, not checks:
 //!
 //! `cargo test --release --test ceiling -- --ignored --nocapture`
 //!
@@ -12,7 +13,7 @@
 //! (default 1024).
 mod util;
 use chute::chunker::{self, Chunker};
-use chute::crypto::{Keys, Kind, OVERHEAD};
+use chute::crypto::{ChunkBuf, Keys, Kind, OVERHEAD};
 use std::hint::black_box;
 use std::time::Instant;
 use util::noise;
@@ -86,6 +87,39 @@ fn single_core_ceiling() {
         chunker::AVG >> 10,
         chunker::MAX >> 10
     );
+
+    // Sink's own step: copy the chunk once, id and seal from that copy.
+    let mut buf = Vec::with_capacity(BUF + OVERHEAD);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let mut c = ChunkBuf::copy_of(black_box(&plain), std::mem::take(&mut buf));
+        black_box(keys.seal_chunk(&mut c));
+        buf = c.into_vec();
+    }
+    report(
+        "copy+hmac+seal",
+        rounds * BUF,
+        start.elapsed().as_secs_f64(),
+    );
+
+    // Restore's step before and after it checked every chunk's id: open alone, and
+    // open + the HMAC of the opened bytes (`Keys::open_chunk`).
+    let mut work = sealed.clone();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        work.copy_from_slice(&sealed);
+        black_box(
+            keys.open_in_place(Kind::Chunk, &context, black_box(&mut work))
+                .is_ok(),
+        );
+    }
+    report("open", rounds * BUF, start.elapsed().as_secs_f64());
+    let start = Instant::now();
+    for _ in 0..rounds {
+        work.copy_from_slice(&sealed);
+        black_box(keys.open_chunk(&context, black_box(&mut work)).is_ok());
+    }
+    report("open+id", rounds * BUF, start.elapsed().as_secs_f64());
 
     // One thread doing every step of a chunk in turn: the rates add as times.
     let ceiling = 1.0 / (1.0 / seal + 1.0 / hmac);
