@@ -620,27 +620,22 @@ fn list(s: &Settings, c: ListCmd) -> Result<()> {
 }
 
 fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
-    let NodeContext {
-        keys,
-        remote,
-        domain,
-        node,
-        cache_dir,
-    } = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
+    let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
+    let (keys, remote) = (&node.keys, node.remote.as_ref());
     let paths: Vec<PathBuf> = c
         .paths
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let snap = snapshot::find(&keys, remote.as_ref(), &domain, &node, &c.snapshot, &paths)?;
+    let snap = snapshot::find(keys, remote, &node.domain, &node.node, &c.snapshot, &paths)?;
     let opts = restore::Options {
         to: c.to.clone(),
         paths: c.paths,
         force: c.force,
         threads: threads(c.threads),
-        cache_dir: Some(cache_dir),
+        cache_dir: Some(node.cache_dir.clone()),
     };
-    let r = restore::run(&keys, remote.as_ref(), &snap, &opts)?;
+    let r = restore::run(keys, remote, &snap, &opts)?;
     println!(
         "restored snapshot {}: {} files, {} dirs, {} symlinks, {} in {:.1} s to {}",
         snap.short_id(),

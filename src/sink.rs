@@ -999,7 +999,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     };
     let chunker = Chunker::new(keys.gear_seed());
     let threads = opts.threads.max(1);
-    let (tx, rx) = sync_channel::<Job>(threads * 2);
+    let (tx, rx) = sync_channel::<Job>(threads);
     let rx = Mutex::new(rx);
     // Chunk buffers go back to the walker for reuse: at most the queue's, the
     // workers' and the walker's own are ever allocated.
