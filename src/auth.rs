@@ -193,31 +193,11 @@ pub fn parse_allow(line: &str) -> Result<(String, Admitted), String> {
     let mut quota = None;
     for w in words {
         match w.split_once('=') {
-            Some(("quota", q)) => quota = Some(parse_bytes(q)?),
+            Some(("quota", q)) => quota = Some(crate::units::parse_bytes(q)?),
             _ => return Err(format!("unknown option {w:?} (expected quota=BYTES)")),
         }
     }
     Ok((node.to_string(), Admitted { key, quota }))
-}
-
-/// `1234`, `10K`, `20M`, `3G`, `1T` (powers of 1024).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let (num, mul) = match s.char_indices().last() {
-        Some((i, c @ ('K' | 'M' | 'G' | 'T' | 'k' | 'm' | 'g' | 't'))) => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                _ => 40,
-            };
-            (&s[..i], 1u64 << shift)
-        }
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| format!("{s:?} is not a size (e.g. 500M, 20G)"))
 }
 
 /// Why a request was refused.
@@ -389,9 +369,5 @@ mod tests {
         assert!(parse_allow("pi").is_err());
         assert!(parse_allow("../x=00").is_err());
         assert!(parse_allow(&format!("pi={} color=red", "00".repeat(32))).is_err());
-        assert_eq!(parse_bytes("10K"), Ok(10240));
-        assert_eq!(parse_bytes("7"), Ok(7));
-        assert!(parse_bytes("x").is_err());
-        assert!(parse_bytes("99999999999T").is_err());
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::crypto::{self, Keys};
 use crate::remote::{LocalRemote, Remote};
-use crate::{Error, Result, restore, sink, snapshot};
+use crate::{Error, Result, restore, sink, snapshot, units};
 use argh::FromArgs;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -511,7 +511,7 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         let _ = std::fs::write(opts.cache_dir.join("window"), format!("{next}\n"));
     }
     let resumed = if r.resumed > 0 {
-        format!(", resumed after {}", sink::human_bytes(r.resumed))
+        format!(", resumed after {}", units::human_bytes(r.resumed))
     } else {
         String::new()
     };
@@ -521,12 +521,12 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         r.files,
         r.unchanged_files,
         r.dirs,
-        sink::human_bytes(r.bytes),
+        units::human_bytes(r.bytes),
         r.secs,
-        sink::human_bytes(r.new_bytes),
+        units::human_bytes(r.new_bytes),
         r.new_chunks,
-        sink::human_bytes(r.unchanged_bytes + r.reused_bytes),
-        sink::human_bytes(r.sent),
+        units::human_bytes(r.unchanged_bytes + r.reused_bytes),
+        units::human_bytes(r.sent),
         remote.describe()
     );
     let mut missed = Vec::new();
@@ -607,7 +607,7 @@ fn list(s: &Settings, c: ListCmd) -> Result<()> {
             i.id,
             i.time,
             i.files,
-            sink::human_bytes(i.bytes),
+            units::human_bytes(i.bytes),
             i.paths.join(" ")
         );
     }
@@ -642,7 +642,7 @@ fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         r.files,
         r.dirs,
         r.symlinks,
-        sink::human_bytes(r.bytes),
+        units::human_bytes(r.bytes),
         r.secs,
         c.to.as_deref()
             .map_or("the original paths".into(), |t| t.display().to_string())

@@ -28,6 +28,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod store;
 pub mod sys;
+pub mod units;
 #[cfg(test)]
 mod vectors;
 pub mod verify;

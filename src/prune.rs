@@ -115,9 +115,9 @@
 use crate::cli::Settings;
 use crate::crypto::{ChunkId, Keys, Kind};
 use crate::remote::{ErrorKind, Remote};
-use crate::sink::human_bytes;
 use crate::snapshot::{self, Snapshot};
 use crate::store::{BlobId, BlobState, Uncommitted};
+use crate::units::{human_bytes, parse_duration};
 use crate::{Error, Result};
 use argh::FromArgs;
 use std::collections::{HashMap, HashSet};
@@ -158,24 +158,6 @@ pub struct PruneCmd {
 
 /// Default grace period.
 pub const DEFAULT_GRACE: u64 = 24 * 3600;
-
-/// `0`, or a number with `s`, `m`, `h` or `d` → seconds.
-pub fn parse_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(0);
-    }
-    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    let mul = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(mul)
-}
 
 /// What to do.
 pub struct Options {
@@ -893,7 +875,7 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
     };
     let repack = match c.repack_threshold.as_deref() {
         None => DEFAULT_REPACK,
-        Some(p) => crate::verify::parse_percent(p)
+        Some(p) => crate::units::parse_percent(p)
             .map_err(|_| {
                 Error::Usage(format!(
                     "--repack-threshold {p:?}: expected a percentage from 0% to 100%"
@@ -1027,18 +1009,6 @@ pub fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("0"), Some(0));
-        assert_eq!(parse_duration("30m"), Some(1800));
-        assert_eq!(parse_duration("24h"), Some(86_400));
-        assert_eq!(parse_duration("7d"), Some(604_800));
-        assert_eq!(parse_duration("5s"), Some(5));
-        for bad in ["", "h", "5", "5w", "-1h", "1.5h"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn marks_round_trip() {

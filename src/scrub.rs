@@ -34,8 +34,8 @@
 //! windows (at most one window read, up to 64 MiB, after the signal).
 
 use crate::cli::Settings;
-use crate::sink::human_bytes;
 use crate::store::{ScrubEvent, Store};
+use crate::units::human_bytes;
 use crate::{Error, Result};
 use argh::FromArgs;
 use std::path::{Path, PathBuf};

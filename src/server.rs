@@ -839,7 +839,7 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
             if bg.rate == 0 {
                 "as fast as the disk allows".to_string()
             } else {
-                format!("{}/s", crate::sink::human_bytes(bg.rate))
+                format!("{}/s", crate::units::human_bytes(bg.rate))
             }
         ),
         None => eprintln!(
@@ -890,7 +890,7 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
     };
     // Settings first: a typo must not leave a new empty store behind.
     let scrub_every = match s.get(c.scrub_every, "CHUTE_SCRUB_EVERY") {
-        Some(d) => crate::prune::parse_duration(&d).ok_or_else(|| {
+        Some(d) => crate::units::parse_duration(&d).ok_or_else(|| {
             crate::Error::Usage(format!(
                 "--scrub-every {d:?}: expected 0 or a number with s, m, h or d (e.g. 30d)"
             ))
@@ -898,9 +898,8 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
         None => 0,
     };
     let scrub_rate = match s.get(c.scrub_rate, "CHUTE_SCRUB_RATE") {
-        Some(r) => {
-            auth::parse_bytes(&r).map_err(|e| crate::Error::Usage(format!("--scrub-rate: {e}")))?
-        }
+        Some(r) => crate::units::parse_bytes(&r)
+            .map_err(|e| crate::Error::Usage(format!("--scrub-rate: {e}")))?,
         None => crate::scrub::DEFAULT_RATE,
     };
     let store = Store::open(&root)?;
@@ -936,8 +935,8 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
         let (node, bytes) = q
             .split_once('=')
             .ok_or_else(|| crate::Error::Usage(format!("--quota {q:?}: expected NODE=BYTES")))?;
-        let bytes =
-            auth::parse_bytes(bytes).map_err(|e| crate::Error::Usage(format!("--quota: {e}")))?;
+        let bytes = crate::units::parse_bytes(bytes)
+            .map_err(|e| crate::Error::Usage(format!("--quota: {e}")))?;
         allow
             .get_mut(node)
             .ok_or_else(|| {
@@ -955,9 +954,8 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
         None => None,
     };
     let max_window = match c.max_window.as_deref() {
-        Some(m) => {
-            auth::parse_bytes(m).map_err(|e| crate::Error::Usage(format!("--max-window: {e}")))?
-        }
+        Some(m) => crate::units::parse_bytes(m)
+            .map_err(|e| crate::Error::Usage(format!("--max-window: {e}")))?,
         None => store::DEFAULT_MAX_WINDOW,
     };
     serve(
@@ -1102,7 +1100,7 @@ mod tests {
                 assert!(a <= b && t.is_none_or(|t| b < t), "{s:?}");
             }
             let _ = crate::auth::parse_allow(&s);
-            let _ = crate::auth::parse_bytes(&s);
+            let _ = crate::units::parse_bytes(&s);
         }
     }
 

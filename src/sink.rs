@@ -1505,7 +1505,11 @@ impl Progress {
             self.last = Instant::now();
             self.shown = true;
             let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r\x1b[K{files} files, {}", human_bytes(bytes));
+            let _ = write!(
+                e,
+                "\r\x1b[K{files} files, {}",
+                crate::units::human_bytes(bytes)
+            );
             let _ = e.flush();
         }
     }
@@ -1519,22 +1523,6 @@ impl Progress {
 
     fn done(&mut self) {
         self.clear();
-    }
-}
-
-/// `12.3 MiB` style sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -1656,11 +1644,5 @@ mod tests {
         let msg = checked_lost(&remote, &blob, e).to_string();
         assert!(msg.contains("committed"), "{msg}");
         fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn sizes_for_people() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 }

@@ -36,9 +36,9 @@ use crate::cli::Settings;
 use crate::crypto::Keys;
 use crate::format::{self, EntryKind, Header, Manifest};
 use crate::remote::{ErrorKind, Remote};
-use crate::sink::human_bytes;
 use crate::snapshot::{self, Snapshot};
 use crate::store::BlobId;
+use crate::units::human_bytes;
 use crate::{Error, Result};
 use argh::FromArgs;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -607,26 +607,6 @@ fn read_chunks(
     }
 }
 
-/// `5%`, `5` or `0.5%` → 0.05, 0.05, 0.005.
-pub fn parse_percent(s: &str) -> Result<f64> {
-    let v: f64 = s
-        .trim()
-        .strip_suffix('%')
-        .unwrap_or(s.trim())
-        .parse()
-        .map_err(|_| {
-            Error::Usage(format!(
-                "--read-data-subset {s:?}: expected a percentage like 5%"
-            ))
-        })?;
-    if !(v > 0.0 && v <= 100.0) {
-        return Err(Error::Usage(format!(
-            "--read-data-subset {s:?}: must be more than 0% and at most 100%"
-        )));
-    }
-    Ok(v / 100.0)
-}
-
 /// `chute verify` from the command line.
 pub fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
     if c.all && c.snapshot.is_some() {
@@ -638,7 +618,10 @@ pub fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
                 "give --read-data or --read-data-subset, not both".into(),
             ));
         }
-        (Some(p), false) => Mode::Read(parse_percent(p)?),
+        (Some(p), false) => Mode::Read(
+            crate::units::parse_percent(p)
+                .map_err(|e| Error::Usage(format!("--read-data-subset {p:?}: {e}")))?,
+        ),
         (None, true) => Mode::Read(1.0),
         (None, false) => Mode::Hashes,
     };
@@ -728,15 +711,6 @@ pub fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentages() {
-        assert_eq!(parse_percent("5%").unwrap(), 0.05);
-        assert_eq!(parse_percent("100").unwrap(), 1.0);
-        assert!(parse_percent("0%").is_err());
-        assert!(parse_percent("101%").is_err());
-        assert!(parse_percent("x").is_err());
-    }
 
     #[test]
     fn samples_are_about_the_fraction_and_differ_by_seed() {
