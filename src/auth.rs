@@ -185,7 +185,7 @@ pub fn parse_allow(line: &str) -> Result<(String, Admitted), String> {
     let (node, key) = first
         .split_once('=')
         .ok_or_else(|| format!("{first:?} is not NODE=KEY"))?;
-    if !crate::store::valid_component(node) {
+    if !crate::blob::valid_component(node) {
         return Err(format!("invalid node name {node:?}"));
     }
     let key = crate::hex::decode32(key)

@@ -7,9 +7,9 @@
 //! a window rewrite replaces the same bytes; a commit of the same index is a no-op).
 
 use crate::auth::{self, Signer};
+use crate::blob::BlobId;
 use crate::format::Index;
 use crate::remote::{self, Error, ErrorKind, Remote, Result, retry};
-use crate::store::BlobId;
 use std::time::Duration;
 use ureq::Agent;
 
@@ -304,7 +304,7 @@ impl Remote for HttpRemote {
         Ok(())
     }
 
-    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<crate::store::Uncommitted>> {
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<crate::blob::Uncommitted>> {
         let what = format!("list uncommitted blobs of {domain}/{node}");
         let resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
         let list: Vec<crate::server::ListedBlob> = self.json(&what, resp)?;
@@ -312,9 +312,9 @@ impl Remote for HttpRemote {
             .map(|b| {
                 let bad =
                     || Error::new(ErrorKind::Refused, format!("{what}: bad entry {:?}", b.uri));
-                Ok(crate::store::Uncommitted {
+                Ok(crate::blob::Uncommitted {
                     id: blob_from_uri(&b.uri).ok_or_else(bad)?,
-                    state: crate::store::BlobState::parse(&b.state).ok_or_else(bad)?,
+                    state: crate::blob::BlobState::parse(&b.state).ok_or_else(bad)?,
                     bytes: b.bytes,
                     idle: b.idle,
                 })

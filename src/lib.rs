@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod blob;
 pub mod cache;
 pub mod chunker;
 pub mod cli;
@@ -118,6 +119,12 @@ impl From<crypto::KeyError> for Error {
 impl From<remote::Error> for Error {
     fn from(e: remote::Error) -> Error {
         Error::Remote(e)
+    }
+}
+
+impl From<blob::BadName> for Error {
+    fn from(e: blob::BadName) -> Error {
+        Error::Store(store::Error::Bad(e.0))
     }
 }
 

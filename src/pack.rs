@@ -18,10 +18,10 @@
 //! Memory: the resolver holds one entry per packed chunk (about 80 bytes), so the
 //! chunks of 10 GiB of repacked data (10,000 chunks of 1 MiB) cost under 1 MiB.
 
+use crate::blob::BlobId;
 use crate::crypto::{ChunkId, Keys};
 use crate::format::{self, Header, Index, Manifest, Packed};
 use crate::remote::Remote;
-use crate::store::BlobId;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 

@@ -112,11 +112,11 @@
 //!
 //! [`Resolver`]: crate::pack::Resolver
 
+use crate::blob::{BlobId, BlobState, Uncommitted};
 use crate::cli::Settings;
 use crate::crypto::{ChunkId, Keys, Kind};
 use crate::remote::{ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
-use crate::store::{BlobId, BlobState, Uncommitted};
 use crate::units::{human_bytes, parse_duration};
 use crate::{Error, Result};
 use argh::FromArgs;

@@ -6,8 +6,9 @@
 //! peer. Both move only sealed bytes: nothing that crosses this interface is
 //! readable without the key.
 
+use crate::blob::{BlobId, Uncommitted};
 use crate::format::Index;
-use crate::store::{self, BlobId, Store};
+use crate::store::{self, Store};
 use std::fmt;
 use std::path::Path;
 
@@ -91,7 +92,7 @@ pub trait Remote: Send + Sync {
     /// Deletes window `n` (of `window` bytes each) of a forgotten snapshot.
     fn trim(&self, id: &BlobId, window: u64, n: u64) -> Result<()>;
     /// A node's blobs that are not committed snapshots: forgotten, pending, orphaned.
-    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<store::Uncommitted>>;
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>>;
 }
 
 pub(crate) fn parse_index(bytes: &[u8], id: &BlobId) -> Result<Index> {
@@ -200,7 +201,7 @@ impl Remote for LocalRemote {
         Ok(())
     }
 
-    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<store::Uncommitted>> {
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
         Ok(self.store.list_uncommitted(domain, node)?)
     }
 }

@@ -14,11 +14,11 @@
 //! - Reads are ranged: neighbouring chunks of part 0 are fetched together, up to
 //!   [`MAX_READ`] bytes, so one file restores without downloading the snapshot.
 
+use crate::blob::BlobId;
 use crate::crypto::{ChunkId, Keys, OpenError};
 use crate::format::{self, ChunkRef, Entry, EntryKind, Manifest};
 use crate::remote::Remote;
 use crate::snapshot::Snapshot;
-use crate::store::BlobId;
 use crate::{Error, Result};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};

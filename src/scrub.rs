@@ -177,7 +177,7 @@ impl ScrubState {
                 let t = t.parse().map_err(|_| "bad pass".to_string())?;
                 let after = (after != "-").then_some(after);
                 if let Some(a) = &after {
-                    if crate::store::BlobId::parse(a).is_err() {
+                    if crate::blob::BlobId::parse(a).is_err() {
                         return Err("bad after".into());
                     }
                 }

@@ -45,7 +45,8 @@
 //! background scrub stops after the window it is reading.
 
 use crate::auth::{self, Admitted, Refusal, Verifier};
-use crate::store::{self, BlobId, Store, valid_component};
+use crate::blob::{BlobId, valid_component};
+use crate::store::{self, Store};
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Mutex;

@@ -39,13 +39,13 @@
 //! period (SIGSTOP, a suspended laptop) can still lose its blob: its next window,
 //! touch or commit then fails with one line saying so, and nothing is committed.
 
+use crate::blob::{BlobId, BlobState};
 use crate::cache::{ChunkIndex, Journal};
 use crate::chunker::{self, Chunker};
 use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
 use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index, Manifest};
 use crate::remote::{self, ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
-use crate::store::{BlobId, BlobState};
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};

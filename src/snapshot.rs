@@ -3,10 +3,10 @@
 //! A snapshot's short id is the first 8 hex digits of SHA-256 of its blob path; the
 //! user may also name one by its timestamp, or say `latest`.
 
+use crate::blob::BlobId;
 use crate::crypto::Keys;
 use crate::format::{self, Header, Index};
 use crate::remote::Remote;
-use crate::store::BlobId;
 use crate::{Error, Result};
 use std::os::unix::ffi::OsStrExt;
 

@@ -71,6 +71,7 @@
 //! - The verified record never vouches for bytes a scrub found damaged, and a
 //!   lost or damaged record only costs re-reading.
 
+use crate::blob::{BlobId, BlobState, Uncommitted, valid_component};
 use crate::crypto::{Sha256State, sha256};
 use sha2::Digest;
 use std::fmt;
@@ -152,64 +153,9 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A name component of a blob path: 1 to 128 of `[A-Za-z0-9._-]`, not starting with
-/// a dot (so no `.`, `..` or hidden names), never a separator, NUL or non-ASCII.
-pub fn valid_component(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-/// Where a blob lives: `<domain>/<node>/<mount>/<timestamp>`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BlobId {
-    pub domain: String,
-    pub node: String,
-    pub mount: String,
-    pub timestamp: String,
-}
-
-impl BlobId {
-    /// Builds an id, checking every component.
-    pub fn new(domain: &str, node: &str, mount: &str, timestamp: &str) -> Result<BlobId> {
-        for (what, c) in [
-            ("domain", domain),
-            ("node", node),
-            ("mount", mount),
-            ("timestamp", timestamp),
-        ] {
-            if !valid_component(c) {
-                return Err(Error::Bad(format!(
-                    "invalid {what} {c:?} (allowed: 1-128 of A-Z a-z 0-9 . _ -, not starting with '.')"
-                )));
-            }
-        }
-        Ok(BlobId {
-            domain: domain.into(),
-            node: node.into(),
-            mount: mount.into(),
-            timestamp: timestamp.into(),
-        })
-    }
-
-    /// `domain/node/mount/timestamp`, the blob's URI path below `/chute/blob/`.
-    pub fn path(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.domain, self.node, self.mount, self.timestamp
-        )
-    }
-
-    /// Parses `domain/node/mount/timestamp` (a trailing slash is allowed).
-    pub fn parse(s: &str) -> Result<BlobId> {
-        let s = s.strip_suffix('/').unwrap_or(s);
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts[..] {
-            [d, n, m, t] => BlobId::new(d, n, m, t),
-            _ => Err(Error::Bad(format!("not a blob path: {s:?}"))),
-        }
+impl From<crate::blob::BadName> for Error {
+    fn from(e: crate::blob::BadName) -> Error {
+        Error::Bad(e.0)
     }
 }
 
@@ -777,48 +723,6 @@ impl Store {
         sync_dir(&part)?;
         Ok(freed)
     }
-}
-
-/// What a blob that is not a committed snapshot is (see [`Store::list_uncommitted`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlobState {
-    /// Created but not committed: an upload in progress, or one abandoned.
-    Pending,
-    /// Committed, then forgotten: gone from `list`, its part still readable.
-    Forgotten,
-    /// A directory without any index, left by a delete that was interrupted.
-    Orphan,
-}
-
-impl BlobState {
-    /// The word the REST listing uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlobState::Pending => "pending",
-            BlobState::Forgotten => "forgotten",
-            BlobState::Orphan => "orphan",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<BlobState> {
-        match s {
-            "pending" => Some(BlobState::Pending),
-            "forgotten" => Some(BlobState::Forgotten),
-            "orphan" => Some(BlobState::Orphan),
-            _ => None,
-        }
-    }
-}
-
-/// A blob that is not a committed snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Uncommitted {
-    pub id: BlobId,
-    pub state: BlobState,
-    /// Bytes of its window files.
-    pub bytes: u64,
-    /// Seconds since anything in its directory last changed.
-    pub idle: u64,
 }
 
 /// A window file whose bytes no longer match what its name says they were.

@@ -32,12 +32,12 @@
 //! the snapshots it is damaged in). Exit status 0 only if everything checked is
 //! intact; damage is [`Error::Damaged`] (1).
 
+use crate::blob::BlobId;
 use crate::cli::Settings;
 use crate::crypto::Keys;
 use crate::format::{self, EntryKind, Header, Manifest};
 use crate::remote::{ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
-use crate::store::BlobId;
 use crate::units::human_bytes;
 use crate::{Error, Result};
 use argh::FromArgs;
