@@ -426,7 +426,7 @@ fn read_damaged(path: &Path) -> Damaged {
     out
 }
 
-/// Writes the damaged list (a new file renamed into place).
+/// Writes the damaged list (atomically).
 fn write_damaged(path: &Path, damaged: &Damaged) -> io::Result<()> {
     let mut text = format!("{DAMAGED_HEAD}\n");
     for (id, healed) in damaged {
@@ -436,9 +436,7 @@ fn write_damaged(path: &Path, damaged: &Damaged) -> io::Result<()> {
         }
         text.push('\n');
     }
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
+    crate::fsutil::write_atomic(path, text.as_bytes())
 }
 
 /// Adds chunks found damaged, each `(id, blob, offset)` where it was read, to the

@@ -397,7 +397,7 @@ pub fn create_key_file(path: &Path) -> Result<(), KeyError> {
     f.write_all(&key)
         .and_then(|_| f.sync_all())
         .map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
-    crate::store::sync_parent(path).map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
+    crate::fsutil::sync_parent(path).map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod crypto;
 pub mod forget;
 pub mod format;
+pub mod fsutil;
 pub mod hex;
 pub mod http;
 pub mod pack;

@@ -353,7 +353,8 @@ fn save_marks(path: &Path, marks: &Marks) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Io(format!("cannot create {}", dir.display()), e))?;
     }
-    crate::store::write_atomic(path, text.as_bytes()).map_err(Error::from)
+    crate::fsutil::write_atomic(path, text.as_bytes())
+        .map_err(|e| Error::Io(format!("cannot write {}", path.display()), e))
 }
 
 /// A chunk a candidate holds that a committed snapshot uses.

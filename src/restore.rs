@@ -111,9 +111,7 @@ struct Group {
 }
 
 fn temp_name(dest: &Path) -> PathBuf {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("the system random generator failed");
-    dest.with_file_name(format!(".chute-restore-{}", crate::hex::encode(&b)))
+    dest.with_file_name(format!(".chute-restore-{}", crate::fsutil::random_suffix()))
 }
 
 fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {

@@ -73,6 +73,7 @@
 
 use crate::blob::{BlobId, BlobState, Uncommitted, valid_component};
 use crate::crypto::{Sha256State, sha256};
+use crate::fsutil;
 use sha2::Digest;
 use std::fmt;
 use std::fs::{self, File};
@@ -377,7 +378,7 @@ impl Store {
         };
         self.check_overlap(id, win)?;
         let part = dir.join(PART);
-        let tmp = part.join(format!(".tmp-{}", random_suffix()));
+        let tmp = part.join(format!(".tmp-{}", fsutil::random_suffix()));
         let result = receive(&tmp, len, body, expect);
         let (digest, file) = match result {
             Ok(d) => d,
@@ -1321,7 +1322,7 @@ impl Store {
                 .create(true)
                 .open(&path)?;
             if f.metadata()?.len() == 0 {
-                let generation = u64::from_le_bytes(random_bytes());
+                let generation = u64::from_le_bytes(fsutil::random_bytes());
                 f.write_all(format!("{}{line}", record_header(generation)).as_bytes())?;
                 return Ok(true);
             }
@@ -1422,10 +1423,10 @@ fn write_record<'a>(
     durable: bool,
 ) -> Result<()> {
     let path = dir.join(RECORD);
-    let tmp = dir.join(format!("{RECORD}.tmp-{}", random_suffix()));
+    let tmp = dir.join(format!("{RECORD}.tmp-{}", fsutil::random_suffix()));
     let res = (|| {
         let mut f = io::BufWriter::new(File::create(&tmp)?);
-        f.write_all(record_header(u64::from_le_bytes(random_bytes())).as_bytes())?;
+        f.write_all(record_header(u64::from_le_bytes(fsutil::random_bytes())).as_bytes())?;
         for (w, s) in entries {
             f.write_all(record_line(w, s).as_bytes())?;
         }
@@ -1559,46 +1560,13 @@ impl Read for RangeReader {
     }
 }
 
-/// Writes a whole file atomically: temp file, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".tmp-{}", random_suffix()));
-    let res = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(format!("cannot write {}", path.display()))(e));
-    }
-    sync_dir(dir)
+/// [`fsutil::write_atomic`], failing as the store does (a full disk is [`Error::Full`]).
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    fsutil::write_atomic(path, data).map_err(io_err(format!("cannot write {}", path.display())))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(format!("cannot sync {}", dir.display())))
-}
-
-/// Fsyncs the directory holding `path`, so a rename or create in it is durable.
-pub fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
-}
-
-fn random_bytes() -> [u8; 8] {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("the system random generator failed");
-    b
-}
-
-fn random_suffix() -> String {
-    crate::hex::encode(&random_bytes())
+    fsutil::sync_dir(dir).map_err(io_err(format!("cannot sync {}", dir.display())))
 }
 
 /// SHA-256 of an in-memory buffer, for callers that announce a window's digest.
@@ -1612,7 +1580,8 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("chute-store-{name}-{}", random_suffix()));
+        let d =
+            std::env::temp_dir().join(format!("chute-store-{name}-{}", fsutil::random_suffix()));
         fs::create_dir_all(&d).unwrap();
         d
     }
