@@ -30,6 +30,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod store;
 pub mod sys;
+pub mod testhooks;
 pub mod units;
 #[cfg(test)]
 mod vectors;

@@ -268,13 +268,6 @@ impl Report {
     }
 }
 
-/// Dies like `kill -9` at a named point when `CHUTE_FAILPOINT` names it (tests).
-fn failpoint(name: &str) {
-    if std::env::var_os("CHUTE_FAILPOINT").is_some_and(|v| v == name) {
-        std::process::abort();
-    }
-}
-
 const MARKS_HEADER: &str = "chute-prune-marks 2";
 
 /// The state one prune leaves for the next.
@@ -594,7 +587,7 @@ pub fn run(
         forget(remote, &report.outcomes[i].blob.id)?;
     }
     save_marks(&opts.marks, &marks)?;
-    failpoint("prune-marked");
+    crate::testhooks::failpoint("prune-marked");
     // What is due goes first: it needs no space, and an append-only peer refuses
     // here, before a repack adds anything.
     let all: Vec<usize> = (0..report.outcomes.len()).collect();
@@ -633,7 +626,7 @@ pub fn run(
         }
         Err(e) => return Err(e),
     };
-    failpoint("prune-repacked");
+    crate::testhooks::failpoint("prune-repacked");
     if let Some((p, _)) = &mut report.pack {
         *p = Some(pack);
     }
@@ -787,7 +780,7 @@ fn retire(
         marks.since.remove(&o.blob.id.path());
         if !*deleted_one {
             *deleted_one = true;
-            failpoint("prune-deleted-one");
+            crate::testhooks::failpoint("prune-deleted-one");
         }
     }
     Ok(())
@@ -842,7 +835,7 @@ fn repack(
                 w.add(&id, sealed)?;
             }
             if k == 0 {
-                failpoint("prune-repacking");
+                crate::testhooks::failpoint("prune-repacking");
             }
             k = j;
         }

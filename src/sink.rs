@@ -46,6 +46,7 @@ use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
 use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index, Manifest};
 use crate::remote::{self, ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
+use crate::testhooks;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -72,16 +73,6 @@ pub const MAX_WINDOW: u64 = 4 << 20;
 /// How often a walking sink touches its pending blob: far below any sensible prune
 /// grace period (default 24h), and one small request a minute is nothing.
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
-
-/// [`KEEPALIVE`], or `CHUTE_TEST_KEEPALIVE_MS` milliseconds: for tests only, whose
-/// prunes use grace periods of seconds.
-fn keepalive_period() -> Duration {
-    std::env::var("CHUTE_TEST_KEEPALIVE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&ms| ms > 0)
-        .map_or(KEEPALIVE, Duration::from_millis)
-}
 
 /// The next run's window size from this run's timing: aim at about two seconds a
 /// window, doubling or halving at most once a run.
@@ -535,7 +526,7 @@ fn worker(
 /// is appended now, sealed from the very copy its id was computed from.
 fn store_chunk(shared: &Shared, chunk: &mut ChunkBuf) -> Result<ChunkRef> {
     let id = shared.keys.chunk_buf_id(chunk);
-    test_rewrite_source();
+    testhooks::rewrite_source();
     if let Some(r) = shared.known(&id)? {
         return Ok(r);
     }
@@ -1009,7 +1000,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let mut dropped = Vec::new();
     let (alive, stop_touching) = std::sync::mpsc::channel::<()>();
     let (touching, pending) = (&shared, &index);
-    let period = keepalive_period();
+    let period = testhooks::keepalive(KEEPALIVE);
     let walk_result = std::thread::scope(|s| {
         for _ in 0..threads {
             let spare_tx = spare_tx.clone();
@@ -1113,11 +1104,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     if let Some(j) = &journal_done {
         j.final_index(&index.to_json());
     }
-    failpoint("before-commit");
+    testhooks::failpoint("before-commit");
     remote
         .commit(&blob, &index)
         .map_err(|e| checked_lost(remote, &blob, e))?;
-    failpoint("after-commit");
+    testhooks::failpoint("after-commit");
     // The snapshot is safe; what follows only speeds up the next run.
     let mut recs: Vec<(ChunkId, crate::cache::Place)> = pack
         .stored
@@ -1236,7 +1227,7 @@ impl Walker<'_> {
                 if let Err(e) = self.file(&path) {
                     self.skip(&path, e);
                 }
-                test_stall();
+                testhooks::stall();
             } else {
                 // Sockets, FIFOs and devices are runtime objects, not data: noted, not
                 // counted as failures (a nightly sink of / would otherwise never pass).
@@ -1299,7 +1290,7 @@ impl Walker<'_> {
             ));
             let before = f.metadata()?;
             let read = self.read(&f, idx, before.len());
-            test_change_during_read(path, tries);
+            testhooks::change_during_read(path, tries);
             let after = f.metadata();
             let (size, after) = match (read, after) {
                 (Ok(size), Ok(after)) => (size, after),
@@ -1402,86 +1393,6 @@ fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
         && a.ctime_nsec() == b.ctime_nsec()
         && a.ino() == b.ino()
         && a.dev() == b.dev()
-}
-
-/// For tests only: `CHUTE_TEST_CHANGE_DURING_READ=N:PATH` changes one byte of
-/// PATH after each of its first N reads, before the stat that ends the read (10 ms
-/// later, so even a coarse clock gives it a new mtime): a file written on every try.
-fn test_change_during_read(path: &Path, tries: u32) {
-    let Some(spec) = std::env::var_os("CHUTE_TEST_CHANGE_DURING_READ") else {
-        return;
-    };
-    let spec = spec.as_bytes();
-    let Some(colon) = spec.iter().position(|&b| b == b':') else {
-        return;
-    };
-    let times: u32 = std::str::from_utf8(&spec[..colon])
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    if tries > times || path.as_os_str().as_bytes() != &spec[colon + 1..] {
-        return;
-    }
-    std::thread::sleep(Duration::from_millis(10));
-    if let Ok(f) = fs::OpenOptions::new().read(true).write(true).open(path) {
-        use std::os::unix::fs::FileExt;
-        let mut b = [0u8; 1];
-        if f.read_exact_at(&mut b, 0).is_ok() {
-            let _ = f.write_all_at(&[!b[0]], 0);
-        }
-    }
-}
-
-/// For tests only: once, right after a worker computed a chunk's id and before it
-/// seals the chunk, rewrites the file `CHUTE_TEST_REWRITE_SOURCE` in place (every
-/// byte inverted), as a database writing while it is backed up would. An id and a
-/// seal taken from two reads of the source would disagree here every time.
-fn test_rewrite_source() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    let Some(path) = std::env::var_os("CHUTE_TEST_REWRITE_SOURCE") else {
-        return;
-    };
-    ONCE.call_once(|| {
-        use std::os::unix::fs::FileExt;
-        let Ok(f) = fs::OpenOptions::new().read(true).write(true).open(&path) else {
-            return;
-        };
-        let mut bytes = Vec::new();
-        if (&f).read_to_end(&mut bytes).is_ok() {
-            bytes.iter_mut().for_each(|b| *b = !*b);
-            let _ = f.write_all_at(&bytes, 0);
-        }
-    });
-}
-
-/// Dies like `kill -9` at a named point when `CHUTE_FAILPOINT` names it: the
-/// resume tests need deterministic crashes at moments too short to hit with a signal.
-fn failpoint(name: &str) {
-    if std::env::var_os("CHUTE_FAILPOINT").is_some_and(|v| v == name) {
-        std::process::abort();
-    }
-}
-
-/// Sleeps `CHUTE_TEST_STALL_SECS` seconds after the first file read, or until the
-/// file `CHUTE_TEST_STALL_UNTIL` exists (at most a minute), once: for tests only, a
-/// sink that writes nothing for a while (as one walking a huge unchanged tree does)
-/// while a prune runs.
-fn test_stall() {
-    static STALL: std::sync::Once = std::sync::Once::new();
-    STALL.call_once(|| {
-        if let Some(secs) = std::env::var("CHUTE_TEST_STALL_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            std::thread::sleep(Duration::from_secs(secs));
-        }
-        if let Some(path) = std::env::var_os("CHUTE_TEST_STALL_UNTIL") {
-            let until = Instant::now() + Duration::from_secs(60);
-            while !Path::new(&path).exists() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    });
 }
 
 /// A live progress line on stderr, only when stderr is a terminal.
