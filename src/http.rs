@@ -13,7 +13,7 @@ use crate::remote::{self, Error, ErrorKind, Remote, Result, retry};
 use std::time::Duration;
 use ureq::Agent;
 
-const PREFIX: &str = "/chute/blob/";
+use crate::protocol::PREFIX;
 /// Longest JSON answer read (indexes, lists, hashes).
 const MAX_JSON: u64 = 64 << 20;
 
@@ -307,7 +307,7 @@ impl Remote for HttpRemote {
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<crate::blob::Uncommitted>> {
         let what = format!("list uncommitted blobs of {domain}/{node}");
         let resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
-        let list: Vec<crate::server::ListedBlob> = self.json(&what, resp)?;
+        let list: Vec<crate::protocol::ListedBlob> = self.json(&what, resp)?;
         list.into_iter()
             .map(|b| {
                 let bad =

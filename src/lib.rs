@@ -21,6 +21,7 @@ pub mod fsutil;
 pub mod hex;
 pub mod http;
 pub mod pack;
+pub mod protocol;
 pub mod prune;
 pub mod remote;
 pub mod restore;

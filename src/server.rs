@@ -1,40 +1,8 @@
 //! `chute serve`: the Parachute prototype's REST blob API over a [`Store`].
 //!
 //! The server keeps other nodes' snapshots as opaque bytes; it never holds a key.
-//! Every path is below `/chute/blob/`; `URI` is `<domain>/<node>/<mount>/<timestamp>`,
-//! each component 1-128 of `[A-Za-z0-9._-]`, not starting with a dot.
-//!
-//! | request | answer |
-//! |---|---|
-//! | `POST /chute/blob/` with index.json (`domain`, `node`, `mount`, `timestamp` place it; other fields are opaque) | `201`, body the JSON string `"/chute/blob/URI/"`, same in `Location`; malformed → `400`; already committed → `409` |
-//! | `GET /chute/blob/<domain>/<node>/` | `200`, JSON array of the node's committed `"/chute/blob/URI/index.json"` |
-//! | `GET /chute/blob/<domain>/<node>/?uncommitted` | `200`, JSON array of the node's blobs that are not committed snapshots (for `chute prune`): `{"uri":"/chute/blob/URI/","state":S,"bytes":N,"idle":SECS}`, `S` one of `forgotten`, `pending` (created, never committed) or `orphan` (no index left: an interrupted delete), `N` the bytes of its windows, `SECS` how long nothing in it changed |
-//! | `GET /chute/blob/URI/index.json` | `200`, the committed index, with `ETag`; `304` if `If-None-Match` matches; `404` if unknown or uncommitted |
-//! | `PUT /chute/blob/URI/index.json` | commits the final index (chute's addition: the snapshot becomes visible): `201`, `true`; `409` if part 0 has gaps below the index's `size` or another index was committed |
-//! | `PUT /chute/blob/URI/0` | `201`, `true`: the body is one window at offset 0, or with `Content-Range: bytes FIRST-LAST/TOTAL` (`TOTAL` may be `*`) the window `FIRST..=LAST` |
-//! | `GET /chute/blob/URI/0` | `200`, JSON string: hex SHA-256 of the whole part; with `Range: bytes=A-B` (or `A-`, `-N`) `206` and those bytes |
-//! | `PUT /chute/blob/URI/0/<W>/<N>` | `201`, `true`: window `N` of size `W` (offset `N*W`, at most `W` bytes), for resumable transfers |
-//! | `GET /chute/blob/URI/0/<W>/<N>` | `200` and the window's bytes; `404` if never written |
-//! | `DELETE /chute/blob/URI/0/<W>/<N>` | trim (`chute prune`): `200`, `true`: that window of a forgotten snapshot is gone (its other windows stay readable); `409` for a committed or pending blob; `404` if no such window |
-//! | `GET /chute/blob/URI/0/<W>/<N>/hash/sha256` | `200`, JSON string: hex SHA-256 of that window as its file holds it now: from the verified record when a fresh stat of the file (inode, size, mtime, ctime) equals the one recorded when its bytes were last found equal to the SHA-256 they arrived with (on arrival, by a re-read, by a scrub), else re-read from disk; `404` if never written; `500` if the file is shorter than written. Bit rot that leaves the stat alone is found by the scrub, not here |
-//! | `DELETE /chute/blob/URI/` | `200`, `true`: a forgotten, pending or orphaned blob is gone (index first); `409` for a committed snapshot (forget it first), so a prune racing a commit cannot destroy it |
-//! | `DELETE /chute/blob/URI/index.json` | forget (`chute forget`): `200`, `true`: `index.json` becomes `index.forgotten.json`, so the snapshot leaves the list; its part stays readable and hashable (later snapshots may share its chunks) and can never change again; `404` if not committed; again on a forgotten one `200`, and its `idle` restarts (prune does this when it marks it, so the grace period is counted on the store's clock too) |
-//! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
-//!
-//! Every DELETE passes one gate, `may_delete`: an `--append-only` server refuses them
-//! (`403`) unless the request, signed by its node, also carries `X-Chute-Admin`, the
-//! proof of the key given with `--admin-key-file` (see [`crate::auth`]).
-//!
-//! A PUT may carry `X-Chute-SHA256: <hex>`: the server hashes the body as it arrives
-//! and keeps nothing if they differ (`400`). Windows are written to a temporary file,
-//! fsynced and renamed before the `201` (see [`crate::store`]), so an acknowledged
-//! write survives a crash and a broken one is never seen.
-//!
-//! Errors are JSON `{"error": "..."}`: `400` malformed (bad names, `..`, `%`-encoded
-//! characters, NUL, bad headers, digest mismatch, a body that ends early), `404`
-//! unknown, `405` wrong method (with `Allow`), `409` conflict, `411` no
-//! `Content-Length` on a PUT, `413` body too large, `416` a range not written or
-//! overlapping windows, `507` store full.
+//! The routes and the wire types are [`crate::protocol`]'s (the REST contract,
+//! shared with the HTTP client); this module authenticates, authorizes and acts.
 //!
 //! Threads: tiny_http accepts and parses connections; a fixed pool of `--threads`
 //! workers takes requests from it, so at most that many requests touch the disk at
@@ -45,7 +13,10 @@
 //! background scrub stops after the window it is reading.
 
 use crate::auth::{self, Admitted, Refusal, Verifier};
-use crate::blob::{BlobId, valid_component};
+use crate::blob::BlobId;
+use crate::protocol::{
+    ListedBlob, PREFIX, Route, RouteError, parse_content_range, parse_range, parse_route, query_has,
+};
 use crate::store::{self, Store};
 use std::collections::HashMap;
 use std::io::Read;
@@ -53,153 +24,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
-const PREFIX: &str = "/chute/blob/";
 /// Longest range one GET may ask for.
 const MAX_RANGE: u64 = 1 << 30;
-
-/// A parsed request path.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Route {
-    /// `/chute/blob/`
-    Root,
-    /// `/chute/blob/<domain>/<node>/`
-    Node { domain: String, node: String },
-    /// `/chute/blob/URI/`
-    Blob(BlobId),
-    /// `/chute/blob/URI/index.json`
-    Index(BlobId),
-    /// `/chute/blob/URI/index.forgotten.json`
-    Forgotten(BlobId),
-    /// `/chute/blob/URI/0`
-    Part(BlobId),
-    /// `/chute/blob/URI/0/<W>/<N>`
-    Window { id: BlobId, size: u64, n: u64 },
-    /// `/chute/blob/URI/0/<W>/<N>/hash/sha256`
-    WindowHash { id: BlobId, size: u64, n: u64 },
-}
-
-/// Why a path did not parse.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RouteError {
-    /// Not below `/chute/blob/`, or no such resource shape.
-    NotFound,
-    /// Below `/chute/blob/` but malformed: a 400.
-    Bad(String),
-}
-
-fn number(s: &str) -> Result<u64, RouteError> {
-    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(RouteError::Bad(format!("{s:?} is not a number")));
-    }
-    s.parse()
-        .map_err(|_| RouteError::Bad(format!("{s:?} is too large")))
-}
-
-/// Parses a request target. Pure: the fuzz target and the tests call it directly.
-pub fn parse_route(url: &str) -> Result<Route, RouteError> {
-    let path = url.split_once('?').map_or(url, |(p, _)| p);
-    let Some(rest) = path.strip_prefix(PREFIX) else {
-        return if path == "/chute/blob" {
-            Ok(Route::Root)
-        } else {
-            Err(RouteError::NotFound)
-        };
-    };
-    if rest.is_empty() {
-        return Ok(Route::Root);
-    }
-    if rest.contains('%') {
-        return Err(RouteError::Bad(
-            "percent-encoded paths are not accepted".into(),
-        ));
-    }
-    let trailing = rest.ends_with('/');
-    let parts: Vec<&str> = rest.strip_suffix('/').unwrap_or(rest).split('/').collect();
-    // Name components first: these are where traversal would hide.
-    let names = parts.len().min(4);
-    for p in &parts[..names] {
-        if !valid_component(p) {
-            return Err(RouteError::Bad(format!("invalid path component {p:?}")));
-        }
-    }
-    let id = |p: &[&str]| {
-        BlobId::new(p[0], p[1], p[2], p[3]).map_err(|e| RouteError::Bad(e.to_string()))
-    };
-    match (parts.as_slice(), trailing) {
-        ([d, n], true) => Ok(Route::Node {
-            domain: (*d).into(),
-            node: (*n).into(),
-        }),
-        ([_, _, _, _], true) => Ok(Route::Blob(id(&parts)?)),
-        ([_, _, _, _, "index.json"], false) => Ok(Route::Index(id(&parts)?)),
-        ([_, _, _, _, "index.forgotten.json"], false) => Ok(Route::Forgotten(id(&parts)?)),
-        ([_, _, _, _, "0"], false) => Ok(Route::Part(id(&parts)?)),
-        ([_, _, _, _, "0", w, n], false) => Ok(Route::Window {
-            id: id(&parts)?,
-            size: number(w)?,
-            n: number(n)?,
-        }),
-        ([_, _, _, _, "0", w, n, "hash", "sha256"], false) => Ok(Route::WindowHash {
-            id: id(&parts)?,
-            size: number(w)?,
-            n: number(n)?,
-        }),
-        _ => Err(RouteError::NotFound),
-    }
-}
-
-/// `Content-Range: bytes FIRST-LAST/TOTAL` → (first, last, total).
-pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let v = v.trim().strip_prefix("bytes ")?;
-    let (range, total) = v.split_once('/')?;
-    let (a, b) = range.split_once('-')?;
-    let digits = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok())?
-    };
-    let (a, b) = (digits(a)?, digits(b)?);
-    let total = if total == "*" {
-        None
-    } else {
-        Some(digits(total)?)
-    };
-    if b < a || total.is_some_and(|t| b >= t) {
-        return None;
-    }
-    Some((a, b, total))
-}
-
-/// A `Range` header that cannot be served: 416.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Unsatisfiable;
-
-/// `Range: bytes=A-B`, `A-` or `-N` against a part of `len` bytes → (offset, len).
-/// Only one range is supported.
-pub fn parse_range(v: &str, len: u64) -> Result<(u64, u64), Unsatisfiable> {
-    let spec = v.trim().strip_prefix("bytes=").ok_or(Unsatisfiable)?;
-    if spec.contains(',') {
-        return Err(Unsatisfiable);
-    }
-    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
-    let num = |s: &str| -> Result<u64, Unsatisfiable> {
-        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(Unsatisfiable);
-        }
-        s.parse().map_err(|_| Unsatisfiable)
-    };
-    let (first, last) = match (a.is_empty(), b.is_empty()) {
-        (false, false) => (num(a)?, num(b)?.min(len.saturating_sub(1))),
-        (false, true) => (num(a)?, len.saturating_sub(1)),
-        (true, false) => {
-            let n = num(b)?.min(len);
-            (len - n, len.saturating_sub(1))
-        }
-        (true, true) => return Err(Unsatisfiable),
-    };
-    if len == 0 || first > last || first >= len {
-        return Err(Unsatisfiable);
-    }
-    Ok((first, last - first + 1))
-}
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -327,21 +153,6 @@ fn may_delete(req: &Request, state: &State) -> Result<(), Fail> {
             .into(),
         None,
     ))
-}
-
-/// One entry of `GET .../<node>/?uncommitted`.
-#[derive(miniserde::Serialize, miniserde::Deserialize, Debug)]
-pub struct ListedBlob {
-    pub uri: String,
-    pub state: String,
-    pub bytes: u64,
-    pub idle: u64,
-}
-
-/// Whether the query string of `url` holds the bare word `name`.
-fn query_has(url: &str, name: &str) -> bool {
-    url.split_once('?')
-        .is_some_and(|(_, q)| q.split('&').any(|p| p == name))
 }
 
 /// What a handler answers.
@@ -976,150 +787,4 @@ pub fn serve_cmd(s: &crate::cli::Settings, c: crate::cli::ServeCmd) -> crate::Re
             }),
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id() -> BlobId {
-        BlobId::new("d", "n", "m", "t").unwrap()
-    }
-
-    #[test]
-    fn routes() {
-        assert_eq!(parse_route("/chute/blob/"), Ok(Route::Root));
-        assert_eq!(
-            parse_route("/chute/blob/d/n/"),
-            Ok(Route::Node {
-                domain: "d".into(),
-                node: "n".into()
-            })
-        );
-        assert_eq!(
-            parse_route("/chute/blob/d/n/m/t/index.json"),
-            Ok(Route::Index(id()))
-        );
-        assert_eq!(
-            parse_route("/chute/blob/d/n/m/t/index.forgotten.json"),
-            Ok(Route::Forgotten(id()))
-        );
-        assert!(query_has("/chute/blob/d/n/?uncommitted", "uncommitted"));
-        assert!(!query_has("/chute/blob/d/n/?uncommittedx", "uncommitted"));
-        assert_eq!(
-            parse_route("/chute/blob/d/n/m/t/0?x=1"),
-            Ok(Route::Part(id()))
-        );
-        assert_eq!(
-            parse_route("/chute/blob/d/n/m/t/0/4096/3/hash/sha256"),
-            Ok(Route::WindowHash {
-                id: id(),
-                size: 4096,
-                n: 3
-            })
-        );
-        assert_eq!(parse_route("/etc/passwd"), Err(RouteError::NotFound));
-        for bad in [
-            "/chute/blob/../n/m/t/0",
-            "/chute/blob/d/n/m/%2e%2e/0",
-            "/chute/blob/d/n/m%2ft/0",
-            "/chute/blob/d/n/m/t\0/0",
-            "/chute/blob//etc/passwd/x/0",
-            "/chute/blob/d/n/m/t/0/x/1",
-            "/chute/blob/d/n/m/t/0/99999999999999999999/1",
-        ] {
-            assert!(matches!(parse_route(bad), Err(RouteError::Bad(_))), "{bad}");
-        }
-    }
-
-    /// A property test of the parsers an attacker reaches first: random and mutated
-    /// request targets and header values never panic, and whatever parses is safe
-    /// (every name component valid, every range inside the part). CI runs it on each
-    /// change; CHUTE_FUZZ_ITERS makes a longer run.
-    #[test]
-    fn fuzz_path_and_header_parsers() {
-        let iters: usize = std::env::var("CHUTE_FUZZ_ITERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(200_000);
-        let mut seed = [0u8; 8];
-        getrandom::fill(&mut seed).unwrap();
-        let mut x = u64::from_le_bytes(seed) | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let seeds: &[&[u8]] = &[
-            b"/chute/blob/d/n/m/t/0/4096/3/hash/sha256",
-            b"/chute/blob/d/n/m/t/index.json",
-            b"/chute/blob/d/n/",
-            b"bytes=0-99",
-            b"bytes 0-9/100",
-            b"node=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff quota=1G",
-        ];
-        let alphabet: &[u8] = b"/.%2fF0e9-_=*, \0\xff\xc3hashsha256index.jsonbytes";
-        for i in 0..iters {
-            let mut v = seeds[i % seeds.len()].to_vec();
-            for _ in 0..(next() % 6) {
-                let r = next() as usize;
-                match r % 4 {
-                    0 if !v.is_empty() => {
-                        let at = r / 4 % v.len();
-                        v[at] = alphabet[r / 64 % alphabet.len()];
-                    }
-                    1 => {
-                        let at = r / 4 % (v.len() + 1);
-                        v.insert(at, alphabet[r / 64 % alphabet.len()]);
-                    }
-                    2 if !v.is_empty() => {
-                        let at = r / 4 % v.len();
-                        v.remove(at);
-                    }
-                    _ => v.extend((0..r % 8).map(|_| next() as u8)),
-                }
-            }
-            let s = String::from_utf8_lossy(&v);
-            if let Ok(route) = parse_route(&s) {
-                let ids: Vec<&BlobId> = match &route {
-                    Route::Blob(id) | Route::Index(id) | Route::Part(id) => vec![id],
-                    Route::Window { id, .. } | Route::WindowHash { id, .. } => vec![id],
-                    _ => vec![],
-                };
-                for id in ids {
-                    for c in [&id.domain, &id.node, &id.mount, &id.timestamp] {
-                        assert!(valid_component(c), "{s:?} gave component {c:?}");
-                    }
-                }
-            }
-            let len = next() % 1000;
-            if let Ok((off, n)) = parse_range(&s, len) {
-                assert!(n > 0 && off + n <= len, "{s:?} against {len}: {off}+{n}");
-            }
-            if let Some((a, b, t)) = parse_content_range(&s) {
-                assert!(a <= b && t.is_none_or(|t| b < t), "{s:?}");
-            }
-            let _ = crate::auth::parse_allow(&s);
-            let _ = crate::units::parse_bytes(&s);
-        }
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(
-            parse_content_range("bytes 0-9/100"),
-            Some((0, 9, Some(100)))
-        );
-        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 9, None)));
-        assert_eq!(parse_content_range("bytes 9-5/*"), None);
-        assert_eq!(parse_content_range("bytes 0-100/100"), None);
-        assert_eq!(parse_range("bytes=0-9", 100), Ok((0, 10)));
-        assert_eq!(parse_range("bytes=90-", 100), Ok((90, 10)));
-        assert_eq!(parse_range("bytes=-5", 100), Ok((95, 5)));
-        assert_eq!(parse_range("bytes=95-200", 100), Ok((95, 5)));
-        assert_eq!(parse_range("bytes=100-", 100), Err(Unsatisfiable));
-        assert_eq!(parse_range("bytes=0-1,3-4", 100), Err(Unsatisfiable));
-        assert_eq!(parse_range("items=0-1", 100), Err(Unsatisfiable));
-    }
 }
