@@ -284,7 +284,7 @@ CHUTE_ENV=(PATH="$PATH" CHUTE_CONFIG=/dev/null CHUTE_DOMAIN=bench CHUTE_NODE=ben
 say "single-core crypto ceiling (tests/ceiling.rs)"
 # Built first so that the timed run is the measurement alone; env -i keeps what cargo
 # and rustup need to find the toolchain and the build.
-(cd "$ROOT" && "$CARGO" test --release --quiet --test ceiling --no-run 2>"$RUN/ceiling-build.err") || {
+(cd "$ROOT" && "$CARGO" test --release --quiet --test tests --no-run 2>"$RUN/ceiling-build.err") || {
     cat "$RUN/ceiling-build.err" >&2
     die "cannot build tests/ceiling.rs"
 }
@@ -294,7 +294,7 @@ for v in CARGO_HOME RUSTUP_HOME RUSTUP_TOOLCHAIN CARGO_TARGET_DIR CHUTE_CEILING_
 done
 cd "$ROOT"
 measure ceiling "${CARGO_ENV[@]}" -- \
-    "$CARGO" test --release --quiet --test ceiling -- --ignored --nocapture
+    "$CARGO" test --release --quiet --test tests -- --ignored --nocapture ceiling::
 ceiling() { awk -v k="$1" '$1 == "CEILING" && $2 == k { print $3 }' "$RUN/ceiling.out"; }
 C_SEAL=$(ceiling seal)
 C_HMAC=$(ceiling hmac)

@@ -6,17 +6,16 @@
 //! `Chunker::cut`; and restore's per-chunk step, opening with and without the check
 //! of the chunk's id (`Keys::open_chunk`). Ignored by default because it measures, not checks:
 //!
-//! `cargo test --release --test ceiling -- --ignored --nocapture`
+//! `cargo test --release --test tests -- --ignored --nocapture ceiling::`
 //!
 //! Each figure is printed as one `CEILING <name> <MB/s>` line (MB = 10^6 bytes) so
 //! the bench script can pick it out. `CHUTE_CEILING_MIB` sets the bytes per figure
 //! (default 1024).
-mod util;
+use crate::util::noise;
 use chute::chunker::{self, Chunker};
 use chute::crypto::{ChunkBuf, Keys, Kind, OVERHEAD};
 use std::hint::black_box;
 use std::time::Instant;
-use util::noise;
 
 /// Same size as the chunker's average chunk, the size sink seals most often.
 const BUF: usize = 1 << 20;

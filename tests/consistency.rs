@@ -2,10 +2,9 @@
 //! always come from one copy, each file is one version or reported, and a store
 //! that already holds a chunk whose content is not the one its id names (written
 //! by an older chute) is found by verify and restore and healed by the next sink.
-mod util;
+use crate::util::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use util::*;
 
 /// Where a source path lands under `--to out`.
 fn landed(out: &Path, src: &Path) -> PathBuf {

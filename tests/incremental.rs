@@ -1,9 +1,8 @@
 //! The incremental issue's tests: dedup, unchanged-file skip, resume after SIGKILL.
-mod util;
+use crate::util::*;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use util::*;
 
 /// Numbers from the sink's summary line.
 struct Summary {

@@ -1,13 +1,12 @@
 //! The maintenance issue's tests, against the real binary: verify (window hashes and
 //! --read-data), the keyless scrub, forget policies, and prune (grace periods, a
 //! concurrent sink, kills at any point), on a local store and over HTTP.
-mod util;
+use crate::util::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use util::*;
 
 /// Runs chute and insists on exit status `code`; returns (stdout, stderr).
 fn status(env: &Env, code: i32, args: &[&str]) -> (String, String) {

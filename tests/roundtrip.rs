@@ -1,9 +1,8 @@
 //! The core issue's user-level tests: sink, list and restore on a local store.
-mod util;
+use crate::util::*;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use util::*;
 
 fn sink(env: &Env, src: &Path) -> String {
     env.ok(["sink".as_ref(), src.as_os_str()])

@@ -1,6 +1,6 @@
 //! The security issue's rules, each against the real server: signed requests,
 //! node namespaces, secure defaults, append-only, quotas, hostile input.
-mod util;
+use crate::util::*;
 use chute::auth::Signer;
 use chute::crypto::{Keys, sha256};
 use std::fs;
@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use util::*;
 
 /// An initialised world and the `--allow` line for its node ("node1").
 fn node(name: &str) -> (Env, String) {

@@ -1,11 +1,10 @@
 //! The REST contract of `chute serve` (the table in src/server.rs), row by row, over
 //! raw HTTP so nothing in our own client can paper over a wrong answer.
-mod util;
+use crate::util::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
-use util::*;
 
 /// The blob every test works on.
 const BLOB: &str = "/chute/blob/d.org/pi/m1/t1";

@@ -1,13 +1,12 @@
 //! sink, list and restore against a real `chute serve` over HTTP: round trips, what
 //! the server gets to see, several nodes at once, and a server that dies mid-sink.
-mod util;
+use crate::util::*;
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use util::*;
 
 /// Runs a prepared chute command and insists it succeeds; returns stdout.
 fn ok_cmd(mut c: Command) -> String {

@@ -1,0 +1,14 @@
+//! The integration suite, one crate so the release profile links once: a module
+//! per topic, each driving the real `chute` binary as a user would (see
+//! `util`). `CHUTE_TEST_BIN` and `CHUTE_TEST_RUNNER` point it at another build,
+//! such as the ARM one under qemu (cross/test-arm.sh).
+mod util;
+
+mod ceiling;
+mod consistency;
+mod incremental;
+mod maintenance;
+mod roundtrip;
+mod security;
+mod server_api;
+mod server_sink;
