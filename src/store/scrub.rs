@@ -1,0 +1,159 @@
+//! The store's scrub: re-hash every window file against the SHA-256 in its name,
+//! needing no key (the background pass and `chute scrub` are in [`crate::scrub`]).
+
+use super::*;
+
+/// A window file whose bytes no longer match what its name says they were.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// `domain/node/mount/timestamp`.
+    pub blob: String,
+    pub offset: u64,
+    pub len: u64,
+    pub why: String,
+}
+
+/// What [`Store::scrub`] checked and found.
+#[derive(Debug, Default)]
+pub struct ScrubReport {
+    /// Blobs checked whole.
+    pub blobs: u64,
+    pub windows: u64,
+    pub bytes: u64,
+    pub damaged: Vec<Damage>,
+    /// The pass was told to stop before the end.
+    pub stopped: bool,
+}
+
+/// What a scrub pass tells its caller as it goes (see [`Store::scrub_paced`]).
+#[derive(Debug)]
+pub enum ScrubEvent<'a> {
+    /// A window of this many bytes was read.
+    Read(u64),
+    /// A window is damaged (also in the final report).
+    Damaged(&'a Damage),
+    /// Every window of this blob (`domain/node/mount/timestamp`) was checked.
+    BlobDone(&'a str),
+}
+
+impl Store {
+    /// Re-hashes every window file in the store and compares it with the length and
+    /// SHA-256 in its name, which the store verified when the bytes arrived. Needs
+    /// no key and reads one window at a time.
+    pub fn scrub(&self) -> Result<ScrubReport> {
+        self.scrub_paced(None, &mut |_| true)
+    }
+
+    /// [`Store::scrub`] as a background pass runs it: blobs in a fixed order
+    /// (domain, node, mount, timestamp), starting after the blob `after` (a
+    /// `domain/node/mount/timestamp` a stopped pass reached), telling `on` of each
+    /// window read (so it can sleep to stay under a read rate), each damaged window
+    /// as it is found, and each blob finished. When `on` returns false the pass stops
+    /// (the report says so).
+    ///
+    /// Every window is re-read whatever the verified record says, and the record is
+    /// brought in line: a damaged window's entry is dropped at once (durably: it must
+    /// never vouch for those bytes again), intact ones are recorded afresh.
+    pub fn scrub_paced(
+        &self,
+        after: Option<&str>,
+        on: &mut dyn FnMut(ScrubEvent<'_>) -> bool,
+    ) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        let mut buf = vec![0u8; 256 << 10];
+        let after: Option<Vec<&str>> = after.map(|a| a.split('/').collect());
+        let dirs = |p: &Path| -> Result<Vec<String>> {
+            Ok(read_names(p)?
+                .into_iter()
+                .filter(|n| p.join(n).is_dir())
+                .collect())
+        };
+        for domain in dirs(&self.root)? {
+            let d = self.root.join(&domain);
+            for node in dirs(&d)? {
+                let n = d.join(&node);
+                for mount in dirs(&n)? {
+                    let m = n.join(&mount);
+                    for ts in dirs(&m)? {
+                        let key = [domain.as_str(), &node, &mount, &ts];
+                        if after.as_deref().is_some_and(|a| key.as_slice() <= a) {
+                            continue;
+                        }
+                        let blob = key.join("/");
+                        let dir = m.join(&ts);
+                        if !self.scrub_blob(&blob, &dir, &mut buf, &mut report, on)? {
+                            report.stopped = true;
+                            return Ok(report);
+                        }
+                        report.blobs += 1;
+                        if !on(ScrubEvent::BlobDone(&blob)) {
+                            report.stopped = true;
+                            return Ok(report);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Scrubs one blob directory; false if `on` asked to stop.
+    pub(super) fn scrub_blob(
+        &self,
+        blob: &str,
+        dir: &Path,
+        buf: &mut [u8],
+        report: &mut ScrubReport,
+        on: &mut dyn FnMut(ScrubEvent<'_>) -> bool,
+    ) -> Result<bool> {
+        let (windows, _) = blob_files(dir)?;
+        // Fresh verdicts, merged into the record every so often (memory stays
+        // bounded however many windows a blob has) and when the blob is done.
+        let mut found: Vec<(Window, Option<Stamp>)> = Vec::new();
+        for w in windows {
+            let path = dir.join(PART).join(w.file_name());
+            let (why, stamp) = match reread(&path, w.len, buf) {
+                // Deleted since the listing (a prune, a rewritten window): not damage.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => (Some(format!("unreadable: {e}")), None),
+                Ok(r) if r.len != w.len => (
+                    Some(format!(
+                        "the file holds {} bytes, its name says {}",
+                        r.len, w.len
+                    )),
+                    None,
+                ),
+                Ok(r) if r.digest != w.sha256 => (
+                    Some("its bytes no longer match the SHA-256 they arrived with".to_string()),
+                    None,
+                ),
+                Ok(r) => (None, r.settled),
+            };
+            report.windows += 1;
+            report.bytes += w.len;
+            let mut go = on(ScrubEvent::Read(w.len));
+            if let Some(why) = why {
+                self.record_merge(dir, &[(w, None)], false)?;
+                let damage = Damage {
+                    blob: blob.to_string(),
+                    offset: w.offset,
+                    len: w.len,
+                    why,
+                };
+                go &= on(ScrubEvent::Damaged(&damage));
+                report.damaged.push(damage);
+            } else if let Some(s) = stamp {
+                found.push((w, Some(s)));
+            }
+            if found.len() >= 1024 || !go {
+                let _ = self.record_merge(dir, &found, false);
+                found.clear();
+            }
+            if !go {
+                return Ok(false);
+            }
+        }
+        let _ = self.record_merge(dir, &found, true);
+        Ok(true)
+    }
+}
