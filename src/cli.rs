@@ -298,7 +298,7 @@ impl Settings {
 /// Opens a remote from `http://HOST:PORT` or a directory path.
 pub fn open_remote(spec: &str, signer: Option<crate::auth::Signer>) -> Result<Box<dyn Remote>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
-        Ok(Box::new(crate::http::HttpRemote::new(spec, signer)?))
+        Ok(Box::new(crate::remote::HttpRemote::new(spec, signer)?))
     } else if spec.contains("://") {
         Err(Error::Usage(format!(
             "unsupported remote {spec:?}: use a directory or http://HOST:PORT"

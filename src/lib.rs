@@ -19,7 +19,6 @@ pub mod forget;
 pub mod format;
 pub mod fsutil;
 pub mod hex;
-pub mod http;
 pub mod pack;
 pub mod protocol;
 pub mod prune;

@@ -1,6 +1,6 @@
 //! The REST protocol of `chute serve`, the Parachute prototype's blob API: routes,
 //! range headers and wire types, shared by the server ([`crate::server`]) and the
-//! HTTP client ([`crate::http`]). Pure: nothing here touches a socket or a disk, so
+//! HTTP client ([`crate::remote::HttpRemote`]). Pure: nothing here touches a socket or a disk, so
 //! the parsers are unit-tested and fuzzed in memory.
 //!
 //! Every path is below `/chute/blob/`; `URI` is `<domain>/<node>/<mount>/<timestamp>`,

@@ -1,4 +1,4 @@
-//! The HTTP remote: [`Remote`] over the REST protocol of [`crate::server`], via ureq.
+//! The HTTP remote: [`Remote`] over the REST protocol of [`crate::protocol`], via ureq.
 //!
 //! One keep-alive agent is shared by all sink and restore threads. Every window is
 //! sent with `X-Chute-SHA256`, so the peer keeps it only if it arrived intact.
@@ -6,10 +6,10 @@
 //! backoff by the callers that can safely repeat (every request here is idempotent:
 //! a window rewrite replaces the same bytes; a commit of the same index is a no-op).
 
+use super::{Error, ErrorKind, Remote, Result, retry};
 use crate::auth::{self, Signer};
 use crate::blob::BlobId;
 use crate::format::Index;
-use crate::remote::{self, Error, ErrorKind, Remote, Result, retry};
 use std::time::Duration;
 use ureq::Agent;
 
@@ -161,7 +161,7 @@ impl HttpRemote {
             .limit(crate::store::MAX_INDEX)
             .read_to_vec()
             .map_err(self.transport(&what))?;
-        remote::parse_index(&bytes, id)
+        super::parse_index(&bytes, id)
     }
 
     fn get(&self, what: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {

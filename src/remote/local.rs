@@ -1,0 +1,90 @@
+//! [`Remote`] over a [`Store`] directory in this process: the embedded default and
+//! any `--remote DIR`.
+
+use super::{Error, ErrorKind, Remote, Result, parse_index};
+use crate::blob::{BlobId, Uncommitted};
+use crate::format::Index;
+use crate::store::Store;
+use std::path::Path;
+
+/// A store directory on this machine.
+pub struct LocalRemote {
+    store: Store,
+}
+
+impl LocalRemote {
+    pub fn open(dir: &Path) -> Result<LocalRemote> {
+        Ok(LocalRemote {
+            store: Store::open(dir)?,
+        })
+    }
+}
+
+impl Remote for LocalRemote {
+    fn describe(&self) -> String {
+        self.store.root().display().to_string()
+    }
+
+    fn create(&self, index: &Index) -> Result<BlobId> {
+        Ok(self.store.create(index.to_json().as_bytes())?)
+    }
+
+    fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]> {
+        let offset = n
+            .checked_mul(window)
+            .ok_or_else(|| Error::new(ErrorKind::Refused, "window offset overflows"))?;
+        Ok(self
+            .store
+            .write(id, offset, data.len() as u64, &mut &data[..], None)?)
+    }
+
+    fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>> {
+        let Some(offset) = n.checked_mul(window) else {
+            return Ok(None);
+        };
+        match self.store.window_at(id, offset)? {
+            Some(w) if w.len <= window => Ok(Some(self.store.hash(id, w.offset, w.len)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
+        Ok(self.store.read(id, offset, len)?)
+    }
+
+    fn commit(&self, id: &BlobId, index: &Index) -> Result<()> {
+        Ok(self.store.commit(id, index.to_json().as_bytes())?)
+    }
+
+    fn index(&self, id: &BlobId) -> Result<Index> {
+        parse_index(&self.store.index(id)?, id)
+    }
+
+    fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
+        Ok(self.store.list(domain, node)?)
+    }
+
+    fn delete(&self, id: &BlobId) -> Result<()> {
+        Ok(self.store.delete(id)?)
+    }
+
+    fn forget(&self, id: &BlobId) -> Result<()> {
+        Ok(self.store.forget(id)?)
+    }
+
+    fn forgotten_index(&self, id: &BlobId) -> Result<Index> {
+        parse_index(&self.store.forgotten_index(id)?, id)
+    }
+
+    fn trim(&self, id: &BlobId, window: u64, n: u64) -> Result<()> {
+        let offset = n
+            .checked_mul(window)
+            .ok_or_else(|| Error::new(ErrorKind::Refused, "window offset overflows"))?;
+        self.store.trim(id, offset)?;
+        Ok(())
+    }
+
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
+        Ok(self.store.list_uncommitted(domain, node)?)
+    }
+}
