@@ -447,7 +447,7 @@ pub fn run(
         ..Report::default()
     };
     for snap in &snaps {
-        let mut m = crate::restore::manifest(keys, remote, snap).map_err(damaged)?;
+        let mut m = crate::snapshot::manifest(keys, remote, snap).map_err(damaged)?;
         resolver.resolve(&mut m);
         report.dangling += m
             .entries
@@ -693,7 +693,7 @@ fn renewed(
                     index,
                     header,
                 };
-                crate::restore::manifest(keys, remote, &snap)
+                crate::snapshot::manifest(keys, remote, &snap)
             });
         let mut m = match read {
             Ok(m) => m,

@@ -16,7 +16,7 @@
 
 use crate::blob::BlobId;
 use crate::crypto::{ChunkId, Keys, OpenError};
-use crate::format::{self, ChunkRef, Entry, EntryKind, Manifest};
+use crate::format::{ChunkRef, Entry, EntryKind, Manifest};
 use crate::remote::Remote;
 use crate::snapshot::Snapshot;
 use crate::{Error, Result};
@@ -53,24 +53,6 @@ pub struct Report {
     pub symlinks: u64,
     pub bytes: u64,
     pub secs: f64,
-}
-
-/// Reads and opens a snapshot's manifest.
-pub fn manifest(keys: &Keys, remote: &dyn Remote, snap: &Snapshot) -> Result<Manifest> {
-    let h = &snap.header;
-    let blob = &snap.blob;
-    let fetch = |off: u64, len: u64| {
-        remote
-            .read(blob, h.manifest_offset + off, len)
-            .map_err(std::io::Error::other)
-    };
-    format::open_manifest(keys, &blob.path(), h.manifest_len, h.segments, fetch).map_err(|e| {
-        Error::Damaged(format!(
-            "snapshot {}: manifest in {} is damaged: {e}",
-            snap.short_id(),
-            blob.path()
-        ))
-    })
 }
 
 /// Whether `path` is `filter` or inside it.
@@ -135,7 +117,7 @@ fn set_meta(path: &Path, e: &Entry, symlink: bool) -> Result<()> {
 /// Restores (part of) a snapshot.
 pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) -> Result<Report> {
     let started = Instant::now();
-    let mut m = manifest(keys, remote, snap)?;
+    let mut m = crate::snapshot::manifest(keys, remote, snap)?;
     // Chunks prune moved out of forgotten blobs are read from their packs.
     crate::pack::Resolver::for_node(keys, remote, &snap.blob.domain, &snap.blob.node)?
         .resolve(&mut m);

@@ -690,7 +690,7 @@ fn sync_cache(
         .filter(|s| !known.contains(&s.blob.path()))
         .collect();
     for s in missing {
-        let m = crate::restore::manifest(keys, remote, s)?;
+        let m = crate::snapshot::manifest(keys, remote, s)?;
         let mut recs =
             crate::cache::records_of(m.entries.iter().flat_map(|e| e.chunks.iter().copied()));
         cache = cache

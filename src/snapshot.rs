@@ -5,7 +5,7 @@
 
 use crate::blob::BlobId;
 use crate::crypto::Keys;
-use crate::format::{self, Header, Index};
+use crate::format::{self, Header, Index, Manifest};
 use crate::remote::Remote;
 use crate::{Error, Result};
 use std::os::unix::ffi::OsStrExt;
@@ -204,6 +204,24 @@ pub fn timestamp(secs: i64, nanos: u32) -> String {
 pub fn display_time(secs: i64) -> String {
     let (y, mo, d, h, mi, s) = split(secs);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+/// Reads and opens a snapshot's manifest.
+pub fn manifest(keys: &Keys, remote: &dyn Remote, snap: &Snapshot) -> Result<Manifest> {
+    let h = &snap.header;
+    let blob = &snap.blob;
+    let fetch = |off: u64, len: u64| {
+        remote
+            .read(blob, h.manifest_offset + off, len)
+            .map_err(std::io::Error::other)
+    };
+    format::open_manifest(keys, &blob.path(), h.manifest_len, h.segments, fetch).map_err(|e| {
+        Error::Damaged(format!(
+            "snapshot {}: manifest in {} is damaged: {e}",
+            snap.short_id(),
+            blob.path()
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ pub fn run(
         None => crate::pack::Resolver::default(),
     };
     for snap in snaps {
-        let m = match crate::restore::manifest(keys, remote, snap) {
+        let m = match crate::snapshot::manifest(keys, remote, snap) {
             Ok(mut m) => {
                 // Checked where a restore would read: moved chunks in their packs.
                 resolver.resolve(&mut m);
