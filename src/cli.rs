@@ -313,8 +313,8 @@ fn remembered_window(cache_dir: &Path) -> u64 {
     std::fs::read_to_string(cache_dir.join("window"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .map_or(sink::DEFAULT_WINDOW, |w: u64| {
-            w.clamp(sink::MIN_WINDOW, sink::MAX_WINDOW)
+        .map_or(crate::protocol::DEFAULT_WINDOW, |w: u64| {
+            w.clamp(crate::protocol::MIN_WINDOW, crate::protocol::MAX_WINDOW)
         })
 }
 
@@ -491,7 +491,7 @@ fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     let window = if network {
         remembered_window(&cache_dir)
     } else {
-        sink::DEFAULT_WINDOW
+        crate::protocol::DEFAULT_WINDOW
     };
     let opts = sink::Options {
         roots,

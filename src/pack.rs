@@ -193,7 +193,7 @@ impl<'a> Writer<'a> {
         };
         let blob = remote.create(&index)?;
         index.timestamp = blob.timestamp.clone();
-        let window = crate::sink::DEFAULT_WINDOW;
+        let window = crate::protocol::DEFAULT_WINDOW;
         Ok(Writer {
             keys,
             remote,

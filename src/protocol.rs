@@ -43,6 +43,15 @@ use crate::blob::{BlobId, valid_component};
 /// Where every route starts.
 pub const PREFIX: &str = "/chute/blob/";
 
+/// The window size a sink or a prune's repack uploads part 0 in, the `<W>` of
+/// `/0/<W>/<N>`, unless it learnt better (see `sink::next_window`).
+pub const DEFAULT_WINDOW: u64 = 2 << 20;
+/// Bounds for the window size a remote is given: small enough that a failed window
+/// costs little to resend on a slow uplink, large enough that requests stay few; the
+/// top also bounds memory (each worker may hold a full window).
+pub const MIN_WINDOW: u64 = 1 << 20;
+pub const MAX_WINDOW: u64 = 4 << 20;
+
 /// A parsed request path.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {

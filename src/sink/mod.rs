@@ -1,0 +1,505 @@
+//! `chute sink`: walk the sources, cut files into chunks, seal them, upload part 0
+//! in windows, then commit the index that makes the snapshot visible.
+//!
+//! Threads: the calling thread walks the tree and chunks each file through a
+//! bounded memory map ([`walk::MAP_WINDOW`] bytes at a time, so peak RSS does not grow with
+//! file size); `threads` workers take chunks from a bounded queue, compute the keyed
+//! chunk id, seal, and append to the shared window buffer; whichever worker fills a
+//! window uploads it.
+//!
+//! Incremental: a file whose size, mtime, ctime, device and inode match the
+//! previous snapshot of the same paths (the parent) is not read at all; its chunk
+//! list is reused. Every other chunk is looked up by its keyed id, first among this
+//! run's chunks, then in the local chunk index ([`crate::cache`]) of everything the
+//! remote's committed snapshots hold; only unknown chunks are sealed and sent. The
+//! index is rebuilt from the remote's sealed manifests when it is missing or stale.
+//!
+//! Resumable: every acknowledged window and every appended chunk is journaled. A
+//! sink killed at any point, run again, re-checks the journaled windows with the
+//! remote's window hashes, keeps the longest verified prefix of part 0 and the chunks
+//! inside it, and continues the same blob from there. One sink of a set of paths runs
+//! at a time (a lock in the cache directory).
+//!
+//! Nothing is visible until the final index is committed, after every window was
+//! acknowledged (and, for a local store, fsynced): an interrupted sink leaves an
+//! uncommitted blob that no `list` or `restore` ever shows.
+//!
+//! Kept alive: `chute prune` deletes a pending blob the store has seen idle (no
+//! write) for its grace period, and a sink may write no window for that long (a
+//! slow walk over a huge unchanged tree, a read stuck on a failing disk). So while
+//! it walks, a keep-alive thread re-POSTs the blob's pending index every
+//! [`upload::KEEPALIVE`]: the same request that created it, idempotent for a pending blob
+//! (the store rewrites `index.pending.json`, which restarts its idle time), refused
+//! for a committed one, not a delete (append-only peers accept it), and signed like
+//! every request. The thread dies with the process and stops with the walk (what
+//! follows, the manifest and the last windows, writes anyway), so an abandoned
+//! upload is still reclaimed. Before each touch it checks that the first window
+//! acknowledged is still there, since re-creating a blob a prune deleted would bring
+//! back its directory but not its windows. A sink stopped for longer than the grace
+//! period (SIGSTOP, a suspended laptop) can still lose its blob: its next window,
+//! touch or commit then fails with one line saying so, and nothing is committed.
+//!
+//! Layout: this file holds [`run`], the pipeline in named steps; `walk` reads the
+//! tree and queues chunks (with the parent merge), `upload` seals them and sends
+//! part 0 in windows (with the keep-alive), `resume` continues or completes a
+//! killed sink, and `guard` refuses to commit a snapshot whose reused chunks were
+//! pruned meanwhile.
+
+mod guard;
+mod resume;
+mod upload;
+mod walk;
+
+use guard::reused_still_there;
+use resume::{complete_killed, resume, sync_cache};
+use upload::{Job, Shared, Upload, checked_lost, keep_alive, worker};
+pub use upload::{KEEPALIVE, next_window};
+pub use walk::{MAP_WINDOW, READ_TRIES, glob_match, normalize_roots, walk_order};
+use walk::{Parent, Progress, Walker};
+
+use crate::blob::{BlobId, BlobState};
+use crate::cache::{ChunkIndex, Journal};
+use crate::chunker::{self, Chunker};
+use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
+use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index, Manifest};
+use crate::remote::{self, ErrorKind, Remote};
+use crate::snapshot::{self, Snapshot};
+use crate::testhooks;
+use crate::{Error, Result};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What to back up and where.
+pub struct Options {
+    pub roots: Vec<PathBuf>,
+    pub excludes: Vec<String>,
+    pub domain: String,
+    pub node: String,
+    pub host: String,
+    pub threads: usize,
+    pub window: u64,
+    pub progress: bool,
+    /// Where the chunk index, journal and lock live.
+    pub cache_dir: PathBuf,
+}
+
+/// What a sink did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub short_id: String,
+    pub blob: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    /// Files whose chunk lists came from the parent without reading them.
+    pub unchanged_files: u64,
+    pub unchanged_bytes: u64,
+    /// Plaintext bytes of chunks the remote already held.
+    pub reused_bytes: u64,
+    pub sent: u64,
+    /// Bytes of part 0 a resumed sink found already uploaded.
+    pub resumed: u64,
+    /// The window size used, and the mean seconds one full window took to upload.
+    pub window: u64,
+    pub window_secs: Option<f64>,
+    pub skipped: Vec<String>,
+    /// Files that kept changing while they were read (see [`READ_TRIES`]): saved
+    /// as last read, which may mix versions.
+    pub changed: Vec<String>,
+    pub secs: f64,
+}
+
+/// Runs a sink and commits the snapshot.
+pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
+    let started = Instant::now();
+    if opts.roots.is_empty() {
+        return Err(Error::Usage(
+            "nothing to back up: give a PATH (or set CHUTE_PATHS)".into(),
+        ));
+    }
+    let roots = normalize_roots(&opts.roots)?;
+    let root_bytes: Vec<Vec<u8>> = roots
+        .iter()
+        .map(|r| r.as_os_str().as_bytes().to_vec())
+        .collect();
+    let mount = keys.mount_id(&root_bytes);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let ts = snapshot::timestamp(now.as_secs() as i64, now.subsec_nanos());
+    let fresh = BlobId::new(&opts.domain, &opts.node, &mount, &ts)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+
+    // One sink of these paths at a time.
+    fs::create_dir_all(&opts.cache_dir)
+        .map_err(|e| Error::Io(format!("cannot create {}", opts.cache_dir.display()), e))?;
+    let lock_path = opts.cache_dir.join(format!("lock-{mount}"));
+    let lock = File::create(&lock_path)
+        .map_err(|e| Error::Io(format!("cannot create {}", lock_path.display()), e))?;
+    if !crate::sys::try_lock(&lock)
+        .map_err(|e| Error::Io(format!("cannot lock {}", lock_path.display()), e))?
+    {
+        return Err(Error::Failed(format!(
+            "another chute sink of these paths is still running (lock {})",
+            lock_path.display()
+        )));
+    }
+
+    let journal_path = opts.cache_dir.join(format!("journal-{mount}"));
+    let mut completed = None;
+    let mut snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
+    let chunks_path = opts.cache_dir.join("chunks");
+    let mut cache = sync_cache(keys, remote, ChunkIndex::open(&chunks_path), &snaps)?;
+    if complete_killed(keys, remote, &journal_path, &cache) {
+        completed = Journal::read(&journal_path)
+            .and_then(|st| BlobId::parse(&st.blob).ok())
+            .map(|b| snapshot::short_id(&b));
+        let _ = fs::remove_file(&journal_path);
+        // The completed snapshot is now the parent, and its chunks are known.
+        snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
+        cache = sync_cache(keys, remote, cache, &snaps)?;
+    }
+    let parent_snap = snaps.iter().rev().find(|s| s.blob.mount == mount);
+
+    let mut index = Index {
+        version: u32::from(format::VERSION),
+        domain: fresh.domain.clone(),
+        node: fresh.node.clone(),
+        mount: fresh.mount.clone(),
+        timestamp: fresh.timestamp.clone(),
+        parent: parent_snap.map(|p| format!("/chute/blob/{}/", p.blob.path())),
+        size: None,
+        sealed: None,
+    };
+    let mut window = opts
+        .window
+        .clamp(64 << 10, crate::store::DEFAULT_MAX_WINDOW);
+    let mut upload = Upload {
+        window,
+        buf: Vec::new(),
+        next: 0,
+        stored: HashMap::new(),
+        hashes: Vec::new(),
+        new_bytes: 0,
+    };
+    let mut report = Report::default();
+    let (blob, journal) = match resume(remote, &journal_path, &index) {
+        Some(r) => {
+            window = r.window;
+            upload.window = r.window;
+            upload.next = r.hashes.len() as u64;
+            upload.stored = r
+                .chunks
+                .into_iter()
+                .map(|(id, o, l)| (id, (o, l)))
+                .collect();
+            report.resumed = upload.next * r.window;
+            upload.hashes = r.hashes.into_iter().map(Some).collect();
+            let blob = r.blob;
+            let j = Journal::append_to(&journal_path)
+                .map_err(|e| Error::Io("cannot reopen the sink journal".into(), e))?;
+            (blob, j)
+        }
+        None => {
+            let blob = remote.create(&index)?;
+            let j = Journal::create(&journal_path, &blob.path(), window)
+                .map_err(|e| Error::Io("cannot write the sink journal".into(), e))?;
+            (blob, j)
+        }
+    };
+    index.timestamp = blob.timestamp.clone();
+    upload.buf = Vec::with_capacity(window as usize);
+
+    let mut blobs = Blobs {
+        names: vec![blob.path()],
+        at: HashMap::new(),
+    };
+    blobs.at.insert(blob.path(), 0);
+    let mut parent = match parent_snap {
+        Some(p) => {
+            let h = &p.header;
+            let fetch = move |off: u64, len: u64| {
+                remote
+                    .read(&p.blob, h.manifest_offset + off, len)
+                    .map_err(std::io::Error::other)
+            };
+            let damaged = |e| {
+                Error::Damaged(format!(
+                    "snapshot {}: manifest is damaged: {}",
+                    p.short_id(),
+                    format::opened(e)
+                ))
+            };
+            let reader = format::ManifestReader::new(
+                keys,
+                &p.blob.path(),
+                h.manifest_len,
+                h.segments,
+                fetch,
+            )
+            .map_err(damaged)?;
+            let stream = format::ManifestStream::new(Box::new(reader) as Box<dyn std::io::Read>)
+                .map_err(damaged)?;
+            let map = stream.blobs.iter().map(|b| blobs.index(b)).collect();
+            Some(Parent {
+                stream,
+                map,
+                peek: None,
+                peek_damaged: false,
+                short_id: p.short_id(),
+            })
+        }
+        None => None,
+    };
+
+    let shared = Shared {
+        keys,
+        remote,
+        blob: blob.clone(),
+        upload: Mutex::new(upload),
+        cache: &cache,
+        blobs: Mutex::new((blobs, HashMap::new())),
+        journal: Some(journal),
+        failed: Mutex::new(None),
+        stop: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        reused: AtomicU64::new(0),
+        timed: Mutex::new((0, 0)),
+    };
+    let chunker = Chunker::new(keys.gear_seed());
+    let threads = opts.threads.max(1);
+    let (tx, rx) = sync_channel::<Job>(threads);
+    let rx = Mutex::new(rx);
+    // Chunk buffers go back to the walker for reuse: at most the queue's, the
+    // workers' and the walker's own are ever allocated.
+    let (spare_tx, spare) = channel::<Vec<u8>>();
+    let results = Mutex::new(Vec::new());
+    let mut entries = Vec::new();
+    let mut dropped = Vec::new();
+    let (alive, stop_touching) = std::sync::mpsc::channel::<()>();
+    let (touching, pending) = (&shared, &index);
+    let period = testhooks::keepalive(KEEPALIVE);
+    let walk_result = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let spare_tx = spare_tx.clone();
+            let (shared, rx, results) = (&shared, &rx, &results);
+            s.spawn(move || worker(shared, rx, &spare_tx, results));
+        }
+        drop(spare_tx);
+        s.spawn(move || keep_alive(touching, pending, period, stop_touching));
+        let mut walker = Walker {
+            opts,
+            chunker: &chunker,
+            tx,
+            spare,
+            small: Vec::new(),
+            cache: &cache,
+            parent: parent.take(),
+            entries: &mut entries,
+            dropped: &mut dropped,
+            report: &mut report,
+            stop: &shared.stop,
+            progress: Progress::new(opts.progress),
+        };
+        let r = roots.iter().try_for_each(|root| walker.walk(root));
+        walker.progress.done();
+        drop(alive);
+        r
+        // Dropping the walker closes the queue; the scope joins the workers and the
+        // keep-alive thread.
+    });
+    walk_result?;
+    if let Some(e) = shared.failed.lock().expect("poisoned").take() {
+        return Err(e);
+    }
+    let mut refs = results.into_inner().expect("poisoned");
+    refs.sort_unstable_by_key(|&(f, n, _)| (f, n));
+    for (f, n, r) in refs {
+        let chunks = &mut entries[f as usize].chunks;
+        if chunks.len() == n as usize {
+            chunks.push(r);
+        }
+    }
+    if !dropped.is_empty() {
+        // Pushed in walk order, so sorted.
+        let mut i = 0u32;
+        entries.retain(|_| {
+            i += 1;
+            dropped.binary_search(&(i - 1)).is_err()
+        });
+    }
+    let (table, _) = std::mem::replace(
+        &mut *shared.blobs.lock().expect("poisoned"),
+        (
+            Blobs {
+                names: Vec::new(),
+                at: HashMap::new(),
+            },
+            HashMap::new(),
+        ),
+    );
+    let (blobs, entries) = compact_blobs(table.names, entries);
+    let manifest = Manifest { blobs, entries };
+    reused_still_there(keys, remote, &manifest, &blob, started.elapsed())?;
+    let mut manifest_offset = None;
+    let (manifest_len, segments) =
+        format::seal_manifest_to(keys, &blob.path(), &manifest, |sealed| {
+            let at = shared.append(None, sealed)?;
+            manifest_offset.get_or_insert(at);
+            Ok::<(), Error>(())
+        })?;
+    let manifest_offset = manifest_offset.expect("a manifest has at least one segment");
+    let part_size = shared.flush()?;
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let (timed_n, timed_us) = *shared.timed.lock().expect("poisoned");
+    let reused = shared.reused.load(Ordering::Relaxed);
+    let journal_done = shared.journal;
+    let upload = shared.upload.into_inner().expect("poisoned");
+    let window_hashes: Vec<[u8; 32]> = upload
+        .hashes
+        .iter()
+        .map(|h| h.ok_or_else(|| Error::Failed("a window was never acknowledged".into())))
+        .collect::<Result<_>>()?;
+    let header = Header {
+        time: now.as_secs() as i64,
+        time_ns: now.subsec_nanos(),
+        host: opts.host.clone(),
+        roots: root_bytes,
+        files: report.files,
+        dirs: report.dirs,
+        symlinks: report.symlinks,
+        bytes: report.bytes,
+        manifest_offset,
+        manifest_len,
+        segments,
+        part_size,
+        window: window as u32,
+        window_hashes,
+        pack: false,
+    };
+    index.size = Some(part_size);
+    index.sealed = Some(format::seal_header(keys, &blob.path(), &header));
+    if let Some(j) = &journal_done {
+        j.final_index(&index.to_json());
+    }
+    testhooks::failpoint("before-commit");
+    remote
+        .commit(&blob, &index)
+        .map_err(|e| checked_lost(remote, &blob, e))?;
+    testhooks::failpoint("after-commit");
+    // The snapshot is safe; what follows only speeds up the next run.
+    let mut recs: Vec<(ChunkId, crate::cache::Place)> = upload
+        .stored
+        .iter()
+        .map(|(id, &(offset, len))| {
+            (
+                *id,
+                crate::cache::Place {
+                    blob: 0,
+                    offset,
+                    len,
+                },
+            )
+        })
+        .collect();
+    match cache.merge(&[blob.path()], &[blob.path()], &mut recs) {
+        Ok(mut merged) => {
+            let stored = upload.stored.iter().map(|(id, &(offset, _))| (id, offset));
+            if let Err(e) = merged.healed(&blob.path(), stored) {
+                eprintln!("chute sink: warning: cannot update the damaged-chunk list: {e}");
+            }
+        }
+        Err(e) => eprintln!("chute sink: warning: cannot update the chunk cache: {e}"),
+    }
+    let _ = fs::remove_file(&journal_path);
+    if let Some(c) = completed {
+        eprintln!("chute sink: committed snapshot {c} left by an interrupted sink");
+    }
+    report.short_id = snapshot::short_id(&blob);
+    report.blob = blob.path();
+    report.new_chunks = upload.stored.len() as u64;
+    report.new_bytes = upload.new_bytes;
+    report.reused_bytes = reused;
+    report.sent = sent;
+    report.window = window;
+    report.window_secs = (timed_n > 0).then(|| timed_us as f64 / timed_n as f64 / 1e6);
+    report.chunks = manifest.entries.iter().map(|e| e.chunks.len() as u64).sum();
+    report.secs = started.elapsed().as_secs_f64();
+    drop(lock);
+    Ok(report)
+}
+
+/// The manifest's blob table: index 0 is this snapshot's own blob.
+struct Blobs {
+    names: Vec<String>,
+    at: HashMap<String, u32>,
+}
+
+impl Blobs {
+    fn index(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.at.get(name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        let i = (self.names.len() - 1) as u32;
+        self.at.insert(name.to_string(), i);
+        i
+    }
+}
+
+/// Keeps only the blobs some chunk reference uses (blob 0, this snapshot's own,
+/// always stays first), renumbering the references: a parent's table is copied
+/// whole at the start, and without this every manifest would list every ancestor.
+fn compact_blobs(names: Vec<String>, mut entries: Vec<Entry>) -> (Vec<String>, Vec<Entry>) {
+    let mut used = vec![false; names.len()];
+    used[0] = true;
+    for c in entries.iter().flat_map(|e| &e.chunks) {
+        used[c.blob as usize] = true;
+    }
+    let mut map = vec![0u32; names.len()];
+    let mut kept = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if used[i] {
+            map[i] = kept.len() as u32;
+            kept.push(name);
+        }
+    }
+    for c in entries.iter_mut().flat_map(|e| e.chunks.iter_mut()) {
+        c.blob = map[c.blob as usize];
+    }
+    (kept, entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_tables_list_only_blobs_in_use() {
+        let chunk = |blob| ChunkRef {
+            id: [0; 32],
+            blob,
+            offset: 0,
+            len: 100,
+        };
+        let mut e = Entry::new(EntryKind::File, b"/f".to_vec());
+        e.chunks = vec![chunk(3), chunk(1), chunk(3)];
+        let names = ["own", "a", "unused", "b"].map(String::from).to_vec();
+        let (kept, entries) = compact_blobs(names, vec![e]);
+        assert_eq!(kept, ["own", "a", "b"]);
+        let blobs: Vec<u32> = entries[0].chunks.iter().map(|c| c.blob).collect();
+        assert_eq!(blobs, [2, 1, 2]);
+    }
+}

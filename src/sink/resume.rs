@@ -1,0 +1,149 @@
+//! Before a sink starts: bring the chunk index up to date, commit the snapshot a
+//! sink killed after its last window left (if all it uses is still there), or
+//! continue the blob a sink killed earlier was uploading.
+
+use super::*;
+
+/// Brings the chunk index up to date with the remote's committed snapshots.
+/// Snapshots the index knows but the remote lost mean the index is stale: rebuilt.
+pub(super) fn sync_cache(
+    keys: &Keys,
+    remote: &dyn Remote,
+    cache: ChunkIndex,
+    snaps: &[Snapshot],
+) -> Result<ChunkIndex> {
+    let mut cache = cache;
+    let on_remote: std::collections::HashSet<String> =
+        snaps.iter().map(|s| s.blob.path()).collect();
+    let io = |e| Error::Io("cannot update the chunk cache".into(), e);
+    if cache.snapshots.iter().any(|s| !on_remote.contains(s)) {
+        cache.clear().map_err(io)?;
+    }
+    let known: std::collections::HashSet<&String> = cache.snapshots.iter().collect();
+    let missing: Vec<&Snapshot> = snaps
+        .iter()
+        .filter(|s| !known.contains(&s.blob.path()))
+        .collect();
+    for s in missing {
+        let m = crate::snapshot::manifest(keys, remote, s)?;
+        let mut recs =
+            crate::cache::records_of(m.entries.iter().flat_map(|e| e.chunks.iter().copied()));
+        cache = cache
+            .merge(&[s.blob.path()], &m.blobs, &mut recs)
+            .map_err(io)?;
+    }
+    Ok(cache)
+}
+
+/// Commits the snapshot of a sink killed after its last window, if every window
+/// it recorded is still there as sealed and every chunk it reuses from other blobs
+/// is one a committed snapshot still uses (it is in `cache`, freshly synced), so
+/// it can be read (prune keeps every such chunk, in its blob or in a pack): a
+/// prune since the kill may have deleted a forgotten blob the killed run's chunk
+/// index still knew. Returns whether it did.
+pub(super) fn complete_killed(
+    keys: &Keys,
+    remote: &dyn Remote,
+    journal: &Path,
+    cache: &ChunkIndex,
+) -> bool {
+    let Some(json) = Journal::read(journal).and_then(|st| st.final_index) else {
+        return false;
+    };
+    let Ok(index) = Index::parse(json.as_bytes()) else {
+        return false;
+    };
+    let Ok(header) = format::open_header(keys, &index) else {
+        return false;
+    };
+    let Ok(blob) = BlobId::parse(&index.blob_path()) else {
+        return false;
+    };
+    let intact = header.window_hashes.iter().enumerate().all(|(n, h)| {
+        matches!(remote.window_hash(&blob, u64::from(header.window), n as u64), Ok(Some(r)) if r == *h)
+    });
+    if !intact {
+        return false;
+    }
+    let fetch = |off: u64, len: u64| {
+        remote
+            .read(&blob, header.manifest_offset + off, len)
+            .map_err(std::io::Error::other)
+    };
+    let stream = format::ManifestReader::new(
+        keys,
+        &blob.path(),
+        header.manifest_len,
+        header.segments,
+        fetch,
+    )
+    .and_then(format::ManifestStream::new);
+    let Ok(mut stream) = stream else { return false };
+    loop {
+        match stream.next_entry() {
+            Ok(Some(e)) => {
+                // The very place a committed snapshot uses, not just the id.
+                for c in e.chunks.iter().filter(|c| c.blob != 0) {
+                    let known = match cache.get(&c.id) {
+                        Ok(Some(p)) => {
+                            p.offset == c.offset
+                                && cache.blobs.get(p.blob as usize)
+                                    == stream.blobs.get(c.blob as usize)
+                        }
+                        _ => false,
+                    };
+                    if !known {
+                        return false;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return false,
+        }
+    }
+    remote.commit(&blob, &index).is_ok()
+}
+
+/// Tries to continue a killed sink's blob; returns it with the verified prefix
+/// (window count) and the chunks inside that prefix.
+pub(super) struct Resumed {
+    pub(super) blob: BlobId,
+    pub(super) window: u64,
+    pub(super) hashes: Vec<[u8; 32]>,
+    pub(super) chunks: Vec<(ChunkId, u64, u32)>,
+}
+
+pub(super) fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Option<Resumed> {
+    let st = Journal::read(journal)?;
+    let old = BlobId::parse(&st.blob).ok()?;
+    if st.finishing
+        || old.domain != index.domain
+        || old.node != index.node
+        || old.mount != index.mount
+    {
+        return None;
+    }
+    let mut idx = index.clone();
+    idx.timestamp = old.timestamp.clone();
+    // Re-creating is a no-op for a pending blob and refused for a committed one.
+    let blob = remote.create(&idx).ok()?;
+    let mut hashes = Vec::new();
+    while let Some(h) = st.windows.get(&(hashes.len() as u64)) {
+        match remote.window_hash(&blob, st.window, hashes.len() as u64) {
+            Ok(Some(r)) if r == *h => hashes.push(r),
+            _ => break,
+        }
+    }
+    let end = hashes.len() as u64 * st.window;
+    let chunks = st
+        .chunks
+        .into_iter()
+        .filter(|&(_, off, len)| off + u64::from(len) <= end)
+        .collect();
+    Some(Resumed {
+        blob,
+        window: st.window,
+        hashes,
+        chunks,
+    })
+}

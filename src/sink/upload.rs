@@ -1,0 +1,392 @@
+//! Sealing and sending part 0: the workers take copied chunks from the walker's
+//! queue, find or seal each, and append it to the window being filled; whichever
+//! worker fills a window uploads it, and every acknowledged window and appended
+//! chunk is journaled. The keep-alive thread touches the pending blob while the walk
+//! writes nothing (see the `sink` module docs).
+
+use super::*;
+use crate::protocol::{MAX_WINDOW, MIN_WINDOW};
+
+/// How often a walking sink touches its pending blob: far below any sensible prune
+/// grace period (default 24h), and one small request a minute is nothing.
+pub const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The next run's window size from this run's timing: aim at about two seconds a
+/// window, doubling or halving at most once a run.
+pub fn next_window(window: u64, mean_secs: Option<f64>) -> u64 {
+    let w = match mean_secs {
+        Some(t) if t < 0.5 => window * 2,
+        Some(t) if t > 4.0 => window / 2,
+        _ => window,
+    };
+    w.clamp(MIN_WINDOW, MAX_WINDOW)
+}
+
+/// One chunk for the workers: its plaintext already copied out of the source (the
+/// walker copies it once; the id and the seal both come from that copy).
+pub(super) struct Job {
+    pub(super) file: u32,
+    pub(super) n: u32,
+    pub(super) chunk: ChunkBuf,
+}
+
+/// This run's part 0 as it is uploaded: the window being filled, the chunks this run
+/// stored, and the SHA-256 of every window acknowledged.
+pub(super) struct Upload {
+    pub(super) window: u64,
+    pub(super) buf: Vec<u8>,
+    pub(super) next: u64,
+    pub(super) stored: HashMap<ChunkId, (u64, u32)>,
+    pub(super) hashes: Vec<Option<[u8; 32]>>,
+    pub(super) new_bytes: u64,
+}
+
+pub(super) struct Shared<'a> {
+    pub(super) keys: &'a Keys,
+    pub(super) remote: &'a dyn Remote,
+    pub(super) blob: BlobId,
+    pub(super) upload: Mutex<Upload>,
+    pub(super) cache: &'a ChunkIndex,
+    /// Cache blob index → manifest blob index, filled as chunks are found.
+    pub(super) blobs: Mutex<(Blobs, HashMap<u32, u32>)>,
+    pub(super) journal: Option<Journal>,
+    pub(super) failed: Mutex<Option<Error>>,
+    pub(super) stop: AtomicBool,
+    pub(super) sent: AtomicU64,
+    pub(super) reused: AtomicU64,
+    /// Full windows uploaded and the microseconds they took, for sizing the next run's.
+    pub(super) timed: Mutex<(u64, u64)>,
+}
+
+impl Shared<'_> {
+    pub(super) fn fail(&self, e: Error) {
+        let mut f = self.failed.lock().expect("poisoned");
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Where the remote already holds a chunk: stored by this run, or by a
+    /// committed snapshot according to the chunk index.
+    pub(super) fn known(&self, id: &ChunkId) -> Result<Option<ChunkRef>> {
+        let p = self.upload.lock().expect("poisoned");
+        if let Some(&(offset, len)) = p.stored.get(id) {
+            return Ok(Some(ChunkRef {
+                id: *id,
+                blob: 0,
+                offset,
+                len,
+            }));
+        }
+        drop(p);
+        let Some(place) = self
+            .cache
+            .get(id)
+            .map_err(|e| Error::Io("cannot read the chunk cache".into(), e))?
+        else {
+            return Ok(None);
+        };
+        let mut b = self.blobs.lock().expect("poisoned");
+        let (table, map) = &mut *b;
+        let blob = match map.get(&place.blob) {
+            Some(&i) => i,
+            None => {
+                let name = &self.cache.blobs[place.blob as usize];
+                let i = table.index(name);
+                map.insert(place.blob, i);
+                i
+            }
+        };
+        self.reused
+            .fetch_add(place.len as u64 - OVERHEAD as u64, Ordering::Relaxed);
+        Ok(Some(ChunkRef {
+            id: *id,
+            blob,
+            offset: place.offset,
+            len: place.len,
+        }))
+    }
+
+    /// Appends sealed bytes to part 0; uploads every window this completes.
+    /// Returns where the bytes start. With `id`, a chunk another worker stored
+    /// meanwhile is not stored twice.
+    pub(super) fn append(&self, id: Option<ChunkId>, sealed: &[u8]) -> Result<u64> {
+        let mut full = Vec::new();
+        let offset = {
+            let mut p = self.upload.lock().expect("poisoned");
+            if let Some(id) = id {
+                if let Some(&(offset, _)) = p.stored.get(&id) {
+                    return Ok(offset);
+                }
+            }
+            let offset = p.next * p.window + p.buf.len() as u64;
+            if let Some(id) = id {
+                p.stored.insert(id, (offset, sealed.len() as u32));
+                p.new_bytes += sealed.len() as u64;
+                if let Some(j) = &self.journal {
+                    j.chunk(&id, offset, sealed.len() as u32);
+                }
+            }
+            let mut src = sealed;
+            while !src.is_empty() {
+                let room = p.window as usize - p.buf.len();
+                let take = room.min(src.len());
+                p.buf.extend_from_slice(&src[..take]);
+                src = &src[take..];
+                if p.buf.len() as u64 == p.window {
+                    let n = p.next;
+                    p.next += 1;
+                    let cap = p.window as usize;
+                    full.push((n, std::mem::replace(&mut p.buf, Vec::with_capacity(cap))));
+                }
+            }
+            offset
+        };
+        for (n, data) in full {
+            self.send_window(n, &data)?;
+        }
+        Ok(offset)
+    }
+
+    pub(super) fn send_window(&self, n: u64, data: &[u8]) -> Result<()> {
+        let window = self.upload.lock().expect("poisoned").window;
+        let started = Instant::now();
+        let hash = self
+            .remote
+            .put_window(&self.blob, window, n, data)
+            .map_err(|e| checked_lost(self.remote, &self.blob, e))?;
+        if data.len() as u64 == window {
+            let mut t = self.timed.lock().expect("poisoned");
+            t.0 += 1;
+            t.1 += started.elapsed().as_micros() as u64;
+        }
+        self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let (Some(j), true) = (&self.journal, data.len() as u64 == window) {
+            j.window(n, &hash);
+        }
+        let mut p = self.upload.lock().expect("poisoned");
+        let n = n as usize;
+        if p.hashes.len() <= n {
+            p.hashes.resize(n + 1, None);
+        }
+        p.hashes[n] = Some(hash);
+        Ok(())
+    }
+
+    /// Uploads the last, partial window.
+    pub(super) fn flush(&self) -> Result<u64> {
+        let (n, data, size) = {
+            let mut p = self.upload.lock().expect("poisoned");
+            let size = p.next * p.window + p.buf.len() as u64;
+            (p.next, std::mem::take(&mut p.buf), size)
+        };
+        if let Some(j) = &self.journal {
+            // A short window may now exist: a resumed run could not extend it.
+            j.finishing();
+        }
+        if !data.is_empty() {
+            self.send_window(n, &data)?;
+        }
+        Ok(size)
+    }
+}
+
+/// Touches the pending blob every `period` until `stop` closes (see "Kept alive" in
+/// the module docs). A touch that fails is tried again at the next tick; a blob
+/// found gone fails the sink.
+pub(super) fn keep_alive(shared: &Shared, index: &Index, period: Duration, stop: Receiver<()>) {
+    let mut warned = false;
+    while stop.recv_timeout(period) == Err(RecvTimeoutError::Timeout) {
+        let first = {
+            let p = shared.upload.lock().expect("poisoned");
+            let window = p.window;
+            p.hashes
+                .iter()
+                .enumerate()
+                .find_map(|(n, h)| h.map(|h| (window, n as u64, h)))
+        };
+        match touch(shared.remote, &shared.blob, index, first) {
+            Ok(true) => {}
+            Ok(false) => {
+                shared.fail(lost(shared.remote, &shared.blob));
+                return;
+            }
+            Err(e) if !warned => {
+                warned = true;
+                eprintln!("chute sink: warning: cannot keep the upload alive, will retry: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// One touch of the pending `blob`: re-POSTs its pending `index`, once `first`, a
+/// window acknowledged earlier (window size, number, SHA-256), is confirmed still
+/// there. Returns false, touching nothing, if that window (so the blob) is gone.
+/// With no window acknowledged yet, re-creating a deleted blob loses nothing.
+pub(super) fn touch(
+    remote: &dyn Remote,
+    blob: &BlobId,
+    index: &Index,
+    first: Option<(u64, u64, [u8; 32])>,
+) -> remote::Result<bool> {
+    if let Some((window, n, hash)) = first {
+        match remote.window_hash(blob, window, n) {
+            Ok(Some(h)) if h == hash => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    remote.create(index)?;
+    Ok(true)
+}
+
+/// The error of a sink whose pending blob was deleted under it.
+pub(super) fn lost(remote: &dyn Remote, blob: &BlobId) -> Error {
+    Error::Failed(format!(
+        "upload {} is gone from {}: a prune deleted it after this sink wrote nothing for a whole grace period (was the sink stopped or suspended?); nothing was committed, run the sink again",
+        blob.path(),
+        remote.describe()
+    ))
+}
+
+/// `e`, a failed write or commit of `blob`, as [`lost`] if the remote no longer
+/// holds the blob at all (pending, committed or forgotten): a bare "not found" (or,
+/// from a local store, a window that could not be renamed into a vanished
+/// directory) would not say why.
+pub(super) fn checked_lost(remote: &dyn Remote, blob: &BlobId, e: remote::Error) -> Error {
+    if e.kind == ErrorKind::Unavailable {
+        return e.into();
+    }
+    let gone = remote
+        .list_uncommitted(&blob.domain, &blob.node)
+        .is_ok_and(|l| {
+            !l.iter()
+                .any(|u| u.id == *blob && u.state != BlobState::Orphan)
+        })
+        && remote
+            .index(blob)
+            .is_err_and(|e| e.kind == ErrorKind::NotFound);
+    if gone { lost(remote, blob) } else { e.into() }
+}
+
+pub(super) fn worker(
+    shared: &Shared,
+    jobs: &Mutex<Receiver<Job>>,
+    spare: &Sender<Vec<u8>>,
+    results: &Mutex<Vec<(u32, u32, ChunkRef)>>,
+) {
+    let mut mine = Vec::new();
+    loop {
+        let job = match jobs.lock().expect("poisoned").recv() {
+            Ok(j) => j,
+            Err(_) => break,
+        };
+        let Job { file, n, mut chunk } = job;
+        if !shared.stop.load(Ordering::Relaxed) {
+            // Otherwise only drain the queue, so the walker never blocks.
+            match store_chunk(shared, &mut chunk) {
+                Ok(r) => mine.push((file, n, r)),
+                Err(e) => shared.fail(e),
+            }
+        }
+        let _ = spare.send(chunk.into_vec());
+    }
+    results.lock().expect("poisoned").append(&mut mine);
+}
+
+/// Where the remote holds the chunk in `chunk`: where it already was, or where it
+/// is appended now, sealed from the very copy its id was computed from.
+pub(super) fn store_chunk(shared: &Shared, chunk: &mut ChunkBuf) -> Result<ChunkRef> {
+    let id = shared.keys.chunk_buf_id(chunk);
+    testhooks::rewrite_source();
+    if let Some(r) = shared.known(&id)? {
+        return Ok(r);
+    }
+    let sealed = shared.keys.seal_chunk(chunk);
+    let offset = shared.append(Some(id), sealed)?;
+    Ok(ChunkRef {
+        id,
+        blob: 0,
+        offset,
+        len: sealed.len() as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_follow_the_link() {
+        assert_eq!(next_window(2 << 20, Some(0.1)), 4 << 20);
+        assert_eq!(next_window(4 << 20, Some(0.1)), 4 << 20);
+        assert_eq!(next_window(4 << 20, Some(9.0)), 2 << 20);
+        assert_eq!(next_window(1 << 20, Some(9.0)), 1 << 20);
+        assert_eq!(next_window(4 << 20, Some(2.0)), 4 << 20);
+        assert_eq!(next_window(4 << 20, None), 4 << 20);
+    }
+
+    // A sink that wrote no window for a grace period lost its pending blob to a
+    // concurrent prune; the touch restarts the store's idle time, and must never
+    // bring back (windowless) a blob that was deleted.
+    #[test]
+    fn a_touch_keeps_a_pending_blob_alive_and_never_revives_a_deleted_one() {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        let dir = std::env::temp_dir().join(format!("chute-touch-{}", crate::hex::encode(&b)));
+        let remote = crate::remote::LocalRemote::open(&dir).unwrap();
+        let mut index = Index {
+            version: u32::from(format::VERSION),
+            domain: "d.org".into(),
+            node: "pi".into(),
+            mount: "m1".into(),
+            timestamp: "t1".into(),
+            parent: None,
+            size: None,
+            sealed: None,
+        };
+        let blob = remote.create(&index).unwrap();
+        let hash = remote.put_window(&blob, 64, 0, b"window zero").unwrap();
+        let first = Some((64, 0, hash));
+        let idle = || remote.list_uncommitted("d.org", "pi").unwrap()[0].idle;
+        // Age the blob by an hour, as a sink slow between windows would.
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let blob_dir = dir.join(blob.path());
+        for d in [blob_dir.clone(), blob_dir.join("0")] {
+            for e in fs::read_dir(&d).unwrap() {
+                let f = File::open(e.unwrap().path()).unwrap();
+                f.set_modified(hour_ago).unwrap();
+            }
+        }
+        assert!(idle() >= 3600, "{}", idle());
+        assert!(touch(&remote, &blob, &index, first).unwrap());
+        assert!(idle() < 60, "{}", idle());
+
+        remote.delete(&blob).unwrap();
+        assert!(!touch(&remote, &blob, &index, first).unwrap());
+        assert!(remote.list_uncommitted("d.org", "pi").unwrap().is_empty());
+        let e = remote.put_window(&blob, 64, 1, b"window one").unwrap_err();
+        let msg = checked_lost(&remote, &blob, e).to_string();
+        assert!(msg.contains("upload d.org/pi/m1/t1 is gone"), "{msg}");
+        // Other failures keep their own message.
+        let e = remote::Error::new(ErrorKind::Unavailable, "link down");
+        assert_eq!(checked_lost(&remote, &blob, e).to_string(), "link down");
+
+        // A committed blob is never touched: the re-POST is refused.
+        let blob = remote.create(&index).unwrap();
+        remote.put_window(&blob, 64, 0, b"window zero").unwrap();
+        index.size = Some(11);
+        remote.commit(&blob, &index).unwrap();
+        index.size = None;
+        assert!(touch(&remote, &blob, &index, first).is_err());
+        assert_eq!(remote.index(&blob).unwrap().size, Some(11));
+        // Nor is a refusal about a blob that is still there called a loss.
+        let e = remote.put_window(&blob, 64, 1, b"window one").unwrap_err();
+        let msg = checked_lost(&remote, &blob, e).to_string();
+        assert!(msg.contains("committed"), "{msg}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
