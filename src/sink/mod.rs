@@ -142,35 +142,9 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let fresh = BlobId::new(&opts.domain, &opts.node, &mount, &ts)
         .map_err(|e| Error::Usage(e.to_string()))?;
 
-    // One sink of these paths at a time.
-    fs::create_dir_all(&opts.cache_dir)
-        .map_err(|e| Error::Io(format!("cannot create {}", opts.cache_dir.display()), e))?;
-    let lock_path = opts.cache_dir.join(format!("lock-{mount}"));
-    let lock = File::create(&lock_path)
-        .map_err(|e| Error::Io(format!("cannot create {}", lock_path.display()), e))?;
-    if !crate::sys::try_lock(&lock)
-        .map_err(|e| Error::Io(format!("cannot lock {}", lock_path.display()), e))?
-    {
-        return Err(Error::Failed(format!(
-            "another chute sink of these paths is still running (lock {})",
-            lock_path.display()
-        )));
-    }
-
+    let lock = lock_paths(&opts.cache_dir, &mount)?;
     let journal_path = opts.cache_dir.join(format!("journal-{mount}"));
-    let mut completed = None;
-    let mut snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
-    let chunks_path = opts.cache_dir.join("chunks");
-    let mut cache = sync_cache(keys, remote, ChunkIndex::open(&chunks_path), &snaps)?;
-    if complete_killed(keys, remote, &journal_path, &cache) {
-        completed = Journal::read(&journal_path)
-            .and_then(|st| BlobId::parse(&st.blob).ok())
-            .map(|b| snapshot::short_id(&b));
-        let _ = fs::remove_file(&journal_path);
-        // The completed snapshot is now the parent, and its chunks are known.
-        snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
-        cache = sync_cache(keys, remote, cache, &snaps)?;
-    }
+    let (snaps, cache, completed) = catch_up(keys, remote, opts, &journal_path)?;
     let parent_snap = snaps.iter().rev().find(|s| s.blob.mount == mount);
 
     let mut index = Index {
@@ -183,44 +157,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         size: None,
         sealed: None,
     };
-    let mut window = opts
-        .window
-        .clamp(64 << 10, crate::store::DEFAULT_MAX_WINDOW);
-    let mut upload = Upload {
-        window,
-        buf: Vec::new(),
-        next: 0,
-        stored: HashMap::new(),
-        hashes: Vec::new(),
-        new_bytes: 0,
-    };
     let mut report = Report::default();
-    let (blob, journal) = match resume(remote, &journal_path, &index) {
-        Some(r) => {
-            window = r.window;
-            upload.window = r.window;
-            upload.next = r.hashes.len() as u64;
-            upload.stored = r
-                .chunks
-                .into_iter()
-                .map(|(id, o, l)| (id, (o, l)))
-                .collect();
-            report.resumed = upload.next * r.window;
-            upload.hashes = r.hashes.into_iter().map(Some).collect();
-            let blob = r.blob;
-            let j = Journal::append_to(&journal_path)
-                .map_err(|e| Error::Io("cannot reopen the sink journal".into(), e))?;
-            (blob, j)
-        }
-        None => {
-            let blob = remote.create(&index)?;
-            let j = Journal::create(&journal_path, &blob.path(), window)
-                .map_err(|e| Error::Io("cannot write the sink journal".into(), e))?;
-            (blob, j)
-        }
-    };
+    let (blob, journal, upload) = start_upload(remote, &journal_path, &index, opts.window)?;
+    let window = upload.window;
+    report.resumed = upload.next * window;
     index.timestamp = blob.timestamp.clone();
-    upload.buf = Vec::with_capacity(window as usize);
 
     let mut blobs = Blobs {
         names: vec![blob.path()],
@@ -228,39 +169,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     };
     blobs.at.insert(blob.path(), 0);
     let mut parent = match parent_snap {
-        Some(p) => {
-            let h = &p.header;
-            let fetch = move |off: u64, len: u64| {
-                remote
-                    .read(&p.blob, h.manifest_offset + off, len)
-                    .map_err(std::io::Error::other)
-            };
-            let damaged = |e| {
-                Error::Damaged(format!(
-                    "snapshot {}: manifest is damaged: {}",
-                    p.short_id(),
-                    format::opened(e)
-                ))
-            };
-            let reader = format::ManifestReader::new(
-                keys,
-                &p.blob.path(),
-                h.manifest_len,
-                h.segments,
-                fetch,
-            )
-            .map_err(damaged)?;
-            let stream = format::ManifestStream::new(Box::new(reader) as Box<dyn std::io::Read>)
-                .map_err(damaged)?;
-            let map = stream.blobs.iter().map(|b| blobs.index(b)).collect();
-            Some(Parent {
-                stream,
-                map,
-                peek: None,
-                peek_damaged: false,
-                short_id: p.short_id(),
-            })
-        }
+        Some(p) => Some(Parent::open(keys, remote, p, &mut blobs)?),
         None => None,
     };
 
@@ -324,22 +233,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     if let Some(e) = shared.failed.lock().expect("poisoned").take() {
         return Err(e);
     }
-    let mut refs = results.into_inner().expect("poisoned");
-    refs.sort_unstable_by_key(|&(f, n, _)| (f, n));
-    for (f, n, r) in refs {
-        let chunks = &mut entries[f as usize].chunks;
-        if chunks.len() == n as usize {
-            chunks.push(r);
-        }
-    }
-    if !dropped.is_empty() {
-        // Pushed in walk order, so sorted.
-        let mut i = 0u32;
-        entries.retain(|_| {
-            i += 1;
-            dropped.binary_search(&(i - 1)).is_err()
-        });
-    }
+    let entries = assemble(entries, results.into_inner().expect("poisoned"), &dropped);
     let (table, _) = std::mem::replace(
         &mut *shared.blobs.lock().expect("poisoned"),
         (
@@ -353,14 +247,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let (blobs, entries) = compact_blobs(table.names, entries);
     let manifest = Manifest { blobs, entries };
     reused_still_there(keys, remote, &manifest, &blob, started.elapsed())?;
-    let mut manifest_offset = None;
-    let (manifest_len, segments) =
-        format::seal_manifest_to(keys, &blob.path(), &manifest, |sealed| {
-            let at = shared.append(None, sealed)?;
-            manifest_offset.get_or_insert(at);
-            Ok::<(), Error>(())
-        })?;
-    let manifest_offset = manifest_offset.expect("a manifest has at least one segment");
+    let (manifest_offset, manifest_len, segments) =
+        append_manifest(keys, &shared, &blob, &manifest)?;
     let part_size = shared.flush()?;
     let sent = shared.sent.load(Ordering::Relaxed);
     let (timed_n, timed_us) = *shared.timed.lock().expect("poisoned");
@@ -400,29 +288,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .map_err(|e| checked_lost(remote, &blob, e))?;
     testhooks::failpoint("after-commit");
     // The snapshot is safe; what follows only speeds up the next run.
-    let mut recs: Vec<(ChunkId, crate::cache::Place)> = upload
-        .stored
-        .iter()
-        .map(|(id, &(offset, len))| {
-            (
-                *id,
-                crate::cache::Place {
-                    blob: 0,
-                    offset,
-                    len,
-                },
-            )
-        })
-        .collect();
-    match cache.merge(&[blob.path()], &[blob.path()], &mut recs) {
-        Ok(mut merged) => {
-            let stored = upload.stored.iter().map(|(id, &(offset, _))| (id, offset));
-            if let Err(e) = merged.healed(&blob.path(), stored) {
-                eprintln!("chute sink: warning: cannot update the damaged-chunk list: {e}");
-            }
-        }
-        Err(e) => eprintln!("chute sink: warning: cannot update the chunk cache: {e}"),
-    }
+    remember(&cache, &blob, &upload);
     let _ = fs::remove_file(&journal_path);
     if let Some(c) = completed {
         eprintln!("chute sink: committed snapshot {c} left by an interrupted sink");
@@ -456,6 +322,165 @@ impl Blobs {
         let i = (self.names.len() - 1) as u32;
         self.at.insert(name.to_string(), i);
         i
+    }
+}
+
+/// Takes the lock that lets one sink of these paths (`mount`) run at a time; held
+/// while the returned file is open.
+fn lock_paths(cache_dir: &Path, mount: &str) -> Result<File> {
+    fs::create_dir_all(cache_dir)
+        .map_err(|e| Error::Io(format!("cannot create {}", cache_dir.display()), e))?;
+    let lock_path = cache_dir.join(format!("lock-{mount}"));
+    let lock = File::create(&lock_path)
+        .map_err(|e| Error::Io(format!("cannot create {}", lock_path.display()), e))?;
+    if !crate::sys::try_lock(&lock)
+        .map_err(|e| Error::Io(format!("cannot lock {}", lock_path.display()), e))?
+    {
+        return Err(Error::Failed(format!(
+            "another chute sink of these paths is still running (lock {})",
+            lock_path.display()
+        )));
+    }
+    Ok(lock)
+}
+
+/// The node's committed snapshots and an up-to-date chunk index, after committing
+/// the snapshot a sink killed after its last window left (its short id, if so).
+fn catch_up(
+    keys: &Keys,
+    remote: &dyn Remote,
+    opts: &Options,
+    journal_path: &Path,
+) -> Result<(Vec<Snapshot>, ChunkIndex, Option<String>)> {
+    let mut snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
+    let chunks_path = opts.cache_dir.join("chunks");
+    let mut cache = sync_cache(keys, remote, ChunkIndex::open(&chunks_path), &snaps)?;
+    let mut completed = None;
+    if complete_killed(keys, remote, journal_path, &cache) {
+        completed = Journal::read(journal_path)
+            .and_then(|st| BlobId::parse(&st.blob).ok())
+            .map(|b| snapshot::short_id(&b));
+        let _ = fs::remove_file(journal_path);
+        // The completed snapshot is now the parent, and its chunks are known.
+        snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
+        cache = sync_cache(keys, remote, cache, &snaps)?;
+    }
+    Ok((snaps, cache, completed))
+}
+
+/// The blob this run uploads, its journal and the upload state: a killed sink's
+/// blob continued from its verified prefix, or a new one created with `index`.
+fn start_upload(
+    remote: &dyn Remote,
+    journal_path: &Path,
+    index: &Index,
+    window: u64,
+) -> Result<(BlobId, Journal, Upload)> {
+    let window = window.clamp(64 << 10, crate::store::DEFAULT_MAX_WINDOW);
+    let mut upload = Upload {
+        window,
+        buf: Vec::new(),
+        next: 0,
+        stored: HashMap::new(),
+        hashes: Vec::new(),
+        new_bytes: 0,
+    };
+    let (blob, journal) = match resume(remote, journal_path, index) {
+        Some(r) => {
+            upload.window = r.window;
+            upload.next = r.hashes.len() as u64;
+            upload.stored = r
+                .chunks
+                .into_iter()
+                .map(|(id, o, l)| (id, (o, l)))
+                .collect();
+            upload.hashes = r.hashes.into_iter().map(Some).collect();
+            let j = Journal::append_to(journal_path)
+                .map_err(|e| Error::Io("cannot reopen the sink journal".into(), e))?;
+            (r.blob, j)
+        }
+        None => {
+            let blob = remote.create(index)?;
+            let j = Journal::create(journal_path, &blob.path(), window)
+                .map_err(|e| Error::Io("cannot write the sink journal".into(), e))?;
+            (blob, j)
+        }
+    };
+    upload.buf = Vec::with_capacity(upload.window as usize);
+    Ok((blob, journal, upload))
+}
+
+/// The walk's entries with the workers' chunk references (`refs`, by entry and
+/// chunk number) filled in, and the `dropped` entries (sorted) left out.
+fn assemble(
+    mut entries: Vec<Entry>,
+    mut refs: Vec<(u32, u32, ChunkRef)>,
+    dropped: &[u32],
+) -> Vec<Entry> {
+    refs.sort_unstable_by_key(|&(f, n, _)| (f, n));
+    for (f, n, r) in refs {
+        let chunks = &mut entries[f as usize].chunks;
+        if chunks.len() == n as usize {
+            chunks.push(r);
+        }
+    }
+    if !dropped.is_empty() {
+        let mut i = 0u32;
+        entries.retain(|_| {
+            i += 1;
+            dropped.binary_search(&(i - 1)).is_err()
+        });
+    }
+    entries
+}
+
+/// Seals the manifest into part 0 after the chunks; returns where it starts, its
+/// length and its segment count.
+fn append_manifest(
+    keys: &Keys,
+    shared: &Shared,
+    blob: &BlobId,
+    manifest: &Manifest,
+) -> Result<(u64, u64, u32)> {
+    let mut offset = None;
+    let (len, segments) = format::seal_manifest_to(keys, &blob.path(), manifest, |sealed| {
+        let at = shared.append(None, sealed)?;
+        offset.get_or_insert(at);
+        Ok::<(), Error>(())
+    })?;
+    Ok((
+        offset.expect("a manifest has at least one segment"),
+        len,
+        segments,
+    ))
+}
+
+/// Adds the chunks this run stored to the chunk index (and marks the damaged ones
+/// it stored afresh as healed), for the next run. Best effort: a failure only
+/// costs that run time.
+fn remember(cache: &ChunkIndex, blob: &BlobId, upload: &Upload) {
+    let mut recs: Vec<(ChunkId, crate::cache::Place)> = upload
+        .stored
+        .iter()
+        .map(|(id, &(offset, len))| {
+            (
+                *id,
+                crate::cache::Place {
+                    blob: 0,
+                    offset,
+                    len,
+                },
+            )
+        })
+        .collect();
+    match cache.merge(&[blob.path()], &[blob.path()], &mut recs) {
+        Ok(mut merged) => {
+            let stored = upload.stored.iter().map(|(id, &(offset, _))| (id, offset));
+            if let Err(e) = merged.healed(&blob.path(), stored) {
+                eprintln!("chute sink: warning: cannot update the damaged-chunk list: {e}");
+            }
+        }
+        Err(e) => eprintln!("chute sink: warning: cannot update the chunk cache: {e}"),
     }
 }
 

@@ -93,6 +93,43 @@ pub(super) struct Parent<'a> {
     pub(super) short_id: String,
 }
 
+impl<'a> Parent<'a> {
+    /// Opens the manifest of `p` as a stream, adding its blobs to this run's table.
+    pub(super) fn open(
+        keys: &'a Keys,
+        remote: &'a dyn Remote,
+        p: &'a Snapshot,
+        blobs: &mut Blobs,
+    ) -> Result<Parent<'a>> {
+        let h = &p.header;
+        let fetch = move |off: u64, len: u64| {
+            remote
+                .read(&p.blob, h.manifest_offset + off, len)
+                .map_err(std::io::Error::other)
+        };
+        let damaged = |e| {
+            Error::Damaged(format!(
+                "snapshot {}: manifest is damaged: {}",
+                p.short_id(),
+                format::opened(e)
+            ))
+        };
+        let reader =
+            format::ManifestReader::new(keys, &p.blob.path(), h.manifest_len, h.segments, fetch)
+                .map_err(damaged)?;
+        let stream = format::ManifestStream::new(Box::new(reader) as Box<dyn std::io::Read + 'a>)
+            .map_err(damaged)?;
+        let map = stream.blobs.iter().map(|b| blobs.index(b)).collect();
+        Ok(Parent {
+            stream,
+            map,
+            peek: None,
+            peek_damaged: false,
+            short_id: p.short_id(),
+        })
+    }
+}
+
 impl Parent<'_> {
     /// The parent's entry for `path`, if it had one, and whether its chunks may be
     /// reused (none is a copy the cache knows is damaged); entries before it are
