@@ -65,9 +65,7 @@ fn secure_by_default_every_request_is_refused() {
     );
     assert!(err.contains("401"), "{err}");
     assert!(err.contains("hint: run `chute key auth`"), "{err}");
-    std::thread::sleep(Duration::from_millis(100));
-    let log = server.log.lock().unwrap().clone();
-    assert!(log.contains("401"), "{log}");
+    server.await_log(0, "401", 10);
     let (status, _, _) = raw_http(
         &server.addr,
         &request("GET", "/chute/blob/test.example/node1/", &[], b""),

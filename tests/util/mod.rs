@@ -218,6 +218,24 @@ impl Server {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The server's log once it holds `want` after byte `from` (polled, at most
+    /// `secs` seconds, then a failed assert showing the log): never a fixed sleep
+    /// before reading a log.
+    pub fn await_log(&self, from: usize, want: &str, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.get(from..).is_some_and(|l| l.contains(want)) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {want:?} in the server's log within {secs} s:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Server {
