@@ -4,9 +4,11 @@
 //! [`chunker`]) and sends only ciphertext to a [`remote`]: a local [`store`]
 //! directory or a peer's [`server`]. [`sink`] and [`restore`] are the two
 //! pipelines; [`verify`], [`forget`] and [`prune`] (with [`pack`]) keep a store
-//! healthy; [`cli`] wires them to the command line. See README.md for the tour and
-//! the module docs for the contracts (the REST protocol in [`server`], every stored
-//! byte in [`format`](mod@format)).
+//! healthy; [`cli`] wires them to the command line. Names both sides share are
+//! leaves ([`blob`], [`protocol`], [`units`], [`fsutil`]): the client never imports
+//! the server, the core never imports the store. See README.md ("Where the code
+//! lives") for the tour and the module docs for the contracts (the REST protocol in
+//! [`protocol`], every stored byte in [`format`](mod@format)).
 #![deny(unsafe_code)]
 
 pub mod auth;
