@@ -73,6 +73,35 @@ impl State {
             usage: Mutex::new(usage),
         })
     }
+
+    /// Counts `len` more bytes against `node`'s quota, or refuses (507) if they do
+    /// not fit: reserved before a write, so concurrent windows cannot overshoot.
+    fn reserve(&self, node: &str, len: u64) -> Result<(), Fail> {
+        let quota = self.verifier.nodes.get(node).and_then(|a| a.quota);
+        let mut usage = self.usage.lock().expect("poisoned");
+        let used = usage.entry(node.to_string()).or_insert(0);
+        if let Some(q) = quota {
+            if *used + len > q {
+                return Err(Fail(
+                    507,
+                    format!(
+                        "quota of node {node} exceeded ({} of {q} bytes used)",
+                        *used
+                    ),
+                    None,
+                ));
+            }
+        }
+        *used += len;
+        Ok(())
+    }
+
+    /// Gives back `bytes` of `node`'s quota: a write that failed, a delete, a trim.
+    fn release(&self, node: &str, bytes: u64) {
+        if let Some(u) = self.usage.lock().expect("poisoned").get_mut(node) {
+            *u = u.saturating_sub(bytes);
+        }
+    }
 }
 
 /// Who sent a request: a verified node, or anyone (only on an `--open` server).
@@ -287,26 +316,11 @@ fn put_window(
     let expect = expected_digest(req)?;
     if let Caller::Node(n) = caller {
         // Reserve the bytes before writing so concurrent windows cannot overshoot.
-        let quota = state.verifier.nodes.get(n).and_then(|a| a.quota);
-        let mut usage = state.usage.lock().expect("poisoned");
-        let used = usage.entry(n.clone()).or_insert(0);
-        if let Some(q) = quota {
-            if *used + len > q {
-                return Err(Fail(
-                    507,
-                    format!("quota of node {n} exceeded ({} of {q} bytes used)", *used),
-                    None,
-                ));
-            }
-        }
-        *used += len;
+        state.reserve(n, len)?;
     }
     let result = store.write(id, offset, len, req.as_reader(), expect);
     if let (Err(_), Caller::Node(n)) = (&result, caller) {
-        let mut usage = state.usage.lock().expect("poisoned");
-        if let Some(u) = usage.get_mut(n) {
-            *u = u.saturating_sub(len);
-        }
+        state.release(n, len);
     }
     result?;
     Ok(created())
@@ -385,9 +399,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 may_delete(req, state)?;
                 let freed = store.part_len(&id).unwrap_or(0);
                 store.delete(&id)?;
-                if let Some(u) = state.usage.lock().expect("poisoned").get_mut(&id.node) {
-                    *u = u.saturating_sub(freed);
-                }
+                state.release(&id.node, freed);
                 Ok(Reply::Json(200, "true".into()))
             }
             _ => Err(wrong("DELETE")),
@@ -495,9 +507,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 Method::Delete => {
                     may_delete(req, state)?;
                     let freed = store.trim(&id, offset)?;
-                    if let Some(u) = state.usage.lock().expect("poisoned").get_mut(&id.node) {
-                        *u = u.saturating_sub(freed);
-                    }
+                    state.release(&id.node, freed);
                     Ok(Reply::Json(200, "true".into()))
                 }
                 Method::Get => match store.window_at(&id, offset)? {

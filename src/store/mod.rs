@@ -415,10 +415,7 @@ impl Store {
         if out.len() as u64 != len {
             return Err(Error::Io(
                 format!("cannot read {}", id.path()),
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "window file shorter than its name says",
-                ),
+                short_window(),
             ));
         }
         Ok(out)
@@ -454,10 +451,7 @@ impl Store {
         if total != len {
             return Err(Error::Io(
                 format!("cannot read {}", id.path()),
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "window file shorter than its name says",
-                ),
+                short_window(),
             ));
         }
         Ok(h.finalize().into())
@@ -481,10 +475,7 @@ impl Store {
         if r.len < w.len {
             return Err(Error::Io(
                 format!("cannot read {}", id.path()),
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "window file shorter than its name says",
-                ),
+                short_window(),
             ));
         }
         if let (true, Some(s)) = (r.len == w.len && r.digest == w.sha256, r.settled) {

@@ -176,10 +176,7 @@ impl Read for RangeReader {
                     return Ok(n);
                 }
                 if cur.limit() > 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "window file shorter than its name says",
-                    ));
+                    return Err(short_window());
                 }
                 self.current = None;
             }
@@ -192,4 +189,13 @@ impl Read for RangeReader {
             self.current = Some(f.take(take));
         }
     }
+}
+
+/// A window file that holds fewer bytes than its name says were written: it was
+/// truncated behind the store's back (damage; the scrub names it).
+pub(super) fn short_window() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "window file shorter than its name says",
+    )
 }
