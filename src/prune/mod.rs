@@ -112,6 +112,8 @@
 //!
 //! [`Resolver`]: crate::pack::Resolver
 
+mod plan;
+
 use crate::blob::{BlobId, BlobState, Uncommitted};
 use crate::cli::Settings;
 use crate::crypto::{ChunkId, Keys, Kind};
@@ -500,72 +502,22 @@ pub fn run(
         );
     }
     let grace = opts.grace as i64;
-    let mut jobs = Vec::new();
-    let mut trims: Vec<(usize, u64)> = Vec::new();
-    // Forgotten blobs marked (or with a window marked) afresh by this run.
-    let mut touch: Vec<usize> = Vec::new();
-    for (i, blob) in candidates.into_iter().enumerate() {
-        let forgotten = blob.state == Some(BlobState::Forgotten);
-        let path = blob.id.path();
-        let (mut trimmed, mut trim_later) = (0, 0);
-        let fate = if users[i] > 0 {
-            let used: u64 = live[i].iter().map(|r| u64::from(r.1)).sum();
-            // What trimming will not return.
-            let trimmable: u64 = dead[i].iter().map(|d| d.1).sum();
-            let left = blob.bytes.saturating_sub(trimmable);
-            let unused = left.saturating_sub(used);
-            // Only forgotten snapshots and packs: a pending upload is never used.
-            let movable = matches!(blob.state, None | Some(BlobState::Forgotten));
-            if movable && unused > 0 && unused as f64 >= opts.repack * left as f64 {
-                jobs.push(i);
-            } else {
-                for &(n, len) in &dead[i] {
-                    let key = format!("{path}#{n}");
-                    let since = old.since_of(&key, now, fresh[i]);
-                    marks.since.insert(key, since);
-                    if now - since >= grace && blob.idle >= opts.grace {
-                        trims.push((i, n));
-                        trimmed += len;
-                    } else {
-                        trim_later += len;
-                        if since == now && forgotten && touch.last() != Some(&i) {
-                            touch.push(i);
-                        }
-                    }
-                }
-            }
-            Fate::Referenced {
-                by: users[i],
-                live: used,
-            }
-        } else {
-            let since = old.since_of(&path, now, fresh[i]);
-            marks.since.insert(path, since);
-            // Idle is measured by the store: since the forget for a forgotten blob,
-            // since the last write for a pending one. Requiring it too means a
-            // client clock that is off (a Pi before NTP) cannot shorten the grace.
-            // A committed pack stays committed while marked (forgetting it changes
-            // what references resolve to at once, like a delete): the store has no
-            // idle time for it, so its mark alone counts.
-            let idle = blob.state.map_or(opts.grace, |_| blob.idle);
-            if now - since >= grace && idle >= opts.grace {
-                Fate::Deleted
-            } else {
-                if since == now && forgotten {
-                    touch.push(i);
-                }
-                let due = (since + grace).max(now + grace - idle.min(opts.grace) as i64);
-                Fate::Marked { since, due }
-            }
-        };
-        report.outcomes.push(Outcome {
-            blob,
-            fate,
-            repacked: false,
-            trimmed,
-            trim_later,
-        });
-    }
+    let plan = plan::plan(
+        candidates,
+        &plan::Facts {
+            users: &users,
+            live: &live,
+            dead: &dead,
+            fresh: &fresh,
+            old: &old,
+        },
+        now,
+        opts.grace,
+        opts.repack,
+    );
+    marks.since.extend(plan.since);
+    report.outcomes = plan.outcomes;
+    let (jobs, trims, touch) = (plan.jobs, plan.trims, plan.touch);
     if !jobs.is_empty() {
         let bytes = jobs
             .iter()
