@@ -24,6 +24,7 @@ pub mod hex;
 pub mod pack;
 pub mod protocol;
 pub mod prune;
+pub mod reads;
 pub mod remote;
 pub mod restore;
 pub mod scrub;

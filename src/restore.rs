@@ -17,6 +17,7 @@
 use crate::blob::BlobId;
 use crate::crypto::{ChunkId, Keys, OpenError};
 use crate::format::{ChunkRef, Entry, EntryKind, Manifest};
+use crate::reads::{Run, coalesce, each_parallel};
 use crate::remote::Remote;
 use crate::snapshot::Snapshot;
 use crate::{Error, Result};
@@ -25,8 +26,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// The most bytes fetched in one read. Each worker holds one read while it opens
@@ -85,12 +85,7 @@ struct Piece {
     chunk: ChunkRef,
 }
 
-struct Group {
-    blob: usize,
-    start: u64,
-    end: u64,
-    pieces: Vec<Piece>,
-}
+type Group = Run<Piece>;
 
 fn temp_name(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".chute-restore-{}", crate::fsutil::random_suffix()))
@@ -261,33 +256,19 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
 
 /// Groups every chunk to fetch into ranged reads of neighbouring bytes.
 fn plan(m: &Manifest, tasks: &[Task]) -> Vec<Group> {
-    let mut groups: Vec<Group> = Vec::new();
-    for (t, task) in tasks.iter().enumerate() {
+    let pieces = tasks.iter().enumerate().flat_map(|(t, task)| {
         let mut at = 0u64;
-        for c in &m.entries[task.entry].chunks {
+        m.entries[task.entry].chunks.iter().map(move |c| {
             let piece = Piece {
                 task: t,
                 at,
                 chunk: *c,
             };
             at += c.plain_len();
-            let end = c.offset + u64::from(c.len);
-            if let Some(g) = groups.last_mut() {
-                if g.blob == c.blob as usize && g.end == c.offset && end - g.start <= MAX_READ {
-                    g.end = end;
-                    g.pieces.push(piece);
-                    continue;
-                }
-            }
-            groups.push(Group {
-                blob: c.blob as usize,
-                start: c.offset,
-                end,
-                pieces: vec![piece],
-            });
-        }
-    }
-    groups
+            (c.blob as usize, c.offset, u64::from(c.len), piece)
+        })
+    });
+    coalesce(pieces, MAX_READ)
 }
 
 /// Why fetching failed; with the chunk's id when it opened but held other bytes
@@ -318,16 +299,6 @@ fn fetch_all(
     threads: usize,
     snap: &Snapshot,
 ) -> std::result::Result<(), FetchError> {
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let failed: Mutex<Option<FetchError>> = Mutex::new(None);
-    let fail = |e: FetchError| {
-        let mut f = failed.lock().expect("poisoned");
-        if f.is_none() {
-            *f = Some(e);
-        }
-        stop.store(true, Ordering::SeqCst);
-    };
     // Empty files have no chunk to complete them.
     for t in tasks
         .iter()
@@ -335,23 +306,9 @@ fn fetch_all(
     {
         create_tmp(&t.tmp).and_then(|_| finish(t, &m.entries[t.entry], None))?;
     }
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let g = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(group) = groups.get(g) else { break };
-                    if let Err(e) = fetch_group(keys, remote, m, blobs, tasks, group, snap) {
-                        fail(e);
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner().expect("poisoned") {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    each_parallel(groups, threads, |g| {
+        fetch_group(keys, remote, m, blobs, tasks, g, snap)
+    })
 }
 
 fn create_tmp(tmp: &Path) -> Result<()> {
@@ -376,7 +333,7 @@ fn fetch_group(
     let blob = &blobs[g.blob];
     let mut data =
         crate::remote::retry(|| remote.read(blob, g.start, g.end - g.start)).map_err(|e| {
-            let t = &tasks[g.pieces[0].task];
+            let t = &tasks[g.items[0].task];
             Error::Damaged(format!(
                 "snapshot {}: cannot read data of {} (bytes {}-{} of {}): {e}",
                 snap.short_id(),
@@ -386,7 +343,7 @@ fn fetch_group(
                 blob.path()
             ))
         })?;
-    for p in &g.pieces {
+    for p in &g.items {
         let t = &tasks[p.task];
         let from = (p.chunk.offset - g.start) as usize;
         let sealed = &mut data[from..from + p.chunk.len as usize];

@@ -43,7 +43,6 @@ use crate::{Error, Result};
 use argh::FromArgs;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Check that snapshots are intact; by default without downloading file data.
 #[derive(FromArgs, Debug)]
@@ -329,27 +328,20 @@ fn check_blobs(
             len,
         ));
     }
-    let next = AtomicUsize::new(0);
     let found: Mutex<Vec<(usize, Fault)>> = Mutex::new(Vec::new());
     let failed: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, 16) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, id, window, n, want, _)) = work.get(i) else {
-                        break;
-                    };
-                    match remote.window_hash(id, *window, *n) {
-                        Ok(Some(h)) if h == *want => {}
-                        Ok(Some(_)) => found.lock().expect("poisoned").push((i, Fault::Changed)),
-                        Ok(None) => found.lock().expect("poisoned").push((i, Fault::Missing)),
-                        Err(e) => failed.lock().expect("poisoned").push((i, e.to_string())),
-                    }
-                }
-            });
+    let numbered: Vec<usize> = (0..work.len()).collect();
+    let asked = crate::reads::each_parallel(&numbered, threads.min(16), |&i| {
+        let (_, id, window, n, want, _) = &work[i];
+        match remote.window_hash(id, *window, *n) {
+            Ok(Some(h)) if h == *want => {}
+            Ok(Some(_)) => found.lock().expect("poisoned").push((i, Fault::Changed)),
+            Ok(None) => found.lock().expect("poisoned").push((i, Fault::Missing)),
+            Err(e) => failed.lock().expect("poisoned").push((i, e.to_string())),
         }
+        Ok::<(), std::convert::Infallible>(())
     });
+    let Ok(()) = asked;
     // A remote that cannot answer is not damage we can name, but it is not intact.
     let mut failed = failed.into_inner().expect("poisoned");
     failed.sort();
@@ -433,13 +425,8 @@ const READ_THREADS: usize = 4;
 type Checked = (usize, u64, std::result::Result<(), Bad>);
 
 /// A ranged read of neighbouring chunks of one blob.
-struct Group {
-    blob: usize,
-    start: u64,
-    end: u64,
-    /// (offset, sealed length, chunk id)
-    chunks: Vec<(u64, u32, crate::crypto::ChunkId)>,
-}
+/// A ranged read of chunks (offset, sealed length, chunk id).
+type Group = crate::reads::Run<(u64, u32, crate::crypto::ChunkId)>;
 
 /// Why a chunk failed the read check.
 #[derive(Debug)]
@@ -501,80 +488,59 @@ fn read_chunks(
         .collect();
     todo.sort_unstable_by_key(|c| (c.0, c.1));
     todo.dedup_by_key(|c| (c.0, c.1));
-    let mut groups: Vec<Group> = Vec::new();
-    for (blob, offset, len, id) in todo {
-        let end = offset + u64::from(len);
-        if let Some(g) = groups.last_mut() {
-            if g.blob == blob && g.end == offset && end - g.start <= READ_GROUP {
-                g.end = end;
-                g.chunks.push((offset, len, id));
-                continue;
-            }
-        }
-        groups.push(Group {
-            blob,
-            start: offset,
-            end,
-            chunks: vec![(offset, len, id)],
-        });
-    }
-    let next = AtomicUsize::new(0);
+    let groups: Vec<Group> = crate::reads::coalesce(
+        todo.into_iter()
+            .map(|(blob, offset, len, id)| (blob, offset, u64::from(len), (offset, len, id))),
+        READ_GROUP,
+    );
     let results: Mutex<Vec<Checked>> = Mutex::new(Vec::new());
     let read = |blob: &BlobId, start: u64, len: u64| {
         crate::remote::retry(|| remote.read(blob, start, len)).map_err(|e| e.to_string())
     };
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, READ_THREADS) {
-            s.spawn(|| {
-                let mut mine = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(g) = groups.get(i) else { break };
-                    let blob = match &ids[g.blob] {
-                        Ok(b) => b,
-                        Err(e) => {
-                            for c in &g.chunks {
-                                mine.push((g.blob, c.0, Err(Bad::Read(e.clone()))));
-                            }
-                            continue;
-                        }
-                    };
-                    match read(blob, g.start, g.end - g.start) {
-                        Ok(mut data) => {
-                            for &(offset, len, id) in &g.chunks {
-                                let from = (offset - g.start) as usize;
-                                let sealed = &mut data[from..from + len as usize];
-                                let r = keys
-                                    .open_chunk(&id, sealed)
-                                    .map(drop)
-                                    .map_err(|e| Bad::opened(e, id));
-                                mine.push((g.blob, offset, r));
-                            }
-                        }
-                        // Pinpoint: one chunk at a time.
-                        Err(_) => {
-                            for &(offset, len, id) in &g.chunks {
-                                let r = read(blob, offset, u64::from(len))
-                                    .map_err(Bad::Read)
-                                    .and_then(|mut d| {
-                                        keys.open_chunk(&id, &mut d)
-                                            .map(drop)
-                                            .map_err(|e| Bad::opened(e, id))
-                                    });
-                                mine.push((g.blob, offset, r));
-                            }
-                        }
+    let checked = crate::reads::each_parallel(&groups, threads.min(READ_THREADS), |g| {
+        let mut mine = Vec::new();
+        match &ids[g.blob] {
+            Err(e) => {
+                for c in &g.items {
+                    mine.push((g.blob, c.0, Err(Bad::Read(e.clone()))));
+                }
+            }
+            Ok(blob) => match read(blob, g.start, g.end - g.start) {
+                Ok(mut data) => {
+                    for &(offset, len, id) in &g.items {
+                        let from = (offset - g.start) as usize;
+                        let sealed = &mut data[from..from + len as usize];
+                        let r = keys
+                            .open_chunk(&id, sealed)
+                            .map(drop)
+                            .map_err(|e| Bad::opened(e, id));
+                        mine.push((g.blob, offset, r));
                     }
                 }
-                results.lock().expect("poisoned").append(&mut mine);
-            });
+                // Pinpoint: one chunk at a time.
+                Err(_) => {
+                    for &(offset, len, id) in &g.items {
+                        let r = read(blob, offset, u64::from(len))
+                            .map_err(Bad::Read)
+                            .and_then(|mut d| {
+                                keys.open_chunk(&id, &mut d)
+                                    .map(drop)
+                                    .map_err(|e| Bad::opened(e, id))
+                            });
+                        mine.push((g.blob, offset, r));
+                    }
+                }
+            },
         }
+        results.lock().expect("poisoned").append(&mut mine);
+        Ok::<(), std::convert::Infallible>(())
     });
+    let Ok(()) = checked;
     let mut results = results.into_inner().expect("poisoned");
     results.sort_by_key(|r| (r.0, r.1));
     let lens: HashMap<(usize, u64), u32> = groups
         .iter()
-        .flat_map(|g| g.chunks.iter().map(move |c| ((g.blob, c.0), c.1)))
+        .flat_map(|g| g.items.iter().map(move |c| ((g.blob, c.0), c.1)))
         .collect();
     for (blob, offset, r) in results {
         let name = &m.blobs[blob];

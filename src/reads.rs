@@ -1,0 +1,129 @@
+//! How the pipelines that read chunks (restore, verify) batch and spread their
+//! work: neighbouring chunks of one blob are coalesced into one ranged read of at
+//! most a given size ([`coalesce`]), and a fixed number of threads take items from
+//! a shared list in order ([`each_parallel`]).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// One ranged read: bytes `start..end` of blob number `blob`, holding `items`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Run<T> {
+    pub blob: usize,
+    pub start: u64,
+    pub end: u64,
+    pub items: Vec<T>,
+}
+
+/// Groups `(blob, offset, len, item)`, in the order given, into runs of
+/// back-to-back bytes of one blob, each at most `max` bytes long (a longer item
+/// has a run of its own).
+pub fn coalesce<T>(
+    pieces: impl IntoIterator<Item = (usize, u64, u64, T)>,
+    max: u64,
+) -> Vec<Run<T>> {
+    let mut runs: Vec<Run<T>> = Vec::new();
+    for (blob, offset, len, item) in pieces {
+        let end = offset + len;
+        if let Some(r) = runs.last_mut() {
+            if r.blob == blob && r.end == offset && end - r.start <= max {
+                r.end = end;
+                r.items.push(item);
+                continue;
+            }
+        }
+        runs.push(Run {
+            blob,
+            start: offset,
+            end,
+            items: vec![item],
+        });
+    }
+    runs
+}
+
+/// Calls `f` on every item on `threads` threads (at least one), items taken in
+/// order. The first error stops the threads from taking more and is returned;
+/// results of the others are the callers' to collect (through `f`).
+pub fn each_parallel<T: Sync, E: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failed: Mutex<Option<E>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    if let Err(e) = f(item) {
+                        failed.lock().expect("poisoned").get_or_insert(e);
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().expect("poisoned") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbours_of_one_blob_share_a_read_up_to_the_cap() {
+        let runs = coalesce(
+            [
+                (0, 0, 10, 'a'),
+                (0, 10, 10, 'b'),
+                (0, 30, 10, 'c'), // a gap
+                (1, 40, 10, 'd'), // another blob
+                (1, 50, 25, 'e'), // over the cap of 30
+            ],
+            30,
+        );
+        let got: Vec<(usize, u64, u64, String)> = runs
+            .into_iter()
+            .map(|r| (r.blob, r.start, r.end, r.items.into_iter().collect()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0, 20, "ab".into()),
+                (0, 30, 40, "c".into()),
+                (1, 40, 50, "d".into()),
+                (1, 50, 75, "e".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn every_item_is_seen_once_and_the_first_error_stops_the_rest() {
+        let seen = Mutex::new(Vec::new());
+        let items: Vec<u32> = (0..1000).collect();
+        each_parallel(&items, 4, |&i| {
+            seen.lock().unwrap().push(i);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        assert_eq!(seen, items);
+
+        let calls = AtomicUsize::new(0);
+        let r = each_parallel(&items, 2, |&i| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if i == 3 { Err(i) } else { Ok(()) }
+        });
+        assert_eq!(r, Err(3));
+        assert!(calls.load(Ordering::SeqCst) < 1000);
+    }
+}
