@@ -23,57 +23,7 @@
 //! its chunks. `chute prune` deletes what nothing remaining references. Snapshots
 //! whose header does not open with this key are never touched.
 
-use crate::cli::Settings;
 use crate::snapshot::{self, Snapshot};
-use crate::{Error, Result};
-use argh::FromArgs;
-use std::collections::BTreeMap;
-
-/// Forget snapshots by a keep policy (restic's --keep-* rules), or by id.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "forget")]
-pub struct ForgetCmd {
-    /// snapshot ids or timestamps to forget (instead of a policy)
-    #[argh(positional)]
-    pub snapshots: Vec<String>,
-    /// keep the N newest snapshots ("unlimited" for all)
-    #[argh(option)]
-    pub keep_last: Option<String>,
-    /// keep the newest snapshot of each of the N most recent hours with one
-    #[argh(option)]
-    pub keep_hourly: Option<String>,
-    /// keep the newest snapshot of each of the N most recent days with one
-    #[argh(option)]
-    pub keep_daily: Option<String>,
-    /// keep the newest snapshot of each of the N most recent ISO weeks with one
-    #[argh(option)]
-    pub keep_weekly: Option<String>,
-    /// keep the newest snapshot of each of the N most recent months with one
-    #[argh(option)]
-    pub keep_monthly: Option<String>,
-    /// keep the newest snapshot of each of the N most recent years with one
-    #[argh(option)]
-    pub keep_yearly: Option<String>,
-    /// print what would be kept and forgotten, change nothing
-    #[argh(switch)]
-    pub dry_run: bool,
-    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
-    pub remote: Option<String>,
-    /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
-    pub key_file: Option<std::path::PathBuf>,
-    /// domain (CHUTE_DOMAIN)
-    #[argh(option)]
-    pub domain: Option<String>,
-    /// node (CHUTE_NODE)
-    #[argh(option)]
-    pub node: Option<String>,
-    /// proves the peer's admin key, which an --append-only peer asks of every
-    /// delete; keep it off the nightly cron job
-    #[argh(option)]
-    pub admin_key_file: Option<std::path::PathBuf>,
-}
 
 /// Counts per rule: 0 off, [`UNLIMITED`] never runs out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -206,36 +156,11 @@ pub fn apply(policy: &Policy, times: &[(i64, u32)]) -> Vec<Vec<String>> {
     reasons
 }
 
-/// `N` or `unlimited`.
-fn parse_count(flag: &str, v: &Option<String>) -> Result<i64> {
-    match v.as_deref() {
-        None => Ok(0),
-        Some("unlimited") => Ok(UNLIMITED),
-        Some(s) => s.parse::<u32>().map(i64::from).map_err(|_| {
-            Error::Usage(format!(
-                "--keep-{flag} {s:?}: expected a count or \"unlimited\""
-            ))
-        }),
-    }
-}
-
-/// The policy the flags describe.
-pub fn policy_of(c: &ForgetCmd) -> Result<Policy> {
-    Ok(Policy {
-        last: parse_count("last", &c.keep_last)?,
-        hourly: parse_count("hourly", &c.keep_hourly)?,
-        daily: parse_count("daily", &c.keep_daily)?,
-        weekly: parse_count("weekly", &c.keep_weekly)?,
-        monthly: parse_count("monthly", &c.keep_monthly)?,
-        yearly: parse_count("yearly", &c.keep_yearly)?,
-    })
-}
-
-fn plural(n: usize, word: &str) -> String {
+pub(crate) fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
-fn row(s: &Snapshot, why: &str) -> String {
+pub(crate) fn row(s: &Snapshot, why: &str) -> String {
     format!(
         "  {:<8}  {:<19}  {}",
         s.short_id(),
@@ -244,106 +169,6 @@ fn row(s: &Snapshot, why: &str) -> String {
     )
     .trim_end()
     .to_string()
-}
-
-/// `chute forget` from the command line.
-pub fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
-    let policy = policy_of(&c)?;
-    if policy.is_empty() && c.snapshots.is_empty() {
-        return Err(Error::Usage(
-            "no --keep-* rule given (nor snapshot ids): refusing to forget every snapshot; e.g. --keep-daily 7 --keep-weekly 5 --keep-monthly 12".into(),
-        ));
-    }
-    if !policy.is_empty() && !c.snapshots.is_empty() {
-        return Err(Error::Usage(
-            "give either snapshot ids or --keep-* rules, not both".into(),
-        ));
-    }
-    let node = crate::cli::open_node(s, c.key_file, c.remote, c.domain, c.node, c.admin_key_file)?;
-    let (keys, remote) = (&node.keys, node.remote.as_ref());
-    let mut remove: Vec<Snapshot> = Vec::new();
-    if policy.is_empty() {
-        for name in &c.snapshots {
-            let snap = snapshot::find(keys, remote, &node.domain, &node.node, name, &[])?;
-            if !remove.iter().any(|r| r.blob == snap.blob) {
-                remove.push(snap);
-            }
-        }
-    } else {
-        let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
-        let mut groups: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
-        for snap in all {
-            groups
-                .entry(snap.blob.mount.clone())
-                .or_default()
-                .push(snap);
-        }
-        for (n, group) in groups.values().enumerate() {
-            let times: Vec<(i64, u32)> = group
-                .iter()
-                .map(|s| (s.header.time, s.header.time_ns))
-                .collect();
-            let reasons = apply(&policy, &times);
-            let paths: Vec<String> = group[0]
-                .header
-                .roots
-                .iter()
-                .map(|r| String::from_utf8_lossy(r).into_owned())
-                .collect();
-            if n > 0 {
-                println!();
-            }
-            println!("snapshots of {}:", paths.join(" "));
-            let kept = reasons.iter().filter(|r| !r.is_empty()).count();
-            println!("keep {} of {}:", plural(kept, "snapshot"), group.len());
-            println!("  {:<8}  {:<19}  KEPT BECAUSE", "ID", "TIME (UTC)");
-            for (snap, why) in group.iter().zip(&reasons) {
-                if !why.is_empty() {
-                    println!("{}", row(snap, &why.join(", ")));
-                }
-            }
-            let gone: Vec<&Snapshot> = group
-                .iter()
-                .zip(&reasons)
-                .filter(|(_, why)| why.is_empty())
-                .map(|(s, _)| s)
-                .collect();
-            if !gone.is_empty() {
-                println!("remove {}:", plural(gone.len(), "snapshot"));
-                for snap in gone {
-                    println!("{}", row(snap, ""));
-                    remove.push(snap.clone());
-                }
-            }
-        }
-    }
-    if c.dry_run {
-        println!(
-            "dry run: would forget {}; nothing changed",
-            plural(remove.len(), "snapshot")
-        );
-        return Ok(());
-    }
-    for snap in &remove {
-        remote.forget(&snap.blob)?;
-        if !c.snapshots.is_empty() {
-            println!(
-                "forgot snapshot {} ({})",
-                snap.short_id(),
-                snapshot::display_time(snap.header.time)
-            );
-        }
-    }
-    println!(
-        "forgot {}{}",
-        plural(remove.len(), "snapshot"),
-        if remove.is_empty() {
-            ""
-        } else {
-            "; `chute prune` reclaims the space nothing remaining uses"
-        }
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -508,14 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_parse() {
-        assert_eq!(parse_count("last", &None).unwrap(), 0);
-        assert_eq!(parse_count("last", &Some("7".into())).unwrap(), 7);
-        assert_eq!(
-            parse_count("last", &Some("unlimited".into())).unwrap(),
-            UNLIMITED
-        );
-        assert!(parse_count("last", &Some("-2".into())).is_err());
+    fn an_empty_policy_is_empty() {
         assert!(Policy::default().is_empty());
     }
 }

@@ -1,0 +1,317 @@
+//! Every command's arguments, as argh parses them: one struct per subcommand. The
+//! flag names and their help lines are the CLI's contract.
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+/// chute: zero-knowledge backups between small boards.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Init(InitCmd),
+    Sink(SinkCmd),
+    List(ListCmd),
+    Restore(RestoreCmd),
+    Serve(ServeCmd),
+    Key(KeyCmd),
+    Verify(VerifyCmd),
+    Forget(ForgetCmd),
+    Prune(PruneCmd),
+    Scrub(ScrubCmd),
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Sink(_) => "sink",
+            Command::List(_) => "list",
+            Command::Restore(_) => "restore",
+            Command::Serve(_) => "serve",
+            Command::Key(_) => "key",
+            Command::Verify(_) => "verify",
+            Command::Forget(_) => "forget",
+            Command::Prune(_) => "prune",
+            Command::Scrub(_) => "scrub",
+        }
+    }
+}
+
+/// Create a new random key file (never replaces one).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "init")]
+pub struct InitCmd {
+    /// key file (CHUTE_KEY_FILE; default $XDG_CONFIG_HOME/chute/key)
+    #[argh(option)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Back up PATHs (default: CHUTE_PATHS) as a new snapshot.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "sink")]
+pub struct SinkCmd {
+    /// files and directories to back up
+    #[argh(positional)]
+    pub paths: Vec<PathBuf>,
+    /// skip names (or, with a '/', whole paths) matching this glob; repeatable (CHUTE_EXCLUDE)
+    #[argh(option)]
+    pub exclude: Vec<String>,
+    /// where snapshots go: a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    #[argh(option)]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option)]
+    pub key_file: Option<PathBuf>,
+    /// domain part of the store path (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node name (CHUTE_NODE; default the host name)
+    #[argh(option)]
+    pub node: Option<String>,
+    /// sealing and upload threads (default: the number of cores)
+    #[argh(option)]
+    pub threads: Option<usize>,
+}
+
+/// List snapshots, oldest first.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct ListCmd {
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    #[argh(option)]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option)]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option)]
+    pub node: Option<String>,
+}
+
+/// Restore a snapshot (an id, a timestamp, or "latest"), or some PATHs of it.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "restore")]
+pub struct RestoreCmd {
+    /// snapshot id, timestamp, or latest
+    #[argh(positional)]
+    pub snapshot: String,
+    /// only these files or directories (as they were backed up)
+    #[argh(positional)]
+    pub paths: Vec<PathBuf>,
+    /// restore under this directory instead of to the original paths
+    #[argh(option)]
+    pub to: Option<PathBuf>,
+    /// replace existing files
+    #[argh(switch)]
+    pub force: bool,
+    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    #[argh(option)]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option)]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option)]
+    pub node: Option<String>,
+    /// download and write threads (default: the number of cores)
+    #[argh(option)]
+    pub threads: Option<usize>,
+}
+
+/// Serve a store to peers over HTTP.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+pub struct ServeCmd {
+    /// address to listen on (CHUTE_LISTEN; default 0.0.0.0:2002)
+    #[argh(option)]
+    pub listen: Option<String>,
+    /// store directory (CHUTE_STORE; default /var/lib/chute as root)
+    #[argh(option)]
+    pub store: Option<PathBuf>,
+    /// worker threads (default: the number of cores)
+    #[argh(option)]
+    pub threads: Option<usize>,
+    /// admit a node: NODE=KEY as `chute key auth` prints it on that node; repeatable
+    #[argh(option)]
+    pub allow: Vec<String>,
+    /// file of NODE=KEY [quota=BYTES] lines (CHUTE_ALLOW_FILE)
+    #[argh(option)]
+    pub allow_file: Option<PathBuf>,
+    /// accept unsigned requests from anyone (tests, trusted LANs only)
+    #[argh(switch)]
+    pub open: bool,
+    /// refuse every delete, so a compromised node cannot destroy its history
+    #[argh(switch)]
+    pub append_only: bool,
+    /// with --append-only: allow deletes that prove this key (any file of random
+    /// bytes, kept off the nodes' cron jobs) (CHUTE_ADMIN_KEY_FILE)
+    #[argh(option)]
+    pub admin_key_file: Option<PathBuf>,
+    /// cap a node's stored bytes: NODE=BYTES (e.g. pi=20G); repeatable
+    #[argh(option)]
+    pub quota: Vec<String>,
+    /// largest window one PUT may carry (default 64M)
+    #[argh(option)]
+    pub max_window: Option<String>,
+    /// seconds a connection may stay silent before it is dropped (default 30)
+    #[argh(option)]
+    pub timeout: Option<u64>,
+    /// re-hash every stored window in the background, a pass every DURATION (e.g.
+    /// 30d; s, m, h, d) (CHUTE_SCRUB_EVERY; default 0: off)
+    #[argh(option)]
+    pub scrub_every: Option<String>,
+    /// most bytes a second the background scrub reads, 0 for no limit (e.g. 20M)
+    /// (CHUTE_SCRUB_RATE; default 10M)
+    #[argh(option)]
+    pub scrub_rate: Option<String>,
+}
+
+/// Key utilities.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "key")]
+pub struct KeyCmd {
+    /// auth: the NODE=KEY line a peer needs to admit this node (it cannot
+    /// decrypt anything); path: where the key file is
+    #[argh(positional)]
+    pub what: String,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option)]
+    pub key_file: Option<PathBuf>,
+    /// node (CHUTE_NODE; default the host name)
+    #[argh(option)]
+    pub node: Option<String>,
+}
+
+/// Check that snapshots are intact; by default without downloading file data.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "verify")]
+pub struct VerifyCmd {
+    /// snapshot id, timestamp, or latest (the default)
+    #[argh(positional)]
+    pub snapshot: Option<String>,
+    /// verify every snapshot
+    #[argh(switch)]
+    pub all: bool,
+    /// download, authenticate and decrypt every chunk
+    #[argh(switch)]
+    pub read_data: bool,
+    /// the same for a random N% of the chunks, different on each run (e.g. 5%)
+    #[argh(option)]
+    pub read_data_subset: Option<String>,
+    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    #[argh(option)]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option)]
+    pub node: Option<String>,
+    /// parallel requests (default: the number of cores)
+    #[argh(option)]
+    pub threads: Option<usize>,
+}
+/// Forget snapshots by a keep policy (restic's --keep-* rules), or by id.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "forget")]
+pub struct ForgetCmd {
+    /// snapshot ids or timestamps to forget (instead of a policy)
+    #[argh(positional)]
+    pub snapshots: Vec<String>,
+    /// keep the N newest snapshots ("unlimited" for all)
+    #[argh(option)]
+    pub keep_last: Option<String>,
+    /// keep the newest snapshot of each of the N most recent hours with one
+    #[argh(option)]
+    pub keep_hourly: Option<String>,
+    /// keep the newest snapshot of each of the N most recent days with one
+    #[argh(option)]
+    pub keep_daily: Option<String>,
+    /// keep the newest snapshot of each of the N most recent ISO weeks with one
+    #[argh(option)]
+    pub keep_weekly: Option<String>,
+    /// keep the newest snapshot of each of the N most recent months with one
+    #[argh(option)]
+    pub keep_monthly: Option<String>,
+    /// keep the newest snapshot of each of the N most recent years with one
+    #[argh(option)]
+    pub keep_yearly: Option<String>,
+    /// print what would be kept and forgotten, change nothing
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    #[argh(option)]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option)]
+    pub node: Option<String>,
+    /// proves the peer's admin key, which an --append-only peer asks of every
+    /// delete; keep it off the nightly cron job
+    #[argh(option)]
+    pub admin_key_file: Option<std::path::PathBuf>,
+}
+/// Delete data no remaining snapshot references (after a grace period).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "prune")]
+pub struct PruneCmd {
+    /// how long a blob must stay unreferenced before it is deleted: 0, 30m, 24h (the
+    /// default), 7d; 0 is only safe when no sink runs meanwhile
+    #[argh(option)]
+    pub grace: Option<String>,
+    /// print what would be marked and deleted, change nothing
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// repack a blob that snapshots still use in part once this share of it is
+    /// unused (default 25%; 100% never repacks)
+    #[argh(option)]
+    pub repack_threshold: Option<String>,
+    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    #[argh(option)]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option)]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option)]
+    pub node: Option<String>,
+    /// proves the peer's admin key, which an --append-only peer asks of every
+    /// delete; keep it off the nightly cron job
+    #[argh(option)]
+    pub admin_key_file: Option<std::path::PathBuf>,
+}
+/// Re-hash every stored window against the SHA-256 it arrived with (no key needed).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "scrub")]
+pub struct ScrubCmd {
+    /// store directory (CHUTE_STORE; default /var/lib/chute as root, else
+    /// $XDG_DATA_HOME/chute/store)
+    #[argh(option)]
+    pub store: Option<PathBuf>,
+}

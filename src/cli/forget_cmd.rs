@@ -1,0 +1,149 @@
+//! `chute forget` from the command line: settings in, the report printed.
+
+use super::args::*;
+use super::{Settings, open_node};
+use crate::forget::{Policy, UNLIMITED, apply, plural, row};
+use crate::snapshot::{self, Snapshot};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+
+/// `chute forget` from the command line.
+pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
+    let policy = policy_of(&c)?;
+    if policy.is_empty() && c.snapshots.is_empty() {
+        return Err(Error::Usage(
+            "no --keep-* rule given (nor snapshot ids): refusing to forget every snapshot; e.g. --keep-daily 7 --keep-weekly 5 --keep-monthly 12".into(),
+        ));
+    }
+    if !policy.is_empty() && !c.snapshots.is_empty() {
+        return Err(Error::Usage(
+            "give either snapshot ids or --keep-* rules, not both".into(),
+        ));
+    }
+    let node = open_node(s, c.key_file, c.remote, c.domain, c.node, c.admin_key_file)?;
+    let (keys, remote) = (&node.keys, node.remote.as_ref());
+    let mut remove: Vec<Snapshot> = Vec::new();
+    if policy.is_empty() {
+        for name in &c.snapshots {
+            let snap = snapshot::find(keys, remote, &node.domain, &node.node, name, &[])?;
+            if !remove.iter().any(|r| r.blob == snap.blob) {
+                remove.push(snap);
+            }
+        }
+    } else {
+        let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
+        let mut groups: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
+        for snap in all {
+            groups
+                .entry(snap.blob.mount.clone())
+                .or_default()
+                .push(snap);
+        }
+        for (n, group) in groups.values().enumerate() {
+            let times: Vec<(i64, u32)> = group
+                .iter()
+                .map(|s| (s.header.time, s.header.time_ns))
+                .collect();
+            let reasons = apply(&policy, &times);
+            let paths: Vec<String> = group[0]
+                .header
+                .roots
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect();
+            if n > 0 {
+                println!();
+            }
+            println!("snapshots of {}:", paths.join(" "));
+            let kept = reasons.iter().filter(|r| !r.is_empty()).count();
+            println!("keep {} of {}:", plural(kept, "snapshot"), group.len());
+            println!("  {:<8}  {:<19}  KEPT BECAUSE", "ID", "TIME (UTC)");
+            for (snap, why) in group.iter().zip(&reasons) {
+                if !why.is_empty() {
+                    println!("{}", row(snap, &why.join(", ")));
+                }
+            }
+            let gone: Vec<&Snapshot> = group
+                .iter()
+                .zip(&reasons)
+                .filter(|(_, why)| why.is_empty())
+                .map(|(s, _)| s)
+                .collect();
+            if !gone.is_empty() {
+                println!("remove {}:", plural(gone.len(), "snapshot"));
+                for snap in gone {
+                    println!("{}", row(snap, ""));
+                    remove.push(snap.clone());
+                }
+            }
+        }
+    }
+    if c.dry_run {
+        println!(
+            "dry run: would forget {}; nothing changed",
+            plural(remove.len(), "snapshot")
+        );
+        return Ok(());
+    }
+    for snap in &remove {
+        remote.forget(&snap.blob)?;
+        if !c.snapshots.is_empty() {
+            println!(
+                "forgot snapshot {} ({})",
+                snap.short_id(),
+                snapshot::display_time(snap.header.time)
+            );
+        }
+    }
+    println!(
+        "forgot {}{}",
+        plural(remove.len(), "snapshot"),
+        if remove.is_empty() {
+            ""
+        } else {
+            "; `chute prune` reclaims the space nothing remaining uses"
+        }
+    );
+    Ok(())
+}
+
+/// `N` or `unlimited`.
+fn parse_count(flag: &str, v: &Option<String>) -> Result<i64> {
+    match v.as_deref() {
+        None => Ok(0),
+        Some("unlimited") => Ok(UNLIMITED),
+        Some(s) => s.parse::<u32>().map(i64::from).map_err(|_| {
+            Error::Usage(format!(
+                "--keep-{flag} {s:?}: expected a count or \"unlimited\""
+            ))
+        }),
+    }
+}
+
+/// The policy the flags describe.
+pub fn policy_of(c: &ForgetCmd) -> Result<Policy> {
+    Ok(Policy {
+        last: parse_count("last", &c.keep_last)?,
+        hourly: parse_count("hourly", &c.keep_hourly)?,
+        daily: parse_count("daily", &c.keep_daily)?,
+        weekly: parse_count("weekly", &c.keep_weekly)?,
+        monthly: parse_count("monthly", &c.keep_monthly)?,
+        yearly: parse_count("yearly", &c.keep_yearly)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_parse() {
+        assert_eq!(parse_count("last", &None).unwrap(), 0);
+        assert_eq!(parse_count("last", &Some("7".into())).unwrap(), 7);
+        assert_eq!(
+            parse_count("last", &Some("unlimited".into())).unwrap(),
+            UNLIMITED
+        );
+        assert!(parse_count("last", &Some("-2".into())).is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! `chute init` and `chute key`: the key file and what a peer needs to admit this
+//! node.
+
+use super::args::*;
+use super::*;
+
+pub(super) fn init(s: &Settings, c: InitCmd) -> Result<()> {
+    let path = s.key_file(c.key_file)?;
+    match crypto::create_key_file(&path) {
+        Ok(()) => {
+            println!("created key {}", path.display());
+            println!(
+                "keep a copy of it somewhere safe, off this machine: without it no backup can be read"
+            );
+            Ok(())
+        }
+        Err(crypto::KeyError::Exists(_)) => {
+            println!("a key already exists at {}; left as it is", path.display());
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn key(s: &Settings, c: KeyCmd) -> Result<()> {
+    match c.what.as_str() {
+        "path" => {
+            println!("{}", s.key_file(c.key_file)?.display());
+            Ok(())
+        }
+        "auth" => {
+            let keys = s.keys(c.key_file)?;
+            let node = s.node(c.node);
+            let key = crate::auth::node_key(&keys, &node);
+            println!("{node}={}", crate::hex::encode(&key));
+            Ok(())
+        }
+        other => Err(Error::Usage(format!(
+            "unknown key command {other:?} (try: auth, path)"
+        ))),
+    }
+}

@@ -1,0 +1,57 @@
+//! `chute scrub` from the command line: settings in, the report printed.
+
+use super::args::*;
+use super::{Settings, data_dir};
+use crate::store::Store;
+use crate::units::human_bytes;
+use crate::{Error, Result};
+use std::path::PathBuf;
+
+/// `chute scrub` from the command line.
+pub(super) fn cmd(s: &Settings, c: ScrubCmd) -> Result<()> {
+    let root = match s.get(
+        c.store.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_STORE",
+    ) {
+        Some(p) => PathBuf::from(p),
+        None if crate::sys::is_root() => "/var/lib/chute".into(),
+        None => data_dir()?.join("chute/store"),
+    };
+    // Opening would create an empty store; a typo should not pass as "intact".
+    if !root.join("chute-store").is_file() {
+        return Err(Error::Usage(format!(
+            "{} is not a chute store (no chute-store file)",
+            root.display()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let r = Store::open(&root)?.scrub()?;
+    for d in &r.damaged {
+        println!(
+            "damaged: {} window at byte {} ({} bytes): {}",
+            d.blob, d.offset, d.len, d.why
+        );
+    }
+    println!(
+        "scrubbed {} windows ({}) in {} blobs in {:.1} s: {}",
+        r.windows,
+        human_bytes(r.bytes),
+        r.blobs,
+        started.elapsed().as_secs_f64(),
+        if r.damaged.is_empty() {
+            "all intact".to_string()
+        } else {
+            format!("{} damaged", r.damaged.len())
+        }
+    );
+    if r.damaged.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Damaged(format!(
+            "{} damaged window{} in {} (see above)",
+            r.damaged.len(),
+            if r.damaged.len() == 1 { "" } else { "s" },
+            root.display()
+        )))
+    }
+}

@@ -1,0 +1,111 @@
+//! `chute serve` from the command line: settings in, a running server.
+
+use super::args::*;
+use super::{Settings, data_dir};
+use crate::auth;
+use crate::server::*;
+use crate::store::{self, Store};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// `chute serve` from the command line.
+pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
+    let listen = s
+        .get(c.listen, "CHUTE_LISTEN")
+        .unwrap_or_else(|| "0.0.0.0:2002".into());
+    let root = match s.get(
+        c.store.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_STORE",
+    ) {
+        Some(p) => std::path::PathBuf::from(p),
+        None if crate::sys::is_root() => "/var/lib/chute".into(),
+        None => data_dir()?.join("chute/store"),
+    };
+    // Settings first: a typo must not leave a new empty store behind.
+    let scrub_every = match s.get(c.scrub_every, "CHUTE_SCRUB_EVERY") {
+        Some(d) => crate::units::parse_duration(&d).ok_or_else(|| {
+            crate::Error::Usage(format!(
+                "--scrub-every {d:?}: expected 0 or a number with s, m, h or d (e.g. 30d)"
+            ))
+        })?,
+        None => 0,
+    };
+    let scrub_rate = match s.get(c.scrub_rate, "CHUTE_SCRUB_RATE") {
+        Some(r) => crate::units::parse_bytes(&r)
+            .map_err(|e| crate::Error::Usage(format!("--scrub-rate: {e}")))?,
+        None => crate::scrub::DEFAULT_RATE,
+    };
+    let store = Store::open(&root)?;
+    let threads = c
+        .threads
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut allow = HashMap::new();
+    let mut lines: Vec<(String, String)> = c
+        .allow
+        .iter()
+        .map(|l| ("--allow".to_string(), l.clone()))
+        .collect();
+    if let Some(file) = s.get(
+        c.allow_file.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_ALLOW_FILE",
+    ) {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| crate::Error::Usage(format!("cannot read allow file {file}: {e}")))?;
+        for (n, l) in text.lines().enumerate() {
+            let l = l.trim();
+            if !l.is_empty() && !l.starts_with('#') {
+                lines.push((format!("{file}:{}", n + 1), l.to_string()));
+            }
+        }
+    }
+    for (whence, line) in lines {
+        let (node, admitted) =
+            auth::parse_allow(&line).map_err(|e| crate::Error::Usage(format!("{whence}: {e}")))?;
+        allow.insert(node, admitted);
+    }
+    for q in &c.quota {
+        let (node, bytes) = q
+            .split_once('=')
+            .ok_or_else(|| crate::Error::Usage(format!("--quota {q:?}: expected NODE=BYTES")))?;
+        let bytes = crate::units::parse_bytes(bytes)
+            .map_err(|e| crate::Error::Usage(format!("--quota: {e}")))?;
+        allow
+            .get_mut(node)
+            .ok_or_else(|| {
+                crate::Error::Usage(format!("--quota {node}: that node is not allowed"))
+            })?
+            .quota = Some(bytes);
+    }
+    let admin = match s.get(
+        c.admin_key_file.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_ADMIN_KEY_FILE",
+    ) {
+        Some(f) => Some(crate::crypto::sha256(&std::fs::read(&f).map_err(|e| {
+            crate::Error::Usage(format!("cannot read admin key file {f}: {e}"))
+        })?)),
+        None => None,
+    };
+    let max_window = match c.max_window.as_deref() {
+        Some(m) => crate::units::parse_bytes(m)
+            .map_err(|e| crate::Error::Usage(format!("--max-window: {e}")))?,
+        None => store::DEFAULT_MAX_WINDOW,
+    };
+    serve(
+        store,
+        &Config {
+            listen,
+            threads,
+            max_window,
+            allow,
+            open: c.open,
+            append_only: c.append_only,
+            admin,
+            timeout: Duration::from_secs(c.timeout.unwrap_or(30).max(1)),
+            scrub: (scrub_every > 0).then_some(crate::scrub::Background {
+                every: scrub_every,
+                rate: scrub_rate,
+            }),
+        },
+    )
+}

@@ -1,0 +1,109 @@
+//! `chute verify` from the command line: settings in, the report printed.
+
+use super::args::*;
+use super::{Settings, open_node};
+use crate::blob::BlobId;
+use crate::units::human_bytes;
+use crate::verify::{Mode, run};
+use crate::{Error, Result, snapshot};
+
+/// `chute verify` from the command line.
+pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
+    if c.all && c.snapshot.is_some() {
+        return Err(Error::Usage("give a SNAPSHOT or --all, not both".into()));
+    }
+    let mode = match (&c.read_data_subset, c.read_data) {
+        (Some(_), true) => {
+            return Err(Error::Usage(
+                "give --read-data or --read-data-subset, not both".into(),
+            ));
+        }
+        (Some(p), false) => Mode::Read(
+            crate::units::parse_percent(p)
+                .map_err(|e| Error::Usage(format!("--read-data-subset {p:?}: {e}")))?,
+        ),
+        (None, true) => Mode::Read(1.0),
+        (None, false) => Mode::Hashes,
+    };
+    let threads = c
+        .threads
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
+    let (keys, remote) = (&node.keys, node.remote.as_ref());
+    let started = std::time::Instant::now();
+    let (snaps, broken) = if c.all {
+        // One listing: a snapshot forgotten meanwhile is simply not in it.
+        let l = snapshot::listing(keys, remote, &node.domain, &node.node)?;
+        let broken: Vec<BlobId> = l.failed.into_iter().map(|(b, _)| b).collect();
+        (l.snapshots, broken)
+    } else {
+        let name = c.snapshot.as_deref().unwrap_or("latest");
+        let snap = snapshot::find(keys, remote, &node.domain, &node.node, name, &[])?;
+        (vec![snap], Vec::new())
+    };
+    let r = run(keys, remote, &snaps, &broken, mode, threads)?;
+    for line in &r.damage {
+        println!("damaged: {line}");
+    }
+    for (path, ids) in &r.files {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        println!(
+            "damaged file: {} (snapshot{} {})",
+            String::from_utf8_lossy(path),
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", ")
+        );
+    }
+    let checked = match mode {
+        Mode::Hashes => format!(
+            "{} windows ({}) in {} blobs by their SHA-256, no file data downloaded",
+            r.windows,
+            human_bytes(r.window_bytes),
+            r.blobs
+        ),
+        Mode::Read(f) => format!(
+            "{} chunks ({}{}) in {} blobs downloaded and authenticated",
+            r.chunks_read,
+            human_bytes(r.bytes_read),
+            if f < 1.0 {
+                format!(", a random {}% sample", f * 100.0)
+            } else {
+                String::new()
+            },
+            r.blobs
+        ),
+    };
+    let n = r.snapshots;
+    let snaps_word = format!("{n} snapshot{}", if n == 1 { "" } else { "s" });
+    if r.intact() {
+        println!(
+            "verified {snaps_word}: {checked} in {:.1} s: all intact",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    println!("checked {snaps_word}: {checked}");
+    if !r.wrong_content.is_empty() {
+        let n = r.wrong_content.len();
+        let ids: Vec<_> = r.wrong_content.iter().cloned().collect();
+        if let Err(e) = crate::cache::record_damaged(&node.cache_dir, &ids) {
+            eprintln!("chute verify: warning: cannot record the damaged chunks: {e}");
+        }
+        println!(
+            "{n} chunk{} opened but {} other bytes than {} id{} name{} (sealed by an older chute while a file changed): the files above restore wrong from the snapshots named; the next sink stores this content afresh, so snapshots from then on are whole",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "holds" } else { "hold" },
+            if n == 1 { "its" } else { "their" },
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" },
+        );
+    }
+    Err(Error::Damaged(format!(
+        "{} damaged file{} and {} damaged object{} (see above)",
+        r.files.len(),
+        if r.files.len() == 1 { "" } else { "s" },
+        r.damage.len(),
+        if r.damage.len() == 1 { "" } else { "s" },
+    )))
+}
