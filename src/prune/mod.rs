@@ -146,25 +146,50 @@ pub const DEFAULT_REPACK: f64 = 0.25;
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub id: BlobId,
-    /// `None`: a committed pack (see [`crate::pack`]).
-    pub state: Option<BlobState>,
-    /// A pack, committed or not.
-    pub pack: bool,
+    pub kind: CandidateKind,
     /// Bytes of its part 0.
     pub bytes: u64,
     /// Seconds the store has seen it unchanged (0 for a committed pack).
     pub idle: u64,
 }
 
+/// What a candidate is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CandidateKind {
+    /// A snapshot's blob that is not a committed snapshot (pending, forgotten or an
+    /// orphan).
+    Snapshot(BlobState),
+    /// A pack that is not committed (an interrupted repack, or a retired pack).
+    UncommittedPack(BlobState),
+    /// A committed pack (see [`crate::pack`]): the store keeps no idle time for it.
+    Pack,
+}
+
 impl Candidate {
     fn from_uncommitted(u: Uncommitted, pack_mount: &str) -> Candidate {
         Candidate {
-            pack: u.id.mount == pack_mount,
+            kind: if u.id.mount == pack_mount {
+                CandidateKind::UncommittedPack(u.state)
+            } else {
+                CandidateKind::Snapshot(u.state)
+            },
             id: u.id,
-            state: Some(u.state),
             bytes: u.bytes,
             idle: u.idle,
         }
+    }
+
+    /// Its state on the store; `None` for a committed pack.
+    pub fn state(&self) -> Option<BlobState> {
+        match self.kind {
+            CandidateKind::Snapshot(s) | CandidateKind::UncommittedPack(s) => Some(s),
+            CandidateKind::Pack => None,
+        }
+    }
+
+    /// Whether it is a pack, committed or not.
+    pub fn is_pack(&self) -> bool {
+        !matches!(self.kind, CandidateKind::Snapshot(_))
     }
 }
 
@@ -390,8 +415,7 @@ pub fn run(
     for p in &listing.packs {
         candidates.push(Candidate {
             id: p.blob.clone(),
-            state: None,
-            pack: true,
+            kind: CandidateKind::Pack,
             bytes: p.header.part_size,
             idle: 0,
         });
@@ -434,7 +458,7 @@ pub fn run(
     let mut marks = Marks {
         seen: candidates
             .iter()
-            .filter(|c| c.state == Some(BlobState::Forgotten) && !c.pack)
+            .filter(|c| c.kind == CandidateKind::Snapshot(BlobState::Forgotten))
             .map(|c| c.id.path())
             .chain(committed.iter().cloned())
             .collect(),
@@ -444,7 +468,7 @@ pub fn run(
     let mut dead: Vec<Vec<(u64, u64)>> = vec![Vec::new(); candidates.len()];
     let mut window_of = vec![1u64; candidates.len()];
     for (i, c) in candidates.iter().enumerate() {
-        if users[i] == 0 || c.pack || c.state != Some(BlobState::Forgotten) {
+        if users[i] == 0 || c.kind != CandidateKind::Snapshot(BlobState::Forgotten) {
             continue;
         }
         let index = match remote.forgotten_index(&c.id) {
@@ -552,7 +576,7 @@ pub fn run(
         let o = &mut report.outcomes[i];
         o.repacked = true;
         marks.since.insert(o.blob.id.path(), now);
-        if grace != 0 && o.blob.state == Some(BlobState::Forgotten) {
+        if grace != 0 && o.blob.state() == Some(BlobState::Forgotten) {
             forget(remote, &o.blob.id)?;
         }
         o.fate = if grace == 0 {
@@ -592,8 +616,8 @@ fn renewed(
         return Ok(fresh);
     }
     for c in candidates {
-        let new_forgotten =
-            c.state == Some(BlobState::Forgotten) && !c.pack && !old.seen.contains(&c.id.path());
+        let new_forgotten = c.kind == CandidateKind::Snapshot(BlobState::Forgotten)
+            && !old.seen.contains(&c.id.path());
         if !new_forgotten {
             continue;
         }
@@ -670,13 +694,13 @@ fn retire(
 ) -> Result<()> {
     for &i in which {
         let o = &mut report.outcomes[i];
-        if o.blob.state.is_none() && o.fate == Fate::Deleted {
+        if o.blob.kind == CandidateKind::Pack && o.fate == Fate::Deleted {
             forget(remote, &o.blob.id)?;
         }
         if o.fate != Fate::Deleted {
             continue;
         }
-        if matches!(o.blob.state, Some(BlobState::Pending | BlobState::Orphan)) {
+        if matches!(o.blob.state(), Some(BlobState::Pending | BlobState::Orphan)) {
             // A pending upload may have been resumed and committed since the listing.
             match remote.index(&o.blob.id) {
                 Ok(_) => {
@@ -761,15 +785,18 @@ fn repack(
 }
 
 pub(crate) fn what(b: &Candidate) -> String {
-    let kind = match (b.state, b.pack) {
-        (None, _) => "pack".into(),
-        (Some(BlobState::Forgotten), true) => "retired pack".into(),
-        (Some(BlobState::Forgotten), false) => {
+    use CandidateKind::{Pack, Snapshot, UncommittedPack};
+    let kind = match b.kind {
+        Pack => "pack".into(),
+        UncommittedPack(BlobState::Forgotten) => "retired pack".into(),
+        Snapshot(BlobState::Forgotten) => {
             format!("forgotten snapshot {}", snapshot::short_id(&b.id))
         }
-        (Some(BlobState::Pending), true) => "pack never committed".into(),
-        (Some(BlobState::Pending), false) => "upload never committed".into(),
-        (Some(BlobState::Orphan), _) => "left by an interrupted delete".into(),
+        UncommittedPack(BlobState::Pending) => "pack never committed".into(),
+        Snapshot(BlobState::Pending) => "upload never committed".into(),
+        Snapshot(BlobState::Orphan) | UncommittedPack(BlobState::Orphan) => {
+            "left by an interrupted delete".into()
+        }
     };
     format!("{} ({kind}, {})", b.id.path(), human_bytes(b.bytes))
 }

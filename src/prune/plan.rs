@@ -15,6 +15,8 @@
 //!
 //! `mod.rs` gathers the facts (listings, manifests, marks) and acts on the plan.
 
+#[cfg(test)]
+use super::CandidateKind;
 use super::{Candidate, Fate, Marks, Outcome, Used};
 use crate::blob::BlobState;
 
@@ -66,7 +68,7 @@ pub(super) fn plan(
     // Forgotten blobs marked (or with a window marked) afresh by this run.
     let mut touch: Vec<usize> = Vec::new();
     for (i, blob) in candidates.into_iter().enumerate() {
-        let forgotten = blob.state == Some(BlobState::Forgotten);
+        let forgotten = blob.state() == Some(BlobState::Forgotten);
         let path = blob.id.path();
         let (mut trimmed, mut trim_later) = (0, 0);
         let fate = if f.users[i] > 0 {
@@ -76,7 +78,7 @@ pub(super) fn plan(
             let left = blob.bytes.saturating_sub(trimmable);
             let unused = left.saturating_sub(used);
             // Only forgotten snapshots and packs: a pending upload is never used.
-            let movable = matches!(blob.state, None | Some(BlobState::Forgotten));
+            let movable = matches!(blob.state(), None | Some(BlobState::Forgotten));
             if movable && unused > 0 && unused as f64 >= repack * left as f64 {
                 jobs.push(i);
             } else {
@@ -108,7 +110,7 @@ pub(super) fn plan(
             // A committed pack stays committed while marked (forgetting it changes
             // what references resolve to at once, like a delete): the store has no
             // idle time for it, so its mark alone counts.
-            let idle = blob.state.map_or(grace_secs, |_| blob.idle);
+            let idle = blob.state().map_or(grace_secs, |_| blob.idle);
             if now - since >= grace && idle >= grace_secs {
                 Fate::Deleted
             } else {
@@ -147,8 +149,7 @@ mod tests {
     fn cand(name: &str, state: Option<BlobState>, bytes: u64, idle: u64) -> Candidate {
         Candidate {
             id: BlobId::new("d", "n", "m", name).unwrap(),
-            state,
-            pack: state.is_none(),
+            kind: state.map_or(CandidateKind::Pack, CandidateKind::Snapshot),
             bytes,
             idle,
         }
