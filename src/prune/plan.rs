@@ -162,6 +162,11 @@ mod tests {
         }
     }
 
+    /// Plans one candidate at `NOW` with a grace period of `GRACE`.
+    fn one(c: Candidate, f: &Facts, repack: f64) -> Plan {
+        plan(vec![c], f, NOW, GRACE, repack)
+    }
+
     /// Plans one candidate that nothing uses.
     fn unused(c: Candidate, old: &Marks) -> Plan {
         plan(
@@ -226,8 +231,8 @@ mod tests {
         let forgotten = Some(BlobState::Forgotten);
         let id = [0u8; 32];
         // 1000 bytes, 100 used, no dead window: 90% unused, over 25%: repack.
-        let p = plan(
-            vec![cand("t1", forgotten, 1000, GRACE)],
+        let p = one(
+            cand("t1", forgotten, 1000, GRACE),
             &Facts {
                 users: &[1],
                 live: &[vec![(0, 100, id)]],
@@ -235,8 +240,6 @@ mod tests {
                 fresh: &[false],
                 old: &Marks::default(),
             },
-            NOW,
-            GRACE,
             0.25,
         );
         assert_eq!(p.jobs, vec![0]);
@@ -252,13 +255,7 @@ mod tests {
             fresh: &[false],
             old: &old,
         };
-        let p = plan(
-            vec![cand("t1", forgotten, 1000, GRACE)],
-            &facts,
-            NOW,
-            GRACE,
-            0.25,
-        );
+        let p = one(cand("t1", forgotten, 1000, GRACE), &facts, 0.25);
         assert!(p.jobs.is_empty());
         assert_eq!(p.trims, vec![(0, 1)]);
         assert_eq!(
@@ -272,21 +269,15 @@ mod tests {
             fresh: &[true],
             ..facts
         };
-        let p = plan(
-            vec![cand("t1", forgotten, 1000, GRACE)],
-            &facts,
-            NOW,
-            GRACE,
-            0.25,
-        );
+        let p = one(cand("t1", forgotten, 1000, GRACE), &facts, 0.25);
         assert!(p.trims.is_empty());
         assert!(p.since.iter().all(|(_, t)| *t == NOW));
     }
 
     #[test]
     fn a_pending_upload_in_use_is_never_repacked() {
-        let p = plan(
-            vec![cand("t1", Some(BlobState::Pending), 1000, 0)],
+        let p = one(
+            cand("t1", Some(BlobState::Pending), 1000, 0),
             &Facts {
                 users: &[1],
                 live: &[vec![(0, 10, [0; 32])]],
@@ -294,8 +285,6 @@ mod tests {
                 fresh: &[false],
                 old: &Marks::default(),
             },
-            NOW,
-            GRACE,
             0.0,
         );
         assert!(p.jobs.is_empty());
