@@ -116,7 +116,7 @@ fn a_file_that_keeps_changing_is_saved_reported_and_exits_3() {
     assert!(!err.contains("panicked"), "{err}");
     // Saved, as last read: the snapshot is there, whole as far as chunks go.
     assert!(
-        text(&out.stdout).contains("2 files"),
+        text(&out.stdout).contains("2 files (0 unchanged, 1 changed while read)"),
         "{}",
         text(&out.stdout)
     );

@@ -52,8 +52,13 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     } else {
         String::new()
     };
+    let changed = if r.changed.is_empty() {
+        String::new()
+    } else {
+        format!(", {} changed while read", r.changed.len())
+    };
     println!(
-        "snapshot {} saved: {} files ({} unchanged), {} dirs, {} in {:.1} s; new data {} in {} chunks, {} already stored; sent {} to {}{resumed}",
+        "snapshot {} saved: {} files ({} unchanged{changed}), {} dirs, {} in {:.1} s; new data {} in {} chunks, {} already stored; sent {} to {}{resumed}",
         r.short_id,
         r.files,
         r.unchanged_files,
