@@ -548,10 +548,15 @@ impl Store {
 
     /// The committed index of a blob.
     pub fn index(&self, id: &BlobId) -> Result<Vec<u8>> {
-        match fs::read(self.dir(id).join(INDEX)) {
+        self.read_index(id, INDEX, "committed")
+    }
+
+    /// One of a blob's index files; a missing one is "no `what` blob".
+    fn read_index(&self, id: &BlobId, name: &str, what: &str) -> Result<Vec<u8>> {
+        match fs::read(self.dir(id).join(name)) {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::NotFound(format!("no committed blob {}", id.path())))
+                Err(Error::NotFound(format!("no {what} blob {}", id.path())))
             }
             Err(e) => Err(io_err(format!("cannot read index of {}", id.path()))(e)),
         }
@@ -690,13 +695,7 @@ impl Store {
 
     /// The index of a forgotten blob (what `index.json` held before the forget).
     pub fn forgotten_index(&self, id: &BlobId) -> Result<Vec<u8>> {
-        match fs::read(self.dir(id).join(FORGOTTEN)) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::NotFound(format!("no forgotten blob {}", id.path())))
-            }
-            Err(e) => Err(io_err(format!("cannot read index of {}", id.path()))(e)),
-        }
+        self.read_index(id, FORGOTTEN, "forgotten")
     }
 
     /// Every blob of a node that is not a committed snapshot, sorted: forgotten
