@@ -24,6 +24,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
+/// Connections open at once by default: a few hundred threads of 128 KiB stack
+/// and three descriptors each fit a Raspberry Pi.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Connections open at once from one IP address by default.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 64;
+/// Descriptors one connection holds (its socket, tiny_http's read/write clone and
+/// the connection table's handle), for the open-files limit `serve` asks for.
+const FDS_PER_CONNECTION: u64 = 3;
+
 /// Longest range one GET may ask for.
 const MAX_RANGE: u64 = 1 << 30;
 
@@ -43,6 +52,10 @@ pub struct Config {
     pub admin: Option<[u8; 32]>,
     /// Idle time after which a connection's read or write gives up.
     pub timeout: Duration,
+    /// Connections open at once (all clients, and per IP address); when full, the
+    /// oldest idle connection is closed to admit a new one.
+    pub max_connections: usize,
+    pub max_per_address: usize,
     /// The background scrub, if any.
     pub scrub: Option<crate::scrub::Background>,
 }
@@ -617,18 +630,40 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
     let cannot = |e: &dyn std::fmt::Display| {
         crate::Error::Failed(format!("cannot listen on {}: {e}", cfg.listen))
     };
+    // Room for every connection allowed plus the store's own files.
+    let want = cfg.max_connections as u64 * FDS_PER_CONNECTION + 256;
+    match crate::sys::raise_nofile(want) {
+        Ok(have) if have >= want => {}
+        Ok(have) => eprintln!(
+            "chute serve: WARNING: the open-files limit is {have}, below the {want} that --max-connections {} needs; raise it (LimitNOFILE= in the systemd unit, ulimit -n) or lower --max-connections",
+            cfg.max_connections
+        ),
+        Err(e) => eprintln!("chute serve: WARNING: cannot read the open-files limit: {e}"),
+    }
     let listener = std::net::TcpListener::bind(&cfg.listen).map_err(|e| cannot(&e))?;
     // Accepted sockets inherit these: a client that stalls (slow-loris) is dropped.
     crate::sys::set_socket_timeouts(&listener, cfg.timeout).map_err(|e| cannot(&e))?;
-    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| cannot(&e))?;
+    // Beyond the per-read timeout: a head must arrive within 10 s of its first
+    // byte (8 KiB a line, 64 KiB and 100 headers in all), a body must average
+    // 16 KiB/s after its first 10 s, and an unread body is never drained by a
+    // worker (the connection closes instead). See tiny_http's util/limits.rs.
+    let limits = tiny_http::Limits {
+        max_connections: cfg.max_connections,
+        max_per_address: cfg.max_per_address,
+        ..tiny_http::Limits::default()
+    };
+    let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
+        .map_err(|e| cannot(&e))?;
     let addr = server
         .server_addr()
         .to_ip()
         .map_or_else(|| cfg.listen.clone(), |a| a.to_string());
     crate::sys::catch_termination();
     eprintln!(
-        "chute serve: listening on http://{addr}/chute/blob/ with {} threads, store {}",
+        "chute serve: listening on http://{addr}/chute/blob/ with {} threads, at most {} connections ({} per address), store {}",
         cfg.threads,
+        cfg.max_connections,
+        cfg.max_per_address,
         store.root().display()
     );
     if cfg.open {

@@ -99,6 +99,38 @@ pub fn try_lock(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Raises this process's soft limit on open files towards `want` (at most to the
+/// hard limit) and returns the soft limit now in force.
+pub fn raise_nofile(want: u64) -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let cur = lim.rlim_cur as u64;
+    if cur >= want {
+        return Ok(cur);
+    }
+    let target = if lim.rlim_max == libc::RLIM_INFINITY {
+        want
+    } else {
+        want.min(lim.rlim_max as u64)
+    };
+    if target <= cur {
+        return Ok(cur);
+    }
+    lim.rlim_cur = target as libc::rlim_t;
+    // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one
+    // needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Ok(cur);
+    }
+    Ok(target)
+}
+
 /// Sets SO_RCVTIMEO, SO_SNDTIMEO and TCP_NODELAY on a listening socket; Linux
 /// copies them to every accepted connection, which is how a tiny_http server gets
 /// per-connection timeouts it has no setting for, and answers without the ~40 ms

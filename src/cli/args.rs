@@ -171,6 +171,14 @@ pub struct ServeCmd {
     /// seconds a connection may stay silent before it is dropped (default 30)
     #[argh(option)]
     pub timeout: Option<u64>,
+    /// connections open at once; when full, the oldest idle one is closed to admit
+    /// a new one (CHUTE_MAX_CONNECTIONS; default 256)
+    #[argh(option)]
+    pub max_connections: Option<String>,
+    /// connections open at once from one IP address (CHUTE_MAX_PER_ADDRESS;
+    /// default 64)
+    #[argh(option)]
+    pub max_per_address: Option<String>,
     /// re-hash every stored window in the background, a pass every DURATION (e.g.
     /// 30d; s, m, h, d) (CHUTE_SCRUB_EVERY; default 0: off)
     #[argh(option)]

@@ -35,6 +35,30 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             .map_err(|e| crate::Error::Usage(format!("--scrub-rate: {e}")))?,
         None => crate::scrub::DEFAULT_RATE,
     };
+    let count = |flag: Option<String>, env: &str, name: &str, default: usize| match s.get(flag, env)
+    {
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                crate::Error::Usage(format!("--{name} {v:?}: expected a count above 0"))
+            }),
+        None => Ok(default),
+    };
+    let max_connections = count(
+        c.max_connections,
+        "CHUTE_MAX_CONNECTIONS",
+        "max-connections",
+        crate::server::DEFAULT_MAX_CONNECTIONS,
+    )?;
+    let max_per_address = count(
+        c.max_per_address,
+        "CHUTE_MAX_PER_ADDRESS",
+        "max-per-address",
+        crate::server::DEFAULT_MAX_PER_ADDRESS,
+    )?;
     let store = Store::open(&root)?;
     let threads = c
         .threads
@@ -102,6 +126,8 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             append_only: c.append_only,
             admin,
             timeout: Duration::from_secs(c.timeout.unwrap_or(30).max(1)),
+            max_connections,
+            max_per_address,
             scrub: (scrub_every > 0).then_some(crate::scrub::Background {
                 every: scrub_every,
                 rate: scrub_rate,

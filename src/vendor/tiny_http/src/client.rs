@@ -2,13 +2,14 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::common::{HTTPVersion, Method};
-use crate::util::RefinedTcpStream;
+use crate::util::{Conn, RefinedTcpStream};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -34,6 +35,9 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // chute patch: this connection's limits and state (util/limits.rs).
+    conn: Arc<Conn>,
 }
 
 /// Error that can happen when reading a request.
@@ -44,6 +48,11 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// chute patch: a request line or header line, or the whole head, is too long,
+    /// or has too many headers.
+    HeadTooLarge,
+    /// chute patch: an earlier request's body was left unread: close.
+    Closing,
 }
 
 impl ClientConnection {
@@ -51,6 +60,7 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        conn: Arc<Conn>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -65,6 +75,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            conn,
         }
     }
 
@@ -77,7 +88,12 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// chute patch: a line longer than `max_line`, or one that takes the head past
+    /// the `head_left` bytes it may still use, is refused (upstream grew the line
+    /// without limit: one 256 MiB header line took 256 MiB of memory).
+    fn read_next_line(&mut self, head_left: &mut usize) -> Result<AsciiString, ReadError> {
+        let max_line = self.conn.limits().max_line;
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -85,15 +101,29 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(ReadError::ReadIoError)?,
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    ReadError::ReadIoError(IoError::new(
+                        ErrorKind::InvalidInput,
+                        "Header is not in ASCII",
+                    ))
+                });
             }
+
+            if buf.len() >= max_line + 1 || *head_left == 0 {
+                return Err(ReadError::HeadTooLarge);
+            }
+            *head_left -= 1;
 
             prev_byte_was_cr = byte == b'\r';
 
@@ -104,10 +134,19 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        // chute patch: wait until the previous request's body is done with; if it
+        // was left unread, read no further.
+        self.next_header_source.wait_turn();
+        if self.conn.must_close() {
+            return Err(ReadError::Closing);
+        }
+        self.conn.start_head();
+        let mut head_left = self.conn.limits().max_head;
+        let max_headers = self.conn.limits().max_headers;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line(&mut head_left)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,11 +157,14 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(&mut head_left)?;
 
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() >= max_headers {
+                        return Err(ReadError::HeadTooLarge);
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -143,6 +185,9 @@ impl ClientConnection {
         let mut data_source = self.source.next().unwrap();
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
+        // chute patch: from here on, reads are the body's (the body floor applies).
+        self.conn.start_body();
+
         // building the next reader
         let request = crate::request::new_request(
             self.secure,
@@ -153,6 +198,7 @@ impl ClientConnection {
             *self.remote_addr.as_ref().unwrap(),
             data_source,
             writer,
+            Some(self.conn.clone()),
         )
         .map_err(|e| {
             use crate::request;
@@ -163,6 +209,7 @@ impl ClientConnection {
                 }
             }
         })?;
+        self.conn.request_started();
 
         // return the request
         Ok(request)
@@ -205,12 +252,34 @@ impl Iterator for ClientConnection {
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout
+                    // chute patch: say the connection closes.
                     let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
+                    let response = Response::new_empty(StatusCode(408)).with_header(close());
                     response
                         .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                         .ok();
                     return None; // closing the connection
+                }
+
+                // chute patch: a head too large is refused, and the connection
+                // closed after the client had a chance to read why.
+                Err(ReadError::HeadTooLarge) => {
+                    let mut writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(431)).with_header(close());
+                    response
+                        .raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    writer.flush().ok();
+                    drop(writer);
+                    self.linger();
+                    return None;
+                }
+
+                // chute patch: an earlier body was left unread (its response said
+                // `Connection: close`).
+                Err(ReadError::Closing) => {
+                    self.linger();
+                    return None;
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {
@@ -261,6 +330,34 @@ impl Iterator for ClientConnection {
 
             // returning the request
             return Some(rq);
+        }
+    }
+}
+
+/// chute patch: `Connection: close`.
+fn close() -> crate::Header {
+    crate::Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("a valid header")
+}
+
+impl ClientConnection {
+    /// chute patch: closes the connection gracefully once the responses owed are
+    /// written: sends FIN, then discards at most `linger_bytes` of what the client
+    /// still sends, for at most `linger_time`, so that its kernel does not answer
+    /// our close with a reset that could destroy the response before it is read.
+    fn linger(&mut self) {
+        let mut writer = self.sink.next().unwrap();
+        writer.flush().ok(); // waits for the earlier responses
+        drop(writer);
+        self.conn.shutdown_write();
+        self.conn.start_linger();
+        let mut left = self.conn.limits().linger_bytes;
+        let mut buf = [0u8; 4096];
+        while left > 0 {
+            let want = left.min(buf.len());
+            match self.next_header_source.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n,
+            }
         }
     }
 }

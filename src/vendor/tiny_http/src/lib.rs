@@ -116,6 +116,7 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+pub use util::Limits; // chute patch
 
 mod client;
 mod common;
@@ -244,7 +245,17 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// chute patch: `from_listener` under `limits` (connections, heads, deadlines).
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let table = util::Table::new(limits);
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -287,15 +298,20 @@ impl Server {
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
         thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
+            // chute patch: no task pool. Each admitted connection gets its own thread
+            // with a small stack (util/limits.rs caps how many); a thread that
+            // cannot be started closes its connection instead of panicking the
+            // accept thread (upstream's `thread::spawn` did, e.g. on 32-bit when
+            // address space ran out).
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
-                    Ok((sock, _)) => {
+                    Ok((sock, addr)) => {
                         use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
+                        let Some(admission) = table.admit(&sock, addr.map(|a| a.ip())) else {
+                            continue; // no room: `sock` is closed here
+                        };
+                        let pair = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
@@ -311,32 +327,50 @@ impl Server {
                             #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
                             Some(ref _ssl) => unreachable!(),
                         };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        match pair {
+                            Ok((read_closable, write_closable)) => {
+                                let read_closable = read_closable.with_conn(admission.conn());
+                                Ok((
+                                    ClientConnection::new(
+                                        write_closable,
+                                        read_closable,
+                                        admission.conn(),
+                                    ),
+                                    admission,
+                                ))
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                     Err(e) => Err(e),
                 };
 
                 match new_client {
-                    Ok(client) => {
+                    Ok((client, admission)) => {
                         let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
+                        let spawned = thread::Builder::new()
+                            .name("chute-conn".into())
+                            .stack_size(table.limits().stack_size)
+                            .spawn(move || {
+                                let _admission = admission;
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
                                         messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
+                                        if receiver.recv().is_err() {
+                                            break;
+                                        }
                                     }
                                 } else {
                                     for rq in client {
                                         messages.push(rq.into());
                                     }
                                 }
-                            }
-                        }));
+                            });
+                        if let Err(e) = spawned {
+                            eprintln!("chute serve: cannot start a thread for a connection ({e}); closed it");
+                        }
                     }
 
                     // chute patch: keep accepting. Upstream breaks out of this loop on

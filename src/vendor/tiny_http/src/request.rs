@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{EqualReader, FusedReader};
+use crate::util::{Conn, EqualReader, FusedReader};
+use std::sync::Arc;
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -74,6 +75,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // chute patch: the connection this request came on (None for test requests),
+    // told when the request is finished and whether its body was left unread.
+    conn: Option<Arc<Conn>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -135,6 +140,7 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    conn: Option<Arc<Conn>>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -212,13 +218,18 @@ where
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let (data_reader, _) = EqualReader::with_conn(source_data, content_length, conn.clone());
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        // chute patch: a chunked body left before its end closes the connection.
+        Box::new(FusedReader::new(crate::util::UntilEof {
+            inner: Decoder::new(source_data),
+            eof: false,
+            conn: conn.clone(),
+        })) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -238,6 +249,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        conn,
     })
 }
 
@@ -440,10 +452,19 @@ impl Request {
         res
     }
 
-    fn respond_impl<R>(&mut self, response: Response<R>) -> Result<(), IoError>
+    fn respond_impl<R>(&mut self, mut response: Response<R>) -> Result<(), IoError>
     where
         R: Read,
     {
+        // chute patch: let go of the body first. A body left unread is not drained
+        // (util/equal_reader.rs) but marks the connection to close, which the
+        // response then says.
+        drop(self.data_reader.take());
+        if self.conn.as_ref().is_some_and(|c| c.must_close()) {
+            if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+                response.add_header(h);
+            }
+        }
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
@@ -493,6 +514,10 @@ impl Drop for Request {
             if let Some(sender) = self.notify_when_responded.take() {
                 sender.send(()).unwrap();
             }
+        }
+        // chute patch: the connection is idle again once its requests are done.
+        if let Some(conn) = self.conn.take() {
+            conn.request_finished();
         }
     }
 }

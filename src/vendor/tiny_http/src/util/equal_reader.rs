@@ -2,6 +2,9 @@ use std::io::Read;
 use std::io::Result as IoResult;
 use std::sync::mpsc::channel;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+use crate::util::Conn;
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
 ///
@@ -15,6 +18,8 @@ where
     reader: R,
     size: usize,
     last_read_signal: Sender<IoResult<()>>,
+    // chute patch: the connection to close if the body is left unread.
+    conn: Option<Arc<Conn>>,
 }
 
 impl<R> EqualReader<R>
@@ -22,12 +27,21 @@ where
     R: Read,
 {
     pub fn new(reader: R, size: usize) -> (EqualReader<R>, Receiver<IoResult<()>>) {
+        Self::with_conn(reader, size, None)
+    }
+
+    pub(crate) fn with_conn(
+        reader: R,
+        size: usize,
+        conn: Option<Arc<Conn>>,
+    ) -> (EqualReader<R>, Receiver<IoResult<()>>) {
         let (tx, rx) = channel();
 
         let r = EqualReader {
             reader,
             size,
             last_read_signal: tx,
+            conn,
         };
 
         (r, rx)
@@ -64,27 +78,45 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
+        // chute patch: never read a body the handler left unread. Upstream drained
+        // the rest here, in the thread that answered the request, so a client that
+        // declared a large body and sent it a byte at a time pinned a worker for as
+        // long as it liked (and first, upstream allocated the whole declared
+        // remainder at once). The connection is marked to close instead: the
+        // response says `Connection: close` and the connection's own thread
+        // discards at most a few KiB before closing (client.rs).
+        if self.size > 0 {
+            if let Some(conn) = &self.conn {
+                conn.mark_close();
+            }
+        }
+        self.last_read_signal.send(Ok(())).ok();
+    }
+}
 
-        // chute patch: drain through a fixed buffer. The upstream code allocated the
-        // whole declared remainder (`vec![0; remaining_to_read]`), so a request that
-        // declared a huge Content-Length aborted the server when it was dropped.
-        let mut buf = [0u8; 4096];
-        while remaining_to_read > 0 {
-            let want = remaining_to_read.min(buf.len());
+/// chute patch: a chunked body left before its end also closes the connection
+/// (the next request would start somewhere in it).
+pub struct UntilEof<R: Read> {
+    pub inner: R,
+    pub eof: bool,
+    pub conn: Option<Arc<Conn>>,
+}
 
-            match self.reader.read(&mut buf[..want]) {
-                Err(e) => {
-                    self.last_read_signal.send(Err(e)).ok();
-                    break;
-                }
-                Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
-                }
-                Ok(other) => {
-                    remaining_to_read -= other;
-                }
+impl<R: Read> Read for UntilEof<R> {
+    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Read> Drop for UntilEof<R> {
+    fn drop(&mut self) {
+        if !self.eof {
+            if let Some(conn) = &self.conn {
+                conn.mark_close();
             }
         }
     }
@@ -128,8 +160,9 @@ mod tests {
             assert_eq!(vec[0], b'h');
         }
 
+        // chute patch: the unread rest is left, not drained.
         let mut string = String::new();
         org_reader.read_to_string(&mut string).unwrap();
-        assert_eq!(string, " world");
+        assert_eq!(string, "ello world");
     }
 }

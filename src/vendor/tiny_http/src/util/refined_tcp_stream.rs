@@ -1,8 +1,10 @@
 use std::io::Result as IoResult;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 
 use crate::connection::Connection;
+use crate::util::Conn;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use crate::ssl::SslStream;
 
@@ -12,12 +14,14 @@ pub(crate) enum Stream {
     Https(SslStream),
 }
 
-impl Clone for Stream {
-    fn clone(&self) -> Self {
+impl Stream {
+    // chute patch: upstream's `Clone` unwrapped `try_clone`, so running out of file
+    // descriptors (EMFILE) panicked the accept thread.
+    fn try_clone(&self) -> IoResult<Self> {
         match self {
-            Stream::Http(tcp_stream) => Stream::Http(tcp_stream.try_clone().unwrap()),
+            Stream::Http(tcp_stream) => Ok(Stream::Http(tcp_stream.try_clone()?)),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-            Stream::Https(ssl_stream) => Stream::Https(ssl_stream.clone()),
+            Stream::Https(ssl_stream) => Ok(Stream::Https(ssl_stream.clone())),
         }
     }
 }
@@ -86,30 +90,40 @@ pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
+    // chute patch: the read half's deadlines (util/limits.rs).
+    conn: Option<Arc<Conn>>,
 }
 
 impl RefinedTcpStream {
-    pub(crate) fn new<S>(stream: S) -> (RefinedTcpStream, RefinedTcpStream)
+    pub(crate) fn new<S>(stream: S) -> IoResult<(RefinedTcpStream, RefinedTcpStream)>
     where
         S: Into<Stream>,
     {
         let stream: Stream = stream.into();
 
-        let (read, write) = (stream.clone(), stream);
+        let (read, write) = (stream.try_clone()?, stream);
 
         let read = RefinedTcpStream {
             stream: read,
             close_read: true,
             close_write: false,
+            conn: None,
         };
 
         let write = RefinedTcpStream {
             stream: write,
             close_read: false,
             close_write: true,
+            conn: None,
         };
 
-        (read, write)
+        Ok((read, write))
+    }
+
+    /// chute patch: reads of this half keep `conn`'s deadlines.
+    pub(crate) fn with_conn(mut self, conn: Arc<Conn>) -> RefinedTcpStream {
+        self.conn = Some(conn);
+        self
     }
 
     /// Returns true if this struct wraps around a secure connection.
@@ -137,7 +151,24 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        self.stream.read(buf)
+        // chute patch: every read keeps the connection's deadlines; a read timeout
+        // (EAGAIN from SO_RCVTIMEO) is reported as TimedOut, which tiny_http
+        // answers with 408.
+        let Some(conn) = &self.conn else {
+            return self.stream.read(buf);
+        };
+        conn.before_read()?;
+        match self.stream.read(buf) {
+            Ok(n) => {
+                conn.after_read(n);
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client is too slow (read timed out)",
+            )),
+            Err(e) => Err(e),
+        }
     }
 }
 
