@@ -643,6 +643,7 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
     let listener = std::net::TcpListener::bind(&cfg.listen).map_err(|e| cannot(&e))?;
     // Accepted sockets inherit these: a client that stalls (slow-loris) is dropped.
     crate::sys::set_socket_timeouts(&listener, cfg.timeout).map_err(|e| cannot(&e))?;
+    crate::sys::set_backlog(&listener, 1024).map_err(|e| cannot(&e))?;
     // Beyond the per-read timeout: a head must arrive within 10 s of its first
     // byte (8 KiB a line, 64 KiB and 100 headers in all), a body must average
     // 16 KiB/s after its first 10 s, and an unread body is never drained by a

@@ -99,6 +99,20 @@ pub fn try_lock(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Lets `n` connections wait for `accept` (std listens with 128). A crowd of
+/// connections arriving at once then waits in the kernel, which costs no
+/// descriptor, while the server admits them or closes them, instead of having its
+/// handshakes dropped (a 1 s SYN retry for honest clients too).
+pub fn set_backlog(listener: &std::net::TcpListener, n: i32) -> io::Result<()> {
+    // SAFETY: the descriptor is valid while `listener` lives; calling listen
+    // again on a listening socket only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), n) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Raises this process's soft limit on open files towards `want` (at most to the
 /// hard limit) and returns the soft limit now in force.
 pub fn raise_nofile(want: u64) -> io::Result<u64> {

@@ -254,7 +254,7 @@ impl Iterator for ClientConnection {
                     // request timeout
                     // chute patch: say the connection closes.
                     let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408)).with_header(close());
+                    let response = Response::new_empty(StatusCode(408)).with_connection_close();
                     response
                         .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                         .ok();
@@ -265,7 +265,7 @@ impl Iterator for ClientConnection {
                 // closed after the client had a chance to read why.
                 Err(ReadError::HeadTooLarge) => {
                     let mut writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(431)).with_header(close());
+                    let response = Response::new_empty(StatusCode(431)).with_connection_close();
                     response
                         .raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None)
                         .ok();
@@ -332,11 +332,6 @@ impl Iterator for ClientConnection {
             return Some(rq);
         }
     }
-}
-
-/// chute patch: `Connection: close`.
-fn close() -> crate::Header {
-    crate::Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("a valid header")
 }
 
 impl ClientConnection {

@@ -461,9 +461,7 @@ impl Request {
         // response then says.
         drop(self.data_reader.take());
         if self.conn.as_ref().is_some_and(|c| c.must_close()) {
-            if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
-                response.add_header(h);
-            }
+            response = response.with_connection_close();
         }
         let mut writer = self.extract_writer_impl();
 

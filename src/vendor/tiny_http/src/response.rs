@@ -246,6 +246,15 @@ where
         self.chunked_threshold.unwrap_or(32768)
     }
 
+    /// chute patch: says the connection closes after this response (`add_header`
+    /// refuses `Connection`, which tiny_http otherwise manages itself).
+    pub(crate) fn with_connection_close(mut self) -> Self {
+        if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+            self.headers.push(h);
+        }
+        self
+    }
+
     /// Adds a header to the list.
     /// Does all the checks.
     pub fn add_header<H>(&mut self, header: H)

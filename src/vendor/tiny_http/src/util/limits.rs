@@ -84,6 +84,8 @@ pub(crate) struct Conn {
     epoch: Instant,
     close: AtomicBool,
     inflight: AtomicUsize,
+    /// Requests read on this connection so far.
+    served: AtomicU64,
     /// Milliseconds since `epoch` (plus one) at which the connection began waiting
     /// for a request head; 0 while a request is being read or handled.
     waiting: AtomicU64,
@@ -119,6 +121,7 @@ impl Conn {
     }
 
     pub(crate) fn request_started(&self) {
+        self.served.fetch_add(1, SeqCst);
         self.inflight.fetch_add(1, SeqCst);
     }
 
@@ -148,10 +151,13 @@ impl Conn {
         };
     }
 
-    /// When the connection became idle, if it is.
-    fn idle_since(&self) -> Option<u64> {
+    /// If the connection is idle: whether it ever completed a request head, and
+    /// since when it is idle. Closed first: connections that never sent a whole
+    /// request (idle from the start, or slow-loris heads), oldest first; then
+    /// kept-alive clients that did, longest idle first.
+    fn idle_since(&self) -> Option<(bool, u64)> {
         let w = self.waiting.load(SeqCst);
-        (w != 0 && self.inflight.load(SeqCst) == 0).then_some(w)
+        (w != 0 && self.inflight.load(SeqCst) == 0).then(|| (self.served.load(SeqCst) > 0, w))
     }
 
     /// Before each read of the socket: fails once the current deadline has
@@ -301,6 +307,7 @@ impl Table {
             epoch: self.epoch,
             close: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
             phase: Mutex::new(Phase::Head { first_byte: None }),
         });
