@@ -1,7 +1,7 @@
 # chute: everything a developer or a Pi owner runs goes through here.
 CARGO ?= cargo
 
-.PHONY: all build demo test check bench
+.PHONY: all build demo test check bench bench-server
 
 all: build
 
@@ -34,6 +34,12 @@ check:
 # 4 GiB). Minutes, not seconds, so not part of `make test`. See tests/bench.sh.
 bench:
 	CARGO='$(CARGO)' bash tests/bench.sh
+	$(MAKE) bench-server
+
+# chute serve's peak RSS with 2,000 idle connections and with 64 nodes sinking at
+# once (a minute); runnable alone. See tests/bench-server.sh.
+bench-server:
+	CARGO='$(CARGO)' bash tests/bench-server.sh
 
 # --- 32-bit ARM builds and installing (cross/, setup/) ---------------------------------
 .PHONY: cross cross-armv6 test-arm install uninstall

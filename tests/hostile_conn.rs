@@ -517,3 +517,96 @@ fn an_honest_node_is_served_through_a_hostile_crowd() {
     });
     assert!(peak < 256 * 1024, "server peak RSS {peak} KiB");
 }
+
+/// Polls until the server's descriptor count stays put for half a second (it has
+/// admitted or closed what came), at most `secs`.
+fn settle(pid: u32, secs: u64) {
+    let count = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = count();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = count();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+// `make bench-server` (tests/bench-server.sh): the server's peak RSS with 2,000
+// idle connections (under the default caps, and with caps that hold them all) and
+// with 64 honest nodes sinking at once. Prints `SERVER_RSS <case> <KiB>` lines.
+#[test]
+#[ignore]
+fn bench_server_peak_rss() {
+    raise_own_nofile(2000 + 512);
+    for (case, extra) in [
+        ("idle-2000-default-caps", vec![]),
+        (
+            "idle-2000-caps-2048",
+            vec!["--max-connections", "2048", "--max-per-address", "2048"],
+        ),
+    ] {
+        let (env, line) = node("bench-idle");
+        let mut args = vec!["--allow", line.as_str()];
+        args.extend(extra);
+        let server = env.serve(&env.path("srv"), &args);
+        let idle = open_many(&server.addr, 2000, b"");
+        settle(server.child.id(), 20);
+        assert!(honest_list(&env, &server.url(), 20).is_some());
+        println!("SERVER_RSS {case} {}", peak_rss_kib(server.child.id()));
+        drop(idle);
+    }
+
+    // 64 nodes, each with its own key, sinking 1 MiB at once.
+    let nodes: Vec<(Env, String)> = (0..64)
+        .map(|i| {
+            let env = Env::new("bench-sinks");
+            let name = format!("node{i}");
+            let out = env.cmd(["init"]).env("CHUTE_NODE", &name).output().unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let out = env
+                .cmd(["key", "auth"])
+                .env("CHUTE_NODE", &name)
+                .output()
+                .unwrap();
+            let line = text(&out.stdout).trim().to_string();
+            let src = env.path("src");
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(src.join("data"), noise(1 << 20, 1000 + i)).unwrap();
+            (env, line)
+        })
+        .collect();
+    let srv_env = Env::new("bench-sinks-srv");
+    let allow = srv_env.path("allow");
+    let lines: Vec<&str> = nodes.iter().map(|(_, l)| l.as_str()).collect();
+    std::fs::write(&allow, lines.join("\n") + "\n").unwrap();
+    let server = srv_env.serve(
+        &srv_env.path("srv"),
+        &["--allow-file", allow.to_str().unwrap()],
+    );
+    let started = Instant::now();
+    let children: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (env, _))| {
+            let src = env.path("src");
+            env.cmd(["sink", "--remote", &server.url(), src.to_str().unwrap()])
+                .env("CHUTE_NODE", format!("node{i}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    println!(
+        "SERVER_RSS sinks-64x1MiB {} ({:.1} s)",
+        peak_rss_kib(server.child.id()),
+        started.elapsed().as_secs_f64()
+    );
+}
