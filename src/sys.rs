@@ -115,6 +115,7 @@ pub fn set_backlog(listener: &std::net::TcpListener, n: i32) -> io::Result<()> {
 
 /// Raises this process's soft limit on open files towards `want` (at most to the
 /// hard limit) and returns the soft limit now in force.
+#[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on 32-bit ARM, 64 here.
 pub fn raise_nofile(want: u64) -> io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
