@@ -543,7 +543,8 @@ fn traversal_attempts_touch_nothing_outside_the_store() {
     let esc = format!("chute-escape-{}", std::process::id());
     let before = walk(&env.dir);
     let long = "x".repeat(129);
-    let very_long = "y".repeat(20_000);
+    // Long, but within the 8 KiB request line (a longer one gets 431).
+    let very_long = "y".repeat(7_000);
     let paths: Vec<(String, u16)> = vec![
         (format!("/chute/blob/../../../{esc}/n/m/t/0"), 400),
         (format!("/chute/blob/d/../../../{esc}/t/0"), 400),

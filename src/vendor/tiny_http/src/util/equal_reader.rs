@@ -78,17 +78,38 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        // chute patch: never read a body the handler left unread. Upstream drained
-        // the rest here, in the thread that answered the request, so a client that
-        // declared a large body and sent it a byte at a time pinned a worker for as
-        // long as it liked (and first, upstream allocated the whole declared
-        // remainder at once). The connection is marked to close instead: the
-        // response says `Connection: close` and the connection's own thread
-        // discards at most a few KiB before closing (client.rs).
-        if self.size > 0 {
-            if let Some(conn) = &self.conn {
-                conn.mark_close();
+        // chute patch: never read a large body the handler left unread. Upstream
+        // drained the rest here, in the thread that answered the request, so a
+        // client that declared a large body and sent it a byte at a time pinned a
+        // worker for as long as it liked (and first, upstream allocated the whole
+        // declared remainder at once). Only a rest of at most `drain_bytes` that
+        // arrives within `drain_time` is skipped, keeping the connection; otherwise
+        // the connection is marked to close: the response says `Connection: close`
+        // and the connection's own thread discards at most a few KiB before
+        // closing (client.rs).
+        if self.size == 0 {
+            self.last_read_signal.send(Ok(())).ok();
+            return;
+        }
+        let Some(conn) = self.conn.clone() else {
+            self.last_read_signal.send(Ok(())).ok();
+            return;
+        };
+        let mut drained = false;
+        if self.size <= conn.limits().drain_bytes {
+            conn.start_drain();
+            let mut buf = [0u8; 4096];
+            while self.size > 0 {
+                let want = self.size.min(buf.len());
+                match self.reader.read(&mut buf[..want]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.size -= n,
+                }
             }
+            drained = self.size == 0;
+        }
+        if !drained {
+            conn.mark_close();
         }
         self.last_read_signal.send(Ok(())).ok();
     }

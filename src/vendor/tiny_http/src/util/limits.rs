@@ -42,6 +42,11 @@ pub struct Limits {
     /// the response instead of a reset.
     pub linger_bytes: usize,
     pub linger_time: Duration,
+    /// A body left unread that is at most this long is skipped in place if it
+    /// arrives within `drain_time` (the connection stays open); else the
+    /// connection closes.
+    pub drain_bytes: usize,
+    pub drain_time: Duration,
     /// Stack of each connection's thread.
     pub stack_size: usize,
 }
@@ -59,6 +64,8 @@ impl Default for Limits {
             max_headers: 100,
             linger_bytes: 64 * 1024,
             linger_time: Duration::from_secs(2),
+            drain_bytes: 8 * 1024,
+            drain_time: Duration::from_millis(100),
             stack_size: 128 * 1024,
         }
     }
@@ -143,6 +150,13 @@ impl Conn {
             bytes: 0,
         };
         self.waiting.store(0, SeqCst);
+    }
+
+    /// Reads from now on end within `limits.drain_time`.
+    pub(crate) fn start_drain(&self) {
+        *self.phase() = Phase::Linger {
+            until: Instant::now() + self.limits.drain_time,
+        };
     }
 
     pub(crate) fn start_linger(&self) {
