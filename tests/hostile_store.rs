@@ -82,7 +82,11 @@ fn pending_indexes_are_capped_and_counted() {
         &["--allow", &line, "--quota", "node1=10M", "--append-only"],
     );
     for i in 0..30 {
-        let status = create(&server, &me, &index(&format!("big{i}"), None, 1 << 20));
+        let status = create(
+            &server,
+            &me,
+            &index(&format!("big{i}"), None, (1 << 20) - 300),
+        );
         assert_eq!(status, 413, "a 1 MiB pending index");
     }
     assert!(disk_bytes(&srv) < 1 << 20, "{}", listing(&srv));
@@ -97,12 +101,8 @@ fn pending_indexes_are_capped_and_counted() {
         }
         created += 1;
     };
-    assert_eq!(
-        (status, created),
-        (507, 64),
-        "{}",
-        server.log.lock().unwrap()
-    );
+    let log = server.log.lock().unwrap().clone();
+    assert_eq!((status, created), (507, 64), "{log}");
     drop(server);
     // Under a small quota, indexes alone fill it.
     let small = env.path("small");
@@ -111,7 +111,8 @@ fn pending_indexes_are_capped_and_counted() {
         .take_while(|i| create(&server, &me, &index(&format!("s{i}"), None, 0)) == 201)
         .count() as u64;
     let per = FILE_CHARGE + index("s0", None, 0).len() as u64;
-    assert_eq!(accepted, (40 << 10) / per, "{}", server.log.lock().unwrap());
+    let log = server.log.lock().unwrap().clone();
+    assert_eq!(accepted, (40 << 10) / per, "{log}");
 }
 
 // 4b: deleting a blob refunded its end offset, not its bytes: a 1-byte window far
@@ -255,6 +256,54 @@ fn usage_after_a_restart_equals_the_running_count() {
     let fill = (quota - used - FILE_CHARGE) as usize;
     assert_eq!(put(&server, &me, "a", 4 << 20, 1, &noise(fill, 10)).0, 201);
     let (status, why) = put(&server, &me, "a", 4 << 20, 2, b"x");
+    assert_eq!(status, 507, "{why}");
+    assert!(
+        why.contains(&format!("({quota} of {quota} bytes used)")),
+        "{why}"
+    );
+    drop(server);
+    let server = env.serve(&srv, &["--allow", &line, "--quota", &q]);
+    server.await_log(
+        0,
+        &format!("node node1 uses {quota} of its {quota} bytes"),
+        10,
+    );
+}
+
+// The same under concurrent requests: retries of one window racing each other,
+// windows of one blob landing at once, blobs created and deleted meanwhile.
+#[test]
+fn concurrent_writes_are_counted_exactly() {
+    let (env, me, line) = node("hostile-concurrent");
+    let srv = env.path("srv");
+    let quota: u64 = 8 << 20;
+    let q = format!("node1={quota}");
+    let server = env.serve(&srv, &["--allow", &line, "--quota", &q, "--threads", "4"]);
+    let w = 256u64 << 10;
+    let ix = index("t", None, 0);
+    assert_eq!(create(&server, &me, &ix), 201);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (server, me) = (&server, &me);
+            s.spawn(move || {
+                for i in 0..4 {
+                    let (status, why) = put(server, me, "t", w, 0, &noise(w as usize, i % 2));
+                    assert_eq!(status, 201, "{why}");
+                }
+                let (status, why) = put(server, me, "t", w, 1 + t, &noise(w as usize, 10 + t));
+                assert_eq!(status, 201, "{why}");
+                let other = format!("x{t}");
+                assert_eq!(create(server, me, &index(&other, None, 0)), 201);
+                assert_eq!(put(server, me, &other, w, 0, &noise(1000, t)).0, 201);
+                let path = format!("{BLOB}/{other}/");
+                assert_eq!(send(server, me, "DELETE", &path, &[], b"").0, 200);
+            });
+        }
+    });
+    let used = (ix.len() as u64 + FILE_CHARGE) + 9 * (w + FILE_CHARGE);
+    let fill = (quota - used - FILE_CHARGE) as usize;
+    assert_eq!(put(&server, &me, "t", 8 << 20, 1, &noise(fill, 3)).0, 201);
+    let (status, why) = put(&server, &me, "t", 8 << 20, 2, b"x");
     assert_eq!(status, 507, "{why}");
     assert!(
         why.contains(&format!("({quota} of {quota} bytes used)")),
