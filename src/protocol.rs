@@ -35,8 +35,17 @@
 //! Errors are JSON `{"error": "..."}`: `400` malformed (bad names, `..`, `%`-encoded
 //! characters, NUL, bad headers, digest mismatch, a body that ends early), `404`
 //! unknown, `405` wrong method (with `Allow`), `409` conflict, `411` no
-//! `Content-Length` on a PUT, `413` body too large, `416` a range not written or
-//! overlapping windows, `507` store full.
+//! `Content-Length` on a PUT, `413` body too large (an index over 8 KiB, a window
+//! over `--max-window`), `416` a range not written, overlapping windows or a window
+//! starting more than 64 largest windows past the end of part 0, `507` store full,
+//! node quota full, or the node has 64 pending (uncommitted) blobs already.
+//! A window PUT to a blob committed or forgotten while its body was arriving is
+//! `409` and kept nowhere: a committed blob never changes.
+//!
+//! Quotas (`--quota`, `quota=` in `--allow-file`) count every window and index
+//! file a node's blobs hold, each its bytes plus 4 KiB; a window sent again over
+//! itself is charged only the difference, and deletes and trims give back exactly
+//! what they removed.
 
 use crate::blob::{BlobId, valid_component};
 

@@ -35,6 +35,10 @@ const FDS_PER_CONNECTION: u64 = 3;
 
 /// Longest range one GET may ask for.
 const MAX_RANGE: u64 = 1 << 30;
+/// Most pending (created, uncommitted) blobs a node may have: a sink keeps one per
+/// mount it is sending, a prune one per pack it is writing, and a resumed sink
+/// reuses its own.
+pub const MAX_PENDING: usize = 64;
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -67,15 +71,23 @@ pub struct State {
     open: bool,
     append_only: bool,
     admin: Option<[u8; 32]>,
-    /// Bytes each node stores, for quotas: counted at start, kept up to date.
+    /// What each admitted node's files are charged ([`store::charge`]), for
+    /// quotas: counted at start, kept up to date from what each write, commit,
+    /// delete and trim reports it changed under the blob's lock.
     usage: Mutex<HashMap<String, u64>>,
 }
 
 impl State {
     pub fn new(store: Store, cfg: &Config) -> crate::Result<State> {
         let mut usage = HashMap::new();
-        for node in cfg.allow.keys() {
-            usage.insert(node.clone(), store.node_usage(node)?);
+        let mut nodes: Vec<_> = cfg.allow.iter().collect();
+        nodes.sort_by_key(|(n, _)| n.as_str());
+        for (node, admitted) in nodes {
+            let used = store.node_usage(node)?;
+            if let Some(q) = admitted.quota {
+                eprintln!("chute serve: node {node} uses {used} of its {q} bytes of quota");
+            }
+            usage.insert(node.clone(), used);
         }
         Ok(State {
             store,
@@ -89,12 +101,15 @@ impl State {
 
     /// Counts `len` more bytes against `node`'s quota, or refuses (507) if they do
     /// not fit: reserved before a write, so concurrent windows cannot overshoot.
+    /// Nodes not admitted (an `--open` server's anyone) are not counted.
     fn reserve(&self, node: &str, len: u64) -> Result<(), Fail> {
         let quota = self.verifier.nodes.get(node).and_then(|a| a.quota);
         let mut usage = self.usage.lock().expect("poisoned");
-        let used = usage.entry(node.to_string()).or_insert(0);
+        let Some(used) = usage.get_mut(node) else {
+            return Ok(());
+        };
         if let Some(q) = quota {
-            if *used + len > q {
+            if used.saturating_add(len) > q {
                 return Err(Fail(
                     507,
                     format!(
@@ -113,6 +128,38 @@ impl State {
     fn release(&self, node: &str, bytes: u64) {
         if let Some(u) = self.usage.lock().expect("poisoned").get_mut(node) {
             *u = u.saturating_sub(bytes);
+        }
+    }
+
+    /// Replaces a reservation by what the store reports it changed: the charge
+    /// follows the files on disk exactly, whatever was reserved.
+    fn settle(&self, node: &str, reserved: u64, change: store::Change) {
+        if let Some(u) = self.usage.lock().expect("poisoned").get_mut(node) {
+            *u = u
+                .saturating_sub(reserved)
+                .saturating_add(change.added)
+                .saturating_sub(change.freed);
+        }
+    }
+
+    /// Reserves `need`, runs a store change, then settles on what it reports (or
+    /// gives the reservation back if it failed).
+    fn charged<T>(
+        &self,
+        node: &str,
+        need: u64,
+        act: impl FnOnce() -> store::Result<(T, store::Change)>,
+    ) -> Result<T, Fail> {
+        self.reserve(node, need)?;
+        match act() {
+            Ok((t, change)) => {
+                self.settle(node, need, change);
+                Ok(t)
+            }
+            Err(e) => {
+                self.release(node, need);
+                Err(e.into())
+            }
         }
     }
 }
@@ -227,7 +274,7 @@ impl From<store::Error> for Fail {
             store::Error::Conflict(_) => 409,
             store::Error::TooLarge(_) => 413,
             store::Error::Range(_) => 416,
-            store::Error::Full => 507,
+            store::Error::Full | store::Error::Quota(_) => 507,
             store::Error::Newer(_) | store::Error::Io(..) => 500,
         };
         Fail(status, e.to_string(), None)
@@ -272,7 +319,7 @@ fn small_body(req: &mut Request, cap: u64) -> Result<Vec<u8>, Fail> {
 /// An index body; when signed, it must match the signed SHA-256.
 fn signed_body(req: &mut Request, caller: &Caller) -> Result<Vec<u8>, Fail> {
     let expect = expected_digest(req)?;
-    let body = small_body(req, store::MAX_INDEX)?;
+    let body = small_body(req, store::INDEX_CAP)?;
     if let (Caller::Node(_), Some(e)) = (caller, expect) {
         if crate::crypto::sha256(&body) != e {
             return Err(bad("body does not match its announced SHA-256"));
@@ -312,7 +359,6 @@ fn content_length(req: &Request) -> Result<u64, Fail> {
 fn put_window(
     req: &mut Request,
     state: &State,
-    caller: &Caller,
     id: &BlobId,
     offset: u64,
     max: Option<u64>,
@@ -327,15 +373,13 @@ fn put_window(
         }
     }
     let expect = expected_digest(req)?;
-    if let Caller::Node(n) = caller {
-        // Reserve the bytes before writing so concurrent windows cannot overshoot.
-        state.reserve(n, len)?;
-    }
-    let result = store.write(id, offset, len, req.as_reader(), expect);
-    if let (Err(_), Caller::Node(n)) = (&result, caller) {
-        state.release(n, len);
-    }
-    result?;
+    // Reserve the bytes before writing so concurrent windows cannot overshoot; a
+    // window sent again over itself (a retry) needs only what it adds to the files
+    // it replaces.
+    let need = store::charge(len).saturating_sub(store.held(id, offset, len));
+    state.charged(&id.node, need, || {
+        store.write_charged(id, offset, len, req.as_reader(), expect)
+    })?;
     Ok(created())
 }
 
@@ -373,8 +417,10 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         Route::Root => match method {
             Method::Post => {
                 let body = signed_body(req, &caller)?;
-                authorize(&caller, &store::index_place(&body)?.0.node)?;
-                let id = store.create(&body)?;
+                let node = store::index_place(&body)?.0.node;
+                authorize(&caller, &node)?;
+                let need = store::charge(body.len() as u64);
+                let id = state.charged(&node, need, || store.create_charged(&body))?;
                 let path = format!("{PREFIX}{}/", id.path());
                 Ok(Reply::Created {
                     json: json_string(&path),
@@ -410,8 +456,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         Route::Blob(id) => match method {
             Method::Delete => {
                 may_delete(req, state)?;
-                let freed = store.part_len(&id).unwrap_or(0);
-                store.delete(&id)?;
+                let freed = store.delete(&id)?;
                 state.release(&id.node, freed);
                 Ok(Reply::Json(200, "true".into()))
             }
@@ -437,7 +482,10 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
             Method::Put => {
                 content_length(req)?;
                 let body = signed_body(req, &caller)?;
-                store.commit(&id, &body)?;
+                let need = store::charge(body.len() as u64);
+                state.charged(&id.node, need, || {
+                    store.commit_charged(&id, &body).map(|c| ((), c))
+                })?;
                 Ok(created())
             }
             Method::Delete => {
@@ -474,7 +522,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                         a
                     }
                 };
-                put_window(req, state, &caller, &id, offset, None)
+                put_window(req, state, &id, offset, None)
             }
             Method::Get => {
                 let len = store.part_len(&id)?;
@@ -516,7 +564,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 .filter(|_| size > 0)
                 .ok_or_else(|| bad("window offset out of range"))?;
             match method {
-                Method::Put => put_window(req, state, &caller, &id, offset, Some(size)),
+                Method::Put => put_window(req, state, &id, offset, Some(size)),
                 Method::Delete => {
                     may_delete(req, state)?;
                     let freed = store.trim(&id, offset)?;
@@ -704,7 +752,10 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
             "chute serve: background scrub off (--scrub-every 30d re-reads every window once a month)"
         ),
     }
-    let state = State::new(store.with_max_window(cfg.max_window), cfg)?;
+    let store = store
+        .with_max_window(cfg.max_window)
+        .with_max_pending(MAX_PENDING);
+    let state = State::new(store, cfg)?;
     let state = &state;
     std::thread::scope(|s| {
         if let Some(bg) = cfg.scrub {

@@ -13,6 +13,8 @@
 //! - `CHUTE_TEST_REWRITE_SOURCE`, `CHUTE_TEST_CHANGE_DURING_READ`: a source file
 //!   rewritten between a chunk's id and its seal ([`rewrite_source`]), or during
 //!   its read ([`change_during_read`]).
+//! - `CHUTE_TEST_HOLD_WINDOW=DIR`: the store holds the first window it receives
+//!   between its last byte and its rename into place ([`hold_window`]).
 
 use std::fs;
 use std::io::Read;
@@ -108,4 +110,25 @@ pub fn rewrite_source() {
             let _ = f.write_all_at(&bytes, 0);
         }
     });
+}
+
+/// For tests only: `CHUTE_TEST_HOLD_WINDOW=DIR` holds the first window this process
+/// receives after its body is on disk and before it is renamed into place: creates
+/// `DIR/held`, then waits until `DIR/go` exists (at most 30 s). A test commits the
+/// blob meanwhile, as a client racing its own slow window would.
+pub fn hold_window() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static HELD: AtomicBool = AtomicBool::new(false);
+    let Some(dir) = std::env::var_os("CHUTE_TEST_HOLD_WINDOW") else {
+        return;
+    };
+    if HELD.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let dir = Path::new(&dir);
+    let _ = fs::write(dir.join("held"), b"");
+    let until = Instant::now() + Duration::from_secs(30);
+    while !dir.join("go").exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

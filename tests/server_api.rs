@@ -171,6 +171,7 @@ fn post_creates_a_blob_and_refuses_bad_indexes() {
             "d.org/pi",
             "d.org/pi/m1",
             "d.org/pi/m1/t1",
+            "d.org/pi/m1/t1/.lock",
             "d.org/pi/m1/t1/0",
             "d.org/pi/m1/t1/index.pending.json"
         ]

@@ -7,6 +7,7 @@ mod util;
 mod ceiling;
 mod consistency;
 mod hostile_conn;
+mod hostile_store;
 mod incremental;
 mod maintenance;
 mod roundtrip;

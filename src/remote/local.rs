@@ -65,7 +65,8 @@ impl Remote for LocalRemote {
     }
 
     fn delete(&self, id: &BlobId) -> Result<()> {
-        Ok(self.store.delete(id)?)
+        self.store.delete(id)?;
+        Ok(())
     }
 
     fn forget(&self, id: &BlobId) -> Result<()> {

@@ -11,7 +11,8 @@
 //!     index.pending.json                  the index as first POSTed (blob created)
 //!     index.json                          the final index; present = snapshot visible
 //!     index.forgotten.json                what index.json became when forgotten
-//!     .lock                               flock'd by commit, delete, record updates
+//!     .lock                               flock'd by create, a window's rename, commit,
+//!                                         delete, trim, record updates
 //!     .verified                           the verified-hash record (`record.rs`); a cache
 //!     .verified.tmp-<random>              a record being rewritten (never read)
 //!     0/<offset:016x>-<len:016x>-<sha256>  data part 0, one file per written window,
@@ -28,7 +29,21 @@
 //!   SHA-256 or length is dropped whole.
 //! - A blob becomes visible to `list` only when `index.json` is committed, and commit
 //!   checks that part 0 is written without gaps up to the index's `size`. A
-//!   committed blob is immutable: no more windows, no second commit with other bytes.
+//!   committed (or forgotten) blob is immutable: no more windows, no second commit
+//!   with other bytes. A window is received without the blob's lock, but the check
+//!   that its blob is still pending and its rename into place hold it, as commit
+//!   does: a window whose upload began before the commit and ended after it is
+//!   dropped (conflict), never renamed into the committed blob.
+//! - A window may not start more than [`MAX_AHEAD_WINDOWS`] largest windows past
+//!   the end of what part 0 holds (range error).
+//! - An index is at most [`INDEX_CAP`] bytes; with [`Store::with_max_pending`], a node
+//!   has at most that many pending blobs (quota error).
+//! - Quotas: each window and index file is [`charge`]d its bytes plus
+//!   [`FILE_CHARGE`]. Every change reports what it added and freed ([`Change`], or
+//!   the freed charge of a delete or trim), counted under the blob's lock from the
+//!   files it wrote, replaced or removed, so a count kept from these reports equals
+//!   [`Store::node_usage`], counted from the disk. A window sent again over itself
+//!   frees what it replaces: retries cost nothing.
 //! - Reads of a byte range fail unless every byte of it has been written.
 //! - A forgotten snapshot's window may be deleted alone ([`Store::trim`], for prune:
 //!   no remaining snapshot has a chunk in it); a committed or pending blob's never.
@@ -66,8 +81,32 @@ const FORGOTTEN: &str = "index.forgotten.json";
 
 /// Largest window accepted in one write.
 pub const DEFAULT_MAX_WINDOW: u64 = 64 << 20;
-/// Largest index.json accepted.
+/// Largest index.json a reader accepts.
 pub const MAX_INDEX: u64 = 1 << 20;
+/// Largest index the store accepts to write (pending or final). Chute's own are
+/// about 200 bytes and at most about 1 KiB (five names of at most 128 bytes).
+pub const INDEX_CAP: u64 = 8 << 10;
+/// What each stored file costs against a quota on top of its bytes: about one
+/// disk block and an inode, so a flood of tiny windows or indexes is paid for.
+pub const FILE_CHARGE: u64 = 4096;
+/// How far past the end of part 0 (as written so far) a window may start, in
+/// largest windows: a sink's workers upload a few windows out of order, never
+/// dozens of windows ahead.
+pub const MAX_AHEAD_WINDOWS: u64 = 64;
+
+/// What a stored file of `len` bytes counts against its node's quota.
+pub fn charge(len: u64) -> u64 {
+    len.saturating_add(FILE_CHARGE)
+}
+
+/// How a write changed the bytes a node is charged for (see [`charge`]): counted
+/// under the blob's lock from the files it added and the files it replaced, so
+/// a quota can follow the disk exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    pub added: u64,
+    pub freed: u64,
+}
 
 /// What went wrong, in terms a transport can map to a status.
 #[derive(Debug)]
@@ -82,6 +121,8 @@ pub enum Error {
     Range(String),
     /// Body larger than allowed (413).
     TooLarge(String),
+    /// A node's limit reached, such as its pending blobs (507).
+    Quota(String),
     /// The disk is full (507).
     Full,
     /// The body's SHA-256 differs from the one announced (400).
@@ -98,7 +139,7 @@ impl fmt::Display for Error {
             Error::Bad(s) | Error::NotFound(s) | Error::Conflict(s) | Error::Range(s) => {
                 f.write_str(s)
             }
-            Error::TooLarge(s) => f.write_str(s),
+            Error::TooLarge(s) | Error::Quota(s) => f.write_str(s),
             Error::Full => f.write_str("store is full (no space left on device)"),
             Error::Digest => f.write_str("body does not match its announced SHA-256"),
             Error::Newer(s) => f.write_str(s),
@@ -164,6 +205,11 @@ pub struct Store {
     max_window: u64,
     /// Parsed verified-hash records, shared by every clone (the server's workers).
     records: Arc<Records>,
+    /// Most pending blobs a node may have at once; `None`: no limit.
+    max_pending: Option<usize>,
+    /// Held while a blob is created, so a node's pending blobs are counted and
+    /// added to one at a time.
+    creating: Arc<Mutex<()>>,
 }
 
 impl Store {
@@ -203,6 +249,8 @@ impl Store {
             root: root.to_path_buf(),
             max_window: DEFAULT_MAX_WINDOW,
             records: Arc::default(),
+            max_pending: None,
+            creating: Arc::default(),
         })
     }
 
@@ -214,6 +262,12 @@ impl Store {
     /// Sets the largest window one write may carry.
     pub fn with_max_window(mut self, max: u64) -> Store {
         self.max_window = max;
+        self
+    }
+
+    /// Limits the pending (created, not yet committed) blobs of each node.
+    pub fn with_max_pending(mut self, max: usize) -> Store {
+        self.max_pending = Some(max);
         self
     }
 
@@ -241,21 +295,79 @@ impl Store {
 
     /// Creates a blob from its first index (idempotent while uncommitted).
     pub fn create(&self, index: &[u8]) -> Result<BlobId> {
-        if index.len() as u64 > MAX_INDEX {
-            return Err(Error::TooLarge("index larger than 1 MiB".into()));
-        }
+        Ok(self.create_charged(index)?.0)
+    }
+
+    /// [`Store::create`], saying what it changed in its node's charge: the new
+    /// pending index, and the one it replaced if the blob was pending already.
+    pub fn create_charged(&self, index: &[u8]) -> Result<(BlobId, Change)> {
+        check_index_len(index)?;
         let (id, _) = index_place(index)?;
         let dir = self.dir(&id);
+        let _creating = self.creating.lock().expect("poisoned");
+        if let Some(max) = self.max_pending {
+            if !dir.join(PENDING).exists() && self.pending_blobs(&id.node)? >= max {
+                return Err(Error::Quota(format!(
+                    "node {} has {max} pending blobs, the most a node may have: commit or delete some",
+                    id.node
+                )));
+            }
+        }
+        fs::create_dir_all(dir.join(PART))
+            .map_err(io_err(format!("cannot create blob {}", id.path())))?;
+        let _lock = lock_blob(&dir)?;
         if dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
             return Err(Error::Conflict(format!(
                 "blob {} is already committed",
                 id.path()
             )));
         }
-        fs::create_dir_all(dir.join(PART))
-            .map_err(io_err(format!("cannot create blob {}", id.path())))?;
+        let freed = fs::metadata(dir.join(PENDING)).map_or(0, |m| charge(m.len()));
         write_atomic(&dir.join(PENDING), index)?;
-        Ok(id)
+        let added = charge(index.len() as u64);
+        Ok((id, Change { added, freed }))
+    }
+
+    /// How many blobs of a node, under every domain, are pending: created, neither
+    /// committed nor forgotten.
+    fn pending_blobs(&self, node: &str) -> Result<usize> {
+        let mut n = 0;
+        self.each_blob_dir(node, &mut |dir| {
+            if dir.join(PENDING).exists()
+                && !dir.join(INDEX).exists()
+                && !dir.join(FORGOTTEN).exists()
+            {
+                n += 1;
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Calls `f` with every blob directory of a node, under every domain.
+    fn each_blob_dir(&self, node: &str, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        if !valid_component(node) {
+            return Ok(());
+        }
+        for domain in read_names(&self.root)? {
+            let base = self.root.join(&domain).join(node);
+            for mount in read_names(&base)? {
+                for ts in read_names(&base.join(&mount))? {
+                    let dir = base.join(&mount).join(&ts);
+                    if dir.is_dir() {
+                        f(&dir)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the files of `[offset, offset+len)`, exactly that window, count against
+    /// the node's quota now: what writing that window again replaces.
+    pub fn held(&self, id: &BlobId, offset: u64, len: u64) -> u64 {
+        let part = self.dir(id).join(PART);
+        same_range_files(&part, offset, len).map_or(0, |fs| fs.iter().map(|w| charge(w.len)).sum())
     }
 
     /// The windows written so far, sorted by offset.
@@ -289,13 +401,24 @@ impl Store {
         body: &mut dyn Read,
         expect: Option<[u8; 32]>,
     ) -> Result<[u8; 32]> {
+        Ok(self.write_charged(id, offset, len, body, expect)?.0)
+    }
+
+    /// [`Store::write`], saying what it changed in its node's charge: the window
+    /// added and the files of the same range it replaced. The body is received
+    /// without the blob's lock; the checks that the blob is still pending and that
+    /// no window overlaps, and the rename into place, hold it (commit, delete and
+    /// trim take it too), so no window lands on a committed or forgotten blob.
+    pub fn write_charged(
+        &self,
+        id: &BlobId,
+        offset: u64,
+        len: u64,
+        body: &mut dyn Read,
+        expect: Option<[u8; 32]>,
+    ) -> Result<([u8; 32], Change)> {
         let dir = self.existing_dir(id)?;
-        if dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
-            return Err(Error::Conflict(format!(
-                "blob {} is committed; it cannot change",
-                id.path()
-            )));
-        }
+        check_pending(&dir, id)?;
         if len == 0 {
             return Err(Error::Bad("empty window".into()));
         }
@@ -308,6 +431,13 @@ impl Store {
         if offset.checked_add(len).is_none() {
             return Err(Error::Range("window past the end of any part".into()));
         }
+        let ahead = self.max_window.saturating_mul(MAX_AHEAD_WINDOWS);
+        let end = self.part_len(id)?;
+        if offset > end.saturating_add(ahead) {
+            return Err(Error::Range(format!(
+                "window at byte {offset} starts more than {ahead} bytes past the end of part 0 ({end} bytes)"
+            )));
+        }
         let mut win = Window {
             offset,
             len,
@@ -316,37 +446,48 @@ impl Store {
         self.check_overlap(id, win)?;
         let part = dir.join(PART);
         let tmp = part.join(format!(".tmp-{}", fsutil::random_suffix()));
-        let result = receive(&tmp, len, body, expect);
-        let (digest, file) = match result {
-            Ok(d) => d,
+        let placed = receive(&tmp, len, body, expect).and_then(|(digest, file)| {
+            win.sha256 = digest;
+            crate::testhooks::hold_window();
+            self.place(id, &dir, &tmp, &win).map(|freed| (file, freed))
+        });
+        let (file, freed) = match placed {
+            Ok(p) => p,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 return Err(e);
             }
         };
-        // Re-check: another writer may have placed an overlapping window meanwhile.
-        if let Err(e) = self.check_overlap(id, win) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        win.sha256 = digest;
-        let replaced: Vec<Window> = self
-            .windows(id)?
-            .into_iter()
-            .filter(|w| w.same_range(&win) && w.sha256 != digest)
-            .collect();
-        fs::rename(&tmp, part.join(win.file_name()))
-            .map_err(io_err(format!("cannot store window of {}", id.path())))?;
-        for old in replaced {
-            let _ = fs::remove_file(part.join(old.file_name()));
-        }
-        sync_dir(&part)?;
         // The bytes were hashed as they were written through `file`: what it holds
         // now is verified, so the record vouches for it (a cache: failure costs time).
         if let Ok(m) = file.metadata() {
             let _ = self.record_append(&dir, &win, &Stamp::of(&m));
         }
-        Ok(digest)
+        let added = charge(len);
+        Ok((win.sha256, Change { added, freed }))
+    }
+
+    /// Renames a received window into place under the blob's lock, if the blob is
+    /// still pending and no other window overlaps it; returns what the files it
+    /// replaced (the same range) were charged.
+    fn place(&self, id: &BlobId, dir: &Path, tmp: &Path, win: &Window) -> Result<u64> {
+        let _lock = lock_blob(dir)?;
+        check_pending(dir, id)?;
+        // Another writer may have placed an overlapping window meanwhile.
+        self.check_overlap(id, *win)?;
+        let part = dir.join(PART);
+        let replaced = same_range_files(&part, win.offset, win.len)?;
+        fs::rename(tmp, part.join(win.file_name()))
+            .map_err(io_err(format!("cannot store window of {}", id.path())))?;
+        let mut freed = 0;
+        for old in replaced {
+            // A file of the same name was replaced by the rename itself.
+            if old.sha256 == win.sha256 || fs::remove_file(part.join(old.file_name())).is_ok() {
+                freed += charge(old.len);
+            }
+        }
+        sync_dir(&part)?;
+        Ok(freed)
     }
 
     fn check_overlap(&self, id: &BlobId, win: Window) -> Result<()> {
@@ -499,9 +640,13 @@ impl Store {
 
     /// Commits the final index: the blob becomes a visible snapshot.
     pub fn commit(&self, id: &BlobId, index: &[u8]) -> Result<()> {
-        if index.len() as u64 > MAX_INDEX {
-            return Err(Error::TooLarge("index larger than 1 MiB".into()));
-        }
+        self.commit_charged(id, index).map(|_| ())
+    }
+
+    /// [`Store::commit`], saying what it changed in its node's charge: the final
+    /// index, or nothing when the same index was committed already.
+    pub fn commit_charged(&self, id: &BlobId, index: &[u8]) -> Result<Change> {
+        check_index_len(index)?;
         let (place, size) = index_place(index)?;
         if &place != id {
             return Err(Error::Bad(format!(
@@ -521,7 +666,7 @@ impl Store {
         }
         if let Ok(old) = fs::read(dir.join(INDEX)) {
             return if old == index {
-                Ok(())
+                Ok(Change::default())
             } else {
                 Err(Error::Conflict(format!(
                     "blob {} is already committed",
@@ -543,7 +688,11 @@ impl Store {
                 id.path()
             )));
         }
-        write_atomic(&dir.join(INDEX), index)
+        write_atomic(&dir.join(INDEX), index)?;
+        Ok(Change {
+            added: charge(index.len() as u64),
+            freed: 0,
+        })
     }
 
     /// The committed index of a blob.
@@ -581,22 +730,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Bytes of window files a node stores, under every domain (for quotas).
+    /// What a node's files count against its quota, under every domain: each
+    /// window and index file its bytes plus [`FILE_CHARGE`] (see [`charge`]).
+    /// Windows being received, locks and verified records are not counted.
     pub fn node_usage(&self, node: &str) -> Result<u64> {
-        let mut total = 0;
-        for domain in read_names(&self.root)? {
-            let base = self.root.join(&domain).join(node);
-            for mount in read_names(&base)? {
-                for ts in read_names(&base.join(&mount))? {
-                    let Ok(id) = BlobId::new(&domain, node, &mount, &ts) else {
-                        continue;
-                    };
-                    total += self
-                        .windows(&id)
-                        .map_or(0, |w| w.iter().map(|w| w.len).sum());
-                }
-            }
-        }
+        let mut total = 0u64;
+        self.each_blob_dir(node, &mut |dir| {
+            total = total.saturating_add(blob_charge(dir)?);
+            Ok(())
+        })?;
         Ok(total)
     }
 
@@ -604,18 +746,24 @@ impl Store {
     /// orphaned one): its index first, then its data. A committed snapshot must be
     /// forgotten first (409), so a prune that raced a commit cannot destroy it: the
     /// check and the removal hold the blob's lock, which commit takes too.
-    pub fn delete(&self, id: &BlobId) -> Result<()> {
+    /// Returns what the blob's files were charged (see [`charge`]), counted under
+    /// that lock.
+    pub fn delete(&self, id: &BlobId) -> Result<u64> {
         let dir = self.dir(id);
         if !dir.is_dir() {
             return Err(Error::NotFound(format!("no blob {}", id.path())));
         }
         let _lock = lock_blob(&dir)?;
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!("no blob {}", id.path())));
+        }
         if dir.join(INDEX).exists() {
             return Err(Error::Conflict(format!(
                 "blob {} is a committed snapshot: forget it first",
                 id.path()
             )));
         }
+        let freed = blob_charge(&dir)?;
         for name in [INDEX, FORGOTTEN, PENDING] {
             match fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
@@ -624,11 +772,13 @@ impl Store {
             }
         }
         sync_dir(&dir)?;
-        fs::remove_dir_all(&dir).map_err(io_err(format!("cannot delete {}", id.path())))
+        fs::remove_dir_all(&dir).map_err(io_err(format!("cannot delete {}", id.path())))?;
+        Ok(freed)
     }
 
     /// Deletes the window at `offset` of a forgotten snapshot (prune trims windows
-    /// no remaining snapshot uses); returns the bytes freed. Refused (conflict) for a
+    /// no remaining snapshot uses); returns what its files were charged (see
+    /// [`charge`]), counted under the blob's lock. Refused (conflict) for a
     /// committed or pending blob, under the lock commit and delete take.
     pub fn trim(&self, id: &BlobId, offset: u64) -> Result<u64> {
         let dir = self.existing_dir(id)?;
@@ -648,7 +798,7 @@ impl Store {
             let w = e.file_name().to_str().and_then(Window::from_file_name);
             if let Some(w) = w.filter(|w| w.offset == offset) {
                 fs::remove_file(e.path()).map_err(cannot())?;
-                freed = Some(freed.unwrap_or(0).max(w.len));
+                freed = Some(freed.unwrap_or(0) + charge(w.len));
             }
         }
         let freed = freed.ok_or_else(|| {
@@ -750,9 +900,86 @@ fn lock_blob(dir: &Path) -> Result<File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(io_err(format!("cannot open {}", path.display())))?;
+        .map_err(|e| match e.kind() {
+            // The blob was deleted meanwhile.
+            io::ErrorKind::NotFound => Error::NotFound(format!("no blob {}", dir.display())),
+            _ => io_err(format!("cannot open {}", path.display()))(e),
+        })?;
     crate::sys::lock(&f).map_err(io_err(format!("cannot lock {}", path.display())))?;
     Ok(f)
+}
+
+/// Refuses an index larger than the store keeps.
+fn check_index_len(index: &[u8]) -> Result<()> {
+    if index.len() as u64 > INDEX_CAP {
+        return Err(Error::TooLarge(format!(
+            "index of {} bytes is larger than the limit of {INDEX_CAP}",
+            index.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a change to a blob that is not pending: committed or forgotten (409:
+/// a committed blob is immutable) or deleted (404). Callers that act on the answer
+/// hold the blob's lock.
+fn check_pending(dir: &Path, id: &BlobId) -> Result<()> {
+    if dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
+        return Err(Error::Conflict(format!(
+            "blob {} is committed; it cannot change",
+            id.path()
+        )));
+    }
+    if !dir.join(PENDING).exists() {
+        return Err(Error::NotFound(format!("no blob {}", id.path())));
+    }
+    Ok(())
+}
+
+/// Every window file of part 0 at exactly `[offset, offset+len)`: one, or two
+/// when a crash interrupted a rewrite, or none.
+fn same_range_files(part: &Path, offset: u64, len: u64) -> Result<Vec<Window>> {
+    let entries = match fs::read_dir(part) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(format!("cannot list {}", part.display()))(e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(io_err(format!("cannot list {}", part.display())))?;
+        if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
+            if w.offset == offset && w.len == len {
+                out.push(w);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a blob directory's files count against its node's quota: its index files
+/// and every window file (both of a pair a crash left), each [`charge`]d.
+fn blob_charge(dir: &Path) -> Result<u64> {
+    let mut total = 0u64;
+    for name in [PENDING, INDEX, FORGOTTEN] {
+        match fs::metadata(dir.join(name)) {
+            Ok(m) => total = total.saturating_add(charge(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("cannot read {}", dir.display()))(e)),
+        }
+    }
+    let part = dir.join(PART);
+    let entries = match fs::read_dir(&part) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(total),
+        Err(e) => return Err(io_err(format!("cannot list {}", part.display()))(e)),
+    };
+    for e in entries {
+        let e = e.map_err(io_err(format!("cannot list {}", part.display())))?;
+        if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
+            total = total.saturating_add(charge(w.len));
+        }
+    }
+    Ok(total)
 }
 
 /// Names in a directory that are valid components (others are ignored).
@@ -908,7 +1135,76 @@ mod tests {
         assert_eq!(s.node_usage("pi").unwrap(), 0);
         let id = s.create(&index(None)).unwrap();
         s.write(&id, 0, 3, &mut &b"abc"[..], None).unwrap();
-        assert_eq!(s.node_usage("pi").unwrap(), 3);
+        let ix = index(None).len() as u64;
+        assert_eq!(s.node_usage("pi").unwrap(), charge(ix) + charge(3));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn changes_follow_the_files_exactly() {
+        let root = tmpdir("charges");
+        let s = Store::open(&root).unwrap().with_max_pending(2);
+        let usage = || s.node_usage("pi").unwrap();
+        let mut used = 0u64;
+        let mut apply = |c: Change| {
+            used = used + c.added - c.freed;
+            used
+        };
+        let (id, c) = s.create_charged(&index(None)).unwrap();
+        assert_eq!(apply(c), usage());
+        // Created again while pending: the index is replaced, not added.
+        let (_, c) = s.create_charged(&index(None)).unwrap();
+        assert_eq!(
+            (c.added, c.freed),
+            (c.freed, charge(index(None).len() as u64))
+        );
+        assert_eq!(apply(c), usage());
+        let (_, c) = s.write_charged(&id, 0, 4, &mut &b"abcd"[..], None).unwrap();
+        assert_eq!((c.added, c.freed), (charge(4), 0));
+        assert_eq!(apply(c), usage());
+        // Sent again, same bytes or other: charged the difference, nothing.
+        for body in [&b"abcd"[..], b"wxyz"] {
+            let (_, c) = s.write_charged(&id, 0, 4, &mut &body[..], None).unwrap();
+            assert_eq!((c.added, c.freed), (charge(4), charge(4)), "a retry");
+            assert_eq!(apply(c), usage());
+        }
+        assert_eq!(s.held(&id, 0, 4), charge(4));
+        assert_eq!(s.held(&id, 0, 3), 0);
+        let (_, c) = s.write_charged(&id, 4, 2, &mut &b"ef"[..], None).unwrap();
+        assert_eq!(apply(c), usage());
+        // Windows may not start far past the end of what was written.
+        let far = DEFAULT_MAX_WINDOW * MAX_AHEAD_WINDOWS + 7;
+        assert!(matches!(
+            s.write(&id, far, 1, &mut &b"x"[..], None),
+            Err(Error::Range(_))
+        ));
+        let c = s.commit_charged(&id, &index(Some(6))).unwrap();
+        assert_eq!(apply(c), usage());
+        assert_eq!(
+            s.commit_charged(&id, &index(Some(6))).unwrap(),
+            Change::default()
+        );
+        // Committed: immutable, even for a window that was already there.
+        assert!(matches!(
+            s.write(&id, 0, 4, &mut &b"wxyz"[..], None),
+            Err(Error::Conflict(_))
+        ));
+        s.forget(&id).unwrap();
+        used -= s.trim(&id, 4).unwrap();
+        assert_eq!(used, usage());
+        used -= s.delete(&id).unwrap();
+        assert_eq!((used, usage()), (0, 0));
+        // Pending blobs are capped per node; re-creating one that is pending is not new.
+        for t in ["t2", "t3"] {
+            let ix = String::from_utf8(index(None)).unwrap().replace("t1", t);
+            s.create(ix.as_bytes()).unwrap();
+        }
+        let ix = String::from_utf8(index(None)).unwrap().replace("t1", "t4");
+        assert!(matches!(s.create(ix.as_bytes()), Err(Error::Quota(_))));
+        let ix = String::from_utf8(index(None)).unwrap().replace("t1", "t3");
+        s.create(ix.as_bytes()).unwrap();
+        let big = vec![b' '; INDEX_CAP as usize + 1];
+        assert!(matches!(s.create(&big), Err(Error::TooLarge(_))));
         fs::remove_dir_all(root).unwrap();
     }
 
