@@ -35,6 +35,25 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             .map_err(|e| crate::Error::Usage(format!("--scrub-rate: {e}")))?,
         None => crate::scrub::DEFAULT_RATE,
     };
+    let count = |flag: &str, v: Option<String>, default: u32| match v {
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| crate::Error::Usage(format!("{flag} {v:?}: expected a whole number"))),
+        None => Ok(default),
+    };
+    let rate = auth::RateLimit {
+        per_sec: count(
+            "--rate-limit",
+            s.get(c.rate_limit, "CHUTE_RATE_LIMIT"),
+            auth::DEFAULT_RATE,
+        )?,
+        burst: count(
+            "--rate-burst",
+            s.get(c.rate_burst, "CHUTE_RATE_BURST"),
+            auth::DEFAULT_BURST,
+        )?,
+    };
     let store = Store::open(&root)?;
     let threads = c
         .threads
@@ -106,6 +125,7 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
                 every: scrub_every,
                 rate: scrub_rate,
             }),
+            rate,
         },
     )
 }
