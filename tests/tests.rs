@@ -6,6 +6,7 @@ mod util;
 
 mod ceiling;
 mod consistency;
+mod hostile_auth;
 mod incremental;
 mod maintenance;
 mod roundtrip;

@@ -135,6 +135,11 @@ impl Env {
     /// Starts `chute serve` on a free loopback port (127.0.0.1 only): `--open`
     /// unless `extra` admits nodes (`--allow...`) or says `--closed`.
     pub fn serve(&self, store: &Path, extra: &[&str]) -> Server {
+        self.serve_env(store, extra, &[])
+    }
+
+    /// As [`Env::serve`], with environment variables for the server.
+    pub fn serve_env(&self, store: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
@@ -153,6 +158,7 @@ impl Env {
         args.retain(|a| a != "--closed");
         let mut child = self
             .cmd(&args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
