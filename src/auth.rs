@@ -62,13 +62,15 @@
 //!
 //! # Replay
 //! Each node's table remembers a 64-bit keyed hash of every nonce it accepted,
-//! with an expiry, at most [`MAX_NONCES`] entries (16 bytes each, about 2.2 MB with
+//! with an expiry, at most [`MAX_NONCES`] entries (16 bytes each, about 4.5 MB with
 //! the hash table's slack, per node). A request signed at `TIME` is refused as
 //! stale once the server's clock passes `TIME + MAX_SKEW`, and `TIME` is signed, so
 //! a replay of it can be accepted only until then: the nonce is kept exactly that
 //! long. Since `TIME >= receive time - MAX_SKEW`, that is never later than
-//! receive time + 2 x `MAX_SKEW`. At the default rate limit a node cannot fill its
-//! table: `--rate-limit` x 2 x `MAX_SKEW` + burst stays below [`MAX_NONCES`].
+//! receive time + 2 x `MAX_SKEW`. A node whose clock is in sync so holds at most
+//! `--rate-limit` x `MAX_SKEW` + burst entries: 151,000 at the defaults, below
+//! the cap. One whose clock runs ahead holds more, and at the cap is answered 429
+//! until its first entries expire; no other node is affected.
 //!
 //! The tables live in memory. So that a restart does not forget them, a server
 //! refuses every request signed before the second it started: a request captured
@@ -102,10 +104,13 @@ const LABEL: &str = "chute-auth-v2";
 /// How far a request's time may be from the server's clock, in seconds.
 pub const MAX_SKEW: i64 = 300;
 /// The most nonces one node's table (or the admin key's) remembers at once; past
-/// it that node is answered 429 until some expire.
-pub const MAX_NONCES: usize = 100_000;
-/// Requests a second a node may make, sustained, by default.
-pub const DEFAULT_RATE: u32 = 100;
+/// it that node is answered 429 until some expire. 7/8 of 2^18: the most a table
+/// of 2^18 slots holds before it grows (about 4.5 MB).
+pub const MAX_NONCES: usize = 229_376;
+/// Requests a second a node may make, sustained, by default: an honest 64 MiB
+/// sink, restore and `verify --read-data` on loopback peaks at about 120 in a
+/// second, and a restore at full loopback speed makes about 190 a second.
+pub const DEFAULT_RATE: u32 = 500;
 /// Requests a node may make at once by default (the token bucket's depth).
 pub const DEFAULT_BURST: u32 = 1000;
 

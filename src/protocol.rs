@@ -24,8 +24,14 @@
 //! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
 //!
 //! Every DELETE passes one gate, `may_delete`: an `--append-only` server refuses them
-//! (`403`) unless the request, signed by its node, also carries `X-Chute-Admin`, the
-//! proof of the key given with `--admin-key-file` (see [`crate::auth`]).
+//! (`403`) unless the request also carries `X-Chute-Admin`, the proof of the key
+//! given with `--admin-key-file`, with a fresh, unused time and nonce (see
+//! [`crate::auth`]).
+//!
+//! Requests are signed (see [`crate::auth`]); the signature covers the method, the
+//! target, the body's SHA-256 and every header above that the server acts on
+//! (`Content-Range`, `Range`, `If-None-Match`). `401` is a request that does not
+//! authenticate; `429` with `Retry-After: SECONDS` a node past its request rate.
 //!
 //! A PUT may carry `X-Chute-SHA256: <hex>`: the server hashes the body as it arrives
 //! and keeps nothing if they differ (`400`). Windows are written to a temporary file,
@@ -36,7 +42,8 @@
 //! characters, NUL, bad headers, digest mismatch, a body that ends early), `404`
 //! unknown, `405` wrong method (with `Allow`), `409` conflict, `411` no
 //! `Content-Length` on a PUT, `413` body too large, `416` a range not written or
-//! overlapping windows, `507` store full.
+//! overlapping windows, `429` too many requests (with `Retry-After`), `507` store
+//! full.
 
 use crate::blob::{BlobId, valid_component};
 

@@ -180,7 +180,7 @@ pub struct ServeCmd {
     #[argh(option)]
     pub scrub_rate: Option<String>,
     /// requests a second each node may make, sustained; past it 429 with
-    /// Retry-After; 0 for no limit (CHUTE_RATE_LIMIT; default 100)
+    /// Retry-After; 0 for no limit (CHUTE_RATE_LIMIT; default 500)
     #[argh(option)]
     pub rate_limit: Option<String>,
     /// requests each node may make at once before --rate-limit applies
