@@ -122,7 +122,7 @@ fn unix_now() -> Duration {
 }
 
 /// 401, or 429 with `Retry-After` for a node over its rate.
-fn unauthorized(r: Refusal) -> Fail {
+fn refused(r: Refusal) -> Fail {
     match r.retry_after() {
         Some(s) => Fail(429, r.to_string(), Some(("Retry-After", s.to_string()))),
         None => Fail(401, r.to_string(), None),
@@ -134,7 +134,7 @@ fn authenticate(req: &Request, state: &State, now: Duration) -> Result<Caller, F
         return if state.open {
             Ok(Caller::Anyone)
         } else {
-            Err(unauthorized(Refusal::Unsigned))
+            Err(refused(Refusal::Unsigned))
         };
     };
     let get = |name: &'static str| header(req, name).ok_or(Refusal::Malformed(name));
@@ -148,14 +148,14 @@ fn authenticate(req: &Request, state: &State, now: Duration) -> Result<Caller, F
             covered: auth::COVERED.map(|name| header(req, name).unwrap_or("")),
         })
     })()
-    .map_err(unauthorized)?;
+    .map_err(refused)?;
     let method = req.method().as_str().to_string();
     match state.verifier.check(&method, req.url(), &signed, now) {
         Ok(n) => Ok(Caller::Node(n)),
         // An open server serves nodes it does not know as anyone.
         Err(Refusal::UnknownNode(_)) if state.open => Ok(Caller::Anyone),
         // An open server still refuses a signature that does not verify.
-        Err(e) => Err(unauthorized(e)),
+        Err(e) => Err(refused(e)),
     }
 }
 
@@ -200,7 +200,7 @@ fn may_delete(req: &Request, state: &State, caller: &Caller, now: Duration) -> R
         state
             .verifier
             .check_admin(time, nonce, now)
-            .map_err(unauthorized)?;
+            .map_err(refused)?;
     }
     Ok(())
 }
