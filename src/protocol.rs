@@ -24,8 +24,14 @@
 //! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
 //!
 //! Every DELETE passes one gate, `may_delete`: an `--append-only` server refuses them
-//! (`403`) unless the request, signed by its node, also carries `X-Chute-Admin`, the
-//! proof of the key given with `--admin-key-file` (see [`crate::auth`]).
+//! (`403`) unless the request also carries `X-Chute-Admin`, the proof of the key
+//! given with `--admin-key-file`, with a fresh, unused time and nonce (see
+//! [`crate::auth`]).
+//!
+//! Requests are signed (see [`crate::auth`]); the signature covers the method, the
+//! target, the body's SHA-256 and every header above that the server acts on
+//! (`Content-Range`, `Range`, `If-None-Match`). `401` is a request that does not
+//! authenticate; `429` with `Retry-After: SECONDS` a node past its request rate.
 //!
 //! A PUT may carry `X-Chute-SHA256: <hex>`: the server hashes the body as it arrives
 //! and keeps nothing if they differ (`400`). Windows are written to a temporary file,
@@ -37,7 +43,8 @@
 //! unknown, `405` wrong method (with `Allow`), `409` conflict, `411` no
 //! `Content-Length` on a PUT, `413` body too large (an index over 8 KiB, a window
 //! over `--max-window`), `416` a range not written, overlapping windows or a window
-//! starting more than 64 largest windows past the end of part 0, `507` store full,
+//! starting more than 64 largest windows past the end of part 0, `429` too many
+//! requests (with `Retry-After`), `507` store full,
 //! node quota full, or the node has 64 pending (uncommitted) blobs already.
 //! A window PUT to a blob committed or forgotten while its body was arriving is
 //! `409` and kept nowhere: a committed blob never changes.

@@ -62,6 +62,8 @@ pub struct Config {
     pub max_per_address: usize,
     /// The background scrub, if any.
     pub scrub: Option<crate::scrub::Background>,
+    /// Each admitted node's request rate.
+    pub rate: auth::RateLimit,
 }
 
 /// Everything a handler may consult.
@@ -91,7 +93,9 @@ impl State {
         }
         Ok(State {
             store,
-            verifier: Verifier::new(cfg.allow.clone()),
+            // Requests signed before now may have been answered by an earlier run,
+            // whose nonces are gone: refused (see auth's docs on replay).
+            verifier: Verifier::new(cfg.allow.clone(), unix_now().as_secs() as i64, cfg.rate),
             open: cfg.open,
             append_only: cfg.append_only,
             admin: cfg.admin,
@@ -171,13 +175,26 @@ enum Caller {
     Anyone,
 }
 
-fn authenticate(req: &Request, state: &State) -> Result<Caller, Fail> {
-    let unauthorized = |r: Refusal| Fail(401, r.to_string(), None);
+fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// 401, or 429 with `Retry-After` for a node over its rate.
+fn refused(r: Refusal) -> Fail {
+    match r.retry_after() {
+        Some(s) => Fail(429, r.to_string(), Some(("Retry-After", s.to_string()))),
+        None => Fail(401, r.to_string(), None),
+    }
+}
+
+fn authenticate(req: &Request, state: &State, now: Duration) -> Result<Caller, Fail> {
     let Some(node) = header(req, auth::NODE) else {
         return if state.open {
             Ok(Caller::Anyone)
         } else {
-            Err(unauthorized(Refusal::Unsigned))
+            Err(refused(Refusal::Unsigned))
         };
     };
     let get = |name: &'static str| header(req, name).ok_or(Refusal::Malformed(name));
@@ -188,20 +205,17 @@ fn authenticate(req: &Request, state: &State) -> Result<Caller, Fail> {
             nonce: get(auth::NONCE)?,
             body: get(auth::BODY)?,
             signature: get(auth::SIGNATURE)?,
+            covered: auth::COVERED.map(|name| header(req, name).unwrap_or("")),
         })
     })()
-    .map_err(unauthorized)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
+    .map_err(refused)?;
     let method = req.method().as_str().to_string();
     match state.verifier.check(&method, req.url(), &signed, now) {
         Ok(n) => Ok(Caller::Node(n)),
         // An open server serves nodes it does not know as anyone.
         Err(Refusal::UnknownNode(_)) if state.open => Ok(Caller::Anyone),
         // An open server still refuses a signature that does not verify.
-        Err(e) => Err(unauthorized(e)),
+        Err(e) => Err(refused(e)),
     }
 }
 
@@ -218,30 +232,37 @@ fn authorize(caller: &Caller, node: &str) -> Result<(), Fail> {
 }
 
 /// Deletes (forget, prune) on an append-only server need the admin key's proof,
-/// bound to this (already authenticated) request's time and nonce.
-fn may_delete(req: &Request, state: &State) -> Result<(), Fail> {
+/// bound to this request's time and nonce.
+fn may_delete(req: &Request, state: &State, caller: &Caller, now: Duration) -> Result<(), Fail> {
     if !state.append_only {
         return Ok(());
     }
+    let time = header(req, auth::TIME).unwrap_or("");
+    let nonce = header(req, auth::NONCE).unwrap_or("");
     let proven = match (&state.admin, header(req, auth::ADMIN)) {
         (Some(key), Some(proof)) => {
-            let time = header(req, auth::TIME).unwrap_or("");
-            let nonce = header(req, auth::NONCE).unwrap_or("");
-            // Without a node signature there is no fresh time and nonce to bind to.
-            header(req, auth::SIGNATURE).is_some()
-                && auth::admin_ok(key, req.method().as_str(), req.url(), time, nonce, proof)
+            auth::admin_ok(key, req.method().as_str(), req.url(), time, nonce, proof)
         }
         _ => false,
     };
-    if proven {
-        return Ok(());
+    if !proven {
+        return Err(Fail(
+            403,
+            "this server is append-only: deleting needs its admin key (chute forget/prune --admin-key-file)"
+                .into(),
+            None,
+        ));
     }
-    Err(Fail(
-        403,
-        "this server is append-only: deleting needs its admin key (chute forget/prune --admin-key-file)"
-            .into(),
-        None,
-    ))
+    // A node's signature had its time and nonce checked already. Without one (an
+    // anonymous caller on an --open server) the proof alone binds them: check them
+    // here, or a recorded delete could be replayed forever.
+    if *caller == Caller::Anyone {
+        state
+            .verifier
+            .check_admin(time, nonce, now)
+            .map_err(refused)?;
+    }
+    Ok(())
 }
 
 /// What a handler answers.
@@ -263,8 +284,9 @@ fn created() -> Reply {
     }
 }
 
-/// An error with its status, mapped in one place.
-struct Fail(u16, String, Option<&'static str>);
+/// An error with its status, mapped in one place, and a header to send with it
+/// (`Allow` for a 405, `Retry-After` for a 429).
+struct Fail(u16, String, Option<(&'static str, String)>);
 
 impl From<store::Error> for Fail {
     fn from(e: store::Error) -> Fail {
@@ -402,7 +424,8 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         RouteError::NotFound => Fail(404, format!("no such resource {}", req.url()), None),
         RouteError::Bad(m) => bad(m),
     })?;
-    let caller = authenticate(req, state)?;
+    let now = unix_now();
+    let caller = authenticate(req, state, now)?;
     match &route {
         Route::Root => {}
         Route::Node { node, .. } => authorize(&caller, node)?,
@@ -411,8 +434,13 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         Route::Window { id, .. } | Route::WindowHash { id, .. } => authorize(&caller, &id.node)?,
     }
     let method = req.method().clone();
-    let wrong =
-        |allow: &'static str| Fail(405, format!("{method} is not allowed here"), Some(allow));
+    let wrong = |allow: &str| {
+        Fail(
+            405,
+            format!("{method} is not allowed here"),
+            Some(("Allow", allow.to_string())),
+        )
+    };
     match route {
         Route::Root => match method {
             Method::Post => {
@@ -455,7 +483,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         },
         Route::Blob(id) => match method {
             Method::Delete => {
-                may_delete(req, state)?;
+                may_delete(req, state, &caller, now)?;
                 let freed = store.delete(&id)?;
                 state.release(&id.node, freed);
                 Ok(Reply::Json(200, "true".into()))
@@ -489,7 +517,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 Ok(created())
             }
             Method::Delete => {
-                may_delete(req, state)?;
+                may_delete(req, state, &caller, now)?;
                 store.forget(&id)?;
                 Ok(Reply::Json(200, "true".into()))
             }
@@ -566,7 +594,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
             match method {
                 Method::Put => put_window(req, state, &id, offset, Some(size)),
                 Method::Delete => {
-                    may_delete(req, state)?;
+                    may_delete(req, state, &caller, now)?;
                     let freed = store.trim(&id, offset)?;
                     state.release(&id.node, freed);
                     Ok(Reply::Json(200, "true".into()))
@@ -646,7 +674,7 @@ fn respond(req: Request, reply: Result<Reply, Fail>, started: Instant) {
             }
             (status, len, req.respond(r))
         }
-        Err(Fail(status, msg, allow)) => {
+        Err(Fail(status, msg, extra)) => {
             why = format!(" ({msg})");
             #[derive(miniserde::Serialize)]
             struct E {
@@ -657,8 +685,8 @@ fn respond(req: Request, reply: Result<Reply, Fail>, started: Instant) {
             let mut r = Response::from_string(body)
                 .with_status_code(status)
                 .with_header(json);
-            if let Some(a) = allow {
-                r.add_header(h("Allow", a));
+            if let Some((name, value)) = extra {
+                r.add_header(h(name, &value));
             }
             (status, len, req.respond(r))
         }

@@ -8,6 +8,7 @@ mod ceiling;
 mod consistency;
 mod hostile_conn;
 mod hostile_store;
+mod hostile_auth;
 mod incremental;
 mod maintenance;
 mod roundtrip;

@@ -187,6 +187,14 @@ pub struct ServeCmd {
     /// (CHUTE_SCRUB_RATE; default 10M)
     #[argh(option)]
     pub scrub_rate: Option<String>,
+    /// requests a second each node may make, sustained; past it 429 with
+    /// Retry-After; 0 for no limit (CHUTE_RATE_LIMIT; default 500)
+    #[argh(option)]
+    pub rate_limit: Option<String>,
+    /// requests each node may make at once before --rate-limit applies
+    /// (CHUTE_RATE_BURST; default 1000)
+    #[argh(option)]
+    pub rate_burst: Option<String>,
 }
 
 /// Key utilities.

@@ -59,6 +59,25 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
         "max-per-address",
         crate::server::DEFAULT_MAX_PER_ADDRESS,
     )?;
+    let count = |flag: &str, v: Option<String>, default: u32| match v {
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| crate::Error::Usage(format!("{flag} {v:?}: expected a whole number"))),
+        None => Ok(default),
+    };
+    let rate = auth::RateLimit {
+        per_sec: count(
+            "--rate-limit",
+            s.get(c.rate_limit, "CHUTE_RATE_LIMIT"),
+            auth::DEFAULT_RATE,
+        )?,
+        burst: count(
+            "--rate-burst",
+            s.get(c.rate_burst, "CHUTE_RATE_BURST"),
+            auth::DEFAULT_BURST,
+        )?,
+    };
     let store = Store::open(&root)?;
     let threads = c
         .threads
@@ -132,6 +151,7 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
                 every: scrub_every,
                 rate: scrub_rate,
             }),
+            rate,
         },
     )
 }

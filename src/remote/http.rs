@@ -134,7 +134,7 @@ impl HttpRemote {
             }
             match &self.signer {
                 Some(s) => {
-                    for (k, v) in s.headers(method, &target, &digest) {
+                    for (k, v) in s.headers(method, &target, headers, &digest) {
                         b = b.header(k, v);
                     }
                 }
