@@ -2,20 +2,47 @@
 //!
 //! One keep-alive agent is shared by all sink and restore threads. Every window is
 //! sent with `X-Chute-SHA256`, so the peer keeps it only if it arrived intact.
-//! Transport failures and 5xx answers are [`ErrorKind::Unavailable`] and retried with
-//! backoff by the callers that can safely repeat (every request here is idempotent:
-//! a window rewrite replaces the same bytes; a commit of the same index is a no-op).
+//! Transport failures, 5xx and 429 answers are [`ErrorKind::Unavailable`] and retried
+//! with backoff (a 429 after its `Retry-After`) by the callers that can safely repeat
+//! (every request here is idempotent: a window rewrite replaces the same bytes; a
+//! commit of the same index is a no-op).
+//!
+//! The peer is not trusted with our memory or our requests: every answer is read
+//! under a cap of its own (a hash 128 bytes, a created blob's URI 1 KiB, an error
+//! 4 KiB, an index [`store::MAX_INDEX`], a list [`MAX_LISTED`] entries of at most
+//! 1 KiB each, read as a stream and checked entry by entry: a list costs its
+//! compact [`BlobId`]s, never the document). Redirects are not followed: a 3xx is a
+//! refusal, so a signed request never goes to a host the peer names.
 
+use super::answer::{self, Array, Value};
 use super::{Error, ErrorKind, Remote, Result, retry};
 use crate::auth::{self, Signer};
-use crate::blob::BlobId;
+use crate::blob::{BlobId, BlobState, Uncommitted};
 use crate::format::Index;
+use crate::store;
+use std::io::BufReader;
 use std::time::Duration;
 use ureq::Agent;
 
 use crate::protocol::PREFIX;
-/// Longest JSON answer read (indexes, lists, hashes).
-const MAX_JSON: u64 = 64 << 20;
+
+/// Most entries a list answer may hold (snapshots of a node, or its uncommitted
+/// blobs): a daily snapshot for 130 years, an hourly one for 5, and each entry
+/// listed is an index `chute list` then fetches. The cap bounds what a lying peer
+/// costs: a kept [`BlobId`] is 96 bytes and four names (the peer picks two, up to
+/// 128 bytes each), under 500 bytes, so a full list stays below 25 MB.
+pub const MAX_LISTED: usize = 50_000;
+/// Most bytes of a list answer: [`MAX_LISTED`] entries of up to 1 KiB each (an
+/// entry is ~600 bytes at most). Streamed, so this bounds time, not memory.
+const MAX_LIST_BYTES: u64 = MAX_LISTED as u64 * 1024;
+/// A window hash answer: a JSON string of 64 hex digits, with room for whitespace.
+const MAX_HASH_ANSWER: u64 = 128;
+/// A create answer: the JSON string `"/chute/blob/URI/"`, ~530 bytes at most.
+const MAX_CREATE_ANSWER: u64 = 1 << 10;
+/// The part of an error body shown; the rest is never read.
+const MAX_ERROR_BODY: u64 = 4 << 10;
+/// The longest a 429's `Retry-After` is obeyed; longer waits are cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// A peer's store, e.g. `http://peer:2002`.
 pub struct HttpRemote {
@@ -44,6 +71,9 @@ impl HttpRemote {
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .timeout_recv_body(Some(Duration::from_secs(120)))
             .max_idle_connections_per_host(16)
+            // A 3xx comes back as an answer (a refusal, see `check`): following it
+            // would send the signed request, body and all, wherever the peer says.
+            .max_redirects(0)
             .build()
             .into();
         Ok(HttpRemote {
@@ -60,33 +90,58 @@ impl HttpRemote {
         resp: ureq::http::Response<ureq::Body>,
     ) -> Result<ureq::http::Response<ureq::Body>> {
         let status = resp.status().as_u16();
-        if (200..300).contains(&status) || status == 304 {
+        if (200..300).contains(&status) {
             return Ok(resp);
         }
+        if (300..400).contains(&status) {
+            let to = resp
+                .headers()
+                .get("Location")
+                .map(|l| one_line(&String::from_utf8_lossy(l.as_bytes())))
+                .unwrap_or_default();
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{what}: {} answered {status} (a redirect to \"{to}\"): redirects are not followed",
+                    self.base
+                ),
+            ));
+        }
+        let wait = (status == 429).then(|| retry_after(&resp));
         let mut resp = resp;
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 10)
-            .read_to_string()
-            .unwrap_or_default();
+        // The first few KiB say what went wrong; the rest is not read.
+        let body = answer::read_capped(
+            std::io::Read::take(resp.body_mut().as_reader(), MAX_ERROR_BODY),
+            MAX_ERROR_BODY,
+        )
+        .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
         #[derive(miniserde::Deserialize)]
         struct E {
             error: String,
         }
-        let msg = miniserde::json::from_str::<E>(&body).map_or(body, |e| e.error);
+        let msg =
+            miniserde::json::from_str::<E>(&body).map_or_else(|_| body.to_string(), |e| e.error);
         let kind = match status {
             404 | 416 => ErrorKind::NotFound,
             // 403 is a refusal (another node's space, append-only), not a missing key.
             401 => ErrorKind::Auth,
             507 => ErrorKind::Full,
+            // Rate-limited: wait as told (capped), then try again.
+            429 => ErrorKind::Unavailable,
             s if s >= 500 => ErrorKind::Unavailable,
             _ => ErrorKind::Refused,
         };
-        Err(Error::new(
+        let mut e = Error::new(
             kind,
-            format!("{what}: {} answered {status}: {msg}", self.base),
-        ))
+            format!(
+                "{what}: {} answered {status}: {}",
+                self.base,
+                one_line(&msg)
+            ),
+        );
+        e.retry_after = wait;
+        Err(e)
     }
 
     fn transport(&self, what: &str) -> impl FnOnce(ureq::Error) -> Error {
@@ -94,24 +149,115 @@ impl HttpRemote {
         move |e| Error::new(ErrorKind::Unavailable, format!("{msg}: {e}"))
     }
 
+    /// A failure reading an answer, naming the peer.
+    fn answer_error(&self, what: &str) -> impl Fn(answer::Error) -> Error {
+        let head = format!("{what}: {}", self.base);
+        move |e| {
+            let kind = match e {
+                answer::Error::Io(_) => ErrorKind::Unavailable,
+                _ => ErrorKind::Refused,
+            };
+            Error::new(kind, format!("{head} {e}"))
+        }
+    }
+
+    /// A small body, whole, refused past `cap` bytes.
+    fn body(
+        &self,
+        what: &str,
+        resp: &mut ureq::http::Response<ureq::Body>,
+        cap: u64,
+    ) -> Result<Vec<u8>> {
+        answer::read_capped(resp.body_mut().as_reader(), cap).map_err(self.answer_error(what))
+    }
+
+    /// A small JSON answer of at most `cap` bytes.
     fn json<T: miniserde::Deserialize>(
         &self,
         what: &str,
         resp: ureq::http::Response<ureq::Body>,
+        cap: u64,
     ) -> Result<T> {
         let mut resp = resp;
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_JSON)
-            .read_to_string()
-            .map_err(self.transport(what))?;
-        miniserde::json::from_str(&text).map_err(|_| {
-            Error::new(
+        let bytes = self.body(what, &mut resp, cap)?;
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| miniserde::json::from_str(text).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: {} sent malformed JSON", self.base),
+                )
+            })
+    }
+
+    /// Reads a list answer entry by entry (at most [`MAX_LISTED`], as a stream
+    /// under [`MAX_LIST_BYTES`]): `entry` checks each as it arrives and makes it
+    /// what is kept; then a list that names a blob twice (`id` of an entry) is
+    /// refused.
+    fn entries<T>(
+        &self,
+        what: &str,
+        resp: ureq::http::Response<ureq::Body>,
+        mut entry: impl FnMut(Value) -> Result<T>,
+        id: impl Fn(&T) -> &BlobId,
+    ) -> Result<Vec<T>> {
+        let mut resp = resp;
+        let reader = answer::Capped::new(resp.body_mut().as_reader(), MAX_LIST_BYTES);
+        let mut list = Array::new(BufReader::with_capacity(16 << 10, reader));
+        let mut out = Vec::new();
+        while let Some(v) = list.next_value().map_err(self.answer_error(what))? {
+            if out.len() == MAX_LISTED {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: {} sent more than {MAX_LISTED} entries", self.base),
+                ));
+            }
+            out.push(entry(v)?);
+        }
+        // Sorting references finds duplicates without a second copy of the names.
+        let mut sorted: Vec<&BlobId> = out.iter().map(id).collect();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::new(
                 ErrorKind::Refused,
-                format!("{what}: {} sent malformed JSON", self.base),
-            )
-        })
+                format!("{what}: {} listed {} twice", self.base, w[0].path()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A listed URI `/chute/blob/URI/<suffix>` of a blob of `domain`/`node`.
+    fn listed_blob(
+        &self,
+        what: &str,
+        uri: &str,
+        suffix: &str,
+        domain: &str,
+        node: &str,
+    ) -> Result<BlobId> {
+        let id = uri
+            .strip_prefix(PREFIX)
+            .and_then(|p| p.strip_suffix(suffix))
+            .filter(|p| !p.ends_with('/'))
+            .and_then(|p| BlobId::parse(p).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: {} sent a bad entry {:?}", self.base, one_line(uri)),
+                )
+            })?;
+        if id.domain != domain || id.node != node {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{what}: {} listed {}, a blob of another node",
+                    self.base,
+                    id.path()
+                ),
+            ));
+        }
+        Ok(id)
     }
 
     /// One request, signed if we have a signer, retried while the remote is
@@ -155,12 +301,7 @@ impl HttpRemote {
     fn fetch_index(&self, id: &BlobId, name: &str) -> Result<Index> {
         let what = format!("{name} of {}", id.path());
         let mut resp = self.get(&what, &format!("{}/{name}", id.path()))?;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(crate::store::MAX_INDEX)
-            .read_to_vec()
-            .map_err(self.transport(&what))?;
+        let bytes = self.body(&what, &mut resp, store::MAX_INDEX)?;
         super::parse_index(&bytes, id)
     }
 
@@ -169,10 +310,26 @@ impl HttpRemote {
     }
 }
 
-fn blob_from_uri(uri: &str) -> Option<BlobId> {
-    let p = uri.strip_prefix(PREFIX)?;
-    let p = p.strip_suffix("index.json").unwrap_or(p);
-    BlobId::parse(p).ok()
+/// A peer's text fit for one line of our output: at most 200 characters, control
+/// characters (newlines, terminal escapes) shown escaped.
+fn one_line(s: &str) -> String {
+    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
+    if s.chars().nth(200).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// A 429's `Retry-After` in seconds (an HTTP date or garbage counts as 1 s),
+/// at most [`MAX_RETRY_AFTER`].
+fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Duration {
+    resp.headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), |s| {
+            Duration::from_secs(s).min(MAX_RETRY_AFTER)
+        })
 }
 
 impl Remote for HttpRemote {
@@ -184,13 +341,22 @@ impl Remote for HttpRemote {
         let what = "create blob";
         let json = [("Content-Type", "application/json")];
         let resp = self.send(what, "POST", "", &json, index.to_json().as_bytes())?;
-        let uri: String = self.json(what, resp)?;
-        blob_from_uri(&uri).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Refused,
-                format!("{what}: unexpected answer {uri:?}"),
-            )
-        })
+        let uri: String = self.json(what, resp, MAX_CREATE_ANSWER)?;
+        // The blob is placed by the index's names: any other is a lie.
+        uri.strip_prefix(PREFIX)
+            .and_then(|p| p.strip_suffix('/'))
+            .filter(|p| *p == index.blob_path())
+            .and_then(|p| BlobId::parse(p).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "{what}: {} answered an unexpected URI {:?}",
+                        self.base,
+                        one_line(&uri)
+                    ),
+                )
+            })
     }
 
     fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]> {
@@ -208,11 +374,15 @@ impl Remote for HttpRemote {
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let hex: String = self.json(&what, resp)?;
+        let hex: String = self.json(&what, resp, MAX_HASH_ANSWER)?;
         crate::hex::decode32(&hex).map(Some).ok_or_else(|| {
             Error::new(
                 ErrorKind::Refused,
-                format!("{what}: not a SHA-256: {hex:?}"),
+                format!(
+                    "{what}: {} sent a bad SHA-256 {:?}",
+                    self.base,
+                    one_line(&hex)
+                ),
             )
         })
     }
@@ -270,14 +440,16 @@ impl Remote for HttpRemote {
     fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
         let what = format!("list snapshots of {domain}/{node}");
         let resp = self.get(&what, &format!("{domain}/{node}/"))?;
-        let uris: Vec<String> = self.json(&what, resp)?;
-        uris.iter()
-            .map(|u| {
-                blob_from_uri(u).ok_or_else(|| {
-                    Error::new(ErrorKind::Refused, format!("{what}: bad entry {u:?}"))
-                })
-            })
-            .collect()
+        let entry = |v| {
+            let Value::Str(uri) = v else {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: {} sent an entry that is not a string", self.base),
+                ));
+            };
+            self.listed_blob(&what, &uri, "/index.json", domain, node)
+        };
+        self.entries(&what, resp, entry, |id| id)
     }
 
     fn delete(&self, id: &BlobId) -> Result<()> {
@@ -304,21 +476,50 @@ impl Remote for HttpRemote {
         Ok(())
     }
 
-    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<crate::blob::Uncommitted>> {
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
         let what = format!("list uncommitted blobs of {domain}/{node}");
         let resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
-        let list: Vec<crate::protocol::ListedBlob> = self.json(&what, resp)?;
-        list.into_iter()
-            .map(|b| {
-                let bad =
-                    || Error::new(ErrorKind::Refused, format!("{what}: bad entry {:?}", b.uri));
-                Ok(crate::blob::Uncommitted {
-                    id: blob_from_uri(&b.uri).ok_or_else(bad)?,
-                    state: crate::blob::BlobState::parse(&b.state).ok_or_else(bad)?,
-                    bytes: b.bytes,
-                    idle: b.idle,
-                })
+        let entry = |v| {
+            let bad = |why: &str| {
+                Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: {} sent a bad entry: {why}", self.base),
+                )
+            };
+            // The fields of a `protocol::ListedBlob`; others (a newer peer's) are skipped.
+            let Value::Object(fields) = v else {
+                return Err(bad("not an object"));
+            };
+            let (mut uri, mut state, mut bytes, mut idle) = (None, None, None, None);
+            for (k, v) in fields {
+                let slot = match (k.as_str(), v) {
+                    ("uri", Value::Str(s)) => uri.replace(s).is_some(),
+                    ("state", Value::Str(s)) => state.replace(s).is_some(),
+                    ("bytes", Value::Num(n)) => bytes.replace(n).is_some(),
+                    ("idle", Value::Num(n)) => idle.replace(n).is_some(),
+                    ("uri" | "state" | "bytes" | "idle", _) => {
+                        return Err(bad(&format!("{k} of the wrong type")));
+                    }
+                    _ => false,
+                };
+                if slot {
+                    return Err(bad(&format!("{k} twice")));
+                }
+            }
+            let (Some(uri), Some(state), Some(bytes), Some(idle)) = (uri, state, bytes, idle)
+            else {
+                return Err(bad("a field missing"));
+            };
+            let id = self.listed_blob(&what, &uri, "/", domain, node)?;
+            let state = BlobState::parse(&state)
+                .ok_or_else(|| bad(&format!("state {:?}", one_line(&state))))?;
+            Ok(Uncommitted {
+                id,
+                state,
+                bytes,
+                idle,
             })
-            .collect()
+        };
+        self.entries(&what, resp, entry, |u| &u.id)
     }
 }
