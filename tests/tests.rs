@@ -6,6 +6,7 @@ mod util;
 
 mod ceiling;
 mod consistency;
+mod hostile_peer;
 mod incremental;
 mod maintenance;
 mod roundtrip;
