@@ -107,7 +107,7 @@ impl HttpRemote {
                 ),
             ));
         }
-        let wait = (status == 429).then(|| retry_after(&resp));
+        let wait = matches!(status, 429 | 503).then(|| retry_after(&resp));
         let mut resp = resp;
         // The first few KiB say what went wrong; the rest is not read.
         let body = answer::read_capped(
@@ -127,7 +127,7 @@ impl HttpRemote {
             // 403 is a refusal (another node's space, append-only), not a missing key.
             401 => ErrorKind::Auth,
             507 => ErrorKind::Full,
-            // Rate-limited: wait as told (capped), then try again.
+            // Rate-limited: wait as told (capped, see `retry_after`), then try again.
             429 => ErrorKind::Unavailable,
             s if s >= 500 => ErrorKind::Unavailable,
             _ => ErrorKind::Refused,
@@ -198,12 +198,11 @@ impl HttpRemote {
     fn entries<T>(
         &self,
         what: &str,
-        resp: ureq::http::Response<ureq::Body>,
+        body: impl std::io::Read,
         mut entry: impl FnMut(Value) -> Result<T>,
         id: impl Fn(&T) -> &BlobId,
     ) -> Result<Vec<T>> {
-        let mut resp = resp;
-        let reader = answer::Capped::new(resp.body_mut().as_reader(), MAX_LIST_BYTES);
+        let reader = answer::Capped::new(body, MAX_LIST_BYTES);
         let mut list = Array::new(BufReader::with_capacity(16 << 10, reader));
         let mut out = Vec::new();
         while let Some(v) = list.next_value().map_err(self.answer_error(what))? {
@@ -225,6 +224,67 @@ impl HttpRemote {
             ));
         }
         Ok(out)
+    }
+
+    /// An entry of a snapshot list: `"/chute/blob/URI/index.json"`, a blob of
+    /// `domain`/`node`.
+    fn snapshot_entry(&self, what: &str, v: Value, domain: &str, node: &str) -> Result<BlobId> {
+        let Value::Str(uri) = v else {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!("{what}: {} sent an entry that is not a string", self.base),
+            ));
+        };
+        self.listed_blob(what, &uri, "/index.json", domain, node)
+    }
+
+    /// An entry of an `?uncommitted` list: a `protocol::ListedBlob` of a blob of
+    /// `domain`/`node`.
+    fn uncommitted_entry(
+        &self,
+        what: &str,
+        v: Value,
+        domain: &str,
+        node: &str,
+    ) -> Result<Uncommitted> {
+        let bad = |why: &str| {
+            Error::new(
+                ErrorKind::Refused,
+                format!("{what}: {} sent a bad entry: {why}", self.base),
+            )
+        };
+        // The fields of a `protocol::ListedBlob`; others (a newer peer's) are skipped.
+        let Value::Object(fields) = v else {
+            return Err(bad("not an object"));
+        };
+        let (mut uri, mut state, mut bytes, mut idle) = (None, None, None, None);
+        for (k, v) in fields {
+            let slot = match (k.as_str(), v) {
+                ("uri", Value::Str(s)) => uri.replace(s).is_some(),
+                ("state", Value::Str(s)) => state.replace(s).is_some(),
+                ("bytes", Value::Num(n)) => bytes.replace(n).is_some(),
+                ("idle", Value::Num(n)) => idle.replace(n).is_some(),
+                ("uri" | "state" | "bytes" | "idle", _) => {
+                    return Err(bad(&format!("{k} of the wrong type")));
+                }
+                _ => false,
+            };
+            if slot {
+                return Err(bad(&format!("{k} twice")));
+            }
+        }
+        let (Some(uri), Some(state), Some(bytes), Some(idle)) = (uri, state, bytes, idle) else {
+            return Err(bad("a field missing"));
+        };
+        let id = self.listed_blob(what, &uri, "/", domain, node)?;
+        let state = BlobState::parse(&state)
+            .ok_or_else(|| bad(&format!("state \"{}\"", one_line(&state))))?;
+        Ok(Uncommitted {
+            id,
+            state,
+            bytes,
+            idle,
+        })
     }
 
     /// A listed URI `/chute/blob/URI/<suffix>` of a blob of `domain`/`node`.
@@ -320,7 +380,7 @@ fn one_line(s: &str) -> String {
     out
 }
 
-/// A 429's `Retry-After` in seconds (an HTTP date or garbage counts as 1 s),
+/// A 429's (or 503's) `Retry-After` in seconds (an HTTP date or garbage counts as 1 s),
 /// at most [`MAX_RETRY_AFTER`].
 fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Duration {
     resp.headers()
@@ -409,12 +469,7 @@ impl Remote for HttpRemote {
                     format!("{what}: range not honoured"),
                 ));
             }
-            let body = r
-                .body_mut()
-                .with_config()
-                .limit(len + 1)
-                .read_to_vec()
-                .map_err(self.transport(&what))?;
+            let body = self.body(&what, &mut r, len)?;
             if body.len() as u64 != len {
                 return Err(Error::new(
                     ErrorKind::NotFound,
@@ -439,17 +494,9 @@ impl Remote for HttpRemote {
 
     fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
         let what = format!("list snapshots of {domain}/{node}");
-        let resp = self.get(&what, &format!("{domain}/{node}/"))?;
-        let entry = |v| {
-            let Value::Str(uri) = v else {
-                return Err(Error::new(
-                    ErrorKind::Refused,
-                    format!("{what}: {} sent an entry that is not a string", self.base),
-                ));
-            };
-            self.listed_blob(&what, &uri, "/index.json", domain, node)
-        };
-        self.entries(&what, resp, entry, |id| id)
+        let mut resp = self.get(&what, &format!("{domain}/{node}/"))?;
+        let entry = |v| self.snapshot_entry(&what, v, domain, node);
+        self.entries(&what, resp.body_mut().as_reader(), entry, |id| id)
     }
 
     fn delete(&self, id: &BlobId) -> Result<()> {
@@ -478,48 +525,132 @@ impl Remote for HttpRemote {
 
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
         let what = format!("list uncommitted blobs of {domain}/{node}");
-        let resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
-        let entry = |v| {
-            let bad = |why: &str| {
-                Error::new(
-                    ErrorKind::Refused,
-                    format!("{what}: {} sent a bad entry: {why}", self.base),
-                )
-            };
-            // The fields of a `protocol::ListedBlob`; others (a newer peer's) are skipped.
-            let Value::Object(fields) = v else {
-                return Err(bad("not an object"));
-            };
-            let (mut uri, mut state, mut bytes, mut idle) = (None, None, None, None);
-            for (k, v) in fields {
-                let slot = match (k.as_str(), v) {
-                    ("uri", Value::Str(s)) => uri.replace(s).is_some(),
-                    ("state", Value::Str(s)) => state.replace(s).is_some(),
-                    ("bytes", Value::Num(n)) => bytes.replace(n).is_some(),
-                    ("idle", Value::Num(n)) => idle.replace(n).is_some(),
-                    ("uri" | "state" | "bytes" | "idle", _) => {
-                        return Err(bad(&format!("{k} of the wrong type")));
-                    }
-                    _ => false,
-                };
-                if slot {
-                    return Err(bad(&format!("{k} twice")));
-                }
-            }
-            let (Some(uri), Some(state), Some(bytes), Some(idle)) = (uri, state, bytes, idle)
-            else {
-                return Err(bad("a field missing"));
-            };
-            let id = self.listed_blob(&what, &uri, "/", domain, node)?;
-            let state = BlobState::parse(&state)
-                .ok_or_else(|| bad(&format!("state {:?}", one_line(&state))))?;
-            Ok(Uncommitted {
-                id,
-                state,
-                bytes,
-                idle,
-            })
-        };
-        self.entries(&what, resp, entry, |u| &u.id)
+        let mut resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
+        let entry = |v| self.uncommitted_entry(&what, v, domain, node);
+        self.entries(&what, resp.body_mut().as_reader(), entry, |u| &u.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote never connected to: the tests feed its list parsing from memory.
+    fn peer() -> HttpRemote {
+        HttpRemote::new("http://127.0.0.1:9", None).unwrap()
+    }
+
+    fn snapshots(body: &str) -> Result<Vec<BlobId>> {
+        let r = peer();
+        let entry = |v| r.snapshot_entry("list", v, "d", "n");
+        r.entries("list", body.as_bytes(), entry, |id| id)
+    }
+
+    fn uncommitted(body: &str) -> Result<Vec<Uncommitted>> {
+        let r = peer();
+        let entry = |v| r.uncommitted_entry("list", v, "d", "n");
+        r.entries("list", body.as_bytes(), entry, |u| &u.id)
+    }
+
+    fn refused(r: Result<impl std::fmt::Debug>, want: &str) {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+        assert!(e.message.contains(want), "{e}");
+        assert!(e.message.contains("http://127.0.0.1:9"), "{e}");
+    }
+
+    #[test]
+    fn lists_keep_only_blobs_of_the_node_asked_for() {
+        let ok =
+            snapshots(r#"["/chute/blob/d/n/m/t1/index.json", "/chute/blob/d/n/m/t2/index.json"]"#);
+        let ids: Vec<String> = ok.unwrap().iter().map(BlobId::path).collect();
+        assert_eq!(ids, ["d/n/m/t1", "d/n/m/t2"]);
+        refused(
+            snapshots(r#"["/chute/blob/d/other/m/t/index.json"]"#),
+            "another node",
+        );
+        refused(
+            snapshots(r#"["/chute/blob/x/n/m/t/index.json"]"#),
+            "another node",
+        );
+        refused(snapshots(r#"["/chute/blob/d/n/m/t/"]"#), "bad entry");
+        refused(
+            snapshots(r#"["/chute/blob/d/n/m/t//index.json"]"#),
+            "bad entry",
+        );
+        refused(
+            snapshots(r#"["/chute/blob/d/n/../t/index.json"]"#),
+            "bad entry",
+        );
+        refused(snapshots(r#"[1]"#), "not a string");
+        refused(
+            snapshots(
+                r#"["/chute/blob/d/n/m/a/index.json","/chute/blob/d/n/m/b/index.json","/chute/blob/d/n/m/a/index.json"]"#,
+            ),
+            "listed d/n/m/a twice",
+        );
+        refused(
+            snapshots(r#"["/chute/blob/d/n/m/t/index.json""#),
+            "malformed JSON",
+        );
+    }
+
+    #[test]
+    fn lists_stop_at_the_entry_cap() {
+        let entries: Vec<String> = (0..=MAX_LISTED)
+            .map(|i| format!("\"/chute/blob/d/n/m/{i}/index.json\""))
+            .collect();
+        let body = format!("[{}]", entries.join(","));
+        refused(snapshots(&body), "more than 50000 entries");
+        let body = format!("[{}]", entries[..MAX_LISTED].join(","));
+        assert_eq!(snapshots(&body).unwrap().len(), MAX_LISTED);
+    }
+
+    #[test]
+    fn uncommitted_lists_are_read_field_by_field() {
+        let got = uncommitted(
+            r#"[{"uri":"/chute/blob/d/n/m/t/","state":"forgotten","bytes":5,"idle":7,"later":true}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [Uncommitted {
+                id: BlobId::new("d", "n", "m", "t").unwrap(),
+                state: BlobState::Forgotten,
+                bytes: 5,
+                idle: 7,
+            }]
+        );
+        let one = |fields: &str| uncommitted(&format!("[{{{fields}}}]"));
+        refused(
+            one(r#""uri":"/chute/blob/d/n/m/t/","state":"pending","bytes":5"#),
+            "missing",
+        );
+        refused(
+            one(r#""uri":"/chute/blob/d/n/m/t/","state":"gone","bytes":5,"idle":1"#),
+            "state",
+        );
+        refused(
+            one(r#""uri":"/chute/blob/d/n/m/t/","state":"pending","bytes":"5","idle":1"#),
+            "wrong type",
+        );
+        refused(
+            one(
+                r#""uri":"/chute/blob/d/n/m/t/","uri":"/chute/blob/d/n/m/u/","state":"pending","bytes":5,"idle":1"#,
+            ),
+            "twice",
+        );
+        refused(
+            one(r#""uri":"/chute/blob/e/n/m/t/","state":"pending","bytes":5,"idle":1"#),
+            "another node",
+        );
+        refused(uncommitted(r#"["/chute/blob/d/n/m/t/"]"#), "not an object");
+    }
+
+    #[test]
+    fn a_peer_s_text_stays_on_one_short_line() {
+        assert_eq!(one_line("a\nb\x1b[2J"), "a\\nb\\u{1b}[2J");
+        let long = "x".repeat(10_000);
+        assert_eq!(one_line(&long).len(), 203);
     }
 }
