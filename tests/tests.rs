@@ -6,9 +6,10 @@ mod util;
 
 mod ceiling;
 mod consistency;
-mod hostile_conn;
-mod hostile_store;
 mod hostile_auth;
+mod hostile_conn;
+mod hostile_peer;
+mod hostile_store;
 mod incremental;
 mod maintenance;
 mod roundtrip;

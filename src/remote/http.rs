@@ -2,20 +2,49 @@
 //!
 //! One keep-alive agent is shared by all sink and restore threads. Every window is
 //! sent with `X-Chute-SHA256`, so the peer keeps it only if it arrived intact.
-//! Transport failures and 5xx answers are [`ErrorKind::Unavailable`] and retried with
-//! backoff by the callers that can safely repeat (every request here is idempotent:
-//! a window rewrite replaces the same bytes; a commit of the same index is a no-op).
+//! Transport failures, 5xx and 429 answers are [`ErrorKind::Unavailable`] and retried
+//! with backoff (a 429 after its `Retry-After`) by the callers that can safely repeat
+//! (every request here is idempotent: a window rewrite replaces the same bytes; a
+//! commit of the same index is a no-op).
+//!
+//! The peer is not trusted with our memory or our requests: every answer is read
+//! under a cap of its own (a hash 128 bytes, a created blob's URI 1 KiB, an error
+//! 4 KiB, an index [`store::MAX_INDEX`], a window read the bytes asked for, a list
+//! [`MAX_LISTED`] entries of at most 1 KiB each, read as a stream and checked entry
+//! by entry: a list costs its compact [`BlobId`]s, never the document). Redirects
+//! are not followed: a 3xx is a refusal, so a signed request never goes to a host
+//! the peer names.
 
+use super::answer::{self, Array, Value};
 use super::{Error, ErrorKind, Remote, Result, retry};
 use crate::auth::{self, Signer};
-use crate::blob::BlobId;
+use crate::blob::{BlobId, BlobState, Uncommitted};
 use crate::format::Index;
+use crate::store;
+use std::io::BufReader;
 use std::time::Duration;
 use ureq::Agent;
 
 use crate::protocol::PREFIX;
-/// Longest JSON answer read (indexes, lists, hashes).
-const MAX_JSON: u64 = 64 << 20;
+
+/// Most entries a list answer may hold (snapshots of a node, or its uncommitted
+/// blobs): a daily snapshot for 130 years, an hourly one for 5, and each entry
+/// listed is an index `chute list` then fetches. The cap bounds what a lying peer
+/// costs: a kept [`BlobId`] is 96 bytes and four names (the peer picks two, up to
+/// 128 bytes each), under 500 bytes: `chute list` handed 50,001 entries with
+/// 128-byte names peaked at 25 MiB RSS (x86_64), below the 32 MiB promised.
+pub const MAX_LISTED: usize = 50_000;
+/// Most bytes of a list answer: [`MAX_LISTED`] entries of up to 1 KiB each (an
+/// entry is ~600 bytes at most). Streamed, so this bounds time, not memory.
+const MAX_LIST_BYTES: u64 = MAX_LISTED as u64 * 1024;
+/// A window hash answer: a JSON string of 64 hex digits, with room for whitespace.
+const MAX_HASH_ANSWER: u64 = 128;
+/// A create answer: the JSON string `"/chute/blob/URI/"`, ~530 bytes at most.
+const MAX_CREATE_ANSWER: u64 = 1 << 10;
+/// The part of an error body shown; the rest is never read.
+const MAX_ERROR_BODY: u64 = 4 << 10;
+/// The longest a 429's `Retry-After` is obeyed; longer waits are cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// A peer's store, e.g. `http://peer:2002`.
 pub struct HttpRemote {
@@ -44,6 +73,9 @@ impl HttpRemote {
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .timeout_recv_body(Some(Duration::from_secs(120)))
             .max_idle_connections_per_host(16)
+            // A 3xx comes back as an answer (a refusal, see `check`): following it
+            // would send the signed request, body and all, wherever the peer says.
+            .max_redirects(0)
             .build()
             .into();
         Ok(HttpRemote {
@@ -60,33 +92,58 @@ impl HttpRemote {
         resp: ureq::http::Response<ureq::Body>,
     ) -> Result<ureq::http::Response<ureq::Body>> {
         let status = resp.status().as_u16();
-        if (200..300).contains(&status) || status == 304 {
+        if (200..300).contains(&status) {
             return Ok(resp);
         }
+        if (300..400).contains(&status) {
+            let to = resp
+                .headers()
+                .get("Location")
+                .map(|l| one_line(&String::from_utf8_lossy(l.as_bytes())))
+                .unwrap_or_default();
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{what}: {} answered {status} (a redirect to \"{to}\"): redirects are not followed",
+                    self.base
+                ),
+            ));
+        }
+        let wait = matches!(status, 429 | 503).then(|| retry_after(&resp));
         let mut resp = resp;
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 10)
-            .read_to_string()
-            .unwrap_or_default();
+        // The first few KiB say what went wrong; the rest is not read.
+        let body = answer::read_capped(
+            std::io::Read::take(resp.body_mut().as_reader(), MAX_ERROR_BODY),
+            MAX_ERROR_BODY,
+        )
+        .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
         #[derive(miniserde::Deserialize)]
         struct E {
             error: String,
         }
-        let msg = miniserde::json::from_str::<E>(&body).map_or(body, |e| e.error);
+        let msg =
+            miniserde::json::from_str::<E>(&body).map_or_else(|_| body.to_string(), |e| e.error);
         let kind = match status {
             404 | 416 => ErrorKind::NotFound,
             // 403 is a refusal (another node's space, append-only), not a missing key.
             401 => ErrorKind::Auth,
             507 => ErrorKind::Full,
+            // Rate-limited: wait as told (capped, see `retry_after`), then try again.
+            429 => ErrorKind::Unavailable,
             s if s >= 500 => ErrorKind::Unavailable,
             _ => ErrorKind::Refused,
         };
-        Err(Error::new(
+        let mut e = Error::new(
             kind,
-            format!("{what}: {} answered {status}: {msg}", self.base),
-        ))
+            format!(
+                "{what}: {} answered {status}: {}",
+                self.base,
+                one_line(&msg)
+            ),
+        );
+        e.retry_after = wait;
+        Err(e)
     }
 
     fn transport(&self, what: &str) -> impl FnOnce(ureq::Error) -> Error {
@@ -94,24 +151,175 @@ impl HttpRemote {
         move |e| Error::new(ErrorKind::Unavailable, format!("{msg}: {e}"))
     }
 
+    /// A failure reading an answer, naming the peer.
+    fn answer_error(&self, what: &str) -> impl Fn(answer::Error) -> Error {
+        let head = format!("{what}: {}", self.base);
+        move |e| {
+            let kind = match e {
+                answer::Error::Io(_) => ErrorKind::Unavailable,
+                _ => ErrorKind::Refused,
+            };
+            Error::new(kind, format!("{head} {e}"))
+        }
+    }
+
+    /// A small body, whole, refused past `cap` bytes.
+    fn body(
+        &self,
+        what: &str,
+        resp: &mut ureq::http::Response<ureq::Body>,
+        cap: u64,
+    ) -> Result<Vec<u8>> {
+        answer::read_capped(resp.body_mut().as_reader(), cap).map_err(self.answer_error(what))
+    }
+
+    /// A small JSON answer of at most `cap` bytes.
     fn json<T: miniserde::Deserialize>(
         &self,
         what: &str,
         resp: ureq::http::Response<ureq::Body>,
+        cap: u64,
     ) -> Result<T> {
         let mut resp = resp;
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_JSON)
-            .read_to_string()
-            .map_err(self.transport(what))?;
-        miniserde::json::from_str(&text).map_err(|_| {
+        let bytes = self.body(what, &mut resp, cap)?;
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| miniserde::json::from_str(text).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: {} sent malformed JSON", self.base),
+                )
+            })
+    }
+
+    /// Reads a list answer entry by entry (at most [`MAX_LISTED`], as a stream
+    /// under [`MAX_LIST_BYTES`]): `entry` checks each as it arrives and makes it
+    /// what is kept; then a list that names a blob twice (`id` of an entry) is
+    /// refused.
+    fn entries<T>(
+        &self,
+        what: &str,
+        body: impl std::io::Read,
+        mut entry: impl FnMut(Value) -> Result<T>,
+        id: impl Fn(&T) -> &BlobId,
+    ) -> Result<Vec<T>> {
+        let reader = answer::Capped::new(body, MAX_LIST_BYTES);
+        let mut list = Array::new(BufReader::with_capacity(16 << 10, reader));
+        let mut out = Vec::new();
+        while let Some(v) = list.next_value().map_err(self.answer_error(what))? {
+            if out.len() == MAX_LISTED {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: {} sent more than {MAX_LISTED} entries", self.base),
+                ));
+            }
+            out.push(entry(v)?);
+        }
+        // Sorting references finds duplicates without a second copy of the names.
+        let mut sorted: Vec<&BlobId> = out.iter().map(id).collect();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!("{what}: {} listed {} twice", self.base, w[0].path()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// An entry of a snapshot list: `"/chute/blob/URI/index.json"`, a blob of
+    /// `domain`/`node`.
+    fn snapshot_entry(&self, what: &str, v: Value, domain: &str, node: &str) -> Result<BlobId> {
+        let Value::Str(uri) = v else {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!("{what}: {} sent an entry that is not a string", self.base),
+            ));
+        };
+        self.listed_blob(what, &uri, "/index.json", domain, node)
+    }
+
+    /// An entry of an `?uncommitted` list: a `protocol::ListedBlob` of a blob of
+    /// `domain`/`node`.
+    fn uncommitted_entry(
+        &self,
+        what: &str,
+        v: Value,
+        domain: &str,
+        node: &str,
+    ) -> Result<Uncommitted> {
+        let bad = |why: &str| {
             Error::new(
                 ErrorKind::Refused,
-                format!("{what}: {} sent malformed JSON", self.base),
+                format!("{what}: {} sent a bad entry: {why}", self.base),
             )
+        };
+        // The fields of a `protocol::ListedBlob`; others (a newer peer's) are skipped.
+        let Value::Object(fields) = v else {
+            return Err(bad("not an object"));
+        };
+        let (mut uri, mut state, mut bytes, mut idle) = (None, None, None, None);
+        for (k, v) in fields {
+            let slot = match (k.as_str(), v) {
+                ("uri", Value::Str(s)) => uri.replace(s).is_some(),
+                ("state", Value::Str(s)) => state.replace(s).is_some(),
+                ("bytes", Value::Num(n)) => bytes.replace(n).is_some(),
+                ("idle", Value::Num(n)) => idle.replace(n).is_some(),
+                ("uri" | "state" | "bytes" | "idle", _) => {
+                    return Err(bad(&format!("{k} of the wrong type")));
+                }
+                _ => false,
+            };
+            if slot {
+                return Err(bad(&format!("{k} twice")));
+            }
+        }
+        let (Some(uri), Some(state), Some(bytes), Some(idle)) = (uri, state, bytes, idle) else {
+            return Err(bad("a field missing"));
+        };
+        let id = self.listed_blob(what, &uri, "/", domain, node)?;
+        let state = BlobState::parse(&state)
+            .ok_or_else(|| bad(&format!("state \"{}\"", one_line(&state))))?;
+        Ok(Uncommitted {
+            id,
+            state,
+            bytes,
+            idle,
         })
+    }
+
+    /// A listed URI `/chute/blob/URI/<suffix>` of a blob of `domain`/`node`.
+    fn listed_blob(
+        &self,
+        what: &str,
+        uri: &str,
+        suffix: &str,
+        domain: &str,
+        node: &str,
+    ) -> Result<BlobId> {
+        let id = uri
+            .strip_prefix(PREFIX)
+            .and_then(|p| p.strip_suffix(suffix))
+            .filter(|p| !p.ends_with('/'))
+            .and_then(|p| BlobId::parse(p).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Refused,
+                    format!("{what}: {} sent a bad entry {:?}", self.base, one_line(uri)),
+                )
+            })?;
+        if id.domain != domain || id.node != node {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{what}: {} listed {}, a blob of another node",
+                    self.base,
+                    id.path()
+                ),
+            ));
+        }
+        Ok(id)
     }
 
     /// One request, signed if we have a signer, retried while the remote is
@@ -155,12 +363,7 @@ impl HttpRemote {
     fn fetch_index(&self, id: &BlobId, name: &str) -> Result<Index> {
         let what = format!("{name} of {}", id.path());
         let mut resp = self.get(&what, &format!("{}/{name}", id.path()))?;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(crate::store::MAX_INDEX)
-            .read_to_vec()
-            .map_err(self.transport(&what))?;
+        let bytes = self.body(&what, &mut resp, store::MAX_INDEX)?;
         super::parse_index(&bytes, id)
     }
 
@@ -169,10 +372,26 @@ impl HttpRemote {
     }
 }
 
-fn blob_from_uri(uri: &str) -> Option<BlobId> {
-    let p = uri.strip_prefix(PREFIX)?;
-    let p = p.strip_suffix("index.json").unwrap_or(p);
-    BlobId::parse(p).ok()
+/// A peer's text fit for one line of our output: at most 200 characters, control
+/// characters (newlines, terminal escapes) shown escaped.
+fn one_line(s: &str) -> String {
+    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
+    if s.chars().nth(200).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// A 429's (or 503's) `Retry-After` in seconds (an HTTP date or garbage counts as 1 s),
+/// at most [`MAX_RETRY_AFTER`].
+fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Duration {
+    resp.headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), |s| {
+            Duration::from_secs(s).min(MAX_RETRY_AFTER)
+        })
 }
 
 impl Remote for HttpRemote {
@@ -184,13 +403,22 @@ impl Remote for HttpRemote {
         let what = "create blob";
         let json = [("Content-Type", "application/json")];
         let resp = self.send(what, "POST", "", &json, index.to_json().as_bytes())?;
-        let uri: String = self.json(what, resp)?;
-        blob_from_uri(&uri).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Refused,
-                format!("{what}: unexpected answer {uri:?}"),
-            )
-        })
+        let uri: String = self.json(what, resp, MAX_CREATE_ANSWER)?;
+        // The blob is placed by the index's names: any other is a lie.
+        uri.strip_prefix(PREFIX)
+            .and_then(|p| p.strip_suffix('/'))
+            .filter(|p| *p == index.blob_path())
+            .and_then(|p| BlobId::parse(p).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "{what}: {} answered an unexpected URI {:?}",
+                        self.base,
+                        one_line(&uri)
+                    ),
+                )
+            })
     }
 
     fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]> {
@@ -208,11 +436,15 @@ impl Remote for HttpRemote {
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let hex: String = self.json(&what, resp)?;
+        let hex: String = self.json(&what, resp, MAX_HASH_ANSWER)?;
         crate::hex::decode32(&hex).map(Some).ok_or_else(|| {
             Error::new(
                 ErrorKind::Refused,
-                format!("{what}: not a SHA-256: {hex:?}"),
+                format!(
+                    "{what}: {} sent a bad SHA-256 {:?}",
+                    self.base,
+                    one_line(&hex)
+                ),
             )
         })
     }
@@ -239,12 +471,7 @@ impl Remote for HttpRemote {
                     format!("{what}: range not honoured"),
                 ));
             }
-            let body = r
-                .body_mut()
-                .with_config()
-                .limit(len + 1)
-                .read_to_vec()
-                .map_err(self.transport(&what))?;
+            let body = self.body(&what, &mut r, len)?;
             if body.len() as u64 != len {
                 return Err(Error::new(
                     ErrorKind::NotFound,
@@ -269,15 +496,9 @@ impl Remote for HttpRemote {
 
     fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
         let what = format!("list snapshots of {domain}/{node}");
-        let resp = self.get(&what, &format!("{domain}/{node}/"))?;
-        let uris: Vec<String> = self.json(&what, resp)?;
-        uris.iter()
-            .map(|u| {
-                blob_from_uri(u).ok_or_else(|| {
-                    Error::new(ErrorKind::Refused, format!("{what}: bad entry {u:?}"))
-                })
-            })
-            .collect()
+        let mut resp = self.get(&what, &format!("{domain}/{node}/"))?;
+        let entry = |v| self.snapshot_entry(&what, v, domain, node);
+        self.entries(&what, resp.body_mut().as_reader(), entry, |id| id)
     }
 
     fn delete(&self, id: &BlobId) -> Result<()> {
@@ -304,21 +525,134 @@ impl Remote for HttpRemote {
         Ok(())
     }
 
-    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<crate::blob::Uncommitted>> {
+    fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
         let what = format!("list uncommitted blobs of {domain}/{node}");
-        let resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
-        let list: Vec<crate::protocol::ListedBlob> = self.json(&what, resp)?;
-        list.into_iter()
-            .map(|b| {
-                let bad =
-                    || Error::new(ErrorKind::Refused, format!("{what}: bad entry {:?}", b.uri));
-                Ok(crate::blob::Uncommitted {
-                    id: blob_from_uri(&b.uri).ok_or_else(bad)?,
-                    state: crate::blob::BlobState::parse(&b.state).ok_or_else(bad)?,
-                    bytes: b.bytes,
-                    idle: b.idle,
-                })
-            })
-            .collect()
+        let mut resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
+        let entry = |v| self.uncommitted_entry(&what, v, domain, node);
+        self.entries(&what, resp.body_mut().as_reader(), entry, |u| &u.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote never connected to: the tests feed its list parsing from memory.
+    fn peer() -> HttpRemote {
+        HttpRemote::new("http://127.0.0.1:9", None).unwrap()
+    }
+
+    fn snapshots(body: &str) -> Result<Vec<BlobId>> {
+        let r = peer();
+        let entry = |v| r.snapshot_entry("list", v, "d", "n");
+        r.entries("list", body.as_bytes(), entry, |id| id)
+    }
+
+    fn uncommitted(body: &str) -> Result<Vec<Uncommitted>> {
+        let r = peer();
+        let entry = |v| r.uncommitted_entry("list", v, "d", "n");
+        r.entries("list", body.as_bytes(), entry, |u| &u.id)
+    }
+
+    fn refused(r: Result<impl std::fmt::Debug>, want: &str) {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+        assert!(e.message.contains(want), "{e}");
+        assert!(e.message.contains("http://127.0.0.1:9"), "{e}");
+    }
+
+    #[test]
+    fn lists_keep_only_blobs_of_the_node_asked_for() {
+        let ok =
+            snapshots(r#"["/chute/blob/d/n/m/t1/index.json", "/chute/blob/d/n/m/t2/index.json"]"#);
+        let ids: Vec<String> = ok.unwrap().iter().map(BlobId::path).collect();
+        assert_eq!(ids, ["d/n/m/t1", "d/n/m/t2"]);
+        refused(
+            snapshots(r#"["/chute/blob/d/other/m/t/index.json"]"#),
+            "another node",
+        );
+        refused(
+            snapshots(r#"["/chute/blob/x/n/m/t/index.json"]"#),
+            "another node",
+        );
+        refused(snapshots(r#"["/chute/blob/d/n/m/t/"]"#), "bad entry");
+        refused(
+            snapshots(r#"["/chute/blob/d/n/m/t//index.json"]"#),
+            "bad entry",
+        );
+        refused(
+            snapshots(r#"["/chute/blob/d/n/../t/index.json"]"#),
+            "bad entry",
+        );
+        refused(snapshots(r#"[1]"#), "not a string");
+        refused(
+            snapshots(
+                r#"["/chute/blob/d/n/m/a/index.json","/chute/blob/d/n/m/b/index.json","/chute/blob/d/n/m/a/index.json"]"#,
+            ),
+            "listed d/n/m/a twice",
+        );
+        refused(
+            snapshots(r#"["/chute/blob/d/n/m/t/index.json""#),
+            "malformed JSON",
+        );
+    }
+
+    #[test]
+    fn lists_stop_at_the_entry_cap() {
+        let entries: Vec<String> = (0..=MAX_LISTED)
+            .map(|i| format!("\"/chute/blob/d/n/m/{i}/index.json\""))
+            .collect();
+        let body = format!("[{}]", entries.join(","));
+        refused(snapshots(&body), "more than 50000 entries");
+        let body = format!("[{}]", entries[..MAX_LISTED].join(","));
+        assert_eq!(snapshots(&body).unwrap().len(), MAX_LISTED);
+    }
+
+    #[test]
+    fn uncommitted_lists_are_read_field_by_field() {
+        let got = uncommitted(
+            r#"[{"uri":"/chute/blob/d/n/m/t/","state":"forgotten","bytes":5,"idle":7,"later":true}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [Uncommitted {
+                id: BlobId::new("d", "n", "m", "t").unwrap(),
+                state: BlobState::Forgotten,
+                bytes: 5,
+                idle: 7,
+            }]
+        );
+        let one = |fields: &str| uncommitted(&format!("[{{{fields}}}]"));
+        refused(
+            one(r#""uri":"/chute/blob/d/n/m/t/","state":"pending","bytes":5"#),
+            "missing",
+        );
+        refused(
+            one(r#""uri":"/chute/blob/d/n/m/t/","state":"gone","bytes":5,"idle":1"#),
+            "state",
+        );
+        refused(
+            one(r#""uri":"/chute/blob/d/n/m/t/","state":"pending","bytes":"5","idle":1"#),
+            "wrong type",
+        );
+        refused(
+            one(
+                r#""uri":"/chute/blob/d/n/m/t/","uri":"/chute/blob/d/n/m/u/","state":"pending","bytes":5,"idle":1"#,
+            ),
+            "twice",
+        );
+        refused(
+            one(r#""uri":"/chute/blob/e/n/m/t/","state":"pending","bytes":5,"idle":1"#),
+            "another node",
+        );
+        refused(uncommitted(r#"["/chute/blob/d/n/m/t/"]"#), "not an object");
+    }
+
+    #[test]
+    fn a_peer_s_text_stays_on_one_short_line() {
+        assert_eq!(one_line("a\nb\x1b[2J"), "a\\nb\\u{1b}[2J");
+        let long = "x".repeat(10_000);
+        assert_eq!(one_line(&long).len(), 203);
     }
 }

@@ -6,6 +6,7 @@
 //! peer. Both move only sealed bytes: nothing that crosses this interface is
 //! readable without the key.
 
+mod answer;
 mod http;
 mod local;
 
@@ -16,6 +17,7 @@ use crate::blob::{BlobId, Uncommitted};
 use crate::format::Index;
 use crate::store;
 use std::fmt;
+use std::time::Duration;
 
 /// What failed, sorted by what a caller can do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub enum ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// How long the remote asked us to wait before trying again (a 429's
+    /// `Retry-After`, already capped); [`retry`] waits at least this.
+    pub retry_after: Option<Duration>,
 }
 
 impl Error {
@@ -44,6 +49,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -112,19 +118,76 @@ pub(crate) fn parse_index(bytes: &[u8], id: &BlobId) -> Result<Index> {
     Ok(idx)
 }
 
+/// Most time [`retry`] spends waiting, whatever the remote's `Retry-After` says.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(90);
+
 /// Retries transient failures with backoff (network blips on a home link):
-/// 0.2, 0.6, 1.8 and 5.4 s, then gives up.
-pub fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut delay = std::time::Duration::from_millis(200);
+/// 0.2, 0.6, 1.8 and 5.4 s, then gives up. A rate-limited remote's `Retry-After`
+/// lengthens a wait; all waits together stay within [`RETRY_BUDGET`].
+pub fn retry<T>(f: impl FnMut() -> Result<T>) -> Result<T> {
+    retry_with(f, std::thread::sleep)
+}
+
+/// [`retry`] with the sleep injected, for the tests.
+fn retry_with<T>(mut f: impl FnMut() -> Result<T>, mut sleep: impl FnMut(Duration)) -> Result<T> {
+    let mut delay = Duration::from_millis(200);
+    let mut waited = Duration::ZERO;
     let mut tries = 0;
     loop {
         match f() {
             Err(e) if e.kind == ErrorKind::Unavailable && tries < 4 => {
+                let wait = e.retry_after.map_or(delay, |after| after.max(delay));
+                if waited + wait > RETRY_BUDGET {
+                    return Err(e);
+                }
                 tries += 1;
-                std::thread::sleep(delay);
+                sleep(wait);
+                waited += wait;
                 delay *= 3;
             }
             r => return r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `retry` over `answers` (then successes); returns the result and the waits.
+    fn run(answers: Vec<Error>) -> (Result<u32>, Vec<Duration>) {
+        let mut answers = answers.into_iter();
+        let mut waits = Vec::new();
+        let r = retry_with(|| answers.next().map_or(Ok(7), Err), |d| waits.push(d));
+        (r, waits)
+    }
+
+    fn busy(after: Option<u64>) -> Error {
+        let mut e = Error::new(ErrorKind::Unavailable, "busy");
+        e.retry_after = after.map(Duration::from_secs);
+        e
+    }
+
+    #[test]
+    fn backoff_then_give_up() {
+        let ms = Duration::from_millis;
+        let (r, waits) = run((0..5).map(|_| busy(None)).collect());
+        assert!(r.is_err());
+        assert_eq!(waits, [ms(200), ms(600), ms(1800), ms(5400)]);
+        let (r, waits) = run(vec![Error::new(ErrorKind::Refused, "no")]);
+        assert!(r.is_err() && waits.is_empty());
+    }
+
+    #[test]
+    fn retry_after_is_obeyed_within_the_budget() {
+        let s = Duration::from_secs;
+        let (r, waits) = run(vec![busy(Some(1)), busy(Some(2))]);
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(waits, [s(1), s(2)]);
+        // Three 60 s waits would pass the budget: the third is not waited for.
+        let (r, waits) = run((0..3).map(|_| busy(Some(60))).collect());
+        assert!(r.is_err());
+        assert_eq!(waits, [s(60)]);
+        assert!(waits.iter().sum::<Duration>() <= RETRY_BUDGET);
     }
 }
