@@ -29,7 +29,7 @@ fn send(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let hs = me.headers(method, path, &sha256(body));
+    let hs = me.headers(method, path, extra, &sha256(body));
     let mut hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     hs.extend_from_slice(extra);
     let (status, _, answer) = raw_http(&server.addr, &request(method, path, &hs, body));
