@@ -185,12 +185,12 @@ fn refused_trickled_bodies_do_not_pin_the_workers() {
         socks.push(s);
     }
     // Both were refused (401) before the honest request comes.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(5) * slack();
     while log_count(&server, "\" 401 ") < 2 {
         assert!(Instant::now() < deadline, "{}", server.log.lock().unwrap());
         std::thread::sleep(Duration::from_millis(20));
     }
-    let took = honest_list(&env, &server.url(), 8);
+    let took = honest_list(&env, &server.url(), 8 * u64::from(slack()));
     // The refused connections were answered with Connection: close and closed.
     for s in &mut socks {
         let (got, closed) = read_until_closed(s, 6);
@@ -209,7 +209,10 @@ fn refused_trickled_bodies_do_not_pin_the_workers() {
             server.log.lock().unwrap()
         )
     });
-    assert!(took < Duration::from_secs(5), "honest list took {took:?}");
+    assert!(
+        took < Duration::from_secs(5) * slack(),
+        "honest list took {took:?}"
+    );
 }
 
 // Item 1: a body that trickles (1 KiB/s) used to hold its worker for as long as
@@ -368,14 +371,17 @@ fn idle_connections_beyond_the_cap_do_not_stop_an_honest_client() {
     raise_own_nofile(2000 + 512);
     let server = serve_under(&env, &env.path("srv"), &["--allow", &line], 1024);
     let idle = open_many(&server.addr, 2000, b"");
-    let took = honest_list(&env, &server.url(), 10).unwrap_or_else(|| {
+    let took = honest_list(&env, &server.url(), 10 * u64::from(slack())).unwrap_or_else(|| {
         panic!(
             "no answer to an honest client with {} idle connections open:\n{}",
             idle.len(),
             server.log.lock().unwrap()
         )
     });
-    assert!(took < Duration::from_secs(5), "honest list took {took:?}");
+    assert!(
+        took < Duration::from_secs(5) * slack(),
+        "honest list took {took:?}"
+    );
     // The server does not hold them all: at most its caps.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
         .unwrap()
@@ -440,7 +446,7 @@ fn an_honest_node_is_served_through_a_hostile_crowd() {
         std::thread::spawn(move || {
             let mut socks = open_many(&addr, n, head);
             ready.fetch_add(1, Ordering::SeqCst);
-            let deadline = Instant::now() + Duration::from_secs(25);
+            let deadline = Instant::now() + Duration::from_secs(25) * slack();
             let mut buf = [0u8; 512];
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                 for s in socks.iter_mut() {
@@ -472,19 +478,24 @@ fn an_honest_node_is_served_through_a_hostile_crowd() {
             socks.len()
         })
     };
-    let idle = crowd(2000, b"", None);
+    // Under the emulator (the ARM run) the crowd is a tenth as large: a native crowd
+    // reconnecting against a server emulated ~10x slower starves it of CPU on the
+    // same two cores, which says nothing about the ARM build. The full crowd runs
+    // against the native build; the ARM run takes the same code paths.
+    let size = if slack() > 1 { 10 } else { 1 };
+    let idle = crowd(2000 / size, b"", None);
     let loris = crowd(
-        200,
+        200 / size,
         b"GET /chute/blob/ HTTP/1.1\r\nHost: x\r\n",
         Some(Duration::from_millis(500)),
     );
     let bodies = crowd(
-        50,
+        50 / size,
         b"PUT /chute/blob/test.example/node1/m1/x/0/1048576/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n",
         Some(Duration::from_millis(500)),
     );
     // The crowd is in before the honest node starts.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10) * slack();
     while ready.load(Ordering::SeqCst) < 3 || !server.log.lock().unwrap().contains("\" 401 ") {
         assert!(Instant::now() < deadline, "{}", server.log.lock().unwrap());
         std::thread::sleep(Duration::from_millis(20));
@@ -504,7 +515,7 @@ fn an_honest_node_is_served_through_a_hostile_crowd() {
         reconnects.load(Ordering::SeqCst)
     );
     assert!(
-        hostile_time <= quiet_time * 3 + Duration::from_millis(500),
+        hostile_time <= (quiet_time * 3 + Duration::from_millis(500)) * slack(),
         "sink+restore took {hostile_time:?} in the crowd, {quiet_time:?} on a quiet server"
     );
     let peak = peak_rss_kib(server.child.id());
@@ -515,7 +526,11 @@ fn an_honest_node_is_served_through_a_hostile_crowd() {
             .collect::<Vec<_>>()
             .join("\n")
     });
-    assert!(peak < 256 * 1024, "server peak RSS {peak} KiB");
+    // qemu-user keeps about 1 MiB of its own per guest thread (60 idle connections:
+    // 81 MB under qemu, 4.4 MB native), so the bound holds for the native build.
+    if slack() == 1 {
+        assert!(peak < 256 * 1024, "server peak RSS {peak} KiB");
+    }
 }
 
 /// Polls until the server's descriptor count stays put for half a second (it has

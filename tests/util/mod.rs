@@ -252,6 +252,17 @@ impl Drop for Server {
 }
 
 /// The chute command, with the runner prefix if one is set.
+/// How many times longer a timing bound may take here: 1 for the native build, 6
+/// under `CHUTE_TEST_RUNNER` (qemu-user runs the ARM build several times slower,
+/// most of all where a server starts a thread per connection). Only bounds that
+/// measure the machine scale; the properties they guard are the same.
+pub fn slack() -> u32 {
+    match std::env::var("CHUTE_TEST_RUNNER") {
+        Ok(r) if !r.trim().is_empty() => 6,
+        _ => 1,
+    }
+}
+
 pub fn base_command() -> Command {
     let bin = std::env::var_os("CHUTE_TEST_BIN")
         .map(PathBuf::from)
