@@ -520,7 +520,7 @@ impl Verifier {
     /// A request time that is fresh at `now`, parsed.
     fn fresh(&self, time: &str, now: i64) -> Result<i64, Refusal> {
         let time: i64 = time.parse().map_err(|_| Refusal::Malformed(TIME))?;
-        if (now - time).abs() > MAX_SKEW {
+        if now.abs_diff(time) > MAX_SKEW as u64 {
             return Err(Refusal::Stale(now));
         }
         if time < self.start {

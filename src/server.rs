@@ -80,7 +80,9 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(store: Store, cfg: &Config) -> crate::Result<State> {
+    /// `started`: Unix seconds taken before the listener was bound; requests signed
+    /// earlier are refused (see [`crate::auth`]).
+    pub fn new(store: Store, cfg: &Config, started: i64) -> crate::Result<State> {
         let mut usage = HashMap::new();
         let mut nodes: Vec<_> = cfg.allow.iter().collect();
         nodes.sort_by_key(|(n, _)| n.as_str());
@@ -95,7 +97,7 @@ impl State {
             store,
             // Requests signed before now may have been answered by an earlier run,
             // whose nonces are gone: refused (see auth's docs on replay).
-            verifier: Verifier::new(cfg.allow.clone(), unix_now().as_secs() as i64, cfg.rate),
+            verifier: Verifier::new(cfg.allow.clone(), started, cfg.rate),
             open: cfg.open,
             append_only: cfg.append_only,
             admin: cfg.admin,
@@ -324,6 +326,8 @@ fn h(name: &str, value: &str) -> Header {
 
 /// Reads a small body (an index), refusing more than `cap` bytes.
 fn small_body(req: &mut Request, cap: u64) -> Result<Vec<u8>, Fail> {
+    // A chunked body's size lines are read without a cap by the decoder: refuse it.
+    content_length(req)?;
     if req.body_length().is_some_and(|l| l as u64 > cap) {
         return Err(Fail(413, format!("body larger than {cap} bytes"), None));
     }
@@ -374,7 +378,11 @@ fn content_length(req: &Request) -> Result<u64, Fail> {
         None if header(req, "Content-Length").is_some() => {
             Err(Fail(413, "Content-Length is too large".into(), None))
         }
-        None => Err(Fail(411, "a PUT needs Content-Length".into(), None)),
+        None => Err(Fail(
+            411,
+            "a request with a body needs Content-Length (chunked bodies are refused)".into(),
+            None,
+        )),
     }
 }
 
@@ -544,7 +552,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                     Some(v) => {
                         let (a, b, _) = parse_content_range(v)
                             .ok_or_else(|| bad(format!("bad Content-Range {v:?}")))?;
-                        if len != b - a + 1 {
+                        if b.checked_sub(a).and_then(|d| d.checked_add(1)) != Some(len) {
                             return Err(bad("Content-Range does not match Content-Length"));
                         }
                         a
@@ -716,6 +724,9 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
         ),
         Err(e) => eprintln!("chute serve: WARNING: cannot read the open-files limit: {e}"),
     }
+    // Before the bind: a request signed while the store's usage is counted below
+    // is not "signed before this server started".
+    let started = unix_now().as_secs() as i64;
     let listener = std::net::TcpListener::bind(&cfg.listen).map_err(|e| cannot(&e))?;
     // Accepted sockets inherit these: a client that stalls (slow-loris) is dropped.
     crate::sys::set_socket_timeouts(&listener, cfg.timeout).map_err(|e| cannot(&e))?;
@@ -783,7 +794,7 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
     let store = store
         .with_max_window(cfg.max_window)
         .with_max_pending(MAX_PENDING);
-    let state = State::new(store, cfg)?;
+    let state = State::new(store, cfg, started)?;
     let state = &state;
     std::thread::scope(|s| {
         if let Some(bg) = cfg.scrub {

@@ -317,3 +317,26 @@ fn concurrent_writes_are_counted_exactly() {
         10,
     );
 }
+
+/// A chunked body's size lines were read by the decoder without a cap (an endless
+/// line of hex digits grew the server's memory). A body without Content-Length is
+/// refused (411) before any of it is read.
+#[test]
+fn a_chunked_index_is_refused_unread() {
+    let (env, me, line) = node("hostile-chunked");
+    let server = env.serve(&env.path("srv"), &["--allow", &line]);
+    let body = index("chunked", None, 0);
+    let hs = me.headers("POST", "/chute/blob/", &[], &sha256(&body));
+    let mut req = String::from("POST /chute/blob/ HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in &hs {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Transfer-Encoding: chunked\r\n\r\n");
+    req.push_str(&format!("{:x}\r\n", body.len()));
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(&body);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    let (status, _, answer) = raw_http(&server.addr, &raw);
+    assert_eq!(status, 411, "{}", text(&answer));
+    assert!(!env.path("srv/test.example/node1/m1").exists());
+}

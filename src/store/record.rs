@@ -43,6 +43,8 @@ pub(super) const RECORD_MAGIC: &str = "chute-verified";
 pub(super) const RECORD_VERSION: u32 = 1;
 /// Longest record line read (a valid one is about 170 bytes).
 pub(super) const RECORD_LINE_MAX: u64 = 512;
+/// Largest record appended to (about 5,000 entries; see `record_append`).
+pub(super) const RECORD_MAX_BYTES: u64 = 1 << 20;
 /// Entries the in-memory cache of records keeps over all blobs (~100 bytes each).
 pub(super) const RECORD_CACHE_ENTRIES: usize = 1 << 15;
 /// A re-read file is recorded only if it last changed at least this long before:
@@ -310,6 +312,13 @@ impl Store {
     pub(super) fn record_append(&self, dir: &Path, w: &Window, s: &Stamp) -> Result<()> {
         let _lock = lock_blob(dir)?;
         let path = dir.join(RECORD);
+        // The record is a cache of verdicts, not data, and is not charged to the
+        // node's quota; a window sent again appends a line each time. Past
+        // RECORD_MAX_BYTES new windows go unrecorded (verify re-reads them) until a
+        // scrub compacts the record: a node cannot grow it without bound.
+        if fs::metadata(&path).is_ok_and(|m| m.len() > RECORD_MAX_BYTES) {
+            return Ok(());
+        }
         let line = record_line(w, s);
         let res = (|| -> io::Result<bool> {
             let mut f = fs::OpenOptions::new()

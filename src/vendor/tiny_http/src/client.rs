@@ -195,7 +195,9 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            // chute patch: `peer_addr` fails (ENOTCONN) for a client that reset
+            // while queued; upstream unwrapped it here, aborting the server.
+            self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             writer,
             Some(self.conn.clone()),
@@ -227,6 +229,13 @@ impl Iterator for ClientConnection {
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
+            // chute patch: hold the connection, and its place in the connection
+            // table, until its last response is written: otherwise a flood of
+            // one-request (`Connection: close`, HTTP/1.0) connections queues
+            // requests, each holding its socket, outside --max-connections.
+            if let Some(mut last) = self.sink.next() {
+                last.flush().ok();
+            }
             return None;
         }
 
