@@ -230,12 +230,11 @@ impl Iterator for ClientConnection {
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
             // chute patch: hold the connection, and its place in the connection
-            // table, until its last response is written: otherwise a flood of
+            // table, until its last response is written (`linger` waits for it): otherwise a flood of
             // one-request (`Connection: close`, HTTP/1.0) connections queues
             // requests, each holding its socket, outside --max-connections.
-            if let Some(mut last) = self.sink.next() {
-                last.flush().ok();
-            }
+            // Lingering (as for any close here) lets the client read that answer.
+            self.linger();
             return None;
         }
 
