@@ -90,8 +90,11 @@ fn tree(root: &Path, mib: usize) {
 fn stored_bytes(store: &Path) -> u64 {
     walk(store)
         .iter()
-        .filter(|p| p.is_file() && p.parent().is_some_and(|d| d.ends_with("0")))
-        .map(|p| fs::metadata(p).unwrap().len())
+        .filter(|p| p.parent().is_some_and(|d| d.ends_with("0")))
+        // A running sink's windows are renamed into place (and a replaced one
+        // removed) while this walks: a file gone meanwhile counts as nothing.
+        .filter_map(|p| fs::metadata(p).ok().filter(|m| m.is_file()))
+        .map(|m| m.len())
         .sum()
 }
 
