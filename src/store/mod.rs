@@ -372,19 +372,7 @@ impl Store {
 
     /// The windows written so far, sorted by offset.
     pub fn windows(&self, id: &BlobId) -> Result<Vec<Window>> {
-        let part = self.existing_dir(id)?.join(PART);
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&part) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err(format!("cannot list {}", part.display()))(e)),
-        };
-        for e in entries {
-            let e = e.map_err(io_err(format!("cannot list {}", part.display())))?;
-            if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
-                out.push(w);
-            }
-        }
+        let mut out = part_windows(&self.existing_dir(id)?.join(PART))?;
         out.sort_by_key(|w| w.offset);
         // A window replaced by a crash-interrupted rewrite may exist twice: keep one.
         out.dedup_by(|a, b| a.same_range(b));
@@ -967,17 +955,8 @@ fn blob_charge(dir: &Path) -> Result<u64> {
             Err(e) => return Err(io_err(format!("cannot read {}", dir.display()))(e)),
         }
     }
-    let part = dir.join(PART);
-    let entries = match fs::read_dir(&part) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(total),
-        Err(e) => return Err(io_err(format!("cannot list {}", part.display()))(e)),
-    };
-    for e in entries {
-        let e = e.map_err(io_err(format!("cannot list {}", part.display())))?;
-        if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
-            total = total.saturating_add(charge(w.len));
-        }
+    for w in part_windows(&dir.join(PART))? {
+        total = total.saturating_add(charge(w.len));
     }
     Ok(total)
 }
@@ -1020,6 +999,24 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// SHA-256 of an in-memory buffer, for callers that announce a window's digest.
 pub fn digest(data: &[u8]) -> [u8; 32] {
     sha256(data)
+}
+
+/// Every window file in a part directory (none if it does not exist), unsorted.
+fn part_windows(part: &Path) -> Result<Vec<Window>> {
+    let cannot = || io_err(format!("cannot list {}", part.display()));
+    let entries = match fs::read_dir(part) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(cannot()(e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(cannot())?;
+        if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
+            out.push(w);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
