@@ -41,7 +41,7 @@
 //! Errors are JSON `{"error": "..."}`: `400` malformed (bad names, `..`, `%`-encoded
 //! characters, NUL, bad headers, digest mismatch, a body that ends early), `404`
 //! unknown, `405` wrong method (with `Allow`), `409` conflict, `411` no
-//! `Content-Length` on a PUT, `413` body too large (an index over 8 KiB, a window
+//! `Content-Length` on a PUT, `413` body too large (a creating index over 8 KiB, a committing one over 1 MiB, a window
 //! over `--max-window`), `416` a range not written, overlapping windows or a window
 //! starting more than 64 largest windows past the end of part 0, `429` too many
 //! requests (with `Retry-After`), `507` store full,

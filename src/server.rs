@@ -343,9 +343,9 @@ fn small_body(req: &mut Request, cap: u64) -> Result<Vec<u8>, Fail> {
 }
 
 /// An index body; when signed, it must match the signed SHA-256.
-fn signed_body(req: &mut Request, caller: &Caller) -> Result<Vec<u8>, Fail> {
+fn signed_body(req: &mut Request, caller: &Caller, cap: u64) -> Result<Vec<u8>, Fail> {
     let expect = expected_digest(req)?;
-    let body = small_body(req, store::INDEX_CAP)?;
+    let body = small_body(req, cap)?;
     if let (Caller::Node(_), Some(e)) = (caller, expect) {
         if crate::crypto::sha256(&body) != e {
             return Err(bad("body does not match its announced SHA-256"));
@@ -452,7 +452,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
     match route {
         Route::Root => match method {
             Method::Post => {
-                let body = signed_body(req, &caller)?;
+                let body = signed_body(req, &caller, store::INDEX_CAP)?;
                 let node = store::index_place(&body)?.0.node;
                 authorize(&caller, &node)?;
                 let need = store::charge(body.len() as u64);
@@ -517,7 +517,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
             }
             Method::Put => {
                 content_length(req)?;
-                let body = signed_body(req, &caller)?;
+                let body = signed_body(req, &caller, store::MAX_INDEX)?;
                 let need = store::charge(body.len() as u64);
                 state.charged(&id.node, need, || {
                     store.commit_charged(&id, &body).map(|c| ((), c))

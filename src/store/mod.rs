@@ -36,7 +36,8 @@
 //!   dropped (conflict), never renamed into the committed blob.
 //! - A window may not start more than [`MAX_AHEAD_WINDOWS`] largest windows past
 //!   the end of what part 0 holds (range error).
-//! - An index is at most [`INDEX_CAP`] bytes; with [`Store::with_max_pending`], a node
+//! - A pending index is at most [`INDEX_CAP`] bytes, a committed one [`MAX_INDEX`]
+//!   (its sealed header lists every window); with [`Store::with_max_pending`], a node
 //!   has at most that many pending blobs (quota error).
 //! - Quotas: each window and index file is [`charge`]d its bytes plus
 //!   [`FILE_CHARGE`]. Every change reports what it added and freed ([`Change`], or
@@ -83,8 +84,10 @@ const FORGOTTEN: &str = "index.forgotten.json";
 pub const DEFAULT_MAX_WINDOW: u64 = 64 << 20;
 /// Largest index.json a reader accepts.
 pub const MAX_INDEX: u64 = 1 << 20;
-/// Largest index the store accepts to write (pending or final). Chute's own are
-/// about 200 bytes and at most about 1 KiB (five names of at most 128 bytes).
+/// Largest index the store accepts to create a blob with (a pending one). Chute's
+/// own are about 200 bytes and at most about 1 KiB (five names of at most 128
+/// bytes): the final index's sealed header, which grows with the snapshot's
+/// windows, comes with the commit, under [`MAX_INDEX`].
 pub const INDEX_CAP: u64 = 8 << 10;
 /// What each stored file costs against a quota on top of its bytes: about one
 /// disk block and an inode, so a flood of tiny windows or indexes is paid for.
@@ -301,7 +304,7 @@ impl Store {
     /// [`Store::create`], saying what it changed in its node's charge: the new
     /// pending index, and the one it replaced if the blob was pending already.
     pub fn create_charged(&self, index: &[u8]) -> Result<(BlobId, Change)> {
-        check_index_len(index)?;
+        check_index_len(index, INDEX_CAP)?;
         let (id, _) = index_place(index)?;
         let dir = self.dir(&id);
         let _creating = self.creating.lock().expect("poisoned");
@@ -634,7 +637,7 @@ impl Store {
     /// [`Store::commit`], saying what it changed in its node's charge: the final
     /// index, or nothing when the same index was committed already.
     pub fn commit_charged(&self, id: &BlobId, index: &[u8]) -> Result<Change> {
-        check_index_len(index)?;
+        check_index_len(index, MAX_INDEX)?;
         let (place, size) = index_place(index)?;
         if &place != id {
             return Err(Error::Bad(format!(
@@ -898,10 +901,10 @@ fn lock_blob(dir: &Path) -> Result<File> {
 }
 
 /// Refuses an index larger than the store keeps.
-fn check_index_len(index: &[u8]) -> Result<()> {
-    if index.len() as u64 > INDEX_CAP {
+fn check_index_len(index: &[u8], cap: u64) -> Result<()> {
+    if index.len() as u64 > cap {
         return Err(Error::TooLarge(format!(
-            "index of {} bytes is larger than the limit of {INDEX_CAP}",
+            "index of {} bytes is larger than the limit of {cap}",
             index.len()
         )));
     }
@@ -1058,7 +1061,20 @@ mod tests {
             .unwrap();
         assert_eq!(s.read(&id, 1, 5).unwrap(), b"bcdef");
         assert_eq!(s.hash(&id, 0, 7).unwrap(), sha256(b"abcdefg"));
-        s.commit(&id, &index(Some(7))).unwrap();
+        // The final index carries a header listing every window: a snapshot of
+        // 16 GiB in 2 MiB windows has one of ~700 KiB. Over MAX_INDEX: refused.
+        let committed = |pad: u64| {
+            let mut ix = index(Some(7));
+            ix.pop();
+            let sealed = format!(",\"sealed\":\"{}\"}}", "ab".repeat(pad as usize / 2));
+            ix.extend_from_slice(sealed.as_bytes());
+            ix
+        };
+        assert!(matches!(
+            s.commit(&id, &committed(MAX_INDEX)),
+            Err(Error::TooLarge(_))
+        ));
+        s.commit(&id, &committed(700 << 10)).unwrap();
         assert_eq!(s.list("d.org", "pi").unwrap(), vec![id.clone()]);
         assert!(matches!(
             s.write(&id, 7, 1, &mut &b"h"[..], None),
