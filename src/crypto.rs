@@ -50,6 +50,7 @@ const LABEL_META_SEAL: &[u8] = b"chute manifest seal";
 const LABEL_MOUNT_ID: &[u8] = b"chute mount id";
 const LABEL_GEAR: &[u8] = b"chute chunker gear";
 const LABEL_AUTH: &[u8] = b"chute request auth";
+const LABEL_CHALLENGE: &[u8] = b"chute storage challenge";
 
 /// What a sealed object is; the byte sits in the header and so in the AAD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +123,7 @@ pub struct Keys {
     mount_id: Hmac<Sha256>,
     gear: [u8; 32],
     auth: [u8; 32],
+    challenge: Hmac<Sha256>,
 }
 
 impl fmt::Debug for Keys {
@@ -180,6 +182,7 @@ impl Keys {
             mount_id: mac(LABEL_MOUNT_ID),
             gear: subkey(&hk, LABEL_GEAR),
             auth: subkey(&hk, LABEL_AUTH),
+            challenge: mac(LABEL_CHALLENGE),
         }
     }
 
@@ -224,6 +227,17 @@ impl Keys {
     /// Request-signing key: the only key material a server ever holds for a node.
     pub fn auth_key(&self) -> &[u8; 32] {
         &self.auth
+    }
+
+    /// The nonce of storage challenge `j` of window `w` of the blob at `blob`
+    /// (see [`crate::format`]'s "Storage challenges"): secret until spent.
+    pub fn challenge_nonce(&self, blob: &str, w: u32, j: u8) -> [u8; 16] {
+        let mut mac = self.challenge.clone();
+        mac.update(blob.as_bytes());
+        mac.update(&w.to_be_bytes());
+        mac.update(&[j]);
+        let tag: [u8; 32] = mac.finalize().into_bytes().into();
+        tag[..16].try_into().expect("16 of 32 bytes")
     }
 
     fn aead(&self, kind: Kind) -> &XChaCha20Poly1305 {

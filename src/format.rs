@@ -8,7 +8,8 @@
 //! `master = SHA-256(key file bytes)`; subkeys are
 //! `HKDF-SHA256(salt = "chute-v1", ikm = master, info = label, L = 32)` with labels
 //! `"chute chunk seal"`, `"chute chunk id"`, `"chute manifest seal"`,
-//! `"chute mount id"`, `"chute chunker gear"`, `"chute request auth"`.
+//! `"chute mount id"`, `"chute chunker gear"`, `"chute request auth"`,
+//! `"chute storage challenge"`.
 //!
 //! # Sealed object (chunks, manifest segments, snapshot headers)
 //! ```text
@@ -62,7 +63,7 @@
 //!
 //! # Snapshot header (plaintext of the sealed `sealed` field of index.json)
 //! ```text
-//! u8  version = 1
+//! u8  version = 2 (1: written before the chain; read, see below)
 //! i64 time seconds (UTC), u32 nanoseconds
 //! str16 host name
 //! u32 root count, then that many bytes32 roots (absolute paths backed up)
@@ -70,7 +71,31 @@
 //! u64 manifest offset in part 0, u64 manifest length (sealed), u32 segment count
 //! u64 part 0 size
 //! u32 window size, u32 window count, then that many 32-byte SHA-256s
+//! -- version 2 only:
+//! u64 sequence number in the mount's chain (1 = its first snapshot on this
+//!     remote; 0 in a pack's header)
+//! 32  parent: chain id of the previous snapshot of the chain, zeros for none
+//! u8  challenges per window K (at most MAX_CHALLENGES = 8), then for every window
+//!     in order K answers of 8 bytes (see "Storage challenges")
 //! ```
+//! A version 1 header reads as sequence 0, no parent and no challenges: it is
+//! outside every chain (see [`crate::chain`]) and verify checks its windows by
+//! download or by the store's hashes only.
+//!
+//! # The chain
+//! A snapshot's *chain id* is the SHA-256 of its sealed header's bytes (the
+//! `sealed` field of index.json, hex-decoded): unique (the seal has a random
+//! nonce) and, sealed, bound to the blob path. Snapshots of one mount (one set of
+//! roots, so two path sets sunk at once never race) on one remote form a chain:
+//! each seals its predecessor's chain id and a sequence number one higher.
+//!
+//! # Storage challenges
+//! For challenge `j` (`0..K`) of window `w` of the blob at path `P`, the nonce is
+//! the first 16 bytes of `HMAC-SHA256(challenge key, P || u32 w || u8 j)`, the
+//! challenge key being the `"chute storage challenge"` subkey; the answer is
+//! `HMAC-SHA256(key = nonce, message = the window's bytes)`, of which the header
+//! keeps the first 8 bytes. A store answers only by reading the window; the node
+//! learns a nonce's answer only by spending it, so each works once.
 //!
 //! # Packs (written by `chute prune` when it repacks)
 //! A pack is a blob of the node like a snapshot's, under the mount id of the empty
@@ -105,8 +130,14 @@ use crate::crypto::{ChunkId, Keys, Kind, OVERHEAD, OpenError};
 use std::fmt;
 use std::io::{self, Read};
 
-/// Format version of manifests, headers and index.json.
+/// Format version of manifests, pack maps and index.json.
 pub const VERSION: u8 = 1;
+/// Format version of snapshot and pack headers (2 added the chain and challenges).
+pub const HEADER_VERSION: u8 = 2;
+/// Most storage challenges a header keeps per window.
+pub const MAX_CHALLENGES: u8 = 8;
+/// Bytes of a challenge answer a header keeps.
+pub const ANSWER_LEN: usize = 8;
 /// Plaintext bytes per manifest segment.
 pub const SEGMENT: usize = 1 << 20;
 /// Longest path or symlink target accepted.
@@ -256,8 +287,64 @@ pub struct Header {
     pub part_size: u64,
     pub window: u32,
     pub window_hashes: Vec<[u8; 32]>,
+    /// Place in the mount's chain: 1 for its first snapshot, 0 outside any chain
+    /// (a version 1 header, a pack).
+    pub seq: u64,
+    /// The chain id ([`chain_id`]) of the previous snapshot of the chain; zeros for
+    /// none.
+    pub parent: [u8; 32],
+    /// Challenges kept per window (K).
+    pub challenges: u8,
+    /// `K` answers of [`ANSWER_LEN`] bytes per window, window after window.
+    pub answers: Vec<[u8; ANSWER_LEN]>,
     /// A pack's header (sealed as kind 4), not a snapshot's.
     pub pack: bool,
+    /// The version it was written in (what [`encode_header`] writes is always
+    /// [`HEADER_VERSION`]).
+    pub version: u8,
+}
+
+impl Header {
+    /// The recorded answer to challenge `j` of window `w`, if the header has one.
+    pub fn answer(&self, w: usize, j: u8) -> Option<&[u8; ANSWER_LEN]> {
+        if j >= self.challenges {
+            return None;
+        }
+        self.answers
+            .get(w * usize::from(self.challenges) + usize::from(j))
+    }
+}
+
+/// A snapshot's chain id: the SHA-256 of its sealed header (the `sealed` field of
+/// its index.json, hex-decoded). `None` for an index without a valid one.
+pub fn chain_id(index: &Index) -> Option<[u8; 32]> {
+    let sealed = crate::hex::decode(index.sealed.as_deref()?)?;
+    Some(crate::crypto::sha256(&sealed))
+}
+
+/// The answer to a storage challenge: `HMAC-SHA256(key = nonce, window bytes)`.
+pub fn challenge_answer(nonce: &[u8], window: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(nonce).expect("any key length");
+    m.update(window);
+    m.finalize().into_bytes().into()
+}
+
+/// The `K` answers a header records for one window (each the first
+/// [`ANSWER_LEN`] bytes of [`challenge_answer`]).
+pub fn window_answers(
+    keys: &Keys,
+    blob: &str,
+    w: u32,
+    k: u8,
+    window: &[u8],
+) -> Vec<[u8; ANSWER_LEN]> {
+    (0..k)
+        .map(|j| {
+            let a = challenge_answer(&keys.challenge_nonce(blob, w, j), window);
+            a[..ANSWER_LEN].try_into().expect("prefix")
+        })
+        .collect()
 }
 
 /// The JSON index the store sees.
@@ -367,7 +454,7 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
 
 /// Encodes a snapshot header's plaintext.
 pub fn encode_header(h: &Header) -> Vec<u8> {
-    let mut out = vec![VERSION];
+    let mut out = vec![HEADER_VERSION];
     put_i64(&mut out, h.time);
     put_u32(&mut out, h.time_ns);
     put_str16(&mut out, &h.host);
@@ -391,6 +478,12 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
     put_u32(&mut out, h.window_hashes.len() as u32);
     for w in &h.window_hashes {
         out.extend_from_slice(w);
+    }
+    put_u64(&mut out, h.seq);
+    out.extend_from_slice(&h.parent);
+    out.push(h.challenges);
+    for a in &h.answers {
+        out.extend_from_slice(a);
     }
     out
 }
@@ -557,8 +650,13 @@ pub fn decode_manifest<R: Read>(r: R) -> Result<Manifest> {
 /// Decodes a snapshot header's plaintext.
 pub fn decode_header(b: &[u8]) -> Result<Header> {
     let mut d = Dec { r: b };
-    d.version()?;
+    let version = match d.u8()? {
+        v @ (1 | HEADER_VERSION) => v,
+        v if v > HEADER_VERSION => return Err(Error::Newer(v)),
+        _ => return Err(Error::Malformed("version")),
+    };
     let mut h = Header {
+        version,
         time: d.i64()?,
         time_ns: d.u32()?,
         host: d.str16("host")?,
@@ -586,6 +684,21 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
     }
     for _ in 0..n {
         h.window_hashes.push(d.array()?);
+    }
+    if version >= 2 {
+        h.seq = d.u64()?;
+        h.parent = d.array()?;
+        h.challenges = d.u8()?;
+        if h.challenges > MAX_CHALLENGES {
+            return Err(Error::Malformed("challenge count"));
+        }
+        let answers = u64::from(n) * u64::from(h.challenges);
+        if answers * ANSWER_LEN as u64 != d.r.len() as u64 {
+            return Err(Error::Malformed("challenge answers"));
+        }
+        for _ in 0..answers {
+            h.answers.push(d.array()?);
+        }
     }
     if !d.r.is_empty() {
         return Err(Error::Malformed("header (trailing bytes)"));

@@ -79,6 +79,7 @@ const REQUIRED: &[&str] = &[
     "chunk_ok",
     "manifest_ok",
     "header_ok",
+    "header_v1_ok",
     "bad_tag",
     "truncated",
     "swapped_chunks",
@@ -98,7 +99,12 @@ const LABELS: &[(&str, &str)] = &[
     ("subkey_mount_id", "chute mount id"),
     ("subkey_chunker_gear", "chute chunker gear"),
     ("subkey_request_auth", "chute request auth"),
+    ("subkey_storage_challenge", "chute storage challenge"),
 ];
+
+/// The storage challenge keys.txt pins: challenge 1 of window 2 of [`blob`], over
+/// these bytes.
+const CHALLENGE_DATA: &[u8] = b"the bytes of window 2";
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
@@ -115,12 +121,21 @@ fn doc_subkey(key_file: &[u8], label: &str) -> [u8; 32] {
     out
 }
 
-fn doc_hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+fn doc_hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).expect("any key length");
     for p in parts {
         mac.update(p);
     }
     mac.finalize().into_bytes().into()
+}
+
+/// Storage challenge `j` of window `w` of `blob` over `data`, per the docs: the
+/// nonce and the full answer.
+fn doc_challenge(key_file: &[u8], blob: &str, w: u32, j: u8, data: &[u8]) -> ([u8; 16], [u8; 32]) {
+    let key = doc_subkey(key_file, "chute storage challenge");
+    let tag = doc_hmac(&key, &[blob.as_bytes(), &w.to_be_bytes(), &[j]]);
+    let nonce: [u8; 16] = tag[..16].try_into().expect("16 bytes");
+    (nonce, doc_hmac(&nonce, &[data]))
 }
 
 fn doc_mount_id(key_file: &[u8], roots: &[Vec<u8>]) -> String {
@@ -388,8 +403,38 @@ fn sample_header(keys: &Keys) -> Header {
         part_size: chunk + manifest,
         window: 8 << 20,
         window_hashes: vec![crypto::sha256(b"part 0, window 0")],
+        seq: 3,
+        parent: crypto::sha256(b"the sealed header of snapshot 2"),
+        challenges: 2,
+        answers: format::window_answers(keys, &blob(keys), 0, 2, b"part 0, window 0"),
         pack: false,
+        version: format::HEADER_VERSION,
     }
+}
+
+/// [`sample_header`] as a version 1 header: no chain, no challenges.
+fn sample_header_v1(keys: &Keys) -> Header {
+    Header {
+        seq: 0,
+        parent: [0; 32],
+        challenges: 0,
+        answers: Vec::new(),
+        version: 1,
+        ..sample_header(keys)
+    }
+}
+
+/// A version 1 header's plaintext: version 2's with the version byte 1 and
+/// without the fields version 2 appended.
+fn encode_header_v1(h: &Header) -> Vec<u8> {
+    let mut b = format::encode_header(&Header {
+        challenges: 0,
+        answers: Vec::new(),
+        ..h.clone()
+    });
+    b[0] = 1;
+    b.truncate(b.len() - 8 - 32 - 1);
+    b
 }
 
 /// A pack's blob path: the mount id of the empty root list.
@@ -429,6 +474,7 @@ fn sample_pack_header() -> Header {
         window: 2 << 20,
         window_hashes: vec![crypto::sha256(b"pack part 0, window 0")],
         pack: true,
+        version: format::HEADER_VERSION,
         ..Header::default()
     }
 }
@@ -552,6 +598,13 @@ fn generate() -> Vec<(&'static str, String)> {
     let roots_hex: Vec<String> = roots().iter().map(|r| hex::encode(r)).collect();
     o.field("roots", roots_hex.join(","))
         .field("mount_id", keys.mount_id(&roots()));
+    let (nonce, answer) = doc_challenge(KEY, &blob, 2, 1, CHALLENGE_DATA);
+    o.field("challenge_blob", &blob)
+        .field("challenge_window", "2")
+        .field("challenge_j", "1")
+        .hex("challenge_data", CHALLENGE_DATA)
+        .hex("challenge_nonce", &nonce)
+        .hex("challenge_answer", &answer);
     files.push(("keys", o.0));
 
     let chunker = Chunker::new(keys.gear_seed());
@@ -612,12 +665,23 @@ fn generate() -> Vec<(&'static str, String)> {
     let mut v = Sealed::new(
         "A snapshot header, sealed under the manifest key, bound to its blob path.",
         Kind::Header,
-        0x50,
+        0x54,
         &header,
         blob.as_bytes().to_vec(),
     );
     v.extra = vec![("blob", blob.clone())];
     files.push(("header_ok", v.write()));
+
+    let mut v = Sealed::new(
+        "A version 1 snapshot header (before the chain and the storage challenges):\n\
+         still read, as sequence 0 with no parent and no challenges.",
+        Kind::Header,
+        0x50,
+        &encode_header_v1(&sample_header_v1(&keys)),
+        blob.as_bytes().to_vec(),
+    );
+    v.extra = vec![("blob", blob.clone())];
+    files.push(("header_v1_ok", v.write()));
 
     let pack = pack_blob(&keys);
     let mut v = Sealed::new(
@@ -806,7 +870,19 @@ fn check(file: &str, text: &str) {
 }
 
 fn check_keys(v: &Vector) {
-    let mut required = vec!["kind", "key", "master", "roots", "mount_id"];
+    let mut required = vec![
+        "kind",
+        "key",
+        "master",
+        "roots",
+        "mount_id",
+        "challenge_blob",
+        "challenge_window",
+        "challenge_j",
+        "challenge_data",
+        "challenge_nonce",
+        "challenge_answer",
+    ];
     required.extend(LABELS.iter().map(|(f, _)| *f));
     v.allow(&required, &[]);
     let f = &v.file;
@@ -840,6 +916,31 @@ fn check_keys(v: &Vector) {
         v.str("mount_id"),
         doc_mount_id(&key, &roots),
         "{f}: mount id per the docs"
+    );
+    let blob = v.str("challenge_blob");
+    let w: u32 = v.str("challenge_window").parse().expect("a number");
+    let j: u8 = v.str("challenge_j").parse().expect("a number");
+    let data = v.bytes("challenge_data");
+    let (nonce, answer) = doc_challenge(&key, blob, w, j, &data);
+    assert_eq!(
+        v.bytes("challenge_nonce"),
+        nonce,
+        "{f}: challenge nonce per the docs"
+    );
+    assert_eq!(
+        v.bytes("challenge_answer"),
+        answer,
+        "{f}: challenge answer per the docs"
+    );
+    assert_eq!(
+        keys.challenge_nonce(blob, w, j),
+        nonce,
+        "{f}: Keys::challenge_nonce"
+    );
+    assert_eq!(
+        format::challenge_answer(&nonce, &data),
+        answer,
+        "{f}: format::challenge_answer"
     );
 }
 
@@ -1041,11 +1142,18 @@ fn check_sealed(v: &Vector, kind: Kind) {
             if let Ok(h) = h {
                 let sample = if kind == Kind::PackHeader {
                     sample_pack_header()
+                } else if h.version == 1 {
+                    sample_header_v1(&keys)
                 } else {
                     sample_header(&keys)
                 };
                 assert_eq!(h, sample, "{f}: decodes to something else than the sample");
-                assert_eq!(format::encode_header(&sample), plaintext, "{f}: encoding");
+                let encoded = if h.version == 1 {
+                    encode_header_v1(&sample)
+                } else {
+                    format::encode_header(&sample)
+                };
+                assert_eq!(encoded, plaintext, "{f}: encoding");
             }
         }
         Kind::PackMap => {

@@ -275,7 +275,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         part_size,
         window: window as u32,
         window_hashes,
-        pack: false,
+        ..Header::default()
     };
     index.size = Some(part_size);
     index.sealed = Some(format::seal_header(keys, &blob.path(), &header));
