@@ -1135,6 +1135,51 @@ mod tests {
         assert!(open_manifest(&keys, "d/n/m/t", cut, count - 1, fetch).is_err());
     }
 
+    // The answers of a window computed side by side are those of one MAC each, and
+    // a snapshot too large for all of them keeps fewer rather than fail its commit.
+    #[test]
+    fn answers_fit_the_index() {
+        let keys = Keys::from_key_bytes(b"k");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        let a = window_answers(&keys, "d/n/m/t", 3, CHALLENGES, &data);
+        for (j, a) in a.iter().enumerate() {
+            let full = challenge_answer(&keys.challenge_nonce("d/n/m/t", 3, j as u8), &data);
+            assert_eq!(a[..], full[..ANSWER_LEN]);
+        }
+        let mut idx = Index {
+            version: 1,
+            domain: "d".into(),
+            node: "n".into(),
+            mount: "m".into(),
+            timestamp: "t".into(),
+            parent: None,
+            size: Some(0),
+            sealed: None,
+        };
+        let windows = 100;
+        let answers = vec![a; windows];
+        let mut h = Header {
+            window: 4096,
+            window_hashes: vec![[1; 32]; windows],
+            ..Header::default()
+        };
+        let whole = |h: &mut Header, idx: &mut Index, max| {
+            let k = seal_fitting(&keys, &idx.blob_path(), h, idx, &answers, max);
+            let opened = open_header(&keys, idx).unwrap();
+            assert_eq!(
+                (opened.challenges, opened.answers.len()),
+                (k, windows * usize::from(k))
+            );
+            assert!(k == 0 || idx.to_json().len() as u64 <= max);
+            k
+        };
+        assert_eq!(whole(&mut h, &mut idx, 1 << 20), CHALLENGES);
+        // Hashes alone take 64 hex digits a window, each answer 16 more.
+        let room = |k: u64| 600 + windows as u64 * (64 + 16 * k) + 2 * 200;
+        assert_eq!(whole(&mut h, &mut idx, room(2)), 2);
+        assert_eq!(whole(&mut h, &mut idx, 100), 0);
+    }
+
     #[test]
     fn header_round_trip_and_binding() {
         let keys = Keys::from_key_bytes(b"k");

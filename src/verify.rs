@@ -4,16 +4,35 @@
 //! manifest is read and opened (this is the only download), its chunk references
 //! resolved as a restore would ([`crate::pack::Resolver`]), and for every blob it
 //! uses (its own, earlier ones it shares chunks with, committed or forgotten, and
-//! packs) the sealed header in that blob's index gives the window size and the
-//! SHA-256 of every window as it was uploaded. The remote is asked for the SHA-256
-//! of each window the snapshot needs: every window of its own blob, and in other
-//! blobs the windows its chunks lie in (prune may have trimmed the others of a
-//! forgotten blob). The store answers from its record of the hashes it verified,
-//! re-reading any window whose stat changed; bit rot that leaves the stat alone is
-//! the store's scrub's to find (`chute scrub`, `chute serve --scrub-every`). A window
-//! that differs or is gone is damaged, and so is every file with a chunk overlapping
-//! it. The remote cannot fake this check without keeping the bytes (or their
-//! hashes, which a lying peer could: `--read-data` is for that).
+//! packs) the sealed header in that blob's index gives the window size, the
+//! SHA-256 of every window and its storage-challenge answers (see
+//! [`crate::format`]'s "Storage challenges"). The windows checked are those the
+//! snapshot needs: every window of its own blob, and in other blobs the windows its
+//! chunks lie in (prune may have trimmed the others of a forgotten blob); each once
+//! a run however many snapshots share it.
+//!
+//! Each is checked by a storage challenge: the run spends challenge `j` of the
+//! blob, `j` being how many runs of this node spent one of its challenges before
+//! ([`crate::spent`], in the node's cache dir, counted before the challenges are
+//! sent), asks the remote for `HMAC-SHA256(nonce j, the window's bytes)`
+//! ([`Remote::challenge`]) and compares its first 8 bytes with the answer sealed
+//! at upload. The store computes it by reading the window, so this catches a store
+//! that kept the hashes but not the data, as well as accidental damage. A blob
+//! records K = [`format::CHALLENGES`] (4) challenges, so its windows are proven
+//! held for 4 runs that check it. After that, and for a header written before
+//! challenges (version 1, K = 0), its windows are compared with their sealed
+//! SHA-256s as the store answers them, from its record of the hashes it verified
+//! (re-reading any window whose stat changed), and verify says once per run that a
+//! store that kept hashes but not data passes that check: `--read-data` (or
+//! `--read-data-subset`, over time) is then the proof. Spent challenges are never
+//! reset (the store has seen their answers). Left for later: after a clean
+//! `--read-data` pass, seal a fresh epoch of challenges for the blob (answers the
+//! pass computed from the bytes it checked, kept in a sealed side object, with
+//! nonces derived from the epoch number), so proofs need not end after K runs.
+//!
+//! A window whose answer or hash differs, or which is gone, is damaged, and so is
+//! every file with a chunk overlapping it. The cost is the store's: a challenge
+//! reads every byte checked (see README's Performance section).
 //!
 //! `--read-data` downloads every chunk the snapshots reference, neighbours in one
 //! ranged read, and authenticates and decrypts each; `--read-data-subset N%` does so
