@@ -30,6 +30,10 @@
 //! pass computed from the bytes it checked, kept in a sealed side object, with
 //! nonces derived from the epoch number), so proofs need not end after K runs.
 //!
+//! A store that answers a window's hash but not its challenge (a `chute serve`
+//! older than challenges) has that window reported as not checkable (exit 1), never
+//! checked by its hash instead: a store could otherwise decline every challenge.
+//!
 //! A window whose answer or hash differs, or which is gone, is damaged, and so is
 //! every file with a chunk overlapping it. The cost is the store's: a challenge
 //! reads every byte checked (see README's Performance section).
@@ -414,9 +418,21 @@ fn check_blobs(
             Expect::Hash(want) => remote
                 .window_hash(&a.id, a.window, a.n)
                 .map(|h| h.map(|h| h == *want)),
-            Expect::Answer { nonce, answer } => remote
-                .challenge(&a.id, a.window, a.n, nonce)
-                .map(|h| h.map(|h| h[..format::ANSWER_LEN] == answer[..])),
+            Expect::Answer { nonce, answer } => {
+                match remote.challenge(&a.id, a.window, a.n, nonce) {
+                    // Not found: gone, or a store that does not know the route (a
+                    // chute serve older than challenges). Not a reason to trust its
+                    // hashes instead: either way the window is not proven held.
+                    Ok(None) => match remote.window_hash(&a.id, a.window, a.n) {
+                        Ok(Some(_)) => Err(crate::remote::Error::new(
+                            ErrorKind::Refused,
+                            "the store answers its hash but not its storage challenge (a chute serve older than this chute? upgrade it; verify --read-data checks the data meanwhile)",
+                        )),
+                        _ => Ok(None),
+                    },
+                    r => r.map(|h| h.map(|h| h[..format::ANSWER_LEN] == answer[..])),
+                }
+            }
         };
         match got {
             Ok(Some(true)) => {}
