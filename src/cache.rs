@@ -33,8 +33,10 @@
 //! the damage again.
 //!
 //! # Journal file `journal-<mount>`, text, one record a line
-//! `chute-journal 1`, `blob <path>`, `window <bytes>`, then `w <n> <sha256>` for every
-//! acknowledged full window, `c <id> <offset> <len>` for every chunk appended, and
+//! `chute-journal 1`, `blob <path>`, `window <bytes>`, then `w <n> <sha256> <answers>`
+//! for every acknowledged full window (`<answers>`: the hex of its storage-challenge
+//! answers, 8 bytes each, see [`crate::format`]; a line without them, from an older
+//! chute, ends what a resumed sink keeps), `c <id> <offset> <len>` for every chunk appended, and
 //! `finishing` before the last, short window is sent, and `final <index.json>` once
 //! every window is acknowledged, before the commit. A torn last line is ignored.
 
@@ -487,6 +489,8 @@ pub struct JournalState {
     pub blob: String,
     pub window: u64,
     pub windows: HashMap<u64, [u8; 32]>,
+    /// The storage-challenge answers recorded with each window.
+    pub answers: HashMap<u64, Vec<[u8; crate::format::ANSWER_LEN]>>,
     pub chunks: Vec<(ChunkId, u64, u32)>,
     pub finishing: bool,
     pub final_index: Option<String>,
@@ -528,9 +532,14 @@ impl Journal {
         p.clear();
     }
 
-    /// Window `n` was acknowledged with this SHA-256.
-    pub fn window(&self, n: u64, hash: &[u8; 32]) {
-        self.line(format!("w {n} {}\n", crate::hex::encode(hash)));
+    /// Window `n` was acknowledged with this SHA-256; `answers` are its
+    /// storage-challenge answers.
+    pub fn window(&self, n: u64, hash: &[u8; 32], answers: &[[u8; crate::format::ANSWER_LEN]]) {
+        self.line(format!(
+            "w {n} {} {}\n",
+            crate::hex::encode(hash),
+            crate::hex::encode(answers.as_flattened())
+        ));
     }
 
     /// A chunk was appended at `offset`.
@@ -568,9 +577,19 @@ impl Journal {
             match (w.next(), w.next(), w.next(), w.next()) {
                 (Some("blob"), Some(b), None, None) => st.blob = b.to_string(),
                 (Some("window"), Some(n), None, None) => st.window = n.parse().ok()?,
-                (Some("w"), Some(n), Some(h), None) => {
+                (Some("w"), Some(n), Some(h), a) => {
                     if let (Ok(n), Some(h)) = (n.parse(), crate::hex::decode32(h)) {
                         st.windows.insert(n, h);
+                        let len = crate::format::ANSWER_LEN;
+                        match a.and_then(crate::hex::decode) {
+                            Some(a) if a.len() % len == 0 => {
+                                let a = a.chunks(len).map(|c| c.try_into().expect("8"));
+                                st.answers.insert(n, a.collect());
+                            }
+                            _ => {
+                                st.answers.remove(&n);
+                            }
+                        }
                     }
                 }
                 (Some("c"), Some(id), Some(o), Some(l)) => {
@@ -700,7 +719,7 @@ mod tests {
         let path = dir.join("journal-m");
         let j = Journal::create(&path, "d/n/m/t", 4096).unwrap();
         j.chunk(&[2; 32], 10, 99);
-        j.window(0, &[1; 32]);
+        j.window(0, &[1; 32], &[[5; 8], [6; 8]]);
         j.chunk(&[3; 32], 5000, 99);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"w 1 abc").unwrap();
@@ -708,6 +727,7 @@ mod tests {
         assert_eq!(st.blob, "d/n/m/t");
         assert_eq!(st.window, 4096);
         assert_eq!(st.windows.len(), 1);
+        assert_eq!(st.answers[&0], vec![[5; 8], [6; 8]]);
         assert_eq!(st.chunks, vec![([2; 32], 10, 99)]);
         fs::remove_dir_all(dir).unwrap();
     }

@@ -97,6 +97,17 @@
 //! keeps the first 8 bytes. A store answers only by reading the window; the node
 //! learns a nonce's answer only by spending it, so each works once.
 //!
+//! A sink and a pack record K = [`CHALLENGES`] (4) answers per window, computed
+//! from the bytes as they are sent (a resumed sink takes those of the windows an
+//! interrupted run sent from its journal). A snapshot too large for 4 per window
+//! in `store::MAX_INDEX` keeps fewer (see [`seal_fitting`]). `chute verify`
+//! without download spends challenge `j` of a blob on its `j+1`-th run that checks
+//! the blob (the node counts in its cache dir, see [`crate::verify`]): a
+//! snapshot's windows are proven held by the store for K runs. After that, and for
+//! a version 1 header (K = 0), verify checks them by the store's hashes only and
+//! says so; only `--read-data` (or `--read-data-subset`, over time) then checks
+//! the data itself. A spent nonce is never reused (the store has seen its answer).
+//!
 //! # Packs (written by `chute prune` when it repacks)
 //! A pack is a blob of the node like a snapshot's, under the mount id of the empty
 //! root list (`mount_id([])`, which no snapshot has: a sink has at least one root).
@@ -138,6 +149,15 @@ pub const HEADER_VERSION: u8 = 2;
 pub const MAX_CHALLENGES: u8 = 8;
 /// Bytes of a challenge answer a header keeps.
 pub const ANSWER_LEN: usize = 8;
+/// Storage challenges a sink or a pack records per window (K): `chute verify`
+/// spends one per run, so a snapshot's windows can be proven held this many runs.
+/// Cost: K × [`ANSWER_LEN`] = 32 bytes per window in the sealed header, 64 in
+/// index.json (hex), as much again as the window's SHA-256: a committed index
+/// (at most `store::MAX_INDEX` = 1 MiB) holds about 8,000 windows instead of about
+/// 16,000, so 16 GiB of new data a snapshot in 2 MiB windows (32 GiB in 4 MiB
+/// ones). A larger snapshot keeps fewer answers per window, down to none, rather
+/// than fail ([`seal_fitting`]). CPU: K HMAC-SHA256 passes over every byte sent.
+pub const CHALLENGES: u8 = 4;
 /// Plaintext bytes per manifest segment.
 pub const SEGMENT: usize = 1 << 20;
 /// Longest path or symlink target accepted.
@@ -331,7 +351,8 @@ pub fn challenge_answer(nonce: &[u8], window: &[u8]) -> [u8; 32] {
 }
 
 /// The `K` answers a header records for one window (each the first
-/// [`ANSWER_LEN`] bytes of [`challenge_answer`]).
+/// [`ANSWER_LEN`] bytes of [`challenge_answer`]). The K MACs run side by side over
+/// 64 KiB pieces, so the window is read from memory once, not K times.
 pub fn window_answers(
     keys: &Keys,
     blob: &str,
@@ -339,12 +360,56 @@ pub fn window_answers(
     k: u8,
     window: &[u8],
 ) -> Vec<[u8; ANSWER_LEN]> {
-    (0..k)
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut macs: Vec<Hmac<sha2::Sha256>> = (0..k)
         .map(|j| {
-            let a = challenge_answer(&keys.challenge_nonce(blob, w, j), window);
+            <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&keys.challenge_nonce(blob, w, j))
+                .expect("any key length")
+        })
+        .collect();
+    for piece in window.chunks(64 << 10) {
+        for m in &mut macs {
+            m.update(piece);
+        }
+    }
+    macs.into_iter()
+        .map(|m| {
+            let a = m.finalize().into_bytes();
             a[..ANSWER_LEN].try_into().expect("prefix")
         })
         .collect()
+}
+
+/// Seals `h` into `index` with as many of each window's recorded answers
+/// (`answers[w]`, [`CHALLENGES`] each) as let index.json stay within `max_index`
+/// bytes: all of them unless the snapshot is very large (see [`CHALLENGES`]), then
+/// fewer, then none. Returns how many per window were kept.
+pub fn seal_fitting(
+    keys: &Keys,
+    blob: &str,
+    h: &mut Header,
+    index: &mut Index,
+    answers: &[Vec<[u8; ANSWER_LEN]>],
+    max_index: u64,
+) -> u8 {
+    let most = answers
+        .iter()
+        .map(|a| a.len())
+        .min()
+        .unwrap_or(0)
+        .min(usize::from(MAX_CHALLENGES)) as u8;
+    for k in (0..=most).rev() {
+        h.challenges = k;
+        h.answers = answers
+            .iter()
+            .flat_map(|a| a[..usize::from(k)].iter().copied())
+            .collect();
+        index.sealed = Some(seal_header(keys, blob, h));
+        if k == 0 || index.to_json().len() as u64 <= max_index {
+            return k;
+        }
+    }
+    0
 }
 
 /// The JSON index the store sees.
@@ -1068,6 +1133,51 @@ mod tests {
         let cut = (SEGMENT + OVERHEAD) as u64 * u64::from(count - 1);
         let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
         assert!(open_manifest(&keys, "d/n/m/t", cut, count - 1, fetch).is_err());
+    }
+
+    // The answers of a window computed side by side are those of one MAC each, and
+    // a snapshot too large for all of them keeps fewer rather than fail its commit.
+    #[test]
+    fn answers_fit_the_index() {
+        let keys = Keys::from_key_bytes(b"k");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        let a = window_answers(&keys, "d/n/m/t", 3, CHALLENGES, &data);
+        for (j, a) in a.iter().enumerate() {
+            let full = challenge_answer(&keys.challenge_nonce("d/n/m/t", 3, j as u8), &data);
+            assert_eq!(a[..], full[..ANSWER_LEN]);
+        }
+        let mut idx = Index {
+            version: 1,
+            domain: "d".into(),
+            node: "n".into(),
+            mount: "m".into(),
+            timestamp: "t".into(),
+            parent: None,
+            size: Some(0),
+            sealed: None,
+        };
+        let windows = 100;
+        let answers = vec![a; windows];
+        let mut h = Header {
+            window: 4096,
+            window_hashes: vec![[1; 32]; windows],
+            ..Header::default()
+        };
+        let whole = |h: &mut Header, idx: &mut Index, max| {
+            let k = seal_fitting(&keys, &idx.blob_path(), h, idx, &answers, max);
+            let opened = open_header(&keys, idx).unwrap();
+            assert_eq!(
+                (opened.challenges, opened.answers.len()),
+                (k, windows * usize::from(k))
+            );
+            assert!(k == 0 || idx.to_json().len() as u64 <= max);
+            k
+        };
+        assert_eq!(whole(&mut h, &mut idx, 1 << 20), CHALLENGES);
+        // Hashes alone take 64 hex digits a window, each answer 16 more.
+        let room = |k: u64| 600 + windows as u64 * (64 + 16 * k) + 2 * 200;
+        assert_eq!(whole(&mut h, &mut idx, room(2)), 2);
+        assert_eq!(whole(&mut h, &mut idx, 100), 0);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod scrub;
 pub mod server;
 pub mod sink;
 pub mod snapshot;
+pub mod spent;
 pub mod store;
 pub mod sys;
 pub mod testhooks;

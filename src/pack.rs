@@ -167,6 +167,8 @@ pub struct Writer<'a> {
     /// Bytes not yet uploaded; they start at window `hashes.len()`.
     buf: Vec<u8>,
     hashes: Vec<[u8; 32]>,
+    /// [`format::CHALLENGES`] storage-challenge answers per window uploaded.
+    answers: Vec<Vec<[u8; format::ANSWER_LEN]>>,
     chunks: Vec<Packed>,
     ids: HashSet<ChunkId>,
     time: (i64, u32),
@@ -202,6 +204,7 @@ impl<'a> Writer<'a> {
             window,
             buf: Vec::with_capacity(window as usize),
             hashes: Vec::new(),
+            answers: Vec::new(),
             chunks: Vec::new(),
             ids: HashSet::new(),
             time,
@@ -257,6 +260,13 @@ impl<'a> Writer<'a> {
             )));
         }
         self.hashes.push(want);
+        self.answers.push(format::window_answers(
+            self.keys,
+            &self.blob.path(),
+            n as u32,
+            format::CHALLENGES,
+            &self.buf,
+        ));
         self.buf.clear();
         Ok(())
     }
@@ -280,7 +290,7 @@ impl<'a> Writer<'a> {
             self.upload()?;
         }
         let part_size = data + map.len() as u64;
-        let header = Header {
+        let mut header = Header {
             time: self.time.0,
             time_ns: self.time.1,
             files: self.chunks.len() as u64,
@@ -295,7 +305,14 @@ impl<'a> Writer<'a> {
             ..Header::default()
         };
         self.index.size = Some(part_size);
-        self.index.sealed = Some(format::seal_header(self.keys, &self.blob.path(), &header));
+        format::seal_fitting(
+            self.keys,
+            &self.blob.path(),
+            &mut header,
+            &mut self.index,
+            &self.answers,
+            crate::store::MAX_INDEX,
+        );
         self.remote.commit(&self.blob, &self.index)?;
         Ok(self.blob)
     }

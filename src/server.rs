@@ -440,6 +440,7 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         Route::Blob(id) | Route::Index(id) | Route::Part(id) => authorize(&caller, &id.node)?,
         Route::Forgotten(id) => authorize(&caller, &id.node)?,
         Route::Window { id, .. } | Route::WindowHash { id, .. } => authorize(&caller, &id.node)?,
+        Route::WindowChallenge { id, .. } => authorize(&caller, &id.node)?,
     }
     let method = req.method().clone();
     let wrong = |allow: &str| {
@@ -632,6 +633,26 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
                 Some(w) if w.len <= size => {
                     let d = store.window_hash(&id, &w)?;
                     Ok(Reply::Json(200, json_string(&crate::hex::encode(&d))))
+                }
+                _ => Err(Fail(
+                    404,
+                    format!("window {n} of {size} bytes was never written"),
+                    None,
+                )),
+            }
+        }
+        Route::WindowChallenge { id, size, n, nonce } => {
+            if method != Method::Get {
+                return Err(wrong("GET"));
+            }
+            let offset = n
+                .checked_mul(size)
+                .filter(|_| size > 0)
+                .ok_or_else(|| bad("window offset out of range"))?;
+            match store.window_at(&id, offset)? {
+                Some(w) if w.len <= size => {
+                    let a = store.window_challenge(&id, &w, &nonce)?;
+                    Ok(Reply::Json(200, json_string(&crate::hex::encode(&a))))
                 }
                 _ => Err(Fail(
                     404,

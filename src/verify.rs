@@ -4,16 +4,39 @@
 //! manifest is read and opened (this is the only download), its chunk references
 //! resolved as a restore would ([`crate::pack::Resolver`]), and for every blob it
 //! uses (its own, earlier ones it shares chunks with, committed or forgotten, and
-//! packs) the sealed header in that blob's index gives the window size and the
-//! SHA-256 of every window as it was uploaded. The remote is asked for the SHA-256
-//! of each window the snapshot needs: every window of its own blob, and in other
-//! blobs the windows its chunks lie in (prune may have trimmed the others of a
-//! forgotten blob). The store answers from its record of the hashes it verified,
-//! re-reading any window whose stat changed; bit rot that leaves the stat alone is
-//! the store's scrub's to find (`chute scrub`, `chute serve --scrub-every`). A window
-//! that differs or is gone is damaged, and so is every file with a chunk overlapping
-//! it. The remote cannot fake this check without keeping the bytes (or their
-//! hashes, which a lying peer could: `--read-data` is for that).
+//! packs) the sealed header in that blob's index gives the window size, the
+//! SHA-256 of every window and its storage-challenge answers (see
+//! [`crate::format`]'s "Storage challenges"). The windows checked are those the
+//! snapshot needs: every window of its own blob, and in other blobs the windows its
+//! chunks lie in (prune may have trimmed the others of a forgotten blob); each once
+//! a run however many snapshots share it.
+//!
+//! Each is checked by a storage challenge: the run spends challenge `j` of the
+//! blob, `j` being how many runs of this node spent one of its challenges before
+//! ([`crate::spent`], in the node's cache dir, counted before the challenges are
+//! sent), asks the remote for `HMAC-SHA256(nonce j, the window's bytes)`
+//! ([`Remote::challenge`]) and compares its first 8 bytes with the answer sealed
+//! at upload. The store computes it by reading the window, so this catches a store
+//! that kept the hashes but not the data, as well as accidental damage. A blob
+//! records K = [`format::CHALLENGES`] (4) challenges, so its windows are proven
+//! held for 4 runs that check it. After that, and for a header written before
+//! challenges (version 1, K = 0), its windows are compared with their sealed
+//! SHA-256s as the store answers them, from its record of the hashes it verified
+//! (re-reading any window whose stat changed), and verify says once per run that a
+//! store that kept hashes but not data passes that check: `--read-data` (or
+//! `--read-data-subset`, over time) is then the proof. Spent challenges are never
+//! reset (the store has seen their answers). Left for later: after a clean
+//! `--read-data` pass, seal a fresh epoch of challenges for the blob (answers the
+//! pass computed from the bytes it checked, kept in a sealed side object, with
+//! nonces derived from the epoch number), so proofs need not end after K runs.
+//!
+//! A store that answers a window's hash but not its challenge (a `chute serve`
+//! older than challenges) has that window reported as not checkable (exit 1), never
+//! checked by its hash instead: a store could otherwise decline every challenge.
+//!
+//! A window whose answer or hash differs, or which is gone, is damaged, and so is
+//! every file with a chunk overlapping it. The cost is the store's: a challenge
+//! reads every byte checked (see README's Performance section).
 //!
 //! `--read-data` downloads every chunk the snapshots reference, neighbours in one
 //! ranged read, and authenticates and decrypts each; `--read-data-subset N%` does so
@@ -38,6 +61,7 @@ use crate::crypto::Keys;
 use crate::format::{self, EntryKind, Header, Manifest};
 use crate::remote::{ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
+use crate::spent::Spent;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -55,6 +79,13 @@ struct BlobCheck {
     part_size: u64,
     /// The SHA-256 of each window, sealed at upload.
     hashes: Vec<[u8; 32]>,
+    /// Its header, for the storage-challenge answers sealed at upload.
+    header: Option<Header>,
+    /// The challenge this run spends on its windows (`None`: all spent, or none
+    /// recorded: the store's hashes only).
+    challenge: Option<u8>,
+    /// Whether that challenge is counted in the record yet.
+    spent: bool,
     /// Windows already asked about (or queued).
     checked: Vec<bool>,
     /// Damaged windows by number (only filled in the hash check).
@@ -70,6 +101,10 @@ pub struct Report {
     pub blobs: usize,
     pub windows: u64,
     pub window_bytes: u64,
+    /// Of `windows`, those checked by a storage challenge (the rest by hash).
+    pub challenged: u64,
+    /// Things to say once on stderr (blobs whose challenges are used up).
+    pub notes: Vec<String>,
     pub chunks_read: u64,
     pub bytes_read: u64,
     /// Lines naming damaged windows, chunks, manifests and indexes, in order found.
@@ -101,6 +136,7 @@ pub fn run(
     broken: &[BlobId],
     mode: Mode,
     threads: usize,
+    spent: &mut Spent,
 ) -> Result<Report> {
     let mut report = Report {
         snapshots: snaps.len() + broken.len(),
@@ -141,14 +177,14 @@ pub fn run(
                         blobs: vec![snap.blob.path()],
                         entries: Vec::new(),
                     };
-                    check_blobs(keys, remote, &own, &mut blobs, &mut report, threads);
+                    check_blobs(keys, remote, &own, &mut blobs, &mut report, threads, spent)?;
                 }
                 continue;
             }
         };
         match mode {
             Mode::Hashes => {
-                check_blobs(keys, remote, &m, &mut blobs, &mut report, threads);
+                check_blobs(keys, remote, &m, &mut blobs, &mut report, threads, spent)?;
                 files_in_bad_windows(snap, &m, &blobs, &mut report);
             }
             Mode::Read(fraction) => {
@@ -197,10 +233,47 @@ fn blob_header(
     format::open_header(keys, &index).map_err(|e| format!("its index does not open: {e}"))
 }
 
-/// Compares with its sealed SHA-256 every window `m` needs that was not checked
-/// yet: all of the snapshot's own blob (blob 0: its chunks and manifest), and of
-/// other blobs the windows its chunks lie in. Only those: prune may have trimmed
-/// the rest of a forgotten snapshot's blob.
+/// What a window is checked against.
+enum Expect {
+    /// Its SHA-256, which the store answers (from its record, when it has one).
+    Hash([u8; 32]),
+    /// The answer sealed at upload to a storage challenge, which the store can
+    /// give only by reading the window.
+    Answer {
+        nonce: [u8; 16],
+        answer: [u8; format::ANSWER_LEN],
+    },
+}
+
+/// One window to ask the remote about.
+struct Ask {
+    name: String,
+    id: BlobId,
+    window: u64,
+    n: u64,
+    len: u64,
+    expect: Expect,
+}
+
+/// What is said once per run about a blob whose windows only the store's hashes
+/// check (see [`crate::format`]'s "Storage challenges").
+fn hashes_only(what: &str, k: u8) -> String {
+    let why = if k == 0 {
+        "it records no storage challenges (written by an older chute)".to_string()
+    } else {
+        format!("its {k} storage challenges are used up")
+    };
+    format!(
+        "{what}: {why}; its windows are checked by the store's hashes only (a store that kept hashes but not data passes): run verify --read-data to check the data itself"
+    )
+}
+
+/// Checks every window `m` needs that was not checked yet: all of the snapshot's
+/// own blob (blob 0: its chunks and manifest), and of other blobs the windows its
+/// chunks lie in. Only those: prune may have trimmed the rest of a forgotten
+/// snapshot's blob. A blob with an unspent storage challenge has its windows
+/// challenged (challenge `spent.count(blob)`, counted in `spent` before it is
+/// sent); one without is compared with its sealed SHA-256s.
 fn check_blobs(
     keys: &Keys,
     remote: &dyn Remote,
@@ -208,7 +281,8 @@ fn check_blobs(
     blobs: &mut HashMap<String, BlobCheck>,
     report: &mut Report,
     threads: usize,
-) {
+    spent: &mut Spent,
+) -> Result<()> {
     // The headers of blobs not seen before.
     let mut used = vec![false; m.blobs.len()];
     if let Some(own) = used.first_mut() {
@@ -226,6 +300,9 @@ fn check_blobs(
             window: 1,
             part_size: 0,
             hashes: Vec::new(),
+            header: None,
+            challenge: None,
+            spent: false,
             checked: Vec::new(),
             bad: BTreeMap::new(),
             lost: None,
@@ -234,12 +311,20 @@ fn check_blobs(
             .map_err(|e| e.to_string())
             .and_then(|id| blob_header(keys, remote, &id).map(|h| (id, h)));
         match header {
-            Ok((id, h)) => {
+            Ok((id, mut h)) => {
+                let j = spent.count(name);
+                check.challenge = (j < h.challenges).then_some(j);
+                if check.challenge.is_none() {
+                    let kind = if h.pack { "pack" } else { "snapshot" };
+                    let what = format!("{kind} {}", snapshot::short_id(&id));
+                    report.notes.push(hashes_only(&what, h.challenges));
+                }
                 check.id = Some(id);
                 check.window = u64::from(h.window.max(1));
                 check.part_size = h.part_size;
                 check.checked = vec![false; h.window_hashes.len()];
-                check.hashes = h.window_hashes;
+                check.hashes = std::mem::take(&mut h.window_hashes);
+                check.header = Some(h);
             }
             Err(why) => {
                 report.damage.push(format!("blob {name}: {why}"));
@@ -275,7 +360,8 @@ fn check_blobs(
         let last = (c.offset + u64::from(c.len).max(1) - 1) / w;
         need(b, c.offset / w, last, blobs);
     }
-    let mut work: Vec<(String, BlobId, u64, u64, [u8; 32], u64)> = Vec::new();
+    let mut work: Vec<Ask> = Vec::new();
+    let mut spending: BTreeSet<String> = BTreeSet::new();
     for (b, n) in want {
         let name = &m.blobs[b];
         let check = &blobs[name];
@@ -283,23 +369,74 @@ fn check_blobs(
         let len = check
             .window
             .min(check.part_size.saturating_sub(n * check.window));
-        work.push((
-            name.clone(),
-            id.clone(),
-            check.window,
+        let answer = check
+            .challenge
+            .and_then(|j| Some((j, check.header.as_ref()?.answer(n as usize, j)?)));
+        let expect = match answer {
+            Some((j, answer)) => {
+                if !check.spent {
+                    spending.insert(name.clone());
+                }
+                Expect::Answer {
+                    nonce: keys.challenge_nonce(name, n as u32, j),
+                    answer: *answer,
+                }
+            }
+            None => Expect::Hash(check.hashes[n as usize]),
+        };
+        work.push(Ask {
+            name: name.clone(),
+            id: id.clone(),
+            window: check.window,
             n,
-            check.hashes[n as usize],
             len,
-        ));
+            expect,
+        });
+    }
+    // Counted before sent: a run killed midway wastes these, never reuses them.
+    if !spending.is_empty() {
+        spent
+            .spend(spending.iter().map(String::as_str))
+            .map_err(|e| {
+                crate::Error::Io(
+                    "cannot record the storage challenges spent (in the cache dir)".into(),
+                    e,
+                )
+            })?;
+        for name in &spending {
+            if let Some(b) = blobs.get_mut(name) {
+                b.spent = true;
+            }
+        }
     }
     let found: Mutex<Vec<(usize, Fault)>> = Mutex::new(Vec::new());
     let failed: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let numbered: Vec<usize> = (0..work.len()).collect();
     let asked = crate::reads::each_parallel(&numbered, threads.min(16), |&i| {
-        let (_, id, window, n, want, _) = &work[i];
-        match remote.window_hash(id, *window, *n) {
-            Ok(Some(h)) if h == *want => {}
-            Ok(Some(_)) => found.lock().expect("poisoned").push((i, Fault::Changed)),
+        let a = &work[i];
+        let got = match &a.expect {
+            Expect::Hash(want) => remote
+                .window_hash(&a.id, a.window, a.n)
+                .map(|h| h.map(|h| h == *want)),
+            Expect::Answer { nonce, answer } => {
+                match remote.challenge(&a.id, a.window, a.n, nonce) {
+                    // Not found: gone, or a store that does not know the route (a
+                    // chute serve older than challenges). Not a reason to trust its
+                    // hashes instead: either way the window is not proven held.
+                    Ok(None) => match remote.window_hash(&a.id, a.window, a.n) {
+                        Ok(Some(_)) => Err(crate::remote::Error::new(
+                            ErrorKind::Refused,
+                            "the store answers its hash but not its storage challenge (a chute serve older than this chute? upgrade it; verify --read-data checks the data meanwhile)",
+                        )),
+                        _ => Ok(None),
+                    },
+                    r => r.map(|h| h.map(|h| h[..format::ANSWER_LEN] == answer[..])),
+                }
+            }
+        };
+        match got {
+            Ok(Some(true)) => {}
+            Ok(Some(false)) => found.lock().expect("poisoned").push((i, Fault::Changed)),
             Ok(None) => found.lock().expect("poisoned").push((i, Fault::Missing)),
             Err(e) => failed.lock().expect("poisoned").push((i, e.to_string())),
         }
@@ -310,7 +447,7 @@ fn check_blobs(
     let mut failed = failed.into_inner().expect("poisoned");
     failed.sort();
     for (i, e) in failed {
-        let (name, _, _, n, _, _) = &work[i];
+        let Ask { name, n, .. } = &work[i];
         report
             .damage
             .push(format!("window {n} of {name}: cannot be checked: {e}"));
@@ -318,11 +455,23 @@ fn check_blobs(
     let mut found = found.into_inner().expect("poisoned");
     found.sort_by_key(|(i, _)| *i);
     for (i, fault) in found {
-        let (name, _, window, n, _, len) = &work[i];
+        let Ask {
+            name,
+            window,
+            n,
+            len,
+            expect,
+            ..
+        } = &work[i];
         let start = n * window;
-        let what = match fault {
-            Fault::Missing => "missing",
-            Fault::Changed => "changed (its SHA-256 is not the one sealed at upload)",
+        let what = match (&fault, expect) {
+            (Fault::Missing, _) => "missing",
+            (Fault::Changed, Expect::Hash(_)) => {
+                "changed (its SHA-256 is not the one sealed at upload)"
+            }
+            (Fault::Changed, Expect::Answer { .. }) => {
+                "changed or not held (the store's answer to its storage challenge is not the one sealed at upload)"
+            }
         };
         report.damage.push(format!(
             "window {n} of {name} (bytes {start}-{}): {what}",
@@ -333,7 +482,12 @@ fn check_blobs(
         }
     }
     report.windows += work.len() as u64;
-    report.window_bytes += work.iter().map(|w| w.5).sum::<u64>();
+    report.challenged += work
+        .iter()
+        .filter(|a| matches!(a.expect, Expect::Answer { .. }))
+        .count() as u64;
+    report.window_bytes += work.iter().map(|a| a.len).sum::<u64>();
+    Ok(())
 }
 
 /// Names every file of `snap` that has a chunk in a damaged window or lost blob.

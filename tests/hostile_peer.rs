@@ -300,6 +300,8 @@ fn a_63_mib_list_answer_costs_the_client_at_most_32_mib() {
 /// A window hash is 64 hex digits, but the client read whatever a peer sent as the
 /// answer (up to 64 MiB) and quoted all of it in its error. Now a hash answer past
 /// 128 bytes is refused as it arrives, in one short line.
+/// (Verify asks for storage-challenge answers now, the same 64 hex digits under the
+/// same cap: the peer inflates both.)
 #[test]
 fn an_oversized_hash_answer_is_a_short_clear_error() {
     let env = Env::new("peer-hash");
@@ -309,7 +311,7 @@ fn an_oversized_hash_answer_is_a_short_clear_error() {
     env.ok(["sink", "--remote", &server.url(), src.to_str().unwrap()]);
     let real = server.addr.clone();
     let peer = Peer::start(move |req, s| {
-        if req.path().ends_with("/hash/sha256") {
+        if req.path().ends_with("/hash/sha256") || req.path().contains("/hmac?") {
             let mut body = vec![b'a'; 1 << 20];
             body[0] = b'"';
             *body.last_mut().unwrap() = b'"';
@@ -321,7 +323,9 @@ fn an_oversized_hash_answer_is_a_short_clear_error() {
     let all = text(&out.stdout) + &text(&out.stderr);
     assert!(!out.status.success(), "{all}");
     assert!(
-        peer.seen().iter().any(|l| l.contains("/hash/sha256")),
+        peer.seen()
+            .iter()
+            .any(|l| l.contains("/hash/sha256") || l.contains("/hmac?")),
         "{:?}",
         peer.seen()
     );

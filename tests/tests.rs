@@ -12,6 +12,7 @@ mod hostile_peer;
 mod hostile_store;
 mod incremental;
 mod maintenance;
+mod proof;
 mod roundtrip;
 mod security;
 mod server_api;

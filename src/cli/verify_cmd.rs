@@ -42,7 +42,14 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
         let snap = snapshot::find(keys, remote, &node.domain, &node.node, name, &[])?;
         (vec![snap], Vec::new())
     };
-    let r = run(keys, remote, &snaps, &broken, mode, threads)?;
+    let mut spent = crate::spent::Spent::load(&node.cache_dir);
+    let r = run(keys, remote, &snaps, &broken, mode, threads, &mut spent)?;
+    for note in &r.notes {
+        eprintln!("chute verify: {note}");
+    }
+    if mode == Mode::Hashes {
+        forget_gone_blobs(remote, &node.domain, &node.node, &mut spent);
+    }
     for line in &r.damage {
         println!("damaged: {line}");
     }
@@ -56,11 +63,19 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
         );
     }
     let checked = match mode {
-        Mode::Hashes => format!(
-            "{} windows ({}) in {} blobs by their SHA-256, no file data downloaded",
+        Mode::Hashes if r.challenged == r.windows => format!(
+            "{} windows ({}) in {} blobs by storage challenges (the store read them), no file data downloaded",
             r.windows,
             human_bytes(r.window_bytes),
             r.blobs
+        ),
+        Mode::Hashes => format!(
+            "{} windows ({}) in {} blobs, {} by storage challenges (the store read them) and {} by the store's SHA-256 only, no file data downloaded",
+            r.windows,
+            human_bytes(r.window_bytes),
+            r.blobs,
+            r.challenged,
+            r.windows - r.challenged
         ),
         Mode::Read(f) => format!(
             "{} chunks ({}{}) in {} blobs downloaded and authenticated",
@@ -106,4 +121,34 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
         r.damage.len(),
         if r.damage.len() == 1 { "" } else { "s" },
     )))
+}
+
+/// Keeps the record of spent challenges bounded: drops the lines of blobs the
+/// remote no longer holds (neither listed nor forgotten or pending). Best effort:
+/// if the remote cannot list, or the record cannot be written, nothing changes.
+fn forget_gone_blobs(
+    remote: &dyn crate::remote::Remote,
+    domain: &str,
+    node: &str,
+    spent: &mut crate::spent::Spent,
+) {
+    let (Ok(listed), Ok(other)) = (
+        remote.list(domain, node),
+        remote.list_uncommitted(domain, node),
+    ) else {
+        return;
+    };
+    let held: std::collections::HashSet<String> = listed
+        .iter()
+        .chain(other.iter().map(|u| &u.id))
+        .map(BlobId::path)
+        .collect();
+    if spent.blobs().all(|b| held.contains(b)) {
+        return;
+    }
+    if let Err(e) = spent.retain(|b| held.contains(b)) {
+        eprintln!(
+            "chute verify: warning: cannot update the record of spent storage challenges: {e}"
+        );
+    }
 }

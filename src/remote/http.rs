@@ -449,6 +449,33 @@ impl Remote for HttpRemote {
         })
     }
 
+    fn challenge(
+        &self,
+        id: &BlobId,
+        window: u64,
+        n: u64,
+        nonce: &[u8; 16],
+    ) -> Result<Option<[u8; 32]>> {
+        let what = format!("storage challenge on window {n} of {}", id.path());
+        let target = crate::protocol::challenge_target(id, window, n, nonce);
+        let resp = match self.get(&what, &target) {
+            Ok(r) => r,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let hex: String = self.json(&what, resp, MAX_HASH_ANSWER)?;
+        crate::hex::decode32(&hex).map(Some).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{what}: {} sent a bad answer {:?}",
+                    self.base,
+                    one_line(&hex)
+                ),
+            )
+        })
+    }
+
     fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
         let what = format!("read bytes {offset}+{len} of {}", id.path());
         if len == 0 {

@@ -48,6 +48,22 @@ impl Remote for LocalRemote {
         }
     }
 
+    fn challenge(
+        &self,
+        id: &BlobId,
+        window: u64,
+        n: u64,
+        nonce: &[u8; 16],
+    ) -> Result<Option<[u8; 32]>> {
+        let Some(offset) = n.checked_mul(window) else {
+            return Ok(None);
+        };
+        match self.store.window_at(id, offset)? {
+            Some(w) if w.len <= window => Ok(Some(self.store.window_challenge(id, &w, nonce)?)),
+            _ => Ok(None),
+        }
+    }
+
     fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
         Ok(self.store.read(id, offset, len)?)
     }

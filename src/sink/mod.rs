@@ -260,7 +260,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .iter()
         .map(|h| h.ok_or_else(|| Error::Failed("a window was never acknowledged".into())))
         .collect::<Result<_>>()?;
-    let header = Header {
+    let mut header = Header {
         time: now.as_secs() as i64,
         time_ns: now.subsec_nanos(),
         host: opts.host.clone(),
@@ -278,7 +278,21 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         ..Header::default()
     };
     index.size = Some(part_size);
-    index.sealed = Some(format::seal_header(keys, &blob.path(), &header));
+    let k = format::seal_fitting(
+        keys,
+        &blob.path(),
+        &mut header,
+        &mut index,
+        &upload.answers,
+        crate::store::MAX_INDEX,
+    );
+    if k < format::CHALLENGES {
+        eprintln!(
+            "chute sink: warning: this snapshot's {} windows leave room in its index for {k} storage challenges each, not {}: `chute verify` can prove its data held for {k} runs",
+            upload.answers.len(),
+            format::CHALLENGES
+        );
+    }
     if let Some(j) = &journal_done {
         j.final_index(&index.to_json());
     }
@@ -383,6 +397,7 @@ fn start_upload(
         next: 0,
         stored: HashMap::new(),
         hashes: Vec::new(),
+        answers: Vec::new(),
         new_bytes: 0,
     };
     let (blob, journal) = match resume(remote, journal_path, index) {
@@ -395,6 +410,7 @@ fn start_upload(
                 .map(|(id, o, l)| (id, (o, l)))
                 .collect();
             upload.hashes = r.hashes.into_iter().map(Some).collect();
+            upload.answers = r.answers;
             let j = Journal::append_to(journal_path)
                 .map_err(|e| Error::Io("cannot reopen the sink journal".into(), e))?;
             (r.blob, j)

@@ -110,6 +110,8 @@ pub(super) struct Resumed {
     pub(super) blob: BlobId,
     pub(super) window: u64,
     pub(super) hashes: Vec<[u8; 32]>,
+    /// Each window's storage-challenge answers, as journaled when it was sent.
+    pub(super) answers: Vec<Vec<[u8; format::ANSWER_LEN]>>,
     pub(super) chunks: Vec<(ChunkId, u64, u32)>,
 }
 
@@ -128,9 +130,21 @@ pub(super) fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Opti
     // Re-creating is a no-op for a pending blob and refused for a committed one.
     let blob = remote.create(&idx).ok()?;
     let mut hashes = Vec::new();
-    while let Some(h) = st.windows.get(&(hashes.len() as u64)) {
+    let mut answers = Vec::new();
+    // A window kept needs its challenge answers too (an older chute's journal has
+    // none): the header must record them, and only the bytes sent could give them.
+    while let (Some(h), Some(a)) = (
+        st.windows.get(&(hashes.len() as u64)),
+        st.answers.get(&(hashes.len() as u64)),
+    ) {
+        if a.len() != usize::from(format::CHALLENGES) {
+            break;
+        }
         match remote.window_hash(&blob, st.window, hashes.len() as u64) {
-            Ok(Some(r)) if r == *h => hashes.push(r),
+            Ok(Some(r)) if r == *h => {
+                hashes.push(r);
+                answers.push(a.clone());
+            }
             _ => break,
         }
     }
@@ -144,6 +158,7 @@ pub(super) fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Opti
         blob,
         window: st.window,
         hashes,
+        answers,
         chunks,
     })
 }

@@ -5,6 +5,7 @@
 //! writes nothing (see the `sink` module docs).
 
 use super::*;
+use crate::format::CHALLENGES;
 use crate::protocol::{MAX_WINDOW, MIN_WINDOW};
 
 /// How often a walking sink touches its pending blob: far below any sensible prune
@@ -31,13 +32,16 @@ pub(super) struct Job {
 }
 
 /// This run's part 0 as it is uploaded: the window being filled, the chunks this run
-/// stored, and the SHA-256 of every window acknowledged.
+/// stored, and the SHA-256 and storage-challenge answers of every window
+/// acknowledged.
 pub(super) struct Upload {
     pub(super) window: u64,
     pub(super) buf: Vec<u8>,
     pub(super) next: u64,
     pub(super) stored: HashMap<ChunkId, (u64, u32)>,
     pub(super) hashes: Vec<Option<[u8; 32]>>,
+    /// [`format::CHALLENGES`] answers per window, from the bytes sent.
+    pub(super) answers: Vec<Vec<[u8; format::ANSWER_LEN]>>,
     pub(super) new_bytes: u64,
 }
 
@@ -151,6 +155,10 @@ impl Shared<'_> {
 
     pub(super) fn send_window(&self, n: u64, data: &[u8]) -> Result<()> {
         let window = self.upload.lock().expect("poisoned").window;
+        // From the bytes in hand, before they leave: the store must keep them to
+        // answer these later.
+        let answers =
+            format::window_answers(self.keys, &self.blob.path(), n as u32, CHALLENGES, data);
         let started = Instant::now();
         let hash = self
             .remote
@@ -163,14 +171,16 @@ impl Shared<'_> {
         }
         self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
         if let (Some(j), true) = (&self.journal, data.len() as u64 == window) {
-            j.window(n, &hash);
+            j.window(n, &hash, &answers);
         }
         let mut p = self.upload.lock().expect("poisoned");
         let n = n as usize;
         if p.hashes.len() <= n {
             p.hashes.resize(n + 1, None);
+            p.answers.resize(n + 1, Vec::new());
         }
         p.hashes[n] = Some(hash);
+        p.answers[n] = answers;
         Ok(())
     }
 

@@ -52,6 +52,8 @@
 //!   [`valid_component`] before it touches the file system.
 //! - The verified record never vouches for bytes a scrub found damaged, and a
 //!   lost or damaged record only costs re-reading.
+//! - A storage challenge ([`Store::window_challenge`]) reads the window's file
+//!   every time, whatever the record says: its answer proves the bytes are there.
 
 mod record;
 mod scrub;
@@ -614,6 +616,40 @@ impl Store {
             let _ = self.record_append(&dir, w, &s);
         }
         Ok(r.digest)
+    }
+
+    /// The answer to a storage challenge: `HMAC-SHA256(key = nonce, the bytes of
+    /// window `w` as its file holds them now)`, read from disk every time in
+    /// 256 KiB pieces (never from the record, which holds hashes, not bytes). A file
+    /// shorter than the window is an I/O error, like [`Store::window_hash`]'s.
+    pub fn window_challenge(&self, id: &BlobId, w: &Window, nonce: &[u8; 16]) -> Result<[u8; 32]> {
+        use hmac::{Hmac, KeyInit, Mac};
+        let dir = self.existing_dir(id)?;
+        let path = dir.join(PART).join(w.file_name());
+        let cannot = || io_err(format!("cannot read {}", id.path()));
+        let f = File::open(&path).map_err(cannot())?;
+        let mut mac =
+            <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(nonce).expect("any key length");
+        let mut buf = vec![0u8; (256 << 10).min(w.len as usize).max(1)];
+        let mut r = f.take(w.len);
+        let mut got = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(cannot()(e)),
+            };
+            mac.update(&buf[..n]);
+            got += n as u64;
+        }
+        if got < w.len {
+            return Err(Error::Io(
+                format!("cannot read {}", id.path()),
+                short_window(),
+            ));
+        }
+        Ok(mac.finalize().into_bytes().into())
     }
 
     /// The window that starts at `offset`, if one was written there. The verified
@@ -1444,6 +1480,39 @@ mod tests {
         assert_eq!(r.damaged.len(), 1, "{r:?}");
         assert_eq!(server.recorded(&dir, &w), None);
         assert_eq!(server.window_hash(&id, &w).unwrap(), sha256(b"abcXefgh"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    // A store that kept a window's hash but not its bytes (here: garbage of the
+    // same length, with a record line that vouches for the new file) answers the
+    // hash route from its record, but a challenge reads the bytes and cannot.
+    #[test]
+    fn a_challenge_reads_the_bytes_whatever_the_record_says() {
+        let (root, s, id, dir, w) = one_window("challenge");
+        let nonce = [7u8; 16];
+        let answer = crate::format::challenge_answer(&nonce, b"abcdefgh");
+        assert_eq!(s.window_challenge(&id, &w, &nonce).unwrap(), answer);
+        assert_ne!(s.window_challenge(&id, &w, &[8u8; 16]).unwrap(), answer);
+        let file = dir.join(PART).join(w.file_name());
+        fs::write(&file, b"XXXXXXXX").unwrap();
+        s.record_append(&dir, &w, &stamp(&dir, &w)).unwrap();
+        assert_eq!(
+            s.window_hash(&id, &w).unwrap(),
+            sha256(b"abcdefgh"),
+            "fooled"
+        );
+        assert_eq!(
+            s.window_challenge(&id, &w, &nonce).unwrap(),
+            crate::format::challenge_answer(&nonce, b"XXXXXXXX")
+        );
+        // Shorter than written: an error, not an answer over fewer bytes.
+        fs::write(&file, b"abc").unwrap();
+        assert!(matches!(
+            s.window_challenge(&id, &w, &nonce),
+            Err(Error::Io(..))
+        ));
+        fs::remove_file(&file).unwrap();
+        assert!(s.window_challenge(&id, &w, &nonce).is_err());
         fs::remove_dir_all(root).unwrap();
     }
 
