@@ -158,6 +158,50 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
+/// A storage challenge's nonce: the one-time Poly1305 key of its answer.
+pub type ChallengeNonce = [u8; 32];
+
+/// The answer to a storage challenge, computed as the window's bytes stream by:
+/// Poly1305 with the nonce as its one-time key over the bytes (unpadded, as in
+/// RFC 8439). Keyless on the store's side: the nonce is all it needs, and it
+/// cannot answer without every byte.
+pub struct ChallengeMac {
+    mac: poly1305::Poly1305,
+    tail: Vec<u8>,
+}
+
+impl ChallengeMac {
+    pub fn new(nonce: &ChallengeNonce) -> ChallengeMac {
+        use poly1305::universal_hash::KeyInit;
+        ChallengeMac {
+            mac: poly1305::Poly1305::new(nonce.into()),
+            tail: Vec::with_capacity(16),
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        use poly1305::universal_hash::UniversalHash;
+        if !self.tail.is_empty() {
+            let take = (16 - self.tail.len()).min(data.len());
+            self.tail.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.tail.len() < 16 {
+                return;
+            }
+            self.mac.update_padded(&self.tail);
+            self.tail.clear();
+        }
+        let whole = data.len() / 16 * 16;
+        // Whole blocks only: update_padded pads nothing then.
+        self.mac.update_padded(&data[..whole]);
+        self.tail.extend_from_slice(&data[whole..]);
+    }
+
+    pub fn finalize(self) -> [u8; 16] {
+        self.mac.compute_unpadded(&self.tail).into()
+    }
+}
+
 fn subkey(hk: &Hkdf<Sha256>, label: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     hk.expand(label, &mut out)
@@ -231,13 +275,12 @@ impl Keys {
 
     /// The nonce of storage challenge `j` of window `w` of the blob at `blob`
     /// (see [`crate::format`]'s "Storage challenges"): secret until spent.
-    pub fn challenge_nonce(&self, blob: &str, w: u32, j: u8) -> [u8; 16] {
+    pub fn challenge_nonce(&self, blob: &str, w: u32, j: u8) -> ChallengeNonce {
         let mut mac = self.challenge.clone();
         mac.update(blob.as_bytes());
         mac.update(&w.to_be_bytes());
         mac.update(&[j]);
-        let tag: [u8; 32] = mac.finalize().into_bytes().into();
-        tag[..16].try_into().expect("16 of 32 bytes")
+        mac.finalize().into_bytes().into()
     }
 
     fn aead(&self, kind: Kind) -> &XChaCha20Poly1305 {
@@ -564,5 +607,26 @@ mod tests {
         assert_ne!(k.gear, k.auth);
         assert_ne!(k.gear, master);
         assert_ne!(k.auth, master);
+    }
+
+    /// The streaming challenge MAC cuts its input anywhere and still gives the
+    /// one-shot Poly1305 tag of the whole (RFC 8439's unpadded message).
+    #[test]
+    fn challenge_mac_streams_in_any_pieces() {
+        use poly1305::universal_hash::KeyInit as _;
+        let nonce: ChallengeNonce = core::array::from_fn(|i| i as u8 ^ 0x5a);
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for len in [0, 1, 15, 16, 17, 999, 1000] {
+            let whole: [u8; 16] = poly1305::Poly1305::new(&nonce.into())
+                .compute_unpadded(&data[..len])
+                .into();
+            for cut in [1, 3, 15, 16, 17, 64, 1000] {
+                let mut m = ChallengeMac::new(&nonce);
+                for piece in data[..len].chunks(cut) {
+                    m.update(piece);
+                }
+                assert_eq!(m.finalize(), whole, "{len} bytes in pieces of {cut}");
+            }
+        }
     }
 }

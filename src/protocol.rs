@@ -19,7 +19,7 @@
 //! | `GET /chute/blob/URI/0/<W>/<N>` | `200` and the window's bytes; `404` if never written |
 //! | `DELETE /chute/blob/URI/0/<W>/<N>` | trim (`chute prune`): `200`, `true`: that window of a forgotten snapshot is gone (its other windows stay readable); `409` for a committed or pending blob; `404` if no such window |
 //! | `GET /chute/blob/URI/0/<W>/<N>/hash/sha256` | `200`, JSON string: hex SHA-256 of that window as its file holds it now: from the verified record when a fresh stat of the file (inode, size, mtime, ctime) equals the one recorded when its bytes were last found equal to the SHA-256 they arrived with (on arrival, by a re-read, by a scrub), else re-read from disk; `404` if never written; `500` if the file is shorter than written. Bit rot that leaves the stat alone is found by the scrub, not here |
-//! | `GET /chute/blob/URI/0/<W>/<N>/hmac?nonce=<32 hex>` | storage challenge (`chute verify`): `200`, JSON string: hex `HMAC-SHA256(key = the 16 nonce bytes, message = the window's bytes)`, computed by reading the window file every time, never from a record (so only a store that kept the bytes can answer); `404` if never written; `400` a missing or malformed nonce; `500` if the file is shorter than written |
+//! | `GET /chute/blob/URI/0/<W>/<N>/hmac?nonce=<64 hex>` | storage challenge (`chute verify`): `200`, JSON string: hex of the 16-byte Poly1305 tag of the window's bytes with the 32 nonce bytes as its one-time key (see [`crate::format`]'s "Storage challenges"), computed by reading the window file every time, never from a record (so only a store that kept the bytes can answer); `404` if never written; `400` a missing or malformed nonce; `500` if the file is shorter than written |
 //! | `DELETE /chute/blob/URI/` | `200`, `true`: a forgotten, pending or orphaned blob is gone (index first); `409` for a committed snapshot (forget it first), so a prune racing a commit cannot destroy it |
 //! | `DELETE /chute/blob/URI/index.json` | forget (`chute forget`): `200`, `true`: `index.json` becomes `index.forgotten.json`, so the snapshot leaves the list; its part stays readable and hashable (later snapshots may share its chunks) and can never change again; `404` if not committed; again on a forgotten one `200`, and its `idle` restarts (prune does this when it marks it, so the grace period is counted on the store's clock too) |
 //! | `GET /chute/blob/URI/index.forgotten.json` | `200`, the index a forgotten snapshot had (for `chute verify`); `404` if not forgotten |
@@ -56,6 +56,7 @@
 //! what they removed.
 
 use crate::blob::{BlobId, valid_component};
+use crate::crypto::ChallengeNonce;
 
 /// Where every route starts.
 pub const PREFIX: &str = "/chute/blob/";
@@ -88,12 +89,12 @@ pub enum Route {
     Window { id: BlobId, size: u64, n: u64 },
     /// `/chute/blob/URI/0/<W>/<N>/hash/sha256`
     WindowHash { id: BlobId, size: u64, n: u64 },
-    /// `/chute/blob/URI/0/<W>/<N>/hmac?nonce=<32 hex>`
+    /// `/chute/blob/URI/0/<W>/<N>/hmac?nonce=<64 hex>`
     WindowChallenge {
         id: BlobId,
         size: u64,
         n: u64,
-        nonce: [u8; 16],
+        nonce: ChallengeNonce,
     },
 }
 
@@ -173,15 +174,15 @@ pub fn parse_route(url: &str) -> Result<Route, RouteError> {
     }
 }
 
-/// The `nonce=<32 hex>` of a storage challenge's query string: exactly one, 16 bytes.
-fn challenge_nonce(url: &str) -> Result<[u8; 16], RouteError> {
+/// The `nonce=<64 hex>` of a storage challenge's query string: exactly one, 32 bytes.
+fn challenge_nonce(url: &str) -> Result<ChallengeNonce, RouteError> {
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let mut values = query.split('&').filter_map(|p| p.strip_prefix("nonce="));
-    let bad = || RouteError::Bad("a challenge needs one nonce=<32 hex digits>".into());
+    let bad = || RouteError::Bad("a challenge needs one nonce=<64 hex digits>".into());
     let (Some(v), None) = (values.next(), values.next()) else {
         return Err(bad());
     };
-    if v.len() != 32 {
+    if v.len() != 64 {
         return Err(bad());
     }
     crate::hex::decode(v)
@@ -191,7 +192,7 @@ fn challenge_nonce(url: &str) -> Result<[u8; 16], RouteError> {
 
 /// The request target of a storage challenge (the client's side of
 /// [`Route::WindowChallenge`]), below [`PREFIX`].
-pub fn challenge_target(id: &BlobId, size: u64, n: u64, nonce: &[u8; 16]) -> String {
+pub fn challenge_target(id: &BlobId, size: u64, n: u64, nonce: &ChallengeNonce) -> String {
     format!(
         "{}/0/{size}/{n}/hmac?nonce={}",
         id.path(),
@@ -307,11 +308,11 @@ mod tests {
                 n: 3
             })
         );
-        let nonce: [u8; 16] = core::array::from_fn(|i| i as u8 * 17);
+        let nonce: ChallengeNonce = core::array::from_fn(|i| (i % 16) as u8 * 17);
         let target = format!("{PREFIX}{}", challenge_target(&id(), 4096, 3, &nonce));
         assert_eq!(
             target,
-            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff"
+            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
         );
         assert_eq!(
             parse_route(&target),
@@ -324,7 +325,7 @@ mod tests {
         );
         assert_eq!(
             parse_route(
-                "/chute/blob/d/n/m/t/0/4096/3/hmac?x=1&nonce=00112233445566778899AABBCCDDEEFF"
+                "/chute/blob/d/n/m/t/0/4096/3/hmac?x=1&nonce=00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff"
             ),
             Ok(Route::WindowChallenge {
                 id: id(),
@@ -342,14 +343,14 @@ mod tests {
             "/chute/blob//etc/passwd/x/0",
             "/chute/blob/d/n/m/t/0/x/1",
             "/chute/blob/d/n/m/t/0/99999999999999999999/1",
-            // A challenge without its nonce, or with one that is not 16 bytes of hex.
+            // A challenge without its nonce, or with one that is not 32 bytes of hex.
             "/chute/blob/d/n/m/t/0/4096/3/hmac",
             "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=",
-            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddee",
-            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff00",
-            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=zz112233445566778899aabbccddeeff",
-            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=\u{e9}0112233445566778899aabbccddeef",
-            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff&nonce=00112233445566778899aabbccddeeff",
+            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff00112233445566778899aabbccddee",
+            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00",
+            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=\u{e9}0112233445566778899aabbccddeef00112233445566778899aabbccddeeff",
+            "/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff&nonce=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
         ] {
             assert!(matches!(parse_route(bad), Err(RouteError::Bad(_))), "{bad}");
         }
@@ -376,7 +377,7 @@ mod tests {
         };
         let seeds: &[&[u8]] = &[
             b"/chute/blob/d/n/m/t/0/4096/3/hash/sha256",
-            b"/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff",
+            b"/chute/blob/d/n/m/t/0/4096/3/hmac?nonce=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
             b"/chute/blob/d/n/m/t/index.json",
             b"/chute/blob/d/n/",
             b"bytes=0-99",

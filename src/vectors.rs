@@ -104,7 +104,7 @@ const LABELS: &[(&str, &str)] = &[
 
 /// The storage challenge keys.txt pins: challenge 1 of window 2 of [`blob`], over
 /// these bytes.
-const CHALLENGE_DATA: &[u8] = b"the bytes of window 2";
+const CHALLENGE_DATA: &[u8] = b"the bytes of window 2, 37 bytes long.";
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
@@ -130,12 +130,13 @@ fn doc_hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// Storage challenge `j` of window `w` of `blob` over `data`, per the docs: the
-/// nonce and the full answer.
-fn doc_challenge(key_file: &[u8], blob: &str, w: u32, j: u8, data: &[u8]) -> ([u8; 16], [u8; 32]) {
+/// nonce and the full answer (the Poly1305 tag, computed in one call).
+fn doc_challenge(key_file: &[u8], blob: &str, w: u32, j: u8, data: &[u8]) -> ([u8; 32], [u8; 16]) {
+    use poly1305::universal_hash::KeyInit as _;
     let key = doc_subkey(key_file, "chute storage challenge");
-    let tag = doc_hmac(&key, &[blob.as_bytes(), &w.to_be_bytes(), &[j]]);
-    let nonce: [u8; 16] = tag[..16].try_into().expect("16 bytes");
-    (nonce, doc_hmac(&nonce, &[data]))
+    let nonce = doc_hmac(&key, &[blob.as_bytes(), &w.to_be_bytes(), &[j]]);
+    let tag = poly1305::Poly1305::new(&nonce.into()).compute_unpadded(data);
+    (nonce, tag.into())
 }
 
 fn doc_mount_id(key_file: &[u8], roots: &[Vec<u8>]) -> String {

@@ -240,7 +240,7 @@ enum Expect {
     /// The answer sealed at upload to a storage challenge, which the store can
     /// give only by reading the window.
     Answer {
-        nonce: [u8; 16],
+        nonce: crate::crypto::ChallengeNonce,
         answer: [u8; format::ANSWER_LEN],
     },
 }

@@ -454,8 +454,8 @@ impl Remote for HttpRemote {
         id: &BlobId,
         window: u64,
         n: u64,
-        nonce: &[u8; 16],
-    ) -> Result<Option<[u8; 32]>> {
+        nonce: &crate::crypto::ChallengeNonce,
+    ) -> Result<Option<[u8; 16]>> {
         let what = format!("storage challenge on window {n} of {}", id.path());
         let target = crate::protocol::challenge_target(id, window, n, nonce);
         let resp = match self.get(&what, &target) {
@@ -464,7 +464,8 @@ impl Remote for HttpRemote {
             Err(e) => return Err(e),
         };
         let hex: String = self.json(&what, resp, MAX_HASH_ANSWER)?;
-        crate::hex::decode32(&hex).map(Some).ok_or_else(|| {
+        let tag = crate::hex::decode(&hex).and_then(|b| <[u8; 16]>::try_from(b).ok());
+        tag.map(Some).ok_or_else(|| {
             Error::new(
                 ErrorKind::Refused,
                 format!(

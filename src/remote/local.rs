@@ -53,8 +53,8 @@ impl Remote for LocalRemote {
         id: &BlobId,
         window: u64,
         n: u64,
-        nonce: &[u8; 16],
-    ) -> Result<Option<[u8; 32]>> {
+        nonce: &crate::crypto::ChallengeNonce,
+    ) -> Result<Option<[u8; 16]>> {
         let Some(offset) = n.checked_mul(window) else {
             return Ok(None);
         };

@@ -85,16 +85,16 @@ pub trait Remote: Send + Sync {
     fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]>;
     /// SHA-256 of window `n` as the remote holds it, or `None` if never written.
     fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>>;
-    /// The answer to a storage challenge on window `n`: `HMAC-SHA256(key = nonce,
-    /// the window's bytes)`, which the remote computes by reading them; `None` if
-    /// the window was never written.
+    /// The answer to a storage challenge on window `n` (the Poly1305 tag of the
+    /// window's bytes under the nonce, see [`crate::format`]), which the remote
+    /// computes by reading them; `None` if the window was never written.
     fn challenge(
         &self,
         id: &BlobId,
         window: u64,
         n: u64,
-        nonce: &[u8; 16],
-    ) -> Result<Option<[u8; 32]>>;
+        nonce: &crate::crypto::ChallengeNonce,
+    ) -> Result<Option<[u8; 16]>>;
     /// Reads `len` bytes of part 0 at `offset`.
     fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Commits the final index; the snapshot becomes visible.

@@ -618,18 +618,21 @@ impl Store {
         Ok(r.digest)
     }
 
-    /// The answer to a storage challenge: `HMAC-SHA256(key = nonce, the bytes of
-    /// window `w` as its file holds them now)`, read from disk every time in
+    /// The answer to a storage challenge: the Poly1305 tag, keyed by the nonce, of
+    /// the bytes of window `w` as its file holds them now, read from disk every time in
     /// 256 KiB pieces (never from the record, which holds hashes, not bytes). A file
     /// shorter than the window is an I/O error, like [`Store::window_hash`]'s.
-    pub fn window_challenge(&self, id: &BlobId, w: &Window, nonce: &[u8; 16]) -> Result<[u8; 32]> {
-        use hmac::{Hmac, KeyInit, Mac};
+    pub fn window_challenge(
+        &self,
+        id: &BlobId,
+        w: &Window,
+        nonce: &crate::crypto::ChallengeNonce,
+    ) -> Result<[u8; 16]> {
         let dir = self.existing_dir(id)?;
         let path = dir.join(PART).join(w.file_name());
         let cannot = || io_err(format!("cannot read {}", id.path()));
         let f = File::open(&path).map_err(cannot())?;
-        let mut mac =
-            <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(nonce).expect("any key length");
+        let mut mac = crate::crypto::ChallengeMac::new(nonce);
         let mut buf = vec![0u8; (256 << 10).min(w.len as usize).max(1)];
         let mut r = f.take(w.len);
         let mut got = 0u64;
@@ -649,7 +652,7 @@ impl Store {
                 short_window(),
             ));
         }
-        Ok(mac.finalize().into_bytes().into())
+        Ok(mac.finalize())
     }
 
     /// The window that starts at `offset`, if one was written there. The verified
@@ -1489,10 +1492,10 @@ mod tests {
     #[test]
     fn a_challenge_reads_the_bytes_whatever_the_record_says() {
         let (root, s, id, dir, w) = one_window("challenge");
-        let nonce = [7u8; 16];
+        let nonce = [7u8; 32];
         let answer = crate::format::challenge_answer(&nonce, b"abcdefgh");
         assert_eq!(s.window_challenge(&id, &w, &nonce).unwrap(), answer);
-        assert_ne!(s.window_challenge(&id, &w, &[8u8; 16]).unwrap(), answer);
+        assert_ne!(s.window_challenge(&id, &w, &[8u8; 32]).unwrap(), answer);
         let file = dir.join(PART).join(w.file_name());
         fs::write(&file, b"XXXXXXXX").unwrap();
         s.record_append(&dir, &w, &stamp(&dir, &w)).unwrap();
