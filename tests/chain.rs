@@ -148,6 +148,54 @@ fn prune_refuses_a_listing_that_hides_a_snapshot() {
     env.ok(["verify", "--all", "--remote", &remote]);
 }
 
+/// A snapshot hidden while prune runs, after it read the listing: it stops before
+/// its first change.
+#[test]
+fn prune_stops_when_its_view_changes_during_the_run() {
+    let (env, store, remote, src) = setup("chain-prune-during");
+    sink(&env, &remote, &src);
+    sink(&env, &remote, &src);
+    let (list, _) = snaps(&env, &remote);
+    env.ok(["forget", list[0].0.as_str(), "--remote", &remote]);
+    let gate = env.path("gate");
+    fs::create_dir_all(&gate).unwrap();
+    let mut child = env
+        .cmd(["prune", "--grace", "0", "--remote", &remote])
+        .env("CHUTE_TEST_PRUNE_PAUSE", &gate)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !gate.join("paused").exists() {
+        if child.try_wait().unwrap().is_some() || std::time::Instant::now() > until {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "prune never paused after its plan\nstdout:\n{}\nstderr:\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let stash = hide(&env, &store, &list[1].1);
+    let before = store_state(&store);
+    fs::write(gate.join("go"), b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("snapshot {} left the listing", list[1].0))
+            && err.contains("nothing was deleted"),
+        "{err}"
+    );
+    assert!(before == store_state(&store), "prune changed the store");
+    unhide(&store, &list[1].1, &stash);
+    restore_same(&env, &remote, &list[1].0, &src);
+    env.ok(["verify", "--all", "--remote", &remote]);
+}
+
 /// A store put back to a copy taken before the last sink: every command that
 /// trusts the newest refuses, by id restore only warns, --accept-rollback takes
 /// the store's view and the chain goes on from there.

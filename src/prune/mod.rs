@@ -540,6 +540,7 @@ pub fn run(
         }
         return Ok(report);
     }
+    crate::testhooks::prune_pause();
     still_listed(remote, domain, node, &snaps, "nothing was deleted")?;
     // A new mark starts the store's idle clock too (forgetting a forgotten blob
     // again restarts it): the delete then waits for both clocks, so a client clock
