@@ -229,8 +229,9 @@ impl Problem {
         }
     }
 
-    /// One line, naming the store and the mount by its paths.
-    pub fn describe(&self, store: &str, paths: &str) -> String {
+    /// One line, naming the store and the mount by its paths; `held`: the record
+    /// holds the mount (else nothing tells a hidden snapshot from a pruned one).
+    pub fn describe(&self, store: &str, paths: &str, held: bool) -> String {
         let range = |a: u64, b: u64| {
             if a == b {
                 format!("seq {a}")
@@ -254,11 +255,16 @@ impl Problem {
                 before,
                 ..
             } => format!(
-                "the chain of {paths} on store {store} has a gap: {} missing {}before snapshot {before}, not forgotten by this node: the store hides or lost them (--accept-rollback takes the store's view)",
+                "the chain of {paths} on store {store} has a gap: {} missing {}before snapshot {before}, {}",
                 range(*from, *to),
                 after
                     .as_ref()
-                    .map_or(String::new(), |a| format!("after snapshot {a} and "))
+                    .map_or(String::new(), |a| format!("after snapshot {a} and ")),
+                if held {
+                    "not forgotten by this node: the store hides or lost them (--accept-rollback takes the store's view)"
+                } else {
+                    "forgotten and pruned, or hidden by the store (this node has no record of the chain yet to tell; it keeps one from now on)"
+                }
             ),
             Problem::Fork {
                 seq, name, prev, ..
@@ -714,8 +720,8 @@ pub fn guard(
     let store = remote.describe();
     let mut errors = Vec::new();
     for p in &problems {
-        let line = p.describe(&store, &paths(p.mount()));
         let held = record.mounts.contains_key(p.mount());
+        let line = p.describe(&store, &paths(p.mount()), held);
         if !held || strict == Strict::Warn {
             eprintln!("chute {command}: warning: {line}");
         } else if accept {
