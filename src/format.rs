@@ -87,7 +87,13 @@
 //! `sealed` field of index.json, hex-decoded): unique (the seal has a random
 //! nonce) and, sealed, bound to the blob path. Snapshots of one mount (one set of
 //! roots, so two path sets sunk at once never race) on one remote form a chain:
-//! each seals its predecessor's chain id and a sequence number one higher.
+//! each seals its predecessor's chain id and a sequence number one higher. The
+//! predecessor is the newest snapshot of the mount the store listed at the sink;
+//! the number is one past the highest the node knows of (its record, and every
+//! snapshot of the mount the store shows, forgotten ones too), so after a forget
+//! of the newest it skips one, and a skip whose sealed parent is shown is no gap.
+//! Only the sealed parent counts: index.json's `parent` is the store's to read
+//! and unauthenticated. [`crate::chain`] holds the checks and the node's record.
 //!
 //! # Storage challenges
 //! For challenge `j` (`0..K`) of window `w` of the blob at path `P`, the nonce is

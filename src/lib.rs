@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod blob;
 pub mod cache;
+pub mod chain;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;

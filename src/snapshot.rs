@@ -128,7 +128,19 @@ pub fn find(
     name: &str,
     paths: &[std::path::PathBuf],
 ) -> Result<Snapshot> {
-    let mut all = all(keys, remote, domain, node)?;
+    let all = all(keys, remote, domain, node)?;
+    find_in(all, remote, domain, node, name, paths)
+}
+
+/// [`find`] among snapshots already listed (`all`, oldest first).
+pub fn find_in(
+    mut all: Vec<Snapshot>,
+    remote: &dyn Remote,
+    domain: &str,
+    node: &str,
+    name: &str,
+    paths: &[std::path::PathBuf],
+) -> Result<Snapshot> {
     if name == "latest" && !paths.is_empty() {
         all.retain(|s| {
             paths.iter().all(|p| {

@@ -15,6 +15,8 @@
 //!   its read ([`change_during_read`]).
 //! - `CHUTE_TEST_HOLD_WINDOW=DIR`: the store holds the first window it receives
 //!   between its last byte and its rename into place ([`hold_window`]).
+//! - `CHUTE_TEST_PRUNE_PAUSE=DIR`: prune pauses after its plan, before its first
+//!   change ([`prune_pause`]).
 
 use std::fs;
 use std::io::Read;
@@ -127,6 +129,22 @@ pub fn hold_window() {
     }
     let dir = Path::new(&dir);
     let _ = fs::write(dir.join("held"), b"");
+    let until = Instant::now() + Duration::from_secs(30);
+    while !dir.join("go").exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// For tests only: `CHUTE_TEST_PRUNE_PAUSE=DIR` pauses a prune once it has
+/// planned, before it changes anything: creates `DIR/paused`, then waits until
+/// `DIR/go` exists (at most 30 s). A test changes the store's listing meanwhile,
+/// as a store hiding a snapshot during the run would.
+pub fn prune_pause() {
+    let Some(dir) = std::env::var_os("CHUTE_TEST_PRUNE_PAUSE") else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let _ = fs::write(dir.join("paused"), b"");
     let until = Instant::now() + Duration::from_secs(30);
     while !dir.join("go").exists() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));

@@ -5,6 +5,7 @@
 mod util;
 
 mod ceiling;
+mod chain;
 mod consistency;
 mod hostile_auth;
 mod hostile_conn;

@@ -77,6 +77,10 @@ pub struct SinkCmd {
     /// sealing and upload threads (default: the number of cores)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
 }
 
 /// List snapshots, oldest first.
@@ -98,6 +102,10 @@ pub struct ListCmd {
     /// node (CHUTE_NODE)
     #[argh(option)]
     pub node: Option<String>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
 }
 
 /// Restore a snapshot (an id, a timestamp, or "latest"), or some PATHs of it.
@@ -131,6 +139,10 @@ pub struct RestoreCmd {
     /// download and write threads (default: the number of cores)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
 }
 
 /// Serve a store to peers over HTTP.
@@ -244,6 +256,10 @@ pub struct VerifyCmd {
     /// parallel requests (default: the number of cores)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
 }
 /// Forget snapshots by a keep policy (restic's --keep-* rules), or by id.
 #[derive(FromArgs, Debug)]
@@ -321,6 +337,10 @@ pub struct PruneCmd {
     /// delete; keep it off the nightly cron job
     #[argh(option)]
     pub admin_key_file: Option<std::path::PathBuf>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
 }
 /// Re-hash every stored window against the SHA-256 it arrived with (no key needed).
 #[derive(FromArgs, Debug)]

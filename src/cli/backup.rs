@@ -40,6 +40,7 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         threads: threads(c.threads),
         window,
         progress: true,
+        accept_rollback: c.accept_rollback,
     };
     let r = sink::run(&keys, remote.as_ref(), &opts)?;
     // Size the next run's windows from how long this run's took (best effort).
@@ -109,13 +110,30 @@ struct ListItem {
     dirs: u64,
     bytes: u64,
     blob: String,
+    /// Place in its chain (0: outside any, see [`crate::chain`]).
+    seq: u64,
 }
 
 pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
-    let keys = s.keys(c.key_file)?;
-    let (domain, node) = (s.domain(c.domain), s.node(c.node));
-    let remote = s.remote(c.remote, &keys, &node, None)?;
+    let NodeContext {
+        keys,
+        remote,
+        domain,
+        node,
+        cache_dir,
+    } = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let snaps = snapshot::all(&keys, remote.as_ref(), &domain, &node)?;
+    crate::chain::guard(
+        &keys,
+        remote.as_ref(),
+        &domain,
+        &node,
+        &cache_dir,
+        &snaps,
+        "list",
+        crate::chain::Strict::Fail,
+        c.accept_rollback,
+    )?;
     let items: Vec<ListItem> = snaps
         .iter()
         .map(|sn| ListItem {
@@ -133,6 +151,7 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
             dirs: sn.header.dirs,
             bytes: sn.header.bytes,
             blob: sn.blob.path(),
+            seq: sn.header.seq,
         })
         .collect();
     if c.json {
@@ -169,7 +188,26 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let snap = snapshot::find(keys, remote, &node.domain, &node.node, &c.snapshot, &paths)?;
+    let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
+    // Only `latest` depends on the store showing the newest; a snapshot named by id
+    // is what it is, so a bad chain only warns.
+    let strict = if c.snapshot == "latest" {
+        crate::chain::Strict::Fail
+    } else {
+        crate::chain::Strict::Warn
+    };
+    crate::chain::guard(
+        keys,
+        remote,
+        &node.domain,
+        &node.node,
+        &node.cache_dir,
+        &all,
+        "restore",
+        strict,
+        c.accept_rollback,
+    )?;
+    let snap = snapshot::find_in(all, remote, &node.domain, &node.node, &c.snapshot, &paths)?;
     let opts = restore::Options {
         to: c.to.clone(),
         paths: c.paths,

@@ -23,15 +23,28 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, c.admin_key_file)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
     let mut remove: Vec<Snapshot> = Vec::new();
+    // What a forget acts on must be the store's whole view: a policy applied to a
+    // rolled-back list would keep the wrong snapshots.
+    let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
+    crate::chain::guard(
+        keys,
+        remote,
+        &node.domain,
+        &node.node,
+        &node.cache_dir,
+        &all,
+        "forget",
+        crate::chain::Strict::Fail,
+        false,
+    )?;
     if policy.is_empty() {
         for name in &c.snapshots {
-            let snap = snapshot::find(keys, remote, &node.domain, &node.node, name, &[])?;
+            let snap = snapshot::find_in(all.clone(), remote, &node.domain, &node.node, name, &[])?;
             if !remove.iter().any(|r| r.blob == snap.blob) {
                 remove.push(snap);
             }
         }
     } else {
-        let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
         let mut groups: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
         for snap in all {
             groups
@@ -86,6 +99,12 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
         return Ok(());
     }
     for snap in &remove {
+        // Recorded first, so a later check knows this gap (or this lower newest)
+        // was this node's doing; a record of a forget that then failed is harmless,
+        // the snapshot is still listed.
+        crate::chain::change(&node.cache_dir, "forget", |r| {
+            crate::chain::forgot(r, &snap.blob.mount, snap.header.seq)
+        });
         remote.forget(&snap.blob)?;
         if !c.snapshots.is_empty() {
             println!(

@@ -39,6 +39,8 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
         marks: node.cache_dir.join("prune-marks"),
         now,
         repack,
+        chain: Some(node.cache_dir.clone()),
+        accept_rollback: c.accept_rollback,
     };
     let r = run(
         &node.keys,

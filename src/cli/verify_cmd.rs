@@ -32,14 +32,30 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
     let started = std::time::Instant::now();
+    let guard = |snaps: &[snapshot::Snapshot]| {
+        crate::chain::guard(
+            keys,
+            remote,
+            &node.domain,
+            &node.node,
+            &node.cache_dir,
+            snaps,
+            "verify",
+            crate::chain::Strict::Fail,
+            c.accept_rollback,
+        )
+    };
     let (snaps, broken) = if c.all {
         // One listing: a snapshot forgotten meanwhile is simply not in it.
         let l = snapshot::listing(keys, remote, &node.domain, &node.node)?;
+        guard(&l.snapshots)?;
         let broken: Vec<BlobId> = l.failed.into_iter().map(|(b, _)| b).collect();
         (l.snapshots, broken)
     } else {
         let name = c.snapshot.as_deref().unwrap_or("latest");
-        let snap = snapshot::find(keys, remote, &node.domain, &node.node, name, &[])?;
+        let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
+        guard(&all)?;
+        let snap = snapshot::find_in(all, remote, &node.domain, &node.node, name, &[])?;
         (vec![snap], Vec::new())
     };
     let mut spent = crate::spent::Spent::load(&node.cache_dir);

@@ -137,6 +137,11 @@ pub struct Options {
     /// Repack a partly used blob once at least this share of it is unused (0 to
     /// 1; above 1 never).
     pub repack: f64,
+    /// The node's cache directory, whose chain record the listing is checked
+    /// against ([`crate::chain`]); `None` skips the check (unit tests).
+    pub chain: Option<PathBuf>,
+    /// Take the store's view of the chain even if it rolled back.
+    pub accept_rollback: bool,
 }
 
 /// Default share of a blob that must be unused before it is repacked.
@@ -406,6 +411,20 @@ pub fn run(
         )));
     }
     let snaps = listing.snapshots;
+    if let Some(dir) = &opts.chain {
+        crate::chain::guard(
+            keys,
+            remote,
+            domain,
+            node,
+            dir,
+            &snaps,
+            "prune",
+            crate::chain::Strict::Fail,
+            opts.accept_rollback,
+        )
+        .map_err(|e| Error::Failed(format!("{e}; nothing was deleted")))?;
+    }
     let listed: Vec<BlobId> = snaps
         .iter()
         .chain(&listing.packs)
@@ -521,6 +540,8 @@ pub fn run(
         }
         return Ok(report);
     }
+    crate::testhooks::prune_pause();
+    still_listed(remote, domain, node, &snaps, "nothing was deleted")?;
     // A new mark starts the store's idle clock too (forgetting a forgotten blob
     // again restarts it): the delete then waits for both clocks, so a client clock
     // that is behind cannot make a mark look older than it is.
@@ -589,9 +610,43 @@ pub fn run(
         };
     }
     save_marks(&opts.marks, &marks)?;
+    still_listed(
+        remote,
+        domain,
+        node,
+        &snaps,
+        "the blobs the new pack replaces were not deleted",
+    )?;
     retire(remote, &mut report, &jobs, &mut marks, &mut deleted_one)?;
     save_marks(&opts.marks, &marks)?;
     Ok(report)
+}
+
+/// Fails unless every snapshot the run read is still listed: a snapshot that
+/// left the listing during the run was forgotten elsewhere (then the next run
+/// sees it so) or hidden by the store, and a prune acting on a view that changed
+/// under it could delete what a hidden snapshot needs. New snapshots are fine
+/// (see "Why no lock is needed").
+fn still_listed(
+    remote: &dyn Remote,
+    domain: &str,
+    node: &str,
+    snaps: &[Snapshot],
+    done: &str,
+) -> Result<()> {
+    let now: HashSet<String> = remote
+        .list(domain, node)?
+        .into_iter()
+        .map(|b| b.path())
+        .collect();
+    match snaps.iter().find(|s| !now.contains(&s.blob.path())) {
+        None => Ok(()),
+        Some(gone) => Err(Error::Failed(format!(
+            "snapshot {} left the listing of {} during this prune (forgotten elsewhere, or hidden by the store): the view it acted on changed, so it stopped; {done}",
+            gone.short_id(),
+            remote.describe()
+        ))),
+    }
 }
 
 /// Which candidates to mark afresh. A snapshot committed and forgotten since the

@@ -89,6 +89,8 @@ pub struct Options {
     pub progress: bool,
     /// Where the chunk index, journal and lock live.
     pub cache_dir: PathBuf,
+    /// Take the store's view of the chain even if it rolled back (see [`crate::chain`]).
+    pub accept_rollback: bool,
 }
 
 /// What a sink did.
@@ -146,6 +148,18 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let journal_path = opts.cache_dir.join(format!("journal-{mount}"));
     let (snaps, cache, completed) = catch_up(keys, remote, opts, &journal_path)?;
     let parent_snap = snaps.iter().rev().find(|s| s.blob.mount == mount);
+    let (links, record) = crate::chain::guard(
+        keys,
+        remote,
+        &opts.domain,
+        &opts.node,
+        &opts.cache_dir,
+        &snaps,
+        "sink",
+        crate::chain::Strict::Fail,
+        opts.accept_rollback,
+    )?;
+    let (seq, chain_parent) = crate::chain::next(&record, &links, &mount);
 
     let mut index = Index {
         version: u32::from(format::VERSION),
@@ -275,6 +289,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         part_size,
         window: window as u32,
         window_hashes,
+        seq,
+        parent: chain_parent,
         ..Header::default()
     };
     index.size = Some(part_size);
@@ -301,6 +317,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .commit(&blob, &index)
         .map_err(|e| checked_lost(remote, &blob, e))?;
     testhooks::failpoint("after-commit");
+    if let Some(id) = format::chain_id(&index) {
+        crate::chain::change(&opts.cache_dir, "sink", |r| {
+            crate::chain::committed(r, &mount, seq, id)
+        });
+    }
     // The snapshot is safe; what follows only speeds up the next run.
     remember(&cache, &blob, &upload);
     let _ = fs::remove_file(&journal_path);
