@@ -691,6 +691,22 @@ impl Store {
         self.read_index(id, INDEX, "committed")
     }
 
+    /// The committed index of a blob, or a pending one's as it was created (`true`
+    /// with it). A commit between the two reads is found by the third.
+    pub fn index_or_pending(&self, id: &BlobId) -> Result<(Vec<u8>, bool)> {
+        let missing = |e: &Error| matches!(e, Error::NotFound(_));
+        match self.index(id) {
+            Err(e) if missing(&e) => {}
+            r => return r.map(|b| (b, false)),
+        }
+        match self.read_index(id, PENDING, "committed or pending") {
+            Err(e) if missing(&e) => {}
+            r => return r.map(|b| (b, true)),
+        }
+        self.read_index(id, INDEX, "committed or pending")
+            .map(|b| (b, false))
+    }
+
     /// One of a blob's index files; a missing one is "no `what` blob".
     fn read_index(&self, id: &BlobId, name: &str, what: &str) -> Result<Vec<u8>> {
         match fs::read(self.dir(id).join(name)) {
