@@ -919,8 +919,8 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
         .names
         .iter()
         .map(|n| match port {
-            Some(p) if !n.contains(':') => format!("{n}:{p}"),
-            _ => n.clone(),
+            Some(p) if !n.contains(':') => format!("{}:{p}", n.to_ascii_lowercase()),
+            _ => n.to_ascii_lowercase(),
         })
         .collect();
     names.push(match server.server_addr().to_ip() {
