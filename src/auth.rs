@@ -11,16 +11,17 @@
 //!
 //! | header | value |
 //! |---|---|
+//! | `Host` | the peer's authority as the node was given it (see below) |
 //! | `X-Chute-Node` | the node name |
 //! | `X-Chute-Time` | Unix seconds when signed |
 //! | `X-Chute-Nonce` | 32 random hex digits, never reused |
 //! | `X-Chute-SHA256` | hex SHA-256 of the body (of the empty string for none) |
 //! | `X-Chute-Signature` | hex `HMAC-SHA256(auth, CANONICAL)` |
 //!
-//! `CANONICAL` is these nine lines joined by `\n` (no newline after the last):
+//! `CANONICAL` is these ten lines joined by `\n` (no newline after the last):
 //!
 //! ```text
-//! chute-auth-v2
+//! chute-auth-v3
 //! METHOD
 //! PATH
 //! TIME
@@ -29,6 +30,7 @@
 //! content-range:VALUE
 //! range:VALUE
 //! if-none-match:VALUE
+//! host:AUTHORITY
 //! ```
 //!
 //! `PATH` is the request target exactly as sent (with any query); `TIME`, `NONCE`
@@ -39,6 +41,67 @@
 //! on-path attacker can therefore neither move a window (`Content-Range`), change
 //! what a read returns (`Range`), nor turn a read into a `304` (`If-None-Match`).
 //! `Content-Length` needs no line: the body is bound by its SHA-256.
+//!
+//! `AUTHORITY` binds the signature to one peer: `host[:port]` exactly as the node
+//! was given it in `--remote http://AUTHORITY` (lowercased, no trailing slash),
+//! sent as the request's `Host`. The server checks the signature over the `Host`
+//! it received, then that it is one of its own names, else `401` ("request signed
+//! for peer X, this peer is Y"). Its names: every `chute serve --name NAME`
+//! (`CHUTE_NAME`, comma-separated), matched as `NAME:PORT` with the port the
+//! connection arrived on, or exactly when the name gives a port (`nas:8080`
+//! behind a port forward); the address the connection arrived on as a literal
+//! (`192.168.1.5:2002`, `[::1]:2002`); and `localhost:PORT` when that address is
+//! loopback. A `Host` without a port is port 80's. The machine's host name is not
+//! a name unless given (every Raspberry Pi is called raspberrypi). So a peer that
+//! admits a node cannot replay the node's requests to another peer that admits
+//! it too. A signature of the previous version (`chute-auth-v2`, without the
+//! `host:` line) is refused with `401` "old signature version, upgrade chute on
+//! this node".
+//!
+//! # Answers
+//! Every answer to a request the server verified as signed by an admitted node
+//! carries `X-Chute-Answer: <hex HMAC-SHA256(auth, CANONICAL-ANSWER)>`, under the
+//! same node key, with `CANONICAL-ANSWER` these nine lines joined by `\n`:
+//!
+//! ```text
+//! chute-answer-v1
+//! REQUEST-NONCE
+//! STATUS
+//! BODY
+//! content-length:VALUE
+//! content-range:VALUE
+//! etag:VALUE
+//! retry-after:VALUE
+//! x-chute-state:VALUE
+//! ```
+//!
+//! `REQUEST-NONCE` is the `X-Chute-Nonce` of the request answered, `STATUS` the
+//! decimal status, and each header line the value sent, empty when absent
+//! ([`ANSWER_COVERED`]); the server always sends `Content-Length` (never a chunked
+//! body). `BODY` is the hex SHA-256 of the body for every JSON or small answer
+//! (lists, acknowledgements, hashes, created URIs, indexes, errors, `304`), and
+//! the word `sealed` for a window or a range of part 0: those bytes are
+//! authenticated end to end by the node itself (every chunk and manifest segment
+//! is AEAD-sealed and bound to its id and blob path, every window's SHA-256 is in
+//! the sealed header, and verify, restore and prune check them), while the MAC
+//! still binds their status, length and range, so neither a 404 nor a truncation
+//! can be forged. The label differs from the request's, so neither MAC passes for
+//! the other. The client checks the MAC against its own request's nonce before it
+//! acts on anything in the answer (a list, an acknowledgement, a hash, a 404, a
+//! 409), and fails with "answer from PEER is not authenticated" otherwise: an
+//! on-path attacker can drop or delay answers, not forge them. A 429 or 503
+//! without a valid MAC is still waited out within the retry budget (it only
+//! delays); a 401 without one keeps the peer's reason, marked unauthenticated.
+//!
+//! Answers to requests that failed before the node was verified (unsigned, bad
+//! signature, unknown node, malformed or stale headers, replays, rate limits) carry
+//! no MAC: the server cannot tell whose key to use; nor do tiny_http's own early
+//! answers (400, 408, 411, 431). An `--open` server answers a caller it holds no
+//! key for with `X-Chute-Answer: open`; the client then warns once per process
+//! that the peer's answers cannot be authenticated, and accepts them. That is a
+//! downgrade an on-path attacker can force by stripping the MAC and writing
+//! `open`: a node that talks only to admitting servers should not accept it (not
+//! yet enforced).
 //!
 //! On an `--append-only` server a DELETE must also carry `X-Chute-Admin`: hex
 //! `HMAC-SHA256(SHA-256(admin key file), "chute-admin-v1\n" METHOD "\n" PATH "\n"
@@ -100,7 +163,30 @@ pub const ADMIN: &str = "X-Chute-Admin";
 /// The other headers the server acts on, covered by the signature in this order.
 pub const COVERED: [&str; 3] = ["Content-Range", "Range", "If-None-Match"];
 /// The first line of the canonical string: a new one for every change of it.
-const LABEL: &str = "chute-auth-v2";
+const LABEL: &str = "chute-auth-v3";
+/// The label of the previous canonical string (no `host:` line): recognised only
+/// to tell an old node to upgrade.
+const OLD_LABEL: &str = "chute-auth-v2";
+/// The MAC of an answer (see "Answers" in the module docs), or [`ANSWER_OPEN`].
+pub const ANSWER: &str = "X-Chute-Answer";
+/// What an `--open` server answers a caller it holds no key for.
+pub const ANSWER_OPEN: &str = "open";
+/// Whether an `index.json` answer is a pending blob's index (`pending`).
+pub const STATE: &str = "X-Chute-State";
+/// The answer headers a client acts on, covered by the answer MAC in this order.
+pub const ANSWER_COVERED: [&str; 5] = [
+    "Content-Length",
+    "Content-Range",
+    "ETag",
+    "Retry-After",
+    STATE,
+];
+/// The first line of an answer's canonical string: differs from the request's, so
+/// neither MAC can pass for the other.
+const ANSWER_LABEL: &str = "chute-answer-v1";
+/// The body line of an answer whose bytes are sealed by the node itself (a window
+/// or a range of part 0), so the MAC does not hash them.
+const SEALED: &str = "sealed";
 /// How far a request's time may be from the server's clock, in seconds.
 pub const MAX_SKEW: i64 = 300;
 /// The most nonces one node's table (or the admin key's) remembers at once; past
@@ -123,7 +209,9 @@ pub fn node_key(keys: &Keys, node: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// The request signature's MAC over the canonical string (see the module docs).
+/// The request signature's MAC over the canonical string (see the module docs);
+/// `host: None` gives the old `chute-auth-v2` string, without its line.
+#[allow(clippy::too_many_arguments)] // the canonical string's fields, each named
 fn mac(
     key: &[u8; 32],
     method: &str,
@@ -132,18 +220,90 @@ fn mac(
     nonce: &str,
     body: &str,
     covered: &[&str; 3],
+    host: Option<&str>,
 ) -> Hmac<Sha256> {
-    let lines: Vec<String> = COVERED
+    let mut lines: Vec<String> = COVERED
         .iter()
         .zip(covered)
         .map(|(name, value)| format!("{}:{}", name.to_ascii_lowercase(), value.trim()))
         .collect();
-    mac_over(
-        key,
-        &[
-            LABEL, method, path, time, nonce, body, &lines[0], &lines[1], &lines[2],
-        ],
+    let label = match host {
+        Some(h) => {
+            lines.push(format!("host:{}", h.trim()));
+            LABEL
+        }
+        None => OLD_LABEL,
+    };
+    let mut parts = vec![label, method, path, time, nonce, body];
+    parts.extend(lines.iter().map(String::as_str));
+    mac_over(key, &parts)
+}
+
+/// What an answer's MAC says of its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerBody<'a> {
+    /// The SHA-256 of the whole body (every JSON or small answer).
+    Sha256(&'a [u8; 32]),
+    /// Bytes the node sealed itself (a window, a range of part 0): not hashed.
+    Sealed,
+}
+
+/// The answer MAC over the canonical answer string (see "Answers" in the module
+/// docs): `nonce` is the request's, `covered` the values of [`ANSWER_COVERED`]
+/// (empty when absent).
+fn answer_mac(
+    key: &[u8; 32],
+    nonce: &str,
+    status: u16,
+    body: AnswerBody,
+    covered: &[&str; 5],
+) -> Hmac<Sha256> {
+    let status = status.to_string();
+    let body = match body {
+        AnswerBody::Sha256(d) => crate::hex::encode(d),
+        AnswerBody::Sealed => SEALED.to_string(),
+    };
+    let lines: Vec<String> = ANSWER_COVERED
+        .iter()
+        .zip(covered)
+        .map(|(name, value)| format!("{}:{}", name.to_ascii_lowercase(), value.trim()))
+        .collect();
+    let mut parts = vec![ANSWER_LABEL, nonce, &status, &body];
+    parts.extend(lines.iter().map(String::as_str));
+    mac_over(key, &parts)
+}
+
+/// The `X-Chute-Answer` value a server sends with an answer to a request of the
+/// node whose auth key is `key`.
+pub fn answer_tag(
+    key: &[u8; 32],
+    nonce: &str,
+    status: u16,
+    body: AnswerBody,
+    covered: &[&str; 5],
+) -> String {
+    crate::hex::encode(
+        &answer_mac(key, nonce, status, body, covered)
+            .finalize()
+            .into_bytes(),
     )
+}
+
+/// Checks an answer's `X-Chute-Answer` value in constant time.
+pub fn answer_ok(
+    key: &[u8; 32],
+    nonce: &str,
+    status: u16,
+    body: AnswerBody,
+    covered: &[&str; 5],
+    tag: &str,
+) -> bool {
+    let Some(t) = crate::hex::decode(tag.trim()) else {
+        return false;
+    };
+    answer_mac(key, nonce, status, body, covered)
+        .verify_slice(&t)
+        .is_ok()
 }
 
 /// The values of the [`COVERED`] headers among `headers` (the first of each name,
@@ -163,6 +323,8 @@ pub struct Signer {
     pub node: String,
     key: [u8; 32],
     admin: Option<[u8; 32]>,
+    /// The peer's authority the signatures are bound to, sent as `Host`.
+    host: String,
 }
 
 impl Signer {
@@ -171,7 +333,21 @@ impl Signer {
             node: node.to_string(),
             key: node_key(keys, node),
             admin: None,
+            host: String::new(),
         }
+    }
+
+    /// Binds every signature to the peer at `authority` (`host[:port]` as given
+    /// in `--remote`, lowercased here): it is sent as the `Host` header, and
+    /// another peer refuses the request.
+    pub fn for_peer(mut self, authority: &str) -> Signer {
+        self.host = authority.trim().to_ascii_lowercase();
+        self
+    }
+
+    /// The node's auth key: what checks the peer's answers.
+    pub fn key(&self) -> &[u8; 32] {
+        &self.key
     }
 
     /// Also proves the admin key (SHA-256 of the admin key file's bytes) on every
@@ -182,7 +358,8 @@ impl Signer {
     }
 
     /// The headers that sign one request whose other headers are `headers` (the
-    /// [`COVERED`] ones among them are signed too: send them unchanged).
+    /// [`COVERED`] ones among them are signed too: send them unchanged), with
+    /// `Host` (the peer given to [`Signer::for_peer`]) first: send it as is.
     pub fn headers(
         &self,
         method: &str,
@@ -233,10 +410,12 @@ impl Signer {
             nonce,
             &body,
             &covered(headers),
+            Some(&self.host),
         )
         .finalize()
         .into_bytes();
         let mut out = vec![
+            ("Host", self.host.clone()),
             (NODE, self.node.clone()),
             (TIME, time),
             (NONCE, nonce.to_string()),
@@ -244,7 +423,7 @@ impl Signer {
             (SIGNATURE, crate::hex::encode(&sig)),
         ];
         if let Some(a) = &self.admin {
-            out.push((ADMIN, admin_proof(a, method, path, &out[1].1, &out[2].1)));
+            out.push((ADMIN, admin_proof(a, method, path, &out[2].1, &out[3].1)));
         }
         out
     }
@@ -326,6 +505,10 @@ pub enum Refusal {
     BeforeStart(i64),
     Replayed,
     BadSignature,
+    /// Signed by an older chute (`chute-auth-v2`, not bound to a peer).
+    OldVersion,
+    /// Signed for another peer (the `Host` it was signed for, this peer's name).
+    WrongPeer(String, String),
     /// Past the node's request rate: retry after these seconds.
     RateLimited(u64),
     /// The node's nonce table is full: retry after these seconds.
@@ -361,6 +544,13 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::Replayed => f.write_str("replayed request (nonce already used)"),
             Refusal::BadSignature => f.write_str("bad signature (wrong key for this node?)"),
+            Refusal::OldVersion => {
+                f.write_str("old signature version, upgrade chute on this node")
+            }
+            Refusal::WrongPeer(signed, this) => write!(
+                f,
+                "request signed for peer {signed:?}, this peer is {this:?} (chute serve --name {signed} admits that name)"
+            ),
             Refusal::RateLimited(s) => {
                 write!(f, "too many requests from this node; retry in {s} s")
             }
@@ -493,6 +683,8 @@ pub struct Signed<'a> {
     pub signature: &'a str,
     /// The values of the [`COVERED`] headers, empty if absent.
     pub covered: [&'a str; 3],
+    /// The `Host` header, empty if absent.
+    pub host: &'a str,
 }
 
 impl Verifier {
@@ -549,17 +741,25 @@ impl Verifier {
             return Err(Refusal::Malformed(BODY));
         }
         let sig = crate::hex::decode(h.signature).ok_or(Refusal::Malformed(SIGNATURE))?;
-        mac(
-            &admitted.key,
-            method,
-            path,
-            h.time,
-            h.nonce,
-            h.body,
-            &h.covered,
-        )
-        .verify_slice(&sig)
-        .map_err(|_| Refusal::BadSignature)?;
+        let v3 = |host| {
+            mac(
+                &admitted.key,
+                method,
+                path,
+                h.time,
+                h.nonce,
+                h.body,
+                &h.covered,
+                host,
+            )
+        };
+        if v3(Some(h.host)).verify_slice(&sig).is_err() {
+            // A node not yet upgraded is told so, not that its key is wrong.
+            return Err(match v3(None).verify_slice(&sig) {
+                Ok(()) => Refusal::OldVersion,
+                Err(_) => Refusal::BadSignature,
+            });
+        }
         // Only a verified request is counted or takes a nonce: forged ones cannot
         // throttle a node. The rate comes first, so it bounds the table's growth.
         let mut state = state.lock().expect("poisoned");
@@ -608,6 +808,7 @@ mod tests {
             body: get(BODY),
             signature: get(SIGNATURE),
             covered,
+            host: get("Host"),
         }
     }
 
@@ -709,12 +910,14 @@ mod tests {
 
     /// The canonical string of the module docs, pinned: a changed byte fails here.
     #[test]
-    fn signature_vector_v2() {
+    fn signature_vector_v3() {
         let s = Signer {
             node: "pi".into(),
             key: [7; 32],
             admin: Some([9; 32]),
-        };
+            host: String::new(),
+        }
+        .for_peer("Peer.Example:2002");
         let body = crate::crypto::sha256(b"abcd");
         let nonce = "000102030405060708090a0b0c0d0e0f";
         let h = s.headers_with(
@@ -727,7 +930,7 @@ mod tests {
         );
         // The reference, written from the docs alone.
         let canonical = format!(
-            "chute-auth-v2\nPUT\n/chute/blob/d/pi/m/t/0\n1700000000\n{nonce}\n{}\ncontent-range:bytes 4-7/*\nrange:\nif-none-match:",
+            "chute-auth-v3\nPUT\n/chute/blob/d/pi/m/t/0\n1700000000\n{nonce}\n{}\ncontent-range:bytes 4-7/*\nrange:\nif-none-match:\nhost:peer.example:2002",
             crate::hex::encode(&body)
         );
         let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
@@ -737,8 +940,9 @@ mod tests {
         assert_eq!(get(SIGNATURE), reference);
         assert_eq!(
             get(SIGNATURE),
-            "1bd87ec096c7fe8ad0bcb14ddcd0fde2770689ab2690114b495b95ffe13bccfe"
+            "ca28e0eacc74efbbbed43e26e2a1001da6dcc4b62b38378515b28a0770c680ff"
         );
+        assert_eq!(get("Host"), "peer.example:2002");
         assert_eq!(get(NODE), "pi");
         assert_eq!(get(TIME), "1700000000");
         assert_eq!(get(NONCE), nonce);
@@ -752,6 +956,170 @@ mod tests {
                 nonce
             )
         );
+    }
+
+    /// The canonical answer string of the module docs, pinned.
+    #[test]
+    fn answer_vector_v1() {
+        let key = [7; 32];
+        let nonce = "000102030405060708090a0b0c0d0e0f";
+        let body = crate::crypto::sha256(b"true");
+        let covered = ["4", "", "", "", ""];
+        let tag = answer_tag(&key, nonce, 201, AnswerBody::Sha256(&body), &covered);
+        let canonical = format!(
+            "chute-answer-v1\n{nonce}\n201\n{}\ncontent-length:4\ncontent-range:\netag:\nretry-after:\nx-chute-state:",
+            crate::hex::encode(&body)
+        );
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+        m.update(canonical.as_bytes());
+        assert_eq!(tag, crate::hex::encode(&m.finalize().into_bytes()));
+        assert_eq!(
+            tag,
+            "6bb03091b218bbf421db1908d1964c3e8aa1badeb2f16691c16718e48a525792"
+        );
+        let sealed = answer_tag(
+            &key,
+            nonce,
+            206,
+            AnswerBody::Sealed,
+            &["3", "bytes 0-2/9", "", "", ""],
+        );
+        let canonical = format!(
+            "chute-answer-v1\n{nonce}\n206\nsealed\ncontent-length:3\ncontent-range:bytes 0-2/9\netag:\nretry-after:\nx-chute-state:"
+        );
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+        m.update(canonical.as_bytes());
+        assert_eq!(sealed, crate::hex::encode(&m.finalize().into_bytes()));
+    }
+
+    /// Issue 14: answers were not authenticated: an edited status, body or covered
+    /// header, another request's nonce or another key all fail the check.
+    #[test]
+    fn answers_are_bound_to_request_status_body_and_headers() {
+        let key = [7; 32];
+        let nonce = "000102030405060708090a0b0c0d0e0f";
+        let body = crate::crypto::sha256(b"[]");
+        let covered = ["2", "", "", "", ""];
+        let tag = answer_tag(&key, nonce, 200, AnswerBody::Sha256(&body), &covered);
+        assert!(answer_ok(
+            &key,
+            nonce,
+            200,
+            AnswerBody::Sha256(&body),
+            &covered,
+            &tag
+        ));
+        let other = crate::crypto::sha256(b"[1]");
+        assert!(!answer_ok(
+            &key,
+            nonce,
+            404,
+            AnswerBody::Sha256(&body),
+            &covered,
+            &tag
+        ));
+        assert!(!answer_ok(
+            &key,
+            nonce,
+            200,
+            AnswerBody::Sha256(&other),
+            &covered,
+            &tag
+        ));
+        assert!(!answer_ok(
+            &key,
+            nonce,
+            200,
+            AnswerBody::Sealed,
+            &covered,
+            &tag
+        ));
+        assert!(!answer_ok(
+            &key,
+            "00",
+            200,
+            AnswerBody::Sha256(&body),
+            &covered,
+            &tag
+        ));
+        assert!(!answer_ok(
+            &[8; 32],
+            nonce,
+            200,
+            AnswerBody::Sha256(&body),
+            &covered,
+            &tag
+        ));
+        for i in 0..5 {
+            let mut c = covered;
+            c[i] = "9";
+            assert!(
+                !answer_ok(&key, nonce, 200, AnswerBody::Sha256(&body), &c, &tag),
+                "{i}"
+            );
+        }
+        assert!(!answer_ok(
+            &key,
+            nonce,
+            200,
+            AnswerBody::Sha256(&body),
+            &covered,
+            "open"
+        ));
+        assert!(!answer_ok(
+            &key,
+            nonce,
+            200,
+            AnswerBody::Sha256(&body),
+            &covered,
+            ""
+        ));
+        // A request's signature is never an answer's MAC.
+        let s = Signer::new(&Keys::from_key_bytes(b"k"), "pi").for_peer("h:1");
+        let h = s.headers_with("GET", "/", &[], &body, 1, nonce);
+        let sig = &h.iter().find(|(k, _)| *k == SIGNATURE).unwrap().1;
+        assert!(!answer_ok(
+            s.key(),
+            nonce,
+            200,
+            AnswerBody::Sha256(&body),
+            &covered,
+            sig
+        ));
+    }
+
+    /// Issue 14: a signature was good for every peer that admits the node; a v2
+    /// signature (no host) is refused as old, not as a wrong key.
+    #[test]
+    fn signatures_are_bound_to_the_host_and_v2_is_refused_as_old() {
+        let keys = Keys::from_key_bytes(b"k");
+        let v = verifier(&keys, &["pi"], 0, RateLimit::default());
+        let s = Signer::new(&keys, "pi").for_peer("a:1");
+        let h = s.headers("GET", "/x", &[], &[0; 32]);
+        let mut other = signed(&h, NONE);
+        other.host = "b:1";
+        assert_eq!(
+            v.check("GET", "/x", &other, now()),
+            Err(Refusal::BadSignature)
+        );
+        let t = now().as_secs().to_string();
+        let nonce = "00112233445566778899aabbccddeeff";
+        let body = crate::hex::encode(&[0; 32]);
+        let old = mac(&s.key, "GET", "/y", &t, nonce, &body, &NONE, None);
+        let sig = crate::hex::encode(&old.finalize().into_bytes());
+        let req = Signed {
+            node: "pi",
+            time: &t,
+            nonce,
+            body: &body,
+            signature: &sig,
+            covered: NONE,
+            host: "a:1",
+        };
+        let refused = v.check("GET", "/y", &req, now()).unwrap_err();
+        assert_eq!(refused, Refusal::OldVersion);
+        assert!(refused.to_string().contains("upgrade chute on this node"));
+        assert!(v.check("GET", "/x", &signed(&h, NONE), now()).is_ok());
     }
 
     /// Issue 13: a replay table in memory forgot everything on restart.

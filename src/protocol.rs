@@ -11,7 +11,7 @@
 //! | `POST /chute/blob/` with index.json (`domain`, `node`, `mount`, `timestamp` place it; other fields are opaque) | `201`, body the JSON string `"/chute/blob/URI/"`, same in `Location`; malformed → `400`; already committed → `409` |
 //! | `GET /chute/blob/<domain>/<node>/` | `200`, JSON array of the node's committed `"/chute/blob/URI/index.json"` |
 //! | `GET /chute/blob/<domain>/<node>/?uncommitted` | `200`, JSON array of the node's blobs that are not committed snapshots (for `chute prune`): `{"uri":"/chute/blob/URI/","state":S,"bytes":N,"idle":SECS}`, `S` one of `forgotten`, `pending` (created, never committed) or `orphan` (no index left: an interrupted delete), `N` the bytes of its windows, `SECS` how long nothing in it changed |
-//! | `GET /chute/blob/URI/index.json` | `200`, the committed index, with `ETag`; `304` if `If-None-Match` matches; `404` if unknown or uncommitted |
+//! | `GET /chute/blob/URI/index.json` | `200`, the committed index, with `ETag`; a pending blob's (created, not committed) index as it was posted, with `ETag` and `X-Chute-State: pending`; `304` if `If-None-Match` matches; `404` if unknown or forgotten |
 //! | `PUT /chute/blob/URI/index.json` | commits the final index (chute's addition: the snapshot becomes visible): `201`, `true`; `409` if part 0 has gaps below the index's `size` or another index was committed |
 //! | `PUT /chute/blob/URI/0` | `201`, `true`: the body is one window at offset 0, or with `Content-Range: bytes FIRST-LAST/TOTAL` (`TOTAL` may be `*`) the window `FIRST..=LAST` |
 //! | `GET /chute/blob/URI/0` | `200`, JSON string: hex SHA-256 of the whole part; with `Range: bytes=A-B` (or `A-`, `-N`) `206` and those bytes |
@@ -30,9 +30,20 @@
 //! [`crate::auth`]).
 //!
 //! Requests are signed (see [`crate::auth`]); the signature covers the method, the
-//! target, the body's SHA-256 and every header above that the server acts on
-//! (`Content-Range`, `Range`, `If-None-Match`). `401` is a request that does not
-//! authenticate; `429` with `Retry-After: SECONDS` a node past its request rate.
+//! target, the body's SHA-256, every header above that the server acts on
+//! (`Content-Range`, `Range`, `If-None-Match`) and `Host`, the peer it was made
+//! for. `401` is a request that does not authenticate, or was signed by an older
+//! chute ("old signature version"), or for a `Host` that is not one of this
+//! server's names ("request signed for peer X, this peer is Y": `chute serve
+//! --name X` admits the name); `429` with `Retry-After: SECONDS` a node past its
+//! request rate.
+//!
+//! Every answer to a verified node's request carries `X-Chute-Answer`, a MAC under
+//! the node's key over the request's nonce, the status, the body's SHA-256 (or
+//! `sealed` for window and range bytes) and the `Content-Length`, `Content-Range`,
+//! `ETag`, `Retry-After` and `X-Chute-State` headers; an `--open` server answers
+//! anyone else with `X-Chute-Answer: open`. Answers always have a
+//! `Content-Length`. See [`crate::auth`].
 //!
 //! A PUT may carry `X-Chute-SHA256: <hex>`: the server hashes the body as it arrives
 //! and keeps nothing if they differ (`400`). Windows are written to a temporary file,

@@ -64,6 +64,9 @@ pub struct Config {
     pub scrub: Option<crate::scrub::Background>,
     /// Each admitted node's request rate.
     pub rate: auth::RateLimit,
+    /// The names this server answers to besides its own address (`--name`): a
+    /// request signed for another peer's is refused.
+    pub names: Vec<String>,
 }
 
 /// Everything a handler may consult.
@@ -73,6 +76,8 @@ pub struct State {
     open: bool,
     append_only: bool,
     admin: Option<[u8; 32]>,
+    /// `--name`s, lowercased.
+    names: Vec<String>,
     /// What each admitted node's files are charged ([`store::charge`]), for
     /// quotas: counted at start, kept up to date from what each write, commit,
     /// delete and trim reports it changed under the blob's lock.
@@ -101,6 +106,7 @@ impl State {
             open: cfg.open,
             append_only: cfg.append_only,
             admin: cfg.admin,
+            names: cfg.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
             usage: Mutex::new(usage),
         })
     }
@@ -208,17 +214,79 @@ fn authenticate(req: &Request, state: &State, now: Duration) -> Result<Caller, F
             body: get(auth::BODY)?,
             signature: get(auth::SIGNATURE)?,
             covered: auth::COVERED.map(|name| header(req, name).unwrap_or("")),
+            host: header(req, "Host").unwrap_or(""),
         })
     })()
     .map_err(refused)?;
     let method = req.method().as_str().to_string();
     match state.verifier.check(&method, req.url(), &signed, now) {
-        Ok(n) => Ok(Caller::Node(n)),
+        // The signature covers the Host it was sent with: one of ours, or the
+        // request was meant for another peer that admits the same node.
+        Ok(n) => match own_name(signed.host, &state.names, req.local_addr().copied()) {
+            Ok(()) => Ok(Caller::Node(n)),
+            Err(this) => Err(refused(Refusal::WrongPeer(signed.host.to_string(), this))),
+        },
         // An open server serves nodes it does not know as anyone.
         Err(Refusal::UnknownNode(_)) if state.open => Ok(Caller::Anyone),
         // An open server still refuses a signature that does not verify.
         Err(e) => Err(refused(e)),
     }
+}
+
+/// Whether `host` (a request's `Host`) names this server: one of `names` with the
+/// connection's local port (or the port a name gives), the local address as a
+/// literal (`127.0.0.1:PORT`, `[::1]:PORT`), or `localhost:PORT` on a loopback
+/// address. The machine's host name is not a name by default: every Raspberry Pi
+/// is called raspberrypi. Else the name to tell the client this peer has.
+fn own_name(
+    host: &str,
+    names: &[String],
+    local: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let host = host.trim().to_ascii_lowercase();
+    let port = local.map(|a| a.port());
+    // A Host without a port is port 80's.
+    let with_port = if host.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+    }) {
+        host.clone()
+    } else {
+        format!("{host}:80")
+    };
+    let has_port = |n: &str| {
+        n.rsplit_once(':')
+            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut mine: Vec<String> = Vec::new();
+    for n in names {
+        if has_port(n) {
+            mine.push(n.clone());
+        } else if let Some(p) = port {
+            mine.push(format!("{n}:{p}"));
+        }
+    }
+    if let Some(a) = local {
+        mine.push(a.to_string());
+        if let std::net::IpAddr::V6(v6) = a.ip() {
+            // A dual-stack listener sees IPv4 clients on a mapped address.
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                mine.push(format!("{v4}:{}", a.port()));
+            }
+        }
+        let loopback = match a.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+            ip => ip.is_loopback(),
+        };
+        if loopback {
+            mine.push(format!("localhost:{}", a.port()));
+        }
+    }
+    if mine.iter().any(|m| *m == host || *m == with_port) {
+        return Ok(());
+    }
+    Err(mine.into_iter().next().unwrap_or_else(|| "unknown".into()))
 }
 
 /// A node may touch only `<domain>/<node>/...` of its own name.
@@ -270,7 +338,11 @@ fn may_delete(req: &Request, state: &State, caller: &Caller, now: Duration) -> R
 /// What a handler answers.
 enum Reply {
     Json(u16, String),
+    /// Bytes the node sealed (a window, a range of part 0), streamed from disk:
+    /// their answer MAC says `sealed` instead of hashing them.
     Bytes(u16, Box<dyn Read + Send>, u64, Vec<Header>),
+    /// A small body held in memory (an index), with its headers.
+    Small(u16, Vec<u8>, Vec<Header>),
     NotModified(String),
     /// 201 with a JSON body, and a `Location` for a new blob.
     Created {
@@ -425,15 +497,54 @@ fn stream(
     Ok(Reply::Bytes(status, Box::new(r), len, headers))
 }
 
-/// One request: a plain function of the request and the server's state.
-fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
-    let store = &state.store;
-    let route = parse_route(req.url()).map_err(|e| match e {
-        RouteError::NotFound => Fail(404, format!("no such resource {}", req.url()), None),
-        RouteError::Bad(m) => bad(m),
-    })?;
+/// How an answer is authenticated to the caller (see [`crate::auth`]).
+enum Seal {
+    /// The request failed before its node was verified: no MAC can be made.
+    None,
+    /// An `--open` server's anonymous caller: `X-Chute-Answer: open`.
+    Open,
+    /// A verified node's request: a MAC under its key over the request's nonce.
+    Node { key: [u8; 32], nonce: String },
+}
+
+/// One request: authenticated, then handled; says how to seal the answer.
+fn handle(req: &mut Request, state: &State) -> (Seal, Result<Reply, Fail>) {
+    let route = match parse_route(req.url()) {
+        Ok(r) => r,
+        Err(RouteError::NotFound) => {
+            let e = Fail(404, format!("no such resource {}", req.url()), None);
+            return (Seal::None, Err(e));
+        }
+        Err(RouteError::Bad(m)) => return (Seal::None, Err(bad(m))),
+    };
     let now = unix_now();
-    let caller = authenticate(req, state, now)?;
+    let caller = match authenticate(req, state, now) {
+        Ok(c) => c,
+        Err(e) => return (Seal::None, Err(e)),
+    };
+    let seal = match &caller {
+        Caller::Node(n) => match (state.verifier.nodes.get(n), header(req, auth::NONCE)) {
+            (Some(a), Some(nonce)) => Seal::Node {
+                key: a.key,
+                nonce: nonce.to_string(),
+            },
+            _ => Seal::None,
+        },
+        Caller::Anyone => Seal::Open,
+    };
+    (seal, act(req, state, route, caller, now))
+}
+
+/// What a request asks, once authenticated: a plain function of the request and
+/// the server's state.
+fn act(
+    req: &mut Request,
+    state: &State,
+    route: Route,
+    caller: Caller,
+    now: Duration,
+) -> Result<Reply, Fail> {
+    let store = &state.store;
     match &route {
         Route::Root => {}
         Route::Node { node, .. } => authorize(&caller, node)?,
@@ -501,20 +612,18 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         },
         Route::Index(id) => match method {
             Method::Get => {
-                let body = store.index(&id)?;
+                let (body, pending) = store.index_or_pending(&id)?;
                 let etag = format!("\"{}\"", crate::hex::encode(&crate::crypto::sha256(&body)));
                 if header(req, "If-None-Match")
                     .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
                 {
                     return Ok(Reply::NotModified(etag));
                 }
-                let len = body.len() as u64;
-                Ok(Reply::Bytes(
-                    200,
-                    Box::new(std::io::Cursor::new(body)),
-                    len,
-                    vec![h("ETag", &etag), h("Content-Type", "application/json")],
-                ))
+                let mut headers = vec![h("ETag", &etag), h("Content-Type", "application/json")];
+                if pending {
+                    headers.push(h(auth::STATE, "pending"));
+                }
+                Ok(Reply::Small(200, body, headers))
             }
             Method::Put => {
                 content_length(req)?;
@@ -535,11 +644,9 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
         Route::Forgotten(id) => match method {
             Method::Get => {
                 let body = store.forgotten_index(&id)?;
-                let len = body.len() as u64;
-                Ok(Reply::Bytes(
+                Ok(Reply::Small(
                     200,
-                    Box::new(std::io::Cursor::new(body)),
-                    len,
+                    body,
                     vec![h("Content-Type", "application/json")],
                 ))
             }
@@ -664,44 +771,86 @@ fn handle(req: &mut Request, state: &State) -> Result<Reply, Fail> {
     }
 }
 
-fn respond(req: Request, reply: Result<Reply, Fail>, started: Instant) {
+/// An answer ready to send: its body is hashed for the answer MAC unless sealed.
+struct Out {
+    status: u16,
+    headers: Vec<Header>,
+    body: Box<dyn Read + Send>,
+    len: u64,
+    /// The body's SHA-256; `None` for bytes the node sealed itself.
+    digest: Option<[u8; 32]>,
+}
+
+impl Out {
+    fn memory(status: u16, body: Vec<u8>, headers: Vec<Header>) -> Out {
+        Out {
+            status,
+            digest: Some(crate::crypto::sha256(&body)),
+            len: body.len() as u64,
+            body: Box::new(std::io::Cursor::new(body)),
+            headers,
+        }
+    }
+}
+
+/// The `X-Chute-Answer` of an answer (see [`crate::auth`]): every answer to a
+/// verified node's request gets it here, whatever route made it.
+fn answer_header(seal: &Seal, out: &Out) -> Option<Header> {
+    let tag = match seal {
+        Seal::None => return None,
+        Seal::Open => auth::ANSWER_OPEN.to_string(),
+        Seal::Node { key, nonce } => {
+            let len = out.len.to_string();
+            let covered = auth::ANSWER_COVERED.map(|name| {
+                if name == "Content-Length" {
+                    return len.as_str();
+                }
+                out.headers
+                    .iter()
+                    .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                    .map_or("", |h| h.value.as_str())
+            });
+            let body = match &out.digest {
+                Some(d) => auth::AnswerBody::Sha256(d),
+                None => auth::AnswerBody::Sealed,
+            };
+            auth::answer_tag(key, nonce, out.status, body, &covered)
+        }
+    };
+    Some(h(auth::ANSWER, &tag))
+}
+
+fn respond(req: Request, seal: Seal, reply: Result<Reply, Fail>, started: Instant) {
     let method = req.method().clone();
     let url = req.url().to_string();
     let peer = req.remote_addr().map_or("-".into(), |a| a.to_string());
-    let json = h("Content-Type", "application/json");
+    let json = || h("Content-Type", "application/json");
     let mut why = String::new();
-    let (status, len, result) = match reply {
-        Ok(Reply::Json(status, body)) => {
-            let len = body.len() as u64;
-            let r = Response::from_string(body)
-                .with_status_code(status)
-                .with_header(json);
-            (status, len, req.respond(r))
-        }
+    let out = match reply {
+        Ok(Reply::Json(status, body)) => Out::memory(status, body.into_bytes(), vec![json()]),
+        Ok(Reply::Small(status, body, headers)) => Out::memory(status, body, headers),
         Ok(Reply::Created {
             json: body,
             location,
         }) => {
-            let len = body.len() as u64;
-            let mut r = Response::from_string(body)
-                .with_status_code(201)
-                .with_header(json);
+            let mut headers = vec![json()];
             if let Some(l) = location {
-                r.add_header(h("Location", &l));
+                headers.push(h("Location", &l));
             }
-            (201, len, req.respond(r))
+            Out::memory(201, body.into_bytes(), headers)
         }
-        Ok(Reply::NotModified(etag)) => (
-            304,
-            0,
-            req.respond(Response::empty(304).with_header(h("ETag", &etag))),
-        ),
-        Ok(Reply::Bytes(status, body, len, headers)) => {
-            let mut r = Response::new(StatusCode(status), headers, body, Some(len as usize), None);
-            if !r.headers().iter().any(|h| h.field.equiv("Content-Type")) {
-                r.add_header(h("Content-Type", "application/octet-stream"));
+        Ok(Reply::NotModified(etag)) => Out::memory(304, Vec::new(), vec![h("ETag", &etag)]),
+        Ok(Reply::Bytes(status, body, len, mut headers)) => {
+            if !headers.iter().any(|h| h.field.equiv("Content-Type")) {
+                headers.push(h("Content-Type", "application/octet-stream"));
             }
-            (status, len, req.respond(r))
+            Out {
+                status,
+                headers,
+                body,
+                len,
+                digest: None,
+            }
         }
         Err(Fail(status, msg, extra)) => {
             why = format!(" ({msg})");
@@ -710,16 +859,27 @@ fn respond(req: Request, reply: Result<Reply, Fail>, started: Instant) {
                 error: String,
             }
             let body = miniserde::json::to_string(&E { error: msg });
-            let len = body.len() as u64;
-            let mut r = Response::from_string(body)
-                .with_status_code(status)
-                .with_header(json);
+            let mut headers = vec![json()];
             if let Some((name, value)) = extra {
-                r.add_header(h(name, &value));
+                headers.push(h(name, &value));
             }
-            (status, len, req.respond(r))
+            Out::memory(status, body.into_bytes(), headers)
         }
     };
+    let mut headers = out.headers.clone();
+    headers.extend(answer_header(&seal, &out));
+    let (status, len) = (out.status, out.len);
+    // Always `Content-Length`, never chunked: the answer MAC covers the length the
+    // client sees.
+    let r = Response::new(
+        StatusCode(status),
+        headers,
+        out.body,
+        Some(len as usize),
+        None,
+    )
+    .with_chunked_threshold(usize::MAX);
+    let result = req.respond(r);
     let note = match result {
         Ok(()) => String::new(),
         Err(e) => format!(" (response not delivered: {e})"),
@@ -775,6 +935,27 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
         cfg.max_per_address,
         store.root().display()
     );
+    let port = server.server_addr().to_ip().map(|a| a.port());
+    let mut names: Vec<String> = cfg
+        .names
+        .iter()
+        .map(|n| match port {
+            Some(p) if !n.contains(':') => format!("{}:{p}", n.to_ascii_lowercase()),
+            _ => n.to_ascii_lowercase(),
+        })
+        .collect();
+    names.push(match server.server_addr().to_ip() {
+        Some(a) if a.ip().is_unspecified() => {
+            format!("any of its IP addresses on port {}", a.port())
+        }
+        Some(a) if a.ip().is_loopback() => format!("{a}, localhost:{}", a.port()),
+        Some(a) => a.to_string(),
+        None => "its address".into(),
+    });
+    eprintln!(
+        "chute serve: answers requests signed for {} (add names with --name)",
+        names.join(", ")
+    );
     if cfg.open {
         eprintln!(
             "chute serve: WARNING: --open: anyone who can reach this port may read, write and delete any node's blobs; use it only for tests or a trusted LAN"
@@ -827,8 +1008,8 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
                     match server.recv_timeout(Duration::from_millis(200)) {
                         Ok(Some(mut req)) => {
                             let started = Instant::now();
-                            let reply = handle(&mut req, state);
-                            respond(req, reply, started);
+                            let (seal, reply) = handle(&mut req, state);
+                            respond(req, seal, reply, started);
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -842,4 +1023,49 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
     });
     eprintln!("chute serve: stopped (requests in flight finished)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: a signature was good at any peer admitting the node; now the
+    /// Host it names must be one of the server's own names.
+    #[test]
+    fn a_server_answers_to_its_names_and_addresses_only() {
+        let v4: std::net::SocketAddr = "127.0.0.1:2002".parse().unwrap();
+        let lan: std::net::SocketAddr = "192.168.1.5:2002".parse().unwrap();
+        let v6: std::net::SocketAddr = "[::1]:2002".parse().unwrap();
+        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:2002".parse().unwrap();
+        let names = vec!["peer.test".to_string(), "nas:8080".to_string()];
+        let ok = |host: &str, local| own_name(host, &names, Some(local)).is_ok();
+        assert!(ok("127.0.0.1:2002", v4));
+        assert!(ok("localhost:2002", v4));
+        assert!(ok("LocalHost:2002", v4));
+        assert!(ok("peer.test:2002", v4));
+        assert!(ok("peer.test:2002", lan));
+        assert!(
+            ok("nas:8080", lan),
+            "a name with its port, behind a forward"
+        );
+        assert!(ok("192.168.1.5:2002", lan));
+        assert!(ok("[::1]:2002", v6));
+        assert!(ok("localhost:2002", v6));
+        assert!(ok("127.0.0.1:2002", mapped));
+        assert!(!ok("localhost:2002", lan), "localhost only on loopback");
+        assert!(!ok("127.0.0.1:2003", v4));
+        assert!(!ok("other:2002", v4));
+        assert!(!ok("peer.test:2003", v4));
+        assert!(!ok("nas:2002", lan));
+        assert!(!ok("raspberrypi:2002", lan), "the host name is not a name");
+        assert!(!ok("", v4));
+        let port80: std::net::SocketAddr = "10.0.0.1:80".parse().unwrap();
+        assert!(ok("peer.test", port80), "no port is port 80");
+        assert!(!ok("peer.test", v4));
+        assert_eq!(
+            own_name("other:1", &names, Some(v4)),
+            Err("peer.test:2002".to_string())
+        );
+        assert_eq!(own_name("x:1", &[], Some(v4)), Err("127.0.0.1:2002".into()));
+    }
 }

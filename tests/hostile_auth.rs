@@ -110,8 +110,7 @@ fn flood(
                     let mut batch = Vec::new();
                     for i in 0..count {
                         let last = i + 1 == count || (until_429 && stop.load(Ordering::Relaxed));
-                        let mut r =
-                            format!("GET {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n");
+                        let mut r = format!("GET {path} HTTP/1.1\r\nContent-Length: 0\r\n");
                         if last {
                             r.push_str("Connection: close\r\n");
                         }
@@ -182,7 +181,10 @@ fn a_flooding_node_does_not_lock_out_another() {
         &env.path("srv"),
         &["--allow", &one, "--allow", &two, "--threads", "2"],
     );
-    let (a, b) = (Signer::new(&keys, "node1"), Signer::new(&keys, "node2"));
+    let (a, b) = (
+        Signer::new(&keys, "node1").for_peer(&server.addr),
+        Signer::new(&keys, "node2").for_peer(&server.addr),
+    );
     let started = Instant::now();
     // The cheapest request that takes a nonce: authenticated, then 405.
     let counts = flood(&server.addr, &a, "/chute/blob/", 205_000, 4, true);
@@ -211,7 +213,10 @@ fn past_its_rate_a_node_gets_429_with_retry_after() {
         &["--allow", &one, "--allow", &two],
         &[("CHUTE_RATE_LIMIT", "5"), ("CHUTE_RATE_BURST", "10")],
     );
-    let (a, b) = (Signer::new(&keys, "node1"), Signer::new(&keys, "node2"));
+    let (a, b) = (
+        Signer::new(&keys, "node1").for_peer(&server.addr),
+        Signer::new(&keys, "node2").for_peer(&server.addr),
+    );
     let (list_a, list_b) = (
         "/chute/blob/test.example/node1/",
         "/chute/blob/test.example/node2/",
@@ -263,6 +268,7 @@ fn a_captured_delete_is_refused_after_a_restart() {
     let captured;
     {
         let server = env.serve(&store, &["--allow", &one]);
+        let me = me.clone().for_peer(&server.addr);
         let post = signed(&me, "POST", "/chute/blob/", &[], idx.as_bytes());
         assert_eq!(raw_http(&server.addr, &post).0, 201);
         let signed_at = now();
@@ -275,6 +281,7 @@ fn a_captured_delete_is_refused_after_a_restart() {
         }
     }
     let server = env.serve(&store, &["--allow", &one]);
+    let me = me.for_peer(&server.addr);
     let post = signed(&me, "POST", "/chute/blob/", &[], idx.as_bytes());
     assert_eq!(raw_http(&server.addr, &post).0, 201);
     let (status, _, body) = raw_http(&server.addr, &captured);
@@ -302,7 +309,9 @@ fn an_admin_delete_replayed_on_open_append_only_is_refused() {
         &["--append-only", "--admin-key-file", admin.to_str().unwrap()],
     );
     // Any node not admitted here (this open server admits none): served as anyone.
-    let owner = Signer::new(&keys, "node1").with_admin(sha256(&fs::read(&admin).unwrap()));
+    let owner = Signer::new(&keys, "node1")
+        .with_admin(sha256(&fs::read(&admin).unwrap()))
+        .for_peer(&server.addr);
     let idx = index_json("node1", "o1");
     let blob = "/chute/blob/test.example/node1/m1/o1/";
     let post = request("POST", "/chute/blob/", &[], idx.as_bytes());
@@ -330,7 +339,7 @@ fn an_admin_delete_replayed_on_open_append_only_is_refused() {
 fn a_signed_window_with_its_content_range_or_range_edited_is_refused() {
     let (env, keys, one, _) = two_nodes("covered");
     let server = env.serve(&env.path("srv"), &["--allow", &one]);
-    let me = Signer::new(&keys, "node1");
+    let me = Signer::new(&keys, "node1").for_peer(&server.addr);
     let idx = index_json("node1", "c1");
     let post = signed(&me, "POST", "/chute/blob/", &[], idx.as_bytes());
     assert_eq!(raw_http(&server.addr, &post).0, 201);

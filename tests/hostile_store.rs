@@ -29,7 +29,10 @@ fn send(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let hs = me.headers(method, path, extra, &sha256(body));
+    let hs = me
+        .clone()
+        .for_peer(&server.addr)
+        .headers(method, path, extra, &sha256(body));
     let mut hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     hs.extend_from_slice(extra);
     let (status, _, answer) = raw_http(&server.addr, &request(method, path, &hs, body));
@@ -326,8 +329,9 @@ fn a_chunked_index_is_refused_unread() {
     let (env, me, line) = node("hostile-chunked");
     let server = env.serve(&env.path("srv"), &["--allow", &line]);
     let body = index("chunked", None, 0);
+    let me = me.for_peer(&server.addr);
     let hs = me.headers("POST", "/chute/blob/", &[], &sha256(&body));
-    let mut req = String::from("POST /chute/blob/ HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let mut req = String::from("POST /chute/blob/ HTTP/1.1\r\nConnection: close\r\n");
     for (k, v) in &hs {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

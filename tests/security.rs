@@ -136,7 +136,7 @@ fn an_admitted_node_sinks_lists_and_restores() {
 fn missing_wrong_stale_and_replayed_signatures_get_401() {
     let (env, line) = node("sigs");
     let server = env.serve(&env.path("srv"), &["--allow", &line]);
-    let me = Signer::new(&keys(&env), "node1");
+    let me = Signer::new(&keys(&env), "node1").for_peer(&server.addr);
     let list = "/chute/blob/test.example/node1/";
     let (status, _, body) = raw_http(&server.addr, &signed(&me, "GET", list, b"", None));
     assert_eq!(status, 200, "{}", text(&body));
@@ -146,7 +146,8 @@ fn missing_wrong_stale_and_replayed_signatures_get_401() {
         401
     );
     // Wrong key for the node.
-    let impostor = Signer::new(&Keys::from_key_bytes(b"not the key"), "node1");
+    let impostor =
+        Signer::new(&Keys::from_key_bytes(b"not the key"), "node1").for_peer(&server.addr);
     let (status, _, body) = raw_http(&server.addr, &signed(&impostor, "GET", list, b"", None));
     assert_eq!(status, 401, "{}", text(&body));
     assert!(text(&body).contains("bad signature"), "{}", text(&body));
@@ -178,7 +179,7 @@ fn missing_wrong_stale_and_replayed_signatures_get_401() {
     req[n - 3] = b'X';
     assert_ne!(raw_http(&server.addr, &req).0, 201);
     // An unknown node.
-    let stranger = Signer::new(&keys(&env), "node9");
+    let stranger = Signer::new(&keys(&env), "node9").for_peer(&server.addr);
     assert_eq!(
         raw_http(
             &server.addr,
@@ -210,7 +211,7 @@ fn another_nodes_space_gets_403() {
         &env.path("srv"),
         &["--allow", &line, "--allow", &other_line],
     );
-    let me = Signer::new(&keys(&env), "node1");
+    let me = Signer::new(&keys(&env), "node1").for_peer(&server.addr);
     for (method, path, body) in [
         ("GET", "/chute/blob/test.example/node2/", String::new()),
         (
@@ -259,7 +260,7 @@ fn append_only_refuses_delete_and_overwrite_but_takes_new_snapshots() {
     env.ok(["sink", "--remote", &url, src.to_str().unwrap()]);
     fs::write(src.join("new"), b"more").unwrap();
     env.ok(["sink", "--remote", &url, src.to_str().unwrap()]);
-    let me = Signer::new(&keys(&env), "node1");
+    let me = Signer::new(&keys(&env), "node1").for_peer(&server.addr);
     let (_, _, body) = raw_http(
         &server.addr,
         &signed(&me, "GET", "/chute/blob/test.example/node1/", b"", None),
@@ -335,7 +336,7 @@ fn hostile_input_gets_4xx_while_an_honest_sink_completes() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let me = Signer::new(&keys(&env), "node1");
+    let me = Signer::new(&keys(&env), "node1").for_peer(&server.addr);
     // A blob of our own to aim at.
     let (status, _, _) = raw_http(
         &addr,

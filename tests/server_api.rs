@@ -420,7 +420,18 @@ fn commit_listing_etag_immutability_and_delete() {
     create(a, "t2"); // stays uncommitted: never listed
     let idx_path = format!("{BLOB}/index.json");
     let part = format!("{BLOB}/0");
-    call(a, "GET", &idx_path, &[], b"").expect(404, "index before commit");
+    // Issue 14: a pending blob's index is readable as posted, marked pending.
+    let r = call(a, "GET", &idx_path, &[], b"").expect(200, "index before commit");
+    assert_eq!(r.header("X-Chute-State").as_deref(), Some("pending"));
+    assert!(r.text().contains(r#""timestamp":"t1""#), "{}", r.text());
+    call(
+        a,
+        "GET",
+        "/chute/blob/d.org/pi/m1/nope/index.json",
+        &[],
+        b"",
+    )
+    .expect(404, "index of no blob");
     let r = call(a, "GET", "/chute/blob/d.org/pi/", &[], b"").expect(200, "empty listing");
     assert_eq!(r.text(), "[]");
 
@@ -428,7 +439,8 @@ fn commit_listing_etag_immutability_and_delete() {
     call(a, "PUT", &format!("{part}/4/2"), &[], b"ij").expect(201, "w2");
     let final_idx = index("t1", Some(10));
     call(a, "PUT", &idx_path, &[], final_idx.as_bytes()).expect(409, "commit with a gap");
-    call(a, "GET", &idx_path, &[], b"").expect(404, "index after refused commit");
+    let r = call(a, "GET", &idx_path, &[], b"").expect(200, "index after refused commit");
+    assert_eq!(r.header("X-Chute-State").as_deref(), Some("pending"));
     call(a, "PUT", &format!("{part}/4/1"), &[], b"efgh").expect(201, "w1");
     let short = index("t1", Some(11));
     call(a, "PUT", &idx_path, &[], short.as_bytes()).expect(409, "commit past the end");
@@ -444,6 +456,7 @@ fn commit_listing_etag_immutability_and_delete() {
 
     let r = call(a, "GET", &idx_path, &[], b"").expect(200, "GET index");
     assert_eq!(r.text(), final_idx);
+    assert_eq!(r.header("X-Chute-State"), None, "committed");
     let etag = r.header("ETag").expect("ETag");
     assert_eq!(etag, format!("\"{}\"", hex_sha256(final_idx.as_bytes())));
     let r = call(a, "GET", &idx_path, &[("If-None-Match", &etag)], b"");

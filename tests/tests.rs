@@ -7,6 +7,7 @@ mod util;
 mod ceiling;
 mod chain;
 mod consistency;
+mod hostile_answers;
 mod hostile_auth;
 mod hostile_conn;
 mod hostile_peer;

@@ -164,6 +164,12 @@ pub struct ServeCmd {
     /// file of NODE=KEY [quota=BYTES] lines (CHUTE_ALLOW_FILE)
     #[argh(option)]
     pub allow_file: Option<PathBuf>,
+    /// a name nodes reach this server by, as in their --remote http://NAME[:PORT]
+    /// (NAME alone means on the port it listens on); requests signed for any other
+    /// name are refused. Its own IP address and, on loopback, localhost always
+    /// count; repeatable (CHUTE_NAME, comma-separated)
+    #[argh(option)]
+    pub name: Vec<String>,
     /// accept unsigned requests from anyone (tests, trusted LANs only)
     #[argh(switch)]
     pub open: bool,

@@ -134,6 +134,20 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             .map_err(|e| crate::Error::Usage(format!("--max-window: {e}")))?,
         None => store::DEFAULT_MAX_WINDOW,
     };
+    let mut names = c.name;
+    if names.is_empty() {
+        if let Some(v) = s.get(None, "CHUTE_NAME") {
+            names.extend(v.split(',').map(|n| n.trim().to_string()));
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    for n in &names {
+        if n.contains('/') || n.contains(char::is_whitespace) {
+            return Err(crate::Error::Usage(format!(
+                "--name {n:?}: expected a host name as nodes give it in --remote http://NAME[:PORT]"
+            )));
+        }
+    }
     serve(
         store,
         &Config {
@@ -152,6 +166,7 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
                 rate: scrub_rate,
             }),
             rate,
+            names,
         },
     )
 }

@@ -14,6 +14,13 @@
 //! by entry: a list costs its compact [`BlobId`]s, never the document). Redirects
 //! are not followed: a 3xx is a refusal, so a signed request never goes to a host
 //! the peer names.
+//!
+//! Nor is the path to the peer trusted: every request is signed for the peer's
+//! authority as given in `--remote` (sent as `Host`), and every answer's
+//! `X-Chute-Answer` MAC is checked against the request's nonce before anything in
+//! it is used, a status included: a list when its last byte is read and before
+//! it is returned, a small answer once read whole (see [`crate::auth`]). An
+//! `--open` server's `open` is accepted with a warning, once per process.
 
 use super::answer::{self, Array, Value};
 use super::{Error, ErrorKind, Remote, Result, retry};
@@ -22,6 +29,7 @@ use crate::blob::{BlobId, BlobState, Uncommitted};
 use crate::format::Index;
 use crate::store;
 use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use ureq::Agent;
 
@@ -43,8 +51,57 @@ const MAX_HASH_ANSWER: u64 = 128;
 const MAX_CREATE_ANSWER: u64 = 1 << 10;
 /// The part of an error body shown; the rest is never read.
 const MAX_ERROR_BODY: u64 = 4 << 10;
+/// An acknowledgement (`true`, or a short JSON answer), with room for whitespace.
+const MAX_ACK: u64 = 128;
 /// The longest a 429's `Retry-After` is obeyed; longer waits are cut to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Set once this process warned that a peer is an `--open` server.
+static OPEN_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// How an answer's body is read, and so how its MAC covers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Read whole, at most this many bytes: its SHA-256 is in the MAC.
+    Small(u64),
+    /// A list, hashed while it streams: checked before any entry is used.
+    List,
+    /// Bytes the node sealed itself (a range of part 0): the MAC says `sealed`.
+    Sealed,
+}
+
+/// An answer whose MAC checked (or a list's, still to be checked over its body).
+struct Answer {
+    resp: ureq::http::Response<ureq::Body>,
+    /// The body of a [`Expect::Small`] answer.
+    body: Vec<u8>,
+    /// A list answer's MAC check, made over the body's SHA-256 once read.
+    later: Option<Later>,
+}
+
+/// The MAC check of an answer whose body is still to be read.
+struct Later {
+    key: [u8; 32],
+    nonce: String,
+    status: u16,
+    covered: [String; 5],
+    tag: String,
+}
+
+/// A reader that hashes what passes through it (a list answer's body).
+struct Hashing<R> {
+    inner: R,
+    sha: sha2::Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
 
 /// A peer's store, e.g. `http://peer:2002`.
 pub struct HttpRemote {
@@ -81,43 +138,147 @@ impl HttpRemote {
         Ok(HttpRemote {
             agent,
             base: format!("http://{authority}"),
-            signer,
+            // Signatures name the peer as given: another peer refuses them.
+            signer: signer.map(|s| s.for_peer(authority)),
         })
     }
 
-    /// Maps a response to success or a remote error.
-    fn check(
+    /// The error for an answer whose MAC is missing or wrong: nothing in it is used.
+    fn forged(&self, what: &str, status: u16) -> Error {
+        let node = self.signer.as_ref().map_or("", |s| s.node.as_str());
+        Error::new(
+            ErrorKind::Refused,
+            format!(
+                "{what}: answer from {} is not authenticated (X-Chute-Answer missing or wrong): tampered with on the way, or not the peer that admits node {node} (status {status})",
+                self.base
+            ),
+        )
+    }
+
+    /// Checks an answer's `X-Chute-Answer` against our request's `nonce` (see
+    /// [`crate::auth`]) before anything in it is acted on, and reads a small body
+    /// whole to do so; then maps its status to success or a remote error.
+    fn authenticate(
         &self,
         what: &str,
+        nonce: Option<&str>,
         resp: ureq::http::Response<ureq::Body>,
-    ) -> Result<ureq::http::Response<ureq::Body>> {
+        expect: Expect,
+    ) -> Result<Answer> {
         let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(resp);
-        }
         if (300..400).contains(&status) {
-            let to = resp
-                .headers()
-                .get("Location")
-                .map(|l| one_line(&String::from_utf8_lossy(l.as_bytes())))
-                .unwrap_or_default();
-            return Err(Error::new(
-                ErrorKind::Refused,
-                format!(
-                    "{what}: {} answered {status} (a redirect to \"{to}\"): redirects are not followed",
-                    self.base
-                ),
-            ));
+            // A refusal whatever it says: nothing in it is acted on.
+            return Err(self.redirect(what, &resp));
         }
-        let wait = matches!(status, 429 | 503).then(|| retry_after(&resp));
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let tag = header(auth::ANSWER);
+        let covered = auth::ANSWER_COVERED.map(header);
+        let ok = (200..300).contains(&status);
         let mut resp = resp;
-        // The first few KiB say what went wrong; the rest is not read.
-        let body = answer::read_capped(
-            std::io::Read::take(resp.body_mut().as_reader(), MAX_ERROR_BODY),
-            MAX_ERROR_BODY,
+        let body = match expect {
+            Expect::Small(cap) if ok => self.body(what, &mut resp, cap)?,
+            _ if ok => Vec::new(),
+            // The first few KiB say what went wrong; the rest is not read (and a
+            // longer error does not authenticate).
+            _ => answer::read_capped(
+                std::io::Read::take(resp.body_mut().as_reader(), MAX_ERROR_BODY),
+                MAX_ERROR_BODY,
+            )
+            .unwrap_or_default(),
+        };
+        let key = match (&self.signer, nonce) {
+            (Some(s), Some(n)) if tag.trim() != auth::ANSWER_OPEN => Some((*s.key(), n)),
+            _ => None,
+        };
+        let mut later = None;
+        if let Some((key, nonce)) = key {
+            let digest = crate::crypto::sha256(&body);
+            let kind = match expect {
+                Expect::Sealed if ok => Some(auth::AnswerBody::Sealed),
+                Expect::List if ok => None,
+                _ => Some(auth::AnswerBody::Sha256(&digest)),
+            };
+            let refs = covered.each_ref().map(String::as_str);
+            match kind {
+                Some(b) if auth::answer_ok(&key, nonce, status, b, &refs, &tag) => {}
+                Some(_) => return Err(self.unauthenticated(what, status, &resp, &body)),
+                None => {
+                    later = Some(Later {
+                        key,
+                        nonce: nonce.to_string(),
+                        status,
+                        covered: covered.clone(),
+                        tag,
+                    });
+                }
+            }
+        } else if !OPEN_WARNED.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "chute: warning: {} is an --open server: its answers cannot be authenticated (anyone on the path can edit them)",
+                self.base
+            );
+        }
+        if ok {
+            return Ok(Answer { resp, body, later });
+        }
+        Err(self.failed(what, status, &resp, &body))
+    }
+
+    /// An answer whose MAC did not check. A 429 or 503 is still waited out (the
+    /// retry budget bounds the wait): forging one only delays us, which an
+    /// on-path attacker can do anyway by holding the packets. A 401 keeps the
+    /// peer's reason: it is an error either way, and a peer that does not admit
+    /// this node has no key to authenticate its refusal with.
+    fn unauthenticated(
+        &self,
+        what: &str,
+        status: u16,
+        resp: &ureq::http::Response<ureq::Body>,
+        body: &[u8],
+    ) -> Error {
+        match status {
+            429 | 503 | 401 => {
+                let mut e = self.failed(what, status, resp, body);
+                e.message.push_str(" (answer not authenticated)");
+                e
+            }
+            _ => self.forged(what, status),
+        }
+    }
+
+    /// A 3xx: a refusal (redirects are not followed).
+    fn redirect(&self, what: &str, resp: &ureq::http::Response<ureq::Body>) -> Error {
+        let status = resp.status().as_u16();
+        let to = resp
+            .headers()
+            .get("Location")
+            .map(|l| one_line(&String::from_utf8_lossy(l.as_bytes())))
+            .unwrap_or_default();
+        Error::new(
+            ErrorKind::Refused,
+            format!(
+                "{what}: {} answered {status} (a redirect to \"{to}\"): redirects are not followed",
+                self.base
+            ),
         )
-        .unwrap_or_default();
-        let body = String::from_utf8_lossy(&body);
+    }
+
+    /// The remote error an answer of `status` with error `body` is.
+    fn failed(
+        &self,
+        what: &str,
+        status: u16,
+        resp: &ureq::http::Response<ureq::Body>,
+        body: &[u8],
+    ) -> Error {
+        let wait = matches!(status, 429 | 503).then(|| retry_after(resp));
+        let body = String::from_utf8_lossy(body);
         #[derive(miniserde::Deserialize)]
         struct E {
             error: String,
@@ -143,7 +304,7 @@ impl HttpRemote {
             ),
         );
         e.retry_after = wait;
-        Err(e)
+        e
     }
 
     fn transport(&self, what: &str) -> impl FnOnce(ureq::Error) -> Error {
@@ -173,16 +334,9 @@ impl HttpRemote {
         answer::read_capped(resp.body_mut().as_reader(), cap).map_err(self.answer_error(what))
     }
 
-    /// A small JSON answer of at most `cap` bytes.
-    fn json<T: miniserde::Deserialize>(
-        &self,
-        what: &str,
-        resp: ureq::http::Response<ureq::Body>,
-        cap: u64,
-    ) -> Result<T> {
-        let mut resp = resp;
-        let bytes = self.body(what, &mut resp, cap)?;
-        std::str::from_utf8(&bytes)
+    /// A small JSON answer, already read (and authenticated).
+    fn json<T: miniserde::Deserialize>(&self, what: &str, bytes: &[u8]) -> Result<T> {
+        std::str::from_utf8(bytes)
             .ok()
             .and_then(|text| miniserde::json::from_str(text).ok())
             .ok_or_else(|| {
@@ -323,7 +477,7 @@ impl HttpRemote {
     }
 
     /// One request, signed if we have a signer, retried while the remote is
-    /// unavailable (each attempt signed afresh), and checked.
+    /// unavailable (each attempt signed afresh), and its answer authenticated.
     fn send(
         &self,
         what: &str,
@@ -331,44 +485,117 @@ impl HttpRemote {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> Result<ureq::http::Response<ureq::Body>> {
+        expect: Expect,
+    ) -> Result<Answer> {
+        retry(|| self.send_once(what, method, path, headers, body, expect))
+    }
+
+    /// One attempt of [`HttpRemote::send`].
+    fn send_once(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        expect: Expect,
+    ) -> Result<Answer> {
         let target = format!("{PREFIX}{path}");
         let url = format!("{}{target}", self.base);
         let digest = crate::crypto::sha256(body);
-        retry(|| {
-            let mut b = ureq::http::Request::builder().method(method).uri(&url);
-            for (k, v) in headers {
-                b = b.header(*k, *v);
-            }
-            match &self.signer {
-                Some(s) => {
-                    for (k, v) in s.headers(method, &target, headers, &digest) {
-                        b = b.header(k, v);
+        let mut b = ureq::http::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut nonce = None;
+        match &self.signer {
+            Some(s) => {
+                // `Host` among them: the authority the signature names, sent as is.
+                for (k, v) in s.headers(method, &target, headers, &digest) {
+                    if k == auth::NONCE {
+                        nonce = Some(v.clone());
                     }
+                    b = b.header(k, v);
                 }
-                None if !body.is_empty() => {
-                    b = b.header(auth::BODY, crate::hex::encode(&digest));
-                }
-                None => {}
             }
-            let req = b
-                .body(body)
-                .map_err(|e| Error::new(ErrorKind::Refused, format!("{what}: {e}")))?;
-            let r = self.agent.run(req).map_err(self.transport(what))?;
-            self.check(what, r)
-        })
+            None if !body.is_empty() => {
+                b = b.header(auth::BODY, crate::hex::encode(&digest));
+            }
+            None => {}
+        }
+        let req = b
+            .body(body)
+            .map_err(|e| Error::new(ErrorKind::Refused, format!("{what}: {e}")))?;
+        let r = self.agent.run(req).map_err(self.transport(what))?;
+        self.authenticate(what, nonce.as_deref(), r, expect)
     }
 
-    /// A blob's index document (`index.json`, or a forgotten one's).
-    fn fetch_index(&self, id: &BlobId, name: &str) -> Result<Index> {
+    /// A blob's index document (`index.json`, or a forgotten one's); `pending`
+    /// says whether a pending blob's index (as created) is wanted too.
+    fn fetch_index(&self, id: &BlobId, name: &str, pending: bool) -> Result<Index> {
         let what = format!("{name} of {}", id.path());
-        let mut resp = self.get(&what, &format!("{}/{name}", id.path()))?;
-        let bytes = self.body(&what, &mut resp, store::MAX_INDEX)?;
-        super::parse_index(&bytes, id)
+        let path = format!("{}/{name}", id.path());
+        let a = self.send(
+            &what,
+            "GET",
+            &path,
+            &[],
+            &[],
+            Expect::Small(store::MAX_INDEX),
+        )?;
+        let state = a.resp.headers().get(auth::STATE).map(|v| v.as_bytes());
+        if state == Some(b"pending") && !pending {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{what}: {} holds it pending (never committed)", self.base),
+            ));
+        }
+        super::parse_index(&a.body, id)
     }
 
-    fn get(&self, what: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
-        self.send(what, "GET", path, &[], &[])
+    /// A small request whose answer body is an acknowledgement.
+    fn ack(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<()> {
+        self.send(what, method, path, headers, body, Expect::Small(MAX_ACK))?;
+        Ok(())
+    }
+
+    /// A list answer, read entry by entry through `entry`, then its MAC checked
+    /// over the whole body before the list is returned.
+    fn list_of<T>(
+        &self,
+        what: &str,
+        path: &str,
+        entry: impl FnMut(Value) -> Result<T>,
+        id: impl Fn(&T) -> &BlobId,
+    ) -> Result<Vec<T>> {
+        use sha2::Digest;
+        let mut a = self.send(what, "GET", path, &[], &[], Expect::List)?;
+        let mut body = Hashing {
+            inner: answer::Capped::new(a.resp.body_mut().as_reader(), MAX_LIST_BYTES),
+            sha: sha2::Sha256::new(),
+        };
+        // A list refused entry by entry (too long, a bad entry) fails here, before
+        // its MAC: nothing in it is used either way, and the rest is not read.
+        let list = self.entries(what, &mut body, entry, id)?;
+        if let Some(l) = a.later {
+            // The rest of the body (whitespace after the array) is covered too.
+            std::io::copy(&mut body, &mut std::io::sink())
+                .map_err(|e| self.answer_error(what)(answer::Error::Io(e)))?;
+            let digest: [u8; 32] = body.sha.finalize().into();
+            let covered = l.covered.each_ref().map(String::as_str);
+            let b = auth::AnswerBody::Sha256(&digest);
+            if !auth::answer_ok(&l.key, &l.nonce, l.status, b, &covered, &l.tag) {
+                return Err(self.forged(what, l.status));
+            }
+        }
+        Ok(list)
     }
 }
 
@@ -402,8 +629,16 @@ impl Remote for HttpRemote {
     fn create(&self, index: &Index) -> Result<BlobId> {
         let what = "create blob";
         let json = [("Content-Type", "application/json")];
-        let resp = self.send(what, "POST", "", &json, index.to_json().as_bytes())?;
-        let uri: String = self.json(what, resp, MAX_CREATE_ANSWER)?;
+        let body = index.to_json();
+        let a = self.send(
+            what,
+            "POST",
+            "",
+            &json,
+            body.as_bytes(),
+            Expect::Small(MAX_CREATE_ANSWER),
+        )?;
+        let uri: String = self.json(what, &a.body)?;
         // The blob is placed by the index's names: any other is a lie.
         uri.strip_prefix(PREFIX)
             .and_then(|p| p.strip_suffix('/'))
@@ -425,18 +660,27 @@ impl Remote for HttpRemote {
         let what = format!("upload window {n} of {}", id.path());
         let path = format!("{}/0/{window}/{n}", id.path());
         let octets = [("Content-Type", "application/octet-stream")];
-        self.send(&what, "PUT", &path, &octets, data)?;
+        self.ack(&what, "PUT", &path, &octets, data)?;
         Ok(crate::crypto::sha256(data))
     }
 
     fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>> {
         let what = format!("hash of window {n} of {}", id.path());
-        let resp = match self.get(&what, &format!("{}/0/{window}/{n}/hash/sha256", id.path())) {
-            Ok(r) => r,
+        let path = format!("{}/0/{window}/{n}/hash/sha256", id.path());
+        // A 404 is authenticated like any answer before it means "never written".
+        let a = match self.send(
+            &what,
+            "GET",
+            &path,
+            &[],
+            &[],
+            Expect::Small(MAX_HASH_ANSWER),
+        ) {
+            Ok(a) => a,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let hex: String = self.json(&what, resp, MAX_HASH_ANSWER)?;
+        let hex: String = self.json(&what, &a.body)?;
         crate::hex::decode32(&hex).map(Some).ok_or_else(|| {
             Error::new(
                 ErrorKind::Refused,
@@ -486,20 +730,22 @@ impl Remote for HttpRemote {
         // The body is read inside the retry too: a connection cut mid-body is a
         // transient failure like any other.
         retry(|| {
-            let mut r = self.send(
+            let mut a = self.send_once(
                 &what,
                 "GET",
                 &format!("{}/0", id.path()),
                 &[("Range", &range)],
                 &[],
+                Expect::Sealed,
             )?;
+            let r = &mut a.resp;
             if r.status().as_u16() != 206 {
                 return Err(Error::new(
                     ErrorKind::Refused,
                     format!("{what}: range not honoured"),
                 ));
             }
-            let body = self.body(&what, &mut r, len)?;
+            let body = self.body(&what, r, len)?;
             if body.len() as u64 != len {
                 return Err(Error::new(
                     ErrorKind::NotFound,
@@ -514,50 +760,49 @@ impl Remote for HttpRemote {
         let what = format!("commit {}", id.path());
         let json = [("Content-Type", "application/json")];
         let path = format!("{}/index.json", id.path());
-        self.send(&what, "PUT", &path, &json, index.to_json().as_bytes())?;
-        Ok(())
+        self.ack(&what, "PUT", &path, &json, index.to_json().as_bytes())
     }
 
     fn index(&self, id: &BlobId) -> Result<Index> {
-        self.fetch_index(id, "index.json")
+        self.fetch_index(id, "index.json", false)
     }
 
     fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
         let what = format!("list snapshots of {domain}/{node}");
-        let mut resp = self.get(&what, &format!("{domain}/{node}/"))?;
         let entry = |v| self.snapshot_entry(&what, v, domain, node);
-        self.entries(&what, resp.body_mut().as_reader(), entry, |id| id)
+        self.list_of(&what, &format!("{domain}/{node}/"), entry, |id| id)
     }
 
     fn delete(&self, id: &BlobId) -> Result<()> {
         let what = format!("delete {}", id.path());
-        self.send(&what, "DELETE", &format!("{}/", id.path()), &[], &[])?;
-        Ok(())
+        self.ack(&what, "DELETE", &format!("{}/", id.path()), &[], &[])
     }
 
     fn forget(&self, id: &BlobId) -> Result<()> {
         let what = format!("forget {}", id.path());
         let path = format!("{}/index.json", id.path());
-        self.send(&what, "DELETE", &path, &[], &[])?;
-        Ok(())
+        self.ack(&what, "DELETE", &path, &[], &[])
     }
 
     fn forgotten_index(&self, id: &BlobId) -> Result<Index> {
-        self.fetch_index(id, "index.forgotten.json")
+        self.fetch_index(id, "index.forgotten.json", false)
     }
 
     fn trim(&self, id: &BlobId, window: u64, n: u64) -> Result<()> {
         let what = format!("trim window {n} of {}", id.path());
         let path = format!("{}/0/{window}/{n}", id.path());
-        self.send(&what, "DELETE", &path, &[], &[])?;
-        Ok(())
+        self.ack(&what, "DELETE", &path, &[], &[])
     }
 
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
         let what = format!("list uncommitted blobs of {domain}/{node}");
-        let mut resp = self.get(&what, &format!("{domain}/{node}/?uncommitted"))?;
         let entry = |v| self.uncommitted_entry(&what, v, domain, node);
-        self.entries(&what, resp.body_mut().as_reader(), entry, |u| &u.id)
+        self.list_of(
+            &what,
+            &format!("{domain}/{node}/?uncommitted"),
+            entry,
+            |u| &u.id,
+        )
     }
 }
 

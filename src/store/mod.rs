@@ -730,6 +730,29 @@ impl Store {
         self.read_index(id, INDEX, "committed")
     }
 
+    /// The committed index of a blob, or a pending one's as it was created (`true`
+    /// with it). A forgotten blob keeps its creating index: it is neither. A
+    /// commit between the reads is found by the last.
+    pub fn index_or_pending(&self, id: &BlobId) -> Result<(Vec<u8>, bool)> {
+        let missing = |e: &Error| matches!(e, Error::NotFound(_));
+        match self.index(id) {
+            Err(e) if missing(&e) => {}
+            r => return r.map(|b| (b, false)),
+        }
+        if self.dir(id).join(FORGOTTEN).exists() {
+            return Err(Error::NotFound(format!(
+                "no committed or pending blob {}",
+                id.path()
+            )));
+        }
+        match self.read_index(id, PENDING, "committed or pending") {
+            Err(e) if missing(&e) => {}
+            r => return r.map(|b| (b, true)),
+        }
+        self.read_index(id, INDEX, "committed or pending")
+            .map(|b| (b, false))
+    }
+
     /// One of a blob's index files; a missing one is "no `what` blob".
     fn read_index(&self, id: &BlobId, name: &str, what: &str) -> Result<Vec<u8>> {
         match fs::read(self.dir(id).join(name)) {
@@ -1088,6 +1111,9 @@ mod tests {
             s.list("d.org", "pi").unwrap().is_empty(),
             "uncommitted blob is invisible"
         );
+        // Issue 14: its index is readable as created, marked pending.
+        assert!(matches!(s.index(&id), Err(Error::NotFound(_))));
+        assert_eq!(s.index_or_pending(&id).unwrap(), (index(None), true));
         s.write(&id, 0, 3, &mut &b"abc"[..], None).unwrap();
         // A gap: commit must refuse.
         s.write(&id, 5, 2, &mut &b"fg"[..], None).unwrap();
@@ -1115,6 +1141,10 @@ mod tests {
         ));
         s.commit(&id, &committed(700 << 10)).unwrap();
         assert_eq!(s.list("d.org", "pi").unwrap(), vec![id.clone()]);
+        assert_eq!(
+            s.index_or_pending(&id).unwrap(),
+            (committed(700 << 10), false)
+        );
         assert!(matches!(
             s.write(&id, 7, 1, &mut &b"h"[..], None),
             Err(Error::Conflict(_))
@@ -1123,6 +1153,8 @@ mod tests {
         assert!(matches!(s.delete(&id), Err(Error::Conflict(_))));
         s.forget(&id).unwrap();
         assert!(s.list("d.org", "pi").unwrap().is_empty());
+        // Forgotten is neither committed nor pending, though its creating index stays.
+        assert!(matches!(s.index_or_pending(&id), Err(Error::NotFound(_))));
         s.delete(&id).unwrap();
         assert!(!root.join("d.org/pi/m1/t1").exists());
         fs::remove_dir_all(root).unwrap();

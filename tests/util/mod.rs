@@ -5,6 +5,8 @@
 //! front of it, so the same tests serve both builds.
 #![allow(dead_code)] // Each test file uses its own subset of these helpers.
 
+pub mod proxy;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -402,9 +404,14 @@ pub fn raw_http(addr: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
     (status, head, body)
 }
 
-/// A request with `Connection: close` and an optional body.
+/// A request with `Connection: close` and an optional body (`Host: test` unless
+/// `headers` give one: a signer's, which its signature covers).
 pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let mut r = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("Host")) {
+        r.push_str("Host: test\r\n");
+    }
+    r.push_str("Connection: close\r\n");
     for (k, v) in headers {
         r.push_str(&format!("{k}: {v}\r\n"));
     }

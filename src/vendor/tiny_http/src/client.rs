@@ -19,6 +19,9 @@ pub struct ClientConnection {
     // address of the client
     remote_addr: IoResult<Option<SocketAddr>>,
 
+    // chute patch: the address the connection was accepted on.
+    local_addr: Option<SocketAddr>,
+
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
     source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
@@ -63,6 +66,7 @@ impl ClientConnection {
         conn: Arc<Conn>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
+        let local_addr = read_socket.local_addr().ok().flatten();
         let secure = read_socket.secure();
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
@@ -72,6 +76,7 @@ impl ClientConnection {
             source,
             sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
             remote_addr,
+            local_addr,
             next_header_source: first_header,
             no_more_requests: false,
             secure,
@@ -211,6 +216,7 @@ impl ClientConnection {
                 }
             }
         })?;
+        let request = request.with_local_addr(self.local_addr);
         self.conn.request_started();
 
         // return the request

@@ -87,6 +87,16 @@ impl Connection {
         }
     }
 
+    /// chute patch: the address this connection was accepted on (None for Unix
+    /// sockets), so a server can tell which of its names a client asked for.
+    pub(crate) fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        match self {
+            Self::Tcp(s) => s.local_addr().map(Some),
+            #[cfg(unix)]
+            Self::Unix(_) => Ok(None),
+        }
+    }
+
     pub(crate) fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.shutdown(how),

@@ -57,6 +57,9 @@ pub struct Request {
 
     remote_addr: Option<SocketAddr>,
 
+    // chute patch: the server's address the connection was accepted on.
+    local_addr: Option<SocketAddr>,
+
     // true if HTTPS, false if HTTP
     secure: bool,
 
@@ -241,6 +244,7 @@ where
         data_reader: Some(reader),
         response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
         remote_addr,
+        local_addr: None,
         secure,
         method,
         path,
@@ -303,6 +307,18 @@ impl Request {
     #[inline]
     pub fn remote_addr(&self) -> Option<&SocketAddr> {
         self.remote_addr.as_ref()
+    }
+
+    /// chute patch: the server's own address this request's connection was
+    /// accepted on (`None` for Unix sockets and test requests).
+    #[inline]
+    pub fn local_addr(&self) -> Option<&SocketAddr> {
+        self.local_addr.as_ref()
+    }
+
+    pub(crate) fn with_local_addr(mut self, addr: Option<SocketAddr>) -> Request {
+        self.local_addr = addr;
+        self
     }
 
     /// Sends a response with a `Connection: upgrade` header, then turns the `Request` into a `Stream`.

@@ -49,6 +49,15 @@ impl Stream {
         }
     }
 
+    // chute patch: see `Connection::local_addr`.
+    fn local_addr(&self) -> IoResult<Option<SocketAddr>> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.local_addr(),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(ssl_stream) => ssl_stream.local_addr(),
+        }
+    }
+
     fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
@@ -134,6 +143,11 @@ impl RefinedTcpStream {
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
+    }
+
+    /// chute patch: the local address the connection was accepted on.
+    pub(crate) fn local_addr(&self) -> IoResult<Option<SocketAddr>> {
+        self.stream.local_addr()
     }
 }
 
