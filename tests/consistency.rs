@@ -184,11 +184,7 @@ fn forge_wrong_content(env: &Env, plain: &[u8], bytes: &[u8]) {
     fs::write(&index_path, index.to_json()).unwrap();
     // The re-sealed header has a new chain id, which the node's chain record
     // would rightly call a replaced snapshot; that chute's node kept no record.
-    for p in walk(&env.home().join(".cache")) {
-        if p.file_name() == Some("chain".as_ref()) {
-            fs::remove_file(p).unwrap();
-        }
-    }
+    env.drop_chain_records();
 }
 
 #[test]

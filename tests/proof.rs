@@ -195,6 +195,8 @@ fn a_version_1_snapshot_still_verifies() {
     fs::write(&index_path, index.to_json()).unwrap();
     let h = open_header(&keys, &index).unwrap();
     assert_eq!((h.version, h.challenges), (1, 0));
+    // A chute that wrote version 1 headers kept no chain record either.
+    env.drop_chain_records();
 
     for _ in 0..2 {
         let (out, err) = status(&env, 0, &["verify"]);

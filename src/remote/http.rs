@@ -702,12 +702,20 @@ impl Remote for HttpRemote {
     ) -> Result<Option<[u8; 16]>> {
         let what = format!("storage challenge on window {n} of {}", id.path());
         let target = crate::protocol::challenge_target(id, window, n, nonce);
-        let resp = match self.get(&what, &target) {
-            Ok(r) => r,
+        // A 404 is authenticated like any answer before it means "never written".
+        let a = match self.send(
+            &what,
+            "GET",
+            &target,
+            &[],
+            &[],
+            Expect::Small(MAX_HASH_ANSWER),
+        ) {
+            Ok(a) => a,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let hex: String = self.json(&what, resp, MAX_HASH_ANSWER)?;
+        let hex: String = self.json(&what, &a.body)?;
         let tag = crate::hex::decode(&hex).and_then(|b| <[u8; 16]>::try_from(b).ok());
         tag.map(Some).ok_or_else(|| {
             Error::new(

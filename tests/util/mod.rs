@@ -49,6 +49,17 @@ impl Env {
         self.home().join(".local/share/chute/store")
     }
 
+    /// Drops the node's chain records (src/chain.rs), as a chute older than the
+    /// chain kept none: for tests that re-seal a header as an old chute would,
+    /// which a record rightly calls a replaced snapshot.
+    pub fn drop_chain_records(&self) {
+        for p in walk(&self.home().join(".cache")) {
+            if p.file_name() == Some("chain".as_ref()) {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+
     /// A `chute` command with this world's HOME and no ambient CHUTE_* settings.
     pub fn cmd<I, S>(&self, args: I) -> Command
     where
