@@ -282,7 +282,7 @@ impl ChunkIndex {
             });
             r.1.blob = idx;
         }
-        new.sort_unstable_by_key(|r| r.0);
+        crate::sort::by_key(new, |r| r.0);
         let mut snapshots = self.snapshots.clone();
         snapshots.extend(added.iter().cloned());
         if let Some(dir) = self.path.parent() {

@@ -153,7 +153,7 @@ impl Mount {
     /// Merges ranges, raises the floor over the gone seqs at its bottom, bounds
     /// the list.
     fn compact(&mut self) {
-        self.gone.sort_unstable();
+        crate::sort::sort(&mut self.gone);
         let mut merged: Vec<(u64, u64)> = Vec::new();
         for &(a, b) in &self.gone {
             match merged.last_mut() {
@@ -288,7 +288,7 @@ pub fn check(links: &[Link], record: &Record) -> Vec<Problem> {
     let empty = Mount::default();
     let mut problems = Vec::new();
     for (mount, mut known) in by_mount {
-        known.sort_by_key(|a| (a.seq, a.forgotten, a.id));
+        crate::sort::by_key(&mut known, |a| (a.seq, a.forgotten, a.id));
         let rec = record.mounts.get(mount);
         let explain = rec.unwrap_or(&empty);
         let mount = mount.to_string();
@@ -376,7 +376,7 @@ pub fn update(record: &mut Record, links: &[Link], problems: &[Problem], accept:
         .filter(|l| l.seq > 0)
         .map(|l| l.mount.as_str())
         .collect();
-    mounts.sort_unstable();
+    crate::sort::sort(&mut mounts);
     mounts.dedup();
     for mount in &mounts {
         let mine = || links.iter().filter(|l| l.seq > 0 && l.mount == *mount);

@@ -124,7 +124,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 pub fn apply(policy: &Policy, times: &[(i64, u32)]) -> Vec<Vec<String>> {
     let mut order: Vec<usize> = (0..times.len()).collect();
     // Newest first; a stable sort keeps ties in input order, as restic's does.
-    order.sort_by(|&a, &b| times[b].cmp(&times[a]));
+    crate::sort::by(&mut order, |&a, &b| times[b].cmp(&times[a]));
     let mut reasons = vec![Vec::new(); times.len()];
     let mut buckets: Vec<(i64, Rule, Option<i64>)> = policy
         .rules()

@@ -32,6 +32,7 @@ pub mod scrub;
 pub mod server;
 pub mod sink;
 pub mod snapshot;
+pub mod sort;
 pub mod spent;
 pub mod store;
 pub mod sys;

@@ -87,7 +87,7 @@ impl Resolver {
                 })?;
             packs.push((h.time, h.time_ns, b.clone(), h));
         }
-        packs.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+        crate::sort::by(&mut packs, |a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
         for (_, _, blob, h) in packs {
             let n = r.packs.len() as u32;
             for c in read_map(keys, remote, &blob, &h)? {

@@ -90,7 +90,7 @@ impl State {
     pub fn new(store: Store, cfg: &Config, started: i64) -> crate::Result<State> {
         let mut usage = HashMap::new();
         let mut nodes: Vec<_> = cfg.allow.iter().collect();
-        nodes.sort_by_key(|(n, _)| n.as_str());
+        crate::sort::by_key(&mut nodes, |(n, _)| n.as_str());
         for (node, admitted) in nodes {
             let used = store.node_usage(node)?;
             if let Some(q) = admitted.quota {
@@ -966,7 +966,7 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
         );
     } else {
         let mut nodes: Vec<&String> = cfg.allow.keys().collect();
-        nodes.sort();
+        crate::sort::sort(&mut nodes);
         eprintln!(
             "chute serve: nodes allowed: {}",
             nodes

@@ -81,7 +81,7 @@ pub fn listing(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Re
         }
     }
     for list in [&mut out.snapshots, &mut out.packs] {
-        list.sort_by(|a, b| {
+        crate::sort::by(list, |a, b| {
             (a.header.time, a.header.time_ns, &a.blob).cmp(&(
                 b.header.time,
                 b.header.time_ns,

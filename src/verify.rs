@@ -445,7 +445,7 @@ fn check_blobs(
     let Ok(()) = asked;
     // A remote that cannot answer is not damage we can name, but it is not intact.
     let mut failed = failed.into_inner().expect("poisoned");
-    failed.sort();
+    crate::sort::sort(&mut failed);
     for (i, e) in failed {
         let Ask { name, n, .. } = &work[i];
         report
@@ -453,7 +453,7 @@ fn check_blobs(
             .push(format!("window {n} of {name}: cannot be checked: {e}"));
     }
     let mut found = found.into_inner().expect("poisoned");
-    found.sort_by_key(|(i, _)| *i);
+    crate::sort::by_key(&mut found, |(i, _)| *i);
     for (i, fault) in found {
         let Ask {
             name,
@@ -604,7 +604,7 @@ fn read_chunks(
         })
         .map(|c| (c.blob as usize, c.offset, c.len, c.id))
         .collect();
-    todo.sort_unstable_by_key(|c| (c.0, c.1));
+    crate::sort::by_key(&mut todo, |c| (c.0, c.1));
     todo.dedup_by_key(|c| (c.0, c.1));
     let groups: Vec<Group> = crate::reads::coalesce(
         todo.into_iter()
@@ -655,7 +655,7 @@ fn read_chunks(
     });
     let Ok(()) = checked;
     let mut results = results.into_inner().expect("poisoned");
-    results.sort_by_key(|r| (r.0, r.1));
+    crate::sort::by_key(&mut results, |r| (r.0, r.1));
     let lens: HashMap<(usize, u64), u32> = groups
         .iter()
         .flat_map(|g| g.items.iter().map(move |c| ((g.blob, c.0), c.1)))

@@ -324,9 +324,9 @@ fn load_marks(path: &Path) -> Marks {
 
 fn save_marks(path: &Path, marks: &Marks) -> Result<()> {
     let mut since: Vec<(&String, &i64)> = marks.since.iter().collect();
-    since.sort();
+    crate::sort::sort(&mut since);
     let mut seen: Vec<&String> = marks.seen.iter().collect();
-    seen.sort();
+    crate::sort::sort(&mut seen);
     let mut text = format!("{MARKS_HEADER}\n");
     for (p, t) in since {
         text.push_str(&format!("{t} {p}\n"));
@@ -335,7 +335,7 @@ fn save_marks(path: &Path, marks: &Marks) -> Result<()> {
         text.push_str(&format!("seen {p}\n"));
     }
     let mut trimmed: Vec<&String> = marks.trimmed.iter().collect();
-    trimmed.sort();
+    crate::sort::sort(&mut trimmed);
     for w in trimmed {
         text.push_str(&format!("trimmed {w}\n"));
     }
@@ -352,7 +352,7 @@ type Used = (u64, u32, ChunkId);
 
 /// Sorts and merges uses, so the same chunk used by many snapshots counts once.
 fn compact(used: &mut Vec<Used>) {
-    used.sort_unstable_by_key(|u| u.0);
+    crate::sort::by_key(used, |u| u.0);
     used.dedup_by_key(|u| u.0);
 }
 
@@ -374,7 +374,7 @@ fn uses(
             grown.push(i);
         }
     }
-    grown.sort_unstable();
+    crate::sort::sort(&mut grown);
     grown.dedup();
     for i in grown {
         users[i] += 1;

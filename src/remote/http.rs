@@ -372,7 +372,7 @@ impl HttpRemote {
         }
         // Sorting references finds duplicates without a second copy of the names.
         let mut sorted: Vec<&BlobId> = out.iter().map(id).collect();
-        sorted.sort_unstable();
+        crate::sort::sort(&mut sorted);
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
             return Err(Error::new(
                 ErrorKind::Refused,

@@ -454,7 +454,7 @@ fn assemble(
     mut refs: Vec<(u32, u32, ChunkRef)>,
     dropped: &[u32],
 ) -> Vec<Entry> {
-    refs.sort_unstable_by_key(|&(f, n, _)| (f, n));
+    crate::sort::by_key(&mut refs, |&(f, n, _)| (f, n));
     for (f, n, r) in refs {
         let chunks = &mut entries[f as usize].chunks;
         if chunks.len() == n as usize {

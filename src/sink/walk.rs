@@ -73,7 +73,7 @@ pub fn normalize_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
             .map_err(|e| Error::Io(format!("cannot read {}", clean.display()), e))?;
         out.push(clean);
     }
-    out.sort();
+    crate::sort::sort(&mut out);
     out.dedup();
     let all = out.clone();
     out.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
@@ -235,7 +235,7 @@ impl Walker<'_> {
                 self.entries.push(entry_from(EntryKind::Dir, &path, &md));
                 self.report.dirs += 1;
                 let mut names = names;
-                names.sort();
+                crate::sort::sort(&mut names);
                 // Reverse, so the stack pops them in order.
                 stack.extend(names.iter().rev().map(|n| path.join(n)));
             } else if ft.is_symlink() {

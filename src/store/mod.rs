@@ -378,7 +378,7 @@ impl Store {
     /// The windows written so far, sorted by offset.
     pub fn windows(&self, id: &BlobId) -> Result<Vec<Window>> {
         let mut out = part_windows(&self.existing_dir(id)?.join(PART))?;
-        out.sort_by_key(|w| w.offset);
+        crate::sort::by_key(&mut out, |w| w.offset);
         // A window replaced by a crash-interrupted rewrite may exist twice: keep one.
         out.dedup_by(|a, b| a.same_range(b));
         Ok(out)
@@ -779,7 +779,7 @@ impl Store {
                 }
             }
         }
-        out.sort();
+        crate::sort::sort(&mut out);
         Ok(out)
     }
 
@@ -940,7 +940,7 @@ impl Store {
                 });
             }
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        crate::sort::by(&mut out, |a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 }
@@ -1048,7 +1048,7 @@ fn read_names(dir: &Path) -> Result<Vec<String>> {
             }
         }
     }
-    out.sort();
+    crate::sort::sort(&mut out);
     Ok(out)
 }
 

@@ -72,7 +72,7 @@ pub(super) fn blob_files(dir: &Path) -> Result<(Vec<Window>, Option<std::time::S
             }
         }
     }
-    windows.sort_by_key(|w| w.offset);
+    crate::sort::by_key(&mut windows, |w| w.offset);
     Ok((windows, newest))
 }
 
