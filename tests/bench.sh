@@ -492,7 +492,7 @@ $(check "server RSS, during restore" "$(mib "${RSS[server-restore]}") MiB" "≤ 
 
 ### Keeping a store (four snapshots: the data set plus a new churn file of 1/8 its size each)
 
-- chute verify downloads only the manifests and spends a storage challenge on every window (the store reads each window to answer an HMAC-SHA256 keyed by a nonce it has never seen, so it must still hold the bytes); restic check reads its index and tree structure, check --read-data every pack
+- chute verify downloads only the manifests and spends a storage challenge on every window (the store reads each window to answer a Poly1305 tag keyed by a nonce it has never seen, so it must still hold the bytes); restic check reads its index and tree structure, check --read-data every pack
 - forgetting the two oldest snapshots: chute store $CHUTE_MAINT_BEFORE → $CHUTE_MAINT_AFTER bytes (reclaimed $((CHUTE_MAINT_BEFORE - CHUTE_MAINT_AFTER)); prune said: ${CHUTE_PRUNE_SUMMARY:-?}); restic repository $RESTIC_MAINT_BEFORE → $RESTIC_MAINT_AFTER bytes (reclaimed $((RESTIC_MAINT_BEFORE - RESTIC_MAINT_AFTER)))
 
 | run | wall s | peak RSS MiB (anon / file) | CPU s (user / sys) |
