@@ -190,6 +190,49 @@ fn edited_lists_and_404s_are_refused() {
     assert_unauthenticated(&err, &proxy.url());
 }
 
+/// The headline attack: sink S1, sink S2 unchanged (it reuses S1's blob),
+/// forget S1, then prune through a proxy that removes S2 from the node's list.
+/// The old prune deleted S1's blob with valid signed DELETEs and S2 no longer
+/// restored; now prune refuses the edited list before any delete.
+#[test]
+fn prune_on_an_edited_list_deletes_nothing() {
+    let (env, line) = node("answers-prune");
+    let src = tree(&env, 4);
+    let (server, proxy) = proxied(
+        &env,
+        &line,
+        |_| None,
+        |r, a| {
+            if r.method == "GET" && r.path.ends_with("/node1/") && a.status == 200 {
+                a.body = b"[]".to_vec();
+            }
+            true
+        },
+    );
+    let direct = server.url();
+    env.ok(["sink", "--remote", &direct, src.to_str().unwrap()]);
+    env.ok(["sink", "--remote", &direct, src.to_str().unwrap()]);
+    env.ok(["forget", "--keep-last", "1", "--remote", &direct]);
+    let before = listing(&env.path("srv"));
+    let err = env.fails(1, ["prune", "--grace", "0", "--remote", &proxy.url()]);
+    assert_unauthenticated(&err, &proxy.url());
+    assert_eq!(listing(&env.path("srv")), before, "prune changed the store");
+    let to = env.path("out");
+    env.ok([
+        "restore",
+        "latest",
+        "--remote",
+        &direct,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::read(to.join(src.strip_prefix("/").unwrap()).join("b.bin")).unwrap(),
+        noise(1 << 20, 4)
+    );
+    env.ok(["verify", "--all", "--remote", &direct]);
+}
+
 /// Cross-peer replay: a request captured on its way to peer A was accepted by
 /// peer B, which admits the same node, within 300 s. The signature now names A.
 #[test]
