@@ -122,10 +122,14 @@ impl Mount {
         while s <= hi {
             if self.explained(s) {
                 // Skip to the end of the explaining range.
-                s = match self.gone.iter().find(|&&(a, b)| a <= s && s <= b) {
-                    Some(&(_, b)) => b.saturating_add(1),
-                    None => self.floor,
+                let end = match self.gone.iter().find(|&&(a, b)| a <= s && s <= b) {
+                    Some(&(_, b)) => b,
+                    None => self.floor.saturating_sub(1),
                 };
+                if end >= hi || end == u64::MAX {
+                    break;
+                }
+                s = end.max(s) + 1;
                 continue;
             }
             let next = self
@@ -700,9 +704,22 @@ pub fn guard(
     strict: Strict,
     accept: bool,
 ) -> Result<(Vec<Link>, Record)> {
-    let links = links(keys, remote, domain, node, snaps)?;
+    let mut shown = links(keys, remote, domain, node, snaps)?;
     let mut record = read(cache_dir, command);
-    let problems = check(&links, &record);
+    let mut problems = check(&shown, &record);
+    if problems
+        .iter()
+        .any(|p| record.mounts.contains_key(p.mount()))
+    {
+        // The caller listed before the record was read: a sink of another path set
+        // of this node that committed in between has raised the record past that
+        // listing. Look once more, now that the record is read; what a concurrent
+        // run committed is there now, and a real rollback or hiding still is not.
+        let again = crate::snapshot::listing(keys, remote, domain, node)?.snapshots;
+        shown = links(keys, remote, domain, node, &again)?;
+        problems = check(&shown, &record);
+    }
+    let links = shown;
     let paths = |mount: &str| {
         snaps
             .iter()

@@ -8,8 +8,10 @@
 //! run spends challenge `count` (see [`crate::format`]'s "Storage challenges").
 //! Replaced whole and atomically ([`crate::fsutil::write_atomic`]), and written
 //! before the challenges it counts are sent, so a run killed midway wastes a
-//! challenge rather than reuses one. Bounded by the blobs the store still holds:
-//! lines of blobs neither listed nor kept forgotten or pending are dropped.
+//! challenge rather than reuses one. A line is never dropped on the store's word
+//! (a store that left a blob out of a listing would otherwise have its nonces asked
+//! again, answers it may have kept): the record grows by one short line per blob
+//! ever checked, about 100 bytes a snapshot.
 //!
 //! A missing or unreadable record counts from 0 again (a new machine, a wiped
 //! cache): a store could then replay answers it saw; `verify --read-data` is the

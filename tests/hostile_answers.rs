@@ -310,6 +310,17 @@ fn an_open_server_is_named_once_as_unauthenticated() {
     let (env, _) = node("answers-open");
     let src = tree(&env, 3);
     let server = env.serve(&env.path("srv"), &[]);
+    // Not told that the peer is --open: the `open` mark could be anyone's on the
+    // path, written over a real peer's answers to switch the MAC check off.
+    let out = env
+        .cmd(["sink", "--remote", &server.url(), src.to_str().unwrap()])
+        .env_remove("CHUTE_OPEN_PEER")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("set CHUTE_OPEN_PEER=1"), "{err}");
+    assert!(!text(&out.stdout).contains("snapshot"));
     let out = env.run(["sink", "--remote", &server.url(), src.to_str().unwrap()]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");

@@ -99,13 +99,14 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
         return Ok(());
     }
     for snap in &remove {
-        // Recorded first, so a later check knows this gap (or this lower newest)
-        // was this node's doing; a record of a forget that then failed is harmless,
-        // the snapshot is still listed.
+        remote.forget(&snap.blob)?;
+        // Recorded once the store took it (a forget refused, say by an append-only
+        // peer, must not let the store hide that snapshot later), so a later check
+        // knows this gap (or this lower newest) was this node's doing. Killed in
+        // between, the store still shows it forgotten, which explains it the same.
         crate::chain::change(&node.cache_dir, "forget", |r| {
             crate::chain::forgot(r, &snap.blob.mount, snap.header.seq)
         });
-        remote.forget(&snap.blob)?;
         if !c.snapshots.is_empty() {
             println!(
                 "forgot snapshot {} ({})",

@@ -101,6 +101,13 @@ impl Settings {
             })?;
             signer = signer.with_admin(crypto::sha256(&bytes));
         }
+        if spec.starts_with("http://") {
+            let open = self
+                .get(None, "CHUTE_OPEN_PEER")
+                .is_some_and(|v| matches!(v.as_str(), "1" | "yes" | "true"));
+            let http = crate::remote::HttpRemote::new(&spec, Some(signer))?;
+            return Ok(Box::new(http.allowing_open(open)));
+        }
         open_remote(&spec, Some(signer))
     }
 

@@ -63,9 +63,6 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
     for note in &r.notes {
         eprintln!("chute verify: {note}");
     }
-    if mode == Mode::Hashes {
-        forget_gone_blobs(remote, &node.domain, &node.node, &mut spent);
-    }
     for line in &r.damage {
         println!("damaged: {line}");
     }
@@ -137,34 +134,4 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
         r.damage.len(),
         if r.damage.len() == 1 { "" } else { "s" },
     )))
-}
-
-/// Keeps the record of spent challenges bounded: drops the lines of blobs the
-/// remote no longer holds (neither listed nor forgotten or pending). Best effort:
-/// if the remote cannot list, or the record cannot be written, nothing changes.
-fn forget_gone_blobs(
-    remote: &dyn crate::remote::Remote,
-    domain: &str,
-    node: &str,
-    spent: &mut crate::spent::Spent,
-) {
-    let (Ok(listed), Ok(other)) = (
-        remote.list(domain, node),
-        remote.list_uncommitted(domain, node),
-    ) else {
-        return;
-    };
-    let held: std::collections::HashSet<String> = listed
-        .iter()
-        .chain(other.iter().map(|u| &u.id))
-        .map(BlobId::path)
-        .collect();
-    if spent.blobs().all(|b| held.contains(b)) {
-        return;
-    }
-    if let Err(e) = spent.retain(|b| held.contains(b)) {
-        eprintln!(
-            "chute verify: warning: cannot update the record of spent storage challenges: {e}"
-        );
-    }
 }

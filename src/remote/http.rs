@@ -108,6 +108,8 @@ pub struct HttpRemote {
     agent: Agent,
     base: String,
     signer: Option<Signer>,
+    /// Take answers marked `open` (an `--open` peer's, which cannot carry a MAC).
+    allow_open: bool,
 }
 
 impl HttpRemote {
@@ -140,7 +142,16 @@ impl HttpRemote {
             base: format!("http://{authority}"),
             // Signatures name the peer as given: another peer refuses them.
             signer: signer.map(|s| s.for_peer(authority)),
+            allow_open: false,
         })
+    }
+
+    /// Takes answers an `--open` peer marks `open` (they carry no MAC), with a
+    /// warning once a run. Off by default: anything on the path could write that
+    /// mark over a real peer's answer (`CHUTE_OPEN_PEER=1` turns it on).
+    pub fn allowing_open(mut self, yes: bool) -> HttpRemote {
+        self.allow_open = yes;
+        self
     }
 
     /// The error for an answer whose MAC is missing or wrong: nothing in it is used.
@@ -192,8 +203,18 @@ impl HttpRemote {
             )
             .unwrap_or_default(),
         };
+        let open = tag.trim() == auth::ANSWER_OPEN;
+        if open && self.signer.is_some() && !self.allow_open {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{what}: {} answers as an --open server, whose answers cannot be authenticated (or something on the path wrote that over a real answer): if that peer really is --open on a trusted LAN, set CHUTE_OPEN_PEER=1",
+                    self.base
+                ),
+            ));
+        }
         let key = match (&self.signer, nonce) {
-            (Some(s), Some(n)) if tag.trim() != auth::ANSWER_OPEN => Some((*s.key(), n)),
+            (Some(s), Some(n)) if !open => Some((*s.key(), n)),
             _ => None,
         };
         let mut later = None;
