@@ -919,6 +919,13 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
     let limits = tiny_http::Limits {
         max_connections: cfg.max_connections,
         max_per_address: cfg.max_per_address,
+        // A refused window (507 over quota, 409, 416) is answered before its
+        // body is read; the connection's own thread then discards what still
+        // comes, up to a whole window of chute's client and for at most 10 s, so
+        // the node finishes sending and reads the refusal instead of a reset
+        // ("Broken pipe" in place of "quota exceeded").
+        linger_bytes: (crate::protocol::MAX_WINDOW + (64 << 10)) as usize,
+        linger_time: Duration::from_secs(10),
         ..tiny_http::Limits::default()
     };
     let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
