@@ -485,6 +485,22 @@ fn put_window(
     Ok(created())
 }
 
+/// Window `n` of size `size` of a blob, as written; 404 if it never was.
+fn written_window(store: &Store, id: &BlobId, size: u64, n: u64) -> Result<store::Window, Fail> {
+    let offset = n
+        .checked_mul(size)
+        .filter(|_| size > 0)
+        .ok_or_else(|| bad("window offset out of range"))?;
+    match store.window_at(id, offset)? {
+        Some(w) if w.len <= size => Ok(w),
+        _ => Err(Fail(
+            404,
+            format!("window {n} of {size} bytes was never written"),
+            None,
+        )),
+    }
+}
+
 fn stream(
     store: &Store,
     id: &BlobId,
@@ -732,41 +748,17 @@ fn act(
             if method != Method::Get {
                 return Err(wrong("GET"));
             }
-            let offset = n
-                .checked_mul(size)
-                .filter(|_| size > 0)
-                .ok_or_else(|| bad("window offset out of range"))?;
-            match store.window_at(&id, offset)? {
-                Some(w) if w.len <= size => {
-                    let d = store.window_hash(&id, &w)?;
-                    Ok(Reply::Json(200, json_string(&crate::hex::encode(&d))))
-                }
-                _ => Err(Fail(
-                    404,
-                    format!("window {n} of {size} bytes was never written"),
-                    None,
-                )),
-            }
+            let w = written_window(store, &id, size, n)?;
+            let d = store.window_hash(&id, &w)?;
+            Ok(Reply::Json(200, json_string(&crate::hex::encode(&d))))
         }
         Route::WindowChallenge { id, size, n, nonce } => {
             if method != Method::Get {
                 return Err(wrong("GET"));
             }
-            let offset = n
-                .checked_mul(size)
-                .filter(|_| size > 0)
-                .ok_or_else(|| bad("window offset out of range"))?;
-            match store.window_at(&id, offset)? {
-                Some(w) if w.len <= size => {
-                    let a = store.window_challenge(&id, &w, &nonce)?;
-                    Ok(Reply::Json(200, json_string(&crate::hex::encode(&a))))
-                }
-                _ => Err(Fail(
-                    404,
-                    format!("window {n} of {size} bytes was never written"),
-                    None,
-                )),
-            }
+            let w = written_window(store, &id, size, n)?;
+            let a = store.window_challenge(&id, &w, &nonce)?;
+            Ok(Reply::Json(200, json_string(&crate::hex::encode(&a))))
         }
     }
 }

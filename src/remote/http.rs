@@ -355,6 +355,41 @@ impl HttpRemote {
         answer::read_capped(resp.body_mut().as_reader(), cap).map_err(self.answer_error(what))
     }
 
+    /// A window's hex digest (a hash, a challenge's answer) of `N` bytes, or `None`
+    /// for a window never written. A 404 is authenticated like any answer before it
+    /// means that.
+    fn hex_answer<const N: usize>(
+        &self,
+        what: &str,
+        target: &str,
+        kind: &str,
+    ) -> Result<Option<[u8; N]>> {
+        let a = match self.send(
+            what,
+            "GET",
+            target,
+            &[],
+            &[],
+            Expect::Small(MAX_HASH_ANSWER),
+        ) {
+            Ok(a) => a,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let hex: String = self.json(what, &a.body)?;
+        let digest = crate::hex::decode(&hex).and_then(|b| <[u8; N]>::try_from(b).ok());
+        digest.map(Some).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{what}: {} sent a bad {kind} {:?}",
+                    self.base,
+                    one_line(&hex)
+                ),
+            )
+        })
+    }
+
     /// A small JSON answer, already read (and authenticated).
     fn json<T: miniserde::Deserialize>(&self, what: &str, bytes: &[u8]) -> Result<T> {
         std::str::from_utf8(bytes)
@@ -688,30 +723,7 @@ impl Remote for HttpRemote {
     fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>> {
         let what = format!("hash of window {n} of {}", id.path());
         let path = format!("{}/0/{window}/{n}/hash/sha256", id.path());
-        // A 404 is authenticated like any answer before it means "never written".
-        let a = match self.send(
-            &what,
-            "GET",
-            &path,
-            &[],
-            &[],
-            Expect::Small(MAX_HASH_ANSWER),
-        ) {
-            Ok(a) => a,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let hex: String = self.json(&what, &a.body)?;
-        crate::hex::decode32(&hex).map(Some).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Refused,
-                format!(
-                    "{what}: {} sent a bad SHA-256 {:?}",
-                    self.base,
-                    one_line(&hex)
-                ),
-            )
-        })
+        self.hex_answer(&what, &path, "SHA-256")
     }
 
     fn challenge(
@@ -723,31 +735,7 @@ impl Remote for HttpRemote {
     ) -> Result<Option<[u8; 16]>> {
         let what = format!("storage challenge on window {n} of {}", id.path());
         let target = crate::protocol::challenge_target(id, window, n, nonce);
-        // A 404 is authenticated like any answer before it means "never written".
-        let a = match self.send(
-            &what,
-            "GET",
-            &target,
-            &[],
-            &[],
-            Expect::Small(MAX_HASH_ANSWER),
-        ) {
-            Ok(a) => a,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let hex: String = self.json(&what, &a.body)?;
-        let tag = crate::hex::decode(&hex).and_then(|b| <[u8; 16]>::try_from(b).ok());
-        tag.map(Some).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Refused,
-                format!(
-                    "{what}: {} sent a bad answer {:?}",
-                    self.base,
-                    one_line(&hex)
-                ),
-            )
-        })
+        self.hex_answer(&what, &target, "answer")
     }
 
     fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
