@@ -16,9 +16,12 @@
 #   /lib/systemd/system/chute-sink.timer
 #   /etc/cron.d/chute                       the nightly backup: active at once, but it
 #                                           backs up nothing until CHUTE_PATHS is set
-# Uninstall removes exactly these, except a chute.conf that differs from the shipped
-# one (it holds the owner's settings: it is kept, and said so), and never touches the
-# key file, the allow list or any backup.
+#   /etc/chute/installed                    the record of the files above, so that
+#                                           uninstall finds them whatever PREFIX it gets
+# Uninstall removes exactly the recorded files (or, with no record, those above for
+# its PREFIX), except a chute.conf that differs from the shipped one (it holds the
+# owner's settings: it is kept, and said so), and never touches the key file, the
+# allow list or any backup.
 set -euo pipefail
 
 PREFIX=${PREFIX:-/usr/local}
@@ -31,6 +34,10 @@ CONF=$DESTDIR/etc/chute/chute.conf
 UNIT_DIR=$DESTDIR/lib/systemd/system
 UNITS=(chute-serve.service chute-sink.service chute-sink.timer)
 CRON=$DESTDIR/etc/cron.d/chute         # no dot in the name: cron skips such files
+# What install put down, one absolute path a line (without DESTDIR), after a header
+# line naming the format; uninstall removes these.
+RECORD=$DESTDIR/etc/chute/installed
+RECORD_HEADER='# chute install record 1: files setup/install.sh installed; --uninstall removes them'
 
 die() { printf 'setup/install.sh: %s\n' "$*" >&2; exit 1; }
 say() { printf '  %s\n' "$*"; }
@@ -79,6 +86,14 @@ do_install() {
 		install_templated "$HERE/$u" "$UNIT_DIR/$u"
 	done
 	install_templated "$HERE/chute.cron" "$CRON"
+	{
+		echo "$RECORD_HEADER"
+		echo "$BIN_PATH"
+		for u in "${UNITS[@]}"; do echo "${UNIT_DIR#"$DESTDIR"}/$u"; done
+		echo "${CRON#"$DESTDIR"}"
+	} >"$RECORD"
+	chmod 0644 "$RECORD"
+	say "$RECORD"
 	if live_systemd; then systemctl daemon-reload; fi
 
 	cat <<-NEXT
@@ -125,13 +140,25 @@ do_uninstall() {
 	if live_systemd; then
 		systemctl disable --now chute-serve.service chute-sink.timer 2>/dev/null || true
 	fi
-	local u
-	for u in "${UNITS[@]}"; do
-		remove "$UNIT_DIR/$u"
+	local f files=()
+	if [ -f "$RECORD" ]; then
+		[ "$(head -n 1 "$RECORD")" = "$RECORD_HEADER" ] ||
+			die "$RECORD is not an install record this script reads: remove the files it lists by hand"
+		while IFS= read -r f; do
+			case $f in
+			/*) files+=("$DESTDIR$f") ;;
+			esac
+		done < <(tail -n +2 "$RECORD")
+	else
+		# Installed by a version that kept no record: this PREFIX's files.
+		for f in "${UNITS[@]}"; do files+=("$UNIT_DIR/$f"); done
+		files+=("$CRON" "$DESTDIR$BIN_PATH")
+	fi
+	for f in "${files[@]}"; do
+		remove "$f"
 	done
 	if live_systemd; then systemctl daemon-reload; fi
-	remove "$CRON"
-	remove "$DESTDIR$BIN_PATH"
+	[ ! -e "$RECORD" ] || { rm -f "$RECORD"; say "removed $RECORD"; }
 
 	if [ -e "$CONF" ]; then
 		if cmp -s "$CONF" "$HERE/chute.conf"; then

@@ -173,9 +173,16 @@ impl Env {
             args.push("--open".into());
         }
         args.retain(|a| a != "--closed");
-        let mut child = self
-            .cmd(&args)
-            .envs(env.iter().copied())
+        let mut cmd = self.cmd(&args);
+        cmd.envs(env.iter().copied());
+        Server::spawn(cmd)
+    }
+}
+
+impl Server {
+    /// Starts a `chute serve` command and waits for the address it listens on.
+    pub fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
