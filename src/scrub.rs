@@ -4,7 +4,9 @@
 //! [`crate::store`]). A scrub reads each window file again and compares its length
 //! and SHA-256 with its name ([`Store::scrub`]), so a peer finds bit rot in the
 //! backups it keeps for others without holding any key, and can tell them (their
-//! `chute verify` names the files). It reads one window at a time: memory does not
+//! `chute verify` names the files). It also checks that each committed blob's
+//! `index.json` parses and that its window files cover `[0, size)`: a deleted
+//! window is reported as a damaged range (`no window file holds bytes A..B`). It reads one window at a time: memory does not
 //! grow with the store. Exit status 1 if any window is damaged. Either way it
 //! re-reads every window, ignoring the store's verified-hash record, and leaves
 //! that record vouching only for what it found intact.

@@ -249,6 +249,10 @@ fn a_deleted_window_names_the_files_once() {
     let (read, _) = status(&env, 1, &with(&["verify", "--read-data"], &remote));
     assert!(read.contains(big.to_str().unwrap()), "{read}");
     assert_eq!(read.matches("damaged file:").count(), 1, "{read}");
+    // The keyless scrub, which re-hashes what exists, sees the hole too.
+    let (scrub, _) = status(&env, 1, &["scrub", "--store", store.to_str().unwrap()]);
+    let hole = format!("at byte {off} ({len} bytes): no window file holds");
+    assert!(scrub.contains(&hole), "{scrub}");
 }
 
 #[test]

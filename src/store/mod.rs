@@ -1496,6 +1496,34 @@ mod tests {
     }
 
     #[test]
+    fn scrub_names_a_committed_blobs_missing_window_and_a_bad_index() {
+        let root = tmpdir("scrub-gap");
+        let s = Store::open(&root).unwrap();
+        let id = s.create(&index(None)).unwrap();
+        s.write(&id, 0, 4, &mut &b"abcd"[..], None).unwrap();
+        s.write(&id, 4, 4, &mut &b"efgh"[..], None).unwrap();
+        s.commit(&id, &index(Some(8))).unwrap();
+        assert!(s.scrub().unwrap().damaged.is_empty());
+        let dir = root.join("d.org/pi/m1/t1");
+        let second = s.window_at(&id, 4).unwrap().unwrap();
+        fs::remove_file(dir.join(PART).join(second.file_name())).unwrap();
+        let r = s.scrub().unwrap();
+        assert_eq!(r.damaged.len(), 1, "{r:?}");
+        assert_eq!((r.damaged[0].offset, r.damaged[0].len), (4, 4));
+        assert!(r.damaged[0].why.contains("no window file"), "{r:?}");
+        fs::write(dir.join(INDEX), b"{not json").unwrap();
+        let r = s.scrub().unwrap();
+        assert!(
+            r.damaged[0].why.contains("index.json is unreadable"),
+            "{r:?}"
+        );
+        // Forgotten, a blob's windows may be trimmed: not damage.
+        fs::rename(dir.join(INDEX), dir.join(FORGOTTEN)).unwrap();
+        assert!(s.scrub().unwrap().damaged.is_empty());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn scrub_drops_what_the_record_wrongly_vouches_for() {
         let (root, s, id, dir, w) = one_window("rec-rot");
         let path = dir.join(PART).join(w.file_name());

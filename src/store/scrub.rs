@@ -1,5 +1,7 @@
 //! The store's scrub: re-hash every window file against the SHA-256 in its name,
-//! needing no key (the background pass and `chute scrub` are in [`crate::scrub`]).
+//! and check that each committed blob's index parses and its window files cover
+//! `[0, size)` of it, needing no key (the background pass and `chute scrub` are in
+//! [`crate::scrub`]).
 
 use super::*;
 
@@ -110,7 +112,7 @@ impl Store {
         // Fresh verdicts, merged into the record every so often (memory stays
         // bounded however many windows a blob has) and when the blob is done.
         let mut found: Vec<(Window, Option<Stamp>)> = Vec::new();
-        for w in windows {
+        for &w in &windows {
             let path = dir.join(PART).join(w.file_name());
             let (why, stamp) = match reread(&path, w.len, buf) {
                 // Deleted since the listing (a prune, a rewritten window): not damage.
@@ -154,6 +156,68 @@ impl Store {
             }
         }
         let _ = self.record_merge(dir, &found, true);
+        for damage in committed_gaps(dir, blob, &windows)? {
+            let go = on(ScrubEvent::Damaged(&damage));
+            report.damaged.push(damage);
+            if !go {
+                return Ok(false);
+            }
+        }
         Ok(true)
     }
+}
+
+/// What a committed blob lacks, from the window files listed before its scrub: an
+/// index that does not parse, or bytes of `[0, size)` no window file covers (a
+/// deleted window, which re-hashing what exists cannot see). A blob forgotten since
+/// the listing (whose windows prune may trim) or not committed lacks nothing.
+fn committed_gaps(dir: &Path, blob: &str, windows: &[Window]) -> Result<Vec<Damage>> {
+    let index = match fs::read(dir.join(INDEX)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(format!("cannot read {}", dir.join(INDEX).display()))(e)),
+    };
+    let damage = |offset: u64, len: u64, why: String| Damage {
+        blob: blob.to_string(),
+        offset,
+        len,
+        why,
+    };
+    let size = match index_place(&index) {
+        Ok((_, Some(size))) => size,
+        Ok((_, None)) => return Ok(vec![damage(0, 0, "its index.json has no size".into())]),
+        Err(e) => {
+            return Ok(vec![damage(
+                0,
+                0,
+                format!("its index.json is unreadable: {e}"),
+            )]);
+        }
+    };
+    let mut gaps = Vec::new();
+    let mut pos = 0;
+    for w in windows.iter().chain(std::iter::once(&Window {
+        offset: size,
+        len: 0,
+        sha256: [0; 32],
+    })) {
+        if w.offset > pos {
+            let end = w.offset.min(size);
+            gaps.push(damage(
+                pos,
+                end - pos,
+                format!("no window file holds bytes {pos}..{end} of its {size}"),
+            ));
+        }
+        pos = pos.max(w.end());
+        if pos >= size {
+            break;
+        }
+    }
+    // Forgotten meanwhile (its windows may be trimmed on purpose): not damage.
+    Ok(if dir.join(INDEX).exists() {
+        gaps
+    } else {
+        Vec::new()
+    })
 }
