@@ -35,7 +35,12 @@
 //! checked by its hash instead: a store could otherwise decline every challenge.
 //!
 //! A window whose answer or hash differs, or which is gone, is damaged, and so is
-//! every file with a chunk overlapping it. The cost is the store's: a challenge
+//! every file with a chunk overlapping it. A blob other than the snapshot's own
+//! whose index is gone (neither committed nor forgotten: an older snapshot deleted
+//! or lost on the store) has no sealed header to check its windows against: the
+//! chunks the snapshot uses from it are downloaded and opened instead, as
+//! `--read-data` would, and the blob is named once as gone (a note, not damage:
+//! the snapshots verified are whole). `--read-data` names it the same way. The cost is the store's: a challenge
 //! reads every byte checked (see README's Performance section).
 //!
 //! `--read-data` downloads every chunk the snapshots reference, neighbours in one
@@ -92,6 +97,8 @@ struct BlobCheck {
     bad: BTreeMap<u64, Fault>,
     /// Why the whole blob is unusable, if it is.
     lost: Option<String>,
+    /// Its index is gone, but later snapshots use its chunks: those are read.
+    gone: bool,
 }
 
 /// What a verify found.
@@ -156,6 +163,8 @@ pub fn run(
         s
     };
     let mut chunks_done: HashMap<(String, u64), bool> = HashMap::new();
+    // Blobs other than a snapshot's own that `--read-data` found present (true) or gone.
+    let mut blobs_seen: HashMap<String, bool> = HashMap::new();
     let resolver = match snaps.first() {
         Some(s) => crate::pack::Resolver::for_node(keys, remote, &s.blob.domain, &s.blob.node)?,
         None => crate::pack::Resolver::default(),
@@ -186,8 +195,23 @@ pub fn run(
             Mode::Hashes => {
                 check_blobs(keys, remote, &m, &mut blobs, &mut report, threads, spent)?;
                 files_in_bad_windows(snap, &m, &blobs, &mut report);
+                let gone = chunks_in(&m, |b| blobs.get(b).is_some_and(|c| c.gone));
+                if !gone.entries.is_empty() {
+                    read_chunks(
+                        keys,
+                        remote,
+                        snap,
+                        &gone,
+                        1.0,
+                        &seed,
+                        &mut chunks_done,
+                        &mut report,
+                        threads,
+                    );
+                }
             }
             Mode::Read(fraction) => {
+                note_gone_blobs(remote, &m, &mut blobs_seen, &mut report);
                 read_chunks(
                     keys,
                     remote,
@@ -213,24 +237,39 @@ pub fn run(
     Ok(report)
 }
 
+/// Why a referenced blob's header could not be had.
+enum NoHeader {
+    /// Neither a committed nor a forgotten index: the blob's snapshot was deleted or
+    /// lost on the store, though its windows may still hold chunks later snapshots use.
+    Gone,
+    Other(String),
+}
+
 /// The sealed header of a blob a manifest references, committed or forgotten.
 fn blob_header(
     keys: &Keys,
     remote: &dyn Remote,
     blob: &BlobId,
-) -> std::result::Result<Header, String> {
+) -> std::result::Result<Header, NoHeader> {
     let index = match remote.index(blob) {
         Ok(i) => i,
         Err(e) if e.kind == ErrorKind::NotFound => match remote.forgotten_index(blob) {
             Ok(i) => i,
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                return Err("the blob is missing (no index, committed or forgotten)".into());
-            }
-            Err(e) => return Err(e.to_string()),
+            Err(e) if e.kind == ErrorKind::NotFound => return Err(NoHeader::Gone),
+            Err(e) => return Err(NoHeader::Other(e.to_string())),
         },
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(NoHeader::Other(e.to_string())),
     };
-    format::open_header(keys, &index).map_err(|e| format!("its index does not open: {e}"))
+    format::open_header(keys, &index)
+        .map_err(|e| NoHeader::Other(format!("its index does not open: {e}")))
+}
+
+/// The note for a blob whose index is gone while a later snapshot still uses its
+/// chunks, which are then read and opened instead of checked by window.
+fn gone_note(name: &str) -> String {
+    format!(
+        "blob {name}: its index is gone (its snapshot was deleted or lost on the store); the chunks later snapshots use from it are read and checked instead"
+    )
 }
 
 /// What a window is checked against.
@@ -306,9 +345,10 @@ fn check_blobs(
             checked: Vec::new(),
             bad: BTreeMap::new(),
             lost: None,
+            gone: false,
         };
         let header = BlobId::parse(name)
-            .map_err(|e| e.to_string())
+            .map_err(|e| NoHeader::Other(e.to_string()))
             .and_then(|id| blob_header(keys, remote, &id).map(|h| (id, h)));
         match header {
             Ok((id, mut h)) => {
@@ -326,7 +366,17 @@ fn check_blobs(
                 check.hashes = std::mem::take(&mut h.window_hashes);
                 check.header = Some(h);
             }
-            Err(why) => {
+            Err(NoHeader::Gone) if *name != m.blobs[0] => {
+                report.notes.push(gone_note(name));
+                check.gone = true;
+            }
+            Err(no) => {
+                let why = match no {
+                    NoHeader::Gone => {
+                        "the blob is missing (no index, committed or forgotten)".into()
+                    }
+                    NoHeader::Other(why) => why,
+                };
                 report.damage.push(format!("blob {name}: {why}"));
                 check.lost = Some(why);
             }
@@ -488,6 +538,52 @@ fn check_blobs(
         .count() as u64;
     report.window_bytes += work.iter().map(|a| a.len).sum::<u64>();
     Ok(())
+}
+
+/// The entries of `m` cut to their chunks in blobs `pick` chooses (by name).
+fn chunks_in(m: &Manifest, pick: impl Fn(&str) -> bool) -> Manifest {
+    let picked: Vec<bool> = m.blobs.iter().map(|b| pick(b)).collect();
+    let entries = m
+        .entries
+        .iter()
+        .filter(|e| e.chunks.iter().any(|c| picked[c.blob as usize]))
+        .map(|e| {
+            let mut e = e.clone();
+            e.chunks.retain(|c| picked[c.blob as usize]);
+            e
+        })
+        .collect();
+    Manifest {
+        blobs: m.blobs.clone(),
+        entries,
+    }
+}
+
+/// What the hash check says of a blob whose index is gone ([`gone_note`]), said by
+/// `--read-data` too: it asks for the index of each blob other than the snapshot's
+/// own that `m` has chunks in, once per run.
+fn note_gone_blobs(
+    remote: &dyn Remote,
+    m: &Manifest,
+    seen: &mut HashMap<String, bool>,
+    report: &mut Report,
+) {
+    let mut used = vec![false; m.blobs.len()];
+    for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
+        used[c.blob as usize] = true;
+    }
+    for (name, _) in m.blobs.iter().zip(used).skip(1).filter(|(_, u)| *u) {
+        if seen.contains_key(name) {
+            continue;
+        }
+        let missing = |r: crate::remote::Result<crate::format::Index>| matches!(r, Err(e) if e.kind == ErrorKind::NotFound);
+        let gone = BlobId::parse(name)
+            .is_ok_and(|id| missing(remote.index(&id)) && missing(remote.forgotten_index(&id)));
+        if gone {
+            report.notes.push(gone_note(name));
+        }
+        seen.insert(name.clone(), !gone);
+    }
 }
 
 /// Names every file of `snap` that has a chunk in a damaged window or lost blob.

@@ -255,6 +255,40 @@ fn a_deleted_window_names_the_files_once() {
     assert!(scrub.contains(&hole), "{scrub}");
 }
 
+// Issue 16.7: an older snapshot's index.json lost on the store. The later snapshot,
+// whose chunks still lie in that blob's windows, is intact, and both ways of
+// verifying say so; both name the older one as gone.
+#[test]
+fn a_lost_older_index_leaves_later_snapshots_intact_in_both_verifies() {
+    let env = Env::new("lost-index");
+    env.ok(["init"]);
+    let store = env.path("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    tree(&src, 5);
+    sink(&env, &remote, &src);
+    fs::write(src.join("d/later.bin"), noise(100_000, 11)).unwrap();
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    let first = blobs_with(&store, "index.json").into_iter().min().unwrap();
+    fs::remove_file(first.join("index.json")).unwrap();
+    let gone = first.strip_prefix(&store).unwrap().display().to_string();
+    for how in [
+        &["verify", "--all"][..],
+        &["verify", "--all", "--read-data"],
+    ] {
+        let mut args = how.to_vec();
+        args.push("--accept-rollback");
+        let (out, err) = status(&env, 0, &with(&args, &remote));
+        assert!(!out.contains("damaged"), "{how:?}: {out}");
+        assert!(
+            err.contains(&gone) && err.contains("its index is gone"),
+            "{how:?} must name {gone} as gone: {err}"
+        );
+    }
+    restore_same(&env, &remote, &snaps[1], &src);
+}
+
 #[test]
 fn forget_needs_a_rule_and_a_dry_run_changes_nothing() {
     let env = Env::new("forget");

@@ -75,15 +75,23 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
             ids.join(", ")
         );
     }
+    // Only chunks in blobs whose index is gone are read by the hash check.
+    let downloaded = match r.chunks_read {
+        0 => "no file data downloaded".to_string(),
+        n => format!(
+            "{n} chunks ({}) downloaded and authenticated where a blob's index is gone",
+            human_bytes(r.bytes_read)
+        ),
+    };
     let checked = match mode {
         Mode::Hashes if r.challenged == r.windows => format!(
-            "{} windows ({}) in {} blobs by storage challenges (the store read them), no file data downloaded",
+            "{} windows ({}) in {} blobs by storage challenges (the store read them), {downloaded}",
             r.windows,
             human_bytes(r.window_bytes),
             r.blobs
         ),
         Mode::Hashes => format!(
-            "{} windows ({}) in {} blobs, {} by storage challenges (the store read them) and {} by the store's SHA-256 only, no file data downloaded",
+            "{} windows ({}) in {} blobs, {} by storage challenges (the store read them) and {} by the store's SHA-256 only, {downloaded}",
             r.windows,
             human_bytes(r.window_bytes),
             r.blobs,
