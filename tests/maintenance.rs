@@ -211,6 +211,61 @@ fn one_flipped_byte_over_http() {
     one_flipped_byte(true);
 }
 
+// Issue 16.5: a window file truncated on the store. Read from the directory or
+// through `chute serve`, restore and verify --read-data fail at once naming the
+// damage; the server never answers 200 with fewer bytes than it promised, so the
+// client does not take it for a network failure and retry for minutes.
+fn a_truncated_window(http: bool) {
+    let env = Env::new(if http { "short-http" } else { "short" });
+    env.ok(["init"]);
+    let store = env.path("store");
+    let src = env.path("src");
+    tree(&src, 4);
+    sink(&env, &store.display().to_string(), &src);
+    let (window, off, len) = window_containing(&store, 5 << 20);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&window)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let server = http.then(|| env.serve(&store, &[]));
+    let remote = server
+        .as_ref()
+        .map_or(store.display().to_string(), |s| s.url());
+    let short = format!("window at byte {off} holds {} of its {len} bytes", len / 2);
+    let started = Instant::now();
+    let to = env.path("out");
+    let (_, err) = status(
+        &env,
+        1,
+        &with(
+            &["restore", "latest", "--to", to.to_str().unwrap()],
+            &remote,
+        ),
+    );
+    assert!(err.contains(&short), "{err}");
+    let (read, _) = status(&env, 1, &with(&["verify", "--read-data"], &remote));
+    assert!(read.contains(&short), "{read}");
+    assert!(read.contains("a-big.bin"), "{read}");
+    // No retries: the retry budget alone is over a minute.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(30 * u64::from(slack())),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_truncated_window_is_named_at_once_from_the_directory() {
+    a_truncated_window(false);
+}
+
+#[test]
+fn a_truncated_window_is_named_at_once_through_the_server() {
+    a_truncated_window(true);
+}
+
 #[test]
 fn a_deleted_window_names_the_files_once() {
     let env = Env::new("deleted");

@@ -533,8 +533,23 @@ impl Store {
                 id.path()
             )));
         }
+        // A window file cut short behind the store's back is damage, said before the
+        // first byte: a server must never promise bytes it then cannot send.
+        let part = self.dir(id).join(PART);
+        for (w, _, _) in &pieces {
+            let held = fs::metadata(part.join(w.file_name())).map_or(0, |m| m.len());
+            if held < w.len {
+                return Err(Error::Range(format!(
+                    "bytes {offset}-{} of {}: its window at byte {} holds {held} of its {} bytes (damaged on the store; chute scrub names it)",
+                    end.saturating_sub(1),
+                    id.path(),
+                    w.offset,
+                    w.len
+                )));
+            }
+        }
         Ok(RangeReader {
-            part: self.dir(id).join(PART),
+            part,
             pieces,
             current: None,
         })
