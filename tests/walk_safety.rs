@@ -74,26 +74,6 @@ fn sink_of_home_leaves_out_its_own_store_cache_and_key() {
     fs::hard_link(home.join(".config/chute/key"), home.join("data/key-link")).unwrap();
     let (_, err) = sink(&env, &[], &[home.as_os_str()]);
     let first = bytes_under(&env.store());
-    for line in [
-        format!(
-            "skipping {}: it is this backup's own store",
-            env.store().display()
-        ),
-        format!(
-            "skipping {}: it is this node's chute cache",
-            home.join(".cache/chute").display()
-        ),
-        format!(
-            "skipping {}: it is the key file",
-            home.join(".config/chute/key").display()
-        ),
-        format!(
-            "skipping {}: it is the key file",
-            home.join("data/key-link").display()
-        ),
-    ] {
-        assert!(err.contains(&line), "no {line:?} in:\n{err}");
-    }
     for _ in 0..4 {
         sink(&env, &[], &[home.as_os_str()]);
     }
@@ -122,6 +102,26 @@ fn sink_of_home_leaves_out_its_own_store_cache_and_key() {
             listing(&out)
         );
     }
+    for line in [
+        format!(
+            "skipping {}: it is this backup's own store",
+            env.store().display()
+        ),
+        format!(
+            "skipping {}: it is this node's chute cache",
+            home.join(".cache/chute").display()
+        ),
+        format!(
+            "skipping {}: it is the key file",
+            home.join(".config/chute/key").display()
+        ),
+        format!(
+            "skipping {}: it is the key file",
+            home.join("data/key-link").display()
+        ),
+    ] {
+        assert!(err.contains(&line), "no {line:?} in:\n{err}");
+    }
     // The cache root is tagged for other tools (tar, restic, borg) too.
     let tag = fs::read(home.join(".cache/chute/CACHEDIR.TAG")).unwrap();
     assert!(tag.starts_with(&TAG.as_bytes()[..43]));
@@ -143,6 +143,9 @@ fn cachedir_tag_is_honoured_unless_turned_off() {
     fs::write(src.join("fake/CACHEDIR.TAG"), b"Signature: nope\n").unwrap();
     fs::write(src.join("fake/b"), b"b").unwrap();
     let (_, err) = sink(&env, &[], &[src.as_os_str()]);
+    let out = under(&restore_latest(&env, "out1"), &src);
+    assert!(out.join("a").exists() && out.join("fake/b").exists());
+    assert!(!out.join("cache").exists(), "{}", listing(&out));
     assert!(
         err.contains(&format!(
             "skipping {}: it is tagged as a cache",
@@ -150,9 +153,6 @@ fn cachedir_tag_is_honoured_unless_turned_off() {
         )),
         "{err}"
     );
-    let out = under(&restore_latest(&env, "out1"), &src);
-    assert!(out.join("a").exists() && out.join("fake/b").exists());
-    assert!(!out.join("cache").exists(), "{}", listing(&out));
 
     sink(
         &env,
@@ -339,6 +339,9 @@ fn pseudo_and_other_file_systems_below_a_root() {
     fs::write(m.join("f"), b"f").unwrap();
 
     let (_, err) = sink(&env, &[], &[src.as_os_str()]);
+    let out = under(&restore_latest(&env, "out1"), &src);
+    assert!(out.join("a").exists() && out.join("m").is_dir());
+    assert!(!out.join("m/f").exists(), "{}", listing(&out));
     assert!(
         err.contains(&format!(
             "not entering {}: a tmpfs file system",
@@ -346,9 +349,6 @@ fn pseudo_and_other_file_systems_below_a_root() {
         )),
         "{err}"
     );
-    let out = under(&restore_latest(&env, "out1"), &src);
-    assert!(out.join("a").exists() && out.join("m").is_dir());
-    assert!(!out.join("m/f").exists(), "{}", listing(&out));
 
     // Named as a root, it is backed up.
     let (summary, _) = sink(&env, &[], &[m.as_os_str()]);
