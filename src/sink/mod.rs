@@ -149,8 +149,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .collect();
     if unreadable.len() == roots.len() {
         return Err(Error::Failed(format!(
-            "no snapshot made, no path can be read: {}",
-            unreadable.join("; ")
+            "cannot read {}; no snapshot made",
+            unreadable.join(", nor ")
         )));
     }
     let root_bytes: Vec<Vec<u8>> = roots
