@@ -4,6 +4,11 @@
 //! costs time, never data. The index is rebuilt from the remote's sealed manifests;
 //! every journal claim is re-checked against the remote's window hashes.
 //!
+//! The cache root `$XDG_CACHE_HOME/chute/` holds one such directory per remote
+//! (see [`create_dir`]) and a `CACHEDIR.TAG` (<https://bford.info/cachedir/>), so
+//! chute's own walk (`--exclude-caches`, on by default), tar, restic and borg leave
+//! it out of backups.
+//!
 //! # Chunk index file `chunks`, version 1
 //! ```text
 //! "CHIX" u8 version=1
@@ -53,6 +58,41 @@ const VERSION: u8 = 1;
 const RECORD: usize = 48;
 const BLOCK: usize = 128;
 const DAMAGED_HEAD: &str = "chute-damaged 1";
+
+/// The name of a cache directory tag, and the bytes every valid one starts with.
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+pub const CACHEDIR_SIGNATURE: &[u8; 43] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Creates this node's cache directory for one remote, `dir` (a child of the cache
+/// root), and tags the root as a cache directory if it is not yet.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let Some(root) = dir.parent() else {
+        return Ok(());
+    };
+    let tag = root.join(CACHEDIR_TAG);
+    if !is_cache_tag(&tag) {
+        let text = [
+            &CACHEDIR_SIGNATURE[..],
+            b"\n# This file is a cache directory tag created by chute.\n",
+            b"# For information about cache directory tags, see https://bford.info/cachedir/\n",
+        ]
+        .concat();
+        crate::fsutil::write_atomic(&tag, &text)?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is a valid cache directory tag: a regular file (not a symlink)
+/// that starts with [`CACHEDIR_SIGNATURE`].
+pub fn is_cache_tag(path: &Path) -> bool {
+    let mut head = [0u8; 43];
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+        && File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+        && &head == CACHEDIR_SIGNATURE
+}
 
 /// A chunk's place: blob path index into [`ChunkIndex::blobs`], offset, sealed length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

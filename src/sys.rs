@@ -1,5 +1,6 @@
 //! The one module allowed `unsafe`: memory maps and the few POSIX calls std lacks
-//! on Rust 1.85 (symlink times, ownership, advisory locks, signals, thread priority).
+//! on Rust 1.85 (symlink times, ownership, advisory locks, signals, thread priority,
+//! file system types).
 #![allow(unsafe_code)] // Each call below states why it is sound.
 
 use std::ffi::CString;
@@ -63,6 +64,22 @@ pub fn set_mtime_nofollow(path: &Path, secs: i64, nsecs: u32) -> io::Result<()> 
 /// Sets owner and group without following a final symlink.
 pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// The file system type (`statfs` `f_type`, a magic number from
+/// `linux/magic.h`) of the file system holding `path`.
+pub fn fs_type(path: &Path) -> io::Result<u32> {
+    let c = cpath(path)?;
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // f_type is i32 on 32-bit glibc ARM, u32 on musl, i64 on 64-bit; every magic
+    // number fits in 32 bits, so the low 32 bits are the type.
+    #[allow(clippy::unnecessary_cast)] // not the same type on every target
+    Ok(st.f_type as u32)
 }
 
 /// Whether this process runs as root (and so may restore ownership).

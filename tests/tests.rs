@@ -20,3 +20,4 @@ mod security;
 mod server_api;
 mod server_sink;
 mod setup_ops;
+mod walk_safety;

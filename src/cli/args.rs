@@ -52,7 +52,7 @@ pub struct InitCmd {
     pub key_file: Option<PathBuf>,
 }
 
-/// Back up PATHs (default: CHUTE_PATHS) as a new snapshot.
+/// Back up PATHs (default: CHUTE_PATHS and CHUTE_PATHS_FILE) as a new snapshot.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "sink")]
 pub struct SinkCmd {
@@ -62,6 +62,25 @@ pub struct SinkCmd {
     /// skip names (or, with a '/', whole paths) matching this glob; repeatable (CHUTE_EXCLUDE)
     #[argh(option)]
     pub exclude: Vec<String>,
+    /// read --exclude globs from FILE, one a line ('#' comments); repeatable
+    /// (CHUTE_EXCLUDE_FILE)
+    #[argh(option)]
+    pub exclude_file: Vec<PathBuf>,
+    /// read PATHs from FILE, one a line, spaces included ('#' comments); with
+    /// PATHs, backs up both; repeatable (CHUTE_PATHS_FILE)
+    #[argh(option)]
+    pub files_from: Vec<PathBuf>,
+    /// skip directories holding a CACHEDIR.TAG (the default; CHUTE_EXCLUDE_CACHES=0
+    /// turns it off)
+    #[argh(switch)]
+    pub exclude_caches: bool,
+    /// back up directories holding a CACHEDIR.TAG too
+    #[argh(switch)]
+    pub no_exclude_caches: bool,
+    /// stay on each PATH's file system: do not enter mounts below it
+    /// (CHUTE_ONE_FILE_SYSTEM=1)
+    #[argh(switch, short = 'x')]
+    pub one_file_system: bool,
     /// where snapshots go: a store directory or http://HOST:PORT (CHUTE_REMOTE)
     #[argh(option)]
     pub remote: Option<String>,

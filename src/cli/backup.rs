@@ -4,17 +4,82 @@
 use super::args::*;
 use super::*;
 
-pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
-    let mut roots = c.paths;
-    if roots.is_empty() {
+/// What to back up: the command line's PATHs and `--files-from` files; only when
+/// it names none, `CHUTE_PATHS_FILE`'s paths and `CHUTE_PATHS`, both.
+fn sink_roots(s: &Settings, paths: Vec<PathBuf>, files_from: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut roots = paths;
+    for f in files_from {
+        roots.extend(list_file(f, "--files-from")?.into_iter().map(PathBuf::from));
+    }
+    if roots.is_empty() && files_from.is_empty() {
+        if let Some(f) = s.get(None, "CHUTE_PATHS_FILE") {
+            let lines = list_file(Path::new(&f), "CHUTE_PATHS_FILE")?;
+            roots.extend(lines.into_iter().map(PathBuf::from));
+        }
         if let Some(p) = s.get(None, "CHUTE_PATHS") {
-            roots = p.split_whitespace().map(PathBuf::from).collect();
+            roots.extend(p.split_whitespace().map(PathBuf::from));
         }
     }
+    Ok(roots)
+}
+
+/// The lines of a paths or patterns file: every byte but the newline counts (a
+/// path may hold spaces); empty lines and lines starting with `#` are skipped.
+/// A file that cannot be read is a usage error.
+fn list_file(path: &Path, what: &str) -> Result<Vec<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Usage(format!("cannot read {what} {}: {e}", path.display())))?;
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .map(|l| std::ffi::OsString::from_vec(l.to_vec()))
+        .collect())
+}
+
+/// A yes/no setting (`1`, `yes`, `true`, `on` or `0`, `no`, `false`, `off`).
+fn yes_no(s: &Settings, name: &str, default: bool) -> Result<bool> {
+    match s.get(None, name).as_deref() {
+        None => Ok(default),
+        Some("1" | "yes" | "true" | "on") => Ok(true),
+        Some("0" | "no" | "false" | "off") => Ok(false),
+        Some(v) => Err(Error::Usage(format!(
+            "{name}={v:?}: expected 1 or 0 (yes or no)"
+        ))),
+    }
+}
+
+pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
+    let roots = sink_roots(s, c.paths, &c.files_from)?;
     let mut excludes = c.exclude;
     if let Some(x) = s.get(None, "CHUTE_EXCLUDE") {
         excludes.extend(x.split_whitespace().map(String::from));
     }
+    let mut exclude_files = c.exclude_file;
+    if let Some(f) = s.get(None, "CHUTE_EXCLUDE_FILE") {
+        exclude_files.push(PathBuf::from(f));
+    }
+    for f in &exclude_files {
+        // Patterns are trimmed: a pattern file's trailing blanks are invisible.
+        let lines = list_file(f, "--exclude-file")?;
+        excludes.extend(lines.iter().filter_map(|l| {
+            let l = l.to_string_lossy();
+            let l = l.trim();
+            (!l.is_empty()).then(|| l.to_string())
+        }));
+    }
+    let exclude_caches = match (c.exclude_caches, c.no_exclude_caches) {
+        (true, true) => {
+            return Err(Error::Usage(
+                "--exclude-caches and --no-exclude-caches contradict each other".into(),
+            ));
+        }
+        (true, false) => true,
+        (false, true) => false,
+        (false, false) => yes_no(s, "CHUTE_EXCLUDE_CACHES", true)?,
+    };
+    let one_file_system = c.one_file_system || yes_no(s, "CHUTE_ONE_FILE_SYSTEM", false)?;
+    let key_file = s.key_file(c.key_file.clone())?;
     let NodeContext {
         keys,
         remote,
@@ -30,9 +95,22 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     } else {
         crate::protocol::DEFAULT_WINDOW
     };
+    let mut own = vec![(key_file, "it is the key file")];
+    if let Some(root) = cache_dir.parent() {
+        own.push((root.to_path_buf(), "it is this node's chute cache"));
+    }
+    if !network {
+        own.push((
+            PathBuf::from(remote.describe()),
+            "it is this backup's own store",
+        ));
+    }
     let opts = sink::Options {
         roots,
         excludes,
+        exclude_caches,
+        one_file_system,
+        own,
         domain,
         node,
         cache_dir,
@@ -73,6 +151,15 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         remote.describe()
     );
     let mut missed = Vec::new();
+    if !r.missing.is_empty() {
+        let n = r.missing.len();
+        missed.push(format!(
+            "{n} path{} given {} missing or unreadable and not in it: {}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" },
+            r.missing.join(", ")
+        ));
+    }
     if !r.skipped.is_empty() {
         missed.push(format!(
             "{} path{} could not be read and {} not in it",

@@ -91,6 +91,14 @@ pub struct Options {
     pub cache_dir: PathBuf,
     /// Take the store's view of the chain even if it rolled back (see [`crate::chain`]).
     pub accept_rollback: bool,
+    /// Leave out directories tagged with a `CACHEDIR.TAG` (see `walk`).
+    pub exclude_caches: bool,
+    /// Stay on each root's file system (see `walk`).
+    pub one_file_system: bool,
+    /// This backup's own files, each with the reason it is never backed up (a
+    /// local store, the cache root, the key file); matched by device and inode
+    /// once the cache directory exists, absent ones ignored.
+    pub own: Vec<(PathBuf, &'static str)>,
 }
 
 /// What a sink did.
@@ -117,6 +125,9 @@ pub struct Report {
     pub window: u64,
     pub window_secs: Option<f64>,
     pub skipped: Vec<String>,
+    /// Roots that were missing or could not be read (said on stderr, with why):
+    /// the snapshot holds the others.
+    pub missing: Vec<String>,
     /// Files that kept changing while they were read (see [`READ_TRIES`]): saved
     /// as last read, which may mix versions.
     pub changed: Vec<String>,
@@ -132,6 +143,16 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         ));
     }
     let roots = normalize_roots(&opts.roots)?;
+    let unreadable: Vec<String> = roots
+        .iter()
+        .filter_map(|r| walk::unreadable(r).map(|e| format!("{}: {e}", r.display())))
+        .collect();
+    if unreadable.len() == roots.len() {
+        return Err(Error::Failed(format!(
+            "cannot read {}; no snapshot made",
+            unreadable.join(", nor ")
+        )));
+    }
     let root_bytes: Vec<Vec<u8>> = roots
         .iter()
         .map(|r| r.as_os_str().as_bytes().to_vec())
@@ -145,6 +166,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .map_err(|e| Error::Usage(e.to_string()))?;
 
     let lock = lock_paths(&opts.cache_dir, &mount)?;
+    let own = opts
+        .own
+        .iter()
+        .filter_map(|(p, why)| fs::metadata(p).ok().map(|m| (m.dev(), m.ino(), *why)))
+        .collect();
     let journal_path = opts.cache_dir.join(format!("journal-{mount}"));
     let (snaps, cache, completed) = catch_up(keys, remote, opts, &journal_path)?;
     let parent_snap = snaps.iter().rev().find(|s| s.blob.mount == mount);
@@ -235,6 +261,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             report: &mut report,
             stop: &shared.stop,
             progress: Progress::new(opts.progress),
+            own,
         };
         let r = roots.iter().try_for_each(|root| walker.walk(root));
         walker.progress.done();
@@ -363,7 +390,7 @@ impl Blobs {
 /// Takes the lock that lets one sink of these paths (`mount`) run at a time; held
 /// while the returned file is open.
 fn lock_paths(cache_dir: &Path, mount: &str) -> Result<File> {
-    fs::create_dir_all(cache_dir)
+    crate::cache::create_dir(cache_dir)
         .map_err(|e| Error::Io(format!("cannot create {}", cache_dir.display()), e))?;
     let lock_path = cache_dir.join(format!("lock-{mount}"));
     let lock = File::create(&lock_path)

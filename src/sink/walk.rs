@@ -2,6 +2,26 @@
 //! parent snapshot without reading them (a merge of two sorted streams), every
 //! other file read as one version (stat before and after) and queued chunk by chunk
 //! as private copies for the workers.
+//!
+//! What the walk leaves out, each said in one line on stderr and none counted as a
+//! failure:
+//! - this backup's own files, matched by device and inode (not by path, so a
+//!   symlink or a second name cannot sneak them in): a local store it writes to,
+//!   the cache root (`$XDG_CACHE_HOME/chute/`) and the key file. Backing up the
+//!   store grows it by its own size every night (sealed bytes never dedupe).
+//! - with `exclude_caches` (the default), a directory below a root holding a valid
+//!   `CACHEDIR.TAG` (<https://bford.info/cachedir/>): the whole directory, tag
+//!   included, as `tar --exclude-caches-all` and borg do.
+//! - a directory below a root on another device than its parent (a mount point):
+//!   with `one_file_system`, any on another device than its root; and always, one
+//!   holding a pseudo file system ([`pseudo_fs`]: proc, sysfs, devtmpfs, tmpfs...),
+//!   whose files are the kernel's state, not data. The directory itself is kept
+//!   (empty), so a restored system has its mount points. Only mount points cost a
+//!   `statfs`.
+//!
+//! A root itself is never left out for a tag or its file system: naming it asks
+//! for it. A root that is missing or cannot be read is reported (the snapshot holds
+//! the other roots, [`Report::missing`]).
 
 use super::*;
 
@@ -51,8 +71,9 @@ pub(super) fn entry_from(kind: EntryKind, path: &Path, md: &fs::Metadata) -> Ent
     e
 }
 
-/// Makes each root absolute (without resolving symlinks), checks it exists, and
-/// drops roots inside other roots.
+/// Makes each root absolute (without resolving symlinks) and drops roots inside
+/// other roots. A root need not exist: it stays part of the path set (and so of
+/// the mount id) on a night it is missing.
 pub fn normalize_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = Vec::new();
     for r in roots {
@@ -69,8 +90,6 @@ pub fn normalize_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 c => clean.push(c),
             }
         }
-        fs::symlink_metadata(&clean)
-            .map_err(|e| Error::Io(format!("cannot read {}", clean.display()), e))?;
         out.push(clean);
     }
     crate::sort::sort(&mut out);
@@ -78,6 +97,81 @@ pub fn normalize_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let all = out.clone();
     out.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
     Ok(out)
+}
+
+/// Why a root cannot be backed up at all, if it cannot: missing, or a directory
+/// or file that cannot be opened.
+pub(super) fn unreadable(root: &Path) -> Option<std::io::Error> {
+    let md = match fs::symlink_metadata(root) {
+        Ok(md) => md,
+        Err(e) => return Some(e),
+    };
+    let opened = if md.is_dir() {
+        fs::read_dir(root).map(drop)
+    } else if md.is_file() {
+        File::open(root).map(drop)
+    } else {
+        Ok(())
+    };
+    opened.err()
+}
+
+/// What the walk does at a directory on device `dev` below a root on `root_dev`,
+/// whose parent is on `parent_dev`; `fs_type` gives the directory's file system
+/// type (asked only at a mount point).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Crossing {
+    Enter,
+    /// Another file system, and the walk stays on its root's (`one_file_system`).
+    OtherFs,
+    /// A pseudo file system, by name.
+    Pseudo(&'static str),
+}
+
+pub(super) fn crossing(
+    one_file_system: bool,
+    root_dev: u64,
+    parent_dev: u64,
+    dev: u64,
+    fs_type: impl FnOnce() -> Option<u32>,
+) -> Crossing {
+    if dev == parent_dev {
+        return Crossing::Enter;
+    }
+    if one_file_system && dev != root_dev {
+        return Crossing::OtherFs;
+    }
+    match fs_type().and_then(pseudo_fs) {
+        Some(name) => Crossing::Pseudo(name),
+        None => Crossing::Enter,
+    }
+}
+
+/// The name of a pseudo file system (its files are the kernel's state, not data)
+/// by its `statfs` magic number (linux/magic.h); devtmpfs reports tmpfs's or
+/// ramfs's.
+pub fn pseudo_fs(magic: u32) -> Option<&'static str> {
+    Some(match magic {
+        0x9fa0 => "proc",
+        0x6265_6572 => "sysfs",
+        0x0102_1994 => "tmpfs",
+        0x8584_58f6 => "ramfs",
+        0x1cd1 => "devpts",
+        0x0027_e0eb => "cgroup",
+        0x6367_7270 => "cgroup2",
+        0x7363_6673 => "securityfs",
+        0x6462_6720 => "debugfs",
+        0x7472_6163 => "tracefs",
+        0x6165_676c => "pstore",
+        0xcafe_4a11 => "bpf",
+        0x1980_0202 => "mqueue",
+        0x9584_58f6 => "hugetlbfs",
+        0x6265_6570 => "configfs",
+        0x6573_5543 => "fusectl",
+        0x0187 => "autofs",
+        0x4249_4e4d => "binfmt_misc",
+        _ => return None,
+    })
 }
 
 /// The previous snapshot of the same paths, read entry by entry beside the walk:
@@ -194,6 +288,8 @@ pub(super) struct Walker<'a> {
     pub(super) report: &'a mut Report,
     pub(super) stop: &'a AtomicBool,
     pub(super) progress: Progress,
+    /// This backup's own files (device, inode, why), never backed up.
+    pub(super) own: Vec<(u64, u64, &'static str)>,
 }
 
 impl Walker<'_> {
@@ -204,9 +300,27 @@ impl Walker<'_> {
         self.report.skipped.push(line);
     }
 
+    /// Says why `path` is left out on purpose (not a failure).
+    fn leave_out(&mut self, path: &Path, why: impl std::fmt::Display) {
+        self.progress.clear();
+        eprintln!("chute sink: skipping {}: {why}", path.display());
+    }
+
+    /// A root that cannot be read: the snapshot holds the other roots.
+    fn missing(&mut self, root: &Path, e: std::io::Error) {
+        self.progress.clear();
+        eprintln!(
+            "chute sink: warning: cannot read {}: {e}; the snapshot holds the other paths",
+            root.display()
+        );
+        self.report.missing.push(root.display().to_string());
+    }
+
     pub(super) fn walk(&mut self, root: &Path) -> Result<()> {
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(path) = stack.pop() {
+        // Each path with its parent directory's device (none for the root).
+        let mut stack = vec![(root.to_path_buf(), None)];
+        let mut root_dev = None;
+        while let Some((path, parent_dev)) = stack.pop() {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
@@ -215,29 +329,84 @@ impl Walker<'_> {
             }
             let md = match fs::symlink_metadata(&path) {
                 Ok(md) => md,
+                Err(e) if path == root => {
+                    self.missing(&path, e);
+                    continue;
+                }
                 Err(e) => {
                     self.skip(&path, e);
                     continue;
                 }
             };
+            if let Some(&(_, _, why)) = self
+                .own
+                .iter()
+                .find(|(dev, ino, _)| (*dev, *ino) == (md.dev(), md.ino()))
+            {
+                self.leave_out(&path, why);
+                continue;
+            }
+            let root_dev = *root_dev.get_or_insert(md.dev());
             let ft = md.file_type();
             if ft.is_dir() {
+                if let Some(parent_dev) = parent_dev {
+                    let fs_type = || crate::sys::fs_type(&path).ok();
+                    let why = match crossing(
+                        self.opts.one_file_system,
+                        root_dev,
+                        parent_dev,
+                        md.dev(),
+                        fs_type,
+                    ) {
+                        Crossing::Enter => None,
+                        Crossing::OtherFs => {
+                            Some("another file system (--one-file-system)".to_string())
+                        }
+                        Crossing::Pseudo(name) => Some(format!(
+                            "a {name} file system (name it as a PATH to back it up)"
+                        )),
+                    };
+                    if let Some(why) = why {
+                        // The mount point stays, empty.
+                        self.progress.clear();
+                        eprintln!("chute sink: not entering {}: {why}", path.display());
+                        self.entries.push(entry_from(EntryKind::Dir, &path, &md));
+                        self.report.dirs += 1;
+                        continue;
+                    }
+                }
                 let names = match fs::read_dir(&path).and_then(|rd| {
                     rd.map(|e| e.map(|e| e.file_name()))
                         .collect::<std::io::Result<Vec<_>>>()
                 }) {
                     Ok(n) => n,
+                    Err(e) if path == root => {
+                        self.missing(&path, e);
+                        continue;
+                    }
                     Err(e) => {
                         self.skip(&path, e);
                         continue;
                     }
                 };
+                if self.opts.exclude_caches
+                    && path != root
+                    && names.iter().any(|n| n == crate::cache::CACHEDIR_TAG)
+                    && crate::cache::is_cache_tag(&path.join(crate::cache::CACHEDIR_TAG))
+                {
+                    self.leave_out(
+                        &path,
+                        "it is tagged as a cache (CACHEDIR.TAG; --no-exclude-caches keeps it)",
+                    );
+                    continue;
+                }
                 self.entries.push(entry_from(EntryKind::Dir, &path, &md));
                 self.report.dirs += 1;
                 let mut names = names;
                 crate::sort::sort(&mut names);
                 // Reverse, so the stack pops them in order.
-                stack.extend(names.iter().rev().map(|n| path.join(n)));
+                let dev = Some(md.dev());
+                stack.extend(names.iter().rev().map(|n| (path.join(n), dev)));
             } else if ft.is_symlink() {
                 match fs::read_link(&path) {
                     Ok(t) => {
@@ -484,6 +653,32 @@ mod tests {
             &["node_modules".into()],
             Path::new("/a/node_modules2")
         ));
+    }
+
+    #[test]
+    fn mount_points() {
+        use Crossing::*;
+        let never = || -> Option<u32> { panic!("statfs called off a mount point") };
+        // Same device as the parent: entered, without a statfs.
+        assert_eq!(crossing(true, 1, 1, 1, never), Enter);
+        assert_eq!(crossing(false, 1, 2, 2, never), Enter);
+        // Another ordinary file system: entered unless -x.
+        let ext4 = || Some(0xef53);
+        assert_eq!(crossing(false, 1, 1, 2, ext4), Enter);
+        assert_eq!(crossing(true, 1, 1, 2, ext4), OtherFs);
+        // Back on the root's device below another one: entered with -x too.
+        assert_eq!(crossing(true, 1, 2, 1, ext4), Enter);
+        // Pseudo file systems: skipped with or without -x.
+        assert_eq!(crossing(false, 1, 1, 3, || Some(0x9fa0)), Pseudo("proc"));
+        assert_eq!(
+            crossing(false, 1, 1, 3, || Some(0x0102_1994)),
+            Pseudo("tmpfs")
+        );
+        assert_eq!(crossing(true, 1, 1, 3, || Some(0x6265_6572)), OtherFs);
+        // A negative f_type from 32-bit ARM's i32, cast: still bpf.
+        assert_eq!(pseudo_fs(0xcafe_4a11_u32 as i32 as u32), Some("bpf"));
+        // statfs failed: entered.
+        assert_eq!(crossing(false, 1, 1, 3, || None), Enter);
     }
 
     #[test]

@@ -79,6 +79,10 @@ impl Env {
             .env_remove("CHUTE_KEY_FILE")
             .env_remove("CHUTE_PATHS")
             .env_remove("CHUTE_EXCLUDE")
+            .env_remove("CHUTE_EXCLUDE_FILE")
+            .env_remove("CHUTE_PATHS_FILE")
+            .env_remove("CHUTE_EXCLUDE_CACHES")
+            .env_remove("CHUTE_ONE_FILE_SYSTEM")
             // Tests that are not about admission run an --open server (see
             // `serve_env`), whose answers carry no MAC: the node takes them only
             // when told (hostile_answers removes this to show the refusal).
