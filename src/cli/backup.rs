@@ -7,14 +7,14 @@ use super::*;
 pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     let mut roots = c.paths;
     if roots.is_empty() {
-        if let Some(p) = s.get(None, "CHUTE_PATHS") {
-            roots = p.split_whitespace().map(PathBuf::from).collect();
-        }
+        roots = s
+            .list("CHUTE_PATHS")?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
     }
     let mut excludes = c.exclude;
-    if let Some(x) = s.get(None, "CHUTE_EXCLUDE") {
-        excludes.extend(x.split_whitespace().map(String::from));
-    }
+    excludes.extend(s.list("CHUTE_EXCLUDE")?);
     let NodeContext {
         keys,
         remote,
@@ -134,6 +134,11 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
         crate::chain::Strict::Fail,
         c.accept_rollback,
     )?;
+    if snaps.is_empty() {
+        if let Some(h) = other_nodes_hint(remote.as_ref(), &domain, &node) {
+            eprintln!("hint: {h}");
+        }
+    }
     let items: Vec<ListItem> = snaps
         .iter()
         .map(|sn| ListItem {
@@ -180,6 +185,27 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
     Ok(())
 }
 
+/// When `node` has no snapshots but other nodes of `domain` do (a new machine
+/// restoring the one it replaces, under another host name): say which.
+fn other_nodes_hint(
+    remote: &dyn crate::remote::Remote,
+    domain: &str,
+    node: &str,
+) -> Option<String> {
+    let others: Vec<String> = remote
+        .nodes(domain)
+        .into_iter()
+        .filter(|n| n != node)
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "node {node:?} has no snapshots here, but this store holds backups of {}: to read another machine's, pass --node OLDNAME",
+        others.join(", ")
+    ))
+}
+
 pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
@@ -189,6 +215,18 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
     let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
+    if all.is_empty() {
+        let e = Error::Failed(format!(
+            "no snapshots of {}/{} on {}",
+            node.domain,
+            node.node,
+            remote.describe()
+        ));
+        return Err(match other_nodes_hint(remote, &node.domain, &node.node) {
+            Some(h) => Error::Hinted(Box::new(e), h),
+            None => e,
+        });
+    }
     // Only `latest` depends on the store showing the newest; a snapshot named by id
     // is what it is, so a bad chain only warns.
     let strict = if c.snapshot == "latest" {
