@@ -19,3 +19,4 @@ mod roundtrip;
 mod security;
 mod server_api;
 mod server_sink;
+mod setup_traps;
