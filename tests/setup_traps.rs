@@ -260,8 +260,9 @@ fn serve_on_a_busy_port_creates_nothing() {
     drop(server);
 }
 
-/// A tiny web server that is not chute: answers `count` requests with an HTML page.
-fn html_server(count: usize) -> String {
+/// A tiny web server that is not chute: answers `count` requests with an HTML
+/// page of `status`.
+fn html_server(status: &'static str, count: usize) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -276,7 +277,7 @@ fn html_server(count: usize) -> String {
             );
             let _ = write!(
                 s,
-                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -284,21 +285,24 @@ fn html_server(count: usize) -> String {
     addr
 }
 
-/// A wrong port answered by another web server used to dump its whole page into
-/// the error.
+/// A wrong port answered by another web server (a router's login page, 401)
+/// used to dump its page into the error, with the `key auth` hint; a 404 page was
+/// called an answer "tampered with on the way".
 #[test]
 fn another_web_server_gets_one_line_and_a_hint() {
     let env = Env::new("trap-html");
     env.ok(["init"]);
-    let addr = html_server(4);
-    let err = env.fails(1, ["list", "--remote", &format!("http://{addr}")]);
-    assert_eq!(err.lines().count(), 2, "{err}");
-    assert!(err.contains("Welcome to nginx!"), "{err}");
-    assert!(!err.contains("filler") && !err.contains("<html"), "{err}");
-    assert!(
-        err.contains(&format!("hint: is {addr} a chute serve?")),
-        "{err}"
-    );
+    for status in ["401 Unauthorized", "404 Not Found"] {
+        let addr = html_server(status, 4);
+        let err = env.fails(1, ["list", "--remote", &format!("http://{addr}")]);
+        assert_eq!(err.lines().count(), 2, "{err}");
+        assert!(err.contains("Welcome to nginx!"), "{err}");
+        assert!(!err.contains("filler") && !err.contains("<html"), "{err}");
+        assert!(
+            err.contains(&format!("hint: is {addr} a chute serve?")),
+            "{err}"
+        );
+    }
 }
 
 /// A refused connection used to take 8 s (retries) and give no hint.
