@@ -532,6 +532,20 @@ mod tests {
         assert!(split_words("end\\").is_err());
     }
 
+    /// The examples setup/chute.conf gives for the quoting rule.
+    #[test]
+    fn documented_quoting_examples() {
+        let paths = |line: &str| split_words(&parse_config(line).unwrap()["CHUTE_PATHS"]).unwrap();
+        assert_eq!(
+            paths(r#"CHUTE_PATHS=/etc "/srv/my files" '/home/pi/old photos'"#),
+            ["/etc", "/srv/my files", "/home/pi/old photos"]
+        );
+        assert_eq!(paths(r#"CHUTE_PATHS="/etc /home""#), ["/etc", "/home"]);
+        assert_eq!(paths(r#"CHUTE_PATHS="'/srv/my files'""#), ["/srv/my files"]);
+        assert_eq!(paths(r"CHUTE_PATHS=/srv/my\ files"), ["/srv/my files"]);
+        assert_eq!(paths(r#"CHUTE_PATHS="/a b" "/c d""#), ["/a b", "/c d"]);
+    }
+
     #[test]
     fn host_port_is_not_a_directory() {
         for s in [
