@@ -379,7 +379,7 @@ impl HttpRemote {
         if status == 401 && msg.contains("is not allowed on this server") {
             let node = self.signer.as_ref().map_or("", |s| s.node.as_str());
             e = e.with_hint(format!(
-                "this peer does not know node {node:?}: on a machine that replaces one which backed up as another node, pass --node OLDNAME; for a new node, run `chute key auth` here and admit the line it prints with `chute serve --allow` on the peer"
+                "run `chute key auth` here and admit the line it prints with `chute serve --allow` on the peer; or, if this machine replaces one that backed up under another name than {node:?}, pass --node OLDNAME"
             ));
         }
         e
