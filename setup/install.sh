@@ -99,11 +99,12 @@ do_install() {
 	cat <<-NEXT
 
 		Next steps:
-		  1. sudo chute init
-		       creates the key at /etc/chute/key (CHUTE_KEY_FILE). Copy it somewhere safe,
-		       off this machine: without it no backup can ever be restored.
-		  2. sudoedit /etc/chute/chute.conf
+		  1. sudoedit /etc/chute/chute.conf
 		       set CHUTE_REMOTE (a directory, or http://PEER:2002) and CHUTE_PATHS.
+		  2. sudo chute init
+		       creates the key at /etc/chute/key (CHUTE_KEY_FILE) and, if CHUTE_REMOTE is a
+		       directory, the store there (no other command creates one). Copy the key
+		       somewhere safe, off this machine: without it no backup can ever be restored.
 		  3. sudo chute sink && sudo chute list
 		       a first backup by hand. From then on /etc/cron.d/chute runs it nightly at
 		       03:17, logging to syslog (journalctl -t chute). To use systemd instead:

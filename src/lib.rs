@@ -66,14 +66,18 @@ pub enum Error {
     /// The job was done, but not all of it (a snapshot saved without some
     /// files): exit status 3.
     Incomplete(String),
+    /// An error with a hint of its own (from what the command was given), in
+    /// place of the one its kind would give.
+    Hinted(Box<Error>, String),
 }
 
 impl Error {
     /// The process exit status for this error (see README, "Exit status").
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) => 2,
+            Error::Usage(_) | Error::Store(store::Error::NoStore { .. }) => 2,
             Error::Incomplete(_) => 3,
+            Error::Hinted(e, _) => e.exit_code(),
             _ => 1,
         }
     }
@@ -81,12 +85,31 @@ impl Error {
     /// An optional second line telling the user what to do.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::Hinted(_, h) => Some(h.clone()),
             Error::Key(crypto::KeyError::Missing(_)) => {
                 Some("run `chute init` to create a key, or pass --key-file".into())
             }
+            Error::Remote(e) if e.hint.is_some() => e.hint.as_deref().cloned(),
             Error::Remote(e) if e.kind == remote::ErrorKind::Auth => Some(
                 "run `chute key auth` here and admit the line it prints with `chute serve --allow` on the peer".into(),
             ),
+            Error::Store(store::Error::NoStore { root, exists }) => {
+                let empty = *exists
+                    && std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
+                if !exists {
+                    Some(format!(
+                        "{} does not exist: if the store is on a disk, is the disk mounted?",
+                        root.display()
+                    ))
+                } else if empty {
+                    Some(format!(
+                        "{} is empty: if the store is on a disk, is the disk mounted there?",
+                        root.display()
+                    ))
+                } else {
+                    None
+                }
+            }
             _ => None,
         }
     }
@@ -99,6 +122,7 @@ impl fmt::Display for Error {
                 f.write_str(s)
             }
             Error::Key(e) => e.fmt(f),
+            Error::Hinted(e, _) => e.fmt(f),
             Error::Remote(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
             Error::Io(what, e) => write!(f, "{what}: {e}"),
@@ -113,6 +137,7 @@ impl std::error::Error for Error {
             Error::Remote(e) => Some(e),
             Error::Store(e) => Some(e),
             Error::Io(_, e) => Some(e),
+            Error::Hinted(e, _) => Some(e),
             _ => None,
         }
     }

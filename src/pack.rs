@@ -333,6 +333,7 @@ mod tests {
     #[test]
     fn a_pack_round_trips_and_moves_only_references_outside_committed_snapshots() {
         let dir = temp();
+        crate::store::Store::init(&dir).unwrap();
         let remote = LocalRemote::open(&dir).unwrap();
         let keys = Keys::from_key_bytes(b"pack test key");
         let plain: Vec<Vec<u8>> = (0..5u8)
@@ -397,6 +398,7 @@ mod tests {
     #[test]
     fn a_newer_pack_wins() {
         let dir = temp();
+        crate::store::Store::init(&dir).unwrap();
         let remote = LocalRemote::open(&dir).unwrap();
         let keys = Keys::from_key_bytes(b"pack test key");
         let p = b"one chunk".to_vec();

@@ -371,7 +371,7 @@ impl From<store::Error> for Fail {
             store::Error::TooLarge(_) => 413,
             store::Error::Range(_) => 416,
             store::Error::Full | store::Error::Quota(_) => 507,
-            store::Error::Newer(_) | store::Error::Io(..) => 500,
+            store::Error::Newer(_) | store::Error::NoStore { .. } | store::Error::Io(..) => 500,
         };
         Fail(status, e.to_string(), None)
     }
@@ -882,8 +882,9 @@ fn respond(req: Request, seal: Seal, reply: Result<Reply, Fail>, started: Instan
     );
 }
 
-/// Runs the server until SIGINT or SIGTERM.
-pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
+/// Runs the server until SIGINT or SIGTERM, on the store `open` gives, which it
+/// calls once the listen address is bound: a busy port creates nothing.
+pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate::Result<()> {
     let cannot = |e: &dyn std::fmt::Display| {
         crate::Error::Failed(format!("cannot listen on {}: {e}", cfg.listen))
     };
@@ -922,6 +923,7 @@ pub fn serve(store: Store, cfg: &Config) -> crate::Result<()> {
     };
     let server = tiny_http::Server::from_listener_with_limits(listener, None, limits)
         .map_err(|e| cannot(&e))?;
+    let store = open()?;
     let addr = server
         .server_addr()
         .to_ip()

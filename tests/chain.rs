@@ -115,7 +115,7 @@ fn restore_same(env: &Env, remote: &str, id: &str, src: &Path) {
 fn setup(name: &str) -> (Env, PathBuf, String, PathBuf) {
     let env = Env::new(name);
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

@@ -127,6 +127,8 @@ fn one_mib_changed_in_a_100_mib_file_sends_a_few_chunks() {
     let key = env.home().join(".config/chute/key");
     fs::create_dir_all(key.parent().unwrap()).unwrap();
     fs::write(&key, b"a fixed key for a repeatable chunk count").unwrap();
+    // Makes the default store, keeping the key.
+    env.ok(["init"]);
     sink(&env, &src);
     data.splice(50 << 20..51 << 20, noise(1 << 20, 6));
     fs::write(src.join("big"), &data).unwrap();

@@ -144,7 +144,8 @@ fn window_containing(store: &Path, at: u64) -> (PathBuf, u64, u64) {
 fn one_flipped_byte(http: bool) {
     let env = Env::new(if http { "flip-http" } else { "flip" });
     env.ok(["init"]);
-    let store = env.path("store");
+    // Served or local: either way a store made by init.
+    let store = env.new_store("store");
     let server = http.then(|| env.serve(&store, &[]));
     let remote = server
         .as_ref()
@@ -217,8 +218,7 @@ fn one_flipped_byte_over_http() {
 // client does not take it for a network failure and retry for minutes.
 fn a_truncated_window(http: bool) {
     let env = Env::new(if http { "short-http" } else { "short" });
-    env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let src = env.path("src");
     tree(&src, 4);
     sink(&env, &store.display().to_string(), &src);
@@ -270,7 +270,7 @@ fn a_truncated_window_is_named_at_once_through_the_server() {
 fn a_deleted_window_names_the_files_once() {
     let env = Env::new("deleted");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     tree(&src, 3);
@@ -316,8 +316,7 @@ fn a_deleted_window_names_the_files_once() {
 #[test]
 fn a_lost_older_index_leaves_later_snapshots_intact_in_both_verifies() {
     let env = Env::new("lost-index");
-    env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     tree(&src, 5);
@@ -348,7 +347,7 @@ fn a_lost_older_index_leaves_later_snapshots_intact_in_both_verifies() {
 fn forget_needs_a_rule_and_a_dry_run_changes_nothing() {
     let env = Env::new("forget");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -389,7 +388,7 @@ fn forget_needs_a_rule_and_a_dry_run_changes_nothing() {
 fn prune_returns_the_space_of_forgotten_snapshots() {
     let env = Env::new("prune-space");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -477,7 +476,7 @@ fn copy_tree(from: &Path, to: &Path) {
 fn prune_marks_first_and_deletes_after_the_grace_period() {
     let env = Env::new("grace");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -512,7 +511,7 @@ fn prune_marks_first_and_deletes_after_the_grace_period() {
 fn a_sink_running_during_prune_completes_and_restores() {
     let env = Env::new("prune-sink");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let old = env.path("old");
     fs::create_dir_all(&old).unwrap();
@@ -575,7 +574,7 @@ fn forget_and_prune_leave_no_stale_chunk_cache() {
     // the next sink would refer into a deleted blob and restore would fail.
     let env = Env::new("cache");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     tree(&src, 500);
@@ -595,7 +594,7 @@ fn forget_and_prune_leave_no_stale_chunk_cache() {
 fn prune_killed_at_any_point_leaves_every_snapshot_restorable() {
     let env = Env::new("prune-kill");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -804,7 +803,7 @@ fn quarter_mib_files(dir: &Path, prefix: &str, n: u64, seed: u64, keep: impl Fn(
 fn prune_repacks_a_mostly_unused_blob_and_every_snapshot_still_restores() {
     let env = Env::new("repack");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -933,7 +932,7 @@ fn prune_trims_the_windows_of_a_forgotten_blob_that_nothing_uses() {
 fn a_prune_killed_while_repacking_leaves_every_snapshot_restorable() {
     let env = Env::new("repack-kill");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -1139,7 +1138,7 @@ fn refused_as_pruned(child: std::process::Child, go: &Path, prune_out: &str) {
 fn a_snapshot_committed_and_forgotten_between_prunes_renews_the_marks() {
     let env = Env::new("renew");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -1182,7 +1181,7 @@ fn a_snapshot_committed_and_forgotten_between_prunes_renews_the_marks() {
 fn a_sink_outlived_by_the_grace_period_commits_nothing_broken() {
     let env = Env::new("outlived");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -1214,7 +1213,7 @@ fn a_sink_outlived_by_the_grace_period_commits_nothing_broken() {
 fn a_sink_outlived_by_a_trim_commits_nothing_broken() {
     let env = Env::new("outtrim");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -1281,7 +1280,7 @@ fn a_sink_after_a_forget_asks_for_no_window_hashes() {
 fn a_mark_made_with_a_clock_behind_does_not_shorten_the_grace() {
     let env = Env::new("clock");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     tree(&src, 1030);
@@ -1328,7 +1327,7 @@ fn a_mark_made_with_a_clock_behind_does_not_shorten_the_grace() {
 fn an_unused_pack_stays_readable_for_a_sink_that_started_before() {
     let env = Env::new("packwait");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -1466,7 +1465,7 @@ fn a_sink_slow_between_windows_keeps_its_upload() {
 fn a_stopped_sink_loses_its_upload_and_says_so() {
     let env = Env::new("keepalive-stopped");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     let release = env.path("release");

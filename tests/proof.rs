@@ -76,7 +76,8 @@ fn keep_hashes_drop_data(store: &Path) -> usize {
 fn kept_hashes_but_not_data(http: bool) {
     let env = Env::new(if http { "proof-http" } else { "proof" });
     env.ok(["init"]);
-    let store = env.path("store");
+    // Served or local: either way a store made by init.
+    let store = env.new_store("store");
     let server = http.then(|| env.serve(&store, &[]));
     let remote = server
         .as_ref()
@@ -142,7 +143,7 @@ fn a_store_that_kept_hashes_but_not_data_fails_verify_over_http() {
 fn a_deleted_window_is_missing() {
     let env = Env::new("proof-missing");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -219,7 +220,7 @@ fn a_resumed_sink_records_the_answers_of_the_windows_it_kept() {
     use std::time::{Duration, Instant};
     let env = Env::new("proof-resume");
     env.ok(["init"]);
-    let store = env.path("store");
+    let store = env.new_store("store");
     let remote = store.display().to_string();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

@@ -87,8 +87,8 @@ fn secure_by_default_every_request_is_refused() {
     assert_eq!(status, 401);
     assert_eq!(
         walk(&env.path("srv")).len(),
-        1,
-        "only the layout marker: {}",
+        2,
+        "only the layout marker and the cache tag: {}",
         listing(&env.path("srv"))
     );
 }

@@ -168,6 +168,7 @@ fn post_creates_a_blob_and_refuses_bad_indexes() {
     assert_eq!(
         names,
         [
+            "CACHEDIR.TAG",
             "chute-store",
             "d.org",
             "d.org/pi",
@@ -623,7 +624,11 @@ fn traversal_attempts_touch_nothing_outside_the_store() {
         .iter()
         .map(|p| p.strip_prefix(&store).unwrap().display().to_string())
         .collect();
-    assert_eq!(names, ["chute-store"], "the store gained files");
+    assert_eq!(
+        names,
+        ["CACHEDIR.TAG", "chute-store"],
+        "the store gained files"
+    );
     for dir in [
         std::env::temp_dir(),
         PathBuf::from("/"),

@@ -263,10 +263,13 @@ fn a_server_killed_mid_sink_leaves_no_snapshot_and_a_rerun_succeeds() {
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "{err}"
     );
-    // Besides the --open server's warning (issue 14), printed once.
+    // Besides the --open server's warning (issue 14), printed once, and the
+    // refused connection's hint (issue 15).
     let lines: Vec<&str> = err
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.contains("is an --open server"))
+        .filter(|l| {
+            !l.trim().is_empty() && !l.contains("is an --open server") && !l.starts_with("hint: ")
+        })
         .collect();
     assert_eq!(lines.len(), 1, "expected a one-line error:\n{err}");
     assert!(lines[0].starts_with("chute sink: "), "{err}");

@@ -20,4 +20,5 @@ mod security;
 mod server_api;
 mod server_sink;
 mod setup_ops;
+mod setup_traps;
 mod walk_safety;

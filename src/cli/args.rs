@@ -43,13 +43,18 @@ impl Command {
     }
 }
 
-/// Create a new random key file (never replaces one).
+/// Create a new random key file (never replaces one) and, when the remote is a
+/// directory, the store there: the only command that creates a store.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "init")]
 pub struct InitCmd {
     /// key file (CHUTE_KEY_FILE; default $XDG_CONFIG_HOME/chute/key)
     #[argh(option)]
     pub key_file: Option<PathBuf>,
+    /// the store directory to create (CHUTE_REMOTE; default
+    /// ~/.local/share/chute/store); an http:// peer creates its own
+    #[argh(option)]
+    pub remote: Option<String>,
 }
 
 /// Back up PATHs (default: CHUTE_PATHS and CHUTE_PATHS_FILE) as a new snapshot.

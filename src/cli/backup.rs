@@ -16,9 +16,7 @@ fn sink_roots(s: &Settings, paths: Vec<PathBuf>, files_from: &[PathBuf]) -> Resu
             let lines = list_file(Path::new(&f), "CHUTE_PATHS_FILE")?;
             roots.extend(lines.into_iter().map(PathBuf::from));
         }
-        if let Some(p) = s.get(None, "CHUTE_PATHS") {
-            roots.extend(p.split_whitespace().map(PathBuf::from));
-        }
+        roots.extend(s.list("CHUTE_PATHS")?.into_iter().map(PathBuf::from));
     }
     Ok(roots)
 }
@@ -52,9 +50,7 @@ fn yes_no(s: &Settings, name: &str, default: bool) -> Result<bool> {
 pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     let roots = sink_roots(s, c.paths, &c.files_from)?;
     let mut excludes = c.exclude;
-    if let Some(x) = s.get(None, "CHUTE_EXCLUDE") {
-        excludes.extend(x.split_whitespace().map(String::from));
-    }
+    excludes.extend(s.list("CHUTE_EXCLUDE")?);
     let mut exclude_files = c.exclude_file;
     if let Some(f) = s.get(None, "CHUTE_EXCLUDE_FILE") {
         exclude_files.push(PathBuf::from(f));
@@ -221,6 +217,11 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
         crate::chain::Strict::Fail,
         c.accept_rollback,
     )?;
+    if snaps.is_empty() {
+        if let Some(h) = other_nodes_hint(remote.as_ref(), &domain, &node) {
+            eprintln!("hint: {h}");
+        }
+    }
     let items: Vec<ListItem> = snaps
         .iter()
         .map(|sn| ListItem {
@@ -267,6 +268,27 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
     Ok(())
 }
 
+/// When `node` has no snapshots but other nodes of `domain` do (a new machine
+/// restoring the one it replaces, under another host name): say which.
+fn other_nodes_hint(
+    remote: &dyn crate::remote::Remote,
+    domain: &str,
+    node: &str,
+) -> Option<String> {
+    let others: Vec<String> = remote
+        .nodes(domain)
+        .into_iter()
+        .filter(|n| n != node)
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "node {node:?} has no snapshots here, but this store holds backups of {}: to read another machine's, pass --node OLDNAME",
+        others.join(", ")
+    ))
+}
+
 pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
@@ -276,6 +298,18 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
     let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
+    if all.is_empty() {
+        let e = Error::Failed(format!(
+            "no snapshots of {}/{} on {}",
+            node.domain,
+            node.node,
+            remote.describe()
+        ));
+        return Err(match other_nodes_hint(remote, &node.domain, &node.node) {
+            Some(h) => Error::Hinted(Box::new(e), h),
+            None => e,
+        });
+    }
     // Only `latest` depends on the store showing the newest; a snapshot named by id
     // is what it is, so a bad chain only warns.
     let strict = if c.snapshot == "latest" {

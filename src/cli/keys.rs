@@ -6,20 +6,33 @@ use super::*;
 
 pub(super) fn init(s: &Settings, c: InitCmd) -> Result<()> {
     let path = s.key_file(c.key_file)?;
+    // The remote first: a mistyped one must not leave a new key behind.
+    let spec = s.remote_spec(c.remote)?;
+    let local = !spec.starts_with("http://") && !spec.starts_with("https://");
+    if local {
+        check_local_spec(&spec)?;
+    }
     match crypto::create_key_file(&path) {
         Ok(()) => {
             println!("created key {}", path.display());
             println!(
                 "keep a copy of it somewhere safe, off this machine: without it no backup can be read"
             );
-            Ok(())
         }
         Err(crypto::KeyError::Exists(_)) => {
             println!("a key already exists at {}; left as it is", path.display());
-            Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
     }
+    if local {
+        let (_, created) = crate::store::Store::init(Path::new(&spec))?;
+        if created {
+            println!("created store {spec}");
+        } else {
+            println!("a store already exists at {spec}; left as it is");
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn key(s: &Settings, c: KeyCmd) -> Result<()> {

@@ -5,7 +5,18 @@
 //! Every setting is looked up in this order: the flag, the environment variable
 //! (`CHUTE_*`), the config file (`CHUTE_CONFIG`, default `/etc/chute/chute.conf`,
 //! `KEY=value` lines with the same names as the environment variables), then the
-//! built-in default.
+//! built-in default. Every key the file may hold is in [`SETTINGS`]; any other is
+//! an error naming the file and line, so a misspelt key cannot pass unnoticed.
+//!
+//! A value in the file is taken as the shell would take `KEY=value`'s when it is
+//! one quoted string (`"..."` or `'...'`: the quotes are removed), else as written.
+//! List settings (`CHUTE_PATHS`, `CHUTE_EXCLUDE`) are then split into words as the
+//! shell splits a command line, the same way whether they come from the file or the
+//! environment: blanks separate words, `"..."` and `'...'` group (a path with a
+//! space), a backslash escapes the next character (in `"..."` only `"`, `\`, `$`
+//! and `` ` ``). So `CHUTE_PATHS=/etc "/srv/my files"` is two paths, and so is
+//! `CHUTE_PATHS="/etc /home"`; one path with a space on its own needs quotes of its
+//! own inside, as in the environment: `CHUTE_PATHS="'/srv/my files'"`.
 
 mod args;
 mod backup;
@@ -24,6 +35,33 @@ use crate::{Error, Result, restore, sink, snapshot, units};
 use argh::FromArgs;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// Every setting chute reads through [`Settings`], i.e. every key the config file
+/// may hold (the environment's `CHUTE_TEST_*` hooks are not settings).
+pub const SETTINGS: &[&str] = &[
+    "CHUTE_ADMIN_KEY_FILE",
+    "CHUTE_ALLOW_FILE",
+    "CHUTE_DOMAIN",
+    "CHUTE_EXCLUDE",
+    "CHUTE_EXCLUDE_CACHES",
+    "CHUTE_EXCLUDE_FILE",
+    "CHUTE_KEY_FILE",
+    "CHUTE_LISTEN",
+    "CHUTE_MAX_CONNECTIONS",
+    "CHUTE_MAX_PER_ADDRESS",
+    "CHUTE_NAME",
+    "CHUTE_NODE",
+    "CHUTE_ONE_FILE_SYSTEM",
+    "CHUTE_OPEN_PEER",
+    "CHUTE_PATHS",
+    "CHUTE_PATHS_FILE",
+    "CHUTE_RATE_BURST",
+    "CHUTE_RATE_LIMIT",
+    "CHUTE_REMOTE",
+    "CHUTE_SCRUB_EVERY",
+    "CHUTE_SCRUB_RATE",
+    "CHUTE_STORE",
+];
 
 /// Settings from the environment and the config file.
 pub struct Settings {
@@ -49,19 +87,36 @@ impl Settings {
             }
         };
         Ok(Settings {
-            file: parse_config(&text).map_err(|(n, l)| {
-                Error::Usage(format!(
-                    "{}:{n}: expected KEY=value, found {l:?}",
-                    path.display()
-                ))
-            })?,
+            file: parse_config(&text)
+                .map_err(|(n, why)| Error::Usage(format!("{}:{n}: {why}", path.display())))?,
         })
     }
 
     /// flag, then environment, then config file.
     pub fn get(&self, flag: Option<String>, name: &str) -> Option<String> {
+        debug_assert!(SETTINGS.contains(&name), "{name} missing from SETTINGS");
         flag.or_else(|| std::env::var(name).ok().filter(|v| !v.is_empty()))
             .or_else(|| self.file.get(name).cloned().filter(|v| !v.is_empty()))
+    }
+
+    /// A list setting (environment, then config file), split into words as the
+    /// shell does (see the module doc); empty if unset.
+    pub fn list(&self, name: &str) -> Result<Vec<String>> {
+        match self.get(None, name) {
+            Some(v) => split_words(&v).map_err(|e| Error::Usage(format!("{name}: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Where the remote is: `--remote`, CHUTE_REMOTE, or the default local store.
+    fn remote_spec(&self, flag: Option<String>) -> Result<String> {
+        match self.get(flag, "CHUTE_REMOTE") {
+            Some(s) => Ok(s),
+            None => Ok(data_dir()?
+                .join("chute/store")
+                .to_string_lossy()
+                .into_owned()),
+        }
     }
 
     fn path(&self, flag: Option<PathBuf>, name: &str) -> Option<PathBuf> {
@@ -76,7 +131,31 @@ impl Settings {
     }
 
     fn keys(&self, flag: Option<PathBuf>) -> Result<Keys> {
-        Ok(Keys::load(&self.key_file(flag)?)?)
+        // Where a missing file was named, so the hint does not say to pass what was.
+        let given = if flag.is_some() {
+            Some("--key-file")
+        } else if std::env::var("CHUTE_KEY_FILE").is_ok_and(|v| !v.is_empty()) {
+            Some("CHUTE_KEY_FILE")
+        } else if self
+            .file
+            .get("CHUTE_KEY_FILE")
+            .is_some_and(|v| !v.is_empty())
+        {
+            Some("CHUTE_KEY_FILE in the config file")
+        } else {
+            None
+        };
+        let path = self.key_file(flag)?;
+        Keys::load(&path).map_err(|e| match (e, given) {
+            (e @ crypto::KeyError::Missing(_), Some(whence)) => Error::Hinted(
+                Box::new(e.into()),
+                format!(
+                    "{whence} names {}, which does not exist: check the path (a new key from `chute init` cannot read backups sealed with another)",
+                    path.display()
+                ),
+            ),
+            (e, _) => e.into(),
+        })
     }
 
     /// The remote, signing requests as `node` when it is a peer.
@@ -87,13 +166,7 @@ impl Settings {
         node: &str,
         admin: Option<PathBuf>,
     ) -> Result<Box<dyn Remote>> {
-        let spec = match self.get(flag, "CHUTE_REMOTE") {
-            Some(s) => s,
-            None => data_dir()?
-                .join("chute/store")
-                .to_string_lossy()
-                .into_owned(),
-        };
+        let spec = self.remote_spec(flag)?;
         let mut signer = crate::auth::Signer::new(keys, node);
         if let Some(f) = admin {
             let bytes = std::fs::read(&f).map_err(|e| {
@@ -122,17 +195,93 @@ impl Settings {
     }
 }
 
-/// Opens a remote from `http://HOST:PORT` or a directory path.
+/// Opens a remote from `http://HOST:PORT` or the directory of an existing store.
 pub fn open_remote(spec: &str, signer: Option<crate::auth::Signer>) -> Result<Box<dyn Remote>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
         Ok(Box::new(crate::remote::HttpRemote::new(spec, signer)?))
-    } else if spec.contains("://") {
-        Err(Error::Usage(format!(
-            "unsupported remote {spec:?}: use a directory or http://HOST:PORT"
-        )))
     } else {
+        check_local_spec(spec)?;
         Ok(Box::new(LocalRemote::open(Path::new(spec))?))
     }
+}
+
+/// Refuses a remote that is neither http:// nor plausibly a directory: another
+/// scheme, or a `HOST:PORT` without one (which would otherwise name a local
+/// folder `peer:2002`), unless a directory of that name exists.
+fn check_local_spec(spec: &str) -> Result<()> {
+    if spec.contains("://") {
+        return Err(Error::Usage(format!(
+            "unsupported remote {spec:?}: use a directory or http://HOST:PORT"
+        )));
+    }
+    if looks_like_host_port(spec) && !Path::new(spec).is_dir() {
+        let authority = spec.split('/').next().unwrap_or(spec);
+        return Err(Error::Usage(format!(
+            "remote {spec:?} is neither http:// nor a store directory: did you mean http://{authority}? (a directory named so: ./{spec})"
+        )));
+    }
+    Ok(())
+}
+
+/// `HOST:PORT` or `HOST:PORT/...` (`peer:2002`, `192.168.1.20:2002`, `[::1]:2002`).
+fn looks_like_host_port(spec: &str) -> bool {
+    let authority = spec.split('/').next().unwrap_or("");
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[') && host.ends_with(']')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+    host_ok && !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Splits a list setting into words as the shell does (see the module doc).
+pub fn split_words(s: &str) -> std::result::Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => words.extend(word.take()),
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unterminated ' in {s:?}")),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err(format!("unterminated \" in {s:?}")),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err(format!("unterminated \" in {s:?}")),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(format!("a lone \\ at the end of {s:?}")),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 /// The window size the last sink to this remote settled on, or the default.
@@ -145,7 +294,9 @@ fn remembered_window(cache_dir: &Path) -> u64 {
         })
 }
 
-/// `KEY=value` lines; `#` comments and blank lines ignored; optional quotes.
+/// `KEY=value` lines of known [`SETTINGS`]; `#` comments and blank lines ignored;
+/// a value that is one quoted string is unquoted. An error is its line number and
+/// what is wrong.
 fn parse_config(text: &str) -> std::result::Result<HashMap<String, String>, (usize, String)> {
     let mut out = HashMap::new();
     for (n, line) in text.lines().enumerate() {
@@ -155,17 +306,50 @@ fn parse_config(text: &str) -> std::result::Result<HashMap<String, String>, (usi
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
         let Some((k, v)) = line.split_once('=') else {
-            return Err((n + 1, line.to_string()));
+            return Err((n + 1, format!("expected KEY=value, found {line:?}")));
         };
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(v);
-        out.insert(k.trim().to_string(), v.to_string());
+        let k = k.trim();
+        if !SETTINGS.contains(&k) {
+            let near = SETTINGS
+                .iter()
+                .map(|s| (edit_distance(k, s), s))
+                .min()
+                .filter(|(d, _)| *d <= 3)
+                .map_or(String::new(), |(_, s)| format!(" (did you mean {s}?)"));
+            return Err((n + 1, format!("unknown setting {k}{near}")));
+        }
+        out.insert(k.to_string(), unquote_whole(v.trim()).to_string());
     }
     Ok(out)
+}
+
+/// `v` without the quotes around it if it is one quoted string (`"a b"`, not
+/// `"a" "b"`), as the shell would read it after `KEY=`.
+fn unquote_whole(v: &str) -> &str {
+    for q in ['"', '\''] {
+        if let Some(inner) = v.strip_prefix(q).and_then(|v| v.strip_suffix(q)) {
+            if !inner.contains(q) {
+                return inner;
+            }
+        }
+    }
+    v
+}
+
+/// Levenshtein distance, for did-you-mean (short names only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn xdg_dir(var: &str, fallback: &str) -> Result<PathBuf> {
@@ -320,6 +504,68 @@ mod tests {
         let c = parse_config("# c\n\nCHUTE_NODE=pi\nexport CHUTE_DOMAIN=\"a.org\"\n").unwrap();
         assert_eq!(c["CHUTE_NODE"], "pi");
         assert_eq!(c["CHUTE_DOMAIN"], "a.org");
-        assert_eq!(parse_config("oops\n"), Err((1, "oops".to_string())));
+        assert!(parse_config("oops\n").is_err_and(|(n, _)| n == 1));
+        let (n, why) = parse_config("# c\nCHUTE_NODE=pi\nCHUTE_REMTOE=/x\n").unwrap_err();
+        assert_eq!(n, 3);
+        assert_eq!(
+            why,
+            "unknown setting CHUTE_REMTOE (did you mean CHUTE_REMOTE?)"
+        );
+        assert!(parse_config("HOME=/x\n").is_err_and(|(_, w)| !w.contains("mean")));
+        // A list keeps its inner quotes for the word split.
+        let c = parse_config("CHUTE_PATHS=\"/a dir/x\" '/b c'\nCHUTE_EXCLUDE='*.tmp'\n").unwrap();
+        assert_eq!(c["CHUTE_PATHS"], "\"/a dir/x\" '/b c'");
+        assert_eq!(c["CHUTE_EXCLUDE"], "*.tmp");
+    }
+
+    #[test]
+    fn words_split_as_the_shell_does() {
+        let w = |s: &str| split_words(s).unwrap();
+        assert_eq!(w("/etc  /home\t/root "), ["/etc", "/home", "/root"]);
+        assert_eq!(w("\"/a dir/x\" '/b c'"), ["/a dir/x", "/b c"]);
+        assert_eq!(w(r"/a\ b x'y z'w"), ["/a b", "xy zw"]);
+        assert_eq!(w(r#""a\"b\n" '\'"#), ["a\"b\\n", "\\"]);
+        assert_eq!(w("'' x"), ["", "x"]);
+        assert!(w("").is_empty());
+        assert!(split_words("'open").is_err());
+        assert!(split_words("\"open").is_err());
+        assert!(split_words("end\\").is_err());
+    }
+
+    /// The examples setup/chute.conf gives for the quoting rule.
+    #[test]
+    fn documented_quoting_examples() {
+        let paths = |line: &str| split_words(&parse_config(line).unwrap()["CHUTE_PATHS"]).unwrap();
+        assert_eq!(
+            paths(r#"CHUTE_PATHS=/etc "/srv/my files" '/home/pi/old photos'"#),
+            ["/etc", "/srv/my files", "/home/pi/old photos"]
+        );
+        assert_eq!(paths(r#"CHUTE_PATHS="/etc /home""#), ["/etc", "/home"]);
+        assert_eq!(paths(r#"CHUTE_PATHS="'/srv/my files'""#), ["/srv/my files"]);
+        assert_eq!(paths(r"CHUTE_PATHS=/srv/my\ files"), ["/srv/my files"]);
+        assert_eq!(paths(r#"CHUTE_PATHS="/a b" "/c d""#), ["/a b", "/c d"]);
+    }
+
+    #[test]
+    fn host_port_is_not_a_directory() {
+        for s in [
+            "peer:2002",
+            "localhost:2002",
+            "192.168.1.20:2002",
+            "[::1]:2002",
+            "pi.lan:2002/x",
+        ] {
+            assert!(looks_like_host_port(s), "{s}");
+        }
+        for s in [
+            "/mnt/backup",
+            "store",
+            "a:b",
+            "./peer:2002",
+            "/x/peer:2002",
+            "c:",
+        ] {
+            assert!(!looks_like_host_port(s), "{s}");
+        }
     }
 }

@@ -78,7 +78,6 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             auth::DEFAULT_BURST,
         )?,
     };
-    let store = Store::open(&root)?;
     let threads = c
         .threads
         .filter(|&t| t > 0)
@@ -148,8 +147,16 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             )));
         }
     }
+    // After the bind (see `serve`): the served store may be created here, 0700.
+    let open = || -> crate::Result<Store> {
+        let (store, created) = Store::init(&root)?;
+        if created {
+            eprintln!("chute serve: created store {}", root.display());
+        }
+        Ok(store)
+    };
     serve(
-        store,
+        open,
         &Config {
             listen,
             threads,

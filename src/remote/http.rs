@@ -21,6 +21,14 @@
 //! it is used, a status included: a list when its last byte is read and before
 //! it is returned, a small answer once read whole (see [`crate::auth`]). An
 //! `--open` server's `open` is accepted with a warning, once per process.
+//!
+//! Errors say what a user can act on, in one line: an answer that is not chute's
+//! (no `X-Chute-Answer`, a body that is neither JSON nor bytes: another web server
+//! on that port) is cut to its title or first line with a hint to check the port;
+//! a refused connection says so, with a hint that `chute serve` may not be running,
+//! and is not retried until the peer has answered once (nothing listens there: the
+//! 8 s of backoff would only delay the error). Connecting times out after
+//! [`CONNECT_TIMEOUT`].
 
 use super::answer::{self, Array, Value};
 use super::{Error, ErrorKind, Remote, Result, retry};
@@ -55,6 +63,9 @@ const MAX_ERROR_BODY: u64 = 4 << 10;
 const MAX_ACK: u64 = 128;
 /// The longest a 429's `Retry-After` is obeyed; longer waits are cut to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How long a TCP connect may take: a peer on the LAN or across a home link
+/// answers within a second or two; one that is off should not hold a command.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Set once this process warned that a peer is an `--open` server.
 static OPEN_WARNED: AtomicBool = AtomicBool::new(false);
@@ -110,6 +121,9 @@ pub struct HttpRemote {
     signer: Option<Signer>,
     /// Take answers marked `open` (an `--open` peer's, which cannot carry a MAC).
     allow_open: bool,
+    /// Set once anything answered at `base`: a refused connection is then a peer
+    /// restarting (retried), not a wrong address.
+    reached: AtomicBool,
 }
 
 impl HttpRemote {
@@ -127,7 +141,7 @@ impl HttpRemote {
         }
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_send_body(Some(Duration::from_secs(120)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .timeout_recv_body(Some(Duration::from_secs(120)))
@@ -143,6 +157,7 @@ impl HttpRemote {
             // Signatures name the peer as given: another peer refuses them.
             signer: signer.map(|s| s.for_peer(authority)),
             allow_open: false,
+            reached: AtomicBool::new(false),
         })
     }
 
@@ -180,6 +195,9 @@ impl HttpRemote {
         if (300..400).contains(&status) {
             // A refusal whatever it says: nothing in it is acted on.
             return Err(self.redirect(what, &resp));
+        }
+        if !from_chute(&resp) {
+            return Err(self.not_chute(what, resp));
         }
         let header = |name: &str| {
             resp.headers()
@@ -273,6 +291,39 @@ impl HttpRemote {
         }
     }
 
+    /// An answer from something other than `chute serve` (another web server on
+    /// that port): its title or first line, and a hint to check the address.
+    fn not_chute(&self, what: &str, mut resp: ureq::http::Response<ureq::Body>) -> Error {
+        let status = resp.status().as_u16();
+        let kind = resp
+            .headers()
+            .get("Content-Type")
+            .map_or("no Content-Type".into(), |v| {
+                one_line(&String::from_utf8_lossy(v.as_bytes()))
+            });
+        let body = answer::read_capped(
+            std::io::Read::take(resp.body_mut().as_reader(), MAX_ERROR_BODY),
+            MAX_ERROR_BODY,
+        )
+        .unwrap_or_default();
+        let authority = self.base.trim_start_matches("http://");
+        Error::new(
+            if matches!(status, 502..=504) {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Refused
+            },
+            format!(
+                "{what}: {} answered {status} ({kind}), not as chute serve does: \"{}\"",
+                self.base,
+                gist(&String::from_utf8_lossy(&body))
+            ),
+        )
+        .with_hint(format!(
+            "is {authority} a chute serve? Check the port in --remote (chute serve listens on 2002 by default)"
+        ))
+    }
+
     /// A 3xx: a refusal (redirects are not followed).
     fn redirect(&self, what: &str, resp: &ureq::http::Response<ureq::Body>) -> Error {
         let status = resp.status().as_u16();
@@ -325,12 +376,41 @@ impl HttpRemote {
             ),
         );
         e.retry_after = wait;
+        if status == 401 && msg.contains("is not allowed on this server") {
+            let node = self.signer.as_ref().map_or("", |s| s.node.as_str());
+            e = e.with_hint(format!(
+                "run `chute key auth` here and admit the line it prints with `chute serve --allow` on the peer; or, if this machine replaces one that backed up under another name than {node:?}, pass --node OLDNAME"
+            ));
+        }
         e
     }
 
     fn transport(&self, what: &str) -> impl FnOnce(ureq::Error) -> Error {
         let msg = format!("{what}: cannot reach {}", self.base);
-        move |e| Error::new(ErrorKind::Unavailable, format!("{msg}: {e}"))
+        let authority = self.base.trim_start_matches("http://").to_string();
+        let reached = self.reached.load(Ordering::Relaxed);
+        move |e| {
+            let refused = matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
+            if refused {
+                // At first contact nothing listens there, and retrying only delays
+                // saying so; a peer that answered before may be restarting.
+                let kind = if reached {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::Refused
+                };
+                return Error::new(kind, format!("{msg}: connection refused"))
+                    .with_hint(format!("is `chute serve` running on {authority}?"));
+            }
+            let e = Error::new(ErrorKind::Unavailable, format!("{msg}: {e}"));
+            if reached {
+                e
+            } else {
+                e.with_hint(format!(
+                    "is {authority} the right address, and is `chute serve` running there?"
+                ))
+            }
+        }
     }
 
     /// A failure reading an answer, naming the peer.
@@ -583,6 +663,7 @@ impl HttpRemote {
             .body(body)
             .map_err(|e| Error::new(ErrorKind::Refused, format!("{what}: {e}")))?;
         let r = self.agent.run(req).map_err(self.transport(what))?;
+        self.reached.store(true, Ordering::Relaxed);
         self.authenticate(what, nonce.as_deref(), r, expect)
     }
 
@@ -660,6 +741,52 @@ impl HttpRemote {
 fn one_line(s: &str) -> String {
     let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
     if s.chars().nth(200).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Whether an answer can be chute's: it carries `X-Chute-Answer`, or its body is
+/// empty, JSON or bytes (what `chute serve` sends, its own 401 to an unknown node
+/// included). An HTML page from another web server is none of these.
+fn from_chute(resp: &ureq::http::Response<ureq::Body>) -> bool {
+    let headers = resp.headers();
+    if headers.contains_key(auth::ANSWER) {
+        return true;
+    }
+    let empty = headers
+        .get("Content-Length")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    let kind = headers
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    empty || kind.starts_with("application/json") || kind.starts_with("application/octet-stream")
+}
+
+/// A short line for a foreign body: an HTML page's title, else its first
+/// non-blank line, at most 80 characters.
+fn gist(body: &str) -> String {
+    let lower = body.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|start| {
+        let rest = &body[start + 7..];
+        let end = rest.to_ascii_lowercase().find("</title>")?;
+        Some(rest[..end].trim())
+    });
+    let line = title.unwrap_or_else(|| {
+        body.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+    });
+    let mut out: String = line
+        .chars()
+        .take(80)
+        .flat_map(char::escape_default)
+        .collect();
+    if line.chars().nth(80).is_some() {
         out.push_str("...");
     }
     out

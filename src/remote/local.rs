@@ -13,7 +13,8 @@ pub struct LocalRemote {
 }
 
 impl LocalRemote {
-    pub fn open(dir: &Path) -> Result<LocalRemote> {
+    /// Opens the store at `dir`, which must exist (see [`Store::open`]).
+    pub fn open(dir: &Path) -> crate::Result<LocalRemote> {
         Ok(LocalRemote {
             store: Store::open(dir)?,
         })
@@ -21,6 +22,10 @@ impl LocalRemote {
 }
 
 impl Remote for LocalRemote {
+    fn nodes(&self, domain: &str) -> Vec<String> {
+        self.store.nodes(domain).unwrap_or_default()
+    }
+
     fn describe(&self) -> String {
         self.store.root().display().to_string()
     }

@@ -42,6 +42,10 @@ pub struct Error {
     /// How long the remote asked us to wait before trying again (a 429's
     /// `Retry-After`, already capped); [`retry`] waits at least this.
     pub retry_after: Option<Duration>,
+    /// What the user might do about it, when the transport can tell (a refused
+    /// connection, an answer from something that is not chute).
+    /// Boxed: errors travel in `Result`s of hot paths, and most have none.
+    pub hint: Option<Box<String>>,
 }
 
 impl Error {
@@ -50,7 +54,14 @@ impl Error {
             kind,
             message: message.into(),
             retry_after: None,
+            hint: None,
         }
+    }
+
+    /// This error with a hint for the user.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(Box::new(hint.into()));
+        self
     }
 }
 
@@ -114,6 +125,11 @@ pub trait Remote: Send + Sync {
     fn trim(&self, id: &BlobId, window: u64, n: u64) -> Result<()>;
     /// A node's blobs that are not committed snapshots: forgotten, pending, orphaned.
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>>;
+    /// The nodes that have a place in `domain`, where the remote can say (a local
+    /// store; a peer shows a node only its own): for "pass --node OLDNAME" hints.
+    fn nodes(&self, _domain: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 pub(crate) fn parse_index(bytes: &[u8], id: &BlobId) -> Result<Index> {

@@ -347,6 +347,7 @@ mod tests {
         let mut b = [0u8; 8];
         getrandom::fill(&mut b).unwrap();
         let dir = std::env::temp_dir().join(format!("chute-touch-{}", crate::hex::encode(&b)));
+        crate::store::Store::init(&dir).unwrap();
         let remote = crate::remote::LocalRemote::open(&dir).unwrap();
         let mut index = Index {
             version: u32::from(format::VERSION),

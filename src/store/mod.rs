@@ -4,7 +4,16 @@
 //! prototype's URI form:
 //!
 //! ```text
-//! <root>/chute-store                      "chute-store 1\n": layout version
+//! <root>/chute-store                      "chute-store 1\n": what makes a directory a
+//!                                         store (magic and layout version); only
+//!                                         `chute init` (and `chute serve` on its own
+//!                                         store) writes it, and every other command
+//!                                         refuses a directory without it. A store an
+//!                                         older chute made without one (a `.lock`d or
+//!                                         indexed blob directory, or `.scrub-state`,
+//!                                         found) is adopted: the marker is written
+//! <root>/CACHEDIR.TAG                     a cache directory tag, so backup tools (and
+//!                                         chute's walk) skip the store
 //! <root>/.scrub-state                     progress of `chute serve`'s background scrub
 //!                                         (see [`crate::scrub`])
 //! <root>/<domain>/<node>/<mount>/<timestamp>/
@@ -75,8 +84,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-const MARKER: &str = "chute-store";
+/// The file that makes a directory a store (see the layout above).
+pub const MARKER: &str = "chute-store";
 const LAYOUT_VERSION: u32 = 1;
+/// A cache directory tag (<https://bford.info/cachedir/>): backup tools, chute's
+/// own walk included, skip a directory that holds one.
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+const CACHEDIR_TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file marks a chute store: sealed backup data, which backing up again\n\
+# would only copy (it never deduplicates). See https://bford.info/cachedir/\n";
 const PART: &str = "0";
 const INDEX: &str = "index.json";
 const PENDING: &str = "index.pending.json";
@@ -134,6 +150,9 @@ pub enum Error {
     Digest,
     /// The store was laid out by a newer chute.
     Newer(String),
+    /// No store here (no marker, not an older chute's layout); `exists` says
+    /// whether the directory does (a usage error: exit 2).
+    NoStore { root: PathBuf, exists: bool },
     /// Any other I/O failure, with what was being done.
     Io(String, io::Error),
 }
@@ -148,6 +167,12 @@ impl fmt::Display for Error {
             Error::Full => f.write_str("store is full (no space left on device)"),
             Error::Digest => f.write_str("body does not match its announced SHA-256"),
             Error::Newer(s) => f.write_str(s),
+            Error::NoStore { root, .. } => write!(
+                f,
+                "{} is not a chute store: create one with `chute init --remote {}`",
+                root.display(),
+                root.display()
+            ),
             Error::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -218,50 +243,88 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) a store directory.
+    /// Opens an existing store: a directory holding the [`MARKER`] file, or one an
+    /// older chute laid out without it (see [`looks_like_store`]), which is adopted
+    /// (the marker is written). Anything else is [`Error::NoStore`]: only
+    /// [`Store::init`] creates a store, so a mistyped path or an unmounted disk's
+    /// empty mount point is never filled by accident.
     pub fn open(root: &Path) -> Result<Store> {
-        fs::create_dir_all(root)
-            .map_err(io_err(format!("cannot create store {}", root.display())))?;
-        let marker = root.join(MARKER);
-        match fs::read_to_string(&marker) {
-            Ok(s) => {
-                let v = s
-                    .trim()
-                    .strip_prefix("chute-store ")
-                    .and_then(|v| v.parse::<u32>().ok());
-                match v {
-                    Some(LAYOUT_VERSION) => {}
-                    Some(v) if v > LAYOUT_VERSION => {
-                        return Err(Error::Newer(format!(
-                            "store {} was written by a newer chute (format {v}, this build reads {LAYOUT_VERSION})",
-                            root.display()
-                        )));
-                    }
-                    _ => {
-                        return Err(Error::Bad(format!(
-                            "{} is not a chute store (bad {MARKER} file)",
-                            root.display()
-                        )));
-                    }
+        if !check_marker(root)? {
+            if !looks_like_store(root) {
+                return Err(Error::NoStore {
+                    root: root.to_path_buf(),
+                    exists: root.is_dir(),
+                });
+            }
+            write_atomic(&root.join(MARKER), marker_text().as_bytes())?;
+            eprintln!(
+                "chute: {} is a store laid out by an older chute: marked it as a chute store ({MARKER})",
+                root.display()
+            );
+        }
+        // Stores made before the tag was written get one too; best effort (a
+        // read-only store still opens).
+        if !root.join(CACHEDIR_TAG).exists() {
+            let _ = write_atomic(&root.join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT.as_bytes());
+        }
+        Ok(Store::at(root))
+    }
+
+    /// Creates a store at `root` (mode 0700, with its parents if missing) or opens
+    /// the one there; returns it and whether it was created. An existing directory
+    /// becomes a store only if it is empty (or an older chute's store): a directory
+    /// of other files is refused.
+    pub fn init(root: &Path) -> Result<(Store, bool)> {
+        if check_marker(root)? || looks_like_store(root) {
+            return Ok((Store::open(root)?, false));
+        }
+        let cannot = || io_err(format!("cannot create store {}", root.display()));
+        match fs::read_dir(root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::Bad(format!(
+                        "{} is not empty and not a chute store: give a new or empty directory",
+                        root.display()
+                    )));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                write_atomic(&marker, format!("{MARKER} {LAYOUT_VERSION}\n").as_bytes())?;
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(cannot())?;
             }
-            Err(e) => return Err(io_err(format!("cannot read {}", marker.display()))(e)),
+            Err(e) => return Err(cannot()(e)),
         }
-        Ok(Store {
+        write_atomic(&root.join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT.as_bytes())?;
+        // Last: a store with its marker is a whole one.
+        write_atomic(&root.join(MARKER), marker_text().as_bytes())?;
+        Ok((Store::at(root), true))
+    }
+
+    fn at(root: &Path) -> Store {
+        Store {
             root: root.to_path_buf(),
             max_window: DEFAULT_MAX_WINDOW,
             records: Arc::default(),
             max_pending: None,
             creating: Arc::default(),
-        })
+        }
     }
 
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The nodes with a directory in `domain`, sorted.
+    pub fn nodes(&self, domain: &str) -> Result<Vec<String>> {
+        if !valid_component(domain) {
+            return Err(Error::Bad(format!("bad domain {domain:?}")));
+        }
+        read_names(&self.root.join(domain))
     }
 
     /// Sets the largest window one write may carry.
@@ -1067,6 +1130,64 @@ fn read_names(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+fn marker_text() -> String {
+    format!("{MARKER} {LAYOUT_VERSION}\n")
+}
+
+/// Whether `root` holds a store marker of this layout version: `false` if it has
+/// none; an error if it has one of a newer chute, or a damaged one.
+fn check_marker(root: &Path) -> Result<bool> {
+    let marker = root.join(MARKER);
+    let s = match fs::read_to_string(&marker) {
+        Ok(s) => s,
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            return Ok(false);
+        }
+        Err(e) => return Err(io_err(format!("cannot read {}", marker.display()))(e)),
+    };
+    let v = s
+        .trim()
+        .strip_prefix("chute-store ")
+        .and_then(|v| v.parse::<u32>().ok());
+    match v {
+        Some(LAYOUT_VERSION) => Ok(true),
+        Some(v) if v > LAYOUT_VERSION => Err(Error::Newer(format!(
+            "store {} was written by a newer chute (format {v}, this build reads {LAYOUT_VERSION})",
+            root.display()
+        ))),
+        _ => Err(Error::Bad(format!(
+            "{} is not a chute store (bad {MARKER} file)",
+            root.display()
+        ))),
+    }
+}
+
+/// Whether `root` looks like a store an older chute laid out without the marker:
+/// a `.scrub-state`, or a blob directory (`DOMAIN/NODE/MOUNT/TIMESTAMP/` holding an
+/// index or a `.lock`) among the first few names of each level. Bounded: at most
+/// 16 names a level are looked at.
+fn looks_like_store(root: &Path) -> bool {
+    fn blob_below(dir: &Path, depth: u32) -> bool {
+        if depth == 0 {
+            return [INDEX, PENDING, FORGOTTEN, ".lock"]
+                .iter()
+                .any(|f| dir.join(f).is_file());
+        }
+        let Ok(entries) = fs::read_dir(dir) else {
+            return false;
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().is_some_and(valid_component))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .take(16)
+            .any(|e| blob_below(&e.path(), depth - 1))
+    }
+    root.join(".scrub-state").is_file() || blob_below(root, 4)
+}
+
 /// [`fsutil::write_atomic`], failing as the store does (a full disk is [`Error::Full`]).
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     fsutil::write_atomic(path, data).map_err(io_err(format!("cannot write {}", path.display())))
@@ -1120,7 +1241,7 @@ mod tests {
     #[test]
     fn windows_commit_list_read() {
         let root = tmpdir("basic");
-        let s = Store::open(&root).unwrap();
+        let s = Store::init(&root).unwrap().0;
         let id = s.create(&index(None)).unwrap();
         assert!(
             s.list("d.org", "pi").unwrap().is_empty(),
@@ -1178,7 +1299,7 @@ mod tests {
     #[test]
     fn bad_windows_keep_nothing() {
         let root = tmpdir("bad");
-        let s = Store::open(&root).unwrap();
+        let s = Store::init(&root).unwrap().0;
         let id = s.create(&index(None)).unwrap();
         assert!(matches!(
             s.write(&id, 0, 3, &mut &b"abc"[..], Some([0; 32])),
@@ -1230,7 +1351,7 @@ mod tests {
         // node_usage read `<root>/chute-store/<node>` as a directory and failed with
         // ENOTDIR, so `chute serve --allow` could not start on any store.
         let root = tmpdir("usage");
-        let s = Store::open(&root).unwrap();
+        let s = Store::init(&root).unwrap().0;
         assert_eq!(s.node_usage("pi").unwrap(), 0);
         let id = s.create(&index(None)).unwrap();
         s.write(&id, 0, 3, &mut &b"abc"[..], None).unwrap();
@@ -1242,7 +1363,7 @@ mod tests {
     #[test]
     fn changes_follow_the_files_exactly() {
         let root = tmpdir("charges");
-        let s = Store::open(&root).unwrap().with_max_pending(2);
+        let s = Store::init(&root).unwrap().0.with_max_pending(2);
         let usage = || s.node_usage("pi").unwrap();
         let mut used = 0u64;
         let mut apply = |c: Change| {
@@ -1310,7 +1431,7 @@ mod tests {
     #[test]
     fn forget_list_uncommitted_scrub_and_orphans() {
         let root = tmpdir("forget");
-        let s = Store::open(&root).unwrap();
+        let s = Store::init(&root).unwrap().0;
         let id = s.create(&index(None)).unwrap();
         s.write(&id, 0, 4, &mut &b"abcd"[..], None).unwrap();
         let listed = s.list_uncommitted("d.org", "pi").unwrap();
@@ -1394,7 +1515,7 @@ mod tests {
     /// A store with one blob of one window ("abcdefgh" at 0), its directory and window.
     fn one_window(name: &str) -> (PathBuf, Store, BlobId, PathBuf, Window) {
         let root = tmpdir(name);
-        let s = Store::open(&root).unwrap();
+        let s = Store::init(&root).unwrap().0;
         let id = s.create(&index(None)).unwrap();
         s.write(&id, 0, 8, &mut &b"abcdefgh"[..], None).unwrap();
         let w = s.window_at(&id, 0).unwrap().unwrap();
@@ -1425,7 +1546,7 @@ mod tests {
     #[test]
     fn a_scrub_resumes_after_the_blob_it_reached() {
         let root = tmpdir("resume");
-        let s = Store::open(&root).unwrap();
+        let s = Store::init(&root).unwrap().0;
         for t in ["t1", "t2", "t3"] {
             let ix = String::from_utf8(index(None)).unwrap().replace("t1", t);
             let id = s.create(ix.as_bytes()).unwrap();
@@ -1513,7 +1634,7 @@ mod tests {
     #[test]
     fn scrub_names_a_committed_blobs_missing_window_and_a_bad_index() {
         let root = tmpdir("scrub-gap");
-        let s = Store::open(&root).unwrap();
+        let s = Store::init(&root).unwrap().0;
         let id = s.create(&index(None)).unwrap();
         s.write(&id, 0, 4, &mut &b"abcd"[..], None).unwrap();
         s.write(&id, 4, 4, &mut &b"efgh"[..], None).unwrap();

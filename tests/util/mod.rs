@@ -49,6 +49,14 @@ impl Env {
         self.home().join(".local/share/chute/store")
     }
 
+    /// A new local store at `rel` under this world, made as a user must make one:
+    /// `chute init --remote DIR` (which creates the key too if there is none).
+    pub fn new_store(&self, rel: &str) -> PathBuf {
+        let dir = self.path(rel);
+        self.ok(["init", "--remote", dir.to_str().unwrap()]);
+        dir
+    }
+
     /// Drops the node's chain records (src/chain.rs), as a chute older than the
     /// chain kept none: for tests that re-seal a header as an old chute would,
     /// which a record rightly calls a replaced snapshot.
