@@ -24,6 +24,7 @@ pub enum Command {
     Forget(ForgetCmd),
     Prune(PruneCmd),
     Scrub(ScrubCmd),
+    Version(VersionCmd),
 }
 
 impl Command {
@@ -39,6 +40,7 @@ impl Command {
             Command::Forget(_) => "forget",
             Command::Prune(_) => "prune",
             Command::Scrub(_) => "scrub",
+            Command::Version(_) => "version",
         }
     }
 }
@@ -48,7 +50,7 @@ impl Command {
 #[argh(subcommand, name = "init")]
 pub struct InitCmd {
     /// key file (CHUTE_KEY_FILE; default $XDG_CONFIG_HOME/chute/key)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
 }
 
@@ -60,22 +62,22 @@ pub struct SinkCmd {
     #[argh(positional)]
     pub paths: Vec<PathBuf>,
     /// skip names (or, with a '/', whole paths) matching this glob; repeatable (CHUTE_EXCLUDE)
-    #[argh(option)]
+    #[argh(option, short = 'e')]
     pub exclude: Vec<String>,
     /// where snapshots go: a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// domain part of the store path (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node name (CHUTE_NODE; default the host name)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// sealing and upload threads (default: the number of cores)
-    #[argh(option)]
+    #[argh(option, short = 'j')]
     pub threads: Option<usize>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
@@ -91,16 +93,16 @@ pub struct ListCmd {
     #[argh(switch)]
     pub json: bool,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
@@ -119,25 +121,25 @@ pub struct RestoreCmd {
     #[argh(positional)]
     pub paths: Vec<PathBuf>,
     /// restore under this directory instead of to the original paths
-    #[argh(option)]
+    #[argh(option, short = 't')]
     pub to: Option<PathBuf>,
     /// replace existing files
-    #[argh(switch)]
+    #[argh(switch, short = 'f')]
     pub force: bool,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// download and write threads (default: the number of cores)
-    #[argh(option)]
+    #[argh(option, short = 'j')]
     pub threads: Option<usize>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
@@ -150,13 +152,13 @@ pub struct RestoreCmd {
 #[argh(subcommand, name = "serve")]
 pub struct ServeCmd {
     /// address to listen on (CHUTE_LISTEN; default 0.0.0.0:2002)
-    #[argh(option)]
+    #[argh(option, short = 'l')]
     pub listen: Option<String>,
     /// store directory (CHUTE_STORE; default /var/lib/chute as root)
-    #[argh(option)]
+    #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
     /// worker threads (default: the number of cores)
-    #[argh(option)]
+    #[argh(option, short = 'j')]
     pub threads: Option<usize>,
     /// admit a node: NODE=KEY as `chute key auth` prints it on that node; repeatable
     #[argh(option)]
@@ -224,10 +226,10 @@ pub struct KeyCmd {
     #[argh(positional)]
     pub what: String,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// node (CHUTE_NODE; default the host name)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
 }
 
@@ -248,19 +250,19 @@ pub struct VerifyCmd {
     #[argh(option)]
     pub read_data_subset: Option<String>,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<std::path::PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// parallel requests (default: the number of cores)
-    #[argh(option)]
+    #[argh(option, short = 'j')]
     pub threads: Option<usize>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
@@ -296,16 +298,16 @@ pub struct ForgetCmd {
     #[argh(switch)]
     pub dry_run: bool,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<std::path::PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// proves the peer's admin key, which an --append-only peer asks of every
     /// delete; keep it off the nightly cron job
@@ -328,16 +330,16 @@ pub struct PruneCmd {
     #[argh(option)]
     pub repack_threshold: Option<String>,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// proves the peer's admin key, which an --append-only peer asks of every
     /// delete; keep it off the nightly cron job
@@ -354,6 +356,11 @@ pub struct PruneCmd {
 pub struct ScrubCmd {
     /// store directory (CHUTE_STORE; default /var/lib/chute as root, else
     /// $XDG_DATA_HOME/chute/store)
-    #[argh(option)]
+    #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
 }
+
+/// Print the version, git commit and target triple (also: chute --version).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "version")]
+pub struct VersionCmd {}
