@@ -1,6 +1,9 @@
 //! The command line: settings and dispatch here; every command's arguments in
 //! `args`, and each command's glue (settings in, its report printed) in a file of
-//! its own, so the pipelines never import the command line.
+//! its own, so the pipelines never import the command line. `argv` stands on
+//! either side of argh: `--opt=value`, `-h` and `--version` before it, its errors
+//! rewritten as `chute <command>: ...` with a did-you-mean and that command's
+//! usage after it (exit status 2).
 //!
 //! Every setting is looked up in this order: the flag, the environment variable
 //! (`CHUTE_*`), the config file (`CHUTE_CONFIG`, default `/etc/chute/chute.conf`,
