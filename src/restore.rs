@@ -35,7 +35,7 @@ use crate::reads::{Run, coalesce, each_parallel};
 use crate::remote::Remote;
 use crate::snapshot::Snapshot;
 use crate::{Error, Result};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
@@ -204,7 +204,7 @@ fn same_content(keys: &Keys, path: &Path, e: &Entry) -> bool {
 /// Removes the temporaries (see [`is_temp_name`]) found in `dirs`, except the
 /// paths in `keep` (entries of the snapshot that happen to have such a name).
 /// Returns how many were removed and the first.
-fn remove_stale(dirs: &BTreeSet<&Path>, keep: &HashSet<&Path>) -> (u64, Option<PathBuf>) {
+fn remove_stale(dirs: &HashSet<&Path>, keep: &HashSet<&Path>) -> (u64, Option<PathBuf>) {
     let (mut n, mut first) = (0, None);
     for dir in dirs {
         let Ok(rd) = fs::read_dir(dir) else { continue };
@@ -289,24 +289,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         .zip(&dests)
         .map(|(&i, d)| existing(&m.entries[i], d))
         .collect();
-    let candidates: Vec<usize> = (0..found.len())
-        .filter(|&k| found[k] == Existing::SameStat)
-        .collect();
-    let same: Vec<AtomicBool> = candidates.iter().map(|_| AtomicBool::new(false)).collect();
-    let hashed = each_parallel(
-        &(0..candidates.len()).collect::<Vec<_>>(),
-        opts.threads,
-        |&c| {
-            let k = candidates[c];
-            let same_file = same_content(keys, &dests[k], &m.entries[selected[k]]);
-            same[c].store(same_file, Ordering::Relaxed);
-            Ok::<(), ()>(())
-        },
-    );
-    debug_assert!(hashed.is_ok());
-    for (c, &k) in candidates.iter().enumerate() {
-        if same[c].load(Ordering::Relaxed) {
-            found[k] = Existing::Identical;
+    // Hashed one by one: a re-run reads what is in place at disk speed, and one
+    // more thread pool here cost the armv7 binary more than its 2 MiB budget had.
+    for (k, f) in found.iter_mut().enumerate() {
+        if *f == Existing::SameStat && same_content(keys, &dests[k], &m.entries[selected[k]]) {
+            *f = Existing::Identical;
         }
     }
     let actions: Vec<Action> = selected
@@ -331,7 +318,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
 
     let mut report = Report::default();
     // Temporaries an interrupted run left where this one writes.
-    let dirs: BTreeSet<&Path> = selected
+    // A hash set, not a sorted one: sorting paths cost the armv7 binary 9 KiB.
+    let dirs: HashSet<&Path> = selected
         .iter()
         .zip(&dests)
         .filter(|(i, _)| m.entries[**i].kind != EntryKind::Dir)

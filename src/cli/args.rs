@@ -4,7 +4,7 @@
 use argh::FromArgs;
 use std::path::PathBuf;
 
-/// chute: zero-knowledge backups between small boards.
+/// chute: zero-knowledge backups between small boards (chute --version: this build).
 #[derive(FromArgs, Debug)]
 pub struct Cli {
     #[argh(subcommand)]
@@ -24,7 +24,6 @@ pub enum Command {
     Forget(ForgetCmd),
     Prune(PruneCmd),
     Scrub(ScrubCmd),
-    Version(VersionCmd),
 }
 
 impl Command {
@@ -40,7 +39,6 @@ impl Command {
             Command::Forget(_) => "forget",
             Command::Prune(_) => "prune",
             Command::Scrub(_) => "scrub",
-            Command::Version(_) => "version",
         }
     }
 }
@@ -359,8 +357,3 @@ pub struct ScrubCmd {
     #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
 }
-
-/// Print the version, git commit and target triple (also: chute --version).
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "version")]
-pub struct VersionCmd {}

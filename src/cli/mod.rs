@@ -1,9 +1,9 @@
 //! The command line: settings and dispatch here; every command's arguments in
 //! `args`, and each command's glue (settings in, its report printed) in a file of
 //! its own, so the pipelines never import the command line. `argv` stands on
-//! either side of argh: `--opt=value`, `-h` and `--version` before it, its errors
-//! rewritten as `chute <command>: ...` with a did-you-mean and that command's
-//! usage after it (exit status 2).
+//! either side of argh: `--opt=value` and `-h` before it, its errors rewritten as
+//! `chute <command>: ...` with a did-you-mean and that command's usage after it
+//! (exit status 2). `--version` (or `version`) is answered before either.
 //!
 //! Every setting is looked up in this order: the flag, the environment variable
 //! (`CHUTE_*`), the config file (`CHUTE_CONFIG`, default `/etc/chute/chute.conf`,
@@ -250,6 +250,13 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         eprint!("\n{}", r.usage);
         2
     };
+    // Needs no settings: it answers even with a broken config file.
+    if let [only] = rest {
+        if matches!(only.as_str(), "--version" | "-V" | "version") {
+            println!("{}", version());
+            return 0;
+        }
+    }
     let rest = match argv::normalize(rest) {
         Ok(r) => r,
         Err(r) => return refused(r),
@@ -282,11 +289,6 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<()> {
-    // Needs no settings: it answers even with a broken config file.
-    if let Command::Version(_) = cli.command {
-        println!("{}", version());
-        return Ok(());
-    }
     let settings = Settings::load()?;
     match cli.command {
         Command::Init(c) => keys::init(&settings, c),
@@ -299,7 +301,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Forget(c) => forget_cmd::cmd(&settings, c),
         Command::Prune(c) => prune_cmd::cmd(&settings, c),
         Command::Scrub(c) => scrub_cmd::cmd(&settings, c),
-        Command::Version(_) => Ok(()),
     }
 }
 
