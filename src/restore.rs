@@ -2,11 +2,25 @@
 //!
 //! Invariants:
 //! - Nothing existing is overwritten unless `force`: every target is checked before
-//!   the first byte is written, and the restore refuses as a whole.
+//!   the first byte is written, and the restore refuses as a whole. A target that
+//!   already holds the entry is skipped, not refused, so an interrupted restore
+//!   resumes by running it again: a file with the entry's size and mtime whose
+//!   content is the entry's (each of its chunks, read at the manifest's offsets,
+//!   has the keyed chunk id the manifest records), or a symlink to the same target.
+//!   `force` replaces only what differs.
 //! - A file appears under its real name only complete and authenticated: its bytes
-//!   go to a private temporary name (mode 0600) beside it, and it is renamed into
-//!   place after its last chunk opened and its mode and times were set. On any
-//!   failure the temporaries are removed.
+//!   go to a private temporary name (`.chute-restore-` and 16 hex digits, mode
+//!   0600) beside it, and it is renamed into place after its last chunk opened and
+//!   its mode and times were set. No temporary outlives the process:
+//!   - on a failure they are removed before the error is returned;
+//!   - on SIGINT or SIGTERM a watcher thread stops the restore at once, even with a
+//!     read stalled on the network: workers create, write and rename temporaries
+//!     only while holding a shared gate; the watcher takes the gate exclusively (so
+//!     no temporary can appear or be renamed any more), removes them all, says how
+//!     far the restore got and exits with status 1. The handler itself only sets a
+//!     flag ([`crate::sys::catch_termination`]);
+//!   - ones a killed process (SIGKILL, power loss) or an older chute left in the
+//!     directories a restore writes to are removed by the next restore, which says so.
 //! - Every chunk is checked to be the content its id names, not only to
 //!   authenticate ([`Keys::open_chunk`]); one that is not fails the restore as
 //!   damage naming the file and the chunk, and is recorded in the node's cache
@@ -21,12 +35,15 @@ use crate::reads::{Run, coalesce, each_parallel};
 use crate::remote::Remote;
 use crate::snapshot::Snapshot;
 use crate::{Error, Result};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
 /// The most bytes fetched in one read. Each worker holds one read while it opens
@@ -53,6 +70,10 @@ pub struct Report {
     pub symlinks: u64,
     pub bytes: u64,
     pub secs: f64,
+    /// Files and symlinks already in place, complete and identical: skipped.
+    pub already: u64,
+    /// Temporaries an interrupted restore had left behind, removed.
+    pub stale_removed: u64,
 }
 
 /// Whether `path` is `filter` or inside it.
@@ -77,6 +98,8 @@ struct Task {
     dest: PathBuf,
     tmp: PathBuf,
     remaining: AtomicUsize,
+    /// Renamed into place.
+    placed: AtomicBool,
 }
 
 struct Piece {
@@ -87,8 +110,119 @@ struct Piece {
 
 type Group = Run<Piece>;
 
+const TEMP_PREFIX: &str = ".chute-restore-";
+
 fn temp_name(dest: &Path) -> PathBuf {
-    dest.with_file_name(format!(".chute-restore-{}", crate::fsutil::random_suffix()))
+    dest.with_file_name(format!("{TEMP_PREFIX}{}", crate::fsutil::random_suffix()))
+}
+
+/// Whether a file name is one [`temp_name`] makes.
+fn is_temp_name(name: &[u8]) -> bool {
+    name.strip_prefix(TEMP_PREFIX.as_bytes())
+        .is_some_and(|s| s.len() == 16 && s.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// What a destination holds, compared with the entry to restore there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Existing {
+    Nothing,
+    Dir,
+    /// A regular file of the entry's size and mtime: identical if its content is.
+    SameStat,
+    Identical,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Write,
+    Skip,
+    Refuse,
+}
+
+/// What to do with an entry given what its destination holds.
+fn decide(kind: EntryKind, found: Existing, force: bool) -> Action {
+    match (kind, found) {
+        (_, Existing::Nothing) | (EntryKind::Dir, Existing::Dir) => Action::Write,
+        (EntryKind::Dir, _) | (_, Existing::Dir) => Action::Refuse,
+        (_, Existing::Identical) => Action::Skip,
+        (_, Existing::SameStat | Existing::Other) if force => Action::Write,
+        (_, Existing::SameStat | Existing::Other) => Action::Refuse,
+    }
+}
+
+/// Looks at a destination without reading file contents.
+fn existing(e: &Entry, dest: &Path) -> Existing {
+    let Ok(md) = fs::symlink_metadata(dest) else {
+        return Existing::Nothing;
+    };
+    if md.is_dir() {
+        return Existing::Dir;
+    }
+    match e.kind {
+        EntryKind::File
+            if md.is_file()
+                && md.len() == e.size
+                && md.mtime() == e.mtime
+                && md.mtime_nsec() == i64::from(e.mtime_ns.min(999_999_999)) =>
+        {
+            Existing::SameStat
+        }
+        EntryKind::Symlink
+            if md.is_symlink()
+                && fs::read_link(dest).is_ok_and(|t| t.as_os_str().as_bytes() == e.target) =>
+        {
+            Existing::Identical
+        }
+        _ => Existing::Other,
+    }
+}
+
+/// Whether the file at `path` holds exactly the entry's content: each chunk, read
+/// at its place, has the keyed id the manifest records. Any doubt (an unreadable
+/// file, a chunk larger than the chunker makes) is `false`.
+fn same_content(keys: &Keys, path: &Path, e: &Entry) -> bool {
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    for c in &e.chunks {
+        let n = c.plain_len();
+        if n > crate::chunker::MAX as u64 {
+            return false;
+        }
+        buf.resize(n as usize, 0);
+        if f.read_exact_at(&mut buf, at).is_err() || keys.chunk_id(&buf) != c.id {
+            return false;
+        }
+        at += n;
+    }
+    at == e.size
+}
+
+/// Removes the temporaries (see [`is_temp_name`]) found in `dirs`, except the
+/// paths in `keep` (entries of the snapshot that happen to have such a name).
+/// Returns how many were removed and the first.
+fn remove_stale(dirs: &HashSet<&Path>, keep: &HashSet<&Path>) -> (u64, Option<PathBuf>) {
+    let (mut n, mut first) = (0, None);
+    for dir in dirs {
+        let Ok(rd) = fs::read_dir(dir) else { continue };
+        for d in rd.flatten() {
+            let p = d.path();
+            if !is_temp_name(d.file_name().as_bytes())
+                || keep.contains(p.as_path())
+                || d.file_type().is_ok_and(|t| t.is_dir())
+            {
+                continue;
+            }
+            if fs::remove_file(&p).is_ok() {
+                n += 1;
+                first.get_or_insert(p);
+            }
+        }
+    }
+    (n, first)
 }
 
 fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -145,21 +279,34 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         .collect();
     let to = opts.to.as_deref();
 
-    // Refuse before writing anything.
-    let mut conflicts = Vec::new();
-    for &i in &selected {
-        let e = &m.entries[i];
-        let dest = destination(to, &e.path);
-        if let Ok(md) = fs::symlink_metadata(&dest) {
-            let clash = match e.kind {
-                EntryKind::Dir => !md.is_dir(),
-                _ => !opts.force || md.is_dir(),
-            };
-            if clash {
-                conflicts.push(dest);
-            }
+    // Refuse before writing anything; skip what is already in place.
+    let dests: Vec<PathBuf> = selected
+        .iter()
+        .map(|&i| destination(to, &m.entries[i].path))
+        .collect();
+    let mut found: Vec<Existing> = selected
+        .iter()
+        .zip(&dests)
+        .map(|(&i, d)| existing(&m.entries[i], d))
+        .collect();
+    // Hashed one by one: a re-run reads what is in place at disk speed, and one
+    // more thread pool here cost the armv7 binary more than its 2 MiB budget had.
+    for (k, f) in found.iter_mut().enumerate() {
+        if *f == Existing::SameStat && same_content(keys, &dests[k], &m.entries[selected[k]]) {
+            *f = Existing::Identical;
         }
     }
+    let actions: Vec<Action> = selected
+        .iter()
+        .zip(&found)
+        .map(|(&i, &f)| decide(m.entries[i].kind, f, opts.force))
+        .collect();
+    let conflicts: Vec<&PathBuf> = dests
+        .iter()
+        .zip(&actions)
+        .filter(|(_, a)| **a == Action::Refuse)
+        .map(|(d, _)| d)
+        .collect();
     if let Some(first) = conflicts.first() {
         return Err(Error::Failed(format!(
             "refusing to overwrite {} existing path{} (first: {}); use --force to replace files, or --to DIR",
@@ -170,11 +317,37 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     }
 
     let mut report = Report::default();
+    // Temporaries an interrupted run left where this one writes.
+    // A hash set, not a sorted one: sorting paths cost the armv7 binary 9 KiB.
+    let dirs: HashSet<&Path> = selected
+        .iter()
+        .zip(&dests)
+        .filter(|(i, _)| m.entries[**i].kind != EntryKind::Dir)
+        .filter_map(|(_, d)| d.parent())
+        .collect();
+    let keep: HashSet<&Path> = dests.iter().map(PathBuf::as_path).collect();
+    let (stale, first_stale) = remove_stale(&dirs, &keep);
+    if let Some(first) = first_stale {
+        eprintln!(
+            "chute restore: removed {stale} temporary file{} an interrupted restore left behind (first: {})",
+            if stale == 1 { "" } else { "s" },
+            first.display()
+        );
+    }
+    report.stale_removed = stale;
+    // From here on temporaries exist: a signal stops the restore through the
+    // watcher (see the module doc) instead of killing it.
+    crate::sys::catch_termination();
+
     let mut tasks = Vec::new();
     let mut made: Option<PathBuf> = None;
-    for &i in &selected {
+    for (k, &i) in selected.iter().enumerate() {
         let e = &m.entries[i];
-        let dest = destination(to, &e.path);
+        let dest = dests[k].clone();
+        if actions[k] == Action::Skip {
+            report.already += 1;
+            continue;
+        }
         match e.kind {
             EntryKind::Dir => {
                 fs::create_dir_all(&dest).map_err(io("cannot create", &dest))?;
@@ -193,6 +366,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                     tmp: temp_name(&dest),
                     dest,
                     remaining: AtomicUsize::new(e.chunks.len()),
+                    placed: AtomicBool::new(false),
                 });
                 report.files += 1;
                 report.bytes += e.size;
@@ -224,10 +398,13 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         return Err(e.error);
     }
 
-    for &i in &selected {
+    for (k, &i) in selected.iter().enumerate() {
         let e = &m.entries[i];
-        if e.kind == EntryKind::Symlink {
-            let dest = destination(to, &e.path);
+        if e.kind == EntryKind::Symlink && actions[k] == Action::Write {
+            if crate::sys::signalled() {
+                return Err(interrupted());
+            }
+            let dest = dests[k].clone();
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
             }
@@ -244,14 +421,23 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     }
     // Directories last and deepest first, so restoring their contents does not
     // disturb their times and a read-only directory is filled before it closes.
-    for &i in selected.iter().rev() {
+    for (k, &i) in selected.iter().enumerate().rev() {
         let e = &m.entries[i];
         if e.kind == EntryKind::Dir {
-            set_meta(&destination(to, &e.path), e, false)?;
+            if crate::sys::signalled() {
+                return Err(interrupted());
+            }
+            set_meta(&dests[k], e, false)?;
         }
     }
     report.secs = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+fn interrupted() -> Error {
+    Error::Failed(
+        "interrupted; run the same restore again to resume (what is in place is skipped)".into(),
+    )
 }
 
 /// Groups every chunk to fetch into ranged reads of neighbouring bytes.
@@ -299,16 +485,52 @@ fn fetch_all(
     threads: usize,
     snap: &Snapshot,
 ) -> std::result::Result<(), FetchError> {
-    // Empty files have no chunk to complete them.
-    for t in tasks
-        .iter()
-        .filter(|t| t.remaining.load(Ordering::SeqCst) == 0)
-    {
-        create_tmp(&t.tmp).and_then(|_| finish(t, &m.entries[t.entry], None))?;
-    }
-    each_parallel(groups, threads, |g| {
-        fetch_group(keys, remote, m, blobs, tasks, g, snap)
+    let gate = RwLock::new(());
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| watch(&gate, &done, tasks));
+        let result = (|| {
+            // Empty files have no chunk to complete them.
+            for t in tasks
+                .iter()
+                .filter(|t| t.remaining.load(Ordering::SeqCst) == 0)
+            {
+                let _open = gate.read().unwrap_or_else(PoisonError::into_inner);
+                create_tmp(&t.tmp).and_then(|_| finish(t, &m.entries[t.entry], None))?;
+            }
+            each_parallel(groups, threads, |g| {
+                fetch_group(keys, remote, m, blobs, tasks, g, snap, &gate)
+            })
+        })();
+        done.store(true, Ordering::SeqCst);
+        watcher.thread().unpark();
+        result
     })
+}
+
+/// Stops the restore when SIGINT or SIGTERM arrives (see the module doc): takes the
+/// gate for good, removes every temporary and exits; returns once `done`.
+fn watch(gate: &RwLock<()>, done: &AtomicBool, tasks: &[Task]) {
+    while !done.load(Ordering::SeqCst) {
+        if crate::sys::signalled() {
+            // Held until the process ends: no worker creates or renames a
+            // temporary any more.
+            let _closed = gate.write().unwrap_or_else(PoisonError::into_inner);
+            for t in tasks {
+                let _ = fs::remove_file(&t.tmp);
+            }
+            let placed = tasks
+                .iter()
+                .filter(|t| t.placed.load(Ordering::SeqCst))
+                .count();
+            eprintln!(
+                "chute restore: interrupted after writing {placed} of {} files; run the same restore again to resume (what is in place is skipped)",
+                tasks.len()
+            );
+            std::process::exit(1);
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
+    }
 }
 
 fn create_tmp(tmp: &Path) -> Result<()> {
@@ -321,6 +543,7 @@ fn create_tmp(tmp: &Path) -> Result<()> {
         .map_err(io("cannot create", tmp))
 }
 
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
 fn fetch_group(
     keys: &Keys,
     remote: &dyn Remote,
@@ -329,6 +552,7 @@ fn fetch_group(
     tasks: &[Task],
     g: &Group,
     snap: &Snapshot,
+    gate: &RwLock<()>,
 ) -> std::result::Result<(), FetchError> {
     let blob = &blobs[g.blob];
     let mut data =
@@ -360,6 +584,8 @@ fn fetch_group(
                     String::from_utf8_lossy(&m.entries[t.entry].path),
                 )),
             })?;
+        // Shared while this temporary may be created, written or renamed.
+        let _open = gate.read().unwrap_or_else(PoisonError::into_inner);
         let f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -392,7 +618,9 @@ fn finish(t: &Task, e: &Entry, open: Option<&fs::File>) -> Result<()> {
         }
         None => set_meta(&t.tmp, e, false)?,
     }
-    fs::rename(&t.tmp, &t.dest).map_err(io("cannot place", &t.dest))
+    fs::rename(&t.tmp, &t.dest).map_err(io("cannot place", &t.dest))?;
+    t.placed.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 fn mtime(e: &Entry) -> std::time::SystemTime {
@@ -416,6 +644,72 @@ mod tests {
         assert!(within(b"/a", b"/a"));
         assert!(!within(b"/ab", b"/a"));
         assert!(within(b"/x", b"/"));
+    }
+
+    #[test]
+    fn what_is_in_place_is_skipped_and_only_force_replaces_what_differs() {
+        use Action::*;
+        use EntryKind::{Dir, File, Symlink};
+        let cases = [
+            (File, Existing::Nothing, false, Write),
+            (File, Existing::Identical, false, Skip),
+            (File, Existing::Identical, true, Skip),
+            // Same size and mtime is not enough: the content decides.
+            (File, Existing::SameStat, false, Refuse),
+            (File, Existing::Other, false, Refuse),
+            (File, Existing::Other, true, Write),
+            (File, Existing::Dir, true, Refuse),
+            (Symlink, Existing::Identical, false, Skip),
+            (Symlink, Existing::Other, true, Write),
+            (Dir, Existing::Dir, false, Write),
+            (Dir, Existing::Other, true, Refuse),
+        ];
+        for (kind, found, force, want) in cases {
+            assert_eq!(
+                decide(kind, found, force),
+                want,
+                "{kind:?} {found:?} {force}"
+            );
+        }
+    }
+
+    #[test]
+    fn temporaries_are_recognised_by_their_exact_shape() {
+        let t = temp_name(Path::new("/x/f"));
+        assert!(is_temp_name(t.file_name().unwrap().as_bytes()));
+        assert!(!is_temp_name(b".chute-restore-"));
+        assert!(!is_temp_name(b".chute-restore-0123456789abcdeg"));
+        assert!(!is_temp_name(b".chute-restore-0123456789abcdef0"));
+    }
+
+    #[test]
+    fn content_is_compared_chunk_by_chunk_with_the_keyed_ids() {
+        let keys = Keys::from_key_bytes(b"restore test key");
+        let dir = std::env::temp_dir().join(format!(
+            "chute-restore-same-{}",
+            crate::fsutil::random_suffix()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let data = b"first part|second part".to_vec();
+        let mut e = Entry::new(EntryKind::File, b"/f".to_vec());
+        e.size = data.len() as u64;
+        for part in [&data[..11], &data[11..]] {
+            e.chunks.push(ChunkRef {
+                id: keys.chunk_id(part),
+                blob: 0,
+                offset: 0,
+                len: (part.len() + crate::crypto::OVERHEAD) as u32,
+            });
+        }
+        fs::write(&path, &data).unwrap();
+        assert!(same_content(&keys, &path, &e));
+        fs::write(&path, b"first part|second pArt").unwrap();
+        assert!(!same_content(&keys, &path, &e));
+        fs::write(&path, &data[..20]).unwrap();
+        assert!(!same_content(&keys, &path, &e));
+        assert!(!same_content(&keys, &dir.join("absent"), &e));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

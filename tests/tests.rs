@@ -6,6 +6,7 @@ mod util;
 
 mod ceiling;
 mod chain;
+mod cli_restore;
 mod consistency;
 mod hostile_answers;
 mod hostile_auth;

@@ -4,7 +4,7 @@
 use argh::FromArgs;
 use std::path::PathBuf;
 
-/// chute: zero-knowledge backups between small boards.
+/// chute: zero-knowledge backups between small boards (chute --version: this build).
 #[derive(FromArgs, Debug)]
 pub struct Cli {
     #[argh(subcommand)]
@@ -49,7 +49,7 @@ impl Command {
 #[argh(subcommand, name = "init")]
 pub struct InitCmd {
     /// key file (CHUTE_KEY_FILE; default $XDG_CONFIG_HOME/chute/key)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// the store directory to create (CHUTE_REMOTE; default
     /// ~/.local/share/chute/store); an http:// peer creates its own
@@ -65,7 +65,7 @@ pub struct SinkCmd {
     #[argh(positional)]
     pub paths: Vec<PathBuf>,
     /// skip names (or, with a '/', whole paths) matching this glob; repeatable (CHUTE_EXCLUDE)
-    #[argh(option)]
+    #[argh(option, short = 'e')]
     pub exclude: Vec<String>,
     /// read --exclude globs from FILE, one a line ('#' comments); repeatable
     /// (CHUTE_EXCLUDE_FILE)
@@ -87,19 +87,19 @@ pub struct SinkCmd {
     #[argh(switch, short = 'x')]
     pub one_file_system: bool,
     /// where snapshots go: a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// domain part of the store path (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node name (CHUTE_NODE; default the host name)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// sealing and upload threads (default: the number of cores)
-    #[argh(option)]
+    #[argh(option, short = 'j')]
     pub threads: Option<usize>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
@@ -115,16 +115,16 @@ pub struct ListCmd {
     #[argh(switch)]
     pub json: bool,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
@@ -143,25 +143,25 @@ pub struct RestoreCmd {
     #[argh(positional)]
     pub paths: Vec<PathBuf>,
     /// restore under this directory instead of to the original paths
-    #[argh(option)]
+    #[argh(option, short = 't')]
     pub to: Option<PathBuf>,
     /// replace existing files
-    #[argh(switch)]
+    #[argh(switch, short = 'f')]
     pub force: bool,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// download and write threads (default: the number of cores)
-    #[argh(option)]
+    #[argh(option, short = 'j')]
     pub threads: Option<usize>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
@@ -174,13 +174,13 @@ pub struct RestoreCmd {
 #[argh(subcommand, name = "serve")]
 pub struct ServeCmd {
     /// address to listen on (CHUTE_LISTEN; default 0.0.0.0:2002)
-    #[argh(option)]
+    #[argh(option, short = 'l')]
     pub listen: Option<String>,
     /// store directory (CHUTE_STORE; default /var/lib/chute as root)
-    #[argh(option)]
+    #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
     /// worker threads (default: the number of cores)
-    #[argh(option)]
+    #[argh(option, short = 'j')]
     pub threads: Option<usize>,
     /// admit a node: NODE=KEY as `chute key auth` prints it on that node; repeatable
     #[argh(option)]
@@ -248,10 +248,10 @@ pub struct KeyCmd {
     #[argh(positional)]
     pub what: String,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// node (CHUTE_NODE; default the host name)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
 }
 
@@ -272,19 +272,19 @@ pub struct VerifyCmd {
     #[argh(option)]
     pub read_data_subset: Option<String>,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<std::path::PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// parallel requests (default: the number of cores)
-    #[argh(option)]
+    #[argh(option, short = 'j')]
     pub threads: Option<usize>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
@@ -320,16 +320,16 @@ pub struct ForgetCmd {
     #[argh(switch)]
     pub dry_run: bool,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<std::path::PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// proves the peer's admin key, which an --append-only peer asks of every
     /// delete; keep it off the nightly cron job
@@ -352,16 +352,16 @@ pub struct PruneCmd {
     #[argh(option)]
     pub repack_threshold: Option<String>,
     /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
-    #[argh(option)]
+    #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
-    #[argh(option)]
+    #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// domain (CHUTE_DOMAIN)
     #[argh(option)]
     pub domain: Option<String>,
     /// node (CHUTE_NODE)
-    #[argh(option)]
+    #[argh(option, short = 'n')]
     pub node: Option<String>,
     /// proves the peer's admin key, which an --append-only peer asks of every
     /// delete; keep it off the nightly cron job
@@ -378,6 +378,6 @@ pub struct PruneCmd {
 pub struct ScrubCmd {
     /// store directory (CHUTE_STORE; default /var/lib/chute as root, else
     /// $XDG_DATA_HOME/chute/store)
-    #[argh(option)]
+    #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
 }

@@ -337,8 +337,17 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         cache_dir: Some(node.cache_dir.clone()),
     };
     let r = restore::run(keys, remote, &snap, &opts)?;
+    let already = if r.already > 0 {
+        format!(
+            "; {} file{} already restored",
+            r.already,
+            if r.already == 1 { "" } else { "s" }
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "restored snapshot {}: {} files, {} dirs, {} symlinks, {} in {:.1} s to {}",
+        "restored snapshot {}: {} files, {} dirs, {} symlinks, {} in {:.1} s to {}{already}",
         snap.short_id(),
         r.files,
         r.dirs,

@@ -1,6 +1,9 @@
 //! The command line: settings and dispatch here; every command's arguments in
 //! `args`, and each command's glue (settings in, its report printed) in a file of
-//! its own, so the pipelines never import the command line.
+//! its own, so the pipelines never import the command line. `argv` stands on
+//! either side of argh: `--opt=value` and `-h` before it, its errors rewritten as
+//! `chute <command>: ...` with a did-you-mean and that command's usage after it
+//! (exit status 2). `--version` (or `version`) is answered before either.
 //!
 //! Every setting is looked up in this order: the flag, the environment variable
 //! (`CHUTE_*`), the config file (`CHUTE_CONFIG`, default `/etc/chute/chute.conf`,
@@ -19,6 +22,7 @@
 //! own inside, as in the environment: `CHUTE_PATHS="'/srv/my files'"`.
 
 mod args;
+mod argv;
 mod backup;
 mod forget_cmd;
 mod keys;
@@ -402,31 +406,55 @@ fn threads(flag: Option<usize>) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
+/// `chute 0.1.0 (3d121ea, armv7-unknown-linux-gnueabihf)`: the version, the git
+/// commit and the target triple this binary was built from (see src/build.rs).
+pub fn version() -> String {
+    format!(
+        "chute {} ({}, {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CHUTE_COMMIT"),
+        env!("CHUTE_TARGET")
+    )
+}
+
 /// Parses arguments, runs the command, prints errors; returns the exit status.
+/// Usage errors are one line naming the command, then its usage (see `argv`).
 pub fn main_with_args(args: Vec<String>) -> i32 {
     crate::sys::default_sigpipe();
-    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (cmd_name, rest) = match strs.split_first() {
-        Some((c, r)) => (*c, r),
+    let (cmd_name, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
         None => ("chute", &[][..]),
     };
     let cmd_name = Path::new(cmd_name)
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("chute");
-    let cli = match Cli::from_args(&[cmd_name], rest) {
+    let refused = |r: argv::Refusal| {
+        eprintln!("{}", r.line);
+        eprint!("\n{}", r.usage);
+        2
+    };
+    // Needs no settings: it answers even with a broken config file.
+    if let [only] = rest {
+        if matches!(only.as_str(), "--version" | "-V" | "version") {
+            println!("{}", version());
+            return 0;
+        }
+    }
+    let rest = match argv::normalize(rest) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
+    };
+    let strs: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let cli = match Cli::from_args(&[cmd_name], &strs) {
         Ok(c) => c,
         Err(early) => {
             return match early.status {
                 Ok(()) => {
-                    println!("{}", early.output);
+                    print!("{}", early.output);
                     0
                 }
-                Err(()) => {
-                    eprint!("{}", early.output);
-                    eprintln!("Run chute --help for usage.");
-                    2
-                }
+                Err(()) => refused(argv::rewrite(&rest, &early.output)),
             };
         }
     };

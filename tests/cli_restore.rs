@@ -1,0 +1,336 @@
+//! Issue 15: the command line (`--version`, `-h`, `--opt=value`, short flags,
+//! argh's errors rewritten with a did-you-mean) and a restore that resumes after an
+//! interruption and leaves no temporary file behind.
+
+use crate::util::proxy::Proxy;
+use crate::util::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The `.chute-restore-*` temporaries anywhere below `dir`.
+fn temps(dir: &Path) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".chute-restore-"))
+        })
+        .collect()
+}
+
+/// A source tree whose files sort in this order in the snapshot: two small
+/// files, then one of 3 MiB (at least two ranged reads of 2 MiB).
+fn three_files(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a-small"), noise(10_000, 1)).unwrap();
+    fs::write(src.join("b-small"), noise(20_000, 2)).unwrap();
+    fs::write(src.join("c-big"), noise(3 << 20, 3)).unwrap();
+    src
+}
+
+/// Regression: SIGINT killed a restore outright, leaving the half-written file's
+/// `.chute-restore-*` temporary behind, and the re-run refused ("refusing to
+/// overwrite") because the files restored before the interruption existed; only
+/// `--force` went on, rewriting everything and still leaving the old temporary.
+#[test]
+fn an_interrupted_restore_leaves_no_temporary_and_resumes_without_force() {
+    let env = Env::new("resume");
+    let src = three_files(&env);
+    env.ok(["init"]);
+    let bound = Proxy::bind();
+    let server = env.serve(&env.path("srv"), &["--name", &bound.addr]);
+    env.ok(["sink", "--remote", &server.url(), src.to_str().unwrap()]);
+
+    // The proxy holds every answer back while a temporary exists under `to`, so
+    // the restore stalls on a read with part of c-big written, until released.
+    let to = env.path("to");
+    let release = Arc::new(AtomicBool::new(false));
+    let (watched, released) = (to.clone(), release.clone());
+    let proxy = bound.start(
+        &server.addr,
+        |_| None,
+        move |_, _| {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !released.load(Ordering::SeqCst)
+                && !temps(&watched).is_empty()
+                && Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            true
+        },
+    );
+    let mut child = env
+        .cmd([
+            "restore",
+            "latest",
+            "--remote",
+            &proxy.url(),
+            "--to",
+            to.to_str().unwrap(),
+            "--threads",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20 * u64::from(slack()));
+    while temps(&to).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no temporary appeared:\n{}",
+            listing(&to)
+        );
+        assert!(child.try_wait().unwrap().is_none(), "restore ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // It stops while its read is still held: it does not wait for the network.
+    let deadline = Instant::now() + Duration::from_secs(10 * u64::from(slack()));
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "restore did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    release.store(true, Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(temps(&to), Vec::<PathBuf>::new(), "{status}: {err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let restored = to.join(src.strip_prefix("/").unwrap());
+    assert!(restored.join("a-small").exists(), "{}", listing(&to));
+    assert!(!restored.join("c-big").exists(), "{}", listing(&to));
+
+    // The re-run needs no --force: what is in place is skipped, the rest restored.
+    let to_arg = to.to_str().unwrap();
+    let out = env.ok([
+        "restore",
+        "latest",
+        "--remote",
+        &server.url(),
+        "--to",
+        to_arg,
+    ]);
+    assert!(out.contains("2 files already restored"), "{out}");
+    assert_same_tree(&src, &restored);
+    assert_eq!(temps(&to), Vec::<PathBuf>::new());
+    // Run again: everything is in place, nothing refused.
+    let out = env.ok([
+        "restore",
+        "latest",
+        "--remote",
+        &server.url(),
+        "--to",
+        to_arg,
+    ]);
+    assert!(out.contains("3 files already restored"), "{out}");
+}
+
+/// A file that differs still needs --force, however alike it looks: same size and
+/// mtime, other content. The --force run replaces it and removes a temporary an
+/// older chute (or a killed one) left behind, which it used to leave in place.
+#[test]
+fn a_changed_file_still_needs_force_and_stale_temporaries_are_removed() {
+    let env = Env::new("resume-force");
+    let src = three_files(&env);
+    env.ok(["init"]);
+    env.ok(["sink", src.to_str().unwrap()]);
+    let to = env.path("to");
+    let to_arg = to.to_str().unwrap();
+    env.ok(["restore", "latest", "--to", to_arg]);
+    let restored = to.join(src.strip_prefix("/").unwrap());
+
+    let f = restored.join("b-small");
+    let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+    let mut changed = noise(20_000, 2);
+    changed[7] ^= 1;
+    fs::write(&f, &changed).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let err = env.fails(1, ["restore", "latest", "--to", to_arg]);
+    assert!(
+        err.contains("refusing to overwrite 1 existing path"),
+        "{err}"
+    );
+    assert!(err.contains("b-small"), "{err}");
+    assert_eq!(fs::read(&f).unwrap(), changed);
+
+    let stale = restored.join(".chute-restore-0123456789abcdef");
+    fs::write(&stale, b"half a file").unwrap();
+    let out = env.run(["restore", "latest", "--to", to_arg, "--force"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        text(&out.stdout).contains("2 files already restored"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(err.contains("removed 1 temporary file"), "{err}");
+    assert_eq!(temps(&to), Vec::<PathBuf>::new(), "{}", listing(&to));
+    assert_same_tree(&src, &restored);
+}
+
+/// Regression: `--version` was "Unrecognized argument", so an owner could not
+/// tell which build runs on a board.
+#[test]
+fn version_names_the_release_the_commit_and_the_target() {
+    let env = Env::new("version");
+    for args in [&["--version"][..], &["version"]] {
+        let out = env.ok(args);
+        let line = out.trim();
+        let inner = line
+            .strip_prefix(&format!("chute {} (", env!("CARGO_PKG_VERSION")))
+            .and_then(|r| r.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{line:?}"));
+        let (commit, target) = inner.split_once(", ").unwrap_or_else(|| panic!("{line:?}"));
+        assert!(
+            commit == "unknown"
+                || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{line:?}"
+        );
+        // The triple has at least arch-vendor-os (x86_64-unknown-linux-gnu,
+        // armv7-unknown-linux-gnueabihf).
+        assert!(target.split('-').count() >= 3, "{line:?}");
+        assert!(target.contains("linux"), "{line:?}");
+    }
+}
+
+/// Regression: `-h` was "Unrecognized argument: -h" at every level.
+#[test]
+fn dash_h_is_help_everywhere() {
+    let env = Env::new("dash-h");
+    let top = env.ok(["-h"]);
+    assert!(top.starts_with("Usage: chute <command>"), "{top}");
+    assert!(top.contains("restore"), "{top}");
+    let sink = env.ok(["sink", "-h"]);
+    assert!(sink.starts_with("Usage: chute sink"), "{sink}");
+    assert!(sink.contains("--exclude"), "{sink}");
+    assert_eq!(env.ok(["restore", "-h"]), env.ok(["restore", "--help"]));
+}
+
+/// Regression: `--exclude='*.bin'` was "Unrecognized argument: --exclude=*.bin";
+/// now `--opt=value` is `--opt value` for every option, a switch given a value is
+/// refused by name, and nothing after `--` is touched.
+#[test]
+fn option_equals_value_works_and_excludes() {
+    let env = Env::new("opt-eq");
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("keep.txt"), b"kept").unwrap();
+    fs::write(src.join("drop.bin"), b"dropped").unwrap();
+    env.ok(["init"]);
+    // A peer (`chute serve` makes its store; a directory would need `chute init`).
+    let server = env.serve(&env.path("srv"), &[]);
+    let remote = format!("--remote={}", server.url());
+    env.ok(["sink", "--exclude=*.bin", &remote, src.to_str().unwrap()]);
+    let to = env.path("to");
+    let to_arg = format!("--to={}", to.display());
+    env.ok(["restore", "latest", &remote, &to_arg]);
+    let restored = to.join(src.strip_prefix("/").unwrap());
+    assert!(restored.join("keep.txt").exists(), "{}", listing(&to));
+    assert!(!restored.join("drop.bin").exists(), "{}", listing(&to));
+
+    let err = env.fails(2, ["restore", "latest", "--force=yes"]);
+    let first = err.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "chute restore: --force takes no value (given --force=yes)"
+    );
+    // After `--` a word that looks like an option is a path to restore.
+    let err = env.fails(
+        2,
+        ["restore", &remote, &to_arg, "--", "latest", "--exclude=x"],
+    );
+    assert!(err.contains("--exclude=x is not in any snapshot"), "{err}");
+}
+
+/// Regression: a typo got argh's generic "Unrecognized argument: --exlude" and
+/// "Run chute --help", the top-level usage, instead of naming the command, the
+/// option meant and that command's own usage.
+#[test]
+fn typos_name_the_command_suggest_the_option_and_show_its_usage() {
+    let env = Env::new("typos");
+    let err = env.fails(2, ["sink", "--exlude", "x", "/tmp"]);
+    let mut lines = err.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "chute sink: unknown option --exlude (did you mean --exclude?)"
+    );
+    assert!(err.contains("Usage: chute sink"), "{err}");
+    assert!(err.contains("--accept-rollback"), "{err}");
+    assert!(!err.contains("Usage: chute <command>"), "{err}");
+
+    let err = env.fails(2, ["snk", "/tmp"]);
+    assert_eq!(
+        err.lines().next().unwrap(),
+        "chute: unknown command snk (did you mean sink?)"
+    );
+    assert!(err.contains("Usage: chute <command>"), "{err}");
+
+    let err = env.fails(2, ["restore"]);
+    assert!(err.starts_with("chute restore: "), "{err}");
+    assert!(err.contains("snapshot"), "{err}");
+    assert!(err.contains("Usage: chute restore"), "{err}");
+}
+
+/// Regression: there were no short flags. `-r -k -n -e -j` on sink, `-t -f` on
+/// restore, as one would type them.
+#[test]
+fn short_flags_work() {
+    let env = Env::new("short");
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("keep.txt"), b"kept").unwrap();
+    fs::write(src.join("drop.bin"), b"dropped").unwrap();
+    let key = env.path("k");
+    let key = key.to_str().unwrap();
+    let server = env.serve(&env.path("srv"), &[]);
+    let store = server.url();
+    let store = store.as_str();
+    env.ok(["init", "-k", key]);
+    env.ok([
+        "sink",
+        "-r",
+        store,
+        "-k",
+        key,
+        "-n",
+        "pi",
+        "-e",
+        "*.bin",
+        "-j",
+        "1",
+        src.to_str().unwrap(),
+    ]);
+    let out = env.ok(["list", "-r", store, "-k", key, "-n", "pi"]);
+    assert!(out.contains("1 snapshot"), "{out}");
+    let to = env.path("to");
+    let to = to.to_str().unwrap();
+    let args = [
+        "restore", "latest", "-r", store, "-k", key, "-n", "pi", "-t", to, "-j", "1",
+    ];
+    env.ok(args);
+    let restored = Path::new(to).join(src.strip_prefix("/").unwrap());
+    assert!(!restored.join("drop.bin").exists());
+    fs::write(restored.join("keep.txt"), b"edited").unwrap();
+    env.fails(1, args);
+    env.ok(args.iter().copied().chain(["-f"]));
+    assert_eq!(fs::read(restored.join("keep.txt")).unwrap(), b"kept");
+}
