@@ -260,3 +260,26 @@ fn uninstall_removes_what_install_put_down_whatever_its_prefix() {
         "everything install put down is gone: {said}"
     );
 }
+
+#[test]
+fn the_shipped_config_holds_only_settings_chute_knows() {
+    let env = Env::new("shipped-conf");
+    // Every line, commented examples included, as an owner would uncomment them.
+    let conf = setup_file("chute.conf");
+    let all: String = conf
+        .lines()
+        .map(|l| l.strip_prefix('#').unwrap_or(l))
+        .filter(|l| l.starts_with("CHUTE_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(all.lines().count() > 15, "{all}");
+    let file = env.path("chute.conf");
+    fs::write(&file, &all).unwrap();
+    let out = env
+        .cmd(["list"])
+        .env("CHUTE_CONFIG", &file)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!err.contains("chute.conf:"), "{err}");
+}
