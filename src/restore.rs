@@ -4,7 +4,7 @@
 //! - Nothing existing is overwritten unless `force`: every target is checked before
 //!   the first byte is written, and the restore refuses as a whole. A target that
 //!   already holds the entry is skipped, not refused, so an interrupted restore
-//!   resumes by running it again: a file with the entry's size and mtime whose
+//!   resumes by running it again: a file with the entry's size and mtime (within 2 s) whose
 //!   content is the entry's (each of its chunks, read at the manifest's offsets,
 //!   has the keyed chunk id the manifest records), or a symlink to the same target.
 //!   `force` replaces only what differs.
@@ -42,7 +42,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
@@ -100,6 +100,11 @@ struct Task {
     remaining: AtomicUsize,
     /// Renamed into place.
     placed: AtomicBool,
+    /// The inode of its temporary, from the piece that created it (0: none yet).
+    /// Each piece reopens the temporary by name, so a piece that finds another
+    /// inode knows the file was removed behind its back (another restore's cleanup
+    /// into the same directory) and fails, instead of filling a new one with holes.
+    inode: AtomicU64,
 }
 
 struct Piece {
@@ -127,7 +132,7 @@ fn is_temp_name(name: &[u8]) -> bool {
 enum Existing {
     Nothing,
     Dir,
-    /// A regular file of the entry's size and mtime: identical if its content is.
+    /// A regular file of the entry's size and mtime (within 2 s): identical if its content is.
     SameStat,
     Identical,
     Other,
@@ -160,11 +165,10 @@ fn existing(e: &Entry, dest: &Path) -> Existing {
         return Existing::Dir;
     }
     match e.kind {
+        // Within 2 s: a FAT or exFAT disk (a USB stick) keeps coarser times than
+        // the snapshot's, and the content is compared anyway.
         EntryKind::File
-            if md.is_file()
-                && md.len() == e.size
-                && md.mtime() == e.mtime
-                && md.mtime_nsec() == i64::from(e.mtime_ns.min(999_999_999)) =>
+            if md.is_file() && md.len() == e.size && md.mtime().abs_diff(e.mtime) <= 2 =>
         {
             Existing::SameStat
         }
@@ -367,6 +371,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                     dest,
                     remaining: AtomicUsize::new(e.chunks.len()),
                     placed: AtomicBool::new(false),
+                    inode: AtomicU64::new(0),
                 });
                 report.files += 1;
                 report.bytes += e.size;
@@ -593,6 +598,7 @@ fn fetch_group(
             .mode(0o600)
             .open(&t.tmp)
             .map_err(io("cannot write", &t.dest))?;
+        same_temporary(t, &f)?;
         f.write_all_at(plain, p.at)
             .map_err(io("cannot write", &t.dest))?;
         if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -602,11 +608,37 @@ fn fetch_group(
     Ok(())
 }
 
+/// Fails unless `f` is the temporary the task's first piece created (see
+/// [`Task::inode`]).
+fn same_temporary(t: &Task, f: &fs::File) -> Result<()> {
+    let ino = f.metadata().map_err(io("cannot write", &t.dest))?.ino();
+    match t
+        .inode
+        .compare_exchange(0, ino, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => Ok(()),
+        Err(first) if first == ino => Ok(()),
+        Err(_) => Err(Error::Failed(format!(
+            "the temporary of {} was removed while it was written (another restore into the same directory?): run the restore again",
+            t.dest.display()
+        ))),
+    }
+}
+
 /// Gives a complete file its metadata and its real name; through its open
 /// descriptor when there is one (no path lookups: 50,000 small files add up).
+/// A file whose temporary does not hold exactly its size is never placed.
 fn finish(t: &Task, e: &Entry, open: Option<&fs::File>) -> Result<()> {
     match open {
         Some(f) => {
+            let len = f.metadata().map_err(io("cannot write", &t.dest))?.len();
+            if len != e.size {
+                return Err(Error::Failed(format!(
+                    "the temporary of {} holds {len} bytes, not {}: not placed; run the restore again",
+                    t.dest.display(),
+                    e.size
+                )));
+            }
             if crate::sys::is_root() {
                 std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid))
                     .map_err(io("cannot set owner of", &t.dest))?;
@@ -680,6 +712,42 @@ mod tests {
         assert!(!is_temp_name(b".chute-restore-"));
         assert!(!is_temp_name(b".chute-restore-0123456789abcdeg"));
         assert!(!is_temp_name(b".chute-restore-0123456789abcdef0"));
+    }
+
+    // A temporary removed while it is written (another restore's cleanup) is never
+    // refilled with holes and placed: the next piece sees a new inode and fails.
+    #[test]
+    fn a_temporary_replaced_behind_the_restores_back_fails_it() {
+        let dir = std::env::temp_dir().join(format!(
+            "chute-restore-ino-{}",
+            crate::fsutil::random_suffix()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let t = Task {
+            entry: 0,
+            dest: dir.join("f"),
+            tmp: dir.join(".chute-restore-0123456789abcdef"),
+            remaining: AtomicUsize::new(2),
+            placed: AtomicBool::new(false),
+            inode: AtomicU64::new(0),
+        };
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&t.tmp)
+                .unwrap()
+        };
+        let first = open();
+        same_temporary(&t, &first).unwrap();
+        same_temporary(&t, &open()).unwrap();
+        // Keep the first inode alive so the new file cannot reuse its number.
+        fs::remove_file(&t.tmp).unwrap();
+        let again = open();
+        assert!(same_temporary(&t, &again).is_err());
+        drop(first);
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

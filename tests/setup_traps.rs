@@ -4,7 +4,7 @@
 //!
 //! - Only `chute init` creates a store: a missing directory, an unmounted disk's
 //!   empty mount point, or `HOST:PORT` without `http://` are refused (exit 2),
-//!   never filled; an older chute's store without the marker is adopted.
+//!   never filled; a directory is a store only if it holds the marker.
 //! - chute.conf: a misspelt key is an error naming FILE:LINE; paths with spaces
 //!   are quoted as in the shell.
 //! - `chute serve` creates nothing before it has its port, and its store is 0700.
@@ -134,26 +134,28 @@ fn init_creates_the_store_then_sink_works() {
     env.ok(["sink", &src]);
 }
 
-/// A store an older chute laid out without the marker still works: a Pi owner
-/// upgrading must not lose the nightly backup.
+/// A store an older chute made (marker, no tag) works and gets its tag; a
+/// directory that merely looks like a store (a web project with an index.json
+/// four levels down) is refused and left untouched, never adopted and tagged.
 #[test]
-fn an_old_store_without_the_marker_is_adopted() {
+fn only_a_marked_store_is_a_store() {
     let env = Env::new("trap-adopt");
     let store = env.new_store("store");
     let src = small_tree(&env);
     env.ok(["sink", &src, "--remote", store.to_str().unwrap()]);
-    fs::remove_file(store.join("chute-store")).unwrap();
     fs::remove_file(store.join("CACHEDIR.TAG")).unwrap();
-    let out = env.run(["list", "--remote", store.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("1 snapshot"));
-    assert!(text(&out.stderr).contains("older chute"), "says so once");
-    assert_eq!(
-        fs::read_to_string(store.join("chute-store")).unwrap(),
-        "chute-store 1\n"
-    );
+    let out = env.ok(["list", "--remote", store.to_str().unwrap()]);
+    assert!(out.contains("1 snapshot"), "{out}");
     assert!(store.join("CACHEDIR.TAG").is_file());
-    env.ok(["sink", &src, "--remote", store.to_str().unwrap()]);
+
+    let proj = env.path("proj");
+    fs::create_dir_all(proj.join("www/site/assets/i18n")).unwrap();
+    fs::write(proj.join("www/site/assets/i18n/index.json"), b"{}").unwrap();
+    fs::write(proj.join(".scrub-state"), b"x").unwrap();
+    let before = listing(&proj);
+    env.fails(2, ["list", "--remote", proj.to_str().unwrap()]);
+    env.fails(1, ["init", "--remote", proj.to_str().unwrap()]);
+    assert_eq!(listing(&proj), before, "nothing written into it");
 }
 
 fn with_config(env: &Env, conf: &str, args: &[&str]) -> std::process::Output {

@@ -182,6 +182,8 @@ pub fn normalize(args: &[String]) -> Result<Vec<String>, Refusal> {
                         format!("{name} takes no value (given {a})"),
                     ));
                 }
+                // `--=x` is no option at all (and `--` would end them): argh refuses it whole.
+                None if name == "--" => out.push(a.clone()),
                 // argh refuses it; the error names the option without its value.
                 None => out.push(name.into()),
             }
@@ -281,6 +283,11 @@ mod tests {
         );
         assert!(e.usage.starts_with("Usage: chute restore"), "{}", e.usage);
         assert_eq!(normalize(&strings(&["-h"])).unwrap(), ["--help"]);
+        // `--=x` does not become `--` (which would end the options).
+        assert_eq!(
+            normalize(&strings(&["sink", "--=x", "data"])).unwrap(),
+            strings(&["sink", "--=x", "data"])
+        );
     }
 
     #[test]

@@ -316,15 +316,38 @@ fn parse_config(text: &str) -> std::result::Result<HashMap<String, String>, (usi
         if !SETTINGS.contains(&k) {
             let near = SETTINGS
                 .iter()
-                .map(|s| (edit_distance(k, s), s))
+                .map(|s| (edit_distance(&k.to_ascii_uppercase(), s), s))
                 .min()
                 .filter(|(d, _)| *d <= 3)
                 .map_or(String::new(), |(_, s)| format!(" (did you mean {s}?)"));
             return Err((n + 1, format!("unknown setting {k}{near}")));
         }
-        out.insert(k.to_string(), unquote_whole(v.trim()).to_string());
+        out.insert(
+            k.to_string(),
+            unquote_whole(strip_comment(v).trim()).to_string(),
+        );
     }
     Ok(out)
+}
+
+/// `v` (what follows `KEY=`) up to a `#` that starts an unquoted word: a comment,
+/// as in the shell (`KEY=#x` is the value `#x`, `KEY=a #x` the value `a`).
+fn strip_comment(v: &str) -> &str {
+    let (mut quote, mut escaped, mut word_start) = (None, false, false);
+    for (i, c) in v.char_indices() {
+        let was_escaped = std::mem::take(&mut escaped);
+        match (quote, c) {
+            _ if was_escaped => {}
+            (Some(q), c) if c == q => quote = None,
+            (Some('"') | None, '\\') => escaped = true,
+            (Some(_), _) => {}
+            (None, '#') if word_start => return &v[..i],
+            (None, '"' | '\'') => quote = Some(c),
+            _ => {}
+        }
+        word_start = quote.is_none() && !was_escaped && c.is_whitespace();
+    }
+    v
 }
 
 /// `v` without the quotes around it if it is one quoted string (`"a b"`, not
@@ -526,6 +549,22 @@ pub(crate) fn open_node(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_comment_after_a_value_is_not_part_of_it() {
+        let c = parse_config(
+            "CHUTE_PATHS=/data   # my data\nCHUTE_EXCLUDE=#*# \"a #b\" c\\ #d # e\nCHUTE_NODE= # none\n",
+        )
+        .unwrap();
+        assert_eq!(c["CHUTE_PATHS"], "/data");
+        assert_eq!(
+            split_words(&c["CHUTE_EXCLUDE"]).unwrap(),
+            ["#*#", "a #b", "c #d"]
+        );
+        assert_eq!(c["CHUTE_NODE"], "");
+        let typo = parse_config("chute_paths=/x\n").unwrap_err();
+        assert!(typo.1.contains("did you mean CHUTE_PATHS?"), "{typo:?}");
+    }
 
     #[test]
     fn config_lines() {

@@ -243,24 +243,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens an existing store: a directory holding the [`MARKER`] file, or one an
-    /// older chute laid out without it (see [`looks_like_store`]), which is adopted
-    /// (the marker is written). Anything else is [`Error::NoStore`]: only
-    /// [`Store::init`] creates a store, so a mistyped path or an unmounted disk's
-    /// empty mount point is never filled by accident.
+    /// Opens an existing store: a directory holding the [`MARKER`] file (every
+    /// chute has written it since the first store). Anything else is
+    /// [`Error::NoStore`]: only [`Store::init`] creates a store, so a mistyped path
+    /// or an unmounted disk's empty mount point is never filled by accident, and no
+    /// directory that merely looks like a store is taken for one.
     pub fn open(root: &Path) -> Result<Store> {
         if !check_marker(root)? {
-            if !looks_like_store(root) {
-                return Err(Error::NoStore {
-                    root: root.to_path_buf(),
-                    exists: root.is_dir(),
-                });
-            }
-            write_atomic(&root.join(MARKER), marker_text().as_bytes())?;
-            eprintln!(
-                "chute: {} is a store laid out by an older chute: marked it as a chute store ({MARKER})",
-                root.display()
-            );
+            return Err(Error::NoStore {
+                root: root.to_path_buf(),
+                exists: root.is_dir(),
+            });
         }
         // Stores made before the tag was written get one too; best effort (a
         // read-only store still opens).
@@ -270,12 +263,12 @@ impl Store {
         Ok(Store::at(root))
     }
 
-    /// Creates a store at `root` (mode 0700, with its parents if missing) or opens
-    /// the one there; returns it and whether it was created. An existing directory
-    /// becomes a store only if it is empty (or an older chute's store): a directory
-    /// of other files is refused.
+    /// Creates a store at `root` (mode 0700; missing parents with the default
+    /// mode) or opens the one there; returns it and whether it was created. An
+    /// existing directory becomes a store only if it is empty (and is then made
+    /// 0700): a directory of other files is refused.
     pub fn init(root: &Path) -> Result<(Store, bool)> {
-        if check_marker(root)? || looks_like_store(root) {
+        if check_marker(root)? {
             return Ok((Store::open(root)?, false));
         }
         let cannot = || io_err(format!("cannot create store {}", root.display()));
@@ -287,11 +280,15 @@ impl Store {
                         root.display()
                     )));
                 }
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(cannot())?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 use std::os::unix::fs::DirBuilderExt;
+                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::create_dir_all(parent).map_err(cannot())?;
+                }
                 fs::DirBuilder::new()
-                    .recursive(true)
                     .mode(0o700)
                     .create(root)
                     .map_err(cannot())?;
@@ -600,7 +597,12 @@ impl Store {
         // first byte: a server must never promise bytes it then cannot send.
         let part = self.dir(id).join(PART);
         for (w, _, _) in &pieces {
-            let held = fs::metadata(part.join(w.file_name())).map_or(0, |m| m.len());
+            let file = part.join(w.file_name());
+            let held = match fs::metadata(&file) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(io_err(format!("cannot read {}", file.display()))(e)),
+            };
             if held < w.len {
                 return Err(Error::Range(format!(
                     "bytes {offset}-{} of {}: its window at byte {} holds {held} of its {} bytes (damaged on the store; chute scrub names it)",
@@ -1162,30 +1164,6 @@ fn check_marker(root: &Path) -> Result<bool> {
             root.display()
         ))),
     }
-}
-
-/// Whether `root` looks like a store an older chute laid out without the marker:
-/// a `.scrub-state`, or a blob directory (`DOMAIN/NODE/MOUNT/TIMESTAMP/` holding an
-/// index or a `.lock`) among the first few names of each level. Bounded: at most
-/// 16 names a level are looked at.
-fn looks_like_store(root: &Path) -> bool {
-    fn blob_below(dir: &Path, depth: u32) -> bool {
-        if depth == 0 {
-            return [INDEX, PENDING, FORGOTTEN, ".lock"]
-                .iter()
-                .any(|f| dir.join(f).is_file());
-        }
-        let Ok(entries) = fs::read_dir(dir) else {
-            return false;
-        };
-        entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_str().is_some_and(valid_component))
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .take(16)
-            .any(|e| blob_below(&e.path(), depth - 1))
-    }
-    root.join(".scrub-state").is_file() || blob_below(root, 4)
 }
 
 /// [`fsutil::write_atomic`], failing as the store does (a full disk is [`Error::Full`]).

@@ -156,7 +156,7 @@ impl Store {
             }
         }
         let _ = self.record_merge(dir, &found, true);
-        for damage in committed_gaps(dir, blob, &windows)? {
+        for damage in committed_gaps(dir, blob)? {
             let go = on(ScrubEvent::Damaged(&damage));
             report.damaged.push(damage);
             if !go {
@@ -167,11 +167,13 @@ impl Store {
     }
 }
 
-/// What a committed blob lacks, from the window files listed before its scrub: an
-/// index that does not parse, or bytes of `[0, size)` no window file covers (a
-/// deleted window, which re-hashing what exists cannot see). A blob forgotten since
-/// the listing (whose windows prune may trim) or not committed lacks nothing.
-fn committed_gaps(dir: &Path, blob: &str, windows: &[Window]) -> Result<Vec<Damage>> {
+/// What a committed blob lacks: an index that does not parse, or bytes of
+/// `[0, size)` no window file covers (a deleted window, which re-hashing what
+/// exists cannot see). The windows are listed after the index is read (a blob
+/// committed while it was scrubbed has them all by then; a committed blob gains
+/// and loses none), and a blob forgotten meanwhile (whose windows prune may trim)
+/// or not committed lacks nothing.
+fn committed_gaps(dir: &Path, blob: &str) -> Result<Vec<Damage>> {
     let index = match fs::read(dir.join(INDEX)) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -194,6 +196,7 @@ fn committed_gaps(dir: &Path, blob: &str, windows: &[Window]) -> Result<Vec<Dama
             )]);
         }
     };
+    let (windows, _) = blob_files(dir)?;
     let mut gaps = Vec::new();
     let mut pos = 0;
     for w in windows.iter().chain(std::iter::once(&Window {
