@@ -4,6 +4,7 @@
 use crate::util::*;
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -1480,7 +1481,36 @@ fn a_stopped_sink_loses_its_upload_and_says_so() {
             .unwrap();
         assert!(st.success(), "kill {sig}");
     };
-    signal("-STOP");
+    // Stopped outside its keepalive's touch: a sink stopped while it holds the
+    // blob's lock (a moment's work natively, longer under qemu) would hold it for
+    // good, and prune would wait on it.
+    let holds_blob_lock = || {
+        let ino = fs::metadata(pending.join(".lock"))
+            .map_or(0, |m| m.ino())
+            .to_string();
+        let pid = child.id().to_string();
+        fs::read_to_string("/proc/locks")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.contains("->"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|f| {
+                f.get(4) == Some(&pid.as_str())
+                    && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.as_str())
+            })
+    };
+    for _ in 0..100 {
+        signal("-STOP");
+        if !holds_blob_lock() {
+            break;
+        }
+        signal("-CONT");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(
+        !holds_blob_lock(),
+        "the sink never let go of its blob's lock"
+    );
     env.ok(with(&["prune", "--grace", "2s"], &remote));
     std::thread::sleep(Duration::from_millis(3100));
     let out = env.ok(with(&["prune", "--grace", "2s"], &remote));
