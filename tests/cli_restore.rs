@@ -116,26 +116,14 @@ fn an_interrupted_restore_leaves_no_temporary_and_resumes_without_force() {
 
     // The re-run needs no --force: what is in place is skipped, the rest restored.
     let to_arg = to.to_str().unwrap();
-    let out = env.ok([
-        "restore",
-        "latest",
-        "--remote",
-        &server.url(),
-        "--to",
-        to_arg,
-    ]);
+    let url = server.url();
+    let rerun = ["restore", "latest", "--remote", &url, "--to", to_arg];
+    let out = env.ok(rerun);
     assert!(out.contains("2 files already restored"), "{out}");
     assert_same_tree(&src, &restored);
     assert_eq!(temps(&to), Vec::<PathBuf>::new());
     // Run again: everything is in place, nothing refused.
-    let out = env.ok([
-        "restore",
-        "latest",
-        "--remote",
-        &server.url(),
-        "--to",
-        to_arg,
-    ]);
+    let out = env.ok(rerun);
     assert!(out.contains("3 files already restored"), "{out}");
 }
 

@@ -70,14 +70,6 @@ fn blobs_with(store: &Path, index: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    walk(dir)
-        .iter()
-        .filter(|p| p.is_file())
-        .map(|p| fs::metadata(p).unwrap().len())
-        .sum()
-}
-
 /// Snapshot ids, oldest first.
 fn ids(env: &Env, remote: &str) -> Vec<String> {
     let json = env.ok(with(&["list", "--json"], remote));
@@ -403,7 +395,7 @@ fn prune_returns_the_space_of_forgotten_snapshots() {
     env.ok(with(&["forget", "--keep-last", "1"], &remote));
     let forgotten: u64 = blobs_with(&store, "index.forgotten.json")
         .iter()
-        .map(|d| dir_bytes(&d.join("0")))
+        .map(|d| bytes_under(&d.join("0")))
         .sum();
     assert!(forgotten > 6 << 20, "{forgotten}");
     let before = stored_bytes(&store);

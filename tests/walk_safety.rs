@@ -45,15 +45,6 @@ fn under(out: &Path, path: &Path) -> PathBuf {
     out.join(path.strip_prefix("/").unwrap())
 }
 
-fn bytes_under(dir: &Path) -> u64 {
-    walk(dir)
-        .iter()
-        .filter_map(|p| fs::symlink_metadata(p).ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
-
 fn snapshots(env: &Env) -> usize {
     env.ok(["list", "--json"]).matches("\"id\"").count()
 }

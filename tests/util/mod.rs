@@ -340,6 +340,16 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Bytes in the regular files under `dir` (a store's size on disk, say).
+pub fn bytes_under(dir: &Path) -> u64 {
+    walk(dir)
+        .iter()
+        .filter_map(|p| fs::symlink_metadata(p).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// A directory listing for failure messages.
 pub fn listing(dir: &Path) -> String {
     walk(dir)
