@@ -290,6 +290,12 @@ fn pending_blobs(store: &Path) -> Vec<std::path::PathBuf> {
 /// blob left pending, both runs together storing at most 1.1 times one run, and
 /// the tree restored as it was; over `chute serve` too (`http`).
 fn killed_at_the_end(point: &str, http: bool) {
+    killed_at_the_end_with(point, http, false);
+}
+
+/// [`killed_at_the_end`]; with `tamper`, a byte of the journal's tail is flipped
+/// after the kill: never sent nor committed, the blob is continued instead.
+fn killed_at_the_end_with(point: &str, http: bool, tamper: bool) {
     let env = Env::new("end");
     let src = env.path("src");
     tree(&src, 24);
@@ -320,6 +326,24 @@ fn killed_at_the_end(point: &str, http: bool) {
     let killed = stored_bytes(&store) - before;
     let dead = pending_blobs(&store);
     assert_eq!(dead.len(), 1, "{point}: {dead:?}");
+    if tamper {
+        let tails: Vec<_> = walk(&env.home().join(".cache"))
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("tail-")
+            })
+            .collect();
+        assert_eq!(tails.len(), 1, "{tails:?}");
+        // Its first byte: sealed chunk data here, which opening the manifest (at
+        // the tail's end) does not read.
+        let mut bytes = fs::read(&tails[0]).unwrap();
+        bytes[0] ^= 1;
+        fs::write(&tails[0], bytes).unwrap();
+    }
 
     let before = stored_bytes(&store);
     let out = sink("node1", None);
@@ -355,6 +379,13 @@ fn a_sink_killed_with_its_tail_saved_continues() {
 #[test]
 fn a_sink_killed_before_its_last_window_completes() {
     killed_at_the_end("before-last-window", false);
+}
+
+// The tail is the journal's, not the store's: a copy changed on disk must not be
+// sent as the last window of a snapshot whose header names other bytes.
+#[test]
+fn a_sink_killed_before_its_last_window_with_a_changed_tail_continues() {
+    killed_at_the_end_with("before-last-window", false, true);
 }
 
 #[test]
