@@ -37,13 +37,33 @@
 //! nothing. Losing the file loses only this: the next `verify --read-data` finds
 //! the damage again.
 //!
-//! # Journal file `journal-<mount>`, text, one record a line
-//! `chute-journal 1`, `blob <path>`, `window <bytes>`, then `w <n> <sha256> <answers>`
+//! # Journal file `journal-<mount>`, text, one record a line, version 2
+//! `chute-journal 2`, `blob <path>`, `window <bytes>`, then `w <n> <sha256> <answers>`
 //! for every acknowledged full window (`<answers>`: the hex of its storage-challenge
 //! answers, 8 bytes each, see [`crate::format`]; a line without them, from an older
-//! chute, ends what a resumed sink keeps), `c <id> <offset> <len>` for every chunk appended, and
-//! `finishing` before the last, short window is sent, and `final <index.json>` once
-//! every window is acknowledged, before the commit. A torn last line is ignored.
+//! chute, ends what a resumed sink keeps), `c <id> <offset> <len>` for every chunk
+//! appended, and `final <index.json>` once every full window is acknowledged,
+//! *before* the last, short window is sent: the sealed index whose header holds
+//! every window's SHA-256 and answers, the last window's computed here from the
+//! bytes about to be sent. A torn last line is ignored.
+//!
+//! Those bytes (the end of the sealed manifest, sealed with fresh random nonces, so
+//! no later run could make them again) are kept beside the journal in `tail-<mount>`,
+//! exactly as sent (at most one window), written and fsynced before the `final`
+//! line, which is fsynced before the window leaves. So a sink killed anywhere
+//! between its first window and its commit leaves one of: no `final` (the short
+//! window was never sent: the blob is continued from its verified prefix), or a
+//! `final` and its tail (the blob is completed: the tail is sent if the store lacks
+//! it, then the index committed). The tail is trusted only when its length and
+//! SHA-256 are those the sealed header gives the last window. A resumed sink
+//! rewrites the journal with what it kept, without `final`, and both files go
+//! once the snapshot is committed.
+//!
+//! Version 1 (older chutes) wrote `finishing` before the last window and `final`
+//! only once every window was acknowledged, and no tail: its `final` is completed
+//! as before, and a `finishing` without it starts a new blob (the short window may
+//! be on the store, and a store never lets a longer window overlap it). An older
+//! chute reads a version 2 journal as none, and starts a new blob.
 
 use crate::crypto::ChunkId;
 use crate::format::ChunkRef;
@@ -515,9 +535,23 @@ pub fn records_of(refs: impl Iterator<Item = ChunkRef>) -> Vec<(ChunkId, Place)>
     .collect()
 }
 
+/// The journal's current version (see the module docs).
+const JOURNAL_VERSION: u32 = 2;
+
+/// Where the tail of the journal at `journal` is kept: `tail-<mount>` beside
+/// `journal-<mount>`.
+pub fn tail_path(journal: &Path) -> PathBuf {
+    let name = journal.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    match name.strip_prefix("journal-") {
+        Some(mount) => journal.with_file_name(format!("tail-{mount}")),
+        None => journal.with_extension("tail"),
+    }
+}
+
 /// A sink in progress, written as it goes.
 pub struct Journal {
     file: File,
+    path: PathBuf,
     /// Chunk lines not yet written: they matter only once a window holding them is
     /// acknowledged, so they go out with the next window line, not one syscall each.
     pending: std::sync::Mutex<Vec<u8>>,
@@ -526,41 +560,63 @@ pub struct Journal {
 /// What a journal says a killed sink achieved.
 #[derive(Debug, Default)]
 pub struct JournalState {
+    /// 1 or 2 (see the module docs).
+    pub version: u32,
     pub blob: String,
     pub window: u64,
     pub windows: HashMap<u64, [u8; 32]>,
     /// The storage-challenge answers recorded with each window.
     pub answers: HashMap<u64, Vec<[u8; crate::format::ANSWER_LEN]>>,
     pub chunks: Vec<(ChunkId, u64, u32)>,
+    /// Version 1 only: the last, short window may have been sent.
     pub finishing: bool,
     pub final_index: Option<String>,
 }
 
 impl Journal {
-    /// Starts a journal for `blob` (replacing any old one).
+    /// Starts a journal for `blob` (replacing any old one and its tail).
     pub fn create(path: &Path, blob: &str, window: u64) -> io::Result<Journal> {
+        Journal::restart(path, blob, window, &[], &[])
+    }
+
+    /// Starts the journal at `path` anew for `blob`, holding only `windows` (each
+    /// window's SHA-256 and answers, from window 0 on) and `chunks`, what a resumed
+    /// sink kept: written whole and renamed into place, so a kill leaves the old
+    /// journal or the new one. Any tail goes.
+    pub fn restart(
+        path: &Path,
+        blob: &str,
+        window: u64,
+        windows: &[([u8; 32], Vec<[u8; crate::format::ANSWER_LEN]>)],
+        chunks: &[(ChunkId, u64, u32)],
+    ) -> io::Result<Journal> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)?;
-        file.write_all(format!("chute-journal 1\nblob {blob}\nwindow {window}\n").as_bytes())?;
-        let file = OpenOptions::new().append(true).open(path)?;
+        let mut text = format!("chute-journal {JOURNAL_VERSION}\nblob {blob}\nwindow {window}\n");
+        for (id, offset, len) in chunks {
+            text.push_str(&format!("c {} {offset} {len}\n", crate::hex::encode(id)));
+        }
+        for (n, (hash, answers)) in windows.iter().enumerate() {
+            text.push_str(&format!(
+                "w {n} {} {}\n",
+                crate::hex::encode(hash),
+                crate::hex::encode(answers.as_flattened())
+            ));
+        }
+        remove_if_there(&tail_path(path))?;
+        crate::fsutil::write_atomic(path, text.as_bytes())?;
         Ok(Journal {
-            file,
+            file: OpenOptions::new().append(true).open(path)?,
+            path: path.to_path_buf(),
             pending: Default::default(),
         })
     }
 
-    /// Reopens an existing journal to append to it.
-    pub fn append_to(path: &Path) -> io::Result<Journal> {
-        Ok(Journal {
-            file: OpenOptions::new().append(true).open(path)?,
-            pending: Default::default(),
-        })
+    /// Removes the journal at `path` and its tail (the snapshot is committed).
+    pub fn remove(path: &Path) {
+        let _ = fs::remove_file(tail_path(path));
+        let _ = fs::remove_file(path);
     }
 
     fn line(&self, s: String) {
@@ -588,25 +644,55 @@ impl Journal {
         let _ = writeln!(p, "c {} {offset} {len}", crate::hex::encode(id));
     }
 
-    /// The last, short window is about to be sent: from here on the blob cannot be
-    /// extended, only committed.
-    pub fn finishing(&self) {
-        self.line("finishing\n".into());
+    /// Every full window is acknowledged and `tail`, the last, short window (empty
+    /// if there is none), is about to be sent; `json` is the final index, awaiting
+    /// only that window and the commit. Both are on disk (fsynced) when this
+    /// returns, so a kill from here on completes the snapshot. Unlike the other
+    /// lines this one must not be lost: once the short window is on the store the
+    /// blob cannot be continued, so a sink that cannot write it must not send it.
+    pub fn final_index(&self, json: &str, tail: &[u8]) -> io::Result<()> {
+        let tail_at = tail_path(&self.path);
+        if tail.is_empty() {
+            remove_if_there(&tail_at)?;
+        } else {
+            crate::fsutil::write_atomic(&tail_at, tail)?;
+        }
+        crate::testhooks::failpoint("tail-saved");
+        let mut p = self.pending.lock().expect("poisoned");
+        // After a newline of its own: a line torn by an earlier failed write must
+        // not swallow this one.
+        p.extend_from_slice(format!("\nfinal {json}\n").as_bytes());
+        (&self.file).write_all(&p)?;
+        p.clear();
+        self.file.sync_data()
     }
 
-    /// Every window is sent; this final index only awaits its commit.
-    pub fn final_index(&self, json: &str) {
-        self.line(format!("final {json}\n"));
+    /// The tail kept beside the journal at `path`, if it is there and no longer
+    /// than `window` (it is checked against the sealed header before any use).
+    pub fn tail(path: &Path, window: u64) -> Option<Vec<u8>> {
+        let f = File::open(tail_path(path)).ok()?;
+        if f.metadata().ok()?.len() > window {
+            return None;
+        }
+        let mut out = Vec::new();
+        f.take(window).read_to_end(&mut out).ok()?;
+        Some(out)
     }
 
-    /// Reads a journal; `None` if absent or not a journal.
+    /// Reads a journal; `None` if absent, not a journal, or of a version this
+    /// chute does not know.
     pub fn read(path: &Path) -> Option<JournalState> {
         let f = File::open(path).ok()?;
         let mut lines = BufReader::new(f).lines();
-        if lines.next()?.ok()? != "chute-journal 1" {
-            return None;
-        }
-        let mut st = JournalState::default();
+        let version = match lines.next()?.ok()?.as_str() {
+            "chute-journal 1" => 1,
+            "chute-journal 2" => 2,
+            _ => return None,
+        };
+        let mut st = JournalState {
+            version,
+            ..JournalState::default()
+        };
         for line in lines {
             let Ok(line) = line else { break };
             if let Some(json) = line.strip_prefix("final ") {
@@ -639,11 +725,18 @@ impl Journal {
                         st.chunks.push((id, o, l));
                     }
                 }
-                (Some("finishing"), None, None, None) => st.finishing = true,
+                (Some("finishing"), None, None, None) => st.finishing = version == 1,
                 _ => {} // a torn last line
             }
         }
         (!st.blob.is_empty() && st.window > 0).then_some(st)
+    }
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -769,6 +862,68 @@ mod tests {
         assert_eq!(st.windows.len(), 1);
         assert_eq!(st.answers[&0], vec![[5; 8], [6; 8]]);
         assert_eq!(st.chunks, vec![([2; 32], 10, 99)]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    // Issue 16.1: the final index and the last window's bytes are journaled before
+    // that window is sent, so a sink killed in between completes; a resumed sink's
+    // journal keeps what it kept and drops both.
+    #[test]
+    fn a_journal_keeps_its_final_index_and_tail_until_restarted() {
+        let dir = tmp("final");
+        let path = dir.join("journal-m");
+        assert_eq!(tail_path(&path), dir.join("tail-m"));
+        let j = Journal::create(&path, "d/n/m/t", 4096).unwrap();
+        j.chunk(&[2; 32], 10, 99);
+        j.window(0, &[1; 32], &[[5; 8]]);
+        j.chunk(&[3; 32], 4100, 99);
+        j.final_index("{\"version\":1}", b"tail bytes").unwrap();
+        // The bytes of version 2, pinned.
+        let c = |b: u8| crate::hex::encode(&[b; 32]);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!(
+                "chute-journal 2\nblob d/n/m/t\nwindow 4096\nc {} 10 99\nw 0 {} 0505050505050505\nc {} 4100 99\n\nfinal {{\"version\":1}}\n",
+                c(2),
+                c(1),
+                c(3)
+            )
+        );
+        assert_eq!(fs::read(dir.join("tail-m")).unwrap(), b"tail bytes");
+        let st = Journal::read(&path).unwrap();
+        assert_eq!(st.version, 2);
+        assert_eq!(st.final_index.as_deref(), Some("{\"version\":1}"));
+        assert_eq!(st.chunks.len(), 2, "chunk lines go out with the final line");
+        assert_eq!(Journal::tail(&path, 4096).unwrap(), b"tail bytes");
+        assert_eq!(Journal::tail(&path, 4), None, "a tail longer than a window");
+
+        let kept = [([1; 32], vec![[5; 8]])];
+        drop(Journal::restart(&path, "d/n/m/t", 4096, &kept, &[([2; 32], 10, 99)]).unwrap());
+        let st = Journal::read(&path).unwrap();
+        assert_eq!(st.final_index, None);
+        assert_eq!(st.windows[&0], [1; 32]);
+        assert_eq!(st.answers[&0], vec![[5; 8]]);
+        assert_eq!(st.chunks, vec![([2; 32], 10, 99)]);
+        assert_eq!(Journal::tail(&path, 4096), None);
+
+        // A version 1 journal: `finishing` counts; a newer version is none.
+        fs::write(
+            &path,
+            "chute-journal 1\nblob d/n/m/t\nwindow 4096\nfinishing\n",
+        )
+        .unwrap();
+        let st = Journal::read(&path).unwrap();
+        assert!(st.version == 1 && st.finishing);
+        fs::write(
+            &path,
+            "chute-journal 2\nblob d/n/m/t\nwindow 4096\nfinishing\n",
+        )
+        .unwrap();
+        assert!(!Journal::read(&path).unwrap().finishing);
+        fs::write(&path, "chute-journal 3\nblob d/n/m/t\nwindow 4096\n").unwrap();
+        assert!(Journal::read(&path).is_none());
+        Journal::remove(&path);
+        assert!(!path.exists());
         fs::remove_dir_all(dir).unwrap();
     }
 }

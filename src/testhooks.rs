@@ -5,8 +5,11 @@
 //! the *source* files a sink reads, as another process could.
 //!
 //! - `CHUTE_FAILPOINT=NAME`: [`failpoint`] aborts like `kill -9` at that point
-//!   (sink: `before-commit`, `after-commit`; prune: `prune-marked`,
-//!   `prune-repacking`, `prune-deleted-one`, `prune-repacked`).
+//!   (sink, in order: `tail-saved`, the last window's bytes kept beside the
+//!   journal but no final index journaled; `before-last-window`, the final index
+//!   journaled, the last window not sent; `before-commit`, every window
+//!   acknowledged; `after-commit`; prune: `prune-marked`, `prune-repacking`,
+//!   `prune-deleted-one`, `prune-repacked`).
 //! - `CHUTE_TEST_KEEPALIVE_MS`: the sink's keep-alive period ([`keepalive`]).
 //! - `CHUTE_TEST_STALL_SECS`, `CHUTE_TEST_STALL_UNTIL`: a sink that pauses after
 //!   its first file ([`stall`]).

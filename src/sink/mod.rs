@@ -14,11 +14,22 @@
 //! remote's committed snapshots hold; only unknown chunks are sealed and sent. The
 //! index is rebuilt from the remote's sealed manifests when it is missing or stale.
 //!
-//! Resumable: every acknowledged window and every appended chunk is journaled. A
-//! sink killed at any point, run again, re-checks the journaled windows with the
-//! remote's window hashes, keeps the longest verified prefix of part 0 and the chunks
-//! inside it, and continues the same blob from there. One sink of a set of paths runs
-//! at a time (a lock in the cache directory).
+//! Resumable: every acknowledged window and every appended chunk is journaled, and
+//! once every full window is acknowledged, the final index (sealed, with the last
+//! window's hash computed from the bytes in hand) and those bytes, the short last
+//! window, are journaled and fsynced *before* that window is sent (see
+//! [`crate::cache`]). So a sink killed at any point from its first window to its
+//! commit, run again, either completes the killed snapshot (every window the
+//! sealed header names is on the remote with its hash, the last one sent from the
+//! journal if it is not, and every chunk reused from other blobs still used by a
+//! committed snapshot: then the index is committed, nothing else resent) or
+//! continues the same blob (the journaled windows re-checked with the remote's
+//! window hashes, the longest verified prefix of part 0 and the chunks inside it
+//! kept, the rest sent). Neither trusts the journal over the remote, and no
+//! snapshot is committed before every window it names is acknowledged with the
+//! hash its header holds. Only when neither holds (the store lost windows, a prune
+//! took a reused chunk, the cache was lost) is a new blob started. One sink of a
+//! set of paths runs at a time (a lock in the cache directory).
 //!
 //! Nothing is visible until the final index is committed, after every window was
 //! acknowledged (and, for a local store, fsynced): an interrupted sink leaves an
@@ -290,17 +301,16 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     reused_still_there(keys, remote, &manifest, &blob, started.elapsed())?;
     let (manifest_offset, manifest_len, segments) =
         append_manifest(keys, &shared, &blob, &manifest)?;
-    let part_size = shared.flush()?;
-    let sent = shared.sent.load(Ordering::Relaxed);
-    let (timed_n, timed_us) = *shared.timed.lock().expect("poisoned");
-    let reused = shared.reused.load(Ordering::Relaxed);
-    let journal_done = shared.journal;
-    let upload = shared.upload.into_inner().expect("poisoned");
-    let window_hashes: Vec<[u8; 32]> = upload
-        .hashes
-        .iter()
-        .map(|h| h.ok_or_else(|| Error::Failed("a window was never acknowledged".into())))
-        .collect::<Result<_>>()?;
+    let (tail_n, tail, part_size) = shared.take_tail();
+    let (window_hashes, answers) = {
+        let p = shared.upload.lock().expect("poisoned");
+        let hashes = p
+            .hashes
+            .iter()
+            .map(|h| h.ok_or_else(|| Error::Failed("a window was never acknowledged".into())))
+            .collect::<Result<Vec<[u8; 32]>>>()?;
+        (hashes, p.answers.clone())
+    };
     let mut header = Header {
         time: now.as_secs() as i64,
         time_ns: now.subsec_nanos(),
@@ -326,24 +336,34 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         &blob.path(),
         &mut header,
         &mut index,
-        &upload.answers,
+        &answers,
         crate::store::MAX_INDEX,
     );
     if k < format::CHALLENGES {
         eprintln!(
             "chute sink: warning: this snapshot's {} windows leave room in its index for {k} storage challenges each, not {}: `chute verify` can prove its data held for {k} runs",
-            upload.answers.len(),
+            answers.len(),
             format::CHALLENGES
         );
     }
-    if let Some(j) = &journal_done {
-        j.final_index(&index.to_json());
+    // The final index and the tail's bytes are on disk before the tail leaves:
+    // once the short window is on the store, the blob can only be completed.
+    if let Some(j) = &shared.journal {
+        j.final_index(&index.to_json(), &tail)
+            .map_err(|e| Error::Io("cannot write the sink journal".into(), e))?;
     }
+    testhooks::failpoint("before-last-window");
+    shared.send_tail(tail_n, &tail)?;
+    drop(tail);
     testhooks::failpoint("before-commit");
     remote
         .commit(&blob, &index)
         .map_err(|e| checked_lost(remote, &blob, e))?;
     testhooks::failpoint("after-commit");
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let (timed_n, timed_us) = *shared.timed.lock().expect("poisoned");
+    let reused = shared.reused.load(Ordering::Relaxed);
+    let upload = shared.upload.into_inner().expect("poisoned");
     if let Some(id) = format::chain_id(&index) {
         crate::chain::change(&opts.cache_dir, "sink", |r| {
             crate::chain::committed(r, &mount, seq, id)
@@ -351,7 +371,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     }
     // The snapshot is safe; what follows only speeds up the next run.
     remember(&cache, &blob, &upload);
-    let _ = fs::remove_file(&journal_path);
+    Journal::remove(&journal_path);
     if let Some(c) = completed {
         eprintln!("chute sink: committed snapshot {c} left by an interrupted sink");
     }
@@ -407,7 +427,8 @@ fn lock_paths(cache_dir: &Path, mount: &str) -> Result<File> {
 }
 
 /// The node's committed snapshots and an up-to-date chunk index, after committing
-/// the snapshot a sink killed after its last window left (its short id, if so).
+/// the snapshot a sink killed after journaling its final index left (its short id,
+/// if so).
 fn catch_up(
     keys: &Keys,
     remote: &dyn Remote,
@@ -422,7 +443,7 @@ fn catch_up(
         completed = Journal::read(journal_path)
             .and_then(|st| BlobId::parse(&st.blob).ok())
             .map(|b| snapshot::short_id(&b));
-        let _ = fs::remove_file(journal_path);
+        Journal::remove(journal_path);
         // The completed snapshot is now the parent, and its chunks are known.
         snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
         cache = sync_cache(keys, remote, cache, &snaps)?;
@@ -450,6 +471,10 @@ fn start_upload(
     };
     let (blob, journal) = match resume(remote, journal_path, index) {
         Some(r) => {
+            // Only what was kept, and no `final`: that index is not this run's.
+            let kept: Vec<_> = r.hashes.iter().copied().zip(r.answers.clone()).collect();
+            let j = Journal::restart(journal_path, &r.blob.path(), r.window, &kept, &r.chunks)
+                .map_err(|e| Error::Io("cannot write the sink journal".into(), e))?;
             upload.window = r.window;
             upload.next = r.hashes.len() as u64;
             upload.stored = r
@@ -459,8 +484,6 @@ fn start_upload(
                 .collect();
             upload.hashes = r.hashes.into_iter().map(Some).collect();
             upload.answers = r.answers;
-            let j = Journal::append_to(journal_path)
-                .map_err(|e| Error::Io("cannot reopen the sink journal".into(), e))?;
             (r.blob, j)
         }
         None => {

@@ -1,5 +1,6 @@
-//! Before a sink starts: bring the chunk index up to date, commit the snapshot a
-//! sink killed after its last window left (if all it uses is still there), or
+//! Before a sink starts: bring the chunk index up to date, complete the snapshot a
+//! sink killed after journaling its final index (sending its last window from the
+//! journal's tail if the store lacks it; if all it uses is still there), or
 //! continue the blob a sink killed earlier was uploading.
 
 use super::*;
@@ -35,19 +36,25 @@ pub(super) fn sync_cache(
     Ok(cache)
 }
 
-/// Commits the snapshot of a sink killed after its last window, if every window
-/// it recorded is still there as sealed and every chunk it reuses from other blobs
-/// is one a committed snapshot still uses (it is in `cache`, freshly synced), so
-/// it can be read (prune keeps every such chunk, in its blob or in a pack): a
+/// Commits the snapshot of a sink killed after journaling its final index, if
+/// every window its sealed header records is on the remote as sealed (the last,
+/// short one may instead be the journal's tail, with the length and SHA-256 the
+/// header gives it: then it is sent first) and every chunk it reuses from other
+/// blobs is one a committed snapshot still uses (it is in `cache`, freshly synced),
+/// so it can be read (prune keeps every such chunk, in its blob or in a pack): a
 /// prune since the kill may have deleted a forgotten blob the killed run's chunk
-/// index still knew. Returns whether it did.
+/// index still knew. Nothing is sent unless all of this holds. Returns whether it
+/// committed.
 pub(super) fn complete_killed(
     keys: &Keys,
     remote: &dyn Remote,
     journal: &Path,
     cache: &ChunkIndex,
 ) -> bool {
-    let Some(json) = Journal::read(journal).and_then(|st| st.final_index) else {
+    let Some(st) = Journal::read(journal) else {
+        return false;
+    };
+    let Some(json) = st.final_index else {
         return false;
     };
     let Ok(index) = Index::parse(json.as_bytes()) else {
@@ -59,16 +66,55 @@ pub(super) fn complete_killed(
     let Ok(blob) = BlobId::parse(&index.blob_path()) else {
         return false;
     };
-    let intact = header.window_hashes.iter().enumerate().all(|(n, h)| {
-        matches!(remote.window_hash(&blob, u64::from(header.window), n as u64), Ok(Some(r)) if r == *h)
-    });
-    if !intact {
-        return false;
+    let window = u64::from(header.window);
+    let last = header.window_hashes.len().saturating_sub(1);
+    let mut tail: Option<(u64, Vec<u8>)> = None;
+    for (n, h) in header.window_hashes.iter().enumerate() {
+        match remote.window_hash(&blob, window, n as u64) {
+            Ok(Some(r)) if r == *h => {}
+            // Only a version 2 journal's last window may be missing: it was
+            // journaled before it was sent (see the `cache` module docs).
+            Ok(None) if n == last && st.version >= 2 => {
+                let start = n as u64 * window;
+                match Journal::tail(journal, window) {
+                    Some(t)
+                        if !t.is_empty()
+                            && start + t.len() as u64 == header.part_size
+                            && crate::crypto::sha256(&t) == *h =>
+                    {
+                        tail = Some((start, t));
+                    }
+                    _ => return false,
+                }
+            }
+            _ => return false,
+        }
     }
-    let fetch = |off: u64, len: u64| {
-        remote
-            .read(&blob, header.manifest_offset + off, len)
-            .map_err(std::io::Error::other)
+    // The manifest ends in the tail: read that part from the journal's copy.
+    let fetch = |off: u64, len: u64| -> std::io::Result<Vec<u8>> {
+        let (at, end) = (
+            header.manifest_offset + off,
+            header.manifest_offset + off + len,
+        );
+        let Some((start, t)) = &tail else {
+            return remote.read(&blob, at, len).map_err(std::io::Error::other);
+        };
+        let mut out = if at < *start {
+            remote
+                .read(&blob, at, end.min(*start) - at)
+                .map_err(std::io::Error::other)?
+        } else {
+            Vec::new()
+        };
+        if end > *start {
+            let from = (at.max(*start) - start) as usize;
+            let to = (end - start) as usize;
+            let piece = t.get(from..to).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the tail")
+            })?;
+            out.extend_from_slice(piece);
+        }
+        Ok(out)
     };
     let stream = format::ManifestReader::new(
         keys,
@@ -101,6 +147,13 @@ pub(super) fn complete_killed(
             Err(_) => return false,
         }
     }
+    if let Some((start, t)) = &tail {
+        let n = start / window;
+        match remote.put_window(&blob, window, n, t) {
+            Ok(h) if h == header.window_hashes[last] => {}
+            _ => return false,
+        }
+    }
     remote.commit(&blob, &index).is_ok()
 }
 
@@ -115,6 +168,9 @@ pub(super) struct Resumed {
     pub(super) chunks: Vec<(ChunkId, u64, u32)>,
 }
 
+/// A journal without a final index (or whose final index could not be completed)
+/// is continued from the longest prefix of full windows the remote holds as
+/// journaled; a version 1 journal that reached `finishing` is not.
 pub(super) fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Option<Resumed> {
     let st = Journal::read(journal)?;
     let old = BlobId::parse(&st.blob).ok()?;
@@ -147,6 +203,16 @@ pub(super) fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Opti
             }
             _ => break,
         }
+    }
+    // A final index means the last, short window may have been sent; a store lets
+    // no full window overlap it, so the blob is continued only if it is not there.
+    if st.final_index.is_some()
+        && !matches!(
+            remote.window_hash(&blob, st.window, hashes.len() as u64),
+            Ok(None)
+        )
+    {
+        return None;
     }
     let end = hashes.len() as u64 * st.window;
     let chunks = st

@@ -153,7 +153,8 @@ impl Shared<'_> {
         Ok(offset)
     }
 
-    pub(super) fn send_window(&self, n: u64, data: &[u8]) -> Result<()> {
+    /// Sends window `n`; returns the SHA-256 the store acknowledged it with.
+    pub(super) fn send_window(&self, n: u64, data: &[u8]) -> Result<[u8; 32]> {
         let window = self.upload.lock().expect("poisoned").window;
         // From the bytes in hand, before they leave: the store must keep them to
         // answer these later.
@@ -181,24 +182,48 @@ impl Shared<'_> {
         }
         p.hashes[n] = Some(hash);
         p.answers[n] = answers;
-        Ok(())
+        Ok(hash)
     }
 
-    /// Uploads the last, partial window.
-    pub(super) fn flush(&self) -> Result<u64> {
-        let (n, data, size) = {
-            let mut p = self.upload.lock().expect("poisoned");
-            let size = p.next * p.window + p.buf.len() as u64;
-            (p.next, std::mem::take(&mut p.buf), size)
-        };
-        if let Some(j) = &self.journal {
-            // A short window may now exist: a resumed run could not extend it.
-            j.finishing();
-        }
+    /// Takes the last, short window out of the buffer, unsent: returns its number,
+    /// its bytes (empty if part 0 ends on a window boundary) and part 0's size.
+    /// Its SHA-256 and answers are recorded from the bytes in hand, so the final
+    /// index can be sealed and journaled before the window leaves (see
+    /// [`crate::cache`]).
+    pub(super) fn take_tail(&self) -> (u64, Vec<u8>, u64) {
+        let mut p = self.upload.lock().expect("poisoned");
+        let size = p.next * p.window + p.buf.len() as u64;
+        let (n, data) = (p.next, std::mem::take(&mut p.buf));
         if !data.is_empty() {
-            self.send_window(n, &data)?;
+            let answers =
+                format::window_answers(self.keys, &self.blob.path(), n as u32, CHALLENGES, &data);
+            let i = n as usize;
+            if p.hashes.len() <= i {
+                p.hashes.resize(i + 1, None);
+                p.answers.resize(i + 1, Vec::new());
+            }
+            p.hashes[i] = Some(crate::crypto::sha256(&data));
+            p.answers[i] = answers;
         }
-        Ok(size)
+        (n, data, size)
+    }
+
+    /// Sends the tail [`Self::take_tail`] took; the store must acknowledge the very
+    /// bytes whose SHA-256 the sealed header already holds.
+    pub(super) fn send_tail(&self, n: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let want = crate::crypto::sha256(data);
+        let got = self.send_window(n, data)?;
+        if got != want {
+            return Err(Error::Failed(format!(
+                "{} acknowledged window {n} of {} with another SHA-256 than the bytes sent; nothing was committed",
+                self.remote.describe(),
+                self.blob.path()
+            )));
+        }
+        Ok(())
     }
 }
 
