@@ -25,7 +25,8 @@ pub(super) fn sync_cache(
         .filter(|s| !known.contains(&s.blob.path()))
         .collect();
     for s in missing {
-        let m = crate::snapshot::manifest(keys, remote, s)?;
+        // A damaged segment only costs the deduplication of the chunks it named.
+        let (m, _) = crate::snapshot::salvage(keys, remote, s)?;
         let mut recs =
             crate::cache::records_of(m.entries.iter().flat_map(|e| e.chunks.iter().copied()));
         cache = cache
@@ -70,15 +71,9 @@ pub(super) fn complete_killed(
             .read(&blob, header.manifest_offset + off, len)
             .map_err(std::io::Error::other)
     };
-    let stream = format::ManifestReader::new(
-        keys,
-        &blob.path(),
-        header.manifest_len,
-        header.segments,
-        fetch,
-    )
-    .and_then(format::ManifestStream::new);
-    let Ok(mut stream) = stream else { return false };
+    let Ok(mut stream) = format::Entries::open(keys, &blob.path(), &header, fetch) else {
+        return false;
+    };
     loop {
         match stream.next_entry() {
             Ok(Some(e)) => {
@@ -97,8 +92,9 @@ pub(super) fn complete_killed(
                     }
                 }
             }
-            Ok(None) => break,
-            Err(_) => return false,
+            // Committed only whole.
+            Ok(None) if stream.lost.is_empty() => break,
+            Ok(None) | Err(_) => return false,
         }
     }
     remote.commit(&blob, &index).is_ok()
