@@ -25,6 +25,11 @@
 //!   authenticate ([`Keys::open_chunk`]); one that is not fails the restore as
 //!   damage naming the file and the chunk, and is recorded in the node's cache
 //!   ([`crate::cache`]) so the next sink stores that content afresh.
+//! - A manifest segment that does not open (version 2 manifests, see
+//!   [`crate::format`]) loses only its entries: the rest restores, and the report
+//!   lists the lost ranges that touch the paths asked for ([`Report::lost`]); the
+//!   command then exits 3. A path asked for that is not among the entries read but
+//!   may lie in a lost range fails as damage, not as "not in the snapshot".
 //! - Reads are ranged: neighbouring chunks of part 0 are fetched together, up to
 //!   [`MAX_READ`] bytes, so one file restores without downloading the snapshot.
 
@@ -74,6 +79,27 @@ pub struct Report {
     pub already: u64,
     /// Temporaries an interrupted restore had left behind, removed.
     pub stale_removed: u64,
+    /// Damaged manifest segments whose entries may lie under the paths asked for:
+    /// not restored.
+    pub lost: Vec<crate::format::Lost>,
+}
+
+/// Whether lost segment `l` may hold entries within `filter` (an empty filter is
+/// the whole snapshot): its entries lie strictly between `before` and `after` in
+/// walk order, and the paths within a filter are one run in that order, starting
+/// at the filter itself.
+fn may_hold(l: &crate::format::Lost, filter: &[u8]) -> bool {
+    use std::cmp::Ordering::Less;
+    let order = crate::sink::walk_order;
+    let f = filter.strip_suffix(b"/").unwrap_or(filter);
+    if f.is_empty() {
+        return true;
+    }
+    let after_start = l.before.as_ref().is_none_or(|b| order(b, f) == Less);
+    let before_end = l.after.as_ref().is_none_or(|a| order(f, a) == Less);
+    (after_start && before_end)
+        || l.before.as_ref().is_some_and(|b| within(b, f))
+        || l.after.as_ref().is_some_and(|a| within(a, f))
 }
 
 /// Whether `path` is `filter` or inside it.
@@ -250,7 +276,7 @@ fn set_meta(path: &Path, e: &Entry, symlink: bool) -> Result<()> {
 /// Restores (part of) a snapshot.
 pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) -> Result<Report> {
     let started = Instant::now();
-    let mut m = crate::snapshot::manifest(keys, remote, snap)?;
+    let (mut m, lost) = crate::snapshot::salvage(keys, remote, snap)?;
     // Chunks prune moved out of forgotten blobs are read from their packs.
     crate::pack::Resolver::for_node(keys, remote, &snap.blob.domain, &snap.blob.node)?
         .resolve(&mut m);
@@ -269,8 +295,19 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                 .map_err(io("cannot resolve", p))
         })
         .collect::<Result<_>>()?;
+    let lost: Vec<crate::format::Lost> = lost
+        .into_iter()
+        .filter(|l| filters.is_empty() || filters.iter().any(|f| may_hold(l, f)))
+        .collect();
     for f in &filters {
         if !m.entries.iter().any(|e| within(&e.path, f)) {
+            if let Some(l) = lost.first() {
+                return Err(Error::Damaged(format!(
+                    "{} may be in a damaged part of snapshot {}: {l} are lost",
+                    String::from_utf8_lossy(f),
+                    snap.short_id()
+                )));
+            }
             return Err(Error::Usage(format!(
                 "{} is not in snapshot {}",
                 String::from_utf8_lossy(f),
@@ -320,7 +357,10 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         )));
     }
 
-    let mut report = Report::default();
+    let mut report = Report {
+        lost,
+        ..Report::default()
+    };
     // Temporaries an interrupted run left where this one writes.
     // A hash set, not a sorted one: sorting paths cost the armv7 binary 9 KiB.
     let dirs: HashSet<&Path> = selected
@@ -667,6 +707,43 @@ fn mtime(e: &Entry) -> std::time::SystemTime {
 
 #[cfg(test)]
 mod tests {
+    // A lost segment touches a path asked for only if its entries may lie under
+    // it: walk order puts a path's entries in one run, starting at the path.
+    #[test]
+    fn a_lost_range_touches_only_paths_it_may_hold() {
+        let l = crate::format::Lost {
+            segment: 3,
+            entries: 10,
+            before: Some(b"/d/b/x".to_vec()),
+            after: Some(b"/d/c/a".to_vec()),
+        };
+        for (f, want) in [
+            (&b"/d"[..], true),
+            (b"/d/b", true),
+            (b"/d/b/", true),
+            (b"/d/c", true),
+            (b"/d/b/w", false),
+            (b"/d/bb", true),
+            (b"/d/a", false),
+            (b"/d/d", false),
+            (b"/e", false),
+            (b"", true),
+        ] {
+            assert_eq!(
+                super::may_hold(&l, f),
+                want,
+                "{}",
+                String::from_utf8_lossy(f)
+            );
+        }
+        let open = crate::format::Lost {
+            before: None,
+            after: None,
+            ..l
+        };
+        assert!(super::may_hold(&open, b"/anything"));
+    }
+
     use super::*;
 
     #[test]

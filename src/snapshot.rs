@@ -218,8 +218,32 @@ pub fn display_time(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
-/// Reads and opens a snapshot's manifest.
+/// Reads and opens a snapshot's manifest whole: any lost segment is an error
+/// (what prune needs: it must know every chunk a snapshot uses).
 pub fn manifest(keys: &Keys, remote: &dyn Remote, snap: &Snapshot) -> Result<Manifest> {
+    let (m, lost) = salvage(keys, remote, snap)?;
+    match lost.first() {
+        None => Ok(m),
+        Some(l) => Err(Error::Damaged(format!(
+            "snapshot {}: manifest in {} is damaged: {l} are lost{}",
+            snap.short_id(),
+            snap.blob.path(),
+            match lost.len() {
+                1 => String::new(),
+                n => format!(", and {} more segments", n - 1),
+            }
+        ))),
+    }
+}
+
+/// Reads a snapshot's manifest: the entries of every segment that opens, and the
+/// segments that do not (a version 2 manifest loses only those; a version 1
+/// manifest with any bad segment is an error).
+pub fn salvage(
+    keys: &Keys,
+    remote: &dyn Remote,
+    snap: &Snapshot,
+) -> Result<(Manifest, Vec<format::Lost>)> {
     let h = &snap.header;
     let blob = &snap.blob;
     let fetch = |off: u64, len: u64| {
@@ -227,7 +251,7 @@ pub fn manifest(keys: &Keys, remote: &dyn Remote, snap: &Snapshot) -> Result<Man
             .read(blob, h.manifest_offset + off, len)
             .map_err(std::io::Error::other)
     };
-    format::open_manifest(keys, &blob.path(), h.manifest_len, h.segments, fetch).map_err(|e| {
+    format::read_manifest(keys, &blob.path(), h, fetch).map_err(|e| {
         Error::Damaged(format!(
             "snapshot {}: manifest in {} is damaged: {e}",
             snap.short_id(),

@@ -33,8 +33,13 @@
 //!   context is always `HMAC-SHA256(chunk-id key of the sealer, id_of or plaintext)`.
 //! - manifest: `blob`, `segment`, `last` (0 or 1); `context` must be
 //!   `blob || u32 segment || u8 last`. An `ok` manifest vector is a whole manifest
-//!   in one segment and also goes through `format::open_manifest`.
+//!   in one segment: version 1 (`manifest_ok`, read only: no chute writes it any
+//!   more) also goes through `format::open_manifest`, version 2 (`manifest_v2_ok`)
+//!   through `format::read_manifest` with a one-segment table of 4 entries.
 //! - header: `blob`; `context` must be its bytes. Also opened by `format::open_header`.
+//!   `header_ok` is the version written (3, with the segment table of
+//!   `manifest_v2_ok`); `header_v2_ok` and `header_v1_ok` are read-only cases
+//!   describing `manifest_ok`.
 //! - pack_header: as header, for a pack's blob path; `format::open_header` must give
 //!   a header with `pack` set.
 //! - pack_map: as manifest (`blob`, `segment`, `last`); an `ok` one is a whole pack
@@ -78,7 +83,9 @@ const REQUIRED: &[&str] = &[
     "chunker",
     "chunk_ok",
     "manifest_ok",
+    "manifest_v2_ok",
     "header_ok",
+    "header_v2_ok",
     "header_v1_ok",
     "bad_tag",
     "truncated",
@@ -386,7 +393,38 @@ fn sample_manifest(keys: &Keys) -> Manifest {
     }
 }
 
+/// The one version 2 segment of [`sample_manifest`]: plaintext and entry count.
+fn sample_segment(keys: &Keys) -> (Vec<u8>, u32) {
+    let mut out = None;
+    format::manifest_segments(&sample_manifest(keys), |plain, n, last| {
+        assert!(last && out.is_none(), "the sample is one segment");
+        out = Some((plain.to_vec(), n));
+        Ok::<(), ()>(())
+    })
+    .expect("no error");
+    out.expect("one segment")
+}
+
+/// The header written today (version 3), describing [`sample_segment`].
 fn sample_header(keys: &Keys) -> Header {
+    let chunk = (CHUNK_A.len() + OVERHEAD) as u64;
+    let (plain, entries) = sample_segment(keys);
+    let manifest = (plain.len() + OVERHEAD) as u64;
+    Header {
+        manifest_len: manifest,
+        table: vec![format::SegmentInfo {
+            sealed: manifest as u32,
+            entries,
+        }],
+        part_size: chunk + manifest,
+        version: format::HEADER_VERSION,
+        ..sample_header_v2(keys)
+    }
+}
+
+/// A version 2 header (chain and challenges, no segment table), describing the
+/// version 1 manifest of `manifest_ok`.
+fn sample_header_v2(keys: &Keys) -> Header {
     let chunk = (CHUNK_A.len() + OVERHEAD) as u64;
     let manifest = (format::encode_manifest(&sample_manifest(keys)).len() + OVERHEAD) as u64;
     Header {
@@ -401,6 +439,7 @@ fn sample_header(keys: &Keys) -> Header {
         manifest_offset: chunk,
         manifest_len: manifest,
         segments: 1,
+        table: Vec::new(),
         part_size: chunk + manifest,
         window: 8 << 20,
         window_hashes: vec![crypto::sha256(b"part 0, window 0")],
@@ -409,11 +448,11 @@ fn sample_header(keys: &Keys) -> Header {
         challenges: 2,
         answers: format::window_answers(keys, &blob(keys), 0, 2, b"part 0, window 0"),
         pack: false,
-        version: format::HEADER_VERSION,
+        version: 2,
     }
 }
 
-/// [`sample_header`] as a version 1 header: no chain, no challenges.
+/// [`sample_header_v2`] as a version 1 header: no chain, no challenges.
 fn sample_header_v1(keys: &Keys) -> Header {
     Header {
         seq: 0,
@@ -421,14 +460,27 @@ fn sample_header_v1(keys: &Keys) -> Header {
         challenges: 0,
         answers: Vec::new(),
         version: 1,
-        ..sample_header(keys)
+        ..sample_header_v2(keys)
     }
+}
+
+/// A version 2 header's plaintext: version 3's (with an empty segment table)
+/// with the version byte 2 and without the table's count.
+fn encode_header_v2(h: &Header) -> Vec<u8> {
+    let mut b = format::encode_header(&Header {
+        table: Vec::new(),
+        ..h.clone()
+    });
+    b[0] = 2;
+    let at = b.len() - 1 - h.answers.len() * format::ANSWER_LEN - 4;
+    b.drain(at..at + 4);
+    b
 }
 
 /// A version 1 header's plaintext: version 2's with the version byte 1 and
 /// without the fields version 2 appended.
 fn encode_header_v1(h: &Header) -> Vec<u8> {
-    let mut b = format::encode_header(&Header {
+    let mut b = encode_header_v2(&Header {
         challenges: 0,
         answers: Vec::new(),
         ..h.clone()
@@ -662,11 +714,38 @@ fn generate() -> Vec<(&'static str, String)> {
     ];
     files.push(("manifest_ok", v.write()));
 
-    let header = format::encode_header(&sample_header(&keys));
+    let (segment, _) = sample_segment(&keys);
+    let mut v = Sealed::new(
+        "The same manifest in version 2, as written today: one self-contained segment\n\
+         (its own blob table, its entry count), the last.",
+        Kind::Manifest,
+        0x34,
+        &segment,
+        segment_context(&blob, 0, true),
+    );
+    v.extra = vec![
+        ("blob", blob.clone()),
+        ("segment", "0".into()),
+        ("last", "1".into()),
+    ];
+    files.push(("manifest_v2_ok", v.write()));
+
     let mut v = Sealed::new(
         "A snapshot header, sealed under the manifest key, bound to its blob path.",
         Kind::Header,
         0x54,
+        &encode_header_v2(&sample_header_v2(&keys)),
+        blob.as_bytes().to_vec(),
+    );
+    v.extra = vec![("blob", blob.clone())];
+    files.push(("header_v2_ok", v.write()));
+
+    let header = format::encode_header(&sample_header(&keys));
+    let mut v = Sealed::new(
+        "A version 3 snapshot header (as written today: with the segment table of\n\
+         manifest_v2_ok), sealed under the manifest key, bound to its blob path.",
+        Kind::Header,
+        0x56,
         &header,
         blob.as_bytes().to_vec(),
     );
@@ -1127,13 +1206,37 @@ fn check_sealed(v: &Vector, kind: Kind) {
                 return;
             }
             let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
-            let m = format::open_manifest(&keys, v.str("blob"), sealed.len() as u64, 1, fetch)
-                .map_err(from_format);
+            let v2 = plaintext.first() == Some(&format::MANIFEST_VERSION);
+            let m = if v2 {
+                let h = Header {
+                    manifest_len: sealed.len() as u64,
+                    segments: 1,
+                    table: vec![format::SegmentInfo {
+                        sealed: sealed.len() as u32,
+                        entries: 4,
+                    }],
+                    ..Header::default()
+                };
+                // A segment that does not open is lost, not an error.
+                format::read_manifest(&keys, v.str("blob"), &h, fetch)
+                    .map_err(from_format)
+                    .and_then(|(m, lost)| match lost.is_empty() {
+                        true => Ok(m),
+                        false => Err(OpenError::Corrupt),
+                    })
+            } else {
+                format::open_manifest(&keys, v.str("blob"), sealed.len() as u64, 1, fetch)
+                    .map_err(from_format)
+            };
             assert_eq!(Expect::of(&m), expect, "{f}: format::open_manifest");
             if let Ok(m) = m {
                 let sample = sample_manifest(&keys);
                 assert_eq!(m, sample, "{f}: decodes to something else than the sample");
-                assert_eq!(format::encode_manifest(&sample), plaintext, "{f}: encoding");
+                let encoded = match v2 {
+                    true => sample_segment(&keys).0,
+                    false => format::encode_manifest(&sample),
+                };
+                assert_eq!(encoded, plaintext, "{f}: encoding");
             }
         }
         Kind::Header | Kind::PackHeader => {
@@ -1145,14 +1248,16 @@ fn check_sealed(v: &Vector, kind: Kind) {
                     sample_pack_header()
                 } else if h.version == 1 {
                     sample_header_v1(&keys)
+                } else if h.version == 2 {
+                    sample_header_v2(&keys)
                 } else {
                     sample_header(&keys)
                 };
                 assert_eq!(h, sample, "{f}: decodes to something else than the sample");
-                let encoded = if h.version == 1 {
-                    encode_header_v1(&sample)
-                } else {
-                    format::encode_header(&sample)
+                let encoded = match h.version {
+                    1 => encode_header_v1(&sample),
+                    2 => encode_header_v2(&sample),
+                    _ => format::encode_header(&sample),
                 };
                 assert_eq!(encoded, plaintext, "{f}: encoding");
             }

@@ -50,6 +50,10 @@
 //! snapshots share it. Memory: one manifest at a time, the set of chunks already
 //! checked (a blob path and offset each), and at most four reads of 2 MiB in flight.
 //!
+//! A manifest segment that does not open (version 2 manifests, see
+//! [`crate::format`]) is damage, named by the entries it loses ("N entries between
+//! /a and /b"), and both modes still check every entry of the other segments.
+//!
 //! Every chunk read is checked to be the content its id names, not only to
 //! authenticate ([`Keys::open_chunk`]): one that is not (an older chute could seal
 //! such a chunk from a file rewritten while it was read) is damage, and is
@@ -170,8 +174,16 @@ pub fn run(
         None => crate::pack::Resolver::default(),
     };
     for snap in snaps {
-        let m = match crate::snapshot::manifest(keys, remote, snap) {
-            Ok(mut m) => {
+        let m = match crate::snapshot::salvage(keys, remote, snap) {
+            Ok((mut m, lost)) => {
+                // A damaged segment loses its entries; the rest are still checked.
+                for l in lost {
+                    report.damage.push(format!(
+                        "snapshot {}: manifest in {} is damaged: {l} are lost",
+                        snap.short_id(),
+                        snap.blob.path()
+                    ));
+                }
                 // Checked where a restore would read: moved chunks in their packs.
                 resolver.resolve(&mut m);
                 m

@@ -1599,3 +1599,145 @@ fn the_background_scrub_logs_a_flipped_byte_and_stops_promptly() {
         "no pass in progress recorded: {state}"
     );
 }
+
+/// The damaged segment's line of a restore's stderr: (entries, before, after).
+fn lost_line(err: &str) -> (u64, PathBuf, PathBuf) {
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("chute restore: lost: "))
+        .unwrap_or_else(|| panic!("no lost line in\n{err}"));
+    let rest = line.strip_prefix("chute restore: lost: ").unwrap();
+    let (n, rest) = rest.split_once(" entries between ").unwrap();
+    let (before, rest) = rest.split_once(" and ").unwrap();
+    let (after, _) = rest.split_once(" (manifest segment ").unwrap();
+    (n.parse().unwrap(), before.into(), after.into())
+}
+
+// Issue 16: one flipped bit in a sealed manifest lost the whole snapshot (restore
+// and verify --read-data: "its files cannot be listed", though every chunk was
+// intact). Manifest segments now open on their own: only the damaged one's
+// entries are lost, restore saves the rest and exits 3, verify names the loss,
+// and prune still deletes nothing a partly unreadable snapshot may use.
+#[test]
+fn a_damaged_manifest_segment_loses_only_its_entries() {
+    let env = Env::new("lost-segment");
+    env.ok(["init"]);
+    let store = env.new_store("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    // 3,000 files with long names and one shared content, so a snapshot's
+    // manifest is about 600 KiB (several segments), and two unique files at the
+    // two ends of the walk.
+    for d in 0..20 {
+        let dir = src.join(format!("dir-{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..150 {
+            let name = format!("a-file-with-a-rather-long-name-to-fill-the-manifest-{f:04}.txt");
+            fs::write(dir.join(name), b"the same few bytes\n").unwrap();
+        }
+    }
+    let first = src.join("dir-00/unique-first.bin");
+    let last = src.join("dir-19/unique-last.bin");
+    fs::write(&first, noise(5000, 1)).unwrap();
+    fs::write(&last, noise(5000, 2)).unwrap();
+    sink(&env, &remote, &src);
+    // Nothing changed: the second snapshot's part 0 is its manifest alone, and its
+    // entries use the first snapshot's chunks.
+    sink(&env, &remote, &src);
+    let snaps = ids(&env, &remote);
+    assert_eq!(snaps.len(), 2);
+    let mut blobs = blobs_with(&store, "index.json");
+    blobs.sort();
+    let windows = window_files(&blobs[1]);
+    let part: u64 = windows.iter().map(|w| fs::metadata(w).unwrap().len()).sum();
+    assert!(part > 300 << 10, "{part}");
+    let (window, off, _) = window_containing(&blobs[1], part / 2);
+    flip_byte(&window, (part / 2 - off) as usize);
+
+    // restore: everything outside the damaged segment, byte for byte; exit 3.
+    let out = env.path("out");
+    let (_, err) = status(
+        &env,
+        3,
+        &with(
+            &["restore", &snaps[1], "--to", out.to_str().unwrap()],
+            &remote,
+        ),
+    );
+    let (n, before, after) = lost_line(&err);
+    assert!(n > 0 && n < 3000, "{err}");
+    let mut missing = 0;
+    for p in walk(&src).into_iter().filter(|p| p.is_file()) {
+        let back = out.join(p.strip_prefix("/").unwrap());
+        if back.exists() {
+            assert!(
+                fs::read(&p).unwrap() == fs::read(&back).unwrap(),
+                "{}",
+                p.display()
+            );
+        } else {
+            assert!(
+                before < p && p < after,
+                "{} lost outside {err}",
+                p.display()
+            );
+            missing += 1;
+        }
+    }
+    assert!(missing > 0 && missing <= n, "{missing} missing, {err}");
+    assert!(!err.contains("cannot be listed"), "{err}");
+    // A path in an intact segment restores alone, with no complaint.
+    let one = env.path("one");
+    env.ok(with(
+        &[
+            "restore",
+            &snaps[1],
+            first.to_str().unwrap(),
+            "--to",
+            one.to_str().unwrap(),
+        ],
+        &remote,
+    ));
+    assert!(
+        fs::read(&first).unwrap() == fs::read(one.join(first.strip_prefix("/").unwrap())).unwrap()
+    );
+
+    // verify, with and without download, names the loss and checks the rest.
+    let (out, _) = status(&env, 1, &with(&["verify", "--all"], &remote));
+    assert!(out.contains("are lost"), "{out}");
+    let (out, _) = status(&env, 1, &with(&["verify", "--all", "--read-data"], &remote));
+    assert!(
+        out.contains("are lost") && !out.contains("cannot be listed"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("damaged file:"),
+        "every chunk is intact\n{out}"
+    );
+
+    // A sink whose parent is the damaged snapshot reads the lost files again.
+    let (_, err) = status(&env, 0, &with(&["sink", src.to_str().unwrap()], &remote));
+    assert!(err.contains("are read again"), "{err}");
+    let third = ids(&env, &remote);
+    assert_eq!(third.len(), 3);
+    restore_same(&env, &remote, &third[2], &src);
+
+    // prune: the first snapshot, forgotten, holds every chunk the damaged one
+    // uses; prune cannot know which, so it deletes nothing.
+    env.ok(with(&["forget", &snaps[0]], &remote));
+    let state = store_state(&store);
+    let (_, err) = status(&env, 1, &with(&["prune", "--grace", "0"], &remote));
+    assert!(err.contains("nothing was deleted"), "{err}");
+    assert_eq!(state, store_state(&store), "prune changed the store");
+    let again = env.path("again");
+    env.ok(with(
+        &[
+            "restore",
+            &snaps[1],
+            last.to_str().unwrap(),
+            "--to",
+            again.to_str().unwrap(),
+        ],
+        &remote,
+    ));
+}

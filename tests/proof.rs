@@ -173,21 +173,57 @@ fn a_version_1_snapshot_still_verifies() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f.bin"), noise(3 << 20, 3)).unwrap();
     env.ok(["sink", src.to_str().unwrap()]);
-    // Re-seal its header as version 1: the version 2 bytes without the chain and
-    // the challenges (src/format.rs, "Snapshot header").
+    // Re-seal its header as version 1: the version 3 bytes without the segment
+    // table, the chain and the challenges (src/format.rs, "Snapshot header").
     let keys = Keys::load(&env.home().join(".config/chute/key")).unwrap();
     let index_path = walk(&env.store())
         .into_iter()
         .find(|p| p.file_name().is_some_and(|n| n == "index.json"))
         .unwrap();
     let mut index = Index::parse(&fs::read(&index_path).unwrap()).unwrap();
-    let h = open_header(&keys, &index).unwrap();
+    let mut h = open_header(&keys, &index).unwrap();
     assert_eq!(h.challenges, 4);
+    let blob = index.blob_path();
+    // A chute that wrote version 1 headers wrote version 1 manifests: rewrite the
+    // manifest (the end of part 0, in its last window) as one, as it would have.
+    let mut windows: Vec<PathBuf> = walk(index_path.parent().unwrap())
+        .into_iter()
+        .filter(|p| p.parent().unwrap().ends_with("0") && p.is_file())
+        .collect();
+    windows.sort();
+    let last = windows.pop().unwrap();
+    let start = windows.len() as u64 * u64::from(h.window);
+    assert!(h.manifest_offset >= start);
+    let mut tail = fs::read(&last).unwrap();
+    let at = (h.manifest_offset - start) as usize;
+    let sealed = tail[at..].to_vec();
+    let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+    let (m, lost) = chute::format::read_manifest(&keys, &blob, &h, fetch).unwrap();
+    assert!(lost.is_empty());
+    let plain = chute::format::encode_manifest(&m);
+    let (v1_manifest, segments) = chute::format::seal_manifest(&keys, &blob, &plain);
+    tail.truncate(at);
+    tail.extend_from_slice(&v1_manifest);
+    fs::remove_file(&last).unwrap();
+    let hash = sha256(&tail);
+    let name = format!(
+        "{start:016x}-{:016x}-{}",
+        tail.len(),
+        chute::hex::encode(&hash)
+    );
+    fs::write(last.parent().unwrap().join(name), &tail).unwrap();
+    h.manifest_len = v1_manifest.len() as u64;
+    h.segments = segments;
+    h.table.clear();
+    h.part_size = start + tail.len() as u64;
+    *h.window_hashes.last_mut().unwrap() = hash;
+    index.size = Some(h.part_size);
+    // The header without the segment table (version 2), then without the chain and
+    // the challenges (version 1).
     let v2 = encode_header(&h);
-    let tail = 8 + 32 + 1 + h.answers.len() * 8;
+    let tail = 8 + 32 + 4 + 1 + h.answers.len() * 8;
     let mut v1 = v2[..v2.len() - tail].to_vec();
     v1[0] = 1;
-    let blob = index.blob_path();
     index.sealed = Some(chute::hex::encode(&keys.seal(
         Kind::Header,
         blob.as_bytes(),

@@ -357,5 +357,20 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         c.to.as_deref()
             .map_or("the original paths".into(), |t| t.display().to_string())
     );
+    if !r.lost.is_empty() {
+        for l in &r.lost {
+            eprintln!(
+                "chute restore: lost: {l}: that part of the manifest is damaged, not restored"
+            );
+        }
+        let n: u64 = r.lost.iter().map(|l| u64::from(l.entries)).sum();
+        return Err(Error::Incomplete(format!(
+            "snapshot {} restored, but {n} entr{} in {} damaged manifest segment{} could not be (see above)",
+            snap.short_id(),
+            if n == 1 { "y" } else { "ies" },
+            r.lost.len(),
+            if r.lost.len() == 1 { "" } else { "s" }
+        )));
+    }
     Ok(())
 }

@@ -11,7 +11,10 @@
 //! it uses of each candidate is the chunks (place, length, id) it resolves to
 //! there. Memory is one manifest, the packs' maps and the chunks still used in
 //! candidates, never a set of every chunk. Only chunk references count: a
-//! manifest's blob table may name blobs none of its chunks use.
+//! manifest's blob table may name blobs none of its chunks use. A committed
+//! snapshot whose manifest cannot be read whole (one damaged segment of a version
+//! 2 manifest is enough: its chunks could be anyone's) stops the prune before it
+//! changes anything, as a wholly unreadable one does.
 //!
 //! A candidate nothing uses is *marked*: its path and the time it was first found
 //! unused go to the state file `prune-marks` in this node's cache directory

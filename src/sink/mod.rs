@@ -267,6 +267,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             small: Vec::new(),
             cache: &cache,
             parent: parent.take(),
+            blobs: &shared.blobs,
             entries: &mut entries,
             dropped: &mut dropped,
             report: &mut report,
@@ -299,8 +300,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let (blobs, entries) = compact_blobs(table.names, entries);
     let manifest = Manifest { blobs, entries };
     reused_still_there(keys, remote, &manifest, &blob, started.elapsed())?;
-    let (manifest_offset, manifest_len, segments) =
-        append_manifest(keys, &shared, &blob, &manifest)?;
+    let (manifest_offset, manifest_len, table) = append_manifest(keys, &shared, &blob, &manifest)?;
     let (tail_n, tail, part_size) = shared.take_tail();
     let (window_hashes, answers) = {
         let p = shared.upload.lock().expect("poisoned");
@@ -322,7 +322,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         bytes: report.bytes,
         manifest_offset,
         manifest_len,
-        segments,
+        segments: table.len() as u32,
+        table,
         part_size,
         window: window as u32,
         window_hashes,
@@ -522,13 +523,13 @@ fn assemble(
 }
 
 /// Seals the manifest into part 0 after the chunks; returns where it starts, its
-/// length and its segment count.
+/// length and its segment table.
 fn append_manifest(
     keys: &Keys,
     shared: &Shared,
     blob: &BlobId,
     manifest: &Manifest,
-) -> Result<(u64, u64, u32)> {
+) -> Result<(u64, u64, Vec<format::SegmentInfo>)> {
     let mut offset = None;
     let (len, segments) = format::seal_manifest_to(keys, &blob.path(), manifest, |sealed| {
         let at = shared.append(None, sealed)?;

@@ -26,7 +26,8 @@ pub(super) fn sync_cache(
         .filter(|s| !known.contains(&s.blob.path()))
         .collect();
     for s in missing {
-        let m = crate::snapshot::manifest(keys, remote, s)?;
+        // A damaged segment only costs the deduplication of the chunks it named.
+        let (m, _) = crate::snapshot::salvage(keys, remote, s)?;
         let mut recs =
             crate::cache::records_of(m.entries.iter().flat_map(|e| e.chunks.iter().copied()));
         cache = cache
@@ -116,15 +117,9 @@ pub(super) fn complete_killed(
         }
         Ok(out)
     };
-    let stream = format::ManifestReader::new(
-        keys,
-        &blob.path(),
-        header.manifest_len,
-        header.segments,
-        fetch,
-    )
-    .and_then(format::ManifestStream::new);
-    let Ok(mut stream) = stream else { return false };
+    let Ok(mut stream) = format::Entries::open(keys, &blob.path(), &header, fetch) else {
+        return false;
+    };
     loop {
         match stream.next_entry() {
             Ok(Some(e)) => {
@@ -143,8 +138,9 @@ pub(super) fn complete_killed(
                     }
                 }
             }
-            Ok(None) => break,
-            Err(_) => return false,
+            // Committed only whole.
+            Ok(None) if stream.lost.is_empty() => break,
+            Ok(None) | Err(_) => return false,
         }
     }
     if let Some((start, t)) = &tail {

@@ -178,13 +178,18 @@ pub fn pseudo_fs(magic: u32) -> Option<&'static str> {
 /// both are in walk order (see [`walk_order`]), so a merge finds each path's old
 /// entry without holding the parent manifest in memory.
 pub(super) struct Parent<'a> {
-    pub(super) stream: format::ManifestStream<Box<dyn std::io::Read + 'a>>,
-    /// Parent blob index → this run's blob table index.
+    #[allow(clippy::type_complexity)] // one reader, named once
+    pub(super) stream:
+        format::Entries<'a, Box<dyn FnMut(u64, u64) -> std::io::Result<Vec<u8>> + 'a>>,
+    /// Parent blob index → this run's blob table index (grows with the parent's
+    /// table as its segments are read).
     pub(super) map: Vec<u32>,
     pub(super) peek: Option<Entry>,
     /// Whether `peek` uses a chunk the cache knows is damaged (not reusable).
     pub(super) peek_damaged: bool,
     pub(super) short_id: String,
+    /// Lost segments of the parent already reported.
+    pub(super) told: usize,
 }
 
 impl<'a> Parent<'a> {
@@ -201,18 +206,13 @@ impl<'a> Parent<'a> {
                 .read(&p.blob, h.manifest_offset + off, len)
                 .map_err(std::io::Error::other)
         };
-        let damaged = |e| {
-            Error::Damaged(format!(
-                "snapshot {}: manifest is damaged: {}",
-                p.short_id(),
-                format::opened(e)
-            ))
-        };
-        let reader =
-            format::ManifestReader::new(keys, &p.blob.path(), h.manifest_len, h.segments, fetch)
-                .map_err(damaged)?;
-        let stream = format::ManifestStream::new(Box::new(reader) as Box<dyn std::io::Read + 'a>)
-            .map_err(damaged)?;
+        let stream = format::Entries::open(keys, &p.blob.path(), h, Box::new(fetch) as Box<_>)
+            .map_err(|e| {
+                Error::Damaged(format!(
+                    "snapshot {}: manifest is damaged: {e}",
+                    p.short_id()
+                ))
+            })?;
         let map = stream.blobs.iter().map(|b| blobs.index(b)).collect();
         Ok(Parent {
             stream,
@@ -220,6 +220,7 @@ impl<'a> Parent<'a> {
             peek: None,
             peek_damaged: false,
             short_id: p.short_id(),
+            told: 0,
         })
     }
 }
@@ -227,21 +228,35 @@ impl<'a> Parent<'a> {
 impl Parent<'_> {
     /// The parent's entry for `path`, if it had one, and whether its chunks may be
     /// reused (none is a copy the cache knows is damaged); entries before it are
-    /// skipped.
+    /// skipped. A parent segment that does not open only means its files are read
+    /// again. `blobs` is this run's table, for blobs the parent names later on.
     pub(super) fn find(
         &mut self,
         path: &[u8],
         cache: &ChunkIndex,
+        blobs: &std::sync::Mutex<(Blobs, HashMap<u32, u32>)>,
     ) -> Result<Option<(&Entry, bool)>> {
         loop {
             if self.peek.is_none() {
                 self.peek = self.stream.next_entry().map_err(|e| {
                     Error::Damaged(format!(
-                        "snapshot {}: manifest is damaged: {}",
-                        self.short_id,
-                        format::opened(e)
+                        "snapshot {}: manifest is damaged: {e}",
+                        self.short_id
                     ))
                 })?;
+                for l in &self.stream.lost[self.told..] {
+                    eprintln!(
+                        "chute sink: warning: snapshot {}: {l} do not open; those files are read again",
+                        self.short_id
+                    );
+                }
+                self.told = self.stream.lost.len();
+                if self.map.len() < self.stream.blobs.len() {
+                    let mut run = blobs.lock().expect("poisoned");
+                    for b in &self.stream.blobs[self.map.len()..] {
+                        self.map.push(run.0.index(b));
+                    }
+                }
                 if let Some(e) = &mut self.peek {
                     let blobs = &self.stream.blobs;
                     self.peek_damaged = e.chunks.iter().any(|c| {
@@ -283,6 +298,8 @@ pub(super) struct Walker<'a> {
     pub(super) small: Vec<u8>,
     pub(super) cache: &'a ChunkIndex,
     pub(super) parent: Option<Parent<'a>>,
+    /// This run's blob table (the workers add to it too).
+    pub(super) blobs: &'a std::sync::Mutex<(Blobs, HashMap<u32, u32>)>,
     pub(super) entries: &'a mut Vec<Entry>,
     pub(super) dropped: &'a mut Vec<u32>,
     pub(super) report: &'a mut Report,
@@ -444,7 +461,9 @@ impl Walker<'_> {
         let Some(parent) = self.parent.as_mut() else {
             return Ok(false);
         };
-        let Some((old, reusable)) = parent.find(path.as_os_str().as_bytes(), self.cache)? else {
+        let Some((old, reusable)) =
+            parent.find(path.as_os_str().as_bytes(), self.cache, self.blobs)?
+        else {
             return Ok(false);
         };
         let same = old.kind == EntryKind::File
