@@ -581,23 +581,28 @@ fn fetch_group(
                 blob.path()
             ))
         })?;
-    for p in &g.items {
+    // A chunk restored into several files is opened once (it is opened in place):
+    // its pieces are next to each other, the plan being in the blob's order.
+    let mut shared: Option<(u64, Vec<u8>)> = None;
+    for (k, p) in g.items.iter().enumerate() {
         let t = &tasks[p.task];
-        let from = (p.chunk.offset - g.start) as usize;
-        let sealed = &mut data[from..from + p.chunk.len as usize];
-        let plain = keys
-            .open_chunk(&p.chunk.id, sealed)
-            .map_err(|e| FetchError {
-                wrong_content: (e == OpenError::WrongContent)
-                    .then(|| (p.chunk.id, blob.path(), p.chunk.offset)),
-                error: Error::Damaged(format!(
-                    "snapshot {}: chunk at byte {} of {} ({}) is damaged: {e}",
-                    snap.short_id(),
-                    p.chunk.offset,
-                    blob.path(),
-                    String::from_utf8_lossy(&m.entries[t.entry].path),
-                )),
-            })?;
+        let again = g
+            .items
+            .get(k + 1)
+            .is_some_and(|n| n.chunk.offset == p.chunk.offset);
+        let plain: &[u8] = match &shared {
+            Some((at, plain)) if *at == p.chunk.offset => plain,
+            _ => {
+                let from = (p.chunk.offset - g.start) as usize;
+                let sealed = &mut data[from..from + p.chunk.len as usize];
+                let plain = open_piece(keys, m, blob, t, p, snap, sealed)?;
+                if again {
+                    &shared.insert((p.chunk.offset, plain.to_vec())).1
+                } else {
+                    plain
+                }
+            }
+        };
         // Shared while this temporary may be created, written or renamed.
         let _open = gate.read().unwrap_or_else(PoisonError::into_inner);
         let f = OpenOptions::new()
@@ -615,6 +620,31 @@ fn fetch_group(
         }
     }
     Ok(())
+}
+
+/// Opens one piece's sealed chunk in place; a failure names the file and the chunk.
+fn open_piece<'a>(
+    keys: &Keys,
+    m: &Manifest,
+    blob: &BlobId,
+    t: &Task,
+    p: &Piece,
+    snap: &Snapshot,
+    sealed: &'a mut [u8],
+) -> std::result::Result<&'a [u8], FetchError> {
+    keys.open_chunk(&p.chunk.id, sealed)
+        .map(|plain| &*plain)
+        .map_err(|e| FetchError {
+            wrong_content: (e == OpenError::WrongContent)
+                .then(|| (p.chunk.id, blob.path(), p.chunk.offset)),
+            error: Error::Damaged(format!(
+                "snapshot {}: chunk at byte {} of {} ({}) is damaged: {e}",
+                snap.short_id(),
+                p.chunk.offset,
+                blob.path(),
+                String::from_utf8_lossy(&m.entries[t.entry].path),
+            )),
+        })
 }
 
 /// Fails unless `f` is the temporary the task's first piece created (see
