@@ -1,7 +1,7 @@
 # chute: everything a developer or a Pi owner runs goes through here.
 CARGO ?= cargo
 
-.PHONY: all build demo test check bench bench-server
+.PHONY: all build demo test check bench bench-server bench-scale
 
 all: build
 
@@ -35,6 +35,14 @@ check:
 bench:
 	CARGO='$(CARGO)' bash tests/bench.sh
 	$(MAKE) bench-server
+	$(MAKE) bench-scale
+
+# CPU per GiB of sink (local and through chute serve) and restore (through serve) at
+# 1 GiB and 4 GiB (BENCH_SCALE_MIB="1024 4096 16384" adds 16 GiB; ~5 min and 10 GiB
+# of /tmp for the default), and the ranged GETs of a 20,000-small-file restore.
+# See tests/bench-scale.sh.
+bench-scale:
+	CARGO='$(CARGO)' bash tests/bench-scale.sh
 
 # chute serve's peak RSS with 2,000 idle connections and with 64 nodes sinking at
 # once (a minute); runnable alone. See tests/bench-server.sh.

@@ -46,9 +46,11 @@
 //! `Content-Length`. See [`crate::auth`].
 //!
 //! A PUT may carry `X-Chute-SHA256: <hex>`: the server hashes the body as it arrives
-//! and keeps nothing if they differ (`400`). Windows are written to a temporary file,
-//! fsynced and renamed before the `201` (see [`crate::store`]), so an acknowledged
-//! write survives a crash and a broken one is never seen.
+//! and keeps nothing if they differ (`400`). Windows are written to a temporary file
+//! and renamed before the `201`, so a broken one is never seen; they are made
+//! durable by the commit (`PUT .../index.json`), which fdatasyncs every window before
+//! the index is written: an acknowledged window of an uncommitted blob may be lost in
+//! a power cut (see [`crate::store`]; a resumed sink re-checks every window's hash).
 //!
 //! Errors are JSON `{"error": "..."}`: `400` malformed (bad names, `..`, `%`-encoded
 //! characters, NUL, bad headers, digest mismatch, a body that ends early), `404`

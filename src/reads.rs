@@ -15,9 +15,10 @@ pub struct Run<T> {
     pub items: Vec<T>,
 }
 
-/// Groups `(blob, offset, len, item)`, in the order given, into runs of
-/// back-to-back bytes of one blob, each at most `max` bytes long (a longer item
-/// has a run of its own).
+/// Groups `(blob, offset, len, item)`, in the order given (callers sort by blob and
+/// offset), into runs of back-to-back bytes of one blob, each at most `max` bytes
+/// long (a longer item has a run of its own). An item within bytes the run holds
+/// already (the same chunk restored into two files) joins it.
 pub fn coalesce<T>(
     pieces: impl IntoIterator<Item = (usize, u64, u64, T)>,
     max: u64,
@@ -26,8 +27,9 @@ pub fn coalesce<T>(
     for (blob, offset, len, item) in pieces {
         let end = offset + len;
         if let Some(r) = runs.last_mut() {
-            if r.blob == blob && r.end == offset && end - r.start <= max {
-                r.end = end;
+            let joins = r.blob == blob && r.start <= offset && offset <= r.end;
+            if joins && end.max(r.end) - r.start <= max {
+                r.end = r.end.max(end);
                 r.items.push(item);
                 continue;
             }
@@ -87,6 +89,8 @@ mod tests {
                 (0, 30, 10, 'c'), // a gap
                 (1, 40, 10, 'd'), // another blob
                 (1, 50, 25, 'e'), // over the cap of 30
+                (1, 50, 25, 'f'), // the same chunk again
+                (1, 60, 5, 'g'),  // within it
             ],
             30,
         );
@@ -100,7 +104,7 @@ mod tests {
                 (0, 0, 20, "ab".into()),
                 (0, 30, 40, "c".into()),
                 (1, 40, 50, "d".into()),
-                (1, 50, 75, "e".into())
+                (1, 50, 75, "efg".into())
             ]
         );
     }

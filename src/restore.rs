@@ -485,20 +485,29 @@ fn interrupted() -> Error {
     )
 }
 
-/// Groups every chunk to fetch into ranged reads of neighbouring bytes.
+/// Groups every chunk to fetch into ranged reads of neighbouring bytes, in the
+/// order of the blobs' bytes: a sink's workers append chunks in the order they
+/// finish, not in the manifest's, so neighbours in the manifest are often apart in
+/// the blob (a restore of 200,000 small files through `chute serve` made 27,736
+/// ranged reads in manifest order, ~170 in this one).
 fn plan(m: &Manifest, tasks: &[Task]) -> Vec<Group> {
-    let pieces = tasks.iter().enumerate().flat_map(|(t, task)| {
-        let mut at = 0u64;
-        m.entries[task.entry].chunks.iter().map(move |c| {
-            let piece = Piece {
-                task: t,
-                at,
-                chunk: *c,
-            };
-            at += c.plain_len();
-            (c.blob as usize, c.offset, u64::from(c.len), piece)
+    let mut pieces: Vec<_> = tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(t, task)| {
+            let mut at = 0u64;
+            m.entries[task.entry].chunks.iter().map(move |c| {
+                let piece = Piece {
+                    task: t,
+                    at,
+                    chunk: *c,
+                };
+                at += c.plain_len();
+                (c.blob as usize, c.offset, u64::from(c.len), piece)
+            })
         })
-    });
+        .collect();
+    crate::sort::by_key(&mut pieces, |p| (p.0, p.1));
     coalesce(pieces, MAX_READ)
 }
 
@@ -612,23 +621,28 @@ fn fetch_group(
                 blob.path()
             ))
         })?;
-    for p in &g.items {
+    // A chunk restored into several files is opened once (it is opened in place):
+    // its pieces are next to each other, the plan being in the blob's order.
+    let mut shared: Option<(u64, Vec<u8>)> = None;
+    for (k, p) in g.items.iter().enumerate() {
         let t = &tasks[p.task];
-        let from = (p.chunk.offset - g.start) as usize;
-        let sealed = &mut data[from..from + p.chunk.len as usize];
-        let plain = keys
-            .open_chunk(&p.chunk.id, sealed)
-            .map_err(|e| FetchError {
-                wrong_content: (e == OpenError::WrongContent)
-                    .then(|| (p.chunk.id, blob.path(), p.chunk.offset)),
-                error: Error::Damaged(format!(
-                    "snapshot {}: chunk at byte {} of {} ({}) is damaged: {e}",
-                    snap.short_id(),
-                    p.chunk.offset,
-                    blob.path(),
-                    String::from_utf8_lossy(&m.entries[t.entry].path),
-                )),
-            })?;
+        let again = g
+            .items
+            .get(k + 1)
+            .is_some_and(|n| n.chunk.offset == p.chunk.offset);
+        let plain: &[u8] = match &shared {
+            Some((at, plain)) if *at == p.chunk.offset => plain,
+            _ => {
+                let from = (p.chunk.offset - g.start) as usize;
+                let sealed = &mut data[from..from + p.chunk.len as usize];
+                let plain = open_piece(keys, m, blob, t, p, snap, sealed)?;
+                if again {
+                    &shared.insert((p.chunk.offset, plain.to_vec())).1
+                } else {
+                    plain
+                }
+            }
+        };
         // Shared while this temporary may be created, written or renamed.
         let _open = gate.read().unwrap_or_else(PoisonError::into_inner);
         let f = OpenOptions::new()
@@ -646,6 +660,31 @@ fn fetch_group(
         }
     }
     Ok(())
+}
+
+/// Opens one piece's sealed chunk in place; a failure names the file and the chunk.
+fn open_piece<'a>(
+    keys: &Keys,
+    m: &Manifest,
+    blob: &BlobId,
+    t: &Task,
+    p: &Piece,
+    snap: &Snapshot,
+    sealed: &'a mut [u8],
+) -> std::result::Result<&'a [u8], FetchError> {
+    keys.open_chunk(&p.chunk.id, sealed)
+        .map(|plain| &*plain)
+        .map_err(|e| FetchError {
+            wrong_content: (e == OpenError::WrongContent)
+                .then(|| (p.chunk.id, blob.path(), p.chunk.offset)),
+            error: Error::Damaged(format!(
+                "snapshot {}: chunk at byte {} of {} ({}) is damaged: {e}",
+                snap.short_id(),
+                p.chunk.offset,
+                blob.path(),
+                String::from_utf8_lossy(&m.entries[t.entry].path),
+            )),
+        })
 }
 
 /// Fails unless `f` is the temporary the task's first piece created (see

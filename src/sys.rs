@@ -10,6 +10,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
+/// Starts writing `file`'s dirty pages back to the disk without waiting for it
+/// (best effort: an fsync later is what makes them durable).
+pub fn start_writeback(file: &File) {
+    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// A read-only map of `len` bytes of `file` at `offset`.
 pub fn map(file: &File, offset: u64, len: usize) -> io::Result<memmap2::Mmap> {
     // SAFETY: the map is read-only and private to this process. Another process may

@@ -623,10 +623,28 @@ impl HttpRemote {
         body: &[u8],
         expect: Expect,
     ) -> Result<Answer> {
-        retry(|| self.send_once(what, method, path, headers, body, expect))
+        self.send_hashed(what, method, path, headers, body, &sha256_of(body), expect)
+    }
+
+    /// [`HttpRemote::send`] of a body whose SHA-256 the caller has: a window is
+    /// hashed once, for the signature and for the hash `put_window` returns, however
+    /// often it is retried.
+    #[allow(clippy::too_many_arguments)] // send's, plus the digest.
+    fn send_hashed(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        digest: &[u8; 32],
+        expect: Expect,
+    ) -> Result<Answer> {
+        retry(|| self.send_once(what, method, path, headers, body, digest, expect))
     }
 
     /// One attempt of [`HttpRemote::send`].
+    #[allow(clippy::too_many_arguments)] // send's, plus the digest.
     fn send_once(
         &self,
         what: &str,
@@ -634,11 +652,11 @@ impl HttpRemote {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
+        digest: &[u8; 32],
         expect: Expect,
     ) -> Result<Answer> {
         let target = format!("{PREFIX}{path}");
         let url = format!("{}{target}", self.base);
-        let digest = crate::crypto::sha256(body);
         let mut b = ureq::http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -647,7 +665,7 @@ impl HttpRemote {
         match &self.signer {
             Some(s) => {
                 // `Host` among them: the authority the signature names, sent as is.
-                for (k, v) in s.headers(method, &target, headers, &digest) {
+                for (k, v) in s.headers(method, &target, headers, digest) {
                     if k == auth::NONCE {
                         nonce = Some(v.clone());
                     }
@@ -655,7 +673,7 @@ impl HttpRemote {
                 }
             }
             None if !body.is_empty() => {
-                b = b.header(auth::BODY, crate::hex::encode(&digest));
+                b = b.header(auth::BODY, crate::hex::encode(digest));
             }
             None => {}
         }
@@ -734,6 +752,11 @@ impl HttpRemote {
         }
         Ok(list)
     }
+}
+
+/// The SHA-256 a request's signature covers.
+fn sha256_of(body: &[u8]) -> [u8; 32] {
+    crate::crypto::sha256(body)
 }
 
 /// A peer's text fit for one line of our output: at most 200 characters, control
@@ -843,8 +866,10 @@ impl Remote for HttpRemote {
         let what = format!("upload window {n} of {}", id.path());
         let path = format!("{}/0/{window}/{n}", id.path());
         let octets = [("Content-Type", "application/octet-stream")];
-        self.ack(&what, "PUT", &path, &octets, data)?;
-        Ok(crate::crypto::sha256(data))
+        let digest = sha256_of(data);
+        let expect = Expect::Small(MAX_ACK);
+        self.send_hashed(&what, "PUT", &path, &octets, data, &digest, expect)?;
+        Ok(digest)
     }
 
     fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>> {
@@ -880,6 +905,7 @@ impl Remote for HttpRemote {
                 &format!("{}/0", id.path()),
                 &[("Range", &range)],
                 &[],
+                &sha256_of(&[]),
                 Expect::Sealed,
             )?;
             let r = &mut a.resp;

@@ -32,8 +32,8 @@
 //! set of paths runs at a time (a lock in the cache directory).
 //!
 //! Nothing is visible until the final index is committed, after every window was
-//! acknowledged (and, for a local store, fsynced): an interrupted sink leaves an
-//! uncommitted blob that no `list` or `restore` ever shows.
+//! acknowledged; the commit makes them all durable first (see [`crate::store`]): an
+//! interrupted sink leaves an uncommitted blob that no `list` or `restore` ever shows.
 //!
 //! Kept alive: `chute prune` deletes a pending blob the store has seen idle (no
 //! write) for its grace period, and a sink may write no window for that long (a

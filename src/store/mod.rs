@@ -21,7 +21,10 @@
 //!     index.json                          the final index; present = snapshot visible
 //!     index.forgotten.json                what index.json became when forgotten
 //!     .lock                               flock'd by create, a window's rename, commit,
-//!                                         delete, trim, record updates
+//!                                         delete, trim, record updates; holds the blob's
+//!                                         change mark (8 random bytes, renewed after
+//!                                         every change to its window files; see
+//!                                         `listing.rs`), empty before the first window
 //!     .verified                           the verified-hash record (`record.rs`); a cache
 //!     .verified.tmp-<random>              a record being rewritten (never read)
 //!     0/<offset:016x>-<len:016x>-<sha256>  data part 0, one file per written window,
@@ -29,10 +32,21 @@
 //!     0/.tmp-<random>                     a window being received (never read)
 //! ```
 //!
+//! Durability: durable is a promise of the commit, not of each window.
+//! - A window is acknowledged once its bytes are in a file atomically renamed into
+//!   place, without an fsync (its write-back is started): a half-received window is
+//!   never seen, but an acknowledged one may be lost in a power cut (or kept under its
+//!   name with other bytes) until its blob is committed.
+//! - Commit, under the blob's lock, fdatasyncs every window file of part 0, then
+//!   the part directory, then writes the index atomically (temporary file fsynced,
+//!   renamed, blob directory fsynced): a committed snapshot survives a power cut
+//!   whole, as before. `chute serve`'s commit route is this same call.
+//! - So nothing vouches for a pending blob's windows without reading them: the
+//!   verified record is trusted only for committed and forgotten blobs, and a
+//!   resumed sink, which asks for the hash of every window it journaled, gets
+//!   the hash of the bytes the file holds now.
+//!
 //! Invariants:
-//! - A write is acknowledged only after its bytes are in a file that has been
-//!   fsynced and atomically renamed into place (and the directory fsynced), so an
-//!   acknowledged window survives a power cut and a half-received one is never seen.
 //! - Windows never overlap; rewriting a window with exactly the same offset and length
 //!   replaces it atomically. A window whose body does not match its announced
 //!   SHA-256 or length is dropped whole.
@@ -64,10 +78,12 @@
 //! - A storage challenge ([`Store::window_challenge`]) reads the window's file
 //!   every time, whatever the record says: its answer proves the bytes are there.
 
+mod listing;
 mod record;
 mod scrub;
 mod window;
 
+use listing::*;
 use record::*;
 pub use scrub::{Damage, ScrubEvent, ScrubReport};
 use window::*;
@@ -97,6 +113,7 @@ const PART: &str = "0";
 const INDEX: &str = "index.json";
 const PENDING: &str = "index.pending.json";
 const FORGOTTEN: &str = "index.forgotten.json";
+const LOCK: &str = ".lock";
 
 /// Largest window accepted in one write.
 pub const DEFAULT_MAX_WINDOW: u64 = 64 << 20;
@@ -235,6 +252,8 @@ pub struct Store {
     max_window: u64,
     /// Parsed verified-hash records, shared by every clone (the server's workers).
     records: Arc<Records>,
+    /// Blobs' window lists, shared by every clone (see `listing.rs`).
+    listings: Arc<Listings>,
     /// Most pending blobs a node may have at once; `None`: no limit.
     max_pending: Option<usize>,
     /// Held while a blob is created, so a node's pending blobs are counted and
@@ -306,6 +325,7 @@ impl Store {
             root: root.to_path_buf(),
             max_window: DEFAULT_MAX_WINDOW,
             records: Arc::default(),
+            listings: Arc::default(),
             max_pending: None,
             creating: Arc::default(),
         }
@@ -431,17 +451,39 @@ impl Store {
     /// What the files of `[offset, offset+len)`, exactly that window, count against
     /// the node's quota now: what writing that window again replaces.
     pub fn held(&self, id: &BlobId, offset: u64, len: u64) -> u64 {
-        let part = self.dir(id).join(PART);
-        same_range_files(&part, offset, len).map_or(0, |fs| fs.iter().map(|w| charge(w.len)).sum())
+        self.listing(&self.dir(id)).map_or(0, |l| {
+            l.same_range(offset, len)
+                .iter()
+                .map(|w| charge(w.len))
+                .sum()
+        })
     }
 
-    /// The windows written so far, sorted by offset.
+    /// The windows written so far, sorted by offset (one per range: a window
+    /// replaced by a crash-interrupted rewrite may exist twice).
     pub fn windows(&self, id: &BlobId) -> Result<Vec<Window>> {
-        let mut out = part_windows(&self.existing_dir(id)?.join(PART))?;
-        crate::sort::by_key(&mut out, |w| w.offset);
-        // A window replaced by a crash-interrupted rewrite may exist twice: keep one.
-        out.dedup_by(|a, b| a.same_range(b));
-        Ok(out)
+        Ok(self.listing(&self.existing_dir(id)?)?.to_vec())
+    }
+
+    /// The windows of the blob in `dir`: kept in memory while its change mark stays
+    /// the same (see `listing.rs`), listed from the directory otherwise.
+    fn listing(&self, dir: &Path) -> Result<Arc<WindowList>> {
+        let mark = mark_of(dir);
+        if let Some(l) = mark.and_then(|m| self.listings.get(dir, m)) {
+            return Ok(l);
+        }
+        let list = Arc::new(WindowList::read(&dir.join(PART), &self.listings)?);
+        if let Some(m) = mark {
+            self.listings.put(dir, m, list.clone());
+        }
+        Ok(list)
+    }
+
+    /// The windows of the blob in `dir` as listed now, for a caller about to refuse
+    /// something a kept list says (another process may have changed them unseen).
+    fn relisting(&self, dir: &Path) -> Result<Arc<WindowList>> {
+        self.listings.forget(dir);
+        self.listing(dir)
     }
 
     /// Writes `len` bytes read from `body` at `offset` of part 0, as one window.
@@ -485,7 +527,8 @@ impl Store {
             return Err(Error::Range("window past the end of any part".into()));
         }
         let ahead = self.max_window.saturating_mul(MAX_AHEAD_WINDOWS);
-        let end = self.part_len(id)?;
+        let list = self.listing(&dir)?;
+        let end = list.end();
         if offset > end.saturating_add(ahead) {
             return Err(Error::Range(format!(
                 "window at byte {offset} starts more than {ahead} bytes past the end of part 0 ({end} bytes)"
@@ -496,7 +539,8 @@ impl Store {
             len,
             sha256: [0; 32],
         };
-        self.check_overlap(id, win)?;
+        check_overlap(&list, win)?;
+        drop(list);
         let part = dir.join(PART);
         let tmp = part.join(format!(".tmp-{}", fsutil::random_suffix()));
         let placed = receive(&tmp, len, body, expect).and_then(|(digest, file)| {
@@ -522,48 +566,53 @@ impl Store {
 
     /// Renames a received window into place under the blob's lock, if the blob is
     /// still pending and no other window overlaps it; returns what the files it
-    /// replaced (the same range) were charged.
+    /// replaced (the same range) were charged. Neither the file nor the directory
+    /// is fsynced: the commit makes every window durable (see the module docs). The
+    /// blob's change mark is renewed and this process's list of its windows
+    /// updated in place.
     fn place(&self, id: &BlobId, dir: &Path, tmp: &Path, win: &Window) -> Result<u64> {
-        let _lock = lock_blob(dir)?;
+        let lock = lock_blob(dir)?;
         check_pending(dir, id)?;
+        // Under the lock the mark is exact: taken out of the cache, the list is
+        // this thread's to change (a reader holding it costs a copy).
+        let mark = read_mark(&lock);
+        let mut list = match mark.and_then(|m| self.listings.take(dir, m)) {
+            Some(l) => l,
+            None => Arc::new(WindowList::read(&dir.join(PART), &self.listings)?),
+        };
         // Another writer may have placed an overlapping window meanwhile.
-        self.check_overlap(id, *win)?;
+        if let Err(e) = check_overlap(&list, *win) {
+            if let Some(m) = mark {
+                self.listings.put(dir, m, list);
+            }
+            return Err(e);
+        }
         let part = dir.join(PART);
-        let replaced = same_range_files(&part, win.offset, win.len)?;
+        let replaced = list.same_range(win.offset, win.len);
         fs::rename(tmp, part.join(win.file_name()))
             .map_err(io_err(format!("cannot store window of {}", id.path())))?;
         let mut freed = 0;
+        let mut removed = Vec::new();
         for old in replaced {
             // A file of the same name was replaced by the rename itself.
             if old.sha256 == win.sha256 || fs::remove_file(part.join(old.file_name())).is_ok() {
                 freed += charge(old.len);
+                removed.push(old);
             }
         }
-        sync_dir(&part)?;
+        Arc::make_mut(&mut list).placed(*win, &removed);
+        match new_mark(&lock) {
+            Ok(Some(mark)) => self.listings.put(dir, mark, list),
+            // No mark: every process lists the blob until one is written.
+            Ok(None) => {}
+            Err(e) => return Err(io_err(format!("cannot write {}", dir.join(LOCK).display()))(e)),
+        }
         Ok(freed)
-    }
-
-    fn check_overlap(&self, id: &BlobId, win: Window) -> Result<()> {
-        for w in self.windows(id)? {
-            if w.same_range(&win) {
-                continue;
-            }
-            if w.offset < win.end() && win.offset < w.end() {
-                return Err(Error::Range(format!(
-                    "window {}-{} overlaps the written window {}-{}",
-                    win.offset,
-                    win.end() - 1,
-                    w.offset,
-                    w.end() - 1
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Length of part 0 as written: the end of its last window.
     pub fn part_len(&self, id: &BlobId) -> Result<u64> {
-        Ok(self.windows(id)?.last().map_or(0, |w| w.end()))
+        Ok(self.listing(&self.existing_dir(id)?)?.end())
     }
 
     /// Opens a reader over `[offset, offset+len)` of part 0; every byte must be written.
@@ -571,13 +620,27 @@ impl Store {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| Error::Range("range past the end".into()))?;
-        let windows = self.windows(id)?;
+        let dir = self.existing_dir(id)?;
+        match self.pieces(id, &dir, &*self.listing(&dir)?, offset, end) {
+            // What a kept list says is missing is looked for on disk before it is
+            // refused: another process may have changed the windows unseen.
+            Err(Error::Range(_)) => self.pieces(id, &dir, &*self.relisting(&dir)?, offset, end),
+            r => r,
+        }
+    }
+
+    /// A reader over `[offset, end)` from the windows in `list`.
+    fn pieces(
+        &self,
+        id: &BlobId,
+        dir: &Path,
+        list: &WindowList,
+        offset: u64,
+        end: u64,
+    ) -> Result<RangeReader> {
         let mut pieces = Vec::new();
         let mut pos = offset;
-        for w in windows
-            .iter()
-            .filter(|w| w.end() > offset && w.offset < end)
-        {
+        for w in list.touching(offset, end) {
             if w.offset > pos {
                 break;
             }
@@ -586,16 +649,16 @@ impl Store {
             pos = take_end;
         }
         if pos < end {
-            let part_len = windows.last().map_or(0, |w| w.end());
             return Err(Error::Range(format!(
-                "bytes {offset}-{} of {} are not all written (part holds {part_len} bytes)",
+                "bytes {offset}-{} of {} are not all written (part holds {} bytes)",
                 end.saturating_sub(1),
-                id.path()
+                id.path(),
+                list.end()
             )));
         }
         // A window file cut short behind the store's back is damage, said before the
         // first byte: a server must never promise bytes it then cannot send.
-        let part = self.dir(id).join(PART);
+        let part = dir.join(PART);
         for (w, _, _) in &pieces {
             let file = part.join(w.file_name());
             let held = match fs::metadata(&file) {
@@ -645,7 +708,12 @@ impl Store {
                 return Ok(h);
             }
         }
-        if let Some(w) = self.windows(id)?.into_iter().find(exact) {
+        let found = self
+            .listing(&self.existing_dir(id)?)?
+            .by_offset
+            .get(&offset)
+            .copied();
+        if let Some(w) = found.filter(exact) {
             return self.window_hash(id, &w);
         }
         let mut r = self.read_range(id, offset, len)?;
@@ -674,14 +742,18 @@ impl Store {
     /// The SHA-256 of window `w` of blob `id` as its file holds it now (of its first
     /// `w.len` bytes; a shorter file is an error). Answered from the blob's verified
     /// record, without reading, when a fresh stat of the file equals the one recorded
-    /// when its bytes were last found to match its name; otherwise the file is re-read
-    /// and, if it matches and did not change meanwhile, recorded again.
+    /// when its bytes were last found to match its name and the blob is committed or
+    /// forgotten; otherwise the file is re-read and, if it matches and did not change
+    /// meanwhile, recorded again. A pending blob's windows are always re-read: their
+    /// bytes are not durable before the commit, and after a power cut a file may keep
+    /// its recorded stat but not its bytes (what a resumed sink asks about).
     pub fn window_hash(&self, id: &BlobId, w: &Window) -> Result<[u8; 32]> {
         let dir = self.existing_dir(id)?;
         let path = dir.join(PART).join(w.file_name());
         let cannot = || io_err(format!("cannot read {}", id.path()));
         let now = Stamp::of(&fs::metadata(&path).map_err(cannot())?);
-        if now.size == w.len && self.recorded(&dir, w) == Some(now) {
+        let durable = dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists();
+        if durable && now.size == w.len && self.recorded(&dir, w) == Some(now) {
             return Ok(w.sha256);
         }
         let mut buf = vec![0u8; 256 << 10];
@@ -745,7 +817,11 @@ impl Store {
                 return Ok(Some(w));
             }
         }
-        Ok(self.windows(id)?.into_iter().find(|w| w.offset == offset))
+        if let Some(w) = self.listing(&dir)?.by_offset.get(&offset) {
+            return Ok(Some(*w));
+        }
+        // Not in a kept list: another process may have written it unseen.
+        Ok(self.relisting(&dir)?.by_offset.get(&offset).copied())
     }
 
     /// Commits the final index: the blob becomes a visible snapshot.
@@ -767,7 +843,7 @@ impl Store {
         }
         let dir = self.existing_dir(id)?;
         // Serialised with delete: a blob is either deleted or committed, never both.
-        let _lock = lock_blob(&dir)?;
+        let lock = lock_blob(&dir)?;
         if dir.join(FORGOTTEN).exists() {
             return Err(Error::Conflict(format!(
                 "blob {} was forgotten; it cannot be committed again",
@@ -785,19 +861,32 @@ impl Store {
             };
         }
         let size = size.ok_or_else(|| Error::Bad("final index has no size".into()))?;
-        let mut pos = 0;
-        for w in self.windows(id)? {
-            if w.offset != pos {
-                break;
-            }
-            pos = w.end();
+        let kept = read_mark(&lock).and_then(|m| self.listings.get(&dir, m));
+        let mut list = match kept {
+            Some(l) => l,
+            None => self.relisting(&dir)?,
+        };
+        if list.written_to() != size {
+            // Looked for on disk before it is refused (see `listing.rs`).
+            list = self.relisting(&dir)?;
         }
+        let pos = list.written_to();
         if pos != size {
             return Err(Error::Conflict(format!(
                 "cannot commit {}: part 0 is written without gaps up to byte {pos}, the index says {size}",
                 id.path()
             )));
         }
+        // The promise of an acknowledged window ends here: every window file's
+        // bytes, then the names in part 0, are durable before the index exists.
+        let part = dir.join(PART);
+        let cannot = || io_err(format!("cannot sync the windows of {}", id.path()));
+        for w in list.by_offset.values() {
+            File::open(part.join(w.file_name()))
+                .and_then(|f| f.sync_data())
+                .map_err(cannot())?;
+        }
+        sync_dir(&part)?;
         write_atomic(&dir.join(INDEX), index)?;
         Ok(Change {
             added: charge(index.len() as u64),
@@ -897,6 +986,7 @@ impl Store {
             )));
         }
         let freed = blob_charge(&dir)?;
+        self.listings.forget(&dir);
         for name in [INDEX, FORGOTTEN, PENDING] {
             match fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
@@ -915,7 +1005,7 @@ impl Store {
     /// committed or pending blob, under the lock commit and delete take.
     pub fn trim(&self, id: &BlobId, offset: u64) -> Result<u64> {
         let dir = self.existing_dir(id)?;
-        let _lock = lock_blob(&dir)?;
+        let lock = lock_blob(&dir)?;
         if dir.join(INDEX).exists() || !dir.join(FORGOTTEN).exists() {
             return Err(Error::Conflict(format!(
                 "blob {} is not a forgotten snapshot: only a forgotten snapshot's windows can be trimmed",
@@ -937,6 +1027,8 @@ impl Store {
         let freed = freed.ok_or_else(|| {
             Error::NotFound(format!("no window at byte {offset} of {}", id.path()))
         })?;
+        self.listings.forget(&dir);
+        new_mark(&lock).map_err(cannot())?;
         sync_dir(&part)?;
         Ok(freed)
     }
@@ -1027,10 +1119,11 @@ impl Store {
 
 /// Holds a blob directory's lock (`.lock`, which no listing shows) until dropped.
 fn lock_blob(dir: &Path) -> Result<File> {
-    let path = dir.join(".lock");
+    let path = dir.join(LOCK);
     let f = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .map_err(|e| match e.kind() {
@@ -1069,24 +1162,20 @@ fn check_pending(dir: &Path, id: &BlobId) -> Result<()> {
     Ok(())
 }
 
-/// Every window file of part 0 at exactly `[offset, offset+len)`: one, or two
-/// when a crash interrupted a rewrite, or none.
-fn same_range_files(part: &Path, offset: u64, len: u64) -> Result<Vec<Window>> {
-    let entries = match fs::read_dir(part) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(format!("cannot list {}", part.display()))(e)),
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let e = e.map_err(io_err(format!("cannot list {}", part.display())))?;
-        if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
-            if w.offset == offset && w.len == len {
-                out.push(w);
-            }
+/// Refuses `win` if it overlaps a window of `list` other than one of its exact range.
+fn check_overlap(list: &WindowList, win: Window) -> Result<()> {
+    for w in list.touching(win.offset, win.end()) {
+        if !w.same_range(&win) {
+            return Err(Error::Range(format!(
+                "window {}-{} overlaps the written window {}-{}",
+                win.offset,
+                win.end() - 1,
+                w.offset,
+                w.end() - 1
+            )));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// What a blob directory's files count against its node's quota: its index files
@@ -1482,6 +1571,61 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 
+    // Issue 17.3: every window written listed part 0 three times and every range
+    // read once, so a blob's cost per GiB grew with its size. The list is kept per
+    // blob; another store on the same directory (another process: a local sink
+    // beside `chute serve`) writing at the same time must still be seen.
+    #[test]
+    fn window_lists_are_kept_and_see_another_writer() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let root = tmpdir("listing");
+        let a = Store::init(&root).unwrap().0;
+        let b = Store::open(&root).unwrap();
+        let id = a.create(&index(None)).unwrap();
+        let body = |n: u64| vec![n as u8; 4];
+        // The two write alternate windows at once, each checking overlaps and the
+        // end of part 0 against its own list.
+        std::thread::scope(|s| {
+            for (st, first) in [(&a, 0u64), (&b, 1)] {
+                let id = &id;
+                s.spawn(move || {
+                    for n in (first..200).step_by(2) {
+                        st.write(id, n * 4, 4, &mut &body(n)[..], None).unwrap();
+                        assert_eq!(st.read(id, n * 4, 4).unwrap(), body(n));
+                    }
+                });
+            }
+        });
+        let listed = a.listings.listed.load(Relaxed) + b.listings.listed.load(Relaxed);
+        for st in [&a, &b] {
+            assert_eq!(st.part_len(&id).unwrap(), 800);
+            assert_eq!(st.windows(&id).unwrap().len(), 200);
+            // An overlap with the other's last window is refused by both.
+            assert!(matches!(
+                st.write(&id, 797, 4, &mut &b"xxxx"[..], None),
+                Err(Error::Range(_))
+            ));
+        }
+        // Listed when the other had written, not three times a window.
+        assert!(listed < 600, "{listed} listings for 200 windows");
+        let before = a.listings.listed.load(Relaxed);
+        for n in 0..200 {
+            assert_eq!(a.read(&id, n * 4, 4).unwrap(), body(n));
+        }
+        a.commit(&id, &index(Some(800))).unwrap();
+        assert_eq!(a.read(&id, 0, 800).unwrap().len(), 800);
+        assert!(
+            a.listings.listed.load(Relaxed) - before <= 1,
+            "reads listed"
+        );
+        // Trimmed by the other store: seen at once.
+        b.forget(&id).unwrap();
+        b.trim(&id, 4).unwrap();
+        assert!(matches!(a.read(&id, 4, 4), Err(Error::Range(_))));
+        assert_eq!(a.windows(&id).unwrap().len(), 199);
+        fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn newer_layout_is_refused() {
         let root = tmpdir("newer");
@@ -1645,6 +1789,9 @@ mod tests {
         // Bit rot under an unchanged stat, which no stat can show: forge the entry
         // a lucky stat would leave.
         s.record_append(&dir, &w, &stamp(&dir, &w)).unwrap();
+        // Trusted only once committed: before, the bytes need not be durable.
+        assert_eq!(s.window_hash(&id, &w).unwrap(), sha256(b"abcXefgh"));
+        s.commit(&id, &index(Some(8))).unwrap();
         let server = Store::open(&root).unwrap();
         assert_eq!(
             server.window_hash(&id, &w).unwrap(),
@@ -1666,6 +1813,7 @@ mod tests {
     #[test]
     fn a_challenge_reads_the_bytes_whatever_the_record_says() {
         let (root, s, id, dir, w) = one_window("challenge");
+        s.commit(&id, &index(Some(8))).unwrap();
         let nonce = [7u8; 32];
         let answer = crate::format::challenge_answer(&nonce, b"abcdefgh");
         assert_eq!(s.window_challenge(&id, &w, &nonce).unwrap(), answer);

@@ -9,14 +9,16 @@
 //! ```
 //!
 //! `<check>` is the first 8 bytes (hex) of the SHA-256 of the line before it. A line
-//! is added right after a window is fsynced and renamed into place (the store hashed
-//! its bytes as it wrote them), and when a re-read finds a window equal to its name
+//! is added right after a window is renamed into place (the store hashed its bytes
+//! as it wrote them), and when a re-read finds a window equal to its name
 //! and unchanged by the read (same stat before and after, ctime at least 2 s old).
 //! A scrub re-reads every window whatever the record says and rewrites it: fresh
 //! lines for intact windows, none for damaged or vanished ones. The last valid line
 //! for a window counts; [`Store::window_hash`] trusts it only if a fresh stat of the
-//! file equals it exactly. Every write through the file system changes ctime (no
-//! call can set it back), so an edited, truncated or replaced window is re-read;
+//! file equals it exactly, and only once the blob is committed (a pending blob's
+//! bytes are not durable yet: a power cut can keep a stat and lose the bytes).
+//! Every write through the file system changes ctime (no call can set it back),
+//! so an edited, truncated or replaced window is re-read;
 //! bit rot under an unchanged stat (and an edit within the same tick of a coarse
 //! ctime clock as the recorded stat, which the 2 s rule keeps re-reads out of) is
 //! what the scrub is for.

@@ -116,7 +116,8 @@ pub(super) fn reread(path: &Path, want: u64, buf: &mut [u8]) -> io::Result<Rerea
     })
 }
 
-/// Streams exactly `len` bytes of `body` into a new file at `tmp`, fsynced.
+/// Streams exactly `len` bytes of `body` into a new file at `tmp`, not fsynced
+/// (the commit does that, see the module docs), its write-back started.
 pub(super) fn receive(
     tmp: &Path,
     len: u64,
@@ -155,7 +156,9 @@ pub(super) fn receive(
     if expect.is_some_and(|e| e != digest) {
         return Err(Error::Digest);
     }
-    f.sync_all().map_err(io_err("cannot sync window"))?;
+    // Started now, so the commit's fdatasync of every window has little left to wait
+    // for, and the disk writes while the workers seal.
+    crate::sys::start_writeback(&f);
     Ok((digest, f))
 }
 

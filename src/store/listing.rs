@@ -1,0 +1,238 @@
+//! Each blob's list of windows, kept in memory so that writing or reading a window
+//! does not list and parse part 0's directory (which costs as much as the blob has
+//! windows: a 4 GiB blob's every write listed ~2,000 names three times).
+//!
+//! A list is trusted only while the blob's change mark is the one it was made
+//! under. The mark is 8 random bytes at the head of the blob's `.lock`, rewritten
+//! under the blob's lock after every change to its window files (a window placed
+//! or replaced, trimmed), by any process; a list is read after the mark, so a
+//! change that lands while a list is being made leaves a list whose mark is already
+//! stale. A process's own changes update its list in place (see
+//! [`Store::place`](super::Store)), so a sink or a server writing a blob lists its
+//! directory once. A blob whose lock holds no mark (never changed by a chute that
+//! keeps one) is listed every time. Windows an older chute wrote at the same time,
+//! which changes no mark, can be missed by a list: the reads and the commit re-list
+//! before they refuse anything a list says is missing, so they cost a listing, never
+//! a wrong answer; the overlap check of a write is the one blind spot, as it was for
+//! two writers racing before windows were checked under the lock.
+//!
+//! At most [`LISTED_BLOBS`] blobs are kept (least recently used go first).
+
+use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
+
+/// Blobs whose window lists a store keeps in memory (a server's workers share them).
+pub(super) const LISTED_BLOBS: usize = 64;
+
+/// The windows of part 0, by offset; `extra` holds the rare second file of a range
+/// a crash left while it was rewritten (same offset and length, another hash).
+#[derive(Clone, Debug, Default)]
+pub struct WindowList {
+    pub(super) by_offset: BTreeMap<u64, Window>,
+    pub(super) extra: Vec<Window>,
+}
+
+impl WindowList {
+    /// Lists part 0's directory (none if it does not exist), counted in `listings`.
+    pub(super) fn read(part: &Path, listings: &Listings) -> Result<WindowList> {
+        listings
+            .listed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut list = WindowList::default();
+        for w in part_windows(part)? {
+            list.insert(w);
+        }
+        Ok(list)
+    }
+
+    fn insert(&mut self, w: Window) {
+        if let Some(old) = self.by_offset.insert(w.offset, w) {
+            if old != w {
+                self.extra.push(old);
+            }
+        }
+    }
+
+    /// The end of the last window: how long part 0 is as written.
+    pub(super) fn end(&self) -> u64 {
+        self.by_offset.values().next_back().map_or(0, |w| w.end())
+    }
+
+    /// Where part 0 stops being written without gaps from byte 0.
+    pub(super) fn written_to(&self) -> u64 {
+        let mut pos = 0;
+        for w in self.by_offset.values() {
+            if w.offset != pos {
+                break;
+            }
+            pos = w.end();
+        }
+        pos
+    }
+
+    /// The windows with a byte in `[start, end)`, in order.
+    pub(super) fn touching(&self, start: u64, end: u64) -> impl Iterator<Item = &Window> {
+        let before = self
+            .by_offset
+            .range(..start)
+            .next_back()
+            .map(|(_, w)| w)
+            .filter(|w| w.end() > start);
+        before
+            .into_iter()
+            .chain(self.by_offset.range(start..end.max(start)).map(|(_, w)| w))
+    }
+
+    /// Every window file at exactly `[offset, offset+len)`.
+    pub(super) fn same_range(&self, offset: u64, len: u64) -> Vec<Window> {
+        let hit = |w: &&Window| w.offset == offset && w.len == len;
+        self.by_offset
+            .get(&offset)
+            .filter(hit)
+            .into_iter()
+            .chain(self.extra.iter().filter(hit))
+            .copied()
+            .collect()
+    }
+
+    /// One window per range, sorted by offset.
+    pub(super) fn to_vec(&self) -> Vec<Window> {
+        self.by_offset.values().copied().collect()
+    }
+
+    /// `w` was placed and the files in `removed` are gone.
+    pub(super) fn placed(&mut self, w: Window, removed: &[Window]) {
+        self.extra.retain(|e| !removed.contains(e));
+        if let Some(old) = self.by_offset.insert(w.offset, w) {
+            if old != w && !removed.contains(&old) {
+                self.extra.push(old);
+            }
+        }
+    }
+}
+
+struct Listed {
+    mark: u64,
+    list: Arc<WindowList>,
+    used: u64,
+}
+
+/// The window lists of recently used blobs, by blob directory, shared by a store's
+/// clones.
+#[derive(Default)]
+pub(super) struct Listings {
+    cache: Mutex<(HashMap<PathBuf, Listed>, u64)>,
+    /// Directories listed (what the cache saves), for the tests.
+    pub(super) listed: std::sync::atomic::AtomicU64,
+}
+
+impl fmt::Debug for Listings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Listings({} blobs)", self.lock().0.len())
+    }
+}
+
+impl Listings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<PathBuf, Listed>, u64)> {
+        // Every entry is checked against its blob's mark before use.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The list of `dir`'s windows if one was made under `mark`.
+    pub(super) fn get(&self, dir: &Path, mark: u64) -> Option<Arc<WindowList>> {
+        let mut c = self.lock();
+        c.1 += 1;
+        let clock = c.1;
+        let l = c.0.get_mut(dir).filter(|l| l.mark == mark)?;
+        l.used = clock;
+        Some(l.list.clone())
+    }
+
+    /// [`Listings::get`], taking the list out: the caller changes it and puts it back.
+    pub(super) fn take(&self, dir: &Path, mark: u64) -> Option<Arc<WindowList>> {
+        let mut c = self.lock();
+        match c.0.remove(dir) {
+            Some(l) if l.mark == mark => Some(l.list),
+            _ => None,
+        }
+    }
+
+    /// Keeps `list` as `dir`'s windows under `mark`.
+    pub(super) fn put(&self, dir: &Path, mark: u64, list: Arc<WindowList>) {
+        let mut c = self.lock();
+        c.1 += 1;
+        let used = c.1;
+        c.0.insert(dir.to_path_buf(), Listed { mark, list, used });
+        while c.0.len() > LISTED_BLOBS {
+            let oldest =
+                c.0.iter()
+                    .min_by_key(|(_, l)| l.used)
+                    .map(|(d, _)| d.clone());
+            match oldest {
+                Some(d) => c.0.remove(&d),
+                None => break,
+            };
+        }
+    }
+
+    pub(super) fn forget(&self, dir: &Path) {
+        self.lock().0.remove(dir);
+    }
+}
+
+/// The change mark in a blob's lock file, if it holds one.
+pub(super) fn read_mark(lock: &File) -> Option<u64> {
+    let mut b = [0u8; 8];
+    lock.read_exact_at(&mut b, 0).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// The change mark of the blob in `dir`, read without its lock.
+pub(super) fn mark_of(dir: &Path) -> Option<u64> {
+    read_mark(&File::open(dir.join(LOCK)).ok()?)
+}
+
+/// Writes a new change mark into a blob's lock file (held): its windows changed.
+/// If it cannot be written (a full disk) the mark is removed instead, so no
+/// process trusts a list of the blob (`None`); an error if neither can be done.
+pub(super) fn new_mark(lock: &File) -> io::Result<Option<u64>> {
+    let mark = u64::from_le_bytes(fsutil::random_bytes());
+    match lock.write_all_at(&mark.to_le_bytes(), 0) {
+        Ok(()) => Ok(Some(mark)),
+        Err(_) => lock.set_len(0).map(|()| None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(offset: u64, len: u64, h: u8) -> Window {
+        Window {
+            offset,
+            len,
+            sha256: [h; 32],
+        }
+    }
+
+    #[test]
+    fn ranges_and_rewrites() {
+        let mut l = WindowList::default();
+        for x in [w(0, 4, 1), w(4, 4, 2), w(10, 2, 3)] {
+            l.insert(x);
+        }
+        assert_eq!(l.end(), 12);
+        let got: Vec<u64> = l.touching(3, 11).map(|w| w.offset).collect();
+        assert_eq!(got, [0, 4, 10]);
+        let got: Vec<u64> = l.touching(8, 10).map(|w| w.offset).collect();
+        assert!(got.is_empty(), "{got:?}");
+        // A crash-interrupted rewrite left two files of one range.
+        l.insert(w(4, 4, 9));
+        assert_eq!(l.same_range(4, 4).len(), 2);
+        assert_eq!(l.to_vec().len(), 3);
+        l.placed(w(4, 4, 7), &[w(4, 4, 2), w(4, 4, 9)]);
+        assert_eq!(l.same_range(4, 4), [w(4, 4, 7)]);
+        assert!(l.extra.is_empty());
+    }
+}
