@@ -880,8 +880,15 @@ enum Source<'k, F> {
         next: usize,
         pos: u64,
         cur: std::vec::IntoIter<Entry>,
+        /// Sealed segments fetched ahead, starting at manifest offset `ahead_at`.
+        ahead: Vec<u8>,
+        ahead_at: u64,
     },
 }
+
+/// Sealed manifest bytes a version 2 reader fetches at once: many small segments
+/// in one ranged read, not one request each.
+const READ_AHEAD: u64 = 1 << 20;
 
 /// A snapshot's manifest read entry by entry in walk order, in bounded memory,
 /// whichever its version. Chunk references index [`Entries::blobs`], which grows
@@ -917,6 +924,8 @@ where
                 next: 0,
                 pos: 0,
                 cur: Vec::new().into_iter(),
+                ahead: Vec::new(),
+                ahead_at: 0,
             };
             (src, vec![blob.to_string()])
         };
@@ -947,6 +956,8 @@ where
                 next,
                 pos,
                 cur,
+                ahead,
+                ahead_at,
             } => loop {
                 if let Some(e) = cur.next() {
                     break Some(e);
@@ -954,7 +965,26 @@ where
                 let Some(info) = table.get(*next).copied() else {
                     break None;
                 };
-                let mut sealed = fetch(*pos, u64::from(info.sealed))?;
+                let len = u64::from(info.sealed);
+                if *pos < *ahead_at || *pos + len > *ahead_at + ahead.len() as u64 {
+                    let mut span = len;
+                    for s in &table[*next + 1..] {
+                        if span + u64::from(s.sealed) > READ_AHEAD {
+                            break;
+                        }
+                        span += u64::from(s.sealed);
+                    }
+                    *ahead = fetch(*pos, span)?;
+                    *ahead_at = *pos;
+                    if ahead.len() as u64 != span {
+                        return Err(Error::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "short manifest read",
+                        )));
+                    }
+                }
+                let from = (*pos - *ahead_at) as usize;
+                let mut sealed = ahead[from..from + len as usize].to_vec();
                 let ctx = segment_context(blob, *next as u32, *next + 1 == table.len());
                 let opened = keys
                     .open_in_place(Kind::Manifest, &ctx, &mut sealed)
