@@ -994,6 +994,13 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
             "chute serve: background scrub off (--scrub-every 30d re-reads every window once a month)"
         ),
     }
+    // Before the usage is counted: what a killed server or sink left is garbage
+    // (a live writer's, say a local sink's, is kept and counted).
+    match store.sweep_temporaries(None, Duration::ZERO) {
+        Ok(t) if t.any() => eprintln!("chute serve: temporary files: {}", t.describe()),
+        Ok(_) => {}
+        Err(e) => eprintln!("chute serve: WARNING: cannot sweep temporary files: {e}"),
+    }
     let store = store
         .with_max_window(cfg.max_window)
         .with_max_pending(MAX_PENDING);
