@@ -11,6 +11,10 @@
 //! the lowest priority (see [`crate::scrub`]).
 //! SIGINT/SIGTERM stop taking new requests; requests in flight finish first, and a
 //! background scrub stops after the window it is reading.
+//! At start, before counting each node's usage, it sweeps the temporaries killed
+//! writers left in the store (a server killed during a PUT, a killed local sink;
+//! see [`crate::store`]) and logs what it removed and what live writers hold;
+//! the temporaries it could not remove count against their node's quota.
 
 use crate::auth::{self, Admitted, Refusal, Verifier};
 use crate::blob::BlobId;
