@@ -20,7 +20,8 @@
 //!     far the restore got and exits with status 1. The handler itself only sets a
 //!     flag ([`crate::sys::catch_termination`]);
 //!   - ones a killed process (SIGKILL, power loss) or an older chute left in the
-//!     directories a restore writes to are removed by the next restore, which says so.
+//!     directories a restore writes to are removed by the next restore of them,
+//!     which says so, even one that then refuses to overwrite (without `--force`).
 //! - Every chunk is checked to be the content its id names, not only to
 //!   authenticate ([`Keys::open_chunk`]); one that is not fails the restore as
 //!   damage naming the file and the chunk, and is recorded in the node's cache
@@ -342,26 +343,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         .zip(&found)
         .map(|(&i, &f)| decide(m.entries[i].kind, f, opts.force))
         .collect();
-    let conflicts: Vec<&PathBuf> = dests
-        .iter()
-        .zip(&actions)
-        .filter(|(_, a)| **a == Action::Refuse)
-        .map(|(d, _)| d)
-        .collect();
-    if let Some(first) = conflicts.first() {
-        return Err(Error::Failed(format!(
-            "refusing to overwrite {} existing path{} (first: {}); use --force to replace files, or --to DIR",
-            conflicts.len(),
-            if conflicts.len() == 1 { "" } else { "s" },
-            first.display()
-        )));
-    }
-
-    let mut report = Report {
-        lost,
-        ..Report::default()
-    };
-    // Temporaries an interrupted run left where this one writes.
+    // Temporaries an interrupted run left where this one writes: garbage whether
+    // or not this run goes on, so removed before it may refuse.
     // A hash set, not a sorted one: sorting paths cost the armv7 binary 9 KiB.
     let dirs: HashSet<&Path> = selected
         .iter()
@@ -378,7 +361,26 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
             first.display()
         );
     }
-    report.stale_removed = stale;
+    let conflicts: Vec<&PathBuf> = dests
+        .iter()
+        .zip(&actions)
+        .filter(|(_, a)| **a == Action::Refuse)
+        .map(|(d, _)| d)
+        .collect();
+    if let Some(first) = conflicts.first() {
+        return Err(Error::Failed(format!(
+            "refusing to overwrite {} existing path{} (first: {}); use --force to replace files, or --to DIR",
+            conflicts.len(),
+            if conflicts.len() == 1 { "" } else { "s" },
+            first.display()
+        )));
+    }
+
+    let mut report = Report {
+        stale_removed: stale,
+        lost,
+        ..Report::default()
+    };
     // From here on temporaries exist: a signal stops the restore through the
     // watcher (see the module doc) instead of killing it.
     crate::sys::catch_termination();

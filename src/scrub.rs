@@ -9,7 +9,13 @@
 //! window is reported as a damaged range (`no window file holds bytes A..B`). It reads one window at a time: memory does not
 //! grow with the store. Exit status 1 if any window is damaged. Either way it
 //! re-reads every window, ignoring the store's verified-hash record, and leaves
-//! that record vouching only for what it found intact.
+//! that record vouching only for what it found intact. It removes the temporary
+//! files killed writers left in blobs and reports them, and those live writers
+//! hold (see [`crate::store`]):
+//!
+//! ```text
+//! temporary files: 3 swept (12.0 MiB), 1 in use by a live writer (2.0 MiB)
+//! ```
 //!
 //! `chute serve --scrub-every DURATION` also runs it in the background
 //! ([`background`]): one thread at the lowest CPU and I/O priority, reading at most
@@ -259,11 +265,14 @@ pub fn background(store: &Store, bg: Background, stop: &dyn Fn() -> bool) {
         let secs = clock.elapsed().as_secs_f64();
         match result {
             Ok(r) => {
-                let found = if r.damaged.is_empty() {
+                let mut found = if r.damaged.is_empty() {
                     "all intact".to_string()
                 } else {
                     format!("{} damaged", r.damaged.len())
                 };
+                if r.temps.any() {
+                    found.push_str(&format!("; temporary files: {}", r.temps.describe()));
+                }
                 let what = format!(
                     "{} windows ({}) in {} blobs in {secs:.1} s: {found}",
                     r.windows,

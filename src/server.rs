@@ -11,6 +11,10 @@
 //! the lowest priority (see [`crate::scrub`]).
 //! SIGINT/SIGTERM stop taking new requests; requests in flight finish first, and a
 //! background scrub stops after the window it is reading.
+//! At start, before counting each node's usage, it sweeps the temporaries killed
+//! writers left in the store (a server killed during a PUT, a killed local sink;
+//! see [`crate::store`]) and logs what it removed and what live writers hold;
+//! the temporaries it could not remove count against their node's quota.
 
 use crate::auth::{self, Admitted, Refusal, Verifier};
 use crate::blob::BlobId;
@@ -993,6 +997,13 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
         None => eprintln!(
             "chute serve: background scrub off (--scrub-every 30d re-reads every window once a month)"
         ),
+    }
+    // Before the usage is counted: what a killed server or sink left is garbage
+    // (a live writer's, say a local sink's, is kept and counted).
+    match store.sweep_temporaries(None, Duration::ZERO) {
+        Ok(t) if t.any() => eprintln!("chute serve: temporary files: {}", t.describe()),
+        Ok(_) => {}
+        Err(e) => eprintln!("chute serve: WARNING: cannot sweep temporary files: {e}"),
     }
     let store = store
         .with_max_window(cfg.max_window)

@@ -175,6 +175,69 @@ fn a_changed_file_still_needs_force_and_stale_temporaries_are_removed() {
     assert_same_tree(&src, &restored);
 }
 
+/// Issue 16: a restore killed with SIGKILL (no handler runs) left its partial
+/// `.chute-restore-*` file, and a re-run that refused to overwrite (a file changed
+/// meanwhile, no `--force`) left it too: only a run that went on removed it.
+#[test]
+fn a_killed_restores_temporary_goes_even_when_the_rerun_refuses() {
+    let env = Env::new("resume-kill");
+    let src = three_files(&env);
+    env.ok(["init"]);
+    let bound = Proxy::bind();
+    let server = env.serve(&env.path("srv"), &["--name", &bound.addr]);
+    env.ok(["sink", "--remote", &server.url(), src.to_str().unwrap()]);
+    let to = env.path("to");
+    let release = Arc::new(AtomicBool::new(false));
+    let (watched, released) = (to.clone(), release.clone());
+    let proxy = bound.start(
+        &server.addr,
+        |_| None,
+        move |_, _| {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !released.load(Ordering::SeqCst)
+                && !temps(&watched).is_empty()
+                && Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            true
+        },
+    );
+    let to_arg = to.to_str().unwrap();
+    let mut child = env
+        .cmd([
+            "restore",
+            "latest",
+            "--remote",
+            &proxy.url(),
+            "--to",
+            to_arg,
+            "--threads",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20 * u64::from(slack()));
+    while temps(&to).is_empty() {
+        assert!(Instant::now() < deadline, "no temporary:\n{}", listing(&to));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(temps(&to).len(), 1, "{}", listing(&to));
+    // A restored file changed since: the re-run refuses, and still sweeps.
+    let restored = to.join(src.strip_prefix("/").unwrap());
+    fs::write(restored.join("a-small"), b"changed").unwrap();
+    let url = server.url();
+    let err = env.fails(1, ["restore", "latest", "--remote", &url, "--to", to_arg]);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert!(err.contains("removed 1 temporary file"), "{err}");
+    assert_eq!(temps(&to), Vec::<PathBuf>::new(), "{}", listing(&to));
+}
+
 /// Regression: `--version` was "Unrecognized argument", so an owner could not
 /// tell which build runs on a board.
 #[test]

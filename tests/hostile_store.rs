@@ -344,3 +344,37 @@ fn a_chunked_index_is_refused_unread() {
     assert_eq!(status, 411, "{}", text(&answer));
     assert!(!env.path("srv/test.example/node1/m1").exists());
 }
+
+// Issue 16: a window's temporary was not counted, so a server killed during many
+// PUTs came back with their bytes free. One a live writer holds (here another
+// server's, holding its window) is counted when a server starts, and never swept:
+// the held window still lands.
+#[test]
+fn a_live_writers_temporary_is_counted_and_kept_at_start() {
+    let (env, me, line) = node("hostile-temps");
+    let srv = env.path("srv");
+    let hold = env.path("hold");
+    fs::create_dir_all(&hold).unwrap();
+    let a = env.serve_env(
+        &srv,
+        &["--allow", &line],
+        &[("CHUTE_TEST_HOLD_WINDOW", hold.to_str().unwrap())],
+    );
+    let ix = index("t1", None, 0);
+    assert_eq!(create(&a, &me, &ix), 201);
+    std::thread::scope(|s| {
+        let late = s.spawn(|| put(&a, &me, "t1", 100_000, 0, &noise(100_000, 3)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !hold.join("held").exists() {
+            assert!(Instant::now() < deadline, "the window was never held");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let b = env.serve(&srv, &["--allow", &line, "--quota", "node1=10M"]);
+        let used = ix.len() as u64 + FILE_CHARGE + 100_000 + FILE_CHARGE;
+        b.await_log(0, &format!("node node1 uses {used} of its"), 10);
+        drop(b);
+        fs::write(hold.join("go"), b"").unwrap();
+        let (status, why) = late.join().unwrap();
+        assert_eq!(status, 201, "the held window: {why}");
+    });
+}

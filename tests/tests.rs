@@ -22,4 +22,5 @@ mod server_api;
 mod server_sink;
 mod setup_ops;
 mod setup_traps;
+mod temporaries;
 mod walk_safety;

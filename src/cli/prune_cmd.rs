@@ -121,6 +121,9 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
             ),
         }
     }
+    if let Some(t) = r.temps.filter(|t| t.any()) {
+        println!("temporary files: {}", t.describe());
+    }
     if let Some(why) = &r.repack_failed {
         eprintln!("chute: warning: nothing was repacked: {why}");
     }

@@ -25,6 +25,9 @@ pub(super) fn cmd(s: &Settings, c: ScrubCmd) -> Result<()> {
             d.blob, d.offset, d.len, d.why
         );
     }
+    if r.temps.any() {
+        println!("temporary files: {}", r.temps.describe());
+    }
     println!(
         "scrubbed {} windows ({}) in {} blobs in {:.1} s: {}",
         r.windows,

@@ -32,6 +32,12 @@
 //! is forgotten and deleted in one run, on its mark alone (the store keeps no idle
 //! time for a committed blob). `--grace 0` deletes at once.
 //!
+//! On a local store, prune also removes the temporary files (`.tmp-*`) that killed
+//! writers left in this node's blobs: in a committed or forgotten blob at once, in
+//! a pending one once unchanged for the grace period, never one a live writer
+//! holds (see [`crate::store`]). A peer sweeps its own store (at start, on each
+//! commit and in its scrub).
+//!
 //! # Trimming
 //! A forgotten snapshot's blob that snapshots still use in part often holds whole
 //! windows none of them uses (files deleted since, or changed wholesale). Those
@@ -237,6 +243,9 @@ pub struct Report {
     pub dangling: u64,
     /// Why the repack could not be written (the peer's quota is full).
     pub repack_failed: Option<String>,
+    /// The temporaries killed writers left in this node's blobs, swept (a local
+    /// store only: a peer sweeps its own).
+    pub temps: Option<crate::store::Temps>,
 }
 
 impl Report {
@@ -558,6 +567,11 @@ pub fn run(
     let all: Vec<usize> = (0..report.outcomes.len()).collect();
     let mut deleted_one = false;
     retire(remote, &mut report, &all, &mut marks, &mut deleted_one)?;
+    // A window's temporary is a pending upload's for as long as its blob would
+    // be: kept until it has been idle for the grace period (and never while its
+    // writer lives; in a committed blob, swept at once).
+    report.temps =
+        remote.sweep_temporaries(domain, node, std::time::Duration::from_secs(opts.grace))?;
     for (i, n) in trims {
         let id = &report.outcomes[i].blob.id;
         match remote.trim(id, window_of[i], n) {

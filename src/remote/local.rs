@@ -109,4 +109,16 @@ impl Remote for LocalRemote {
     fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
         Ok(self.store.list_uncommitted(domain, node)?)
     }
+
+    fn sweep_temporaries(
+        &self,
+        domain: &str,
+        node: &str,
+        min_age: std::time::Duration,
+    ) -> Result<Option<crate::store::Temps>> {
+        Ok(Some(
+            self.store
+                .sweep_temporaries(Some((domain, node)), min_age)?,
+        ))
+    }
 }

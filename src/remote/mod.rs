@@ -130,6 +130,18 @@ pub trait Remote: Send + Sync {
     fn nodes(&self, _domain: &str) -> Vec<String> {
         Vec::new()
     }
+    /// Removes the temporaries killed writers left in a node's blobs, keeping those
+    /// of pending blobs changed less than `min_age` ago (see [`Store`]'s docs), where
+    /// the remote can (a local store); `None` where it cannot (a peer sweeps its own
+    /// at start, on commit and in its scrub).
+    fn sweep_temporaries(
+        &self,
+        _domain: &str,
+        _node: &str,
+        _min_age: std::time::Duration,
+    ) -> Result<Option<crate::store::Temps>> {
+        Ok(None)
+    }
 }
 
 pub(crate) fn parse_index(bytes: &[u8], id: &BlobId) -> Result<Index> {

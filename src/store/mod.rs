@@ -27,9 +27,11 @@
 //!                                         `listing.rs`), empty before the first window
 //!     .verified                           the verified-hash record (`record.rs`); a cache
 //!     .verified.tmp-<random>              a record being rewritten (never read)
+//!     .tmp-<random>                       an index being written (never read)
 //!     0/<offset:016x>-<len:016x>-<sha256>  data part 0, one file per written window,
 //!                                         named with the SHA-256 it arrived with
-//!     0/.tmp-<random>                     a window being received (never read)
+//!     0/.tmp-<random>                     a window being received (never read),
+//!                                         flock'd by its writer while it lives
 //! ```
 //!
 //! Durability: durable is a promise of the commit, not of each window.
@@ -62,8 +64,20 @@
 //! - A pending index is at most [`INDEX_CAP`] bytes, a committed one [`MAX_INDEX`]
 //!   (its sealed header lists every window); with [`Store::with_max_pending`], a node
 //!   has at most that many pending blobs (quota error).
-//! - Quotas: each window and index file is [`charge`]d its bytes plus
-//!   [`FILE_CHARGE`]. Every change reports what it added and freed ([`Change`], or
+//! - Temporaries a killed writer (a `kill -9`'d sink or server) left are removed
+//!   ("swept", see `temps.rs` for exactly when and why that is safe): every blob's
+//!   when `chute serve` starts (before it counts usage), a blob's when it is
+//!   committed (it takes no more windows), every blob's a scrub reads (which
+//!   reports them: swept, or in use by a live writer), and a node's by a prune on a
+//!   local store (a pending blob's once unchanged for the grace period). A sweep
+//!   holds the blob's lock, and removes a window's temporary only if it can take
+//!   that file's own `flock`, which its writer holds from creation to rename and
+//!   the kernel drops only when the writer dies: no live writer, running, stopped
+//!   or stalled, ever loses a temporary it will rename into place.
+//! - Quotas: each window, index and temporary (`.tmp-*`) file is [`charge`]d its
+//!   bytes plus [`FILE_CHARGE`]: a server killed during many PUTs leaves no free
+//!   disk (its next start counts or sweeps them); in a running server a window
+//!   being received is counted by its reservation. Every change reports what it added and freed ([`Change`], or
 //!   the freed charge of a delete or trim), counted under the blob's lock from the
 //!   files it wrote, replaced or removed, so a count kept from these reports equals
 //!   [`Store::node_usage`], counted from the disk. A window sent again over itself
@@ -81,11 +95,14 @@
 mod listing;
 mod record;
 mod scrub;
+mod temps;
 mod window;
 
 use listing::*;
 use record::*;
 pub use scrub::{Damage, ScrubEvent, ScrubReport};
+pub use temps::Temps;
+use temps::*;
 use window::*;
 pub use window::{RangeReader, Window};
 
@@ -542,8 +559,9 @@ impl Store {
         check_overlap(&list, win)?;
         drop(list);
         let part = dir.join(PART);
-        let tmp = part.join(format!(".tmp-{}", fsutil::random_suffix()));
-        let placed = receive(&tmp, len, body, expect).and_then(|(digest, file)| {
+        // Locked until `file` is dropped, after the rename: a sweep keeps it.
+        let (tmp, file) = new_window_temp(&part)?;
+        let placed = receive(file, len, body, expect).and_then(|(digest, file)| {
             win.sha256 = digest;
             crate::testhooks::hold_window();
             self.place(id, &dir, &tmp, &win).map(|freed| (file, freed))
@@ -888,9 +906,13 @@ impl Store {
         }
         sync_dir(&part)?;
         write_atomic(&dir.join(INDEX), index)?;
+        // Committed, the blob takes no more windows: what a killed writer left in
+        // it is garbage now (a live writer's is kept; it drops it itself). A sweep
+        // that fails costs only the space, never the commit.
+        let swept = sweep_locked(&dir, Duration::ZERO, SystemTime::now()).unwrap_or_default();
         Ok(Change {
             added: charge(index.len() as u64),
-            freed: 0,
+            freed: swept.freed,
         })
     }
 
@@ -953,12 +975,14 @@ impl Store {
     }
 
     /// What a node's files count against its quota, under every domain: each
-    /// window and index file its bytes plus [`FILE_CHARGE`] (see [`charge`]).
-    /// Windows being received, locks and verified records are not counted.
+    /// window, index and temporary (`.tmp-*`, a window or index being written, or
+    /// one a killed writer left) its bytes plus [`FILE_CHARGE`] (see [`charge`]).
+    /// Locks and verified records are not counted.
     pub fn node_usage(&self, node: &str) -> Result<u64> {
         let mut total = 0u64;
         self.each_blob_dir(node, &mut |dir| {
             total = total.saturating_add(blob_charge(dir)?);
+            total = total.saturating_add(temps_charge(dir, false)?);
             Ok(())
         })?;
         Ok(total)
@@ -985,7 +1009,9 @@ impl Store {
                 id.path()
             )));
         }
-        let freed = blob_charge(&dir)?;
+        // A live writer's temporary goes too, but its bytes are that writer's
+        // reservation, which it gives back when its rename fails.
+        let freed = blob_charge(&dir)?.saturating_add(temps_charge(&dir, true)?);
         self.listings.forget(&dir);
         for name in [INDEX, FORGOTTEN, PENDING] {
             match fs::remove_file(dir.join(name)) {
@@ -1623,6 +1649,52 @@ mod tests {
         b.trim(&id, 4).unwrap();
         assert!(matches!(a.read(&id, 4, 4), Err(Error::Range(_))));
         assert_eq!(a.windows(&id).unwrap().len(), 199);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    // Issue 16: temporaries a killed writer left were never removed nor counted.
+    #[test]
+    fn temporaries_are_counted_and_swept_but_never_a_live_writers() {
+        let root = tmpdir("temps");
+        let s = Store::init(&root).unwrap().0;
+        let id = s.create(&index(None)).unwrap();
+        s.write(&id, 0, 4, &mut &b"abcd"[..], None).unwrap();
+        let dir = root.join("d.org/pi/m1/t1");
+        let part = dir.join(PART);
+        let before = s.node_usage("pi").unwrap();
+        // A dead writer's (no lock), a live one's (locked), an index temporary.
+        fs::write(part.join(".tmp-dead"), b"12345").unwrap();
+        let (live, held) = new_window_temp(&part).unwrap();
+        (&held).write_all(b"123").unwrap();
+        fs::write(dir.join(".tmp-index"), b"{}").unwrap();
+        fs::write(dir.join(".verified.tmp-x"), b"r").unwrap();
+        assert_eq!(
+            s.node_usage("pi").unwrap(),
+            before + charge(5) + charge(3) + charge(2)
+        );
+        // Pending: the unlocked window temporary is young under a long age.
+        let t = s
+            .sweep_temporaries(None, Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!((t.swept, t.in_use, t.young), (2, 1, 1), "{t:?}");
+        assert_eq!((t.young_bytes, t.in_use_bytes), (5, 3));
+        assert!(part.join(".tmp-dead").exists() && live.exists());
+        assert!(!dir.join(".tmp-index").exists() && !dir.join(".verified.tmp-x").exists());
+        // Committed: the dead one goes at once, and the commit says what it freed.
+        let c = s.commit_charged(&id, &index(Some(4))).unwrap();
+        assert_eq!(c.freed, charge(5));
+        assert!(!part.join(".tmp-dead").exists());
+        assert!(live.exists(), "a live writer's temporary is kept");
+        let r = s.scrub().unwrap();
+        assert_eq!((r.temps.swept, r.temps.in_use), (0, 1));
+        drop(held);
+        let r = s.scrub().unwrap();
+        assert_eq!((r.temps.swept, r.temps.swept_bytes), (1, 3));
+        assert!(!live.exists());
+        assert_eq!(
+            s.node_usage("pi").unwrap(),
+            before + charge(index(Some(4)).len() as u64)
+        );
         fs::remove_dir_all(root).unwrap();
     }
 

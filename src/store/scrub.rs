@@ -1,6 +1,7 @@
 //! The store's scrub: re-hash every window file against the SHA-256 in its name,
 //! and check that each committed blob's index parses and its window files cover
-//! `[0, size)` of it, needing no key (the background pass and `chute scrub` are in
+//! `[0, size)` of it, needing no key. It also sweeps each blob's temporaries
+//! whose writer is gone and counts those in use ([`super::temps`]) (the background pass and `chute scrub` are in
 //! [`crate::scrub`]).
 
 use super::*;
@@ -23,6 +24,9 @@ pub struct ScrubReport {
     pub windows: u64,
     pub bytes: u64,
     pub damaged: Vec<Damage>,
+    /// Temporaries found in the blobs checked: swept (their writer was gone) or in
+    /// use (see [`super::temps`]).
+    pub temps: Temps,
     /// The pass was told to stop before the end.
     pub stopped: bool,
 }
@@ -108,6 +112,11 @@ impl Store {
         report: &mut ScrubReport,
         on: &mut dyn FnMut(ScrubEvent<'_>) -> bool,
     ) -> Result<bool> {
+        // What killed writers left is swept, what live ones hold is counted. A
+        // store this scrub cannot lock or change (read-only) is still scrubbed.
+        if let Ok(t) = self.sweep_blob(dir, Duration::ZERO) {
+            report.temps.add(&t);
+        }
         let (windows, _) = blob_files(dir)?;
         // Fresh verdicts, merged into the record every so often (memory stays
         // bounded however many windows a blob has) and when the blob is done.

@@ -116,15 +116,15 @@ pub(super) fn reread(path: &Path, want: u64, buf: &mut [u8]) -> io::Result<Rerea
     })
 }
 
-/// Streams exactly `len` bytes of `body` into a new file at `tmp`, not fsynced
-/// (the commit does that, see the module docs), its write-back started.
+/// Streams exactly `len` bytes of `body` into `f`, a new temporary, not fsynced
+/// (the commit does that, see the module docs), its write-back started; gives it
+/// back (still locked, see [`super::temps`]).
 pub(super) fn receive(
-    tmp: &Path,
+    mut f: File,
     len: u64,
     body: &mut dyn Read,
     expect: Option<[u8; 32]>,
 ) -> Result<([u8; 32], File)> {
-    let mut f = File::create(tmp).map_err(io_err("cannot create window file"))?;
     let mut h = Sha256State::new();
     let mut buf = vec![0u8; (256 << 10).min(len as usize)];
     let mut got = 0u64;
