@@ -842,9 +842,12 @@ fn decode_segment(
 /// A manifest segment that did not open: its entries are lost, the rest are not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lost {
-    /// The segment's index.
+    /// The first segment's index.
     pub segment: u32,
-    /// Entries it held (from the header's segment table).
+    /// How many segments in a row were lost (at least 1): one missing window can
+    /// hold many.
+    pub segments: u32,
+    /// Entries they held (from the header's segment table).
     pub entries: u32,
     /// The last path before it that was read, and the first after it: its
     /// entries lay between the two in walk order.
@@ -860,12 +863,16 @@ impl fmt::Display for Lost {
         };
         write!(
             f,
-            "{} entr{} between {} and {} (manifest segment {})",
+            "{} entr{} between {} and {} (manifest segment{} {})",
             self.entries,
             if self.entries == 1 { "y" } else { "ies" },
             name(&self.before, "the start"),
             name(&self.after, "the end"),
-            self.segment
+            if self.segments > 1 { "s" } else { "" },
+            match self.segments {
+                0 | 1 => self.segment.to_string(),
+                n => format!("{}-{}", self.segment, self.segment + n - 1),
+            }
         )
     }
 }
@@ -966,7 +973,9 @@ where
                     break None;
                 };
                 let len = u64::from(info.sealed);
-                if *pos < *ahead_at || *pos + len > *ahead_at + ahead.len() as u64 {
+                let held = if *pos >= *ahead_at && *pos + len <= *ahead_at + ahead.len() as u64 {
+                    Ok(())
+                } else {
                     let mut span = len;
                     for s in &table[*next + 1..] {
                         if span + u64::from(s.sealed) > READ_AHEAD {
@@ -974,33 +983,60 @@ where
                         }
                         span += u64::from(s.sealed);
                     }
-                    *ahead = fetch(*pos, span)?;
+                    // Bytes the store does not hold (fetch's InvalidData) cost only
+                    // the segments in them: after a failed span, this one alone.
+                    let got = match fetch(*pos, span) {
+                        Err(e) if e.kind() == io::ErrorKind::InvalidData && span > len => {
+                            fetch(*pos, len)
+                        }
+                        got => got,
+                    };
                     *ahead_at = *pos;
-                    if ahead.len() as u64 != span {
-                        return Err(Error::Io(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "short manifest read",
-                        )));
+                    match got {
+                        Ok(b) if b.len() as u64 >= len => {
+                            *ahead = b;
+                            Ok(())
+                        }
+                        Ok(_) => {
+                            return Err(Error::Io(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "short manifest read",
+                            )));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                            ahead.clear();
+                            Err(Error::Malformed("manifest segment the store cannot read"))
+                        }
+                        Err(e) => return Err(Error::Io(e)),
                     }
-                }
-                let from = (*pos - *ahead_at) as usize;
-                let mut sealed = ahead[from..from + len as usize].to_vec();
+                };
                 let ctx = segment_context(blob, *next as u32, *next + 1 == table.len());
-                let opened = keys
-                    .open_in_place(Kind::Manifest, &ctx, &mut sealed)
-                    .map_err(Error::Open)
-                    .and_then(|plain| {
-                        decode_segment(plain, info.entries, &mut self.blobs, &mut self.at)
-                    });
+                let opened = held.and_then(|()| {
+                    let from = (*pos - *ahead_at) as usize;
+                    let mut sealed = ahead[from..from + len as usize].to_vec();
+                    keys.open_in_place(Kind::Manifest, &ctx, &mut sealed)
+                        .map_err(Error::Open)
+                        .and_then(|plain| {
+                            decode_segment(plain, info.entries, &mut self.blobs, &mut self.at)
+                        })
+                });
                 match opened {
                     Ok(entries) => *cur = entries.into_iter(),
                     Err(Error::Io(e)) => return Err(Error::Io(e)),
-                    Err(_) => self.lost.push(Lost {
-                        segment: *next as u32,
-                        entries: info.entries,
-                        before: self.last.clone(),
-                        after: None,
-                    }),
+                    Err(_) => match self.lost.last_mut() {
+                        // Right after another lost one: one range.
+                        Some(l) if l.after.is_none() && l.segment + l.segments == *next as u32 => {
+                            l.segments += 1;
+                            l.entries = l.entries.saturating_add(info.entries);
+                        }
+                        _ => self.lost.push(Lost {
+                            segment: *next as u32,
+                            segments: 1,
+                            entries: info.entries,
+                            before: self.last.clone(),
+                            after: None,
+                        }),
+                    },
                 }
                 *pos += u64::from(info.sealed);
                 *next += 1;
@@ -1643,6 +1679,7 @@ mod tests {
             lost,
             vec![Lost {
                 segment: k as u32,
+                segments: 1,
                 entries: n as u32,
                 before: Some(m.entries[skip - 1].path.clone()),
                 after: Some(m.entries[skip + n].path.clone()),

@@ -754,6 +754,7 @@ mod tests {
     fn a_lost_range_touches_only_paths_it_may_hold() {
         let l = crate::format::Lost {
             segment: 3,
+            segments: 1,
             entries: 10,
             before: Some(b"/d/b/x".to_vec()),
             after: Some(b"/d/c/a".to_vec()),

@@ -236,6 +236,26 @@ pub fn manifest(keys: &Keys, remote: &dyn Remote, snap: &Snapshot) -> Result<Man
     }
 }
 
+/// The `fetch` of [`format::Entries`] for a manifest at `base` in `blob`'s part 0:
+/// bytes the store says it does not hold (a window missing or cut short) come back
+/// as [`std::io::ErrorKind::InvalidData`], damage that loses only the segments in
+/// them; any other failure stays an error of the whole read.
+pub fn manifest_fetch<'a>(
+    remote: &'a dyn Remote,
+    blob: &'a BlobId,
+    base: u64,
+) -> impl FnMut(u64, u64) -> std::io::Result<Vec<u8>> + 'a {
+    move |off: u64, len: u64| {
+        remote.read(blob, base + off, len).map_err(|e| {
+            let kind = match e.kind {
+                crate::remote::ErrorKind::NotFound => std::io::ErrorKind::InvalidData,
+                _ => std::io::ErrorKind::Other,
+            };
+            std::io::Error::new(kind, e)
+        })
+    }
+}
+
 /// Reads a snapshot's manifest: the entries of every segment that opens, and the
 /// segments that do not (a version 2 manifest loses only those; a version 1
 /// manifest with any bad segment is an error).
@@ -246,11 +266,7 @@ pub fn salvage(
 ) -> Result<(Manifest, Vec<format::Lost>)> {
     let h = &snap.header;
     let blob = &snap.blob;
-    let fetch = |off: u64, len: u64| {
-        remote
-            .read(blob, h.manifest_offset + off, len)
-            .map_err(std::io::Error::other)
-    };
+    let fetch = manifest_fetch(remote, blob, h.manifest_offset);
     format::read_manifest(keys, &blob.path(), h, fetch).map_err(|e| {
         Error::Damaged(format!(
             "snapshot {}: manifest in {} is damaged: {e}",

@@ -424,3 +424,38 @@ fn two_sinks_of_the_same_paths_do_not_run_at_once() {
     assert!(err.contains("still running"), "{err}");
     restore_same(&env, &src);
 }
+
+// Review of issue 16.1: with its tail sent, a killed sink's blob lost an earlier
+// window (acknowledged windows are durable only at commit). It was continued from
+// that window, and its full window over the tail's place was refused on every run.
+#[test]
+fn a_killed_sinks_blob_that_lost_a_window_under_its_sent_tail_is_left_for_a_new_one() {
+    let env = Env::new("lost-under-tail");
+    let src = env.path("src");
+    tree(&src, 24);
+    env.ok(["init"]);
+    let store = env.store();
+    let out = env
+        .cmd(["sink", "--threads", "1", src.to_str().unwrap()])
+        .env("CHUTE_FAILPOINT", "before-commit")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let dead = pending_blobs(&store);
+    assert_eq!(dead.len(), 1);
+    let first = walk(&dead[0].join("0"))
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("0000000000000000-")
+        })
+        .unwrap();
+    fs::remove_file(first).unwrap();
+    // The tree grew: the new run's part 0 reaches past the old tail's place.
+    fs::write(src.join("new.bin"), noise(3 << 20, 99)).unwrap();
+    env.ok(["sink", "--threads", "1", src.to_str().unwrap()]);
+    restore_same(&env, &src);
+}

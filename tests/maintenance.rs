@@ -1609,7 +1609,7 @@ fn lost_line(err: &str) -> (u64, PathBuf, PathBuf) {
     let rest = line.strip_prefix("chute restore: lost: ").unwrap();
     let (n, rest) = rest.split_once(" entries between ").unwrap();
     let (before, rest) = rest.split_once(" and ").unwrap();
-    let (after, _) = rest.split_once(" (manifest segment ").unwrap();
+    let (after, _) = rest.split_once(" (manifest segment").unwrap();
     (n.parse().unwrap(), before.into(), after.into())
 }
 
@@ -1740,4 +1740,61 @@ fn a_damaged_manifest_segment_loses_only_its_entries() {
         ],
         &remote,
     ));
+}
+
+// Review of issue 16.4: a window of the manifest the store no longer holds made
+// the whole manifest unreadable (the read-ahead spread it over every segment in
+// the same 1 MiB), so restore saved nothing. Only the segments in it are lost.
+#[test]
+fn a_missing_manifest_window_loses_only_the_segments_in_it() {
+    let env = Env::new("lost-window");
+    env.ok(["init"]);
+    let store = env.new_store("store");
+    let remote = store.display().to_string();
+    let src = env.path("src");
+    // Empty files hold no chunks: part 0 is the manifest alone, over 2 MiB.
+    for d in 0..30 {
+        let dir = src.join(format!("dir-{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..500 {
+            let name = format!("an-empty-file-with-a-long-name-to-grow-the-manifest-{f:04}");
+            fs::write(dir.join(name), b"").unwrap();
+        }
+    }
+    sink(&env, &remote, &src);
+    let blob = blobs_with(&store, "index.json").pop().unwrap();
+    assert!(window_files(&blob).len() >= 2, "{}", listing(&blob));
+    let (first, _, _) = window_containing(&blob, 0);
+    fs::remove_file(&first).unwrap();
+
+    let out = env.path("out");
+    let (_, err) = status(
+        &env,
+        3,
+        &[
+            "restore",
+            "latest",
+            "--remote",
+            &remote,
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    let (n, _, _) = lost_line(&err);
+    assert!(n > 0 && n < 15_000, "{err}");
+    // The segments in the window are one lost range, said once.
+    assert_eq!(err.matches("chute restore: lost: ").count(), 1, "{err}");
+    assert!(err.contains("(manifest segments 0-"), "{err}");
+    let back = out.join(src.strip_prefix("/").unwrap());
+    let restored = walk(&back).into_iter().filter(|p| p.is_file()).count();
+    assert!(
+        restored > 0 && restored + n as usize >= 15_000,
+        "{restored} restored\n{err}"
+    );
+    assert!(
+        back.join("dir-29")
+            .join("an-empty-file-with-a-long-name-to-grow-the-manifest-0499")
+            .exists(),
+        "{err}"
+    );
 }

@@ -202,13 +202,14 @@ pub(super) fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Opti
     }
     // A final index means the last, short window may have been sent; a store lets
     // no full window overlap it, so the blob is continued only if it is not there.
-    if st.final_index.is_some()
-        && !matches!(
-            remote.window_hash(&blob, st.window, hashes.len() as u64),
-            Ok(None)
-        )
-    {
-        return None;
+    // It lies where the final index's size ends, which may be past the prefix kept:
+    // a power cut can lose an acknowledged full window and keep the tail.
+    if let Some(json) = &st.final_index {
+        let size = Index::parse(json.as_bytes()).ok()?.size?;
+        let last = size.checked_sub(1)? / st.window.max(1);
+        if !matches!(remote.window_hash(&blob, st.window, last), Ok(None)) {
+            return None;
+        }
     }
     let end = hashes.len() as u64 * st.window;
     let chunks = st

@@ -201,11 +201,7 @@ impl<'a> Parent<'a> {
         blobs: &mut Blobs,
     ) -> Result<Parent<'a>> {
         let h = &p.header;
-        let fetch = move |off: u64, len: u64| {
-            remote
-                .read(&p.blob, h.manifest_offset + off, len)
-                .map_err(std::io::Error::other)
-        };
+        let fetch = crate::snapshot::manifest_fetch(remote, &p.blob, h.manifest_offset);
         let stream = format::Entries::open(keys, &p.blob.path(), h, Box::new(fetch) as Box<_>)
             .map_err(|e| {
                 Error::Damaged(format!(
