@@ -607,6 +607,10 @@ impl Store {
         }
         let part = dir.join(PART);
         let replaced = list.same_range(win.offset, win.len);
+        // No mark while the windows change: if the new one cannot be written after
+        // the rename, every process lists the blob rather than trust an old list.
+        lock.set_len(0)
+            .map_err(io_err(format!("cannot write {}", dir.join(LOCK).display())))?;
         fs::rename(tmp, part.join(win.file_name()))
             .map_err(io_err(format!("cannot store window of {}", id.path())))?;
         let mut freed = 0;
@@ -619,11 +623,10 @@ impl Store {
             }
         }
         Arc::make_mut(&mut list).placed(*win, &removed);
-        match new_mark(&lock) {
-            Ok(Some(mark)) => self.listings.put(dir, mark, list),
-            // No mark: every process lists the blob until one is written.
-            Ok(None) => {}
-            Err(e) => return Err(io_err(format!("cannot write {}", dir.join(LOCK).display()))(e)),
+        // The window is in place whatever happens to the mark: without one, every
+        // process lists the blob until one is written.
+        if let Ok(Some(mark)) = new_mark(&lock) {
+            self.listings.put(dir, mark, list);
         }
         Ok(freed)
     }
@@ -1041,6 +1044,8 @@ impl Store {
         let part = dir.join(PART);
         let cannot = || io_err(format!("cannot trim {}", id.path()));
         let mut freed = None;
+        // No mark while the windows change (see `place`).
+        lock.set_len(0).map_err(cannot())?;
         // Every file of that window (a crash-interrupted rewrite may have left two).
         for e in fs::read_dir(&part).map_err(cannot())? {
             let e = e.map_err(cannot())?;
@@ -1054,7 +1059,7 @@ impl Store {
             Error::NotFound(format!("no window at byte {offset} of {}", id.path()))
         })?;
         self.listings.forget(&dir);
-        new_mark(&lock).map_err(cannot())?;
+        let _ = new_mark(&lock);
         sync_dir(&part)?;
         Ok(freed)
     }
