@@ -469,6 +469,7 @@ fn start_upload(
         hashes: Vec::new(),
         answers: Vec::new(),
         new_bytes: 0,
+        sending: false,
     };
     let (blob, journal) = match resume(remote, journal_path, index) {
         Some(r) => {
