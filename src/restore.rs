@@ -625,21 +625,23 @@ fn fetch_group(
         })?;
     // A chunk restored into several files is opened once (it is opened in place):
     // its pieces are next to each other, the plan being in the blob's order.
-    let mut shared: Option<(u64, Vec<u8>)> = None;
+    // Keyed by place and id: a chunk's plaintext is never written for another id.
+    let mut shared: Option<((u64, ChunkId), Vec<u8>)> = None;
     for (k, p) in g.items.iter().enumerate() {
         let t = &tasks[p.task];
+        let key = (p.chunk.offset, p.chunk.id);
         let again = g
             .items
             .get(k + 1)
-            .is_some_and(|n| n.chunk.offset == p.chunk.offset);
+            .is_some_and(|n| (n.chunk.offset, n.chunk.id) == key);
         let plain: &[u8] = match &shared {
-            Some((at, plain)) if *at == p.chunk.offset => plain,
+            Some((at, plain)) if *at == key => plain,
             _ => {
                 let from = (p.chunk.offset - g.start) as usize;
                 let sealed = &mut data[from..from + p.chunk.len as usize];
                 let plain = open_piece(keys, m, blob, t, p, snap, sealed)?;
                 if again {
-                    &shared.insert((p.chunk.offset, plain.to_vec())).1
+                    &shared.insert((key, plain.to_vec())).1
                 } else {
                     plain
                 }
