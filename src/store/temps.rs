@@ -136,74 +136,60 @@ pub(super) fn new_window_temp(part: &Path) -> Result<(PathBuf, File)> {
 pub(super) fn sweep_locked(dir: &Path, min_age: Duration, now: SystemTime) -> Result<Temps> {
     let mut t = Temps::default();
     let pending = !dir.join(INDEX).exists() && !dir.join(FORGOTTEN).exists();
-    for (d, in_part) in [(dir.to_path_buf(), false), (dir.join(PART), true)] {
-        let cannot = || io_err(format!("cannot list {}", d.display()));
-        let entries = match fs::read_dir(&d) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(cannot()(e)),
+    for (path, in_part) in temp_names(dir)? {
+        let charged = is_charged(&path);
+        let remove = |t: &mut Temps, len: u64| {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err(format!("cannot remove {}", path.display()))(e)),
+            }
+            t.swept += 1;
+            t.swept_bytes += len;
+            if charged {
+                t.freed = t.freed.saturating_add(charge(len));
+            }
+            Ok(())
         };
-        for e in entries {
-            let e = e.map_err(cannot())?;
-            let name = e.file_name();
-            let Some(name) = name.to_str().filter(|n| is_temp(n, in_part)) else {
-                continue;
-            };
-            let path = e.path();
-            let charged = name.starts_with(TMP_PREFIX);
-            let remove = |t: &mut Temps, len: u64| {
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => return Err(io_err(format!("cannot remove {}", path.display()))(e)),
-                }
-                t.swept += 1;
-                t.swept_bytes += len;
-                if charged {
-                    t.freed = t.freed.saturating_add(charge(len));
-                }
-                Ok(())
-            };
-            if !in_part {
-                // Written only under the lock we hold: its writer is gone.
-                match fs::symlink_metadata(&path) {
-                    Ok(m) if m.is_file() => remove(&mut t, m.len())?,
-                    _ => {}
-                }
-                continue;
+        if !in_part {
+            // Written only under the lock we hold: its writer is gone.
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => remove(&mut t, m.len())?,
+                _ => {}
             }
-            let f = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(format!("cannot open {}", path.display()))(e)),
-            };
-            let m = f
-                .metadata()
-                .map_err(io_err(format!("cannot read {}", path.display())))?;
-            if !m.is_file() {
-                continue;
-            }
-            let locked = crate::sys::try_lock(&f)
-                .map_err(io_err(format!("cannot lock {}", path.display())))?;
-            if !locked {
-                t.in_use += 1;
-                t.in_use_bytes += m.len();
-                continue;
-            }
-            let age = m
-                .modified()
-                .ok()
-                .and_then(|at| now.duration_since(at).ok())
-                .unwrap_or_default();
-            if pending && age < min_age {
-                t.young += 1;
-                t.young_bytes += m.len();
-                continue;
-            }
-            // Removed while we hold its lock, and only if its name is still ours.
-            if names(&path, &f) {
-                remove(&mut t, m.len())?;
-            }
+            continue;
+        }
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(format!("cannot open {}", path.display()))(e)),
+        };
+        let m = f
+            .metadata()
+            .map_err(io_err(format!("cannot read {}", path.display())))?;
+        if !m.is_file() {
+            continue;
+        }
+        let locked =
+            crate::sys::try_lock(&f).map_err(io_err(format!("cannot lock {}", path.display())))?;
+        if !locked {
+            t.in_use += 1;
+            t.in_use_bytes += m.len();
+            continue;
+        }
+        let age = m
+            .modified()
+            .ok()
+            .and_then(|at| now.duration_since(at).ok())
+            .unwrap_or_default();
+        if pending && age < min_age {
+            t.young += 1;
+            t.young_bytes += m.len();
+            continue;
+        }
+        // Removed while we hold its lock, and only if its name is still ours.
+        if names(&path, &f) {
+            remove(&mut t, m.len())?;
         }
     }
     // No fsync of the directories: an unlink a power cut undoes leaves garbage
@@ -215,22 +201,14 @@ pub(super) fn sweep_locked(dir: &Path, min_age: Duration, now: SystemTime) -> Re
 /// Whether a blob directory or its part holds any temporary's name (a directory
 /// that cannot be listed: yes, so the sweep under the lock says why).
 fn has_temps(dir: &Path) -> bool {
-    [(dir.to_path_buf(), false), (dir.join(PART), true)]
-        .iter()
-        .any(|(d, in_part)| match fs::read_dir(d) {
-            Ok(entries) => entries
-                .flatten()
-                .any(|e| e.file_name().to_str().is_some_and(|n| is_temp(n, *in_part))),
-            Err(e) => e.kind() != io::ErrorKind::NotFound,
-        })
+    temp_names(dir).map_or(true, |names| !names.is_empty())
 }
 
-/// What the temporaries of a blob directory count against its node's quota:
-/// each `.tmp-*` file its bytes plus [`FILE_CHARGE`]; with `only_dead`, only those
-/// no live writer holds (a live writer's bytes are its own reservation).
-pub(super) fn temps_charge(dir: &Path, only_dead: bool) -> Result<u64> {
-    let mut total = 0u64;
-    for d in [dir.to_path_buf(), dir.join(PART)] {
+/// The temporaries in a blob directory and in its part, each with whether it lies
+/// in the part; a directory that does not exist holds none.
+fn temp_names(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
+    let mut out = Vec::new();
+    for (d, in_part) in [(dir.to_path_buf(), false), (dir.join(PART), true)] {
         let cannot = || io_err(format!("cannot list {}", d.display()));
         let entries = match fs::read_dir(&d) {
             Ok(e) => e,
@@ -239,18 +217,39 @@ pub(super) fn temps_charge(dir: &Path, only_dead: bool) -> Result<u64> {
         };
         for e in entries {
             let e = e.map_err(cannot())?;
-            if !e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                continue;
+            if e.file_name().to_str().is_some_and(|n| is_temp(n, in_part)) {
+                out.push((e.path(), in_part));
             }
-            let Ok(f) = File::open(e.path()) else {
-                continue;
-            };
-            let Ok(m) = f.metadata() else { continue };
-            if !m.is_file() || (only_dead && !crate::sys::try_lock(&f).unwrap_or(true)) {
-                continue;
-            }
-            total = total.saturating_add(charge(m.len()));
         }
+    }
+    Ok(out)
+}
+
+/// Whether a temporary counts against its node's quota: a `.tmp-*` file (a
+/// window's or an index's), not a record being rewritten.
+fn is_charged(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(TMP_PREFIX))
+}
+
+/// What the temporaries of a blob directory count against its node's quota:
+/// each `.tmp-*` file its bytes plus [`FILE_CHARGE`]; with `only_dead`, only those
+/// no live writer holds (a live writer's bytes are its own reservation).
+pub(super) fn temps_charge(dir: &Path, only_dead: bool) -> Result<u64> {
+    let mut total = 0u64;
+    for (path, _) in temp_names(dir)? {
+        if !is_charged(&path) {
+            continue;
+        }
+        let Ok(f) = File::open(&path) else {
+            continue;
+        };
+        let Ok(m) = f.metadata() else { continue };
+        if !m.is_file() || (only_dead && !crate::sys::try_lock(&f).unwrap_or(true)) {
+            continue;
+        }
+        total = total.saturating_add(charge(m.len()));
     }
     Ok(total)
 }
