@@ -30,18 +30,6 @@ fn with<'a>(args: &[&'a str], remote: &'a str) -> Vec<&'a str> {
 }
 
 /// Window files under a store (data, not temporaries), sorted.
-fn window_files(store: &Path) -> Vec<PathBuf> {
-    walk(store)
-        .into_iter()
-        .filter(|p| {
-            p.parent().and_then(|d| d.file_name()) == Some("0".as_ref())
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.'))
-        })
-        .collect()
-}
-
 fn stored_bytes(store: &Path) -> u64 {
     window_files(store)
         .iter()

@@ -29,18 +29,6 @@ fn with<'a>(args: &[&'a str], remote: &'a str) -> Vec<&'a str> {
 }
 
 /// Window files under a store (data, not temporaries).
-fn window_files(store: &Path) -> Vec<PathBuf> {
-    walk(store)
-        .into_iter()
-        .filter(|p| {
-            p.parent().and_then(|d| d.file_name()) == Some("0".as_ref())
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.'))
-        })
-        .collect()
-}
-
 /// Makes the store one that kept hashes but not data: every window file but the
 /// last (it holds the manifest, so verify can still name the files) holds zeros
 /// of its length, and the blob's verified record vouches for the new file

@@ -37,19 +37,6 @@ fn restored(out: &Path, src: &Path) -> PathBuf {
     out.join(src.strip_prefix("/").unwrap())
 }
 
-/// Files below the store's data directories whose names are windows (not temporaries).
-fn window_files(store: &Path) -> usize {
-    walk(store)
-        .iter()
-        .filter(|p| {
-            p.parent().and_then(|d| d.file_name()) == Some("0".as_ref())
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.'))
-        })
-        .count()
-}
-
 fn write(path: &Path, data: &[u8]) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, data).unwrap();
@@ -241,7 +228,7 @@ fn a_server_killed_mid_sink_leaves_no_snapshot_and_a_rerun_succeeds() {
         .unwrap();
 
     let started = Instant::now();
-    while window_files(&store) < 3 {
+    while window_files(&store).len() < 3 {
         if let Some(status) = sink.try_wait().unwrap() {
             panic!("the sink ended ({status}) before the server could be killed");
         }
@@ -254,7 +241,7 @@ fn a_server_killed_mid_sink_leaves_no_snapshot_and_a_rerun_succeeds() {
     }
     srv.child.kill().unwrap(); // SIGKILL: no clean shutdown, no flush
     srv.child.wait().unwrap();
-    let arrived = window_files(&store);
+    let arrived = window_files(&store).len();
 
     let out = sink.wait_with_output().unwrap();
     let err = text(&out.stderr);

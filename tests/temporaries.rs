@@ -11,15 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Window temporaries (`0/.tmp-*`) anywhere under a store.
 fn temps(store: &Path) -> Vec<PathBuf> {
-    walk(store)
-        .into_iter()
-        .filter(|p| {
-            p.parent().and_then(|d| d.file_name()) == Some("0".as_ref())
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(".tmp-"))
-        })
-        .collect()
+    part0_files(store, |n| n.starts_with(".tmp-"))
 }
 
 /// Waits until `hold/held` exists (a writer holds its first window), or fails.

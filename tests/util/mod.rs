@@ -340,6 +340,23 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The files in blobs' part-0 directories (`…/0/NAME`) anywhere under a store
+/// whose names pass `keep`.
+pub fn part0_files(store: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    walk(store)
+        .into_iter()
+        .filter(|p| {
+            p.parent().and_then(|d| d.file_name()) == Some("0".as_ref())
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(&keep)
+        })
+        .collect()
+}
+
+/// A store's window files, pending or committed (not temporaries).
+pub fn window_files(store: &Path) -> Vec<PathBuf> {
+    part0_files(store, |n| !n.starts_with('.'))
+}
+
 /// Bytes in the regular files under `dir` (a store's size on disk, say).
 pub fn bytes_under(dir: &Path) -> u64 {
     walk(dir)
