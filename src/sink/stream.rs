@@ -469,7 +469,9 @@ mod tests {
             }
         }
         assert_eq!(order.len(), 0);
-        assert_eq!(out, expected);
+        assert_eq!(out.len(), expected.len());
+        let wrong = out.iter().zip(&expected).position(|(a, b)| a != b);
+        assert!(wrong.is_none(), "entry {wrong:?} out of order or wrong");
 
         // Segments, streamed and whole: the same plaintexts.
         let whole = format::Manifest {
