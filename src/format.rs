@@ -42,7 +42,10 @@
 //! sorted within a directory), cut into *segments* only at entry boundaries: a
 //! segment ends at the last entry that keeps its plaintext within
 //! [`SEGMENT_TARGET`] (64 KiB); an entry larger than that has a segment of its
-//! own. Every segment decodes on its own; its plaintext is
+//! own. The cut needs no look-ahead (a segment is known not to be the last when
+//! the next entry does not fit in it), so a writer holds one segment
+//! ([`SegmentWriter`], sealed by [`ManifestSealer`]) and a sink streams its
+//! manifest. Every segment decodes on its own; its plaintext is
 //! ```text
 //! u8  version = 2
 //! u32 blob count, then that many str16 blob paths: only the blobs this segment's
@@ -1198,63 +1201,208 @@ pub fn manifest_segments<E>(
     m: &Manifest,
     mut emit: impl FnMut(&[u8], u32, bool) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    // Global blob index -> index in the segment's table.
-    let mut local: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-    let mut names: Vec<u32> = Vec::new();
-    let mut names_len = 0usize;
-    let mut body = Vec::new();
-    let mut count = 0u32;
-    let mut e = Vec::new();
-    let mut plain = Vec::new();
-    let mut flush = |names: &mut Vec<u32>,
-                     body: &mut Vec<u8>,
-                     count: &mut u32,
-                     last: bool|
-     -> std::result::Result<(), E> {
-        plain.clear();
-        plain.push(MANIFEST_VERSION);
-        put_u32(&mut plain, names.len() as u32);
-        for &b in names.iter() {
-            put_str16(&mut plain, &m.blobs[b as usize]);
-        }
-        put_u32(&mut plain, *count);
-        plain.extend_from_slice(body);
-        emit(&plain, *count, last)?;
-        names.clear();
-        body.clear();
-        *count = 0;
-        Ok(())
-    };
+    let mut w = SegmentWriter::default();
     for entry in &m.entries {
+        w.push(entry, |b| m.blobs[b as usize].clone(), &mut emit)?;
+    }
+    w.finish(emit)
+}
+
+/// A version 2 manifest's plaintext cut into segments as entries are pushed in
+/// walk order: the one implementation of the cut rule and the segment encoding
+/// ([`manifest_segments`] and [`ManifestSealer`] use it). It holds one segment:
+/// a segment is handed out when the next entry does not fit (so it is not the
+/// last) or at [`SegmentWriter::finish`] (the last, possibly empty).
+#[derive(Default)]
+pub struct SegmentWriter {
+    /// The caller's blob index -> index in this segment's table.
+    local: std::collections::HashMap<u32, u32>,
+    names: Vec<String>,
+    names_len: usize,
+    body: Vec<u8>,
+    count: u32,
+    e: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl SegmentWriter {
+    /// Adds `entry`, whose chunk references index the caller's blob table
+    /// (`name` gives a blob's path, asked only for blobs new to the segment);
+    /// hands the finished segment to `emit` (plaintext, entry count, last = false)
+    /// if the entry starts a new one.
+    pub fn push<E>(
+        &mut self,
+        entry: &Entry,
+        mut name: impl FnMut(u32) -> String,
+        emit: impl FnOnce(&[u8], u32, bool) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let mut new: Vec<u32> = Vec::new();
         for c in &entry.chunks {
-            if !local.contains_key(&c.blob) && !new.contains(&c.blob) {
+            if !self.local.contains_key(&c.blob) && !new.contains(&c.blob) {
                 new.push(c.blob);
             }
         }
-        let extra: usize = new.iter().map(|&b| 2 + m.blobs[b as usize].len()).sum();
-        e.clear();
-        encode_entry(entry, &mut e);
-        if count > 0 && 9 + names_len + body.len() + extra + e.len() > SEGMENT_TARGET {
-            flush(&mut names, &mut body, &mut count, false)?;
-            local.clear();
-            names_len = 0;
+        let mut new_names: Vec<(u32, String)> = new.iter().map(|&b| (b, name(b))).collect();
+        let extra: usize = new_names.iter().map(|(_, n)| 2 + n.len()).sum();
+        self.e.clear();
+        encode_entry(entry, &mut self.e);
+        if self.count > 0
+            && 9 + self.names_len + self.body.len() + extra + self.e.len() > SEGMENT_TARGET
+        {
+            self.flush(false, emit)?;
+            new_names.clear();
         }
         for c in &entry.chunks {
-            if let std::collections::hash_map::Entry::Vacant(v) = local.entry(c.blob) {
-                v.insert(names.len() as u32);
-                names.push(c.blob);
-                names_len += 2 + m.blobs[c.blob as usize].len();
+            if let std::collections::hash_map::Entry::Vacant(v) = self.local.entry(c.blob) {
+                v.insert(self.names.len() as u32);
+                let n = match new_names.iter().position(|(b, _)| *b == c.blob) {
+                    Some(i) => new_names.swap_remove(i).1,
+                    None => name(c.blob),
+                };
+                self.names_len += 2 + n.len();
+                self.names.push(n);
             }
         }
-        encode_entry_with(entry, &mut body, |b| local[&b]);
-        count += 1;
+        let local = &self.local;
+        encode_entry_with(entry, &mut self.body, |b| local[&b]);
+        self.count += 1;
+        Ok(())
     }
-    flush(&mut names, &mut body, &mut count, true)
+
+    /// Hands the last segment to `emit` (a manifest of no entries is one empty
+    /// segment).
+    pub fn finish<E>(
+        mut self,
+        emit: impl FnOnce(&[u8], u32, bool) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        self.flush(true, emit)
+    }
+
+    fn flush<E>(
+        &mut self,
+        last: bool,
+        emit: impl FnOnce(&[u8], u32, bool) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let plain = &mut self.plain;
+        plain.clear();
+        plain.push(MANIFEST_VERSION);
+        put_u32(plain, self.names.len() as u32);
+        for b in &self.names {
+            put_str16(plain, b);
+        }
+        put_u32(plain, self.count);
+        plain.extend_from_slice(&self.body);
+        emit(plain, self.count, last)?;
+        self.local.clear();
+        self.names.clear();
+        self.names_len = 0;
+        self.body.clear();
+        self.count = 0;
+        Ok(())
+    }
+}
+
+/// A version 2 manifest sealed as its entries are pushed (see [`SegmentWriter`]):
+/// each sealed segment goes to `emit` as soon as it is cut, and only the segment
+/// table is kept. [`seal_manifest_to`] is this over a whole [`Manifest`].
+pub struct ManifestSealer<'k> {
+    keys: &'k Keys,
+    blob: String,
+    writer: SegmentWriter,
+    sealed: Vec<u8>,
+    table: Vec<SegmentInfo>,
+    total: u64,
+}
+
+impl<'k> ManifestSealer<'k> {
+    /// A manifest for the blob at path `blob`.
+    pub fn new(keys: &'k Keys, blob: &str) -> Self {
+        ManifestSealer {
+            keys,
+            blob: blob.to_string(),
+            writer: SegmentWriter::default(),
+            sealed: Vec::new(),
+            table: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// Adds `entry` (see [`SegmentWriter::push`]); a segment it completes is
+    /// sealed and handed to `emit`.
+    pub fn push<E>(
+        &mut self,
+        entry: &Entry,
+        name: impl FnMut(u32) -> String,
+        emit: impl FnOnce(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let Self {
+            keys,
+            blob,
+            writer,
+            sealed,
+            table,
+            total,
+        } = self;
+        writer.push(entry, name, |plain, entries, last| {
+            seal_segment(keys, blob, sealed, table, total, plain, entries, last);
+            emit(sealed)
+        })
+    }
+
+    /// Seals the last segment and hands it to `emit`; returns the sealed length
+    /// and the segment table for the header.
+    pub fn finish<E>(
+        self,
+        emit: impl FnOnce(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(u64, Vec<SegmentInfo>), E> {
+        let Self {
+            keys,
+            blob,
+            writer,
+            mut sealed,
+            mut table,
+            mut total,
+        } = self;
+        writer.finish(|plain, entries, last| {
+            seal_segment(
+                keys,
+                &blob,
+                &mut sealed,
+                &mut table,
+                &mut total,
+                plain,
+                entries,
+                last,
+            );
+            emit(&sealed)
+        })?;
+        Ok((total, table))
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the sealer's fields, borrowed apart
+fn seal_segment(
+    keys: &Keys,
+    blob: &str,
+    sealed: &mut Vec<u8>,
+    table: &mut Vec<SegmentInfo>,
+    total: &mut u64,
+    plain: &[u8],
+    entries: u32,
+    last: bool,
+) {
+    sealed.clear();
+    let ctx = segment_context(blob, table.len() as u32, last);
+    keys.seal_into(Kind::Manifest, &ctx, plain, sealed);
+    table.push(SegmentInfo {
+        sealed: sealed.len() as u32,
+        entries,
+    });
+    *total += sealed.len() as u64;
 }
 
 /// Seals a version 2 manifest as it is encoded, handing each sealed segment to
-/// `emit` (see [`manifest_segments`]). Returns the sealed length and the segment
+/// `emit` (see [`ManifestSealer`]). Returns the sealed length and the segment
 /// table for the header.
 pub fn seal_manifest_to<E>(
     keys: &Keys,
@@ -1262,21 +1410,11 @@ pub fn seal_manifest_to<E>(
     m: &Manifest,
     mut emit: impl FnMut(&[u8]) -> std::result::Result<(), E>,
 ) -> std::result::Result<(u64, Vec<SegmentInfo>), E> {
-    let mut sealed = Vec::new();
-    let mut table: Vec<SegmentInfo> = Vec::new();
-    let mut total = 0u64;
-    manifest_segments(m, |plain, entries, last| {
-        sealed.clear();
-        let ctx = segment_context(blob, table.len() as u32, last);
-        keys.seal_into(Kind::Manifest, &ctx, plain, &mut sealed);
-        table.push(SegmentInfo {
-            sealed: sealed.len() as u32,
-            entries,
-        });
-        total += sealed.len() as u64;
-        emit(&sealed)
-    })?;
-    Ok((total, table))
+    let mut s = ManifestSealer::new(keys, blob);
+    for entry in &m.entries {
+        s.push(entry, |b| m.blobs[b as usize].clone(), &mut emit)?;
+    }
+    s.finish(emit)
 }
 
 /// Sealed length of segment `i` of `count` for a manifest of `total` sealed bytes.

@@ -22,5 +22,6 @@ mod server_api;
 mod server_sink;
 mod setup_ops;
 mod setup_traps;
+mod sink_stream;
 mod temporaries;
 mod walk_safety;

@@ -15,14 +15,20 @@ use super::*;
 /// from snapshots committed then), so the windows of a forgotten blob are asked
 /// for only if the store saw its directory change since (a trim does): a nightly
 /// run asks for none.
+///
+/// The manifest is not in memory: `used` names the blobs other than `own` its
+/// chunk references use, and `refs` calls its argument with every chunk
+/// reference and its blob's path (it reads the manifest back, so it is called
+/// only when some blob in `used` is not a committed snapshot).
 pub(super) fn reused_still_there(
     keys: &Keys,
     remote: &dyn Remote,
-    m: &Manifest,
+    used: &[String],
+    refs: impl FnOnce(&mut dyn FnMut(&str, &ChunkRef)) -> Result<()>,
     own: &BlobId,
     ran: Duration,
 ) -> Result<()> {
-    if m.blobs.len() < 2 {
+    if used.is_empty() {
         return Ok(());
     }
     let listed = remote.list(&own.domain, &own.node)?;
@@ -39,33 +45,31 @@ pub(super) fn reused_still_there(
         .filter(|u| u.state == BlobState::Forgotten && u.idle > ran.as_secs() + 1)
         .map(|u| u.id.path())
         .collect();
-    // Blob 0 is this upload, pending: in neither list.
-    if m.blobs.iter().skip(1).all(|b| committed.contains(b)) {
+    // This upload, pending, is in neither list (and not in `used`).
+    if used.iter().all(|b| committed.contains(b)) {
         return Ok(());
     }
     let packs = crate::pack::Resolver::load(keys, remote, &listed)?;
+    let own = own.path();
     let mut lost = 0usize;
-    // Chunks (offset, sealed length) in each forgotten blob, by blob number.
-    let mut in_forgotten: Vec<Vec<(u64, u64)>> = vec![Vec::new(); m.blobs.len()];
-    for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
-        let b = &m.blobs[c.blob as usize];
-        if c.blob == 0 || committed.contains(b) || packs.holds(&c.id) {
-            continue;
-        }
-        if untouched.contains(b) {
-            continue;
+    // Chunks (offset, sealed length) in each forgotten blob, by blob path.
+    let mut in_forgotten: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    refs(&mut |b: &str, c: &ChunkRef| {
+        if b == own || committed.contains(b) || packs.holds(&c.id) || untouched.contains(b) {
+            return;
         }
         if forgotten.contains(b) {
-            in_forgotten[c.blob as usize].push((c.offset, u64::from(c.len)));
+            let chunks = match in_forgotten.get_mut(b) {
+                Some(v) => v,
+                None => in_forgotten.entry(b.to_string()).or_default(),
+            };
+            chunks.push((c.offset, u64::from(c.len)));
         } else {
             lost += 1;
         }
-    }
-    for (b, chunks) in in_forgotten.iter().enumerate() {
-        if chunks.is_empty() {
-            continue;
-        }
-        let id = BlobId::parse(&m.blobs[b])?;
+    })?;
+    for (b, chunks) in &in_forgotten {
+        let id = BlobId::parse(b)?;
         let index = match remote::retry(|| remote.forgotten_index(&id)) {
             Ok(i) => i,
             // Deleted since the listing.

@@ -50,20 +50,27 @@
 //! period (SIGSTOP, a suspended laptop) can still lose its blob: its next window,
 //! touch or commit then fails with one line saying so, and nothing is committed.
 //!
+//! Memory does not grow with the number of files: the walker hands every entry
+//! to `stream`, a bounded queue the workers' chunk references complete (out of
+//! order), whose head leaves in walk order into the sealed manifest, spilled to
+//! the cache directory and appended to part 0 after the walk.
+//!
 //! Layout: this file holds [`run`], the pipeline in named steps; `walk` reads the
 //! tree and queues chunks (with the parent merge), `upload` seals them and sends
-//! part 0 in windows (with the keep-alive), `resume` continues or completes a
-//! killed sink, and `guard` refuses to commit a snapshot whose reused chunks were
-//! pruned meanwhile.
+//! part 0 in windows (with the keep-alive), `stream` turns the entries into the
+//! manifest as they complete, `resume` continues or completes a killed sink, and
+//! `guard` refuses to commit a snapshot whose reused chunks were pruned meanwhile.
 
 mod guard;
 mod resume;
+mod stream;
 mod upload;
 mod walk;
 
 use guard::reused_still_there;
 use resume::{complete_killed, resume, sync_cache};
-use upload::{Job, Shared, Upload, checked_lost, keep_alive, worker};
+use stream::Stream;
+use upload::{Done, Job, Shared, Upload, checked_lost, keep_alive, worker};
 pub use upload::{KEEPALIVE, next_window};
 pub use walk::{MAP_WINDOW, READ_TRIES, glob_match, normalize_roots, walk_order};
 use walk::{Parent, Progress, Walker};
@@ -72,7 +79,7 @@ use crate::blob::{BlobId, BlobState};
 use crate::cache::{ChunkIndex, Journal};
 use crate::chunker::{self, Chunker};
 use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
-use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index, Manifest};
+use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index};
 use crate::remote::{self, ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
 use crate::testhooks;
@@ -245,19 +252,27 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     // Chunk buffers go back to the walker for reuse: at most the queue's, the
     // workers' and the walker's own are ever allocated.
     let (spare_tx, spare) = channel::<Vec<u8>>();
-    let results = Mutex::new(Vec::new());
-    let mut entries = Vec::new();
-    let mut dropped = Vec::new();
+    // Chunk references go back to the walker, which streams the manifest.
+    let (done_tx, results) = channel::<Done>();
+    let out = Stream::new(
+        keys,
+        &blob,
+        &opts.cache_dir,
+        &mount,
+        &shared.blobs,
+        &shared.stop,
+        results,
+    )?;
     let (alive, stop_touching) = std::sync::mpsc::channel::<()>();
     let (touching, pending) = (&shared, &index);
     let period = testhooks::keepalive(KEEPALIVE);
     let walk_result = std::thread::scope(|s| {
         for _ in 0..threads {
-            let spare_tx = spare_tx.clone();
-            let (shared, rx, results) = (&shared, &rx, &results);
-            s.spawn(move || worker(shared, rx, &spare_tx, results));
+            let (spare_tx, done_tx) = (spare_tx.clone(), done_tx.clone());
+            let (shared, rx) = (&shared, &rx);
+            s.spawn(move || worker(shared, rx, &spare_tx, &done_tx));
         }
-        drop(spare_tx);
+        drop((spare_tx, done_tx));
         s.spawn(move || keep_alive(touching, pending, period, stop_touching));
         let mut walker = Walker {
             opts,
@@ -268,8 +283,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             cache: &cache,
             parent: parent.take(),
             blobs: &shared.blobs,
-            entries: &mut entries,
-            dropped: &mut dropped,
+            out,
             report: &mut report,
             stop: &shared.stop,
             progress: Progress::new(opts.progress),
@@ -278,29 +292,23 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         let r = roots.iter().try_for_each(|root| walker.walk(root));
         walker.progress.done();
         drop(alive);
-        r
-        // Dropping the walker closes the queue; the scope joins the workers and the
-        // keep-alive thread.
+        // Closing the jobs' queue lets the workers finish; the stream takes
+        // their last results. The scope joins them and the keep-alive thread.
+        let Walker { tx, out, .. } = walker;
+        drop(tx);
+        r.and_then(|()| out.finish())
     });
-    walk_result?;
+    // A worker's failure first: it stopped the walk, and left entries unfinished.
     if let Some(e) = shared.failed.lock().expect("poisoned").take() {
         return Err(e);
     }
-    let entries = assemble(entries, results.into_inner().expect("poisoned"), &dropped);
-    let (table, _) = std::mem::replace(
-        &mut *shared.blobs.lock().expect("poisoned"),
-        (
-            Blobs {
-                names: Vec::new(),
-                at: HashMap::new(),
-            },
-            HashMap::new(),
-        ),
-    );
-    let (blobs, entries) = compact_blobs(table.names, entries);
-    let manifest = Manifest { blobs, entries };
-    reused_still_there(keys, remote, &manifest, &blob, started.elapsed())?;
-    let (manifest_offset, manifest_len, table) = append_manifest(keys, &shared, &blob, &manifest)?;
+    let manifest = walk_result?;
+    let refs = |f: &mut dyn FnMut(&str, &ChunkRef)| manifest.each_ref(keys, &blob, f);
+    reused_still_there(keys, remote, &manifest.used, refs, &blob, started.elapsed())?;
+    let manifest_offset = manifest.append(&shared)?;
+    let (manifest_len, table) = (manifest.len, manifest.table.clone());
+    report.chunks = manifest.chunks;
+    drop(manifest);
     let (tail_n, tail, part_size) = shared.take_tail();
     let (window_hashes, answers) = {
         let p = shared.upload.lock().expect("poisoned");
@@ -384,7 +392,6 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     report.sent = sent;
     report.window = window;
     report.window_secs = (timed_n > 0).then(|| timed_us as f64 / timed_n as f64 / 1e6);
-    report.chunks = manifest.entries.iter().map(|e| e.chunks.len() as u64).sum();
     report.secs = started.elapsed().as_secs_f64();
     drop(lock);
     Ok(report)
@@ -499,51 +506,6 @@ fn start_upload(
     Ok((blob, journal, upload))
 }
 
-/// The walk's entries with the workers' chunk references (`refs`, by entry and
-/// chunk number) filled in, and the `dropped` entries (sorted) left out.
-fn assemble(
-    mut entries: Vec<Entry>,
-    mut refs: Vec<(u32, u32, ChunkRef)>,
-    dropped: &[u32],
-) -> Vec<Entry> {
-    crate::sort::by_key(&mut refs, |&(f, n, _)| (f, n));
-    for (f, n, r) in refs {
-        let chunks = &mut entries[f as usize].chunks;
-        if chunks.len() == n as usize {
-            chunks.push(r);
-        }
-    }
-    if !dropped.is_empty() {
-        let mut i = 0u32;
-        entries.retain(|_| {
-            i += 1;
-            dropped.binary_search(&(i - 1)).is_err()
-        });
-    }
-    entries
-}
-
-/// Seals the manifest into part 0 after the chunks; returns where it starts, its
-/// length and its segment table.
-fn append_manifest(
-    keys: &Keys,
-    shared: &Shared,
-    blob: &BlobId,
-    manifest: &Manifest,
-) -> Result<(u64, u64, Vec<format::SegmentInfo>)> {
-    let mut offset = None;
-    let (len, segments) = format::seal_manifest_to(keys, &blob.path(), manifest, |sealed| {
-        let at = shared.append(None, sealed)?;
-        offset.get_or_insert(at);
-        Ok::<(), Error>(())
-    })?;
-    Ok((
-        offset.expect("a manifest has at least one segment"),
-        len,
-        segments,
-    ))
-}
-
 /// Adds the chunks this run stored to the chunk index (and marks the damaged ones
 /// it stored afresh as healed), for the next run. Best effort: a failure only
 /// costs that run time.
@@ -570,50 +532,5 @@ fn remember(cache: &ChunkIndex, blob: &BlobId, upload: &Upload) {
             }
         }
         Err(e) => eprintln!("chute sink: warning: cannot update the chunk cache: {e}"),
-    }
-}
-
-/// Keeps only the blobs some chunk reference uses (blob 0, this snapshot's own,
-/// always stays first), renumbering the references: a parent's table is copied
-/// whole at the start, and without this every manifest would list every ancestor.
-fn compact_blobs(names: Vec<String>, mut entries: Vec<Entry>) -> (Vec<String>, Vec<Entry>) {
-    let mut used = vec![false; names.len()];
-    used[0] = true;
-    for c in entries.iter().flat_map(|e| &e.chunks) {
-        used[c.blob as usize] = true;
-    }
-    let mut map = vec![0u32; names.len()];
-    let mut kept = Vec::new();
-    for (i, name) in names.into_iter().enumerate() {
-        if used[i] {
-            map[i] = kept.len() as u32;
-            kept.push(name);
-        }
-    }
-    for c in entries.iter_mut().flat_map(|e| e.chunks.iter_mut()) {
-        c.blob = map[c.blob as usize];
-    }
-    (kept, entries)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blob_tables_list_only_blobs_in_use() {
-        let chunk = |blob| ChunkRef {
-            id: [0; 32],
-            blob,
-            offset: 0,
-            len: 100,
-        };
-        let mut e = Entry::new(EntryKind::File, b"/f".to_vec());
-        e.chunks = vec![chunk(3), chunk(1), chunk(3)];
-        let names = ["own", "a", "unused", "b"].map(String::from).to_vec();
-        let (kept, entries) = compact_blobs(names, vec![e]);
-        assert_eq!(kept, ["own", "a", "b"]);
-        let blobs: Vec<u32> = entries[0].chunks.iter().map(|c| c.blob).collect();
-        assert_eq!(blobs, [2, 1, 2]);
     }
 }

@@ -26,9 +26,18 @@ pub fn next_window(window: u64, mean_secs: Option<f64>) -> u64 {
 /// One chunk for the workers: its plaintext already copied out of the source (the
 /// walker copies it once; the id and the seal both come from that copy).
 pub(super) struct Job {
-    pub(super) file: u32,
+    /// The entry's sequence number in the walk (see `stream`).
+    pub(super) file: u64,
     pub(super) n: u32,
     pub(super) chunk: ChunkBuf,
+}
+
+/// What a worker did with chunk `n` of entry `file`: where the chunk is, or
+/// `None` when the sink is stopping (the chunk was not stored).
+pub(super) struct Done {
+    pub(super) file: u64,
+    pub(super) n: u32,
+    pub(super) r: Option<ChunkRef>,
 }
 
 /// This run's part 0 as it is uploaded: the window being filled, the chunks this run
@@ -352,25 +361,27 @@ pub(super) fn worker(
     shared: &Shared,
     jobs: &Mutex<Receiver<Job>>,
     spare: &Sender<Vec<u8>>,
-    results: &Mutex<Vec<(u32, u32, ChunkRef)>>,
+    results: &Sender<Done>,
 ) {
-    let mut mine = Vec::new();
     loop {
         let job = match jobs.lock().expect("poisoned").recv() {
             Ok(j) => j,
             Err(_) => break,
         };
         let Job { file, n, mut chunk } = job;
+        // Stopping, only drain the queue, so the walker never blocks; `None`
+        // still wakes a walker waiting for results.
+        let mut r = None;
         if !shared.stop.load(Ordering::Relaxed) {
-            // Otherwise only drain the queue, so the walker never blocks.
             match store_chunk(shared, &mut chunk) {
-                Ok(r) => mine.push((file, n, r)),
+                Ok(c) => r = Some(c),
                 Err(e) => shared.fail(e),
             }
         }
         let _ = spare.send(chunk.into_vec());
+        // The walker is gone only once the sink failed.
+        let _ = results.send(Done { file, n, r });
     }
-    results.lock().expect("poisoned").append(&mut mine);
 }
 
 /// Where the remote holds the chunk in `chunk`: where it already was, or where it

@@ -296,8 +296,8 @@ pub(super) struct Walker<'a> {
     pub(super) parent: Option<Parent<'a>>,
     /// This run's blob table (the workers add to it too).
     pub(super) blobs: &'a std::sync::Mutex<(Blobs, HashMap<u32, u32>)>,
-    pub(super) entries: &'a mut Vec<Entry>,
-    pub(super) dropped: &'a mut Vec<u32>,
+    /// Where entries go, in walk order (see `stream`).
+    pub(super) out: Stream<'a>,
     pub(super) report: &'a mut Report,
     pub(super) stop: &'a AtomicBool,
     pub(super) progress: Progress,
@@ -383,7 +383,7 @@ impl Walker<'_> {
                         // The mount point stays, empty.
                         self.progress.clear();
                         eprintln!("chute sink: not entering {}: {why}", path.display());
-                        self.entries.push(entry_from(EntryKind::Dir, &path, &md));
+                        self.out.push(entry_from(EntryKind::Dir, &path, &md));
                         self.report.dirs += 1;
                         continue;
                     }
@@ -413,7 +413,7 @@ impl Walker<'_> {
                     );
                     continue;
                 }
-                self.entries.push(entry_from(EntryKind::Dir, &path, &md));
+                self.out.push(entry_from(EntryKind::Dir, &path, &md));
                 self.report.dirs += 1;
                 let mut names = names;
                 crate::sort::sort(&mut names);
@@ -425,7 +425,7 @@ impl Walker<'_> {
                     Ok(t) => {
                         let mut e = entry_from(EntryKind::Symlink, &path, &md);
                         e.target = t.as_os_str().as_bytes().to_vec();
-                        self.entries.push(e);
+                        self.out.push(e);
                         self.report.symlinks += 1;
                     }
                     Err(e) => self.skip(&path, e),
@@ -478,7 +478,7 @@ impl Walker<'_> {
         let mut e = entry_from(EntryKind::File, path, md);
         e.size = md.len();
         e.chunks = old.chunks.clone();
-        self.entries.push(e);
+        self.out.push(e);
         self.report.files += 1;
         self.report.bytes += md.len();
         self.report.unchanged_files += 1;
@@ -491,34 +491,35 @@ impl Walker<'_> {
     /// (size, times, inode) is taken before and after the read, and a file that
     /// changed in between is read again, up to [`READ_TRIES`] times, then kept as
     /// last read and reported. A read that fails or is read again leaves its queued
-    /// chunks in part 0, unreferenced (its entry is dropped).
+    /// chunks in part 0, unreferenced (its entry is dropped). Every entry opened
+    /// here is closed or dropped before it returns: the stream waits for it.
     pub(super) fn file(&mut self, path: &Path) -> std::io::Result<()> {
         let f = File::open(path)?;
         for tries in 1.. {
-            let idx = self.entries.len() as u32;
-            self.entries.push(Entry::new(
+            let before = f.metadata()?;
+            let idx = self.out.open(Entry::new(
                 EntryKind::File,
                 path.as_os_str().as_bytes().to_vec(),
             ));
-            let before = f.metadata()?;
             let read = self.read(&f, idx, before.len());
             testhooks::change_during_read(path, tries);
             let after = f.metadata();
-            let (size, after) = match (read, after) {
-                (Ok(size), Ok(after)) => (size, after),
+            let ((size, n), after) = match (read, after) {
+                (Ok(read), Ok(after)) => (read, after),
                 (Err(e), _) | (_, Err(e)) => {
-                    self.dropped.push(idx);
+                    self.out.order.drop_entry(idx);
                     return Err(e);
                 }
             };
             let same = size == before.len() && same_version(&before, &after);
             if !same && tries < READ_TRIES {
-                self.dropped.push(idx);
+                self.out.order.drop_entry(idx);
                 continue;
             }
             let mut entry = entry_from(EntryKind::File, path, &before);
             entry.size = size;
-            self.entries[idx as usize] = entry;
+            self.out.order.close(idx, entry, n);
+            self.out.take();
             self.report.files += 1;
             self.report.bytes += size;
             if !same {
@@ -535,19 +536,20 @@ impl Walker<'_> {
     }
 
     /// Copies `size` bytes of `f` chunk by chunk into the queue as chunks `0..` of
-    /// entry `idx`; returns the bytes queued (fewer if a small file shrank).
-    fn read(&mut self, f: &File, idx: u32, size: u64) -> std::io::Result<u64> {
+    /// entry `idx`; returns the bytes queued (fewer if a small file shrank) and
+    /// the number of chunks.
+    fn read(&mut self, f: &File, idx: u64, size: u64) -> std::io::Result<(u64, u32)> {
         let mut n = 0u32;
-        let mut send = |w: &mut Self, plain: &[u8]| -> std::io::Result<()> {
+        let send = |w: &mut Self, n: &mut u32, plain: &[u8]| -> std::io::Result<()> {
             let buf = w.spare.try_recv().unwrap_or_default();
             let chunk = ChunkBuf::copy_of(plain, buf);
             w.tx.send(Job {
                 file: idx,
-                n,
+                n: *n,
                 chunk,
             })
             .map_err(|_| std::io::Error::other("the sealing workers stopped"))?;
-            n += 1;
+            *n += 1;
             Ok(())
         };
         if size < READ_BELOW {
@@ -558,10 +560,10 @@ impl Walker<'_> {
             let sent = read.and_then(|_| {
                 let chunker = self.chunker;
                 for len in chunker.lengths(&small) {
-                    send(self, &small[pos..pos + len])?;
+                    send(self, &mut n, &small[pos..pos + len])?;
                     pos += len;
                 }
-                Ok(small.len() as u64)
+                Ok((small.len() as u64, n))
             });
             self.small = small;
             return sent;
@@ -578,14 +580,14 @@ impl Walker<'_> {
                     break;
                 }
                 let cut = self.chunker.cut(rest);
-                send(self, &rest[..cut])?;
+                send(self, &mut n, &rest[..cut])?;
                 local += cut;
             }
             pos += local as u64;
             self.progress
                 .tick(self.report.files, self.report.bytes + pos);
         }
-        Ok(size)
+        Ok((size, n))
     }
 }
 
