@@ -20,9 +20,17 @@
 //! Lookups binary-search a sparse in-memory index (one id per 128 records, 32 bytes
 //! each) and read one 6 KiB block with `pread`: memory stays ~0.3% of the file and
 //! does not grow with each lookup the way a map's resident pages would. An update
-//! merges this run's new records into a new file (streamed, renamed into place);
-//! where both hold a chunk, the newer record wins (a rebuild merges snapshots oldest
-//! first, so it ends on the newest place, the one a healed chunk was stored at).
+//! merges this run's new records, a stream sorted by id, into a new file (streamed,
+//! renamed into place): neither side is ever held whole. Where both hold a chunk,
+//! the newer record wins (a rebuild merges snapshots oldest first, so it ends on
+//! the newest place, the one a healed chunk was stored at); where one snapshot
+//! names a chunk twice, the first place it names.
+//!
+//! # Sorted runs `runs-<mount>.<n>`, `sort-<mount>.<n>`
+//! Temporaries of [`crate::runchunks`]: records as above, sorted, nothing else.
+//! `runs-` hold the chunks a sink of `<mount>` stored beyond its in-memory cap,
+//! `sort-` one snapshot's records while the index is rebuilt. Removed when no
+//! longer needed, and by the next sink of that mount if one was killed.
 //!
 //! # Damaged chunks file `damaged`, text
 //! `chute-damaged 1`, then a line per chunk id that `verify --read-data` or
@@ -57,7 +65,8 @@
 //! it, then the index committed). The tail is trusted only when its length and
 //! SHA-256 are those the sealed header gives the last window. A resumed sink
 //! rewrites the journal with what it kept, without `final`, and both files go
-//! once the snapshot is committed.
+//! once the snapshot is committed. The chunk lines are only ever streamed
+//! ([`Journal::chunks`], [`Journal::restart`]): a resumed sink may have millions.
 //!
 //! Version 1 (older chutes) wrote `finishing` before the last window and `final`
 //! only once every window was acknowledged, and no tail: its `final` is completed
@@ -75,8 +84,10 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"CHIX";
 const VERSION: u8 = 1;
-const RECORD: usize = 48;
-const BLOCK: usize = 128;
+/// Bytes of one record (also of a [`crate::runchunks`] run's).
+pub(crate) const RECORD: usize = 48;
+/// Records per sparse-index entry.
+pub(crate) const BLOCK: usize = 128;
 const DAMAGED_HEAD: &str = "chute-damaged 1";
 
 /// The name of a cache directory tag, and the bytes every valid one starts with.
@@ -179,7 +190,7 @@ fn bad(what: &str) -> io::Error {
     )
 }
 
-fn decode_record(b: &[u8]) -> (ChunkId, Place) {
+pub(crate) fn decode_record(b: &[u8]) -> (ChunkId, Place) {
     let id: ChunkId = b[..32].try_into().expect("32");
     let place = Place {
         blob: u32::from_be_bytes(b[32..36].try_into().expect("4")),
@@ -189,13 +200,38 @@ fn decode_record(b: &[u8]) -> (ChunkId, Place) {
     (id, place)
 }
 
-fn encode_record(id: &ChunkId, p: Place) -> [u8; RECORD] {
+pub(crate) fn encode_record(id: &ChunkId, p: Place) -> [u8; RECORD] {
     let mut b = [0u8; RECORD];
     b[..32].copy_from_slice(id);
     b[32..36].copy_from_slice(&p.blob.to_be_bytes());
     b[36..44].copy_from_slice(&p.offset.to_be_bytes());
     b[44..48].copy_from_slice(&p.len.to_be_bytes());
     b
+}
+
+/// Finds `id` among `count` sorted records at `records_at` in `file`, through
+/// `sparse`, the id of every [`BLOCK`]th record: one `pread` of one block.
+pub(crate) fn find_record(
+    file: &File,
+    records_at: u64,
+    count: u64,
+    sparse: &[ChunkId],
+    id: &ChunkId,
+) -> io::Result<Option<Place>> {
+    let block = match sparse.binary_search(id) {
+        Ok(b) => b,
+        Err(0) => return Ok(None),
+        Err(b) => b - 1,
+    };
+    let first = block as u64 * BLOCK as u64;
+    let n = count.saturating_sub(first).min(BLOCK as u64) as usize;
+    let mut buf = vec![0u8; n * RECORD];
+    file.read_exact_at(&mut buf, records_at + first * RECORD as u64)?;
+    let recs: Vec<&[u8]> = buf.chunks(RECORD).collect();
+    Ok(recs
+        .binary_search_by(|r| r[..32].cmp(&id[..]))
+        .ok()
+        .map(|i| decode_record(recs[i]).1))
 }
 
 impl ChunkIndex {
@@ -304,29 +340,19 @@ impl ChunkIndex {
     }
 
     fn find(&self, file: &File, id: &ChunkId) -> io::Result<Option<Place>> {
-        let block = match self.sparse.binary_search(id) {
-            Ok(b) => b,
-            Err(0) => return Ok(None),
-            Err(b) => b - 1,
-        };
-        let first = (block * BLOCK) as u64;
-        let n = (self.count - first).min(BLOCK as u64) as usize;
-        let mut buf = vec![0u8; n * RECORD];
-        file.read_exact_at(&mut buf, self.records_at + first * RECORD as u64)?;
-        let recs: Vec<&[u8]> = buf.chunks(RECORD).collect();
-        Ok(recs
-            .binary_search_by(|r| r[..32].cmp(&id[..]))
-            .ok()
-            .map(|i| decode_record(recs[i]).1))
+        find_record(file, self.records_at, self.count, &self.sparse, id)
     }
 
     /// Writes a new index: this one's records plus `new` (chunks of the snapshots
     /// `added`, living in the blobs named by `new_blobs`), streamed and renamed in.
+    /// `new` comes sorted by id (a [`crate::runchunks::RunChunks`] gives it so), and
+    /// is read once: neither it nor the index is ever held whole. Where `new` names
+    /// an id twice its first record is kept; where it and this index both do, its.
     pub fn merge(
         &self,
         added: &[String],
         new_blobs: &[String],
-        new: &mut [(ChunkId, Place)],
+        new: impl IntoIterator<Item = io::Result<(ChunkId, Place)>>,
     ) -> io::Result<ChunkIndex> {
         let mut blobs = self.blobs.clone();
         let mut at: HashMap<String, u32> = blobs
@@ -334,48 +360,58 @@ impl ChunkIndex {
             .enumerate()
             .map(|(i, b)| (b.clone(), i as u32))
             .collect();
-        for r in new.iter_mut() {
-            let name = &new_blobs[r.1.blob as usize];
-            let idx = *at.entry(name.clone()).or_insert_with(|| {
-                blobs.push(name.clone());
-                (blobs.len() - 1) as u32
+        // `new_blobs` index → this table's, filled as records use them, so only
+        // blobs some record names are added.
+        let mut map: Vec<Option<u32>> = vec![None; new_blobs.len()];
+        let mut new = new.into_iter();
+        let mut prev: Option<ChunkId> = None;
+        let mut next_new = || -> io::Result<Option<(ChunkId, Place)>> {
+            let Some((id, mut p)) = new.next().transpose()? else {
+                return Ok(None);
+            };
+            if prev.is_some_and(|q| id < q) {
+                return Err(bad("order of the records to merge"));
+            }
+            prev = Some(id);
+            let i = p.blob as usize;
+            let slot = map.get_mut(i).ok_or_else(|| bad("blob of a record"))?;
+            p.blob = *slot.get_or_insert_with(|| {
+                let name = &new_blobs[i];
+                *at.entry(name.clone()).or_insert_with(|| {
+                    blobs.push(name.clone());
+                    (blobs.len() - 1) as u32
+                })
             });
-            r.1.blob = idx;
-        }
-        crate::sort::by_key(new, |r| r.0);
-        let mut snapshots = self.snapshots.clone();
-        snapshots.extend(added.iter().cloned());
+            Ok(Some((id, p)))
+        };
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
         let tmp = self.path.with_extension("tmp");
-        let mut w = BufWriter::new(File::create(&tmp)?);
-        w.write_all(MAGIC)?;
-        w.write_all(&[VERSION])?;
-        wr_strs(&mut w, &snapshots)?;
-        wr_strs(&mut w, &blobs)?;
-        // Records go to a side file first: the count precedes them and duplicates
-        // between old and new are kept once, so it is known only at the end.
+        // Records go to a side file first: the count and the blob table precede
+        // them, and both are known only at the end (duplicates between old and
+        // new are kept once; blobs are added as records name them).
         let mut old = self.records()?;
         let mut count = 0u64;
         let body = tmp.with_extension("body");
         {
             let mut bw = BufWriter::new(File::create(&body)?);
             let mut next_old = old.next().transpose()?;
-            let mut i = 0;
+            let mut next = next_new()?;
             // Both inputs are sorted, so duplicates meet here; on a tie the new
             // record comes first and wins.
             let mut last: Option<ChunkId> = None;
             loop {
-                let take_new = match (&next_old, new.get(i)) {
+                let take_new = match (&next_old, &next) {
                     (None, None) => break,
                     (Some(_), None) => false,
                     (None, Some(_)) => true,
                     (Some(o), Some(n)) => n.0 <= o.0,
                 };
                 let (id, p) = if take_new {
-                    i += 1;
-                    new[i - 1]
+                    let r = next.take().expect("some");
+                    next = next_new()?;
+                    r
                 } else {
                     let r = next_old.take().expect("some");
                     next_old = old.next().transpose()?;
@@ -390,6 +426,13 @@ impl ChunkIndex {
             }
             bw.flush()?;
         }
+        let mut snapshots = self.snapshots.clone();
+        snapshots.extend(added.iter().cloned());
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        w.write_all(MAGIC)?;
+        w.write_all(&[VERSION])?;
+        wr_strs(&mut w, &snapshots)?;
+        wr_strs(&mut w, &blobs)?;
         w.write_all(&count.to_be_bytes())?;
         io::copy(&mut File::open(&body)?, &mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
@@ -422,17 +465,18 @@ impl ChunkIndex {
         }))
     }
 
-    /// Records where damaged chunks were stored afresh: `stored` are this sink's
-    /// new chunks (id, offset) in `blob`, and its records (newer) replaced the
-    /// damaged ones in the index.
-    pub fn healed<'a>(
+    /// Records where damaged chunks were stored afresh: `stored` says where in
+    /// `blob` this sink stored a chunk, if it did, and its records (newer)
+    /// replaced the damaged ones in the index. Asked once per damaged id (a
+    /// short list), so this sink's chunks need not be listed.
+    pub fn healed(
         &mut self,
         blob: &str,
-        stored: impl Iterator<Item = (&'a ChunkId, u64)>,
+        stored: impl Fn(&ChunkId) -> io::Result<Option<u64>>,
     ) -> io::Result<()> {
         let mut changed = false;
-        for (id, offset) in stored {
-            if let Some(place) = self.damaged.get_mut(id) {
+        for (id, place) in self.damaged.iter_mut() {
+            if let Some(offset) = stored(id)? {
                 *place = Some((blob.to_string(), offset));
                 changed = true;
             }
@@ -520,19 +564,16 @@ pub fn record_damaged(dir: &Path, found: &[(ChunkId, String, u64)]) -> io::Resul
     write_damaged(&path, &all)
 }
 
-/// Turns a manifest's chunk references into index records for [`ChunkIndex::merge`].
-pub fn records_of(refs: impl Iterator<Item = ChunkRef>) -> Vec<(ChunkId, Place)> {
-    refs.map(|c| {
-        (
-            c.id,
-            Place {
-                blob: c.blob,
-                offset: c.offset,
-                len: c.len,
-            },
-        )
-    })
-    .collect()
+/// A manifest's chunk reference as an index record for [`ChunkIndex::merge`].
+pub fn record_of(c: &ChunkRef) -> (ChunkId, Place) {
+    (
+        c.id,
+        Place {
+            blob: c.blob,
+            offset: c.offset,
+            len: c.len,
+        },
+    )
 }
 
 /// The journal's current version (see the module docs).
@@ -541,11 +582,23 @@ const JOURNAL_VERSION: u32 = 2;
 /// Where the tail of the journal at `journal` is kept: `tail-<mount>` beside
 /// `journal-<mount>`.
 pub fn tail_path(journal: &Path) -> PathBuf {
+    beside(journal, "tail")
+}
+
+/// `<what>-<mount>` beside `journal-<mount>`: a file of this mount's sink.
+fn beside(journal: &Path, what: &str) -> PathBuf {
     let name = journal.file_name().and_then(|n| n.to_str()).unwrap_or("");
     match name.strip_prefix("journal-") {
-        Some(mount) => journal.with_file_name(format!("tail-{mount}")),
-        None => journal.with_extension("tail"),
+        Some(mount) => journal.with_file_name(format!("{what}-{mount}")),
+        None => journal.with_extension(what),
     }
+}
+
+/// The prefix of the sorted runs of the sink whose journal is `journal`: `runs`
+/// for the chunks it stores, `sort` for a manifest's records while the chunk
+/// index is rebuilt (see the module docs).
+pub fn runs_prefix(journal: &Path, what: &str) -> PathBuf {
+    beside(journal, what)
 }
 
 /// A sink in progress, written as it goes.
@@ -567,7 +620,6 @@ pub struct JournalState {
     pub windows: HashMap<u64, [u8; 32]>,
     /// The storage-challenge answers recorded with each window.
     pub answers: HashMap<u64, Vec<[u8; crate::format::ANSWER_LEN]>>,
-    pub chunks: Vec<(ChunkId, u64, u32)>,
     /// Version 1 only: the last, short window may have been sent.
     pub finishing: bool,
     pub final_index: Option<String>,
@@ -576,36 +628,44 @@ pub struct JournalState {
 impl Journal {
     /// Starts a journal for `blob` (replacing any old one and its tail).
     pub fn create(path: &Path, blob: &str, window: u64) -> io::Result<Journal> {
-        Journal::restart(path, blob, window, &[], &[])
+        Journal::restart(path, blob, window, &[], std::iter::empty())
     }
 
     /// Starts the journal at `path` anew for `blob`, holding only `windows` (each
     /// window's SHA-256 and answers, from window 0 on) and `chunks`, what a resumed
-    /// sink kept: written whole and renamed into place, so a kill leaves the old
-    /// journal or the new one. Any tail goes.
+    /// sink kept: written whole (streamed: `chunks` may be many) and renamed into
+    /// place, so a kill leaves the old journal or the new one. Any tail goes.
     pub fn restart(
         path: &Path,
         blob: &str,
         window: u64,
         windows: &[([u8; 32], Vec<[u8; crate::format::ANSWER_LEN]>)],
-        chunks: &[(ChunkId, u64, u32)],
+        chunks: impl IntoIterator<Item = io::Result<(ChunkId, u64, u32)>>,
     ) -> io::Result<Journal> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let mut text = format!("chute-journal {JOURNAL_VERSION}\nblob {blob}\nwindow {window}\n");
-        for (id, offset, len) in chunks {
-            text.push_str(&format!("c {} {offset} {len}\n", crate::hex::encode(id)));
-        }
-        for (n, (hash, answers)) in windows.iter().enumerate() {
-            text.push_str(&format!(
-                "w {n} {} {}\n",
-                crate::hex::encode(hash),
-                crate::hex::encode(answers.as_flattened())
-            ));
-        }
         remove_if_there(&tail_path(path))?;
-        crate::fsutil::write_atomic(path, text.as_bytes())?;
+        crate::fsutil::write_atomic_with(path, |w| {
+            let mut w = BufWriter::new(w);
+            write!(
+                w,
+                "chute-journal {JOURNAL_VERSION}\nblob {blob}\nwindow {window}\n"
+            )?;
+            for c in chunks {
+                let (id, offset, len) = c?;
+                writeln!(w, "c {} {offset} {len}", crate::hex::encode(&id))?;
+            }
+            for (n, (hash, answers)) in windows.iter().enumerate() {
+                writeln!(
+                    w,
+                    "w {n} {} {}",
+                    crate::hex::encode(hash),
+                    crate::hex::encode(answers.as_flattened())
+                )?;
+            }
+            w.flush()
+        })?;
         Ok(Journal {
             file: OpenOptions::new().append(true).open(path)?,
             path: path.to_path_buf(),
@@ -679,6 +739,18 @@ impl Journal {
         Some(out)
     }
 
+    /// The chunks the journal at `path` lists (`c` lines), read as they are
+    /// needed: a resumed sink's may be millions. A read error ends them, as it
+    /// ends [`Journal::read`].
+    pub fn chunks(path: &Path) -> impl Iterator<Item = (ChunkId, u64, u32)> {
+        let lines = File::open(path).map(|f| BufReader::new(f).lines());
+        lines
+            .into_iter()
+            .flatten()
+            .map_while(Result::ok)
+            .filter_map(|l| chunk_line(&l))
+    }
+
     /// Reads a journal; `None` if absent, not a journal, or of a version this
     /// chute does not know.
     pub fn read(path: &Path) -> Option<JournalState> {
@@ -718,18 +790,23 @@ impl Journal {
                         }
                     }
                 }
-                (Some("c"), Some(id), Some(o), Some(l)) => {
-                    if let (Some(id), Ok(o), Ok(l)) =
-                        (crate::hex::decode32(id), o.parse(), l.parse())
-                    {
-                        st.chunks.push((id, o, l));
-                    }
-                }
+                // Chunk lines: `Journal::chunks` streams them.
                 (Some("finishing"), None, None, None) => st.finishing = version == 1,
                 _ => {} // a torn last line
             }
         }
         (!st.blob.is_empty() && st.window > 0).then_some(st)
+    }
+}
+
+/// A `c <id> <offset> <len>` line's chunk.
+fn chunk_line(line: &str) -> Option<(ChunkId, u64, u32)> {
+    let mut w = line.split(' ');
+    match (w.next(), w.next(), w.next(), w.next()) {
+        (Some("c"), Some(id), Some(o), Some(l)) => {
+            Some((crate::hex::decode32(id)?, o.parse().ok()?, l.parse().ok()?))
+        }
+        _ => None,
     }
 }
 
@@ -754,6 +831,13 @@ mod tests {
         crate::crypto::sha256(&i.to_be_bytes())
     }
 
+    fn sorted(
+        recs: &mut [(ChunkId, Place)],
+    ) -> impl Iterator<Item = io::Result<(ChunkId, Place)>> + '_ {
+        crate::sort::by_key(recs, |r| r.0);
+        recs.iter().map(|r| Ok(*r))
+    }
+
     #[test]
     fn index_merges_and_finds() {
         let dir = tmp("idx");
@@ -773,7 +857,7 @@ mod tests {
             })
             .collect();
         let idx = idx
-            .merge(&["s1".into()], &["b1".into()], &mut recs)
+            .merge(&["s1".into()], &["b1".into()], sorted(&mut recs))
             .unwrap();
         assert_eq!(idx.len(), 1000);
         let mut more: Vec<(ChunkId, Place)> = (500..1500)
@@ -789,7 +873,7 @@ mod tests {
             })
             .collect();
         let idx = idx
-            .merge(&["s2".into()], &["b2".into()], &mut more)
+            .merge(&["s2".into()], &["b2".into()], sorted(&mut more))
             .unwrap();
         assert_eq!(idx.len(), 1500, "duplicates are kept once");
         let idx = ChunkIndex::open(&path);
@@ -831,9 +915,10 @@ mod tests {
             },
         )];
         let mut idx = idx
-            .merge(&["s3".into()], &["b3".into()], &mut fresh)
+            .merge(&["s3".into()], &["b3".into()], sorted(&mut fresh))
             .unwrap();
-        idx.healed("b3", [(&id(3), 9)].into_iter()).unwrap();
+        idx.healed("b3", |i| Ok((*i == id(3)).then_some(9)))
+            .unwrap();
         let idx = ChunkIndex::open(&path);
         assert_eq!(idx.get(&id(3)).unwrap().map(|p| p.offset), Some(9));
         assert!(idx.reusable(&id(3), "b3", 9) && !idx.reusable(&id(3), "b1", 300));
@@ -843,6 +928,64 @@ mod tests {
         assert!(ChunkIndex::open(&path).get(&id(3)).unwrap().is_some());
         record_damaged(&dir, &[(id(3), "b3".into(), 9)]).unwrap();
         assert_eq!(ChunkIndex::open(&path).get(&id(3)).unwrap(), None);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    // Issue 17: the records to merge come as a sorted stream (a spilled sorter's
+    // here, built in bounded memory) and are read once; the result is the same
+    // as from one sorted list: the stream's first record of an id wins within it,
+    // its records win over the index's, only blobs some record names are added,
+    // and a stream out of order is refused rather than written unsorted.
+    #[test]
+    fn a_merge_takes_a_sorted_stream() {
+        let dir = tmp("stream");
+        let path = dir.join("chunks");
+        let at = |blob, offset| Place {
+            blob,
+            offset,
+            len: 10,
+        };
+        let mut old: Vec<_> = (0..300).map(|i| (id(i), at(0, 1))).collect();
+        let idx = ChunkIndex::open(&path)
+            .merge(&["s1".into()], &["b0".into()], sorted(&mut old))
+            .unwrap();
+        let mut sorter = crate::runchunks::RunChunks::new(&dir.join("sort-m"), 7, false);
+        // In manifest order: ids 200..1000 in blob 2, then 200..250 again in blob 1.
+        for i in 200..1000 {
+            sorter.insert(id(i), at(2, u64::from(i))).unwrap();
+        }
+        for i in 200..250 {
+            sorter.insert(id(i), at(1, 0)).unwrap();
+        }
+        assert!(sorter.runs() > 1);
+        let blobs = ["unused", "b1", "b2"].map(String::from);
+        let idx = idx
+            .merge(&["s2".into()], &blobs, sorter.iter().unwrap())
+            .unwrap();
+        assert_eq!(idx.len(), 1000);
+        assert_eq!(idx.blobs, ["b0", "b2"], "only blobs records name");
+        let idx = ChunkIndex::open(&path);
+        for i in 0..1000 {
+            let p = idx.get(&id(i)).unwrap().unwrap();
+            let want = if i < 200 {
+                ("b0", 1)
+            } else {
+                ("b2", u64::from(i))
+            };
+            assert_eq!((idx.blobs[p.blob as usize].as_str(), p.offset), want, "{i}");
+        }
+        let (lo, hi) = (id(1).min(id(2)), id(1).max(id(2)));
+        let backwards = [Ok((hi, at(0, 0))), Ok((lo, at(0, 0)))];
+        let e = idx.merge(&[], &["b".into()], backwards).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let e = idx.merge(&[], &[], [Ok((id(1), at(5, 0)))]).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "a blob out of range");
+        assert_eq!(
+            ChunkIndex::open(&path).len(),
+            1000,
+            "a refused merge changes nothing"
+        );
+        drop(sorter);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -861,7 +1004,8 @@ mod tests {
         assert_eq!(st.window, 4096);
         assert_eq!(st.windows.len(), 1);
         assert_eq!(st.answers[&0], vec![[5; 8], [6; 8]]);
-        assert_eq!(st.chunks, vec![([2; 32], 10, 99)]);
+        let chunks: Vec<_> = Journal::chunks(&path).collect();
+        assert_eq!(chunks, vec![([2; 32], 10, 99)]);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -893,17 +1037,23 @@ mod tests {
         let st = Journal::read(&path).unwrap();
         assert_eq!(st.version, 2);
         assert_eq!(st.final_index.as_deref(), Some("{\"version\":1}"));
-        assert_eq!(st.chunks.len(), 2, "chunk lines go out with the final line");
+        assert_eq!(
+            Journal::chunks(&path).count(),
+            2,
+            "chunk lines go out with the final line"
+        );
         assert_eq!(Journal::tail(&path, 4096).unwrap(), b"tail bytes");
         assert_eq!(Journal::tail(&path, 4), None, "a tail longer than a window");
 
         let kept = [([1; 32], vec![[5; 8]])];
-        drop(Journal::restart(&path, "d/n/m/t", 4096, &kept, &[([2; 32], 10, 99)]).unwrap());
+        let kept_chunks = [Ok(([2; 32], 10, 99))];
+        drop(Journal::restart(&path, "d/n/m/t", 4096, &kept, kept_chunks).unwrap());
         let st = Journal::read(&path).unwrap();
         assert_eq!(st.final_index, None);
         assert_eq!(st.windows[&0], [1; 32]);
         assert_eq!(st.answers[&0], vec![[5; 8]]);
-        assert_eq!(st.chunks, vec![([2; 32], 10, 99)]);
+        let chunks: Vec<_> = Journal::chunks(&path).collect();
+        assert_eq!(chunks, vec![([2; 32], 10, 99)]);
         assert_eq!(Journal::tail(&path, 4096), None);
 
         // A version 1 journal: `finishing` counts; a newer version is none.

@@ -9,11 +9,19 @@ use std::path::Path;
 /// Writes a whole file atomically: temp file, fsync, rename, fsync the directory.
 /// On failure the temporary is removed and `path` is as it was.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |f| f.write_all(data))
+}
+
+/// [`write_atomic`], the bytes written by `write` (streamed, never held whole).
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".tmp-{}", random_suffix()));
     let res = (|| {
         let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
+        write(&mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();

@@ -28,6 +28,7 @@ pub mod prune;
 pub mod reads;
 pub mod remote;
 pub mod restore;
+pub mod runchunks;
 pub mod scrub;
 pub mod server;
 pub mod sink;

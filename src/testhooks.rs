@@ -11,6 +11,8 @@
 //!   acknowledged; `after-commit`; prune: `prune-marked`, `prune-repacking`,
 //!   `prune-deleted-one`, `prune-repacked`).
 //! - `CHUTE_TEST_KEEPALIVE_MS`: the sink's keep-alive period ([`keepalive`]).
+//! - `CHUTE_TEST_CHUNK_CAP`: chunk records a sink keeps in memory before it
+//!   spills them to sorted runs on disk ([`chunk_cap`]).
 //! - `CHUTE_TEST_STALL_SECS`, `CHUTE_TEST_STALL_UNTIL`: a sink that pauses after
 //!   its first file ([`stall`]).
 //! - `CHUTE_TEST_REWRITE_SOURCE`, `CHUTE_TEST_CHANGE_DURING_READ`: a source file
@@ -43,6 +45,17 @@ pub fn keepalive(default: Duration) -> Duration {
         .and_then(|v| v.parse().ok())
         .filter(|&ms| ms > 0)
         .map_or(default, Duration::from_millis)
+}
+
+/// `default`, or `CHUTE_TEST_CHUNK_CAP`: how many chunk records a sink keeps in
+/// memory before it spills them to disk (see [`crate::runchunks`]); tests make it
+/// tiny so a small tree spills and merges many times.
+pub fn chunk_cap(default: usize) -> usize {
+    std::env::var("CHUTE_TEST_CHUNK_CAP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
 }
 
 /// Sleeps `CHUTE_TEST_STALL_SECS` seconds after the first file read, or until the

@@ -459,3 +459,99 @@ fn a_killed_sinks_blob_that_lost_a_window_under_its_sent_tail_is_left_for_a_new_
     env.ok(["sink", "--threads", "1", src.to_str().unwrap()]);
     restore_same(&env, &src);
 }
+
+/// Issue 17: a sink keeps the chunks it stored (its in-run deduplication and its
+/// resume list) in bounded memory, spilling them to sorted runs in its cache
+/// directory; `CHUTE_TEST_CHUNK_CAP` makes the in-memory cap 3 records here, so
+/// this tree spills and merges runs many times. A tree holding every file three
+/// times, sunk, killed once its windows are sent and resumed (the journal's
+/// chunks spilled again), must store each distinct chunk once, in the killed run
+/// and the resumed one, leave its runs behind only while killed, and restore as
+/// it was. A set that missed a chunk on disk would store and count it again.
+#[test]
+fn a_sink_dedups_across_spilled_chunk_runs_and_resumes_with_them() {
+    let env = Env::new("spill");
+    let src = env.path("src");
+    // One chunk each (below the chunker's 256 KiB minimum), all distinct.
+    let sizes: Vec<u64> = (0..48).map(|i| (64 << 10) + i * 1733).collect();
+    for copy in ["a", "b", "c"] {
+        fs::create_dir_all(src.join(copy)).unwrap();
+        for (i, &len) in sizes.iter().enumerate() {
+            let data = noise(len as usize, 7000 + i as u64);
+            fs::write(src.join(format!("{copy}/f{i:02}")), data).unwrap();
+        }
+    }
+    env.ok(["init"]);
+    let store = env.store();
+    let cache = env.home().join(".cache");
+    let runs = || {
+        walk(&cache)
+            .into_iter()
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                name.starts_with("runs-") || name.starts_with("sort-")
+            })
+            .collect::<Vec<_>>()
+    };
+    let sink = |node: &str, failpoint: Option<&str>| {
+        let mut c = env.cmd(["sink", "--threads", "3", src.to_str().unwrap()]);
+        c.env("CHUTE_TEST_CHUNK_CAP", "3").env("CHUTE_NODE", node);
+        if let Some(f) = failpoint {
+            c.env("CHUTE_FAILPOINT", f);
+        }
+        c.output().unwrap()
+    };
+    // Sealed once each: the plaintext and the seal's overhead.
+    let distinct: u64 = sizes.iter().map(|s| s + 46).sum();
+    // The manifest (144 short entries) is far less than one more chunk.
+    let manifest = 32 << 10;
+
+    // Whole: each chunk stored (so counted) once, part 0 its distinct chunks and
+    // the manifest.
+    let out = sink("whole", None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = text(&out.stdout);
+    assert_eq!(summary(&line).new_chunks, 48, "{line}");
+    let whole = stored_bytes(&store);
+    assert!(
+        distinct < whole && whole < distinct + manifest,
+        "part 0 holds {whole} B; its distinct chunks are {distinct} B"
+    );
+    assert!(runs().is_empty(), "{}", listing(&cache));
+
+    // Killed once every full window is acknowledged, the last one not sent: the
+    // resumed run keeps those windows and the journal's chunks in them.
+    let out = sink("node1", Some("tail-saved"));
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !runs().is_empty(),
+        "the killed sink spilled no chunk runs:\n{}",
+        listing(&cache)
+    );
+    let killed = stored_bytes(&store) - whole;
+    assert!(
+        killed <= distinct,
+        "the killed sink stored {killed} B in its full windows, more than the {distinct} B of its distinct chunks"
+    );
+    let out = sink("node1", None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = text(&out.stdout);
+    assert!(line.contains("resumed after"), "{line}");
+    // The chunks kept from the journal and those stored since, each once.
+    assert_eq!(summary(&line).new_chunks, 48, "{line}");
+    assert!(pending_blobs(&store).is_empty());
+    // Part 0 of the one blob: the distinct chunks, the manifest, and the part of
+    // the chunk that straddled the kept prefix's end (stored again after it).
+    let part0 = stored_bytes(&store) - whole;
+    let largest = sizes.iter().max().unwrap() + 46;
+    assert!(
+        distinct < part0 && part0 < distinct + largest + manifest,
+        "part 0 holds {part0} B; its distinct chunks are {distinct} B"
+    );
+    assert!(
+        runs().is_empty(),
+        "a committed sink left runs:\n{}",
+        listing(&cache)
+    );
+    restore_same(&env, &src);
+}

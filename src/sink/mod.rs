@@ -386,7 +386,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     }
     report.short_id = snapshot::short_id(&blob);
     report.blob = blob.path();
-    report.new_chunks = upload.stored.len() as u64;
+    report.new_chunks = upload.stored.len();
     report.new_bytes = upload.new_bytes;
     report.reused_bytes = reused;
     report.sent = sent;
@@ -445,7 +445,8 @@ fn catch_up(
 ) -> Result<(Vec<Snapshot>, ChunkIndex, Option<String>)> {
     let mut snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
     let chunks_path = opts.cache_dir.join("chunks");
-    let mut cache = sync_cache(keys, remote, ChunkIndex::open(&chunks_path), &snaps)?;
+    let sort = crate::cache::runs_prefix(journal_path, "sort");
+    let mut cache = sync_cache(keys, remote, ChunkIndex::open(&chunks_path), &snaps, &sort)?;
     let mut completed = None;
     if complete_killed(keys, remote, journal_path, &cache) {
         completed = Journal::read(journal_path)
@@ -454,7 +455,7 @@ fn catch_up(
         Journal::remove(journal_path);
         // The completed snapshot is now the parent, and its chunks are known.
         snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
-        cache = sync_cache(keys, remote, cache, &snaps)?;
+        cache = sync_cache(keys, remote, cache, &snaps, &sort)?;
     }
     Ok((snaps, cache, completed))
 }
@@ -468,11 +469,13 @@ fn start_upload(
     window: u64,
 ) -> Result<(BlobId, Journal, Upload)> {
     let window = window.clamp(64 << 10, crate::store::DEFAULT_MAX_WINDOW);
+    let runs = crate::cache::runs_prefix(journal_path, "runs");
+    let cap = testhooks::chunk_cap(crate::runchunks::CAP);
     let mut upload = Upload {
         window,
         buf: Vec::new(),
         next: 0,
-        stored: HashMap::new(),
+        stored: crate::runchunks::RunChunks::new(&runs, cap, true),
         hashes: Vec::new(),
         answers: Vec::new(),
         new_bytes: 0,
@@ -480,17 +483,29 @@ fn start_upload(
     };
     let (blob, journal) = match resume(remote, journal_path, index) {
         Some(r) => {
+            // The chunks inside the verified prefix, streamed from the journal.
+            let end = r.hashes.len() as u64 * r.window;
+            for (id, offset, len) in Journal::chunks(journal_path) {
+                if offset.saturating_add(u64::from(len)) <= end {
+                    let place = crate::cache::Place {
+                        blob: 0,
+                        offset,
+                        len,
+                    };
+                    upload
+                        .stored
+                        .insert(id, place)
+                        .map_err(upload::runs_failed)?;
+                }
+            }
             // Only what was kept, and no `final`: that index is not this run's.
             let kept: Vec<_> = r.hashes.iter().copied().zip(r.answers.clone()).collect();
-            let j = Journal::restart(journal_path, &r.blob.path(), r.window, &kept, &r.chunks)
+            let chunks = upload.stored.iter().map_err(upload::runs_failed)?;
+            let chunks = chunks.map(|c| c.map(|(id, p)| (id, p.offset, p.len)));
+            let j = Journal::restart(journal_path, &r.blob.path(), r.window, &kept, chunks)
                 .map_err(|e| Error::Io("cannot write the sink journal".into(), e))?;
             upload.window = r.window;
             upload.next = r.hashes.len() as u64;
-            upload.stored = r
-                .chunks
-                .into_iter()
-                .map(|(id, o, l)| (id, (o, l)))
-                .collect();
             upload.hashes = r.hashes.into_iter().map(Some).collect();
             upload.answers = r.answers;
             (r.blob, j)
@@ -510,23 +525,11 @@ fn start_upload(
 /// it stored afresh as healed), for the next run. Best effort: a failure only
 /// costs that run time.
 fn remember(cache: &ChunkIndex, blob: &BlobId, upload: &Upload) {
-    let mut recs: Vec<(ChunkId, crate::cache::Place)> = upload
-        .stored
-        .iter()
-        .map(|(id, &(offset, len))| {
-            (
-                *id,
-                crate::cache::Place {
-                    blob: 0,
-                    offset,
-                    len,
-                },
-            )
-        })
-        .collect();
-    match cache.merge(&[blob.path()], &[blob.path()], &mut recs) {
+    let merged =
+        (upload.stored.iter()).and_then(|recs| cache.merge(&[blob.path()], &[blob.path()], recs));
+    match merged {
         Ok(mut merged) => {
-            let stored = upload.stored.iter().map(|(id, &(offset, _))| (id, offset));
+            let stored = |id: &ChunkId| Ok(upload.stored.get(id)?.map(|p| p.offset));
             if let Err(e) = merged.healed(&blob.path(), stored) {
                 eprintln!("chute sink: warning: cannot update the damaged-chunk list: {e}");
             }

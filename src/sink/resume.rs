@@ -7,11 +7,14 @@ use super::*;
 
 /// Brings the chunk index up to date with the remote's committed snapshots.
 /// Snapshots the index knows but the remote lost mean the index is stale: rebuilt.
+/// Each snapshot's manifest is streamed, its records sorted in bounded memory
+/// (runs under `sort`, see [`crate::runchunks`]) and merged in.
 pub(super) fn sync_cache(
     keys: &Keys,
     remote: &dyn Remote,
     cache: ChunkIndex,
     snaps: &[Snapshot],
+    sort: &Path,
 ) -> Result<ChunkIndex> {
     let mut cache = cache;
     let on_remote: std::collections::HashSet<String> =
@@ -25,13 +28,32 @@ pub(super) fn sync_cache(
         .iter()
         .filter(|s| !known.contains(&s.blob.path()))
         .collect();
+    let cap = testhooks::chunk_cap(crate::runchunks::CAP);
     for s in missing {
-        // A damaged segment only costs the deduplication of the chunks it named.
-        let (m, _) = crate::snapshot::salvage(keys, remote, s)?;
-        let mut recs =
-            crate::cache::records_of(m.entries.iter().flat_map(|e| e.chunks.iter().copied()));
+        // A damaged segment only costs the deduplication of the chunks it named;
+        // any other damage (or a failed read) fails the sink, as a whole read
+        // (`snapshot::salvage`) would.
+        let damaged = |e: format::Error| {
+            Error::Damaged(format!(
+                "snapshot {}: manifest in {} is damaged: {e}",
+                s.short_id(),
+                s.blob.path()
+            ))
+        };
+        let h = &s.header;
+        let fetch = crate::snapshot::manifest_fetch(remote, &s.blob, h.manifest_offset);
+        let mut stream = format::Entries::open(keys, &s.blob.path(), h, fetch).map_err(damaged)?;
+        let mut recs = crate::runchunks::RunChunks::new(sort, cap, false);
+        while let Some(e) = stream.next_entry().map_err(damaged)? {
+            for c in &e.chunks {
+                let (id, place) = crate::cache::record_of(c);
+                recs.insert(id, place).map_err(io)?;
+            }
+        }
+        // Chunk references index the blob table as it stood when read; it only grows.
+        let sorted = recs.iter().map_err(io)?;
         cache = cache
-            .merge(&[s.blob.path()], &m.blobs, &mut recs)
+            .merge(&[s.blob.path()], &stream.blobs, sorted)
             .map_err(io)?;
     }
     Ok(cache)
@@ -154,14 +176,14 @@ pub(super) fn complete_killed(
 }
 
 /// Tries to continue a killed sink's blob; returns it with the verified prefix
-/// (window count) and the chunks inside that prefix.
+/// (window count); the journal's chunks inside that prefix are the caller's to
+/// stream ([`Journal::chunks`]).
 pub(super) struct Resumed {
     pub(super) blob: BlobId,
     pub(super) window: u64,
     pub(super) hashes: Vec<[u8; 32]>,
     /// Each window's storage-challenge answers, as journaled when it was sent.
     pub(super) answers: Vec<Vec<[u8; format::ANSWER_LEN]>>,
-    pub(super) chunks: Vec<(ChunkId, u64, u32)>,
 }
 
 /// A journal without a final index (or whose final index could not be completed)
@@ -211,17 +233,10 @@ pub(super) fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Opti
             return None;
         }
     }
-    let end = hashes.len() as u64 * st.window;
-    let chunks = st
-        .chunks
-        .into_iter()
-        .filter(|&(_, off, len)| off + u64::from(len) <= end)
-        .collect();
     Some(Resumed {
         blob,
         window: st.window,
         hashes,
         answers,
-        chunks,
     })
 }

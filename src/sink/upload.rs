@@ -5,8 +5,10 @@
 //! writes nothing (see the `sink` module docs).
 
 use super::*;
+use crate::cache::Place;
 use crate::format::CHALLENGES;
 use crate::protocol::{MAX_WINDOW, MIN_WINDOW};
+use crate::runchunks::RunChunks;
 
 /// How often a walking sink touches its pending blob: far below any sensible prune
 /// grace period (default 24h), and one small request a minute is nothing.
@@ -41,13 +43,15 @@ pub(super) struct Done {
 }
 
 /// This run's part 0 as it is uploaded: the window being filled, the chunks this run
-/// stored, and the SHA-256 and storage-challenge answers of every window
-/// acknowledged.
+/// stored (in bounded memory, spilled to the cache directory: see
+/// [`crate::runchunks`]), and the SHA-256 and storage-challenge answers of every
+/// window acknowledged.
 pub(super) struct Upload {
     pub(super) window: u64,
     pub(super) buf: Vec<u8>,
     pub(super) next: u64,
-    pub(super) stored: HashMap<ChunkId, (u64, u32)>,
+    /// Each chunk stored, at its offset in part 0 (`blob` 0), and its length.
+    pub(super) stored: RunChunks,
     pub(super) hashes: Vec<Option<[u8; 32]>>,
     /// [`format::CHALLENGES`] answers per window, from the bytes sent.
     pub(super) answers: Vec<Vec<[u8; format::ANSWER_LEN]>>,
@@ -89,12 +93,12 @@ impl Shared<'_> {
     /// committed snapshot according to the chunk index.
     pub(super) fn known(&self, id: &ChunkId) -> Result<Option<ChunkRef>> {
         let p = self.upload.lock().expect("poisoned");
-        if let Some(&(offset, len)) = p.stored.get(id) {
+        if let Some(place) = p.stored.get(id).map_err(runs_failed)? {
             return Ok(Some(ChunkRef {
                 id: *id,
                 blob: 0,
-                offset,
-                len,
+                offset: place.offset,
+                len: place.len,
             }));
         }
         drop(p);
@@ -134,16 +138,22 @@ impl Shared<'_> {
         let offset = {
             let mut p = self.upload.lock().expect("poisoned");
             if let Some(id) = id {
-                if let Some(&(offset, _)) = p.stored.get(&id) {
-                    return Ok(offset);
+                if let Some(place) = p.stored.get(&id).map_err(runs_failed)? {
+                    return Ok(place.offset);
                 }
             }
             let offset = p.next * p.window + p.buf.len() as u64;
             if let Some(id) = id {
-                p.stored.insert(id, (offset, sealed.len() as u32));
+                let len = sealed.len() as u32;
+                let place = Place {
+                    blob: 0,
+                    offset,
+                    len,
+                };
+                p.stored.insert(id, place).map_err(runs_failed)?;
                 p.new_bytes += sealed.len() as u64;
                 if let Some(j) = &self.journal {
-                    j.chunk(&id, offset, sealed.len() as u32);
+                    j.chunk(&id, offset, len);
                 }
             }
             let mut src = sealed;
@@ -243,6 +253,14 @@ impl Shared<'_> {
         }
         Ok(())
     }
+}
+
+/// The error of a sink that cannot keep its list of the chunks it stored.
+pub(super) fn runs_failed(e: std::io::Error) -> Error {
+    Error::Io(
+        "cannot keep this sink's list of chunks stored in the cache directory".into(),
+        e,
+    )
 }
 
 /// Touches the pending blob every `period` until `stop` closes (see "Kept alive" in
@@ -589,7 +607,7 @@ mod tests {
                 window: 64,
                 buf: Vec::new(),
                 next: 0,
-                stored: HashMap::new(),
+                stored: RunChunks::new(&dir.join("runs-m"), 4, true),
                 hashes: Vec::new(),
                 answers: Vec::new(),
                 new_bytes: 0,
