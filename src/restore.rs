@@ -338,12 +338,16 @@ fn found(keys: &Keys, e: &Entry, dest: &Path) -> Existing {
     }
 }
 
+/// A manifest's `fetch(offset, len)` ([`format::Entries::open`]).
+trait ManifestFetch: FnMut(u64, u64) -> std::io::Result<Vec<u8>> {}
+impl<F: FnMut(u64, u64) -> std::io::Result<Vec<u8>>> ManifestFetch for F {}
+
 /// Opens the snapshot's manifest as a stream of entries (see [`format::Entries`]).
 fn open_entries<'a>(
     keys: &'a Keys,
     remote: &'a dyn Remote,
     snap: &'a Snapshot,
-) -> Result<format::Entries<'a, impl FnMut(u64, u64) -> std::io::Result<Vec<u8>> + 'a>> {
+) -> Result<format::Entries<'a, impl ManifestFetch + 'a>> {
     let h = &snap.header;
     let fetch = crate::snapshot::manifest_fetch(remote, &snap.blob, h.manifest_offset);
     format::Entries::open(keys, &snap.blob.path(), h, fetch).map_err(|e| damaged_manifest(snap, e))
@@ -485,7 +489,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         .filter(|l| filters.is_empty() || filters.iter().any(|f| may_hold(l, f)))
         .collect();
     drop(stream);
-    for (f, _) in filters.iter().zip(&matched).filter(|(_, m)| !**m) {
+    if let Some((f, _)) = filters.iter().zip(&matched).find(|(_, m)| !**m) {
         if let Some(l) = lost.first() {
             return Err(Error::Damaged(format!(
                 "{} may be in a damaged part of snapshot {}: {l} are lost",
