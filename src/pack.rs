@@ -15,12 +15,16 @@
 //! rule is what prune keeps true: it deletes a blob only once every reference into
 //! it that a committed snapshot holds resolves elsewhere.
 //!
+//! The rule applies per reference ([`Resolver::stays`], [`Resolver::moved`]), so a
+//! reader streaming a manifest needs no whole [`Manifest`]; [`Resolver::resolve`]
+//! applies it to a whole one.
+//!
 //! Memory: the resolver holds one entry per packed chunk (about 80 bytes), so the
 //! chunks of 10 GiB of repacked data (10,000 chunks of 1 MiB) cost under 1 MiB.
 
 use crate::blob::BlobId;
 use crate::crypto::{ChunkId, Keys};
-use crate::format::{self, Header, Index, Manifest, Packed};
+use crate::format::{self, ChunkRef, Header, Index, Manifest, Packed};
 use crate::remote::Remote;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
@@ -125,28 +129,40 @@ impl Resolver {
         self.packs.is_empty()
     }
 
+    /// Whether references into the blob at `path` stay where they are (it is a
+    /// committed snapshot).
+    pub fn stays(&self, path: &str) -> bool {
+        self.committed.contains(path)
+    }
+
+    /// Where the rule moves one reference `c` into a blob that does not stay (see
+    /// [`Resolver::stays`]): the pack's number in [`Resolver::packs`] and the
+    /// offset there, or `None` if no pack holds it (it is read where it was written).
+    /// Per reference, so a reader streaming a manifest needs no whole [`Manifest`].
+    pub fn moved(&self, c: &ChunkRef) -> Option<(usize, u64)> {
+        let &(p, offset, len) = self.by_id.get(&c.id)?;
+        // Same id, same plaintext, same sealed length: anything else is not it.
+        (len == c.len).then_some((p as usize, offset))
+    }
+
     /// Points every chunk reference of `m` that the rule moves at its pack, adding
     /// the packs to the blob table. Returns how many references moved.
     pub fn resolve(&self, m: &mut Manifest) -> usize {
         if self.packs.is_empty() {
             return 0;
         }
-        let stays: Vec<bool> = m.blobs.iter().map(|b| self.committed.contains(b)).collect();
-        let mut slot: HashMap<u32, u32> = HashMap::new();
+        let stays: Vec<bool> = m.blobs.iter().map(|b| self.stays(b)).collect();
+        let mut slot: HashMap<usize, u32> = HashMap::new();
         let mut moved = 0;
         for c in m.entries.iter_mut().flat_map(|e| e.chunks.iter_mut()) {
             if stays.get(c.blob as usize).copied().unwrap_or(false) {
                 continue;
             }
-            let Some(&(p, offset, len)) = self.by_id.get(&c.id) else {
+            let Some((p, offset)) = self.moved(c) else {
                 continue;
             };
-            // Same id, same plaintext, same sealed length: anything else is not it.
-            if len != c.len {
-                continue;
-            }
             c.blob = *slot.entry(p).or_insert_with(|| {
-                m.blobs.push(self.packs[p as usize].path());
+                m.blobs.push(self.packs[p].path());
                 (m.blobs.len() - 1) as u32
             });
             c.offset = offset;
@@ -321,7 +337,7 @@ impl<'a> Writer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{ChunkRef, Entry, EntryKind};
+    use crate::format::{Entry, EntryKind};
     use crate::remote::LocalRemote;
 
     fn temp() -> std::path::PathBuf {

@@ -1,5 +1,17 @@
 //! `chute restore`: fetch a snapshot's manifest, then its chunks, and rebuild files.
 //!
+//! Memory is flat in the number of files (issue 17): the manifest is streamed
+//! ([`format::Entries`]) twice, never held. Pass 1 checks every entry asked for
+//! against what its destination holds, keeping only counters, the first conflict,
+//! which filters matched, and a stack of the directories it is in (to sweep stale
+//! temporaries once it leaves one). Pass 2, if nothing refuses, reads the manifest
+//! again and writes it in batches of at most [`BATCH_FILES`] files and symlinks
+//! (or [`BATCH_CHUNKS`] chunks): each batch's reads are planned together, then
+//! its files written, its symlinks made, and the metadata of the directories the
+//! stream has left set, deepest first (a stack of open directories, as deep as
+//! the tree). Pass 2 looks at each destination again and fails, without
+//! overwriting, if something appeared there since pass 1.
+//!
 //! Invariants:
 //! - Nothing existing is overwritten unless `force`: every target is checked before
 //!   the first byte is written, and the restore refuses as a whole. A target that
@@ -11,7 +23,8 @@
 //! - A file appears under its real name only complete and authenticated: its bytes
 //!   go to a private temporary name (`.chute-restore-` and 16 hex digits, mode
 //!   0600) beside it, and it is renamed into place after its last chunk opened and
-//!   its mode and times were set. No temporary outlives the process:
+//!   its mode and times were set. The temporaries that exist at any time are
+//!   those of one batch. No temporary outlives the process:
 //!   - on a failure they are removed before the error is returned;
 //!   - on SIGINT or SIGTERM a watcher thread stops the restore at once, even with a
 //!     read stalled on the network: workers create, write and rename temporaries
@@ -32,16 +45,17 @@
 //!   command then exits 3. A path asked for that is not among the entries read but
 //!   may lie in a lost range fails as damage, not as "not in the snapshot".
 //! - Reads are ranged: neighbouring chunks of part 0 are fetched together, up to
-//!   [`MAX_READ`] bytes, so one file restores without downloading the snapshot.
+//!   [`MAX_READ`] bytes, so one file restores without downloading the snapshot;
+//!   within a batch, in the order of the blobs' bytes. A chunk prune moved is read
+//!   from its pack, resolved per reference ([`crate::pack::Resolver::moved`]).
 
 use crate::blob::BlobId;
 use crate::crypto::{ChunkId, Keys, OpenError};
-use crate::format::{ChunkRef, Entry, EntryKind, Manifest};
+use crate::format::{self, ChunkRef, Entry, EntryKind};
 use crate::reads::{Run, coalesce, each_parallel};
 use crate::remote::Remote;
 use crate::snapshot::Snapshot;
 use crate::{Error, Result};
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
@@ -121,7 +135,8 @@ fn destination(to: Option<&Path>, path: &[u8]) -> PathBuf {
 }
 
 struct Task {
-    entry: usize,
+    /// Its chunk references point into pass 2's blob table ([`Blobs`]).
+    entry: Entry,
     dest: PathBuf,
     tmp: PathBuf,
     remaining: AtomicUsize,
@@ -232,30 +247,6 @@ fn same_content(keys: &Keys, path: &Path, e: &Entry) -> bool {
     at == e.size
 }
 
-/// Removes the temporaries (see [`is_temp_name`]) found in `dirs`, except the
-/// paths in `keep` (entries of the snapshot that happen to have such a name).
-/// Returns how many were removed and the first.
-fn remove_stale(dirs: &HashSet<&Path>, keep: &HashSet<&Path>) -> (u64, Option<PathBuf>) {
-    let (mut n, mut first) = (0, None);
-    for dir in dirs {
-        let Ok(rd) = fs::read_dir(dir) else { continue };
-        for d in rd.flatten() {
-            let p = d.path();
-            if !is_temp_name(d.file_name().as_bytes())
-                || keep.contains(p.as_path())
-                || d.file_type().is_ok_and(|t| t.is_dir())
-            {
-                continue;
-            }
-            if fs::remove_file(&p).is_ok() {
-                n += 1;
-                first.get_or_insert(p);
-            }
-        }
-    }
-    (n, first)
-}
-
 fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let what = format!("{what} {}", p.display());
     move |e| Error::Io(what, e)
@@ -274,19 +265,167 @@ fn set_meta(path: &Path, e: &Entry, symlink: bool) -> Result<()> {
         .map_err(io("cannot set time of", path))
 }
 
+/// Removes the temporaries (see [`is_temp_name`]) found in directory `dir`, except
+/// the names in `keep` (entries of the snapshot that happen to have such a name).
+/// Returns how many were removed and the first.
+fn remove_stale(dir: &Path, keep: &[Vec<u8>]) -> (u64, Option<PathBuf>) {
+    let (mut n, mut first) = (0, None);
+    let Ok(rd) = fs::read_dir(dir) else {
+        return (0, None);
+    };
+    for d in rd.flatten() {
+        let name = d.file_name();
+        if !is_temp_name(name.as_bytes())
+            || keep.iter().any(|k| k == name.as_bytes())
+            || d.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        let p = d.path();
+        if fs::remove_file(&p).is_ok() {
+            n += 1;
+            first.get_or_insert(p);
+        }
+    }
+    (n, first)
+}
+
+/// A directory that pass 1 sweeps of stale temporaries once the manifest's stream
+/// has left it (its entries are one run in walk order, subdirectories within).
+struct Sweep {
+    /// Its path in the snapshot.
+    path: Vec<u8>,
+    dest: PathBuf,
+    /// Names of the entries restored into it that have a temporary's shape.
+    keep: Vec<Vec<u8>>,
+}
+
+/// The parent directory of a snapshot path (`""` for the root's children).
+fn parent_of(path: &[u8]) -> &[u8] {
+    path.iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&[][..], |i| &path[..i])
+}
+
+/// What pass 1 found.
+#[derive(Default)]
+struct Checked {
+    refused: u64,
+    first_refused: Option<PathBuf>,
+    /// Files pass 2 will write.
+    to_write: u64,
+    stale: u64,
+    first_stale: Option<PathBuf>,
+}
+
+impl Checked {
+    fn sweep(&mut self, s: Sweep) {
+        let (n, first) = remove_stale(&s.dest, &s.keep);
+        self.stale += n;
+        if self.first_stale.is_none() {
+            self.first_stale = first;
+        }
+    }
+}
+
+/// What a destination holds, with the content compared when the size and mtime
+/// match. Hashed one by one: a re-run reads what is in place at disk speed, and
+/// one more thread pool here cost the armv7 binary more than its 2 MiB budget had.
+fn found(keys: &Keys, e: &Entry, dest: &Path) -> Existing {
+    match existing(e, dest) {
+        Existing::SameStat if same_content(keys, dest, e) => Existing::Identical,
+        f => f,
+    }
+}
+
+/// A manifest's `fetch(offset, len)` ([`format::Entries::open`]).
+trait ManifestFetch: FnMut(u64, u64) -> std::io::Result<Vec<u8>> {}
+impl<F: FnMut(u64, u64) -> std::io::Result<Vec<u8>>> ManifestFetch for F {}
+
+/// Opens the snapshot's manifest as a stream of entries (see [`format::Entries`]).
+fn open_entries<'a>(
+    keys: &'a Keys,
+    remote: &'a dyn Remote,
+    snap: &'a Snapshot,
+) -> Result<format::Entries<'a, impl ManifestFetch + 'a>> {
+    let h = &snap.header;
+    let fetch = crate::snapshot::manifest_fetch(remote, &snap.blob, h.manifest_offset);
+    format::Entries::open(keys, &snap.blob.path(), h, fetch).map_err(|e| damaged_manifest(snap, e))
+}
+
+fn damaged_manifest(snap: &Snapshot, e: format::Error) -> Error {
+    Error::Damaged(format!(
+        "snapshot {}: manifest in {} is damaged: {e}",
+        snap.short_id(),
+        snap.blob.path()
+    ))
+}
+
+/// The blobs pass 2 reads: the manifest's table as its stream reveals it, and the
+/// packs its references are moved to ([`crate::pack::Resolver`]); a handful per
+/// snapshot, not per file.
+struct Blobs<'r> {
+    resolver: &'r crate::pack::Resolver,
+    ids: Vec<BlobId>,
+    /// Manifest blob number → (number in `ids`, whether references into it stay).
+    manifest: Vec<(usize, bool)>,
+    /// Pack number → number in `ids`.
+    packs: Vec<Option<usize>>,
+}
+
+impl Blobs<'_> {
+    /// Points `c` at the blob and offset it is read from, numbered in `ids`.
+    fn place(&mut self, names: &[String], c: &mut ChunkRef, snap: &Snapshot) -> Result<()> {
+        let bad = |e: String| Error::Damaged(format!("snapshot {}: {e}", snap.short_id()));
+        for name in &names[self.manifest.len().min(names.len())..] {
+            self.ids
+                .push(BlobId::parse(name).map_err(|e| bad(e.to_string()))?);
+            self.manifest
+                .push((self.ids.len() - 1, self.resolver.stays(name)));
+        }
+        let Some(&(mut slot, stays)) = self.manifest.get(c.blob as usize) else {
+            return Err(bad(format!(
+                "a chunk names blob {} of {}",
+                c.blob,
+                names.len()
+            )));
+        };
+        if let Some((p, offset)) = (!stays).then(|| self.resolver.moved(c)).flatten() {
+            if self.packs.len() <= p {
+                self.packs.resize(p + 1, None);
+            }
+            slot = *self.packs[p].get_or_insert_with(|| {
+                self.ids.push(self.resolver.packs()[p].clone());
+                self.ids.len() - 1
+            });
+            c.offset = offset;
+        }
+        c.blob = slot as u32;
+        Ok(())
+    }
+}
+
+/// The most files, and chunks, one batch of pass 2 holds (see the module doc):
+/// about 2 MiB of tasks, and reads of a few MiB each coalesced within it.
+const BATCH_FILES: usize = 4096;
+const BATCH_CHUNKS: usize = 16_384;
+
+/// What pass 2 writes next: files, then symlinks, then the metadata of the
+/// directories the stream has left.
+#[derive(Default)]
+struct Batch {
+    tasks: Vec<Task>,
+    chunks: usize,
+    symlinks: Vec<(PathBuf, Entry)>,
+    dirs: Vec<(PathBuf, Entry)>,
+}
+
 /// Restores (part of) a snapshot.
 pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) -> Result<Report> {
     let started = Instant::now();
-    let (mut m, lost) = crate::snapshot::salvage(keys, remote, snap)?;
     // Chunks prune moved out of forgotten blobs are read from their packs.
-    crate::pack::Resolver::for_node(keys, remote, &snap.blob.domain, &snap.blob.node)?
-        .resolve(&mut m);
-    let blobs: Vec<BlobId> = m
-        .blobs
-        .iter()
-        .map(|b| BlobId::parse(b))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Damaged(format!("snapshot {}: {e}", snap.short_id())))?;
+    let resolver =
+        crate::pack::Resolver::for_node(keys, remote, &snap.blob.domain, &snap.blob.node)?;
     let filters: Vec<Vec<u8>> = opts
         .paths
         .iter()
@@ -296,88 +435,93 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                 .map_err(io("cannot resolve", p))
         })
         .collect::<Result<_>>()?;
-    let lost: Vec<crate::format::Lost> = lost
+    let selects = |path: &[u8]| filters.is_empty() || filters.iter().any(|f| within(path, f));
+    let to = opts.to.as_deref();
+
+    // Pass 1: refuse before writing anything; sweep stale temporaries.
+    let mut stream = open_entries(keys, remote, snap)?;
+    let mut matched = vec![false; filters.len()];
+    let mut checked = Checked::default();
+    let mut sweeps: Vec<Sweep> = Vec::new();
+    while let Some(e) = stream.next_entry().map_err(|e| damaged_manifest(snap, e))? {
+        for (m, f) in matched.iter_mut().zip(&filters) {
+            *m |= within(&e.path, f);
+        }
+        if !selects(&e.path) {
+            continue;
+        }
+        let dest = destination(to, &e.path);
+        match decide(e.kind, found(keys, &e, &dest), opts.force) {
+            Action::Refuse => {
+                checked.refused += 1;
+                checked.first_refused.get_or_insert_with(|| dest.clone());
+            }
+            Action::Write if e.kind == EntryKind::File => checked.to_write += 1,
+            _ => {}
+        }
+        if e.kind == EntryKind::Dir {
+            continue;
+        }
+        // Temporaries an interrupted run left where this one writes: garbage
+        // whether or not this run goes on, so removed before it may refuse.
+        let Some(dir) = dest.parent() else { continue };
+        let parent = parent_of(&e.path);
+        while sweeps.last().is_some_and(|s| !within(parent, &s.path)) {
+            checked.sweep(sweeps.pop().expect("last"));
+        }
+        if sweeps.last().is_none_or(|s| s.path != parent) {
+            sweeps.push(Sweep {
+                path: parent.to_vec(),
+                dest: dir.to_path_buf(),
+                keep: Vec::new(),
+            });
+        }
+        let name = dest.file_name().map_or(&[][..], |n| n.as_bytes());
+        if is_temp_name(name) {
+            sweeps.last_mut().expect("pushed").keep.push(name.to_vec());
+        }
+    }
+    while let Some(s) = sweeps.pop() {
+        checked.sweep(s);
+    }
+    let lost: Vec<crate::format::Lost> = std::mem::take(&mut stream.lost)
         .into_iter()
         .filter(|l| filters.is_empty() || filters.iter().any(|f| may_hold(l, f)))
         .collect();
-    for f in &filters {
-        if !m.entries.iter().any(|e| within(&e.path, f)) {
-            if let Some(l) = lost.first() {
-                return Err(Error::Damaged(format!(
-                    "{} may be in a damaged part of snapshot {}: {l} are lost",
-                    String::from_utf8_lossy(f),
-                    snap.short_id()
-                )));
-            }
-            return Err(Error::Usage(format!(
-                "{} is not in snapshot {}",
+    drop(stream);
+    if let Some((f, _)) = filters.iter().zip(&matched).find(|(_, m)| !**m) {
+        if let Some(l) = lost.first() {
+            return Err(Error::Damaged(format!(
+                "{} may be in a damaged part of snapshot {}: {l} are lost",
                 String::from_utf8_lossy(f),
                 snap.short_id()
             )));
         }
+        return Err(Error::Usage(format!(
+            "{} is not in snapshot {}",
+            String::from_utf8_lossy(f),
+            snap.short_id()
+        )));
     }
-    let selected: Vec<usize> = (0..m.entries.len())
-        .filter(|&i| filters.is_empty() || filters.iter().any(|f| within(&m.entries[i].path, f)))
-        .collect();
-    let to = opts.to.as_deref();
-
-    // Refuse before writing anything; skip what is already in place.
-    let dests: Vec<PathBuf> = selected
-        .iter()
-        .map(|&i| destination(to, &m.entries[i].path))
-        .collect();
-    let mut found: Vec<Existing> = selected
-        .iter()
-        .zip(&dests)
-        .map(|(&i, d)| existing(&m.entries[i], d))
-        .collect();
-    // Hashed one by one: a re-run reads what is in place at disk speed, and one
-    // more thread pool here cost the armv7 binary more than its 2 MiB budget had.
-    for (k, f) in found.iter_mut().enumerate() {
-        if *f == Existing::SameStat && same_content(keys, &dests[k], &m.entries[selected[k]]) {
-            *f = Existing::Identical;
-        }
-    }
-    let actions: Vec<Action> = selected
-        .iter()
-        .zip(&found)
-        .map(|(&i, &f)| decide(m.entries[i].kind, f, opts.force))
-        .collect();
-    // Temporaries an interrupted run left where this one writes: garbage whether
-    // or not this run goes on, so removed before it may refuse.
-    // A hash set, not a sorted one: sorting paths cost the armv7 binary 9 KiB.
-    let dirs: HashSet<&Path> = selected
-        .iter()
-        .zip(&dests)
-        .filter(|(i, _)| m.entries[**i].kind != EntryKind::Dir)
-        .filter_map(|(_, d)| d.parent())
-        .collect();
-    let keep: HashSet<&Path> = dests.iter().map(PathBuf::as_path).collect();
-    let (stale, first_stale) = remove_stale(&dirs, &keep);
-    if let Some(first) = first_stale {
+    if let Some(first) = &checked.first_stale {
         eprintln!(
-            "chute restore: removed {stale} temporary file{} an interrupted restore left behind (first: {})",
-            if stale == 1 { "" } else { "s" },
+            "chute restore: removed {} temporary file{} an interrupted restore left behind (first: {})",
+            checked.stale,
+            if checked.stale == 1 { "" } else { "s" },
             first.display()
         );
     }
-    let conflicts: Vec<&PathBuf> = dests
-        .iter()
-        .zip(&actions)
-        .filter(|(_, a)| **a == Action::Refuse)
-        .map(|(d, _)| d)
-        .collect();
-    if let Some(first) = conflicts.first() {
+    if let Some(first) = &checked.first_refused {
+        let n = checked.refused;
         return Err(Error::Failed(format!(
-            "refusing to overwrite {} existing path{} (first: {}); use --force to replace files, or --to DIR",
-            conflicts.len(),
-            if conflicts.len() == 1 { "" } else { "s" },
+            "refusing to overwrite {n} existing path{} (first: {}); use --force to replace files, or --to DIR",
+            if n == 1 { "" } else { "s" },
             first.display()
         )));
     }
 
     let mut report = Report {
-        stale_removed: stale,
+        stale_removed: checked.stale,
         lost,
         ..Report::default()
     };
@@ -385,19 +529,59 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     // watcher (see the module doc) instead of killing it.
     crate::sys::catch_termination();
 
-    let mut tasks = Vec::new();
+    // Pass 2: the same stream again, written batch by batch.
+    let mut stream = open_entries(keys, remote, snap)?;
+    let mut blobs = Blobs {
+        resolver: &resolver,
+        ids: Vec::new(),
+        manifest: Vec::new(),
+        packs: Vec::new(),
+    };
+    let limit = crate::testhooks::restore_batch(BATCH_FILES);
+    let mut writer = Writer {
+        keys,
+        remote,
+        snap,
+        opts,
+        written: 0,
+        to_write: checked.to_write,
+    };
+    let mut batch = Batch::default();
+    // Directories restored whose entries the stream is still in, outermost first.
+    let mut open: Vec<(Vec<u8>, PathBuf, Entry)> = Vec::new();
     let mut made: Option<PathBuf> = None;
-    for (k, &i) in selected.iter().enumerate() {
-        let e = &m.entries[i];
-        let dest = dests[k].clone();
-        if actions[k] == Action::Skip {
-            report.already += 1;
+    while let Some(mut e) = stream.next_entry().map_err(|e| damaged_manifest(snap, e))? {
+        while open
+            .last()
+            .is_some_and(|(p, _, _)| !(within(&e.path, p) && e.path != *p))
+        {
+            let (_, dest, d) = open.pop().expect("last");
+            batch.dirs.push((dest, d));
+        }
+        if !selects(&e.path) {
             continue;
+        }
+        let dest = destination(to, &e.path);
+        match decide(e.kind, found(keys, &e, &dest), opts.force) {
+            Action::Skip => {
+                report.already += 1;
+                continue;
+            }
+            // Pass 1 saw nothing to refuse here: something appeared since.
+            Action::Refuse => {
+                writer.write(&mut batch, &blobs.ids)?;
+                return Err(Error::Failed(format!(
+                    "{} appeared while the restore ran: not overwritten; run the restore again",
+                    dest.display()
+                )));
+            }
+            Action::Write => {}
         }
         match e.kind {
             EntryKind::Dir => {
                 fs::create_dir_all(&dest).map_err(io("cannot create", &dest))?;
                 report.dirs += 1;
+                open.push((e.path.clone(), dest, e));
             }
             EntryKind::File => {
                 if let Some(parent) = dest.parent() {
@@ -407,78 +591,111 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                         made = Some(parent.to_path_buf());
                     }
                 }
-                tasks.push(Task {
-                    entry: i,
+                for c in &mut e.chunks {
+                    blobs.place(&stream.blobs, c, snap)?;
+                }
+                report.files += 1;
+                report.bytes += e.size;
+                batch.chunks += e.chunks.len();
+                batch.tasks.push(Task {
                     tmp: temp_name(&dest),
                     dest,
                     remaining: AtomicUsize::new(e.chunks.len()),
                     placed: AtomicBool::new(false),
                     inode: AtomicU64::new(0),
+                    entry: e,
                 });
-                report.files += 1;
-                report.bytes += e.size;
             }
-            EntryKind::Symlink => report.symlinks += 1,
-        }
-    }
-
-    let groups = plan(&m, &tasks);
-    let result = fetch_all(
-        keys,
-        remote,
-        &m,
-        &blobs,
-        &tasks,
-        &groups,
-        opts.threads,
-        snap,
-    );
-    if let Err(e) = result {
-        for t in &tasks {
-            let _ = fs::remove_file(&t.tmp);
-        }
-        if let (Some(found), Some(dir)) = (e.wrong_content, &opts.cache_dir) {
-            if let Err(e) = crate::cache::record_damaged(dir, &[found]) {
-                eprintln!("chute restore: warning: cannot record the damaged chunk: {e}");
+            EntryKind::Symlink => {
+                report.symlinks += 1;
+                batch.symlinks.push((dest, e));
             }
         }
-        return Err(e.error);
+        if batch.tasks.len() + batch.symlinks.len() >= limit || batch.chunks >= BATCH_CHUNKS {
+            writer.write(&mut batch, &blobs.ids)?;
+        }
     }
+    // Deepest first, so restoring their contents does not disturb their times and
+    // a read-only directory is filled before it closes.
+    while let Some((_, dest, d)) = open.pop() {
+        batch.dirs.push((dest, d));
+    }
+    writer.write(&mut batch, &blobs.ids)?;
+    report.secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
 
-    for (k, &i) in selected.iter().enumerate() {
-        let e = &m.entries[i];
-        if e.kind == EntryKind::Symlink && actions[k] == Action::Write {
+/// Writes pass 2's batches.
+struct Writer<'a> {
+    keys: &'a Keys,
+    remote: &'a dyn Remote,
+    snap: &'a Snapshot,
+    opts: &'a Options,
+    /// Files placed by earlier batches, of `to_write`.
+    written: u64,
+    to_write: u64,
+}
+
+impl Writer<'_> {
+    /// Writes a batch's files (their reads planned together), then its symlinks,
+    /// then its directories' metadata, and empties it.
+    fn write(&mut self, batch: &mut Batch, blobs: &[BlobId]) -> Result<()> {
+        if crate::sys::signalled() {
+            return Err(interrupted());
+        }
+        let tasks = std::mem::take(&mut batch.tasks);
+        batch.chunks = 0;
+        let groups = plan(&tasks);
+        let progress = (self.written, self.to_write);
+        let result = fetch_all(
+            self.keys,
+            self.remote,
+            blobs,
+            &tasks,
+            &groups,
+            self.opts.threads,
+            self.snap,
+            progress,
+        );
+        if let Err(e) = result {
+            for t in &tasks {
+                let _ = fs::remove_file(&t.tmp);
+            }
+            if let (Some(found), Some(dir)) = (e.wrong_content, &self.opts.cache_dir) {
+                if let Err(e) = crate::cache::record_damaged(dir, &[found]) {
+                    eprintln!("chute restore: warning: cannot record the damaged chunk: {e}");
+                }
+            }
+            return Err(e.error);
+        }
+        self.written += tasks.len() as u64;
+        drop(groups);
+        drop(tasks);
+        for (dest, e) in batch.symlinks.drain(..) {
             if crate::sys::signalled() {
                 return Err(interrupted());
             }
-            let dest = dests[k].clone();
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
             }
             let tmp = temp_name(&dest);
             std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &tmp)
                 .map_err(io("cannot create symlink", &dest))?;
-            let placed = set_meta(&tmp, e, true)
+            let placed = set_meta(&tmp, &e, true)
                 .and_then(|_| fs::rename(&tmp, &dest).map_err(io("cannot create symlink", &dest)));
             if let Err(err) = placed {
                 let _ = fs::remove_file(&tmp);
                 return Err(err);
             }
         }
-    }
-    // Directories last and deepest first, so restoring their contents does not
-    // disturb their times and a read-only directory is filled before it closes.
-    for (k, &i) in selected.iter().enumerate().rev() {
-        let e = &m.entries[i];
-        if e.kind == EntryKind::Dir {
+        for (dest, e) in batch.dirs.drain(..) {
             if crate::sys::signalled() {
                 return Err(interrupted());
             }
-            set_meta(&dests[k], e, false)?;
+            set_meta(&dest, &e, false)?;
         }
+        Ok(())
     }
-    report.secs = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 fn interrupted() -> Error {
@@ -492,13 +709,13 @@ fn interrupted() -> Error {
 /// finish, not in the manifest's, so neighbours in the manifest are often apart in
 /// the blob (a restore of 200,000 small files through `chute serve` made 27,736
 /// ranged reads in manifest order, ~170 in this one).
-fn plan(m: &Manifest, tasks: &[Task]) -> Vec<Group> {
+fn plan(tasks: &[Task]) -> Vec<Group> {
     let mut pieces: Vec<_> = tasks
         .iter()
         .enumerate()
         .flat_map(|(t, task)| {
             let mut at = 0u64;
-            m.entries[task.entry].chunks.iter().map(move |c| {
+            task.entry.chunks.iter().map(move |c| {
                 let piece = Piece {
                     task: t,
                     at,
@@ -534,17 +751,17 @@ impl From<Error> for FetchError {
 fn fetch_all(
     keys: &Keys,
     remote: &dyn Remote,
-    m: &Manifest,
     blobs: &[BlobId],
     tasks: &[Task],
     groups: &[Group],
     threads: usize,
     snap: &Snapshot,
+    progress: (u64, u64),
 ) -> std::result::Result<(), FetchError> {
     let gate = RwLock::new(());
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let watcher = s.spawn(|| watch(&gate, &done, tasks));
+        let watcher = s.spawn(|| watch(&gate, &done, tasks, progress));
         let result = (|| {
             // Empty files have no chunk to complete them.
             for t in tasks
@@ -552,10 +769,10 @@ fn fetch_all(
                 .filter(|t| t.remaining.load(Ordering::SeqCst) == 0)
             {
                 let _open = gate.read().unwrap_or_else(PoisonError::into_inner);
-                create_tmp(&t.tmp).and_then(|_| finish(t, &m.entries[t.entry], None))?;
+                create_tmp(&t.tmp).and_then(|_| finish(t, None))?;
             }
             each_parallel(groups, threads, |g| {
-                fetch_group(keys, remote, m, blobs, tasks, g, snap, &gate)
+                fetch_group(keys, remote, blobs, tasks, g, snap, &gate)
             })
         })();
         done.store(true, Ordering::SeqCst);
@@ -566,7 +783,8 @@ fn fetch_all(
 
 /// Stops the restore when SIGINT or SIGTERM arrives (see the module doc): takes the
 /// gate for good, removes every temporary and exits; returns once `done`.
-fn watch(gate: &RwLock<()>, done: &AtomicBool, tasks: &[Task]) {
+/// `progress`: files placed by earlier batches, and how many the restore writes.
+fn watch(gate: &RwLock<()>, done: &AtomicBool, tasks: &[Task], progress: (u64, u64)) {
     while !done.load(Ordering::SeqCst) {
         if crate::sys::signalled() {
             // Held until the process ends: no worker creates or renames a
@@ -578,10 +796,11 @@ fn watch(gate: &RwLock<()>, done: &AtomicBool, tasks: &[Task]) {
             let placed = tasks
                 .iter()
                 .filter(|t| t.placed.load(Ordering::SeqCst))
-                .count();
+                .count() as u64;
             eprintln!(
-                "chute restore: interrupted after writing {placed} of {} files; run the same restore again to resume (what is in place is skipped)",
-                tasks.len()
+                "chute restore: interrupted after writing {} of {} files; run the same restore again to resume (what is in place is skipped)",
+                progress.0 + placed,
+                progress.1
             );
             std::process::exit(1);
         }
@@ -603,7 +822,6 @@ fn create_tmp(tmp: &Path) -> Result<()> {
 fn fetch_group(
     keys: &Keys,
     remote: &dyn Remote,
-    m: &Manifest,
     blobs: &[BlobId],
     tasks: &[Task],
     g: &Group,
@@ -617,7 +835,7 @@ fn fetch_group(
             Error::Damaged(format!(
                 "snapshot {}: cannot read data of {} (bytes {}-{} of {}): {e}",
                 snap.short_id(),
-                String::from_utf8_lossy(&m.entries[t.entry].path),
+                String::from_utf8_lossy(&t.entry.path),
                 g.start,
                 g.end - 1,
                 blob.path()
@@ -639,7 +857,7 @@ fn fetch_group(
             _ => {
                 let from = (p.chunk.offset - g.start) as usize;
                 let sealed = &mut data[from..from + p.chunk.len as usize];
-                let plain = open_piece(keys, m, blob, t, p, snap, sealed)?;
+                let plain = open_piece(keys, blob, t, p, snap, sealed)?;
                 if again {
                     &shared.insert((key, plain.to_vec())).1
                 } else {
@@ -660,7 +878,7 @@ fn fetch_group(
         f.write_all_at(plain, p.at)
             .map_err(io("cannot write", &t.dest))?;
         if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            finish(t, &m.entries[t.entry], Some(&f))?;
+            finish(t, Some(&f))?;
         }
     }
     Ok(())
@@ -669,7 +887,6 @@ fn fetch_group(
 /// Opens one piece's sealed chunk in place; a failure names the file and the chunk.
 fn open_piece<'a>(
     keys: &Keys,
-    m: &Manifest,
     blob: &BlobId,
     t: &Task,
     p: &Piece,
@@ -686,7 +903,7 @@ fn open_piece<'a>(
                 snap.short_id(),
                 p.chunk.offset,
                 blob.path(),
-                String::from_utf8_lossy(&m.entries[t.entry].path),
+                String::from_utf8_lossy(&t.entry.path),
             )),
         })
 }
@@ -711,7 +928,8 @@ fn same_temporary(t: &Task, f: &fs::File) -> Result<()> {
 /// Gives a complete file its metadata and its real name; through its open
 /// descriptor when there is one (no path lookups: 50,000 small files add up).
 /// A file whose temporary does not hold exactly its size is never placed.
-fn finish(t: &Task, e: &Entry, open: Option<&fs::File>) -> Result<()> {
+fn finish(t: &Task, open: Option<&fs::File>) -> Result<()> {
+    let e = &t.entry;
     match open {
         Some(f) => {
             let len = f.metadata().map_err(io("cannot write", &t.dest))?.len();
@@ -845,7 +1063,7 @@ mod tests {
         ));
         fs::create_dir_all(&dir).unwrap();
         let t = Task {
-            entry: 0,
+            entry: Entry::new(EntryKind::File, b"/f".to_vec()),
             dest: dir.join("f"),
             tmp: dir.join(".chute-restore-0123456789abcdef"),
             remaining: AtomicUsize::new(2),

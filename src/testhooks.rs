@@ -22,6 +22,8 @@
 //!   between its last byte and its rename into place ([`hold_window`]).
 //! - `CHUTE_TEST_PRUNE_PAUSE=DIR`: prune pauses after its plan, before its first
 //!   change ([`prune_pause`]).
+//! - `CHUTE_TEST_RESTORE_BATCH=N`: restore writes at most N files and symlinks
+//!   per batch ([`restore_batch`]), so a small tree takes several.
 
 use std::fs;
 use std::io::Read;
@@ -165,4 +167,14 @@ pub fn prune_pause() {
     while !dir.join("go").exists() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `default`, or `CHUTE_TEST_RESTORE_BATCH`: the most files and symlinks restore
+/// writes per batch, made tiny by tests so a small tree crosses several batches.
+pub fn restore_batch(default: usize) -> usize {
+    std::env::var("CHUTE_TEST_RESTORE_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
 }
