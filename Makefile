@@ -1,7 +1,7 @@
 # chute: everything a developer or a Pi owner runs goes through here.
 CARGO ?= cargo
 
-.PHONY: all build demo test check bench bench-server bench-scale
+.PHONY: all build demo test check bench bench-deps bench-server bench-scale
 
 all: build
 
@@ -30,12 +30,24 @@ check:
 	$(MAKE) test
 
 # Throughput, CPU and peak RSS of sink/restore (HTTP and local) against restic and the
-# single-core crypto ceiling; ~1 GiB under /tmp/chute-bench (BENCH_SIZE_MIB=4096 for
-# 4 GiB). Minutes, not seconds, so not part of `make test`. See tests/bench.sh.
+# single-core crypto ceiling on a 4 GiB data set, then the many-files cases of issues 4
+# and 17 at 50,000, 200,000 and 1,000,000 files of 1-3 KiB (chute local and through
+# serve, restic, bupstash: full, no-change and 1%-changed backups, restore, check).
+# Hours, ~40 GB and ~1.5 million inodes under /tmp/chute-bench; needs
+# `make bench-deps` first. Smaller: BENCH_SIZE_MIB=1024 BENCH_FILES="50000" make bench.
+# Not part of `make test`. See tests/bench.sh and tests/bench-incremental.sh.
+BENCH_SIZE_MIB ?= 4096
+BENCH_FILES ?= 50000 200000 1000000
 bench:
-	CARGO='$(CARGO)' bash tests/bench.sh
+	BENCH_SIZE_MIB='$(BENCH_SIZE_MIB)' BENCH_FILES='$(BENCH_FILES)' CARGO='$(CARGO)' bash tests/bench.sh
 	$(MAKE) bench-server
 	$(MAKE) bench-scale
+
+# What `make bench` runs besides chute, on Debian 12, as root: time, restic (apt),
+# libsodium-dev, and bupstash built by cargo into ~/.cache/chute-bench (BENCH_TOOLS).
+# See tests/bench-deps.sh.
+bench-deps:
+	CARGO='$(CARGO)' bash tests/bench-deps.sh
 
 # CPU per GiB of sink (local and through chute serve) and restore (through serve) at
 # 1 GiB and 4 GiB (BENCH_SCALE_MIB="1024 4096 16384" adds 16 GiB; ~5 min and 10 GiB

@@ -13,8 +13,11 @@
 #     check --read-data, and forgetting the two oldest then pruning (chute forget +
 #     prune --grace 0, restic forget --prune),
 # then runs the single-core crypto ceiling of the same build (tests/ceiling.rs) and
-# prints one markdown report with the issue's targets marked PASS/FAIL. The targets
-# are informational: the script fails only if a command fails or a restore differs.
+# prints one markdown report with the issue's targets marked PASS/FAIL, and last the
+# incremental and many-files cases (tests/bench-incremental.sh: 50,000 to 1,000,000
+# files of 1-3 KiB with chute, restic and bupstash). The targets are informational:
+# the script fails only if a command fails or a restore differs, or, before
+# anything runs, if a tool is missing (`make bench-deps` installs them).
 #
 # The page cache is dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every
 # timed phase when the kernel lets us (root, writable /proc/sys); otherwise the runs
@@ -26,9 +29,12 @@
 # Settings (environment):
 #   BENCH_DIR         work directory (default /tmp/chute-bench); the data set is
 #                     kept there and reused while its marker matches the settings
-#   BENCH_SIZE_MIB    data set size in MiB (default 1024), e.g. 4096 for 4 GiB
+#   BENCH_SIZE_MIB    data set size in MiB (default 1024; `make bench` passes 4096)
+#   BENCH_FILES       file counts of the many-files cases (tests/bench-incremental.sh)
+#   BENCH_TOOLS       where `make bench-deps` put bupstash (default ~/.cache/chute-bench)
 #   BENCH_SMALL_FILES number of small files, 1-64 KiB each (default 3000)
 #   CHUTE_CEILING_MIB bytes per ceiling figure in MiB (default 1024)
+#   BENCH_COLD        0: never drop the page cache (a trial run on a shared machine)
 #   CARGO             cargo to build with (default cargo)
 set -euo pipefail
 
@@ -77,18 +83,18 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- 1. tools --------------------------------------------------------------------
-install_tools() {
+# Every tool a row needs must be there: a missing one fails the bench in one line
+# rather than leaving its rows out. `make bench-deps` installs them (Debian 12).
+BENCH_TOOLS=${BENCH_TOOLS:-$HOME/.cache/chute-bench}
+PATH="$BENCH_TOOLS/bin:$PATH"
+check_tools() {
     local missing=()
     command -v restic >/dev/null || missing+=(restic)
+    command -v bupstash >/dev/null || missing+=(bupstash)
     [[ -x /usr/bin/time ]] || missing+=(time)
-    command -v pgrep >/dev/null || missing+=(procps)
-    ((${#missing[@]} == 0)) && return
-    [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
-    say "installing ${missing[*]} from Debian"
-    # A partial failure (a mirror mid-sync for some other architecture) need not stop
-    # the install: the lists that did download may hold what we need.
-    apt-get update -qq || say "apt-get update reported errors; trying the install anyway"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    command -v pgrep >/dev/null || missing+=(pgrep)
+    command -v perl >/dev/null || missing+=(perl)
+    ((${#missing[@]} == 0)) || die "missing ${missing[*]} (looked in PATH and $BENCH_TOOLS/bin): run make bench-deps as root"
 }
 
 # --- 3. data set -----------------------------------------------------------------
@@ -123,10 +129,13 @@ make_dataset() {
 
 # --- 4. page cache ---------------------------------------------------------------
 CACHE="cold: page cache dropped before each timed phase"
-if ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+if [[ ${BENCH_COLD:-1} == 0 ]]; then
+    CACHE="warm: BENCH_COLD=0 (page cache left alone)"
+elif ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
     CACHE="warm: could not drop the page cache (needs root and a writable /proc/sys)"
 fi
 drop_caches() {
+    [[ $CACHE == cold* ]] || return 0
     sync
     echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 }
@@ -153,6 +162,8 @@ record() {
     ANON[$1]="?" FILE[$1]="?"
     if [[ -s $RUN/$1.rss ]]; then read -r "ANON[$1]" "FILE[$1]" <"$RUN/$1.rss"; fi
 }
+
+no_split() { ANON[$1]="?" FILE[$1]="?"; } # NAME: the sampler's split does not apply
 
 # rss_sampler PARENT OUT: /usr/bin/time reports only the peak of the sum, and sink
 # reads files through memory maps, so this splits it: every 50 ms it reads RssAnon
@@ -259,7 +270,7 @@ verify() {
 store_bytes() { du -sb "$1" | cut -f1; }
 
 # =================================================================================
-install_tools
+check_tools
 
 say "building chute (release)"
 (cd "$ROOT" && "$CARGO" build --release --quiet)
@@ -526,4 +537,5 @@ mrow() { # NAME LABEL
 
 report | tee "$BENCH_DIR/results.md"
 say "report saved to $BENCH_DIR/results.md"
-source "$ROOT/tests/bench-incremental.sh" # the incremental cases of issue 4
+# shellcheck source=/dev/null # checked on its own
+source "$ROOT/tests/bench-incremental.sh" # the incremental and many-files cases
