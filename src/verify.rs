@@ -962,6 +962,9 @@ const MAX_RANGES: usize = 1 << 16;
 /// Most damaged chunks remembered to name the files that share them.
 const MAX_BAD: usize = 1 << 16;
 
+/// Chunks by (blob, offset).
+type ChunkPlaces = Vec<(u32, u64)>;
+
 /// Downloads and opens chunks in batches, each chunk once a run: it remembers, per
 /// blob, the byte ranges whose chunks it checked or left out of the sample, merged
 /// (a snapshot's chunks lie back to back in its blob, so a few ranges cover a
@@ -977,7 +980,7 @@ struct Reader {
     /// Chunks to read: (blob, offset, sealed length, id).
     todo: Vec<(u32, u64, u32, ChunkId)>,
     /// Files of the batch, with their chunks (blob, offset), to name if one is bad.
-    files: Vec<(Vec<u8>, Vec<(u32, u64)>)>,
+    files: Vec<(Vec<u8>, ChunkPlaces)>,
     held: usize,
 }
 
