@@ -1789,3 +1789,93 @@ fn a_missing_manifest_window_loses_only_the_segments_in_it() {
         "{err}"
     );
 }
+
+/// "damaged file: PATH (snapshot[s] A, B)" lines: path → snapshot ids.
+fn damaged_files(out: &str) -> BTreeMap<String, Vec<String>> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("damaged file: "))
+        .map(|l| {
+            let (path, ids) = l.rsplit_once(" (snapshot").unwrap();
+            let ids = ids.trim_start_matches('s').trim().trim_end_matches(')');
+            (
+                path.to_string(),
+                ids.split(", ").map(str::to_string).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Many small files, then `extra` more, one sink each: snapshots sharing chunks.
+fn shared_snapshots(env: &Env, remote: &str, extra: usize) -> PathBuf {
+    let src = env.path("src");
+    for i in 0..400u64 {
+        let dir = src.join(format!("d{}", i / 100));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join(format!("f{i:04}")),
+            noise(20_000 + (i as usize * 97) % 9_000, i),
+        )
+        .unwrap();
+    }
+    sink(env, remote, &src);
+    for k in 0..extra {
+        fs::write(src.join(format!("new{k}")), noise(30_000, 1000 + k as u64)).unwrap();
+        sink(env, remote, &src);
+    }
+    src
+}
+
+// Verify streams each manifest: the window check only marks windows on its first
+// read and names files on a second, which must name exactly the files overlapping a
+// damaged window, in every snapshot sharing them (also those after the snapshot
+// whose check found the damage). The read check, which opens every chunk, is the
+// independent witness of which files those are.
+#[test]
+fn a_damaged_window_names_exactly_its_files_in_every_snapshot() {
+    let env = Env::new("window-files");
+    env.ok(["init"]);
+    let store = env.new_store("store");
+    let remote = store.display().to_string();
+    shared_snapshots(&env, &remote, 2);
+    let snaps = ids(&env, &remote);
+    assert_eq!(snaps.len(), 3);
+    // Every byte of the first blob's window holding byte 3 MiB changed.
+    let (window, _, _) = window_containing(&store, 3 << 20);
+    let mut data = fs::read(&window).unwrap();
+    data.iter_mut().for_each(|b| *b ^= 0x5a);
+    fs::write(&window, data).unwrap();
+    let (hashes, _) = status(&env, 1, &with(&["verify", "--all"], &remote));
+    let (read, _) = status(&env, 1, &with(&["verify", "--all", "--read-data"], &remote));
+    let (named, witness) = (damaged_files(&hashes), damaged_files(&read));
+    assert!(named.len() > 10, "{hashes}");
+    assert_eq!(
+        named, witness,
+        "window check:\n{hashes}\nread check:\n{read}"
+    );
+    let mut all = snaps.clone();
+    all.sort();
+    for (path, ids) in &named {
+        assert_eq!(ids, &all, "{path} in {hashes}");
+    }
+}
+
+// Verify --read-data reads chunks in batches and remembers what it checked as byte
+// ranges per blob: a chunk that three snapshots share is still read once, so
+// checking all of them reads what checking the latest (which has every chunk) does.
+#[test]
+fn read_data_reads_each_shared_chunk_once_across_snapshots() {
+    let env = Env::new("read-once");
+    env.ok(["init"]);
+    let store = env.new_store("store");
+    let remote = store.display().to_string();
+    shared_snapshots(&env, &remote, 2);
+    let chunks = |out: &str| -> u64 {
+        let at = out.find(" chunks (").unwrap_or_else(|| panic!("{out}"));
+        let n = out[..at].rsplit(' ').next().unwrap();
+        n.parse().unwrap()
+    };
+    let latest = chunks(&env.ok(with(&["verify", "--read-data"], &remote)));
+    let all = chunks(&env.ok(with(&["verify", "--all", "--read-data"], &remote)));
+    assert!(latest >= 402, "{latest}");
+    assert_eq!(all, latest);
+}

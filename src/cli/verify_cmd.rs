@@ -75,6 +75,13 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
             ids.join(", ")
         );
     }
+    if r.files_more > 0 {
+        println!(
+            "damaged files: {} more, not named (the list stops at {} files; a file is counted once per snapshot it is damaged in)",
+            r.files_more,
+            crate::verify::MAX_NAMED
+        );
+    }
     // Only chunks in blobs whose index is gone are read by the hash check.
     let downloaded = match r.chunks_read {
         0 => "no file data downloaded".to_string(),
@@ -135,10 +142,10 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
             if n == 1 { "s" } else { "" },
         );
     }
+    let files = r.files.len() as u64 + r.files_more;
     Err(Error::Damaged(format!(
-        "{} damaged file{} and {} damaged object{} (see above)",
-        r.files.len(),
-        if r.files.len() == 1 { "" } else { "s" },
+        "{files} damaged file{} and {} damaged object{} (see above)",
+        if files == 1 { "" } else { "s" },
         r.damage.len(),
         if r.damage.len() == 1 { "" } else { "s" },
     )))
