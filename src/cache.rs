@@ -387,6 +387,13 @@ impl ChunkIndex {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
+        // Sinks of other paths share this directory and may merge at once: the
+        // lock keeps them from writing one temporary file together (a garbled
+        // index of the right length would point ids at other chunks' places).
+        // A lost update only costs time: the next sink finds the snapshot
+        // missing from `snapshots` and adds it.
+        let lock = File::create(self.path.with_extension("lock"))?;
+        crate::sys::lock(&lock)?;
         let tmp = self.path.with_extension("tmp");
         // Records go to a side file first: the count and the blob table precede
         // them, and both are known only at the end (duplicates between old and
@@ -936,6 +943,47 @@ mod tests {
     // as from one sorted list: the stream's first record of an id wins within it,
     // its records win over the index's, only blobs some record names are added,
     // and a stream out of order is refused rather than written unsorted.
+    // Sinks of two mounts share the cache dir: merging at once, each may lose
+    // the other's update (a hint), never garble the file (ids pointing at other
+    // chunks' places). Without the merge lock they wrote one `chunks.tmp`.
+    #[test]
+    fn concurrent_merges_never_garble_the_index() {
+        let dir = tmp("concurrent");
+        let path = dir.join("chunks");
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let path = &path;
+                s.spawn(move || {
+                    for round in 0..20u32 {
+                        let mut recs: Vec<_> = (0..2000)
+                            .map(|i| {
+                                let n = (t << 24) | (round << 12) | i;
+                                let p = Place {
+                                    blob: 0,
+                                    offset: u64::from(n),
+                                    len: 100,
+                                };
+                                (id(n), p)
+                            })
+                            .collect();
+                        let blob = format!("b{t}");
+                        ChunkIndex::open(path)
+                            .merge(&[], &[blob], sorted(&mut recs))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let idx = ChunkIndex::load(&path).unwrap();
+        assert!(idx.len() >= 2000);
+        for rec in idx.records().unwrap() {
+            let (got, p) = rec.unwrap();
+            let n = u32::try_from(p.offset).unwrap();
+            assert_eq!(got, id(n), "a record holds another chunk's place");
+            assert_eq!(idx.blobs[p.blob as usize], format!("b{}", n >> 24));
+        }
+    }
+
     #[test]
     fn a_merge_takes_a_sorted_stream() {
         let dir = tmp("stream");
