@@ -3,14 +3,20 @@
 //! Memory is flat in the number of files (issue 17): the manifest is streamed
 //! ([`format::Entries`]) twice, never held. Pass 1 checks every entry asked for
 //! against what its destination holds, keeping only counters, the first conflict,
-//! which filters matched, and a stack of the directories it is in (to sweep stale
-//! temporaries once it leaves one). Pass 2, if nothing refuses, reads the manifest
-//! again and writes it in batches of at most [`BATCH_FILES`] files and symlinks
-//! (or [`BATCH_CHUNKS`] chunks): each batch's reads are planned together, then
-//! its files written, its symlinks made, and the metadata of the directories the
+//! which filters matched, a stack of the directories it is in (to sweep stale
+//! temporaries once it leaves one) and one bit per entry: whether it is a file
+//! found in place (read and hashed, so pass 2 does not read it again). Pass 2,
+//! if nothing refuses, reads the manifest again and writes it in batches of at
+//! most [`BATCH_FILES`] files, symlinks and directories left (or
+//! [`BATCH_CHUNKS`] chunks): each batch's reads are planned together, then its
+//! files written, its symlinks made, and the metadata of the directories the
 //! stream has left set, deepest first (a stack of open directories, as deep as
-//! the tree). Pass 2 looks at each destination again and fails, without
-//! overwriting, if something appeared there since pass 1.
+//! the tree). Pass 2 looks at each destination again (its stat; the content
+//! only where pass 1 did not find the file in place) and fails, without
+//! overwriting, if something appeared there since pass 1; a segment that opened
+//! in pass 1 but not in pass 2 fails the restore as damage (pass 1's decisions
+//! and bits hold only for the entries it read). A signal between batches stops
+//! pass 2 at once.
 //!
 //! Invariants:
 //! - Nothing existing is overwritten unless `force`: every target is checked before
@@ -443,6 +449,9 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     let mut matched = vec![false; filters.len()];
     let mut checked = Checked::default();
     let mut sweeps: Vec<Sweep> = Vec::new();
+    // Which selected entries are files found in place (read and hashed), so
+    // pass 2 need not read them again: one bit each.
+    let mut identical = Bits::default();
     while let Some(e) = stream.next_entry().map_err(|e| damaged_manifest(snap, e))? {
         for (m, f) in matched.iter_mut().zip(&filters) {
             *m |= within(&e.path, f);
@@ -451,7 +460,9 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
             continue;
         }
         let dest = destination(to, &e.path);
-        match decide(e.kind, found(keys, &e, &dest), opts.force) {
+        let f = found(keys, &e, &dest);
+        identical.push(f == Existing::Identical && e.kind == EntryKind::File);
+        match decide(e.kind, f, opts.force) {
             Action::Refuse => {
                 checked.refused += 1;
                 checked.first_refused.get_or_insert_with(|| dest.clone());
@@ -484,6 +495,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     while let Some(s) = sweeps.pop() {
         checked.sweep(s);
     }
+    let lost_segments = stream.lost.len();
     let lost: Vec<crate::format::Lost> = std::mem::take(&mut stream.lost)
         .into_iter()
         .filter(|l| filters.is_empty() || filters.iter().any(|f| may_hold(l, f)))
@@ -550,7 +562,20 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     // Directories restored whose entries the stream is still in, outermost first.
     let mut open: Vec<(Vec<u8>, PathBuf, Entry)> = Vec::new();
     let mut made: Option<PathBuf> = None;
+    let mut selected = 0usize;
     while let Some(mut e) = stream.next_entry().map_err(|e| damaged_manifest(snap, e))? {
+        if crate::sys::signalled() {
+            // No temporary exists between batches.
+            return Err(interrupted());
+        }
+        // Pass 1's bits and decisions hold only for the entries it read.
+        if stream.lost.len() > lost_segments {
+            return Err(Error::Damaged(format!(
+                "snapshot {}: {} did not open on the second read; run the restore again",
+                snap.short_id(),
+                stream.lost[lost_segments]
+            )));
+        }
         while open
             .last()
             .is_some_and(|(p, _, _)| !(within(&e.path, p) && e.path != *p))
@@ -562,7 +587,14 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
             continue;
         }
         let dest = destination(to, &e.path);
-        match decide(e.kind, found(keys, &e, &dest), opts.force) {
+        let was_identical = identical.get(selected);
+        selected += 1;
+        let f = match existing(&e, &dest) {
+            Existing::SameStat if was_identical => Existing::Identical,
+            Existing::SameStat => found(keys, &e, &dest),
+            f => f,
+        };
+        match decide(e.kind, f, opts.force) {
             Action::Skip => {
                 report.already += 1;
                 continue;
@@ -611,7 +643,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                 batch.symlinks.push((dest, e));
             }
         }
-        if batch.tasks.len() + batch.symlinks.len() >= limit || batch.chunks >= BATCH_CHUNKS {
+        // Directories count too: a re-run with everything in place fills no
+        // batch with files, and their list must not grow with the tree.
+        if batch.tasks.len() + batch.symlinks.len() + batch.dirs.len() >= limit
+            || batch.chunks >= BATCH_CHUNKS
+        {
             writer.write(&mut batch, &blobs.ids)?;
         }
     }
@@ -623,6 +659,29 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     writer.write(&mut batch, &blobs.ids)?;
     report.secs = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// One bit per selected entry, in stream order.
+#[derive(Default)]
+struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    fn push(&mut self, bit: bool) {
+        if self.len % 64 == 0 {
+            self.words.push(0);
+        }
+        if bit {
+            self.words[self.len / 64] |= 1 << (self.len % 64);
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> bool {
+        i < self.len && self.words[i / 64] & (1 << (i % 64)) != 0
+    }
 }
 
 /// Writes pass 2's batches.
