@@ -32,6 +32,17 @@
 //! `sort-` one snapshot's records while the index is rebuilt. Removed when no
 //! longer needed, and by the next sink of that mount if one was killed.
 //!
+//! # Manifest spill `manifest-<mount>`
+//! A sink's sealed manifest segments, written as the walk produces them and
+//! appended to part 0 after the chunks (see `sink::stream`): as large as the
+//! sealed manifest (~170 bytes a file). Truncated at the start of each sink of
+//! `<mount>` and removed at its end; one a killed sink left stays until then.
+//!
+//! # Merge lock `chunks.lock`
+//! Held (`flock`) by [`ChunkIndex::merge`] while it writes `chunks.tmp` and
+//! `chunks.body` and renames the new index in: sinks of other paths share the
+//! directory. Empty; never removed.
+//!
 //! # Damaged chunks file `damaged`, text
 //! `chute-damaged 1`, then a line per chunk id that `verify --read-data` or
 //! `restore` opened and found holding bytes other than the content the id names

@@ -16,7 +16,7 @@
 //! the common case, costs no read, and a maybe through a sparse index of one id per
 //! [`crate::cache::BLOCK`] records and one `pread` of that block. Memory: the cap's
 //! records, plus 1.25 bytes a spilled record (filter and sparse index) when lookups
-//! are wanted, 0.25 without.
+//! are wanted, nothing more without (a sorter only iterates).
 //!
 //! Exact, not approximate: a record inserted is found until the set is dropped.
 //! Where one id is inserted twice, the first record wins, in lookups, in

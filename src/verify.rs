@@ -90,7 +90,7 @@
 use crate::Result;
 use crate::blob::BlobId;
 use crate::crypto::{ChunkId, Keys};
-use crate::format::{self, Entry, EntryKind, Header, Manifest};
+use crate::format::{self, Entry, EntryKind, Header};
 use crate::pack::Resolver;
 use crate::remote::{ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
@@ -273,8 +273,9 @@ type Fetch<'a> = Box<dyn FnMut(u64, u64) -> std::io::Result<Vec<u8>> + 'a>;
 /// One read of a snapshot's manifest, entry by entry ([`format::Entries`]).
 struct Stream<'a> {
     entries: format::Entries<'a, Fetch<'a>>,
-    /// The manifest's blob numbers in the run's [`Names`].
-    map: Vec<u32>,
+    /// The manifest's blob numbers in the run's [`Names`], and whether the
+    /// resolver reads each where it was written ([`Resolver::stays`]).
+    map: Vec<(u32, bool)>,
     snap: &'a Snapshot,
 }
 
@@ -324,37 +325,19 @@ impl<'a> Stream<'a> {
         };
         let known = self.map.len();
         for b in &self.entries.blobs[known..] {
-            self.map.push(names.id(b));
+            self.map
+                .push((names.id(b), resolver.is_empty() || resolver.stays(b)));
         }
         for c in &mut e.chunks {
-            c.blob = self.map[c.blob as usize];
+            let (blob, stays) = self.map[c.blob as usize];
+            c.blob = blob;
+            // Per reference, as a restore resolves them (see `pack`).
+            if let Some((p, offset)) = (!stays).then(|| resolver.moved(c)).flatten() {
+                c.blob = names.id(&resolver.packs()[p].path());
+                c.offset = offset;
+            }
         }
-        resolve(resolver, names, &mut e);
         Ok(Some(e))
-    }
-}
-
-/// Points `e`'s chunk references where [`Resolver`] says they are read, numbering
-/// packs in `names`. (The resolver works on a [`Manifest`]: `e` is lent to one
-/// holding the run's blob table for the call.)
-fn resolve(resolver: &Resolver, names: &mut Names, e: &mut Entry) {
-    if resolver.is_empty() || e.chunks.is_empty() {
-        return;
-    }
-    let n = names.list.len();
-    let lent = std::mem::replace(e, Entry::new(EntryKind::File, Vec::new()));
-    let mut m = Manifest {
-        blobs: std::mem::take(&mut names.list),
-        entries: vec![lent],
-    };
-    resolver.resolve(&mut m);
-    let packs = m.blobs.split_off(n);
-    names.list = m.blobs;
-    *e = m.entries.pop().expect("the entry lent");
-    for c in &mut e.chunks {
-        if let Some(pack) = (c.blob as usize).checked_sub(n) {
-            c.blob = names.id(&packs[pack]);
-        }
     }
 }
 
