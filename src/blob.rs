@@ -121,3 +121,24 @@ pub struct Uncommitted {
     /// Seconds since anything in its directory last changed.
     pub idle: u64,
 }
+
+/// Blob paths numbered in the order first met: a sink's manifest table (its own
+/// blob first), a verify run's table of every blob its snapshots use.
+#[derive(Default)]
+pub struct Table {
+    pub names: Vec<String>,
+    at: std::collections::HashMap<String, u32>,
+}
+
+impl Table {
+    /// `name`'s number, given it if it is new.
+    pub fn index(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.at.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.at.insert(name.to_string(), i);
+        i
+    }
+}

@@ -250,23 +250,7 @@ pub fn run(
 
 /// The blobs a run meets, numbered in the order met: chunk references carry these
 /// numbers instead of each manifest's own.
-#[derive(Default)]
-struct Names {
-    list: Vec<String>,
-    at: HashMap<String, u32>,
-}
-
-impl Names {
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(&i) = self.at.get(name) {
-            return i;
-        }
-        let i = self.list.len() as u32;
-        self.list.push(name.to_string());
-        self.at.insert(name.to_string(), i);
-        i
-    }
-}
+type Names = crate::blob::Table;
 
 type Fetch<'a> = Box<dyn FnMut(u64, u64) -> std::io::Result<Vec<u8>> + 'a>;
 
@@ -326,14 +310,14 @@ impl<'a> Stream<'a> {
         let known = self.map.len();
         for b in &self.entries.blobs[known..] {
             self.map
-                .push((names.id(b), resolver.is_empty() || resolver.stays(b)));
+                .push((names.index(b), resolver.is_empty() || resolver.stays(b)));
         }
         for c in &mut e.chunks {
             let (blob, stays) = self.map[c.blob as usize];
             c.blob = blob;
             // Per reference, as a restore resolves them (see `pack`).
             if let Some((p, offset)) = (!stays).then(|| resolver.moved(c)).flatten() {
-                c.blob = names.id(&resolver.packs()[p].path());
+                c.blob = names.index(&resolver.packs()[p].path());
                 c.offset = offset;
             }
         }
@@ -365,7 +349,7 @@ impl Verify<'_> {
     /// Looks up the header of blob `b`, met first in a snapshot whose own blob it is
     /// (`own`) or not; what is to be said of it goes to `lines`.
     fn register(&mut self, b: u32, own: bool, spent: &Spent, lines: &mut Vec<(u32, Line)>) {
-        let name = &self.names.list[b as usize];
+        let name = &self.names.names[b as usize];
         let mut check = BlobCheck {
             id: None,
             window: 1,
@@ -421,7 +405,7 @@ impl Verify<'_> {
     /// window it needs is damaged or a blob it uses lost or gone, a second read that
     /// names its damaged files and reads its chunks in gone blobs.
     fn check_windows(&mut self, snap: &Snapshot, spent: &mut Spent) -> Result<()> {
-        let own = self.names.id(&snap.blob.path());
+        let own = self.names.index(&snap.blob.path());
         let mut lines = Vec::new();
         let mut fresh = Vec::new();
         if !self.blobs.contains_key(&own) {
@@ -528,7 +512,7 @@ impl Verify<'_> {
         let mut work: Vec<Ask> = Vec::new();
         let mut spending: BTreeMap<String, u32> = BTreeMap::new();
         for (b, n) in want {
-            let name = &self.names.list[b as usize];
+            let name = &self.names.names[b as usize];
             let check = &self.blobs[&b];
             let Some(id) = &check.id else { continue };
             let len = check
@@ -647,7 +631,7 @@ impl Verify<'_> {
     /// `--read-data` of one snapshot: its manifest read once, its (sampled) chunks
     /// read in batches as they come, each once a run.
     fn read_snapshot(&mut self, snap: &Snapshot) {
-        let own = self.names.id(&snap.blob.path());
+        let own = self.names.index(&snap.blob.path());
         let short = snap.short_id();
         let mut stream = match Stream::open(self.keys, self.remote, snap) {
             Ok(s) => s,
@@ -705,7 +689,7 @@ impl Verify<'_> {
     /// What the hash check says of a blob whose index is gone ([`gone_note`]), said by
     /// `--read-data` too, once a run for each blob other than a snapshot's own.
     fn note_if_gone(&mut self, b: u32) {
-        let name = &self.names.list[b as usize];
+        let name = &self.names.names[b as usize];
         let missing = |r: crate::remote::Result<crate::format::Index>| matches!(r, Err(e) if e.kind == ErrorKind::NotFound);
         let gone = BlobId::parse(name).is_ok_and(|id| {
             missing(self.remote.index(&id)) && missing(self.remote.forgotten_index(&id))
@@ -1029,7 +1013,7 @@ impl Reader {
             }
             if !sampled(
                 &self.seed,
-                &names.list[c.blob as usize],
+                &names.names[c.blob as usize],
                 c.offset,
                 self.fraction,
             ) {
@@ -1073,7 +1057,7 @@ impl Reader {
         let ids: HashMap<usize, std::result::Result<BlobId, String>> = groups
             .iter()
             .map(|g| {
-                let id = BlobId::parse(&names.list[g.blob]).map_err(|e| e.to_string());
+                let id = BlobId::parse(&names.names[g.blob]).map_err(|e| e.to_string());
                 (g.blob, id)
             })
             .collect();
@@ -1124,7 +1108,7 @@ impl Reader {
         crate::sort::by_key(&mut results, |r| (r.0, r.1));
         for (blob, offset, len, r) in results {
             let b = blob as u32;
-            let name = &names.list[blob];
+            let name = &names.names[blob];
             report.chunks_read += 1;
             report.bytes_read += u64::from(len);
             self.read_from.insert(b);

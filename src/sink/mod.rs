@@ -75,7 +75,7 @@ pub use upload::{KEEPALIVE, next_window};
 pub use walk::{MAP_WINDOW, READ_TRIES, glob_match, normalize_roots, walk_order};
 use walk::{Parent, Progress, Walker};
 
-use crate::blob::{BlobId, BlobState};
+use crate::blob::{BlobId, BlobState, Table as Blobs};
 use crate::cache::{ChunkIndex, Journal};
 use crate::chunker::{self, Chunker};
 use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
@@ -221,11 +221,9 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     report.resumed = upload.next * window;
     index.timestamp = blob.timestamp.clone();
 
-    let mut blobs = Blobs {
-        names: vec![blob.path()],
-        at: HashMap::new(),
-    };
-    blobs.at.insert(blob.path(), 0);
+    // Index 0 is this snapshot's own blob.
+    let mut blobs = Blobs::default();
+    blobs.index(&blob.path());
     let mut parent = match parent_snap {
         Some(p) => Some(Parent::open(keys, remote, p, &mut blobs)?),
         None => None,
@@ -395,24 +393,6 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     report.secs = started.elapsed().as_secs_f64();
     drop(lock);
     Ok(report)
-}
-
-/// The manifest's blob table: index 0 is this snapshot's own blob.
-struct Blobs {
-    names: Vec<String>,
-    at: HashMap<String, u32>,
-}
-
-impl Blobs {
-    fn index(&mut self, name: &str) -> u32 {
-        if let Some(&i) = self.at.get(name) {
-            return i;
-        }
-        self.names.push(name.to_string());
-        let i = (self.names.len() - 1) as u32;
-        self.at.insert(name.to_string(), i);
-        i
-    }
 }
 
 /// Takes the lock that lets one sink of these paths (`mount`) run at a time; held

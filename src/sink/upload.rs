@@ -595,10 +595,7 @@ mod tests {
         let blob = remote.create(&index).unwrap();
         let keys = Keys::from_key_bytes(b"a test key");
         let cache = ChunkIndex::open(&dir.join("no-cache"));
-        let blobs = Blobs {
-            names: Vec::new(),
-            at: HashMap::new(),
-        };
+        let blobs = Blobs::default();
         let shared = Shared {
             keys: &keys,
             remote: &remote,
