@@ -608,22 +608,20 @@ impl Verify<'_> {
             let gone = |b: u32| blobs.get(&b).is_some_and(|c| c.gone);
             self.reader.add(&e, gone, &self.names);
             if self.reader.full() {
-                self.reader.flush(
-                    self.keys,
-                    self.remote,
-                    &self.names,
-                    self.threads,
-                    &short,
-                    &mut self.report,
-                );
+                self.flush_reads(&short);
             }
         }
+        self.flush_reads(&short);
+    }
+
+    /// Reads the chunks gathered so far (see `Reader`), for snapshot `short`.
+    fn flush_reads(&mut self, short: &str) {
         self.reader.flush(
             self.keys,
             self.remote,
             &self.names,
             self.threads,
-            &short,
+            short,
             &mut self.report,
         );
     }
@@ -655,24 +653,10 @@ impl Verify<'_> {
             }
             self.reader.add(&e, |_| true, &self.names);
             if self.reader.full() {
-                self.reader.flush(
-                    self.keys,
-                    self.remote,
-                    &self.names,
-                    self.threads,
-                    &short,
-                    &mut self.report,
-                );
+                self.flush_reads(&short);
             }
         };
-        self.reader.flush(
-            self.keys,
-            self.remote,
-            &self.names,
-            self.threads,
-            &short,
-            &mut self.report,
-        );
+        self.flush_reads(&short);
         for l in std::mem::take(&mut stream.entries.lost) {
             self.report.damage.push(format!(
                 "snapshot {short}: manifest in {} is damaged: {l} are lost",
