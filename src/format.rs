@@ -285,7 +285,7 @@ pub enum EntryKind {
     Symlink = 3,
 }
 
-/// Where a sealed chunk lives.
+/// Where a sealed chunk lives, and which of its plaintext bytes are the file's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkRef {
     pub id: ChunkId,
@@ -294,9 +294,31 @@ pub struct ChunkRef {
     pub offset: u64,
     /// Sealed length: plaintext + [`OVERHEAD`].
     pub len: u32,
+    /// The file's bytes are `take` plaintext bytes from `skip`: the whole chunk
+    /// (0, plain length) unless small files share it (manifest version 3).
+    pub skip: u32,
+    pub take: u32,
 }
 
 impl ChunkRef {
+    /// A reference to the whole chunk.
+    pub fn whole(id: ChunkId, blob: u32, offset: u64, len: u32) -> ChunkRef {
+        let take = len.saturating_sub(OVERHEAD as u32);
+        ChunkRef {
+            id,
+            blob,
+            offset,
+            len,
+            skip: 0,
+            take,
+        }
+    }
+
+    /// Whether the file's bytes are the whole chunk.
+    pub fn is_whole(&self) -> bool {
+        self.skip == 0 && u64::from(self.take) == self.plain_len()
+    }
+
     /// Plaintext length of the chunk.
     pub fn plain_len(&self) -> u64 {
         u64::from(self.len).saturating_sub(OVERHEAD as u64)
@@ -320,6 +342,10 @@ pub struct Entry {
     pub ctime_ns: u32,
     pub chunks: Vec<ChunkRef>,
     pub target: Vec<u8>,
+    /// A file some of whose chunks it shares with other files (manifest version
+    /// 3): the first 8 bytes of the keyed chunk id of its whole content, so that
+    /// restore can tell the file is already in place without the shared chunks.
+    pub tag: Option<[u8; 8]>,
 }
 
 impl Entry {
@@ -340,6 +366,7 @@ impl Entry {
             ctime_ns: 0,
             chunks: Vec::new(),
             target: Vec::new(),
+            tag: None,
         }
     }
 }
@@ -546,6 +573,10 @@ pub fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
 
 /// Encodes one entry, its chunks' blob indexes passed through `blob`.
 fn encode_entry_with(e: &Entry, out: &mut Vec<u8>, mut blob: impl FnMut(u32) -> u32) {
+    debug_assert!(
+        e.tag.is_none() && e.chunks.iter().all(ChunkRef::is_whole),
+        "versions 1 and 2 hold whole chunks only"
+    );
     out.push(e.kind as u8);
     put_bytes32(out, &e.path);
     put_u32(out, e.mode);
@@ -710,12 +741,7 @@ fn decode_entry<R: Read>(d: &mut Dec<R>, blobs: u32) -> Result<Entry> {
             }
             // Grow as chunks arrive rather than trusting the count for an allocation.
             for _ in 0..n {
-                let c = ChunkRef {
-                    id: d.array()?,
-                    blob: d.u32()?,
-                    offset: d.u64()?,
-                    len: d.u32()?,
-                };
+                let c = ChunkRef::whole(d.array()?, d.u32()?, d.u64()?, d.u32()?);
                 if c.blob >= blobs
                     || (c.len as usize) < OVERHEAD
                     || c.offset.checked_add(u64::from(c.len)).is_none()
@@ -724,7 +750,7 @@ fn decode_entry<R: Read>(d: &mut Dec<R>, blobs: u32) -> Result<Entry> {
                 }
                 e.chunks.push(c);
             }
-            let total: u64 = e.chunks.iter().map(ChunkRef::plain_len).sum();
+            let total: u64 = e.chunks.iter().map(|c| u64::from(c.take)).sum();
             if total != e.size {
                 return Err(Error::Malformed("file size"));
             }
@@ -1631,12 +1657,8 @@ mod tests {
         f.mode = 0o644;
         f.size = 10;
         f.mtime = 1_700_000_000;
-        f.chunks.push(ChunkRef {
-            id: [9; 32],
-            blob: 0,
-            offset: 0,
-            len: 10 + OVERHEAD as u32,
-        });
+        f.chunks
+            .push(ChunkRef::whole([9; 32], 0, 0, 10 + OVERHEAD as u32));
         let mut s = Entry::new(EntryKind::Symlink, b"/data/l".to_vec());
         s.target = b"a.txt".to_vec();
         Manifest {
@@ -1709,12 +1731,12 @@ mod tests {
             let mut f = Entry::new(EntryKind::File, format!("/data/f-{i:06}").into_bytes());
             let chunks = if i == n / 3 { 3000 } else { 1 };
             for k in 0..chunks {
-                f.chunks.push(ChunkRef {
-                    id: [(i % 251) as u8; 32],
-                    blob: ((i + k) % 5) as u32,
-                    offset: (i * 100 + k) as u64,
-                    len: 100,
-                });
+                f.chunks.push(ChunkRef::whole(
+                    [(i % 251) as u8; 32],
+                    ((i + k) % 5) as u32,
+                    (i * 100 + k) as u64,
+                    100,
+                ));
             }
             f.size = f.chunks.iter().map(ChunkRef::plain_len).sum();
             m.entries.push(f);
@@ -1855,12 +1877,8 @@ mod tests {
         for i in 0..100_000u32 {
             let path = format!("/home/pi/photos/{:04}/IMG_{i:06}.jpg", i / 1000);
             let mut f = Entry::new(EntryKind::File, path.into_bytes());
-            f.chunks.push(ChunkRef {
-                id: [1; 32],
-                blob: 0,
-                offset: u64::from(i) << 20,
-                len: 100_046,
-            });
+            f.chunks
+                .push(ChunkRef::whole([1; 32], 0, u64::from(i) << 20, 100_046));
             f.size = 100_000;
             m.entries.push(f);
         }

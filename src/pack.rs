@@ -383,12 +383,7 @@ mod tests {
             blobs: vec!["d/n/m/kept".into(), "d/n/m/gone".into()],
             entries: vec![Entry::new(EntryKind::File, b"/f".to_vec())],
         };
-        let at = |i: usize, blob: u32| ChunkRef {
-            id: ids[i],
-            blob,
-            offset: 999,
-            len: sealed[i].len() as u32,
-        };
+        let at = |i: usize, blob: u32| ChunkRef::whole(ids[i], blob, 999, sealed[i].len() as u32);
         m.entries[0].chunks = vec![at(0, 0), at(1, 1), at(4, 1), at(2, 1)];
         assert_eq!(r.resolve(&mut m), 2);
         assert_eq!(m.blobs.len(), 3);
@@ -431,12 +426,7 @@ mod tests {
             blobs: vec!["d/n/m/gone".into()],
             entries: vec![Entry::new(EntryKind::File, b"/f".to_vec())],
         };
-        m.entries[0].chunks = vec![ChunkRef {
-            id,
-            blob: 0,
-            offset: 0,
-            len: s.len() as u32,
-        }];
+        m.entries[0].chunks = vec![ChunkRef::whole(id, 0, 0, s.len() as u32)];
         assert_eq!(r.resolve(&mut m), 1);
         assert_eq!(m.blobs[1], packs[0].path(), "the pack of the later time");
         std::fs::remove_dir_all(dir).unwrap();

@@ -1161,12 +1161,12 @@ mod tests {
         let mut e = Entry::new(EntryKind::File, b"/f".to_vec());
         e.size = data.len() as u64;
         for part in [&data[..11], &data[11..]] {
-            e.chunks.push(ChunkRef {
-                id: keys.chunk_id(part),
-                blob: 0,
-                offset: 0,
-                len: (part.len() + crate::crypto::OVERHEAD) as u32,
-            });
+            e.chunks.push(ChunkRef::whole(
+                keys.chunk_id(part),
+                0,
+                0,
+                (part.len() + crate::crypto::OVERHEAD) as u32,
+            ));
         }
         fs::write(&path, &data).unwrap();
         assert!(same_content(&keys, &path, &e));

@@ -365,18 +365,18 @@ fn sample_manifest(keys: &Keys) -> Manifest {
     file.ctime = 1_704_164_646;
     file.ctime_ns = 999_999_999;
     file.chunks = vec![
-        ChunkRef {
-            id: keys.chunk_id(CHUNK_A),
-            blob: 0,
-            offset: 0,
-            len: (CHUNK_A.len() + OVERHEAD) as u32,
-        },
-        ChunkRef {
-            id: keys.chunk_id(CHUNK_B),
-            blob: 1,
-            offset: 0x1_0000_0000,
-            len: (CHUNK_B.len() + OVERHEAD) as u32,
-        },
+        ChunkRef::whole(
+            keys.chunk_id(CHUNK_A),
+            0,
+            0,
+            (CHUNK_A.len() + OVERHEAD) as u32,
+        ),
+        ChunkRef::whole(
+            keys.chunk_id(CHUNK_B),
+            1,
+            0x1_0000_0000,
+            (CHUNK_B.len() + OVERHEAD) as u32,
+        ),
     ];
     file.size = file.chunks.iter().map(ChunkRef::plain_len).sum();
     // Raw OS bytes, not UTF-8: paths are stored as the kernel gives them.

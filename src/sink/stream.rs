@@ -368,12 +368,7 @@ mod tests {
     use crate::format::SEGMENT_TARGET;
 
     fn chunk(i: u32, blob: u32) -> ChunkRef {
-        ChunkRef {
-            id: [i as u8; 32],
-            blob,
-            offset: u64::from(i) << 20,
-            len: 1000 + i,
-        }
+        ChunkRef::whole([i as u8; 32], blob, u64::from(i) << 20, 1000 + i)
     }
 
     // Entries leave the queue in walk order whatever order the workers answer in

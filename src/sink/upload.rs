@@ -94,12 +94,7 @@ impl Shared<'_> {
     pub(super) fn known(&self, id: &ChunkId) -> Result<Option<ChunkRef>> {
         let p = self.upload.lock().expect("poisoned");
         if let Some(place) = p.stored.get(id).map_err(runs_failed)? {
-            return Ok(Some(ChunkRef {
-                id: *id,
-                blob: 0,
-                offset: place.offset,
-                len: place.len,
-            }));
+            return Ok(Some(ChunkRef::whole(*id, 0, place.offset, place.len)));
         }
         drop(p);
         let Some(place) = self
@@ -122,12 +117,7 @@ impl Shared<'_> {
         };
         self.reused
             .fetch_add(place.len as u64 - OVERHEAD as u64, Ordering::Relaxed);
-        Ok(Some(ChunkRef {
-            id: *id,
-            blob,
-            offset: place.offset,
-            len: place.len,
-        }))
+        Ok(Some(ChunkRef::whole(*id, blob, place.offset, place.len)))
     }
 
     /// Appends sealed bytes to part 0; uploads every window this completes.
@@ -412,12 +402,7 @@ pub(super) fn store_chunk(shared: &Shared, chunk: &mut ChunkBuf) -> Result<Chunk
     }
     let sealed = shared.keys.seal_chunk(chunk);
     let offset = shared.append(Some(id), sealed)?;
-    Ok(ChunkRef {
-        id,
-        blob: 0,
-        offset,
-        len: sealed.len() as u32,
-    })
+    Ok(ChunkRef::whole(id, 0, offset, sealed.len() as u32))
 }
 
 #[cfg(test)]
