@@ -38,6 +38,12 @@ use upload::Done;
 /// Entries held before the walker waits for the workers: a few hundred KiB.
 pub(super) const QUEUE: usize = 4096;
 
+/// Complete entries written to the manifest at once, their new nodes appended
+/// back to back ([`Shared::append_run`]): a reader then fetches the nodes of
+/// thousands of entries in one read, instead of one read per node between the
+/// chunks of its files.
+pub(super) const BURST: usize = 4096;
+
 /// Parent node places kept for deduplication, oldest dropped first: far more
 /// than the writer lags behind the parent's reader (a table of at most 1,024
 /// segments, [`QUEUE`] entries and a read-ahead of the parent's nodes), and
@@ -207,14 +213,20 @@ struct Nodes<'a> {
 }
 
 impl Nodes<'_> {
-    fn store(&mut self, id: &ChunkId, sealed: &[u8]) -> Result<(String, u64)> {
+    /// Where node `id` is: the parent's copy, or appended now by `put`.
+    fn store(
+        &mut self,
+        id: &ChunkId,
+        sealed: &[u8],
+        put: &mut dyn FnMut(&[u8]) -> u64,
+    ) -> Result<(String, u64)> {
         if let Some((path, offset)) = self.parent.lock().expect("poisoned").get(id, sealed.len()) {
             if path != self.own && !self.reused.contains(path) {
                 self.reused.insert(path.to_string());
             }
             return Ok((path.to_string(), offset));
         }
-        let offset = self.shared.append(None, sealed)?;
+        let offset = put(sealed);
         self.spill
             .write_all_at(sealed, offset)
             .map_err(|e| Error::Io("cannot write the manifest spill file".into(), e))?;
@@ -231,6 +243,8 @@ pub(super) struct Stream<'a> {
     results: Receiver<Done>,
     writer: ManifestWriter<'a>,
     nodes: Nodes<'a>,
+    /// Complete entries not yet written (at most [`BURST`]).
+    ready: Vec<Entry>,
     remove: Remove,
     blobs: &'a Mutex<(Blobs, HashMap<u32, u32>)>,
     /// Blob table indexes the written entries use.
@@ -272,6 +286,7 @@ impl<'a> Stream<'a> {
                 first: None,
                 end: 0,
             },
+            ready: Vec::new(),
             remove: Remove(path),
             blobs: &shared.blobs,
             used: HashSet::new(),
@@ -319,25 +334,38 @@ impl<'a> Stream<'a> {
 
     fn write_ready(&mut self) {
         while let Some(e) = self.order.pop() {
-            self.write(&e);
+            if self.error.is_some() {
+                continue;
+            }
+            self.chunks += e.chunks.len() as u64;
+            self.used.extend(e.chunks.iter().map(|c| c.blob));
+            self.ready.push(e);
+            if self.ready.len() >= BURST {
+                self.write();
+            }
         }
     }
 
-    fn write(&mut self, e: &Entry) {
-        if self.error.is_some() {
+    /// Writes the entries ready, storing their new nodes back to back.
+    fn write(&mut self) {
+        if self.error.is_some() || self.ready.is_empty() {
             return;
         }
-        self.chunks += e.chunks.len() as u64;
-        self.used.extend(e.chunks.iter().map(|c| c.blob));
+        let mut ready = std::mem::take(&mut self.ready);
         let blobs = self.blobs;
         let name = |b: u32| blobs.lock().expect("poisoned").0.names[b as usize].clone();
-        let nodes = &mut self.nodes;
-        if let Err(e) = self
-            .writer
-            .push(e, name, &mut |id, sealed| nodes.store(id, sealed))
-        {
+        let (writer, nodes) = (&mut self.writer, &mut self.nodes);
+        let shared = nodes.shared;
+        let r = shared.append_run(|put| {
+            ready.iter().try_for_each(|e| {
+                writer.push(e, name, &mut |id, sealed| nodes.store(id, sealed, put))
+            })
+        });
+        if let Err(e) = r.and_then(|r| r) {
             self.fail(e);
         }
+        ready.clear();
+        self.ready = ready;
     }
 
     fn fail(&mut self, e: Error) {
@@ -357,13 +385,15 @@ impl<'a> Stream<'a> {
                 "the sink stopped before every chunk was stored".into(),
             ));
         }
-        if let Some(e) = self.error {
+        self.write();
+        if let Some(e) = self.error.take() {
             return Err(e);
         }
         let nodes = &mut self.nodes;
-        let root = self
-            .writer
-            .finish(&mut |id, sealed| nodes.store(id, sealed))?;
+        let shared = nodes.shared;
+        let writer = self.writer;
+        let root = shared
+            .append_run(|put| writer.finish(&mut |id, sealed| nodes.store(id, sealed, put)))??;
         let names = &self.blobs.lock().expect("poisoned").0.names;
         let mut used: Vec<String> = self
             .used
