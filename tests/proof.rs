@@ -192,6 +192,10 @@ fn a_version_1_snapshot_still_verifies() {
     };
     let (m, lost) = chute::format::read_manifest(&keys, &blob, &h, fetch).unwrap();
     assert!(lost.is_empty());
+    // A version 4 header's root list goes with the version 3 manifest it named.
+    h.nodes.clear();
+    h.node_blobs.clear();
+    h.version = 3;
     let plain = chute::format::encode_manifest(&m);
     let (v1_manifest, segments) = chute::format::seal_manifest(&keys, &blob, &plain);
     tail.truncate(at);
