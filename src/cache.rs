@@ -33,10 +33,12 @@
 //! longer needed, and by the next sink of that mount if one was killed.
 //!
 //! # Manifest spill `manifest-<mount>`
-//! A sink's sealed manifest segments, written as the walk produces them and
-//! appended to part 0 after the chunks (see `sink::stream`): as large as the
-//! sealed manifest (~170 bytes a file). Truncated at the start of each sink of
-//! `<mount>` and removed at its end; one a killed sink left stays until then.
+//! A copy of the manifest nodes a sink stored itself, each written at its own
+//! offset in part 0 (a sparse file: the chunks between them are holes), so the
+//! check before the commit reads them back without the store (see
+//! `sink::stream`): at most as large as part 0, holding about 30 bytes a file
+//! whose entry changed. Truncated at the start of each sink of `<mount>` and
+//! removed at its end; one a killed sink left stays until then.
 //!
 //! # Merge lock `chunks.lock`
 //! Held (`flock`) by [`ChunkIndex::merge`] while it writes `chunks.tmp` and

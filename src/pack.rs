@@ -17,7 +17,10 @@
 //!
 //! The rule applies per reference ([`Resolver::stays`], [`Resolver::moved`]), so a
 //! reader streaming a manifest needs no whole [`Manifest`]; [`Resolver::resolve`]
-//! applies it to a whole one.
+//! applies it to a whole one. Version 3 manifest nodes follow it too, as whole
+//! references of their id, place and sealed length (a node's seal also binds its
+//! id, not its place): prune copies the used ones into packs, and every reader
+//! finds them through [`crate::snapshot::read_span`].
 //!
 //! Memory: the resolver holds one entry per packed chunk (about 80 bytes), so the
 //! chunks of 10 GiB of repacked data (10,000 chunks of 1 MiB) cost under 1 MiB.

@@ -37,7 +37,10 @@
 //!
 //! # Data part `0` of a snapshot blob
 //! The sealed chunks that snapshot added (in any order, back to back, no framing),
-//! then the sealed manifest segments. Nothing in part 0 says where one object ends:
+//! then the sealed manifest segments (versions 1 and 2); a version 3 manifest's
+//! nodes that the snapshot stored itself lie between the chunks instead, in runs
+//! (a sink writes thousands of entries' nodes at once), found through the
+//! header's root list and the tables. Nothing in part 0 says where one object ends:
 //! the store sees one opaque run of bytes. Part 0 is uploaded in fixed windows of
 //! `window` bytes (the last one shorter), whose SHA-256s the header records.
 //!

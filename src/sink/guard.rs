@@ -1,5 +1,6 @@
-//! The last check before a commit: every chunk this snapshot reuses from another
-//! blob is still readable (a prune may have deleted or trimmed it while the sink ran).
+//! The last check before a commit: every chunk and manifest node this snapshot
+//! reuses from another blob is still readable (a prune may have deleted or trimmed
+//! it while the sink ran).
 
 use super::*;
 
@@ -17,9 +18,11 @@ use super::*;
 /// run asks for none.
 ///
 /// The manifest is not in memory: `used` names the blobs other than `own` its
-/// chunk references use, and `refs` calls its argument with every chunk
-/// reference and its blob's path (it reads the manifest back, so it is called
-/// only when some blob in `used` is not a committed snapshot).
+/// chunk references and reused manifest nodes use, and `refs` calls its argument
+/// with every chunk reference and its blob's path, and every reused node as a
+/// whole reference (id, place, sealed length: a pack holds a node by id like a
+/// chunk). It reads the manifest back, so it is called only when some blob in
+/// `used` is not a committed snapshot; a reused node it cannot read fails it.
 pub(super) fn reused_still_there(
     keys: &Keys,
     remote: &dyn Remote,

@@ -350,7 +350,9 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         &answers,
         crate::store::MAX_INDEX,
     );
-    if k < format::CHALLENGES {
+    // A snapshot that stored nothing (no change: its manifest is its parent's)
+    // has no window to challenge.
+    if k < format::CHALLENGES && !answers.is_empty() {
         eprintln!(
             "chute sink: warning: this snapshot's {} windows leave room in its index for {k} storage challenges each, not {}: `chute verify` can prove its data held for {k} runs",
             answers.len(),

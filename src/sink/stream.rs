@@ -15,19 +15,28 @@
 //!   a node the parent itself reused lives in). A node's id is the keyed hash of
 //!   its plaintext, which holds its chunks' places, so the same id is the same
 //!   entries. This is why a snapshot of unchanged files stores almost no manifest;
-//! - any other is appended to part 0 exactly as a chunk is (between the chunks:
-//!   the header's root list says where each node is), and written at the same
+//! - any other is appended to part 0 exactly as a chunk is, and written at the same
 //!   offset into a sparse spill file in the cache directory (`manifest-<mount>`,
 //!   created fresh by every run and removed when it ends), from which the check
 //!   before the commit reads this run's nodes back ([`Written::each_ref`], see
 //!   `guard`) without the store.
 //!
+//! Complete entries go to the writer [`BURST`] at a time, under one hold of the
+//! upload lock ([`Shared::append_run`]), so the nodes they make lie back to back
+//! in part 0 between the chunks (the header's root list and the tables say where
+//! each is): a reader fetches thousands of entries' nodes in one read, not one
+//! read per node between its files' chunks. Nodes are not journaled like chunks
+//! (they are not in the chunk index either): a resumed sink writes its manifest
+//! again from the walk, and nodes a killed run left in the prefix it keeps are
+//! unreferenced bytes, like the chunks of a dropped entry.
+//!
 //! Memory: one segment and one table node in the writer, the queue of at most
 //! [`QUEUE`] entries (past that the walker waits for results, so a fast walk over
-//! unchanged files cannot outrun the workers), and at most [`NODES`] parent node
-//! places (about 100 bytes each). The parent's reader runs at the walk's
-//! position and the writer at most [`QUEUE`] entries and one table behind it, so a
-//! node of the parent that matches is still held when its copy is written.
+//! unchanged files cannot outrun the workers), at most [`BURST`] complete entries,
+//! and at most [`NODES`] parent node places (about 100 bytes each). The parent's
+//! reader runs at the walk's position and the writer at most [`QUEUE`] +
+//! [`BURST`] entries and one table behind it, so a node of the parent that
+//! matches is still held when its copy is written.
 
 use super::*;
 use crate::format::{ManifestWriter, NodeRef, Root, Span};
@@ -436,7 +445,7 @@ pub(super) struct Written {
 }
 
 impl Written {
-    /// See [`Written::range`].
+    /// The range of part 0 holding the nodes this run stored (see the field).
     pub(super) fn range(&self) -> (u64, u64) {
         self.range
     }
