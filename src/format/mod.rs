@@ -166,6 +166,12 @@
 //! `entry_size_figure`, `cuts_resync_after_changes`): a bench entry
 //! (`/d/123/45/f0001234`, 1–3 KiB, one slice of a shared chunk, a tag) takes 32
 //! bytes of plaintext, segments ~1 KiB (~30 entries), tables ~80 children.
+//! Measured: the 50,000-file bench set (1–3 KiB files, 100 MB) stores 1.7 MB of
+//! nodes in its first snapshot, none in a no-change one, and 0.7 MB when every
+//! 100th file changed (69% of segments kept): manifests are 2.4% of the data. A
+//! no-change snapshot of 1,000,000 files stores no node; its root list (397
+//! tables over 32,619 segments) is 22 KB of header, 45 KB of index.json
+//! (`no_change_snapshot_of_a_million_files`).
 //!
 //! Readers check, a failure losing the node (its entries, or for a table all its
 //! segments' entries, as one range in [`Entries::lost`]): the id (the plaintext
@@ -288,6 +294,8 @@ pub use v3::{
     MANIFEST_V3, ManifestWriter, NODE_SEGMENT, NODE_TABLE, NodeRef, Root, SEGMENT_CUT, SEGMENT_MIN,
     TABLE_CUT, TABLE_MAX, TABLE_MIN,
 };
+#[cfg(test)] // the vectors decode nodes by type
+pub(crate) use v3::{decode_segment as decode_segment_v3, decode_table};
 
 /// Format version of pack maps, index.json and version 1 manifests.
 pub const VERSION: u8 = 1;
@@ -991,12 +999,14 @@ fn decode_segment(
 /// A manifest segment that did not open: its entries are lost, the rest are not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lost {
-    /// The first segment's index.
+    /// The first segment's index (version 3: segment nodes in walk order, a lost
+    /// table counting as one).
     pub segment: u32,
     /// How many segments in a row were lost (at least 1): one missing window can
     /// hold many.
     pub segments: u32,
-    /// Entries they held (from the header's segment table).
+    /// Entries they held (from the header's segment table; version 3: from the
+    /// parent table or root list).
     pub entries: u32,
     /// The last path before it that was read, and the first after it: its
     /// entries lay between the two in walk order.
@@ -1108,6 +1118,11 @@ where
     /// from `h.manifest_offset` on).
     pub fn open(keys: &'k Keys, blob: &str, h: &Header, fetch: F) -> Result<Self> {
         let (src, blobs) = if h.version >= HEADER_V4 || !h.nodes.is_empty() {
+            // A decoded header has these checked; one built by hand may not.
+            let len = h.node_blobs.len() as u64;
+            if h.nodes.iter().any(|n| u64::from(n.blob) >= len) {
+                return Err(Error::Malformed("root list"));
+            }
             let src = Source::V3(Box::new(v3::Reader::new(keys, h, fetch)));
             (src, vec![blob.to_string()])
         } else if h.table.is_empty() {
@@ -2237,6 +2252,59 @@ mod tests {
         assert_eq!(Index::parse(json.as_bytes()).unwrap(), idx);
         idx.timestamp = "t2".into();
         assert!(matches!(open_header(&keys, &idx), Err(Error::Open(_))));
+    }
+
+    // Version 4 headers carry the root list and nothing of the segment table; a
+    // root list that does not hold together is refused, whole or cut anywhere.
+    #[test]
+    fn header_v4_root_list() {
+        let node = |blob, entries| NodeRef {
+            id: [7; 32],
+            blob,
+            offset: 1 << 40,
+            len: 100,
+            entries,
+        };
+        let h = Header {
+            host: "pi".into(),
+            window: 4096,
+            window_hashes: vec![[1; 32]],
+            challenges: 1,
+            answers: vec![[3; ANSWER_LEN]],
+            node_blobs: vec!["d/n/m/t0".into(), "d/n/m/t1".into()],
+            nodes: vec![node(0, 5), node(1, 0)],
+            segments: 9,
+            version: HEADER_V4,
+            ..Header::default()
+        };
+        let plain = encode_header(&h);
+        assert_eq!(plain[0], HEADER_V4);
+        assert_eq!(decode_header(&plain).unwrap(), h);
+        for cut in 0..plain.len() {
+            assert!(decode_header(&plain[..cut]).is_err(), "{cut}");
+        }
+        let bad = |f: &dyn Fn(&mut Header)| {
+            let mut b = h.clone();
+            f(&mut b);
+            decode_header(&encode_header(&b)).is_err()
+        };
+        assert!(bad(&|b| b.nodes[1].blob = 2));
+        assert!(bad(&|b| b.nodes[0].len = 47));
+        assert!(bad(&|b| b.nodes[0].offset = u64::MAX - 10));
+        assert!(bad(&|b| b.nodes[1].entries = u64::MAX));
+        assert!(bad(&|b| {
+            b.nodes.clear();
+            b.version = HEADER_V4;
+        }));
+        let mut newer = plain.clone();
+        newer[0] = HEADER_V4 + 1;
+        assert!(matches!(decode_header(&newer), Err(Error::Newer(5))));
+        // A root list naming a blob it does not have is refused before any read.
+        let mut hand = h.clone();
+        hand.node_blobs.pop();
+        let fetch = |_: &Span| -> io::Result<Vec<u8>> { unreachable!() };
+        let keys = Keys::from_key_bytes(b"k");
+        assert!(Entries::open(&keys, "d/n/m/t0", &hand, fetch).is_err());
     }
 
     #[test]

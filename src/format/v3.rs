@@ -416,7 +416,7 @@ fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
 /// Decodes a segment's plaintext holding `expect` entries, adding the blobs of
 /// its table to `blobs` (whose `at` maps names to indexes) and returning its
 /// entries with their chunks' blob indexes in that table.
-pub(super) fn decode_segment(
+pub(crate) fn decode_segment(
     plain: &[u8],
     expect: u64,
     blobs: &mut Vec<String>,
@@ -443,8 +443,9 @@ pub(super) fn decode_segment(
         }
         rows.push(r);
     }
-    // An entry takes at least 8 bytes.
-    let count = c.count(8, "manifest segment (entry count)")?;
+    // An entry takes at least 4 bytes (kind, shared, suffix length, mtime: a
+    // directory like the one before it).
+    let count = c.count(4, "manifest segment (entry count)")?;
     if count != expect {
         return Err(Error::Malformed("manifest segment (entry count)"));
     }
@@ -476,7 +477,7 @@ pub(super) fn decode_segment(
 
 /// Decodes a table node's plaintext: its blob table and children, checking that
 /// the children hold `expect` entries in all.
-pub(super) fn decode_table(plain: &[u8], expect: u64) -> Result<(Vec<String>, Vec<NodeRef>)> {
+pub(crate) fn decode_table(plain: &[u8], expect: u64) -> Result<(Vec<String>, Vec<NodeRef>)> {
     let mut c = Cur { b: plain };
     c.head(NODE_TABLE)?;
     let names = c.blobs()?;
@@ -990,6 +991,15 @@ mod tests {
 
     impl Mem {
         fn write(&mut self, blob: &str, m: &[Entry], names: &[String]) -> Root {
+            self.write_all(blob, m.iter().cloned(), names)
+        }
+
+        fn write_all(
+            &mut self,
+            blob: &str,
+            m: impl Iterator<Item = Entry>,
+            names: &[String],
+        ) -> Root {
             self.stored = 0;
             let mut w = ManifestWriter::new(keys());
             let mut store = |id: &ChunkId, sealed: &[u8]| -> std::result::Result<_, ()> {
@@ -1004,7 +1014,7 @@ mod tests {
                 Ok(at)
             };
             for e in m {
-                w.push(e, |b| names[b as usize].clone(), &mut store)
+                w.push(&e, |b| names[b as usize].clone(), &mut store)
                     .unwrap();
             }
             w.finish(&mut store).unwrap()
@@ -1088,8 +1098,14 @@ mod tests {
     /// The bench tree: `/d/123/45/f0001234` files of 1-3 KiB, each one slice of a
     /// shared chunk of ~300 files, under their directories.
     fn bench_tree(n: usize, seed: u64) -> Vec<Entry> {
-        let mut rng = Rng(seed | 1);
         let mut out = Vec::new();
+        bench_entries(n, seed, |e| out.push(e));
+        out
+    }
+
+    /// [`bench_tree`] one entry at a time.
+    fn bench_entries(n: usize, seed: u64, mut emit: impl FnMut(Entry)) {
+        let mut rng = Rng(seed | 1);
         let (mut chunk, mut skip, mut left) = (0u64, 0u32, 0u32);
         let mut last_dir = String::new();
         for i in 0..n {
@@ -1099,14 +1115,14 @@ mod tests {
                     let mut d =
                         Entry::new(EntryKind::Dir, format!("/d/{:03}", i / 1000).into_bytes());
                     d.mode = 0o755;
-                    out.push(d);
+                    emit(d);
                 }
                 let mut d = Entry::new(EntryKind::Dir, dir.clone().into_bytes());
                 d.mode = 0o755;
                 d.uid = 1000;
                 d.gid = 1000;
                 d.mtime = 1_764_000_000 + (i / 10) as i64;
-                out.push(d);
+                emit(d);
                 last_dir = dir.clone();
             }
             let size = 1024 + rng.below(2048) as u32;
@@ -1139,9 +1155,8 @@ mod tests {
             f.tag = Some(rng.next().to_be_bytes());
             skip += size;
             left -= size;
-            out.push(f);
+            emit(f);
         }
-        out
     }
 
     // A random manifest (every kind, tags, several blobs, a file larger than a
@@ -1193,6 +1208,12 @@ mod tests {
                 EntryKind::Dir => {}
             }
             m.push(e);
+        }
+        // Directories like the one before them take 5 bytes: many in a segment.
+        for i in 0..3000 {
+            let mut d = Entry::new(EntryKind::Dir, format!("/s/{i:05}").into_bytes());
+            d.mode = 0o755;
+            m.push(d);
         }
         let mut mem = Mem::default();
         let root = mem.write("d/n/m/t9", &m, &names);
@@ -1271,6 +1292,38 @@ mod tests {
             (data + total) as f64 <= 1.05 * data as f64,
             "{total} bytes of manifests for {data} of data"
         );
+    }
+
+    // Issue 17's aim for large trees: a no-change snapshot of 1,000,000 files
+    // stores no node and adds only its header's root list (< 1 MiB, in index.json
+    // as hex).
+    #[test]
+    fn no_change_snapshot_of_a_million_files() {
+        let n = 1_000_000;
+        let names = vec!["d/n/m/t0".to_string()];
+        let mut mem = Mem::default();
+        let write = |mem: &mut Mem, blob: &str| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+            let walk = std::thread::spawn(move || bench_entries(n, 11, |e| tx.send(e).unwrap()));
+            let root = mem.write_all(blob, rx.into_iter(), &names);
+            walk.join().unwrap();
+            root
+        };
+        let full = write(&mut mem, "d/n/m/t0");
+        let first = mem.stored;
+        let again = write(&mut mem, "d/n/m/t1");
+        assert_eq!((again.clone(), mem.stored), (full.clone(), 0));
+        let root_list = encode_header(&header(&again)).len();
+        eprintln!(
+            "1,000,000 files ({} entries): full stores {first} node bytes in {} segments \
+             and {} tables; no change stores 0, its header's root list is {root_list} bytes \
+             ({} hex in index.json)",
+            full.entries,
+            full.segments,
+            full.nodes.len(),
+            2 * (root_list + OVERHEAD)
+        );
+        assert!(2 * (root_list + OVERHEAD) < 1 << 20);
     }
 
     // Issue 17's per-entry aim: a typical bench entry (one slice ref, a tag)
