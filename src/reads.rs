@@ -18,7 +18,8 @@ pub struct Run<T> {
 /// Groups `(blob, offset, len, item)`, in the order given (callers sort by blob and
 /// offset), into runs of back-to-back bytes of one blob, each at most `max` bytes
 /// long (a longer item has a run of its own). An item within bytes the run holds
-/// already (the same chunk restored into two files) joins it.
+/// already (the same chunk restored into two files) joins it, even a run longer
+/// than `max`.
 pub fn coalesce<T>(
     pieces: impl IntoIterator<Item = (usize, u64, u64, T)>,
     max: u64,
@@ -28,7 +29,9 @@ pub fn coalesce<T>(
         let end = offset + len;
         if let Some(r) = runs.last_mut() {
             let joins = r.blob == blob && r.start <= offset && offset <= r.end;
-            if joins && end.max(r.end) - r.start <= max {
+            // Bytes the run holds already join it whatever its length: a chunk
+            // larger than `max` shared by many files (a pack) is read once.
+            if joins && (end <= r.end || end - r.start <= max) {
                 r.end = r.end.max(end);
                 r.items.push(item);
                 continue;
@@ -91,6 +94,9 @@ mod tests {
                 (1, 50, 25, 'e'), // over the cap of 30
                 (1, 50, 25, 'f'), // the same chunk again
                 (1, 60, 5, 'g'),  // within it
+                (1, 80, 40, 'h'), // alone over the cap
+                (1, 80, 40, 'i'), // the same chunk again: read once
+                (1, 90, 5, 'j'),
             ],
             30,
         );
@@ -104,7 +110,8 @@ mod tests {
                 (0, 0, 20, "ab".into()),
                 (0, 30, 40, "c".into()),
                 (1, 40, 50, "d".into()),
-                (1, 50, 75, "efg".into())
+                (1, 50, 75, "efg".into()),
+                (1, 80, 120, "hij".into())
             ]
         );
     }
