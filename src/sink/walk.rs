@@ -529,6 +529,8 @@ impl Walker<'_> {
     pub(super) fn file(&mut self, path: &Path) -> std::io::Result<()> {
         let f = File::open(path)?;
         for tries in 1.. {
+            // Small files are read, not mapped: from the start on every try.
+            std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0))?;
             let before = f.metadata()?;
             self.room();
             let idx = self.out.open(Entry::new(
@@ -579,12 +581,10 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// Reads the first `size` bytes of `f` (fewer if it shrank) into `small`,
-    /// from its start whatever an earlier try read; returns how many.
+    /// Reads the first `size` bytes of `f` (fewer if it shrank) into `small`;
+    /// returns how many.
     fn read_whole(&mut self, f: &File, size: u64) -> std::io::Result<u64> {
         self.small.clear();
-        let mut f = f;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
         f.take(size).read_to_end(&mut self.small)?;
         Ok(self.small.len() as u64)
     }
