@@ -51,6 +51,8 @@ const LABEL_MOUNT_ID: &[u8] = b"chute mount id";
 const LABEL_GEAR: &[u8] = b"chute chunker gear";
 const LABEL_AUTH: &[u8] = b"chute request auth";
 const LABEL_CHALLENGE: &[u8] = b"chute storage challenge";
+const LABEL_NODE_ID: &[u8] = b"chute manifest node id";
+const LABEL_CUT: &[u8] = b"chute manifest cut";
 
 /// What a sealed object is; the byte sits in the header and so in the AAD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +68,9 @@ pub enum Kind {
     PackHeader = 4,
     /// A segment of a pack's chunk map; context: pack path, index, last flag.
     PackMap = 5,
+    /// A node of a version 3 manifest (segment or table); context: its node id,
+    /// `HMAC-SHA256(node-id key, plaintext)`.
+    Node = 6,
 }
 
 impl Kind {
@@ -76,6 +81,7 @@ impl Kind {
             3 => Some(Kind::Header),
             4 => Some(Kind::PackHeader),
             5 => Some(Kind::PackMap),
+            6 => Some(Kind::Node),
             _ => None,
         }
     }
@@ -124,6 +130,8 @@ pub struct Keys {
     gear: [u8; 32],
     auth: [u8; 32],
     challenge: Hmac<Sha256>,
+    node_id: Hmac<Sha256>,
+    cut: Hmac<Sha256>,
 }
 
 impl fmt::Debug for Keys {
@@ -227,6 +235,8 @@ impl Keys {
             gear: subkey(&hk, LABEL_GEAR),
             auth: subkey(&hk, LABEL_AUTH),
             challenge: mac(LABEL_CHALLENGE),
+            node_id: mac(LABEL_NODE_ID),
+            cut: mac(LABEL_CUT),
         }
     }
 
@@ -283,10 +293,52 @@ impl Keys {
         mac.finalize().into_bytes().into()
     }
 
+    /// The keyed identity of a version 3 manifest node's plaintext (its seal's
+    /// context, and how unchanged nodes are found again across snapshots).
+    pub fn node_id(&self, plain: &[u8]) -> ChunkId {
+        let mut mac = self.node_id.clone();
+        mac.update(plain);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The content-defined cut hash of a version 3 manifest: the first 4 bytes
+    /// (big-endian) of `HMAC-SHA256(cut key, bytes)`. Keyed, so cut points say
+    /// nothing about the paths to whoever sees node sizes.
+    pub fn cut_hash(&self, bytes: &[u8]) -> u32 {
+        let mut mac = self.cut.clone();
+        mac.update(bytes);
+        let tag: [u8; 32] = mac.finalize().into_bytes().into();
+        u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]])
+    }
+
+    /// Seals a manifest node's plaintext under its id, appending the sealed object
+    /// to `out`; returns the id.
+    pub fn seal_node(&self, plain: &[u8], out: &mut Vec<u8>) -> ChunkId {
+        let id = self.node_id(plain);
+        self.seal_into(Kind::Node, &id, plain, out);
+        id
+    }
+
+    /// Opens a sealed manifest node in its own buffer and checks that its
+    /// plaintext hashes to `id` (as [`Keys::open_chunk`]).
+    pub fn open_node<'a>(
+        &self,
+        id: &ChunkId,
+        sealed: &'a mut [u8],
+    ) -> Result<&'a mut [u8], OpenError> {
+        let plain = self.open_in_place(Kind::Node, id, sealed)?;
+        if self.node_id(plain) != *id {
+            return Err(OpenError::WrongContent);
+        }
+        Ok(plain)
+    }
+
     fn aead(&self, kind: Kind) -> &XChaCha20Poly1305 {
         match kind {
             Kind::Chunk => &self.chunk_seal,
-            Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap => &self.meta_seal,
+            Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap | Kind::Node => {
+                &self.meta_seal
+            }
         }
     }
 

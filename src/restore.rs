@@ -359,18 +359,14 @@ fn found(keys: &Keys, e: &Entry, dest: &Path) -> Existing {
     }
 }
 
-/// A manifest's `fetch(offset, len)` ([`format::Entries::open`]).
-trait ManifestFetch: FnMut(u64, u64) -> std::io::Result<Vec<u8>> {}
-impl<F: FnMut(u64, u64) -> std::io::Result<Vec<u8>>> ManifestFetch for F {}
-
 /// Opens the snapshot's manifest as a stream of entries (see [`format::Entries`]).
 fn open_entries<'a>(
     keys: &'a Keys,
     remote: &'a dyn Remote,
     snap: &'a Snapshot,
-) -> Result<format::Entries<'a, impl ManifestFetch + 'a>> {
+) -> Result<format::Entries<'a, impl format::SpanFetch + 'a>> {
     let h = &snap.header;
-    let fetch = crate::snapshot::manifest_fetch(remote, &snap.blob, h.manifest_offset);
+    let fetch = crate::snapshot::manifest_fetch(remote, &snap.blob);
     format::Entries::open(keys, &snap.blob.path(), h, fetch).map_err(|e| damaged_manifest(snap, e))
 }
 

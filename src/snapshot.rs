@@ -236,17 +236,28 @@ pub fn manifest(keys: &Keys, remote: &dyn Remote, snap: &Snapshot) -> Result<Man
     }
 }
 
-/// The `fetch` of [`format::Entries`] for a manifest at `base` in `blob`'s part 0:
-/// bytes the store says it does not hold (a window missing or cut short) come back
-/// as [`std::io::ErrorKind::InvalidData`], damage that loses only the segments in
-/// them; any other failure stays an error of the whole read.
+/// The `fetch` of [`format::Entries`] for the manifest of the snapshot in `blob`:
+/// a span's bytes read from its blob's part 0 (`blob`, or for a version 3 node
+/// kept in another blob, that one). Bytes the store says it does not hold (a
+/// window missing or cut short) come back as [`std::io::ErrorKind::InvalidData`],
+/// damage that loses only the segments in them; any other failure stays an
+/// error of the whole read.
 pub fn manifest_fetch<'a>(
     remote: &'a dyn Remote,
     blob: &'a BlobId,
-    base: u64,
-) -> impl FnMut(u64, u64) -> std::io::Result<Vec<u8>> + 'a {
-    move |off: u64, len: u64| {
-        remote.read(blob, base + off, len).map_err(|e| {
+) -> impl FnMut(&format::Span) -> std::io::Result<Vec<u8>> + 'a {
+    let own = blob.path();
+    move |s: &format::Span| {
+        let other;
+        let at = if s.blob == own {
+            blob
+        } else {
+            other = BlobId::parse(s.blob).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "bad blob path in manifest")
+            })?;
+            &other
+        };
+        remote.read(at, s.offset, s.len).map_err(|e| {
             let kind = match e.kind {
                 crate::remote::ErrorKind::NotFound => std::io::ErrorKind::InvalidData,
                 _ => std::io::ErrorKind::Other,
@@ -266,7 +277,7 @@ pub fn salvage(
 ) -> Result<(Manifest, Vec<format::Lost>)> {
     let h = &snap.header;
     let blob = &snap.blob;
-    let fetch = manifest_fetch(remote, blob, h.manifest_offset);
+    let fetch = manifest_fetch(remote, blob);
     format::read_manifest(keys, &blob.path(), h, fetch).map_err(|e| {
         Error::Damaged(format!(
             "snapshot {}: manifest in {} is damaged: {e}",

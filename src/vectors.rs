@@ -178,7 +178,9 @@ fn doc_open(key_file: &[u8], kind: Kind, context: &[u8], sealed: &[u8]) -> Optio
     }
     let label = match kind {
         Kind::Chunk => "chute chunk seal",
-        Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap => "chute manifest seal",
+        Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap | Kind::Node => {
+            "chute manifest seal"
+        }
     };
     let cipher = XChaCha20Poly1305::new(&doc_subkey(key_file, label).into());
     let mut aad = sealed[..6].to_vec();
@@ -298,6 +300,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Header => "header",
         Kind::PackHeader => "pack_header",
         Kind::PackMap => "pack_map",
+        Kind::Node => "node",
     }
 }
 
@@ -440,6 +443,8 @@ fn sample_header_v2(keys: &Keys) -> Header {
         manifest_len: manifest,
         segments: 1,
         table: Vec::new(),
+        node_blobs: Vec::new(),
+        nodes: Vec::new(),
         part_size: chunk + manifest,
         window: 8 << 20,
         window_hashes: vec![crypto::sha256(b"part 0, window 0")],
@@ -945,6 +950,7 @@ fn check(file: &str, text: &str) {
         "header" => check_sealed(&v, Kind::Header),
         "pack_header" => check_sealed(&v, Kind::PackHeader),
         "pack_map" => check_sealed(&v, Kind::PackMap),
+        "node" => check_sealed(&v, Kind::Node),
         other => panic!("{file}: unknown kind {other:?}"),
     }
 }
@@ -1090,6 +1096,7 @@ fn check_sealed(v: &Vector, kind: Kind) {
         Kind::Chunk => &["chunk_id"][..],
         Kind::Manifest | Kind::PackMap => &["blob", "segment", "last"],
         Kind::Header | Kind::PackHeader => &["blob"],
+        Kind::Node => &["node_id"],
     });
     let faults = ["seal_key", "seal_context", "damage", "id_of"];
     v.allow(&required, &faults);
@@ -1163,6 +1170,21 @@ fn check_sealed(v: &Vector, kind: Kind) {
         Kind::Header | Kind::PackHeader => {
             assert_eq!(context, v.str("blob").as_bytes(), "{f}: context")
         }
+        Kind::Node => {
+            assert_eq!(v.bytes("node_id"), context, "{f}: context is not node_id");
+            let id_key = doc_subkey(&seal_key, "chute manifest node id");
+            let id_of = v.opt_bytes("id_of").unwrap_or_else(|| plaintext.clone());
+            assert_eq!(
+                seal_context,
+                doc_hmac(&id_key, &[&id_of]),
+                "{f}: the seal context is not the node id per the docs"
+            );
+            assert_eq!(
+                seal_context,
+                Keys::from_key_bytes(&seal_key).node_id(&id_of),
+                "{f}: Keys::node_id"
+            );
+        }
     }
 
     // Opening gives exactly the expected outcome, by every road; a chunk with the
@@ -1218,6 +1240,9 @@ fn check_sealed(v: &Vector, kind: Kind) {
                     ..Header::default()
                 };
                 // A segment that does not open is lost, not an error.
+                let fetch = |s: &format::Span| {
+                    Ok(sealed[s.offset as usize..(s.offset + s.len) as usize].to_vec())
+                };
                 format::read_manifest(&keys, v.str("blob"), &h, fetch)
                     .map_err(from_format)
                     .and_then(|(m, lost)| match lost.is_empty() {
@@ -1261,6 +1286,11 @@ fn check_sealed(v: &Vector, kind: Kind) {
                 };
                 assert_eq!(encoded, plaintext, "{f}: encoding");
             }
+        }
+        Kind::Node => {
+            let mut buf = sealed.clone();
+            let node = keys.open_node(&context.clone().try_into().expect("32"), &mut buf);
+            assert_eq!(Expect::of(&node), expect, "{f}: Keys::open_node");
         }
         Kind::PackMap => {
             if v.str("segment") != "0" || v.str("last") != "1" {

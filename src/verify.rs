@@ -253,7 +253,7 @@ pub fn run(
 /// numbers instead of each manifest's own.
 type Names = crate::blob::Table;
 
-type Fetch<'a> = Box<dyn FnMut(u64, u64) -> std::io::Result<Vec<u8>> + 'a>;
+type Fetch<'a> = Box<dyn FnMut(&format::Span) -> std::io::Result<Vec<u8>> + 'a>;
 
 /// One read of a snapshot's manifest, entry by entry ([`format::Entries`]).
 struct Stream<'a> {
@@ -280,11 +280,7 @@ impl<'a> Stream<'a> {
         snap: &'a Snapshot,
     ) -> std::result::Result<Stream<'a>, String> {
         let h = &snap.header;
-        let fetch: Fetch<'a> = Box::new(snapshot::manifest_fetch(
-            remote,
-            &snap.blob,
-            h.manifest_offset,
-        ));
+        let fetch: Fetch<'a> = Box::new(snapshot::manifest_fetch(remote, &snap.blob));
         let entries = format::Entries::open(keys, &snap.blob.path(), h, fetch)
             .map_err(|e| manifest_damaged(snap, &e))?;
         Ok(Stream {

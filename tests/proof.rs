@@ -185,7 +185,11 @@ fn a_version_1_snapshot_still_verifies() {
     let mut tail = fs::read(&last).unwrap();
     let at = (h.manifest_offset - start) as usize;
     let sealed = tail[at..].to_vec();
-    let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+    let base = h.manifest_offset;
+    let fetch = |s: &chute::format::Span| {
+        let o = (s.offset - base) as usize;
+        Ok(sealed[o..o + s.len as usize].to_vec())
+    };
     let (m, lost) = chute::format::read_manifest(&keys, &blob, &h, fetch).unwrap();
     assert!(lost.is_empty());
     let plain = chute::format::encode_manifest(&m);

@@ -41,7 +41,7 @@ pub(super) fn sync_cache(
             ))
         };
         let h = &s.header;
-        let fetch = crate::snapshot::manifest_fetch(remote, &s.blob, h.manifest_offset);
+        let fetch = crate::snapshot::manifest_fetch(remote, &s.blob);
         let mut stream = format::Entries::open(keys, &s.blob.path(), h, fetch).map_err(damaged)?;
         let mut recs = crate::runchunks::RunChunks::new(sort, cap, false);
         while let Some(e) = stream.next_entry().map_err(damaged)? {
@@ -114,11 +114,14 @@ pub(super) fn complete_killed(
         }
     }
     // The manifest ends in the tail: read that part from the journal's copy.
-    let fetch = |off: u64, len: u64| -> std::io::Result<Vec<u8>> {
-        let (at, end) = (
-            header.manifest_offset + off,
-            header.manifest_offset + off + len,
-        );
+    let fetch = |s: &format::Span| -> std::io::Result<Vec<u8>> {
+        let (at, len) = (s.offset, s.len);
+        let end = at + len;
+        if s.blob != blob.path() {
+            // A version 3 node kept in another blob: the journal holds none.
+            let other = crate::blob::BlobId::parse(s.blob).map_err(std::io::Error::other)?;
+            return remote.read(&other, at, len).map_err(std::io::Error::other);
+        }
         let Some((start, t)) = &tail else {
             return remote.read(&blob, at, len).map_err(std::io::Error::other);
         };

@@ -377,7 +377,8 @@ impl Spilled {
             ..Header::default()
         };
         let damaged = |e| Error::Failed(format!("cannot read back the manifest: {e}"));
-        let fetch = |o, l| self.read(o, l);
+        // The spill holds the manifest from offset 0 (the header says so).
+        let fetch = |s: &format::Span| self.read(s.offset, s.len);
         let mut entries = format::Entries::open(keys, &blob.path(), &h, fetch).map_err(damaged)?;
         while let Some(e) = entries.next_entry().map_err(damaged)? {
             for c in &e.chunks {
@@ -652,7 +653,8 @@ mod tests {
             table,
             ..Header::default()
         };
-        let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+        let fetch =
+            |s: &format::Span| Ok(sealed[s.offset as usize..(s.offset + s.len) as usize].to_vec());
         let (back, lost) = format::read_manifest(&keys, "d/n/m/t0", &h, fetch).unwrap();
         assert!(lost.is_empty());
         assert_eq!(back.entries.len(), whole.entries.len());

@@ -180,7 +180,7 @@ pub fn pseudo_fs(magic: u32) -> Option<&'static str> {
 pub(super) struct Parent<'a> {
     #[allow(clippy::type_complexity)] // one reader, named once
     pub(super) stream:
-        format::Entries<'a, Box<dyn FnMut(u64, u64) -> std::io::Result<Vec<u8>> + 'a>>,
+        format::Entries<'a, Box<dyn FnMut(&format::Span) -> std::io::Result<Vec<u8>> + 'a>>,
     /// Parent blob index → this run's blob table index (grows with the parent's
     /// table as its segments are read).
     pub(super) map: Vec<u32>,
@@ -201,7 +201,7 @@ impl<'a> Parent<'a> {
         blobs: &mut Blobs,
     ) -> Result<Parent<'a>> {
         let h = &p.header;
-        let fetch = crate::snapshot::manifest_fetch(remote, &p.blob, h.manifest_offset);
+        let fetch = crate::snapshot::manifest_fetch(remote, &p.blob);
         let stream = format::Entries::open(keys, &p.blob.path(), h, Box::new(fetch) as Box<_>)
             .map_err(|e| {
                 Error::Damaged(format!(

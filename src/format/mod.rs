@@ -9,14 +9,14 @@
 //! `HKDF-SHA256(salt = "chute-v1", ikm = master, info = label, L = 32)` with labels
 //! `"chute chunk seal"`, `"chute chunk id"`, `"chute manifest seal"`,
 //! `"chute mount id"`, `"chute chunker gear"`, `"chute request auth"`,
-//! `"chute storage challenge"`.
+//! `"chute storage challenge"`, `"chute manifest node id"`, `"chute manifest cut"`.
 //!
 //! # Sealed object (chunks, manifest segments, snapshot headers)
 //! ```text
 //! 0   4  magic "CHUT"
 //! 4   1  version = 1
 //! 5   1  kind: 1 chunk, 2 manifest segment, 3 snapshot header, 4 pack header,
-//!          5 pack map segment
+//!          5 pack map segment, 6 manifest node (version 3)
 //! 6   24 nonce, fresh from the OS RNG for every seal
 //! 30  n  XChaCha20 ciphertext of the n plaintext bytes
 //! 30+n 16 Poly1305 tag
@@ -30,6 +30,10 @@
 //! - snapshot header: the blob path; sealed under the manifest key.
 //! - pack header and pack map segment: as snapshot header and manifest segment, with
 //!   the pack's blob path.
+//! - manifest node (version 3): its 32-byte node id, `HMAC-SHA256(node-id key,
+//!   plaintext)`; sealed under the manifest key. As for a chunk, binding the id
+//!   (and checking it on opening, [`Keys::open_node`]) means a store cannot hand
+//!   back another node, and a node opens wherever it is kept.
 //!
 //! # Data part `0` of a snapshot blob
 //! The sealed chunks that snapshot added (in any order, back to back, no framing),
@@ -97,9 +101,82 @@
 //! u64 entry count, then the entries as in version 2, blob indexes in this table
 //! ```
 //!
+//! # Manifest version 3 (read; written once sinks switch to it, see [`ManifestWriter`])
+//! Every version 2 snapshot stores its whole manifest again (~170 B a file). A
+//! version 3 manifest is a tree of sealed *nodes* (kind 6) that deduplicate like
+//! chunks: a node's id is the keyed hash of its plaintext, nodes live in part 0 of
+//! any blob (absolute offsets, like chunks), and a sink that finds a node's id
+//! among its parent snapshot's nodes refers to that copy instead of storing it.
+//! Cuts are content-defined, so an unchanged run of entries makes the same nodes
+//! again even after changes before it. Two levels: *segments* hold entries,
+//! *tables* list segments, and the header's root list (version 4) lists tables.
+//!
+//! Integers in nodes are LEB128 varints (`var`: 7 bits a byte, low first, at most
+//! 19 bytes for a u128 and 10 for a u64); `zz(x)` is the zigzag map
+//! (`(x << 1) ^ (x >> 127)` for i128, `>> 63` for i64) of a signed delta; a
+//! `name` is `var` length then UTF-8 bytes (at most 65,535). Every node's
+//! plaintext starts `u8 version = 3, u8 type`.
+//!
+//! Segment (type 1), self-contained (it decodes with nothing but itself):
+//! ```text
+//! u8 3, u8 1
+//! var blob count, then names: the blobs this segment's chunk rows use
+//! var chunk count, then rows: 32 chunk id, var blob (index in the segment's
+//!     blob table), var offset in that blob's part 0, var sealed length (>= 46)
+//!     (a row is one place: each (id, blob, offset, length) once per segment)
+//! var entry count, then the entries, each relative to the one before it in
+//! this segment (for the first: empty path, all zero):
+//!   u8  kind | flags: kind 1 file, 2 directory, 3 symlink in the low 4 bits;
+//!       0x80 tag follows (files only), 0x40 uid and gid are the previous
+//!       entry's, 0x20 mode is the previous entry's, 0x10 device is the
+//!       previous file's (files only); other bits zero
+//!   var shared (bytes of the previous path it starts with), var suffix
+//!       length, suffix bytes (the path at most 64 KiB)
+//!   var mode (unless 0x20), var uid, var gid (unless 0x40)
+//!   var zz(mtime - previous entry's mtime), both in nanoseconds since the
+//!       epoch as i128 (a nanosecond field of 10^9 or more is stored as
+//!       999,999,999)
+//!   file:    var size, var device (unless 0x10),
+//!            var zz(inode - previous file's inode) (u64 wrapping, as i64),
+//!            var zz(ctime - its mtime) in nanoseconds,
+//!            var ref count, then per ref: var chunk row, var skip, var take
+//!            (the file's bytes are `take` plaintext bytes of the chunk from
+//!            `skip`); then the 8-byte tag if flagged
+//!   symlink: var target length, target bytes (at most 64 KiB)
+//! ```
+//! Table (type 2):
+//! ```text
+//! u8 3, u8 2
+//! var blob count, then names
+//! var child count (1..=1024), then per child segment in walk order: 32 node id,
+//!     var blob (index in the table's blob table), var offset, var sealed
+//!     length, var entry count
+//! ```
+//! Cuts. A segment ends after an entry when its plaintext is at least
+//! [`SEGMENT_MIN`] (512) bytes and `cut_hash(path) % 16 == 0`, where
+//! `cut_hash(b)` is the first 4 bytes (big-endian) of `HMAC-SHA256(cut key, b)`
+//! ([`Keys::cut_hash`], computed only past the minimum); and before an entry that
+//! would take it past [`SEGMENT_TARGET`] (64 KiB): an entry larger than that has a
+//! segment of its own. A table ends after a child when it holds at least 16
+//! children and `cut_hash(child id) % 64 == 0`, or at 1024 children. A manifest
+//! of no entries is one empty segment in one table. Typical sizes (unit tests
+//! `entry_size_figure`, `cuts_resync_after_changes`): a bench entry
+//! (`/d/123/45/f0001234`, 1–3 KiB, one slice of a shared chunk, a tag) takes 32
+//! bytes of plaintext, segments ~1 KiB (~30 entries), tables ~80 children.
+//!
+//! Readers check, a failure losing the node (its entries, or for a table all its
+//! segments' entries, as one range in [`Entries::lost`]): the id (the plaintext
+//! hashes to it), version and type, every index in range, skip + take within the
+//! chunk's plaintext (sealed length - 46), size = the sum of the takes, sealed
+//! lengths of at least 46 (nodes: 48), counts against the bytes left before
+//! allocating, no trailing bytes, a segment's entry count equal to its table's
+//! and a table's children's counts summing to its root list entry's. Reads are
+//! spans ([`Span`]): nodes that follow one another in one blob are read together,
+//! up to 1 MiB; bytes a store does not hold cost only the nodes in them.
+//!
 //! # Snapshot header (plaintext of the sealed `sealed` field of index.json)
 //! ```text
-//! u8  version = 3 (1, 2: written before; read, see below)
+//! u8  version = 3 or 4 (1, 2: written before; read, see below)
 //! i64 time seconds (UTC), u32 nanoseconds
 //! str16 host name
 //! u32 root count, then that many bytes32 roots (absolute paths backed up)
@@ -116,14 +193,23 @@
 //!     maps keep version 1's segments), then per manifest segment in order:
 //!     u32 sealed length, u32 entry count (the sealed lengths sum to the manifest
 //!     length)
-//! -- versions 2 and 3:
+//! -- version 4 only, instead (a version 3 manifest's root list):
+//! u32 blob count, then that many str16 blob paths
+//! u32 table count (at least 1), then per table node in walk order: 32 node id,
+//!     u32 blob (index in that list), u64 offset in its part 0, u32 sealed
+//!     length, u64 entry count
+//! -- versions 2, 3 and 4:
 //! u8  challenges per window K (at most MAX_CHALLENGES = 8), then for every window
 //!     in order K answers of 8 bytes (see "Storage challenges")
 //! ```
 //! A version 1 header reads as sequence 0, no parent and no challenges: it is
 //! outside every chain (see [`crate::chain`]) and verify checks its windows by
 //! download or by the store's hashes only. A version 1 or 2 header describes a
-//! version 1 manifest.
+//! version 1 manifest, a version 3 header a version 2 one, a version 4 header a
+//! version 3 one. In a version 4 header `manifest offset` and `manifest length`
+//! are the range of part 0 holding the nodes the snapshot stored itself (0 and 0
+//! if it stored none: every node was its parent's), which readers do not use, and
+//! `segment count` is the number of segment nodes of the manifest.
 //!
 //! # The chain
 //! A snapshot's *chain id* is the SHA-256 of its sealed header's bytes (the
@@ -194,6 +280,12 @@ use crate::crypto::{ChallengeMac, ChallengeNonce, ChunkId, Keys, Kind, OVERHEAD,
 use std::fmt;
 use std::io::{self, Read};
 
+mod v3;
+pub use v3::{
+    MANIFEST_V3, ManifestWriter, NODE_SEGMENT, NODE_TABLE, NodeRef, Root, SEGMENT_CUT, SEGMENT_MIN,
+    TABLE_CUT, TABLE_MAX, TABLE_MIN,
+};
+
 /// Format version of pack maps, index.json and version 1 manifests.
 pub const VERSION: u8 = 1;
 /// Format version of the manifest segments a sink writes (2: self-contained
@@ -203,6 +295,10 @@ pub const MANIFEST_VERSION: u8 = 2;
 /// Format version of snapshot and pack headers (2 added the chain and challenges,
 /// 3 the manifest's segment table).
 pub const HEADER_VERSION: u8 = 3;
+/// Header version 4: as 3, the segment table replaced by a version 3 manifest's
+/// root list. Read by this build; written by [`encode_header`] for a header that
+/// has a root list ([`Header::nodes`], set by [`Root::set_in`]).
+pub const HEADER_V4: u8 = 4;
 /// Most storage challenges a header keeps per window.
 pub const MAX_CHALLENGES: u8 = 8;
 /// Bytes of a challenge answer a header keeps.
@@ -404,6 +500,11 @@ pub struct Header {
     /// The manifest's segment table (version 3 header of a snapshot): one per
     /// segment. Empty for a version 1 manifest (an older header) and in a pack's.
     pub table: Vec<SegmentInfo>,
+    /// A version 3 manifest's root list (version 4 header): the blob table its
+    /// nodes' `blob` indexes ...
+    pub node_blobs: Vec<String>,
+    /// ... and its table nodes in walk order. Empty in older headers.
+    pub nodes: Vec<NodeRef>,
     pub part_size: u64,
     pub window: u32,
     pub window_hashes: Vec<[u8; 32]>,
@@ -622,7 +723,8 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
 
 /// Encodes a snapshot header's plaintext.
 pub fn encode_header(h: &Header) -> Vec<u8> {
-    let mut out = vec![HEADER_VERSION];
+    let v4 = h.version >= HEADER_V4 || !h.nodes.is_empty();
+    let mut out = vec![if v4 { HEADER_V4 } else { HEADER_VERSION }];
     put_i64(&mut out, h.time);
     put_u32(&mut out, h.time_ns);
     put_str16(&mut out, &h.host);
@@ -649,10 +751,25 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
     }
     put_u64(&mut out, h.seq);
     out.extend_from_slice(&h.parent);
-    put_u32(&mut out, h.table.len() as u32);
-    for t in &h.table {
-        put_u32(&mut out, t.sealed);
-        put_u32(&mut out, t.entries);
+    if v4 {
+        put_u32(&mut out, h.node_blobs.len() as u32);
+        for b in &h.node_blobs {
+            put_str16(&mut out, b);
+        }
+        put_u32(&mut out, h.nodes.len() as u32);
+        for n in &h.nodes {
+            out.extend_from_slice(&n.id);
+            put_u32(&mut out, n.blob);
+            put_u64(&mut out, n.offset);
+            put_u32(&mut out, n.len);
+            put_u64(&mut out, n.entries);
+        }
+    } else {
+        put_u32(&mut out, h.table.len() as u32);
+        for t in &h.table {
+            put_u32(&mut out, t.sealed);
+            put_u32(&mut out, t.entries);
+        }
     }
     out.push(h.challenges);
     for a in &h.answers {
@@ -906,11 +1023,50 @@ impl fmt::Display for Lost {
     }
 }
 
+/// Sealed manifest bytes a reader asks for: `len` bytes at absolute offset
+/// `offset` of the part 0 of the blob at path `blob`. `nodes` are the version 3
+/// nodes exactly covering the span, in order (empty for versions 1 and 2, whose
+/// spans are always in the snapshot's own blob).
+#[derive(Clone, Copy, Debug)]
+pub struct Span<'a> {
+    pub blob: &'a str,
+    pub offset: u64,
+    pub len: u64,
+    pub nodes: &'a [NodeRef],
+}
+
+/// A manifest reader's source of sealed bytes ([`Entries::open`]): what the
+/// store holds at a [`Span`]; bytes it does not hold are
+/// [`io::ErrorKind::InvalidData`] (they lose only the segments in them).
+pub trait SpanFetch: FnMut(&Span) -> io::Result<Vec<u8>> {}
+impl<F: FnMut(&Span) -> io::Result<Vec<u8>>> SpanFetch for F {}
+
+/// Records `entries` lost at segment `index`: one range with a loss right
+/// before it.
+fn lose(lost: &mut Vec<Lost>, index: u32, entries: u64, last: &Option<Vec<u8>>) {
+    let entries = u32::try_from(entries).unwrap_or(u32::MAX);
+    match lost.last_mut() {
+        Some(l) if l.after.is_none() && l.segment + l.segments == index => {
+            l.segments += 1;
+            l.entries = l.entries.saturating_add(entries);
+        }
+        _ => lost.push(Lost {
+            segment: index,
+            segments: 1,
+            entries,
+            before: last.clone(),
+            after: None,
+        }),
+    }
+}
+
 enum Source<'k, F> {
-    V1(ManifestStream<ManifestReader<'k, F>>),
+    V1(ManifestStream<SpanReader<'k, F>>),
+    V3(Box<v3::Reader<'k, F>>),
     V2 {
         keys: &'k Keys,
         blob: String,
+        base: u64,
         fetch: F,
         table: Vec<SegmentInfo>,
         next: usize,
@@ -928,9 +1084,10 @@ const READ_AHEAD: u64 = 1 << 20;
 
 /// A snapshot's manifest read entry by entry in walk order, in bounded memory,
 /// whichever its version. Chunk references index [`Entries::blobs`], which grows
-/// as segments are read (blob 0 is the snapshot's own). A version 2 segment that
-/// does not open (or does not decode) is skipped and recorded in
-/// [`Entries::lost`]; in a version 1 manifest any bad segment is an error.
+/// as segments are read (blob 0 is the snapshot's own). A version 2 or 3 segment
+/// (or version 3 table) that does not open (or does not decode) is skipped and
+/// recorded in [`Entries::lost`]; in a version 1 manifest any bad segment is an
+/// error.
 pub struct Entries<'k, F> {
     src: Source<'k, F>,
     pub blobs: Vec<String>,
@@ -941,13 +1098,23 @@ pub struct Entries<'k, F> {
 
 impl<'k, F> Entries<'k, F>
 where
-    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
+    F: FnMut(&Span) -> io::Result<Vec<u8>>,
 {
-    /// Opens the manifest `h` describes in the blob at path `blob`;
-    /// `fetch(offset, len)` returns sealed bytes relative to the manifest's start.
+    /// Opens the manifest `h` describes in the blob at path `blob`; `fetch`
+    /// returns the sealed bytes of a [`Span`] (for versions 1 and 2: in `blob`,
+    /// from `h.manifest_offset` on).
     pub fn open(keys: &'k Keys, blob: &str, h: &Header, fetch: F) -> Result<Self> {
-        let (src, blobs) = if h.table.is_empty() {
-            let r = ManifestReader::new(keys, blob, h.manifest_len, h.segments, fetch)?;
+        let (src, blobs) = if h.version >= HEADER_V4 || !h.nodes.is_empty() {
+            let src = Source::V3(Box::new(v3::Reader::new(keys, h, fetch)));
+            (src, vec![blob.to_string()])
+        } else if h.table.is_empty() {
+            let cur = SegCursor::new(keys, blob, h.manifest_len, h.segments)?;
+            let r = SpanReader {
+                cur,
+                blob: blob.to_string(),
+                base: h.manifest_offset,
+                fetch,
+            };
             let st = ManifestStream::new(r).map_err(opened)?;
             let blobs = st.blobs.clone();
             (Source::V1(st), blobs)
@@ -955,6 +1122,7 @@ where
             let src = Source::V2 {
                 keys,
                 blob: blob.to_string(),
+                base: h.manifest_offset,
                 fetch,
                 table: h.table.clone(),
                 next: 0,
@@ -979,14 +1147,27 @@ where
         })
     }
 
+    /// Every version 3 node (table or segment, opened or lost) read since the
+    /// last call, with the path of the blob it was read from, in reading order:
+    /// what a sink dedups new nodes against and prune marks used. Always empty
+    /// for versions 1 and 2.
+    pub fn take_nodes(&mut self) -> Vec<(String, NodeRef)> {
+        match &mut self.src {
+            Source::V3(r) => std::mem::take(&mut r.taken),
+            _ => Vec::new(),
+        }
+    }
+
     /// The next entry that can be read, or `None` after the last. Errors are
     /// those of `fetch`, and any damage to a version 1 manifest.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
         let e = match &mut self.src {
             Source::V1(st) => st.next_entry().map_err(opened)?,
+            Source::V3(r) => r.next(&mut self.blobs, &mut self.at, &mut self.lost, &self.last)?,
             Source::V2 {
                 keys,
                 blob,
+                base,
                 fetch,
                 table,
                 next,
@@ -1014,10 +1195,16 @@ where
                     }
                     // Bytes the store does not hold (fetch's InvalidData) cost only
                     // the segments in them: after a failed span, this one alone.
-                    let got = match fetch(*pos, span) {
-                        Err(e) if e.kind() == io::ErrorKind::InvalidData && span > len => {
-                            fetch(*pos, len)
-                        }
+                    let mut get = |len| {
+                        fetch(&Span {
+                            blob,
+                            offset: *base + *pos,
+                            len,
+                            nodes: &[],
+                        })
+                    };
+                    let got = match get(span) {
+                        Err(e) if e.kind() == io::ErrorKind::InvalidData && span > len => get(len),
                         got => got,
                     };
                     *ahead_at = *pos;
@@ -1052,20 +1239,13 @@ where
                 match opened {
                     Ok(entries) => *cur = entries.into_iter(),
                     Err(Error::Io(e)) => return Err(Error::Io(e)),
-                    Err(_) => match self.lost.last_mut() {
-                        // Right after another lost one: one range.
-                        Some(l) if l.after.is_none() && l.segment + l.segments == *next as u32 => {
-                            l.segments += 1;
-                            l.entries = l.entries.saturating_add(info.entries);
-                        }
-                        _ => self.lost.push(Lost {
-                            segment: *next as u32,
-                            segments: 1,
-                            entries: info.entries,
-                            before: self.last.clone(),
-                            after: None,
-                        }),
-                    },
+                    // Right after another lost one: one range.
+                    Err(_) => lose(
+                        &mut self.lost,
+                        *next as u32,
+                        u64::from(info.entries),
+                        &self.last,
+                    ),
                 }
                 *pos += u64::from(info.sealed);
                 *next += 1;
@@ -1093,7 +1273,7 @@ pub fn read_manifest<F>(
     fetch: F,
 ) -> Result<(Manifest, Vec<Lost>)>
 where
-    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
+    F: FnMut(&Span) -> io::Result<Vec<u8>>,
 {
     let mut r = Entries::open(keys, blob, h, fetch)?;
     let mut entries = Vec::new();
@@ -1113,8 +1293,8 @@ where
 pub fn decode_header(b: &[u8]) -> Result<Header> {
     let mut d = Dec { r: b };
     let version = match d.u8()? {
-        v @ 1..=HEADER_VERSION => v,
-        v if v > HEADER_VERSION => return Err(Error::Newer(v)),
+        v @ 1..=HEADER_V4 => v,
+        v if v > HEADER_V4 => return Err(Error::Newer(v)),
         _ => return Err(Error::Malformed("version")),
     };
     let mut h = Header {
@@ -1150,7 +1330,40 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
     if version >= 2 {
         h.seq = d.u64()?;
         h.parent = d.array()?;
-        if version >= 3 {
+        if version >= HEADER_V4 {
+            let n = d.u32()?;
+            // Each name takes at least its 2-byte length.
+            if n > MAX_BLOBS || u64::from(n) * 2 > d.r.len() as u64 {
+                return Err(Error::Malformed("root list"));
+            }
+            for _ in 0..n {
+                h.node_blobs.push(d.str16("blob path")?);
+            }
+            let m = d.u32()?;
+            if m == 0 || u64::from(m) * 56 > d.r.len() as u64 {
+                return Err(Error::Malformed("root list"));
+            }
+            let mut sum = 0u64;
+            for _ in 0..m {
+                let r = NodeRef {
+                    id: d.array()?,
+                    blob: d.u32()?,
+                    offset: d.u64()?,
+                    len: d.u32()?,
+                    entries: d.u64()?,
+                };
+                sum = sum
+                    .checked_add(r.entries)
+                    .ok_or(Error::Malformed("root list"))?;
+                if r.blob >= n
+                    || (r.len as usize) < OVERHEAD + 2
+                    || r.offset.checked_add(u64::from(r.len)).is_none()
+                {
+                    return Err(Error::Malformed("root list"));
+                }
+                h.nodes.push(r);
+            }
+        } else if version >= 3 {
             let n = d.u32()?;
             if u64::from(n) * 8 > d.r.len() as u64 {
                 return Err(Error::Malformed("segment table"));
@@ -1453,13 +1666,11 @@ fn segment_len(i: u32, count: u32, total: u64) -> u64 {
     }
 }
 
-/// Reads a sealed manifest through a source of sealed bytes, opening segment by
-/// segment, so a manifest of any size decodes in bounded memory.
-pub struct ManifestReader<'k, F> {
+/// Where a reader of version 1 segments (or pack map segments) is.
+struct SegCursor<'k> {
     keys: &'k Keys,
     kind: Kind,
     blob: String,
-    fetch: F,
     count: u32,
     total: u64,
     next: u32,
@@ -1468,12 +1679,8 @@ pub struct ManifestReader<'k, F> {
     at: usize,
 }
 
-impl<'k, F> ManifestReader<'k, F>
-where
-    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
-{
-    /// `fetch(offset, len)` returns sealed bytes relative to the manifest's start.
-    pub fn new(keys: &'k Keys, blob: &str, total: u64, count: u32, fetch: F) -> Result<Self> {
+impl<'k> SegCursor<'k> {
+    fn new(keys: &'k Keys, blob: &str, total: u64, count: u32) -> Result<Self> {
         let full = (SEGMENT + OVERHEAD) as u64;
         let valid = count > 0
             && total > full * u64::from(count - 1)
@@ -1482,11 +1689,10 @@ where
         if !valid {
             return Err(Error::Malformed("manifest length"));
         }
-        Ok(ManifestReader {
+        Ok(SegCursor {
             keys,
             kind: Kind::Manifest,
             blob: blob.to_string(),
-            fetch,
             count,
             total,
             next: 0,
@@ -1495,27 +1701,19 @@ where
             at: 0,
         })
     }
-}
 
-impl<F> ManifestReader<'_, F> {
-    /// Reads a pack map (kind 5 segments) instead of a manifest.
-    pub fn pack_map(mut self) -> Self {
-        self.kind = Kind::PackMap;
-        self
-    }
-}
-
-impl<F> Read for ManifestReader<'_, F>
-where
-    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
-{
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    /// `Read::read`, with `fetch(offset, len)` relative to the manifest's start.
+    fn read(
+        &mut self,
+        out: &mut [u8],
+        fetch: &mut dyn FnMut(u64, u64) -> io::Result<Vec<u8>>,
+    ) -> io::Result<usize> {
         while self.at == self.buf.len() {
             if self.next == self.count {
                 return Ok(0);
             }
             let len = segment_len(self.next, self.count, self.total);
-            let mut sealed = (self.fetch)(self.pos, len)?;
+            let mut sealed = fetch(self.pos, len)?;
             let ctx = segment_context(&self.blob, self.next, self.next + 1 == self.count);
             let plain_len = self
                 .keys
@@ -1533,6 +1731,73 @@ where
         out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+/// Reads a sealed manifest through a source of sealed bytes, opening segment by
+/// segment, so a manifest of any size decodes in bounded memory.
+pub struct ManifestReader<'k, F> {
+    cur: SegCursor<'k>,
+    fetch: F,
+}
+
+impl<'k, F> ManifestReader<'k, F>
+where
+    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
+{
+    /// `fetch(offset, len)` returns sealed bytes relative to the manifest's start.
+    pub fn new(keys: &'k Keys, blob: &str, total: u64, count: u32, fetch: F) -> Result<Self> {
+        Ok(ManifestReader {
+            cur: SegCursor::new(keys, blob, total, count)?,
+            fetch,
+        })
+    }
+}
+
+impl<F> ManifestReader<'_, F> {
+    /// Reads a pack map (kind 5 segments) instead of a manifest.
+    pub fn pack_map(mut self) -> Self {
+        self.cur.kind = Kind::PackMap;
+        self
+    }
+}
+
+impl<F> Read for ManifestReader<'_, F>
+where
+    F: FnMut(u64, u64) -> io::Result<Vec<u8>>,
+{
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.cur.read(out, &mut self.fetch)
+    }
+}
+
+/// A version 1 manifest read through a [`SpanFetch`].
+struct SpanReader<'k, F> {
+    cur: SegCursor<'k>,
+    blob: String,
+    base: u64,
+    fetch: F,
+}
+
+impl<F> Read for SpanReader<'_, F>
+where
+    F: FnMut(&Span) -> io::Result<Vec<u8>>,
+{
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let Self {
+            cur,
+            blob,
+            base,
+            fetch,
+        } = self;
+        cur.read(out, &mut |offset, len| {
+            fetch(&Span {
+                blob,
+                offset: *base + offset,
+                len,
+                nodes: &[],
+            })
+        })
     }
 }
 
@@ -1690,7 +1955,7 @@ mod tests {
             segments: count,
             ..Header::default()
         };
-        let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+        let fetch = |s: &Span| Ok(sealed[s.offset as usize..(s.offset + s.len) as usize].to_vec());
         assert_eq!(
             read_manifest(&keys, "d/n/m/t", &h, fetch).unwrap(),
             (m, vec![])
@@ -1702,7 +1967,7 @@ mod tests {
         // A damaged segment of a version 1 manifest fails it whole.
         let mut bad = sealed.clone();
         bad[100] ^= 1;
-        let fetch = |o: u64, l: u64| Ok(bad[o as usize..(o + l) as usize].to_vec());
+        let fetch = |s: &Span| Ok(bad[s.offset as usize..(s.offset + s.len) as usize].to_vec());
         assert!(read_manifest(&keys, "d/n/m/t", &h, fetch).is_err());
     }
 
@@ -1790,7 +2055,7 @@ mod tests {
         let lasts: Vec<bool> = sizes.iter().map(|s| s.2).collect();
         assert!(lasts[..lasts.len() - 1].iter().all(|l| !l) && lasts[lasts.len() - 1]);
         let (sealed, h) = sealed_v2(&keys, &m);
-        let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+        let fetch = |s: &Span| Ok(sealed[s.offset as usize..(s.offset + s.len) as usize].to_vec());
         let (back, lost) = read_manifest(&keys, "d/n/m/t0", &h, fetch).unwrap();
         assert!(lost.is_empty());
         assert_eq!(back.blobs[0], "d/n/m/t0");
@@ -1798,7 +2063,7 @@ mod tests {
         // Empty: one segment of no entries.
         let (sealed, h) = sealed_v2(&keys, &Manifest::default());
         assert_eq!((h.segments, h.table[0].entries), (1, 0));
-        let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+        let fetch = |s: &Span| Ok(sealed[s.offset as usize..(s.offset + s.len) as usize].to_vec());
         assert!(
             read_manifest(&keys, "d/n/m/t0", &h, fetch)
                 .unwrap()
@@ -1828,7 +2093,7 @@ mod tests {
         let start: u64 = h.table[..k].iter().map(|t| u64::from(t.sealed)).sum();
         let mut bad = sealed.clone();
         bad[start as usize + 500] ^= 0x20;
-        let fetch = |o: u64, l: u64| Ok(bad[o as usize..(o + l) as usize].to_vec());
+        let fetch = |s: &Span| Ok(bad[s.offset as usize..(s.offset + s.len) as usize].to_vec());
         let (back, lost) = read_manifest(&keys, "d/n/m/t0", &h, fetch).unwrap();
         let skip: usize = h.table[..k].iter().map(|t| t.entries as usize).sum();
         let n = h.table[k].entries as usize;
@@ -1856,7 +2121,7 @@ mod tests {
         short.table.truncate(c - 1);
         short.segments -= 1;
         short.manifest_len -= u64::from(h.table[c - 1].sealed);
-        let fetch = |o: u64, l: u64| Ok(sealed[o as usize..(o + l) as usize].to_vec());
+        let fetch = |s: &Span| Ok(sealed[s.offset as usize..(s.offset + s.len) as usize].to_vec());
         let (_, lost) = read_manifest(&keys, "d/n/m/t0", &short, fetch).unwrap();
         assert_eq!(lost.len(), 1);
         assert_eq!(
