@@ -609,7 +609,7 @@ impl Walker<'_> {
         self.out.order.close_packed(idx, entry, slice);
         if self
             .packer
-            .ends_after(packer::cut_hash(self.keys, path.as_os_str().as_bytes()))
+            .ends_after(self.keys.cut_hash(path.as_os_str().as_bytes()))
         {
             self.cut_pack();
         }
