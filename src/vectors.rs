@@ -15,20 +15,24 @@
 //! a missing field or a repeated field fails the test. Byte strings are lowercase
 //! hex (possibly empty), numbers are decimal, lists are comma-separated.
 //!
-//! `kind = chunk | manifest | header | pack_header | pack_map`: one sealed object.
+//! `kind = chunk | manifest | header | pack_header | pack_map | node`: one sealed
+//! object.
 //! - `key`: key-file bytes of the opener; `context`: the context it passes (the
 //!   AAD after the 6-byte object header); `plaintext`; `sealed`: the stored bytes.
 //! - `nonce`: the 24 bytes injected when sealing.
-//! - `expect`: `ok`, `corrupt`, `newer:<N>` or (chunks only) `wrong_content`:
-//!   what opening `sealed` must give. `wrong_content` opens (the AEAD accepts it)
-//!   but fails the check that `HMAC-SHA256(chunk-id key, plaintext)` is the
-//!   `chunk_id` asked for: what a restore or verify must refuse as damage.
+//! - `expect`: `ok`, `corrupt`, `newer:<N>`, (chunks and nodes) `wrong_content`
+//!   or (nodes) `malformed`: what opening `sealed` must give. `wrong_content`
+//!   opens (the AEAD accepts it) but fails the check that `HMAC-SHA256(chunk-id
+//!   key, plaintext)` is the `chunk_id` asked for (for a node: the node-id key and
+//!   `node_id`): what a restore or verify must refuse as damage. `malformed`
+//!   opens and hashes to its id but does not decode.
 //! - Only in negative vectors, naming the one fault (at least one is required):
 //!   `seal_key` / `seal_context` when the sealer's differ from the opener's, and
 //!   `damage` done to the object after sealing: `xor:<offset>:<byte>`,
 //!   `set:<offset>:<byte>` or `truncate:<length>`; for a chunk, `id_of`: the bytes
 //!   whose id the sealer used as context instead of the plaintext's (an older
-//!   chute, whose source changed between the id and the seal).
+//!   chute, whose source changed between the id and the seal); for a node,
+//!   `id_of` likewise and `malformed`: words of the decoding error it must give.
 //! - chunk: `chunk_id`, the id the opener asks for (must equal `context`). The seal
 //!   context is always `HMAC-SHA256(chunk-id key of the sealer, id_of or plaintext)`.
 //! - manifest: `blob`, `segment`, `last` (0 or 1); `context` must be
@@ -44,6 +48,16 @@
 //!   a header with `pack` set.
 //! - pack_map: as manifest (`blob`, `segment`, `last`); an `ok` one is a whole pack
 //!   map in one segment and also goes through `format::decode_pack_map`.
+//! - node (version 3 manifest node): `node_id` (must equal `context`; the seal
+//!   context is `HMAC-SHA256(node-id key of the sealer, id_of or plaintext)`),
+//!   `node_type` (1 segment, 2 table) and `entries` (the count its parent gives).
+//!   Opened with `Keys::open_node`, then decoded: `manifest_v3_ok` (a segment:
+//!   the entries of `manifest_ok` plus a slice of a shared chunk with its tag) and
+//!   `manifest_v3_table_ok` (the table listing it) must decode to the sample and
+//!   the sample must encode (through `format::ManifestWriter`) to `plaintext`:
+//!   checked both ways. `header_v4_ok` is a header whose root list names that
+//!   table. Negative: `node_bad_id`, `node_bad_size` (size is not the sum of the
+//!   takes), `node_bad_index` (a chunk row out of range).
 //!
 //! Re-sealing `plaintext` under the seal key and context with `nonce`, then applying
 //! `damage`, must reproduce `sealed` exactly; so each negative vector is a genuine
@@ -51,7 +65,9 @@
 //!
 //! `kind = keys`: `key`, `master` (SHA-256 of the key file), one
 //! `subkey_<label>` per HKDF label (spaces after "chute " become `_`), `roots` and
-//! their `mount_id`.
+//! their `mount_id`, a storage challenge, and `cut_hash` (decimal) of
+//! `cut_input`: the first 4 bytes, big-endian, of `HMAC-SHA256(manifest cut key,
+//! cut_input)`.
 //!
 //! `kind = chunker`: `key`, `gear_seed`, `gear_head` (the first 8 gear entries as
 //! u64 in hex), a pseudo-random input (`input_seed`, `input_len`, and `input_head`,
@@ -96,6 +112,12 @@ const REQUIRED: &[&str] = &[
     "pack_header_ok",
     "pack_map_ok",
     "wrong_content",
+    "manifest_v3_ok",
+    "manifest_v3_table_ok",
+    "header_v4_ok",
+    "node_bad_id",
+    "node_bad_size",
+    "node_bad_index",
 ];
 
 /// The HKDF labels of the format docs, with the field name each gets in keys.txt.
@@ -107,7 +129,18 @@ const LABELS: &[(&str, &str)] = &[
     ("subkey_chunker_gear", "chute chunker gear"),
     ("subkey_request_auth", "chute request auth"),
     ("subkey_storage_challenge", "chute storage challenge"),
+    ("subkey_manifest_node_id", "chute manifest node id"),
+    ("subkey_manifest_cut", "chute manifest cut"),
 ];
+
+/// The bytes whose manifest cut hash keys.txt pins.
+const CUT_INPUT: &[u8] = b"/data/a.txt";
+
+/// The cut hash per the docs: the first 4 bytes, big-endian, of the HMAC.
+fn doc_cut_hash(key_file: &[u8], bytes: &[u8]) -> u32 {
+    let h = doc_hmac(&doc_subkey(key_file, "chute manifest cut"), &[bytes]);
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+}
 
 /// The storage challenge keys.txt pins: challenge 1 of window 2 of [`blob`], over
 /// these bytes.
@@ -226,6 +259,8 @@ enum Expect {
     Corrupt,
     Newer(u8),
     WrongContent,
+    /// (Nodes only) opens, but its plaintext does not decode.
+    Malformed,
 }
 
 impl Expect {
@@ -234,6 +269,7 @@ impl Expect {
             "ok" => Some(Expect::Ok),
             "corrupt" => Some(Expect::Corrupt),
             "wrong_content" => Some(Expect::WrongContent),
+            "malformed" => Some(Expect::Malformed),
             _ => s.strip_prefix("newer:")?.parse().ok().map(Expect::Newer),
         }
     }
@@ -244,6 +280,7 @@ impl Expect {
             Expect::Corrupt => "corrupt".into(),
             Expect::Newer(n) => format!("newer:{n}"),
             Expect::WrongContent => "wrong_content".into(),
+            Expect::Malformed => "malformed".into(),
         }
     }
 
@@ -537,6 +574,138 @@ fn sample_pack_header() -> Header {
     }
 }
 
+/// [`sample_manifest`] with what version 3 adds: a small file that is a slice of
+/// a shared chunk, with its content tag.
+fn sample_manifest_v3(keys: &Keys) -> Manifest {
+    let mut m = sample_manifest(keys);
+    let mut small = Entry::new(EntryKind::File, b"/data/small".to_vec());
+    small.mode = 0o644;
+    small.uid = 1000;
+    small.gid = 100;
+    small.mtime = 1_704_164_645;
+    small.mtime_ns = 500;
+    small.ctime = 1_704_164_645;
+    small.ctime_ns = 500;
+    small.dev = 0xb301;
+    small.inode = 0x1_0000_0001;
+    small.chunks = vec![ChunkRef {
+        skip: 6,
+        take: 10,
+        ..ChunkRef::whole(
+            keys.chunk_id(CHUNK_A),
+            0,
+            0,
+            (CHUNK_A.len() + OVERHEAD) as u32,
+        )
+    }];
+    small.size = 10;
+    small.tag = Some(*b"tag of 8");
+    m.entries.push(small);
+    m
+}
+
+/// Writes `m` as version 3, nodes placed in the snapshot's blob from `at` on:
+/// the nodes' plaintexts in the order they were stored, and the root list.
+fn write_v3(keys: &Keys, m: &Manifest, mut at: u64) -> (Vec<Vec<u8>>, format::Root) {
+    let blob = blob(keys);
+    let mut plains = Vec::new();
+    let mut store = |id: &crypto::ChunkId, sealed: &[u8]| {
+        let mut buf = sealed.to_vec();
+        plains.push(keys.open_node(id, &mut buf).expect("opens").to_vec());
+        at += sealed.len() as u64;
+        Ok::<_, ()>((blob.clone(), at - sealed.len() as u64))
+    };
+    let mut w = format::ManifestWriter::new(keys);
+    for e in &m.entries {
+        w.push(e, |b| m.blobs[b as usize].clone(), &mut store)
+            .expect("no error");
+    }
+    let root = w.finish(&mut store).expect("no error");
+    (plains, root)
+}
+
+/// [`sample_manifest_v3`] written as version 3 (nodes in the snapshot's blob
+/// after chunk A): the segment's and the table's plaintexts, and the root list.
+fn sample_v3(keys: &Keys) -> (Vec<u8>, Vec<u8>, format::Root) {
+    let (mut plains, root) = write_v3(
+        keys,
+        &sample_manifest_v3(keys),
+        (CHUNK_A.len() + OVERHEAD) as u64,
+    );
+    assert_eq!(plains.len(), 2, "the sample is one segment in one table");
+    let table = plains.pop().expect("two");
+    (plains.pop().expect("two"), table, root)
+}
+
+/// A version 4 header: [`sample_header`] with the root list of [`sample_v3`].
+fn sample_header_v4(keys: &Keys) -> Header {
+    let chunk = (CHUNK_A.len() + OVERHEAD) as u64;
+    let (segment, table, root) = sample_v3(keys);
+    let manifest = (segment.len() + table.len() + 2 * OVERHEAD) as u64;
+    let mut h = Header {
+        manifest_len: manifest,
+        part_size: chunk + manifest,
+        ..sample_header(keys)
+    };
+    root.set_in(&mut h);
+    h
+}
+
+/// A manifest node: opens as its id says, then decodes (as its type, with its
+/// entry count) to the sample and encodes back; or fails as `expect` (and
+/// `malformed`) say.
+fn check_node(
+    v: &Vector,
+    keys: &Keys,
+    context: &[u8],
+    sealed: &[u8],
+    plaintext: &[u8],
+    expect: Expect,
+) {
+    let f = &v.file;
+    let id: crypto::ChunkId = context.try_into().expect("32-byte node_id");
+    let entries: u64 = v.str("entries").parse().expect("a number");
+    let mut buf = sealed.to_vec();
+    let opened = keys.open_node(&id, &mut buf).map(|p| p.to_vec());
+    let decoded = opened.map(|plain| match v.str("node_type") {
+        "1" => {
+            let mut blobs = vec![blob(keys)];
+            let mut at = [(blob(keys), 0)].into_iter().collect();
+            format::decode_segment_v3(&plain, entries, &mut blobs, &mut at).map(|es| {
+                let m = Manifest { blobs, entries: es };
+                assert_eq!(m, sample_manifest_v3(keys), "{f}: not the sample");
+                assert_eq!(plaintext, sample_v3(keys).0, "{f}: encoding");
+            })
+        }
+        "2" => format::decode_table(&plain, entries).map(|(names, kids)| {
+            let (segment, table, _) = sample_v3(keys);
+            let want = format::NodeRef {
+                id: keys.node_id(&segment),
+                blob: 0,
+                offset: (CHUNK_A.len() + OVERHEAD) as u64,
+                len: (segment.len() + OVERHEAD) as u32,
+                entries,
+            };
+            assert_eq!((names, kids), (vec![blob(keys)], vec![want]), "{f}");
+            assert_eq!(plaintext, table, "{f}: encoding");
+        }),
+        t => panic!("{f}: node_type {t} is 1 or 2"),
+    });
+    let got = match decoded {
+        Ok(Ok(())) => Expect::Ok,
+        Ok(Err(format::Error::Malformed(what))) => {
+            let named = v
+                .opt("malformed")
+                .unwrap_or_else(|| panic!("{f}: malformed {what}"));
+            assert!(what.contains(named), "{f}: malformed {what}, not {named}");
+            Expect::Malformed
+        }
+        Ok(Err(e)) => panic!("{f}: {e}"),
+        Err(e) => Expect::of(&Err::<(), _>(e)),
+    };
+    assert_eq!(got, expect, "{f}: Keys::open_node and decoding");
+}
+
 // ---- writing ---------------------------------------------------------------
 
 #[derive(Default)]
@@ -662,7 +831,9 @@ fn generate() -> Vec<(&'static str, String)> {
         .field("challenge_j", "1")
         .hex("challenge_data", CHALLENGE_DATA)
         .hex("challenge_nonce", &nonce)
-        .hex("challenge_answer", &answer);
+        .hex("challenge_answer", &answer)
+        .hex("cut_input", CUT_INPUT)
+        .field("cut_hash", doc_cut_hash(KEY, CUT_INPUT));
     files.push(("keys", o.0));
 
     let chunker = Chunker::new(keys.gear_seed());
@@ -866,6 +1037,105 @@ fn generate() -> Vec<(&'static str, String)> {
     v.expect = Expect::Corrupt;
     files.push(("manifest_reordered", v.write()));
 
+    let (segment, table, root) = sample_v3(&keys);
+    let node = |about, nonce, plain: &[u8], ty: &str, entries: u64, id_of: Option<&[u8]>| {
+        let id = keys.node_id(id_of.unwrap_or(plain));
+        let mut v = Sealed::new(about, Kind::Node, nonce, plain, id.to_vec());
+        v.extra = vec![
+            ("node_id", hex::encode(&id)),
+            ("node_type", ty.into()),
+            ("entries", entries.to_string()),
+        ];
+        v
+    };
+    files.push((
+        "manifest_v3_ok",
+        node(
+            "A version 3 manifest segment (kind 6): the entries of manifest_ok and a\n\
+             small file sliced out of a shared chunk, with its tag; sealed under its\n\
+             node id.",
+            0xc0,
+            &segment,
+            "1",
+            root.entries,
+            None,
+        )
+        .write(),
+    ));
+    files.push((
+        "manifest_v3_table_ok",
+        node(
+            "The version 3 table node listing manifest_v3_ok's segment (kept in the\n\
+             snapshot's blob right after chunk A).",
+            0xc4,
+            &table,
+            "2",
+            root.entries,
+            None,
+        )
+        .write(),
+    ));
+    let mut v = node(
+        "manifest_v3_ok's plaintext sealed under the table's node id: it\n\
+         authenticates, but its content is not the node its id names.",
+        0xc8,
+        &segment,
+        "1",
+        root.entries,
+        Some(&table),
+    );
+    v.extra.push(("id_of", hex::encode(&table)));
+    v.expect = Expect::WrongContent;
+    files.push(("node_bad_id", v.write()));
+
+    let mut bad = sample_manifest(&keys);
+    bad.entries[1].size += 1;
+    let (plains, _) = write_v3(&keys, &bad, 0);
+    let mut v = node(
+        "A segment of manifest_ok's entries whose file of two chunks says it holds\n\
+         one byte more than its slices.",
+        0xcc,
+        &plains[0],
+        "1",
+        4,
+        None,
+    );
+    v.extra.push(("malformed", "file size".into()));
+    v.expect = Expect::Malformed;
+    files.push(("node_bad_size", v.write()));
+
+    let mut one = sample_manifest_v3(&keys);
+    one.entries.drain(..4);
+    one.entries[0].tag = None;
+    let (mut plains, _) = write_v3(&keys, &one, 0);
+    let bad_index = &mut plains[0];
+    // Without a tag the entry ends with its one ref: row, skip, take (a byte each).
+    let at = bad_index.len() - 3;
+    assert_eq!(bad_index[at..], [0, 6, 10]);
+    bad_index[at] = 1;
+    let mut v = node(
+        "A segment of one file whose ref names chunk row 1 of a table of one row.",
+        0xd0,
+        bad_index,
+        "1",
+        1,
+        None,
+    );
+    v.extra.push(("malformed", "chunk reference".into()));
+    v.expect = Expect::Malformed;
+    files.push(("node_bad_index", v.write()));
+
+    let mut v = Sealed::new(
+        "A version 4 snapshot header: the root list of manifest_v3_table_ok in place\n\
+         of the segment table.",
+        Kind::Header,
+        0xd4,
+        &format::encode_header(&sample_header_v4(&keys)),
+        blob.as_bytes().to_vec(),
+    );
+    v.extra = vec![("blob", blob.clone())];
+    files.push(("header_v4_ok", v.write()));
+
     files
 }
 
@@ -968,6 +1238,8 @@ fn check_keys(v: &Vector) {
         "challenge_data",
         "challenge_nonce",
         "challenge_answer",
+        "cut_input",
+        "cut_hash",
     ];
     required.extend(LABELS.iter().map(|(f, _)| *f));
     v.allow(&required, &[]);
@@ -1028,6 +1300,14 @@ fn check_keys(v: &Vector) {
         answer,
         "{f}: format::challenge_answer"
     );
+    let cut_input = v.bytes("cut_input");
+    let cut: u32 = v.str("cut_hash").parse().expect("a number");
+    assert_eq!(
+        cut,
+        doc_cut_hash(&key, &cut_input),
+        "{f}: cut hash per the docs"
+    );
+    assert_eq!(cut, keys.cut_hash(&cut_input), "{f}: Keys::cut_hash");
 }
 
 fn check_chunker(v: &Vector) {
@@ -1096,9 +1376,9 @@ fn check_sealed(v: &Vector, kind: Kind) {
         Kind::Chunk => &["chunk_id"][..],
         Kind::Manifest | Kind::PackMap => &["blob", "segment", "last"],
         Kind::Header | Kind::PackHeader => &["blob"],
-        Kind::Node => &["node_id"],
+        Kind::Node => &["node_id", "node_type", "entries"],
     });
-    let faults = ["seal_key", "seal_context", "damage", "id_of"];
+    let faults = ["seal_key", "seal_context", "damage", "id_of", "malformed"];
     v.allow(&required, &faults);
     let expect = Expect::parse(v.str("expect")).unwrap_or_else(|| panic!("{f}: bad `expect`"));
     let named = faults.iter().filter(|n| v.opt(n).is_some()).count();
@@ -1190,7 +1470,7 @@ fn check_sealed(v: &Vector, kind: Kind) {
     // Opening gives exactly the expected outcome, by every road; a chunk with the
     // wrong content still opens as a sealed object, and fails only as a chunk.
     let sealed_expect = match expect {
-        Expect::WrongContent => Expect::Ok,
+        Expect::WrongContent | Expect::Malformed => Expect::Ok,
         e => e,
     };
     let opened = keys.open(kind, &context, &sealed);
@@ -1271,6 +1551,8 @@ fn check_sealed(v: &Vector, kind: Kind) {
             if let Ok(h) = h {
                 let sample = if kind == Kind::PackHeader {
                     sample_pack_header()
+                } else if h.version == 4 {
+                    sample_header_v4(&keys)
                 } else if h.version == 1 {
                     sample_header_v1(&keys)
                 } else if h.version == 2 {
@@ -1287,11 +1569,7 @@ fn check_sealed(v: &Vector, kind: Kind) {
                 assert_eq!(encoded, plaintext, "{f}: encoding");
             }
         }
-        Kind::Node => {
-            let mut buf = sealed.clone();
-            let node = keys.open_node(&context.clone().try_into().expect("32"), &mut buf);
-            assert_eq!(Expect::of(&node), expect, "{f}: Keys::open_node");
-        }
+        Kind::Node => check_node(v, &keys, &context, &sealed, &plaintext, expect),
         Kind::PackMap => {
             if v.str("segment") != "0" || v.str("last") != "1" {
                 return;

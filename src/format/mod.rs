@@ -285,6 +285,8 @@ pub use v3::{
     MANIFEST_V3, ManifestWriter, NODE_SEGMENT, NODE_TABLE, NodeRef, Root, SEGMENT_CUT, SEGMENT_MIN,
     TABLE_CUT, TABLE_MAX, TABLE_MIN,
 };
+#[cfg(test)] // the vectors decode nodes by type
+pub(crate) use v3::{decode_segment as decode_segment_v3, decode_table};
 
 /// Format version of pack maps, index.json and version 1 manifests.
 pub const VERSION: u8 = 1;
@@ -988,12 +990,14 @@ fn decode_segment(
 /// A manifest segment that did not open: its entries are lost, the rest are not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lost {
-    /// The first segment's index.
+    /// The first segment's index (version 3: segment nodes in walk order, a lost
+    /// table counting as one).
     pub segment: u32,
     /// How many segments in a row were lost (at least 1): one missing window can
     /// hold many.
     pub segments: u32,
-    /// Entries they held (from the header's segment table).
+    /// Entries they held (from the header's segment table; version 3: from the
+    /// parent table or root list).
     pub entries: u32,
     /// The last path before it that was read, and the first after it: its
     /// entries lay between the two in walk order.

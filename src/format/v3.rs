@@ -416,7 +416,7 @@ fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
 /// Decodes a segment's plaintext holding `expect` entries, adding the blobs of
 /// its table to `blobs` (whose `at` maps names to indexes) and returning its
 /// entries with their chunks' blob indexes in that table.
-pub(super) fn decode_segment(
+pub(crate) fn decode_segment(
     plain: &[u8],
     expect: u64,
     blobs: &mut Vec<String>,
@@ -476,7 +476,7 @@ pub(super) fn decode_segment(
 
 /// Decodes a table node's plaintext: its blob table and children, checking that
 /// the children hold `expect` entries in all.
-pub(super) fn decode_table(plain: &[u8], expect: u64) -> Result<(Vec<String>, Vec<NodeRef>)> {
+pub(crate) fn decode_table(plain: &[u8], expect: u64) -> Result<(Vec<String>, Vec<NodeRef>)> {
     let mut c = Cur { b: plain };
     c.head(NODE_TABLE)?;
     let names = c.blobs()?;
