@@ -103,6 +103,25 @@ impl Resolver {
         Ok(r)
     }
 
+    /// A resolver of the committed snapshots at paths `committed` and the packs
+    /// given with their maps, oldest first: what
+    /// [`Resolver::load`] builds from a store, for the planners' unit tests.
+    #[cfg(test)]
+    pub(crate) fn with_packs(committed: &[&str], packs: Vec<(BlobId, Vec<Packed>)>) -> Resolver {
+        let mut r = Resolver {
+            committed: committed.iter().map(|s| s.to_string()).collect(),
+            ..Resolver::default()
+        };
+        for (blob, map) in packs {
+            let n = r.packs.len() as u32;
+            for c in map {
+                r.by_id.insert(c.id, (n, c.offset, c.len));
+            }
+            r.packs.push(blob);
+        }
+        r
+    }
+
     /// Lists the node's committed blobs, then [`Resolver::load`].
     pub fn for_node(
         keys: &Keys,

@@ -363,10 +363,11 @@ fn found(keys: &Keys, e: &Entry, dest: &Path) -> Existing {
 fn open_entries<'a>(
     keys: &'a Keys,
     remote: &'a dyn Remote,
+    resolver: &'a crate::pack::Resolver,
     snap: &'a Snapshot,
 ) -> Result<format::Entries<'a, impl format::SpanFetch + 'a>> {
     let h = &snap.header;
-    let fetch = crate::snapshot::manifest_fetch(remote, &snap.blob);
+    let fetch = crate::snapshot::manifest_fetch(remote, resolver);
     format::Entries::open(keys, &snap.blob.path(), h, fetch).map_err(|e| damaged_manifest(snap, e))
 }
 
@@ -456,7 +457,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     let to = opts.to.as_deref();
 
     // Pass 1: refuse before writing anything; sweep stale temporaries.
-    let mut stream = open_entries(keys, remote, snap)?;
+    let mut stream = open_entries(keys, remote, &resolver, snap)?;
     let mut matched = vec![false; filters.len()];
     let mut checked = Checked::default();
     let mut sweeps: Vec<Sweep> = Vec::new();
@@ -553,7 +554,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     crate::sys::catch_termination();
 
     // Pass 2: the same stream again, written batch by batch.
-    let mut stream = open_entries(keys, remote, snap)?;
+    let mut stream = open_entries(keys, remote, &resolver, snap)?;
     let mut blobs = Blobs {
         resolver: &resolver,
         ids: Vec::new(),

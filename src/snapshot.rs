@@ -5,7 +5,8 @@
 
 use crate::blob::BlobId;
 use crate::crypto::Keys;
-use crate::format::{self, Header, Index, Manifest};
+use crate::format::{self, ChunkRef, Header, Index, Manifest};
+use crate::pack::Resolver;
 use crate::remote::Remote;
 use crate::{Error, Result};
 use std::os::unix::ffi::OsStrExt;
@@ -218,17 +219,39 @@ pub fn display_time(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
-/// Reads and opens a snapshot's manifest whole: any lost segment is an error
-/// (what prune needs: it must know every chunk a snapshot uses).
-pub fn manifest(keys: &Keys, remote: &dyn Remote, snap: &Snapshot) -> Result<Manifest> {
-    let (m, lost) = salvage(keys, remote, snap)?;
-    match lost.first() {
-        None => Ok(m),
+/// Reads and opens a snapshot's manifest whole, with every version 3 node it
+/// read (blob path as written, [`format::NodeRef`]): any lost segment or node is
+/// an error (what prune needs: it must know every chunk and node a snapshot
+/// uses).
+pub fn manifest_nodes(
+    keys: &Keys,
+    remote: &dyn Remote,
+    resolver: &Resolver,
+    snap: &Snapshot,
+) -> Result<(Manifest, Vec<(String, format::NodeRef)>)> {
+    let damaged = |e| damaged(snap, e);
+    let fetch = manifest_fetch(remote, resolver);
+    let mut r =
+        format::Entries::open(keys, &snap.blob.path(), &snap.header, fetch).map_err(damaged)?;
+    let (mut entries, mut nodes) = (Vec::new(), Vec::new());
+    while let Some(e) = r.next_entry().map_err(damaged)? {
+        entries.push(e);
+        nodes.extend(r.take_nodes());
+    }
+    nodes.extend(r.take_nodes());
+    match r.lost.first() {
+        None => Ok((
+            Manifest {
+                blobs: r.blobs,
+                entries,
+            },
+            nodes,
+        )),
         Some(l) => Err(Error::Damaged(format!(
             "snapshot {}: manifest in {} is damaged: {l} are lost{}",
             snap.short_id(),
             snap.blob.path(),
-            match lost.len() {
+            match r.lost.len() {
                 1 => String::new(),
                 n => format!(", and {} more segments", n - 1),
             }
@@ -236,55 +259,109 @@ pub fn manifest(keys: &Keys, remote: &dyn Remote, snap: &Snapshot) -> Result<Man
     }
 }
 
-/// The `fetch` of [`format::Entries`] for the manifest of the snapshot in `blob`:
-/// a span's bytes read from its blob's part 0 (`blob`, or for a version 3 node
-/// kept in another blob, that one). Bytes the store says it does not hold (a
-/// window missing or cut short) come back as [`std::io::ErrorKind::InvalidData`],
-/// damage that loses only the segments in them; any other failure stays an
-/// error of the whole read.
-pub fn manifest_fetch<'a>(
+fn damaged(snap: &Snapshot, e: format::Error) -> Error {
+    Error::Damaged(format!(
+        "snapshot {}: manifest in {} is damaged: {e}",
+        snap.short_id(),
+        snap.blob.path()
+    ))
+}
+
+/// The `fetch` of [`format::Entries`] for a snapshot's manifest: every span read
+/// by [`read_span`], so nodes a prune moved into a pack are found there.
+pub fn manifest_fetch<'a, R>(
     remote: &'a dyn Remote,
-    blob: &'a BlobId,
-) -> impl FnMut(&format::Span) -> std::io::Result<Vec<u8>> + 'a {
-    let own = blob.path();
-    move |s: &format::Span| {
-        let other;
-        let at = if s.blob == own {
-            blob
+    resolver: R,
+) -> impl FnMut(&format::Span) -> std::io::Result<Vec<u8>> + 'a
+where
+    R: std::ops::Deref<Target = Resolver> + 'a,
+{
+    move |s: &format::Span| read_span(remote, &resolver, s)
+}
+
+/// Reads a span of sealed manifest bytes ([`format::Span`]) where the store
+/// holds them: in the span's blob, or, for version 3 nodes in a blob that is not
+/// a committed snapshot (forgotten, perhaps repacked by prune), each node where
+/// the pack rule puts it ([`Resolver::stays`], then [`Resolver::moved`] by id,
+/// as for a chunk: a node's seal binds its id, not its place), neighbours in one
+/// read. The one place every reader of manifests resolves nodes (restore,
+/// verify, the sink's parent, the chunk-index sync, prune). Bytes the store says
+/// it does not hold (a window missing or cut short, a blob deleted) come back
+/// as [`std::io::ErrorKind::InvalidData`], damage that loses only the nodes or
+/// segments in them; any other failure stays an error of the whole read.
+pub fn read_span(
+    remote: &dyn Remote,
+    resolver: &Resolver,
+    s: &format::Span,
+) -> std::io::Result<Vec<u8>> {
+    let blob = BlobId::parse(s.blob).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a manifest names a malformed blob path",
+        )
+    })?;
+    let moved: Vec<Option<(usize, u64)>> =
+        if s.nodes.is_empty() || resolver.is_empty() || resolver.stays(s.blob) {
+            Vec::new()
         } else {
-            other = BlobId::parse(s.blob).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "bad blob path in manifest")
-            })?;
-            &other
+            let whole = |n: &format::NodeRef| ChunkRef::whole(n.id, 0, n.offset, n.len);
+            s.nodes.iter().map(|n| resolver.moved(&whole(n))).collect()
         };
-        remote.read(at, s.offset, s.len).map_err(|e| {
-            let kind = match e.kind {
-                crate::remote::ErrorKind::NotFound => std::io::ErrorKind::InvalidData,
-                _ => std::io::ErrorKind::Other,
-            };
-            std::io::Error::new(kind, e)
-        })
+    if moved.iter().all(Option::is_none) {
+        return read_part0(remote, &blob, s.offset, s.len);
     }
+    // Where each node is: (pack number or none, offset); runs of neighbours in
+    // the same blob are read at once.
+    let place = |i: usize| match moved[i] {
+        Some((p, offset)) => (Some(p), offset),
+        None => (None, s.nodes[i].offset),
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.nodes.len() {
+        let (from, start) = place(i);
+        let mut end = start + u64::from(s.nodes[i].len);
+        let mut j = i + 1;
+        while j < s.nodes.len() && place(j) == (from, end) {
+            end += u64::from(s.nodes[j].len);
+            j += 1;
+        }
+        let at = from.map_or(&blob, |p| &resolver.packs()[p]);
+        out.extend_from_slice(&read_part0(remote, at, start, end - start)?);
+        i = j;
+    }
+    Ok(out)
+}
+
+/// `len` bytes at `offset` of `blob`'s part 0; what the store does not hold is
+/// [`std::io::ErrorKind::InvalidData`] (see [`read_span`]).
+fn read_part0(
+    remote: &dyn Remote,
+    blob: &BlobId,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<Vec<u8>> {
+    remote.read(blob, offset, len).map_err(|e| {
+        let kind = match e.kind {
+            crate::remote::ErrorKind::NotFound => std::io::ErrorKind::InvalidData,
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e)
+    })
 }
 
 /// Reads a snapshot's manifest: the entries of every segment that opens, and the
-/// segments that do not (a version 2 manifest loses only those; a version 1
-/// manifest with any bad segment is an error).
+/// segments that do not (a version 2 or 3 manifest loses only those; a version
+/// 1 manifest with any bad segment is an error).
 pub fn salvage(
     keys: &Keys,
     remote: &dyn Remote,
+    resolver: &Resolver,
     snap: &Snapshot,
 ) -> Result<(Manifest, Vec<format::Lost>)> {
-    let h = &snap.header;
-    let blob = &snap.blob;
-    let fetch = manifest_fetch(remote, blob);
-    format::read_manifest(keys, &blob.path(), h, fetch).map_err(|e| {
-        Error::Damaged(format!(
-            "snapshot {}: manifest in {} is damaged: {e}",
-            snap.short_id(),
-            blob.path()
-        ))
-    })
+    let fetch = manifest_fetch(remote, resolver);
+    format::read_manifest(keys, &snap.blob.path(), &snap.header, fetch)
+        .map_err(|e| damaged(snap, e))
 }
 
 #[cfg(test)]

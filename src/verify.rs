@@ -228,7 +228,7 @@ pub fn run(
     let mut v = Verify {
         keys,
         remote,
-        resolver,
+        resolver: std::rc::Rc::new(resolver),
         threads,
         names: Names::default(),
         blobs: HashMap::new(),
@@ -277,10 +277,11 @@ impl<'a> Stream<'a> {
     fn open(
         keys: &'a Keys,
         remote: &'a dyn Remote,
+        resolver: &std::rc::Rc<Resolver>,
         snap: &'a Snapshot,
     ) -> std::result::Result<Stream<'a>, String> {
         let h = &snap.header;
-        let fetch: Fetch<'a> = Box::new(snapshot::manifest_fetch(remote, &snap.blob));
+        let fetch: Fetch<'a> = Box::new(snapshot::manifest_fetch(remote, resolver.clone()));
         let entries = format::Entries::open(keys, &snap.blob.path(), h, fetch)
             .map_err(|e| manifest_damaged(snap, &e))?;
         Ok(Stream {
@@ -332,7 +333,7 @@ enum Line {
 struct Verify<'a> {
     keys: &'a Keys,
     remote: &'a dyn Remote,
-    resolver: Resolver,
+    resolver: std::rc::Rc<Resolver>,
     threads: usize,
     names: Names,
     blobs: HashMap<u32, BlobCheck>,
@@ -482,7 +483,7 @@ impl Verify<'_> {
         lines: &mut Vec<(u32, Line)>,
         fresh: &mut Vec<u32>,
     ) -> std::result::Result<Vec<format::Lost>, String> {
-        let mut stream = Stream::open(self.keys, self.remote, snap)?;
+        let mut stream = Stream::open(self.keys, self.remote, &self.resolver, snap)?;
         while let Some(e) = stream.next(&self.resolver, &mut self.names)? {
             for c in e.chunks.iter().filter(|c| c.blob != own) {
                 if !self.blobs.contains_key(&c.blob) {
@@ -570,7 +571,7 @@ impl Verify<'_> {
     /// chunks it uses in gone blobs.
     fn name_damaged(&mut self, snap: &Snapshot) {
         let short = snap.short_id();
-        let mut stream = match Stream::open(self.keys, self.remote, snap) {
+        let mut stream = match Stream::open(self.keys, self.remote, &self.resolver, snap) {
             Ok(s) => s,
             Err(e) => {
                 self.report
@@ -628,7 +629,7 @@ impl Verify<'_> {
     fn read_snapshot(&mut self, snap: &Snapshot) {
         let own = self.names.index(&snap.blob.path());
         let short = snap.short_id();
-        let mut stream = match Stream::open(self.keys, self.remote, snap) {
+        let mut stream = match Stream::open(self.keys, self.remote, &self.resolver, snap) {
             Ok(s) => s,
             Err(e) => {
                 self.report

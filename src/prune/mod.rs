@@ -16,6 +16,16 @@
 //! 2 manifest is enough: its chunks could be anyone's) stops the prune before it
 //! changes anything, as a wholly unreadable one does.
 //!
+//! A version 3 manifest is a tree of nodes that may live in other blobs than
+//! its snapshot's (a sink reuses its parent's unchanged nodes where they are, see
+//! [`crate::format`]). Every node a committed snapshot's manifest reads (the table
+//! nodes of its header's root list and the segments under them,
+//! [`crate::format::Entries::take_nodes`]) is used like a chunk: resolved by the
+//! same rule ([`Resolver`]: a node's seal binds its id, not its place), it keeps
+//! the blob and the windows it lies in, and a repack copies it into the pack
+//! (authenticated as a node), whose map lists its id. So forgetting the snapshot
+//! that first stored a manifest never loses a later snapshot's entries.
+//!
 //! A candidate nothing uses is *marked*: its path and the time it was first found
 //! unused go to the state file `prune-marks` in this node's cache directory
 //! (`$XDG_CACHE_HOME/chute/<id>/`). A later prune deletes it once it has been marked
@@ -368,18 +378,26 @@ fn compact(used: &mut Vec<Used>) {
     used.dedup_by_key(|u| u.0);
 }
 
-/// The chunk references of a snapshot manifest, resolved, per candidate.
+/// The chunk references of a snapshot manifest, resolved, and the places of its
+/// version 3 nodes (`nodes`, resolved alike: see [`node_places`]), per candidate.
 fn uses(
     m: &crate::format::Manifest,
+    nodes: &[(String, u64, u32, ChunkId)],
     at: &HashMap<String, usize>,
     live: &mut [Vec<Used>],
     users: &mut [usize],
 ) {
     let table: Vec<Option<usize>> = m.blobs.iter().map(|b| at.get(b).copied()).collect();
-    if table.iter().all(Option::is_none) {
+    let mut grown = Vec::new();
+    for (blob, offset, len, id) in nodes {
+        if let Some(&i) = at.get(blob) {
+            live[i].push((*offset, *len, *id));
+            grown.push(i);
+        }
+    }
+    if grown.is_empty() && table.iter().all(Option::is_none) {
         return;
     }
-    let mut grown = Vec::new();
     for c in m.entries.iter().flat_map(|e| e.chunks.iter()) {
         if let Some(i) = table[c.blob as usize] {
             live[i].push((c.offset, c.len, c.id));
@@ -469,7 +487,9 @@ pub fn run(
         ..Report::default()
     };
     for snap in &snaps {
-        let mut m = crate::snapshot::manifest(keys, remote, snap).map_err(damaged)?;
+        let (mut m, nodes) =
+            crate::snapshot::manifest_nodes(keys, remote, &resolver, snap).map_err(damaged)?;
+        let nodes = node_places(&resolver, &nodes);
         resolver.resolve(&mut m);
         report.dangling += m
             .entries
@@ -480,7 +500,7 @@ pub fn run(
                 !committed.contains(b) && !at.contains_key(b)
             })
             .count() as u64;
-        uses(&m, &at, &mut live, &mut users);
+        uses(&m, &nodes, &at, &mut live, &mut users);
     }
 
     let old = load_marks(&opts.marks);
@@ -706,9 +726,9 @@ fn renewed(
                     index,
                     header,
                 };
-                crate::snapshot::manifest(keys, remote, &snap)
+                crate::snapshot::manifest_nodes(keys, remote, resolver, &snap)
             });
-        let mut m = match read {
+        let (mut m, nodes) = match read {
             Ok(m) => m,
             Err(Error::Remote(e)) if e.kind != ErrorKind::NotFound => return Err(e.into()),
             Err(_) => return Ok(vec![true; candidates.len()]),
@@ -723,8 +743,44 @@ fn renewed(
         mark(&m);
         resolver.resolve(&mut m);
         mark(&m);
+        // Its nodes, as written and as resolved.
+        for (blob, _) in &nodes {
+            if let Some(&i) = at.get(blob) {
+                fresh[i] = true;
+            }
+        }
+        for (blob, ..) in node_places(resolver, &nodes) {
+            if let Some(&i) = at.get(&blob) {
+                fresh[i] = true;
+            }
+        }
     }
     Ok(fresh)
+}
+
+/// Where a manifest's version 3 nodes (blob path as written, [`NodeRef`]) are
+/// read from, by the rule chunks follow ([`crate::pack::Resolver`]): (blob path,
+/// offset, sealed length, id). A node's seal binds its id, not its place, so it
+/// moves into a pack like a chunk.
+///
+/// [`NodeRef`]: crate::format::NodeRef
+fn node_places(
+    resolver: &crate::pack::Resolver,
+    nodes: &[(String, crate::format::NodeRef)],
+) -> Vec<(String, u64, u32, ChunkId)> {
+    nodes
+        .iter()
+        .map(|(blob, n)| {
+            let c = crate::format::ChunkRef::whole(n.id, 0, n.offset, n.len);
+            match (!resolver.stays(blob))
+                .then(|| resolver.moved(&c))
+                .flatten()
+            {
+                Some((p, offset)) => (resolver.packs()[p].path(), offset, n.len, n.id),
+                None => (blob.clone(), n.offset, n.len, n.id),
+            }
+        })
+        .collect()
 }
 
 /// Forgets `id` (a committed pack before its delete), or restarts the store's
@@ -839,9 +895,18 @@ fn repack(
                 let from = (offset - start) as usize;
                 let sealed = &data[from..from + len as usize];
                 let mut copy = sealed.to_vec();
-                if keys.open_in_place(Kind::Chunk, &id, &mut copy).is_err() {
+                // A manifest node (kind 6) or a chunk: each opens only as what it
+                // says it is, under its id.
+                let node = sealed.get(5) == Some(&(Kind::Node as u8));
+                let opens = if node {
+                    keys.open_node(&id, &mut copy).is_ok()
+                } else {
+                    keys.open_in_place(Kind::Chunk, &id, &mut copy).is_ok()
+                };
+                if !opens {
                     return Err(Error::Damaged(format!(
-                        "chunk at byte {offset} of {} is damaged, so nothing was repacked (run `chute verify --all`)",
+                        "{} at byte {offset} of {} is damaged, so nothing was repacked (run `chute verify --all`)",
+                        if node { "manifest node" } else { "chunk" },
                         blob.path()
                     )));
                 }
@@ -927,6 +992,116 @@ mod tests {
             unused_windows(&[(0, 10, [0; 32])], 10, 2, 20),
             vec![(1, 10)]
         );
+    }
+
+    // Issue 17.2: a kept snapshot's version 3 manifest nodes may live in a
+    // forgotten snapshot's blob (its parent's, reused): they are used bytes of
+    // that blob exactly like chunks. Counting only chunk references would delete
+    // or trim the blob under a kept manifest; once a repack copied them, they
+    // resolve to the pack (by id, like chunks) and the blob is free.
+    #[test]
+    fn nodes_a_kept_snapshot_reuses_are_used_until_a_pack_holds_them() {
+        use crate::blob::BlobId;
+        use crate::format::{ChunkRef, Entry, EntryKind, Manifest, NodeRef};
+        const NOW: i64 = 1_000_000;
+        const GRACE: u64 = 86_400;
+        let t1 = BlobId::new("d", "n", "m", "t1").unwrap();
+        let candidates = vec![Candidate {
+            id: t1.clone(),
+            kind: CandidateKind::Snapshot(BlobState::Forgotten),
+            bytes: 10_000,
+            idle: GRACE,
+        }];
+        let at: HashMap<String, usize> = [(t1.path(), 0)].into_iter().collect();
+        // Snapshot t2's one file uses a chunk of its own blob; two of its nodes
+        // are t1's, one its own.
+        let mut file = Entry::new(EntryKind::File, b"/f".to_vec());
+        file.chunks = vec![ChunkRef::whole([9; 32], 0, 0, 146)];
+        file.size = 100;
+        let m = Manifest {
+            blobs: vec!["d/n/m/t2".into()],
+            entries: vec![file],
+        };
+        let node = |i: u8, offset: u64| NodeRef {
+            id: [i; 32],
+            blob: 0,
+            offset,
+            len: 500,
+            entries: 1,
+        };
+        let nodes = vec![
+            (t1.path(), node(1, 0)),
+            (t1.path(), node(2, 500)),
+            ("d/n/m/t2".to_string(), node(3, 146)),
+        ];
+        let facts = |resolver: &crate::pack::Resolver| {
+            let mut live = vec![Vec::new()];
+            let mut users = vec![0];
+            uses(
+                &m,
+                &node_places(resolver, &nodes),
+                &at,
+                &mut live,
+                &mut users,
+            );
+            (live, users)
+        };
+        let (live, users) = facts(&crate::pack::Resolver::default());
+        assert_eq!(users, vec![1]);
+        assert_eq!(live[0], vec![(0, 500, [1; 32]), (500, 500, [2; 32])]);
+        // The windows holding them are not trimmed (windows of 400: 0, 1, 2).
+        let dead = unused_windows(&live[0], 400, 25, 10_000);
+        assert_eq!(dead.len(), 22);
+        assert!(dead.iter().all(|&(n, _)| n >= 3), "{dead:?}");
+        let plan_at = |live: &[Vec<Used>], users: &[usize], repack: f64| {
+            plan::plan(
+                candidates.clone(),
+                &plan::Facts {
+                    users,
+                    live,
+                    dead: &[Vec::new()],
+                    fresh: &[false],
+                    old: &Marks::default(),
+                },
+                NOW,
+                GRACE,
+                repack,
+            )
+        };
+        // Kept (not deleted, not marked), and repacked with the nodes' bytes.
+        let p = plan_at(&live, &users, 1.5);
+        assert_eq!(p.outcomes[0].fate, Fate::Referenced { by: 1, live: 1000 });
+        assert!(p.jobs.is_empty() && p.since.is_empty());
+        let p = plan_at(&live, &users, 0.25);
+        assert_eq!(p.jobs, vec![0]);
+
+        // A pack holds them now: they resolve there, t1 is unused and marked.
+        let pack = BlobId::new("d", "n", "pm", "p1").unwrap();
+        let resolver = crate::pack::Resolver::with_packs(
+            &["d/n/m/t2"],
+            vec![(
+                pack.clone(),
+                vec![
+                    crate::format::Packed {
+                        id: [1; 32],
+                        offset: 0,
+                        len: 500,
+                    },
+                    crate::format::Packed {
+                        id: [2; 32],
+                        offset: 500,
+                        len: 500,
+                    },
+                ],
+            )],
+        );
+        let places = node_places(&resolver, &nodes);
+        assert_eq!(places[1], (pack.path(), 500, 500, [2; 32]));
+        assert_eq!(places[2].0, "d/n/m/t2", "a committed snapshot's stay");
+        let (live, users) = facts(&resolver);
+        assert_eq!(users, vec![0]);
+        let p = plan_at(&live, &users, 0.25);
+        assert!(matches!(p.outcomes[0].fate, Fate::Marked { .. }));
     }
 
     #[test]

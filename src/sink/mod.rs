@@ -52,8 +52,11 @@
 //!
 //! Memory does not grow with the number of files: the walker hands every entry
 //! to `stream`, a bounded queue the workers' chunk references complete (out of
-//! order), whose head leaves in walk order into the sealed manifest, spilled to
-//! the cache directory and appended to part 0 after the walk.
+//! order), whose head leaves in walk order into the version 3 manifest: its
+//! nodes are appended to part 0 between the chunks as they are cut, except
+//! those the parent snapshot already holds, which are referred to where they
+//! are (a snapshot of unchanged files stores almost no manifest). The header's
+//! root list says where the manifest's table nodes are.
 //!
 //! Small files (under [`chunker::MIN`]) share chunks, *packs*, once the manifest
 //! written holds slices of chunks (version 3): each such file is one slice of a
@@ -76,7 +79,7 @@ mod walk;
 
 use guard::reused_still_there;
 use resume::{complete_killed, resume, sync_cache};
-use stream::Stream;
+use stream::{NodePlaces, Stream};
 use upload::{Done, Job, Shared, To, Upload, checked_lost, keep_alive, worker};
 pub use upload::{KEEPALIVE, next_window};
 pub use walk::{MAP_WINDOW, READ_TRIES, glob_match, normalize_roots, walk_order};
@@ -87,6 +90,7 @@ use crate::cache::{ChunkIndex, Journal};
 use crate::chunker::{self, Chunker};
 use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
 use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index};
+use crate::pack::Resolver;
 use crate::remote::{self, ErrorKind, Remote};
 use crate::snapshot::{self, Snapshot};
 use crate::testhooks;
@@ -197,7 +201,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .filter_map(|(p, why)| fs::metadata(p).ok().map(|m| (m.dev(), m.ino(), *why)))
         .collect();
     let journal_path = opts.cache_dir.join(format!("journal-{mount}"));
-    let (snaps, cache, completed) = catch_up(keys, remote, opts, &journal_path)?;
+    let (snaps, cache, completed, resolver) = catch_up(keys, remote, opts, &journal_path)?;
     let parent_snap = snaps.iter().rev().find(|s| s.blob.mount == mount);
     let (links, record) = crate::chain::guard(
         keys,
@@ -231,8 +235,16 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     // Index 0 is this snapshot's own blob.
     let mut blobs = Blobs::default();
     blobs.index(&blob.path());
+    let node_places = Mutex::new(NodePlaces::default());
     let mut parent = match parent_snap {
-        Some(p) => Some(Parent::open(keys, remote, p, &mut blobs)?),
+        Some(p) => Some(Parent::open(
+            keys,
+            remote,
+            &resolver,
+            p,
+            &mut blobs,
+            &node_places,
+        )?),
         None => None,
     };
 
@@ -259,15 +271,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let (spare_tx, spare) = channel::<Vec<u8>>();
     // Chunk references go back to the walker, which streams the manifest.
     let (done_tx, results) = channel::<Done>();
-    let out = Stream::new(
-        keys,
-        &blob,
-        &opts.cache_dir,
-        &mount,
-        &shared.blobs,
-        &shared.stop,
-        results,
-    )?;
+    let out = Stream::new(&shared, &opts.cache_dir, &mount, &node_places, results)?;
     let (alive, stop_touching) = std::sync::mpsc::channel::<()>();
     let (touching, pending) = (&shared, &index);
     let period = testhooks::keepalive(KEEPALIVE);
@@ -312,10 +316,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         return Err(e);
     }
     let manifest = walk_result?;
-    let refs = |f: &mut dyn FnMut(&str, &ChunkRef)| manifest.each_ref(keys, &blob, f);
+    let refs =
+        |f: &mut dyn FnMut(&str, &ChunkRef)| manifest.each_ref(keys, remote, &resolver, &blob, f);
     reused_still_there(keys, remote, &manifest.used, refs, &blob, started.elapsed())?;
-    let manifest_offset = manifest.append(&shared)?;
-    let (manifest_len, table) = (manifest.len, manifest.table.clone());
+    let (manifest_offset, manifest_len) = manifest.range();
+    let root = manifest.root.clone();
     report.chunks = manifest.chunks;
     drop(manifest);
     let (tail_n, tail, part_size) = shared.take_tail();
@@ -339,8 +344,6 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         bytes: report.bytes,
         manifest_offset,
         manifest_len,
-        segments: table.len() as u32,
-        table,
         part_size,
         window: window as u32,
         window_hashes,
@@ -348,6 +351,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         parent: chain_parent,
         ..Header::default()
     };
+    root.set_in(&mut header);
     index.size = Some(part_size);
     let k = format::seal_fitting(
         keys,
@@ -425,30 +429,40 @@ fn lock_paths(cache_dir: &Path, mount: &str) -> Result<File> {
     Ok(lock)
 }
 
-/// The node's committed snapshots and an up-to-date chunk index, after committing
-/// the snapshot a sink killed after journaling its final index left (its short id,
+/// The node's committed snapshots, an up-to-date chunk index and the resolver of
+/// the node's packs (manifests are read through it), after committing the
+/// snapshot a sink killed after journaling its final index left (its short id,
 /// if so).
 fn catch_up(
     keys: &Keys,
     remote: &dyn Remote,
     opts: &Options,
     journal_path: &Path,
-) -> Result<(Vec<Snapshot>, ChunkIndex, Option<String>)> {
+) -> Result<(Vec<Snapshot>, ChunkIndex, Option<String>, Resolver)> {
     let mut snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
+    let resolver = Resolver::for_node(keys, remote, &opts.domain, &opts.node)?;
     let chunks_path = opts.cache_dir.join("chunks");
     let sort = crate::cache::runs_prefix(journal_path, "sort");
-    let mut cache = sync_cache(keys, remote, ChunkIndex::open(&chunks_path), &snaps, &sort)?;
+    let r = &resolver;
+    let mut cache = sync_cache(
+        keys,
+        remote,
+        r,
+        ChunkIndex::open(&chunks_path),
+        &snaps,
+        &sort,
+    )?;
     let mut completed = None;
-    if complete_killed(keys, remote, journal_path, &cache) {
+    if complete_killed(keys, remote, r, journal_path, &cache, &snaps) {
         completed = Journal::read(journal_path)
             .and_then(|st| BlobId::parse(&st.blob).ok())
             .map(|b| snapshot::short_id(&b));
         Journal::remove(journal_path);
         // The completed snapshot is now the parent, and its chunks are known.
         snaps = snapshot::all(keys, remote, &opts.domain, &opts.node)?;
-        cache = sync_cache(keys, remote, cache, &snaps, &sort)?;
+        cache = sync_cache(keys, remote, r, cache, &snaps, &sort)?;
     }
-    Ok((snaps, cache, completed))
+    Ok((snaps, cache, completed, resolver))
 }
 
 /// The blob this run uploads, its journal and the upload state: a killed sink's

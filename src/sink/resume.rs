@@ -8,10 +8,12 @@ use super::*;
 /// Brings the chunk index up to date with the remote's committed snapshots.
 /// Snapshots the index knows but the remote lost mean the index is stale: rebuilt.
 /// Each snapshot's manifest is streamed, its records sorted in bounded memory
-/// (runs under `sort`, see [`crate::runchunks`]) and merged in.
+/// (runs under `sort`, see [`crate::runchunks`]) and merged in; its nodes are
+/// read where `resolver` puts them.
 pub(super) fn sync_cache(
     keys: &Keys,
     remote: &dyn Remote,
+    resolver: &Resolver,
     cache: ChunkIndex,
     snaps: &[Snapshot],
     sort: &Path,
@@ -41,7 +43,7 @@ pub(super) fn sync_cache(
             ))
         };
         let h = &s.header;
-        let fetch = crate::snapshot::manifest_fetch(remote, &s.blob);
+        let fetch = crate::snapshot::manifest_fetch(remote, resolver);
         let mut stream = format::Entries::open(keys, &s.blob.path(), h, fetch).map_err(damaged)?;
         let mut recs = crate::runchunks::RunChunks::new(sort, cap, false);
         while let Some(e) = stream.next_entry().map_err(damaged)? {
@@ -66,13 +68,18 @@ pub(super) fn sync_cache(
 /// blobs is one a committed snapshot still uses (it is in `cache`, freshly synced),
 /// so it can be read (prune keeps every such chunk, in its blob or in a pack): a
 /// prune since the kill may have deleted a forgotten blob the killed run's chunk
-/// index still knew. Nothing is sent unless all of this holds. Returns whether it
-/// committed.
+/// index still knew. Likewise every manifest node it reuses from another blob
+/// (its parent's) must be in the blob of a committed snapshot (`snaps`) or in a
+/// pack (`resolver`); a node only a forgotten blob holds may be gone soon, so
+/// then the blob is continued instead. Nothing is sent unless all of this holds.
+/// Returns whether it committed.
 pub(super) fn complete_killed(
     keys: &Keys,
     remote: &dyn Remote,
+    resolver: &Resolver,
     journal: &Path,
     cache: &ChunkIndex,
+    snaps: &[Snapshot],
 ) -> bool {
     let Some(st) = Journal::read(journal) else {
         return false;
@@ -114,13 +121,14 @@ pub(super) fn complete_killed(
         }
     }
     // The manifest ends in the tail: read that part from the journal's copy.
+    let own = blob.path();
+    let committed: HashSet<String> = snaps.iter().map(|s| s.blob.path()).collect();
     let fetch = |s: &format::Span| -> std::io::Result<Vec<u8>> {
         let (at, len) = (s.offset, s.len);
         let end = at + len;
-        if s.blob != blob.path() {
+        if s.blob != own {
             // A version 3 node kept in another blob: the journal holds none.
-            let other = crate::blob::BlobId::parse(s.blob).map_err(std::io::Error::other)?;
-            return remote.read(&other, at, len).map_err(std::io::Error::other);
+            return crate::snapshot::read_span(remote, resolver, s);
         }
         let Some((start, t)) = &tail else {
             return remote.read(&blob, at, len).map_err(std::io::Error::other);
@@ -146,7 +154,13 @@ pub(super) fn complete_killed(
         return false;
     };
     loop {
-        match stream.next_entry() {
+        let next = stream.next_entry();
+        for (path, n) in stream.take_nodes() {
+            if path != own && !committed.contains(&path) && !resolver.holds(&n.id) {
+                return false;
+            }
+        }
+        match next {
             Ok(Some(e)) => {
                 // The very place a committed snapshot uses, not just the id.
                 for c in e.chunks.iter().filter(|c| c.blob != 0) {

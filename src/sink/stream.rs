@@ -6,36 +6,49 @@
 //! workers send each chunk's reference back keyed by entry number and chunk
 //! number, in whatever order they finish. An entry is complete once every chunk
 //! its read queued is back; complete entries at the head of the queue, dropped
-//! ones skipped, go to the [`format::ManifestSealer`], which cuts and seals
-//! version 2 segments exactly as a whole manifest is (same plaintext, same cuts),
-//! each into a spill file in the cache directory (`manifest-<mount>`, created
-//! fresh by every run and removed when it ends). Only the segment table (8 bytes a
-//! segment) and the blobs the entries use stay in memory. The queue holds at most
-//! [`QUEUE`] entries: past that the walker waits for results, so a fast walk over
-//! unchanged files cannot outrun the workers.
+//! ones skipped, go to the [`format::ManifestWriter`], which cuts them into
+//! version 3 manifest nodes (segments and the tables above them, see
+//! [`crate::format`]) and hands each finished node to [`Stream`]'s `store`:
+//! - a node whose id is among the parent snapshot's nodes near the walk's
+//!   position ([`NodePlaces`], filled by the parent's reader in `walk`) is not
+//!   stored again: its place is the parent's (the parent's blob, or the older blob
+//!   a node the parent itself reused lives in). A node's id is the keyed hash of
+//!   its plaintext, which holds its chunks' places, so the same id is the same
+//!   entries. This is why a snapshot of unchanged files stores almost no manifest;
+//! - any other is appended to part 0 exactly as a chunk is (between the chunks:
+//!   the header's root list says where each node is), and written at the same
+//!   offset into a sparse spill file in the cache directory (`manifest-<mount>`,
+//!   created fresh by every run and removed when it ends), from which the check
+//!   before the commit reads this run's nodes back ([`Written::each_ref`], see
+//!   `guard`) without the store.
 //!
-//! After the walk the spill file's bytes are appended to part 0 in pieces, after
-//! the chunks, like the whole manifest was; [`Spilled::entries`] reads the
-//! entries back from it for the check before the commit (see `guard`).
+//! Memory: one segment and one table node in the writer, the queue of at most
+//! [`QUEUE`] entries (past that the walker waits for results, so a fast walk over
+//! unchanged files cannot outrun the workers), and at most [`NODES`] parent node
+//! places (about 100 bytes each). The parent's reader runs at the walk's
+//! position and the writer at most [`QUEUE`] entries and one table behind it, so a
+//! node of the parent that matches is still held when its copy is written.
 
 use super::*;
-use crate::format::{ManifestSealer, SegmentInfo};
+use crate::format::{ManifestWriter, NodeRef, Root, Span};
 use packer::Slice;
 use std::collections::VecDeque;
-use std::io::BufWriter;
 use std::os::unix::fs::FileExt;
 use upload::{Done, To};
 
 /// Entries held before the walker waits for the workers: a few hundred KiB.
 pub(super) const QUEUE: usize = 4096;
 
-/// Whether the manifest this stream writes holds slices of chunks (version 3):
-/// only then may the walker pack small files (see `packer`). The sealer writes
-/// version 2, whole chunks only.
+/// Whether the manifest this stream writes holds slices of chunks: only then
+/// may the walker pack small files (see `packer`). Version 3 does (switched on
+/// in its own commit).
 pub(super) const HOLDS_SLICES: bool = false;
 
-/// Bytes of the spill file appended to part 0 at once.
-const PIECE: usize = 256 << 10;
+/// Parent node places kept for deduplication, oldest dropped first: far more
+/// than the writer lags behind the parent's reader (a table of at most 1,024
+/// segments, [`QUEUE`] entries and a read-ahead of the parent's nodes), and
+/// under 2 MiB.
+pub(super) const NODES: usize = 16_384;
 
 struct Pending {
     entry: Entry,
@@ -171,6 +184,47 @@ impl Order {
     }
 }
 
+/// The parent snapshot's nodes near the walk's position: id → place, at most
+/// [`NODES`], the oldest dropped first. Filled from the parent's reader
+/// ([`format::Entries::take_nodes`]) as the walk's merge reads it.
+#[derive(Default)]
+pub(super) struct NodePlaces {
+    names: Blobs,
+    at: HashMap<ChunkId, (u32, u64, u32)>,
+    order: VecDeque<ChunkId>,
+}
+
+impl NodePlaces {
+    /// Adds nodes the parent's reader read (lost ones too: their place is what
+    /// the parent names, and a copy is only ever used by id and length).
+    pub(super) fn add(&mut self, nodes: Vec<(String, NodeRef)>) {
+        for (path, n) in nodes {
+            if self.at.contains_key(&n.id) {
+                continue;
+            }
+            while self.order.len() >= NODES {
+                if let Some(old) = self.order.pop_front() {
+                    self.at.remove(&old);
+                }
+            }
+            let b = self.names.index(&path);
+            self.at.insert(n.id, (b, n.offset, n.len));
+            self.order.push_back(n.id);
+        }
+    }
+
+    /// Where the parent keeps node `id` of `len` sealed bytes: (blob path, offset).
+    fn get(&self, id: &ChunkId, len: usize) -> Option<(&str, u64)> {
+        let &(b, offset, l) = self.at.get(id)?;
+        (l as usize == len).then(|| (self.names.names[b as usize].as_str(), offset))
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.at.len()
+    }
+}
+
 /// Removes the spill file when the sink ends, however it ends.
 struct Remove(PathBuf);
 
@@ -180,13 +234,44 @@ impl Drop for Remove {
     }
 }
 
+/// Where the writer's nodes go (see the module docs).
+struct Nodes<'a> {
+    shared: &'a Shared<'a>,
+    own: String,
+    parent: &'a Mutex<NodePlaces>,
+    spill: File,
+    /// The blobs other than `own` that reused nodes live in.
+    reused: HashSet<String>,
+    /// Where the first node this run stored starts and the last ends.
+    first: Option<u64>,
+    end: u64,
+}
+
+impl Nodes<'_> {
+    fn store(&mut self, id: &ChunkId, sealed: &[u8]) -> Result<(String, u64)> {
+        if let Some((path, offset)) = self.parent.lock().expect("poisoned").get(id, sealed.len()) {
+            if path != self.own && !self.reused.contains(path) {
+                self.reused.insert(path.to_string());
+            }
+            return Ok((path.to_string(), offset));
+        }
+        let offset = self.shared.append(None, sealed)?;
+        self.spill
+            .write_all_at(sealed, offset)
+            .map_err(|e| Error::Io("cannot write the manifest spill file".into(), e))?;
+        self.first.get_or_insert(offset);
+        self.end = offset + sealed.len() as u64;
+        Ok((self.own.clone(), offset))
+    }
+}
+
 /// The walk's side of the stream: the queue, the workers' results and the
-/// sealer writing to the spill file.
+/// manifest writer.
 pub(super) struct Stream<'a> {
     pub(super) order: Order,
     results: Receiver<Done>,
-    sealer: ManifestSealer<'a>,
-    spill: BufWriter<File>,
+    writer: ManifestWriter<'a>,
+    nodes: Nodes<'a>,
     remove: Remove,
     blobs: &'a Mutex<(Blobs, HashMap<u32, u32>)>,
     /// Blob table indexes the written entries use.
@@ -197,19 +282,18 @@ pub(super) struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
-    /// Starts the manifest of `blob`, spilled to `manifest-<mount>` in
-    /// `cache_dir` (whatever an earlier run left there is replaced).
+    /// Starts the manifest of `shared`'s blob, its own nodes spilled to
+    /// `manifest-<mount>` in `cache_dir` (whatever an earlier run left there is
+    /// replaced); `parent` holds the parent's nodes as its reader finds them.
     pub(super) fn new(
-        keys: &'a Keys,
-        blob: &BlobId,
+        shared: &'a Shared<'a>,
         cache_dir: &Path,
         mount: &str,
-        blobs: &'a Mutex<(Blobs, HashMap<u32, u32>)>,
-        stop: &'a AtomicBool,
+        parent: &'a Mutex<NodePlaces>,
         results: Receiver<Done>,
     ) -> Result<Stream<'a>> {
         let path = cache_dir.join(format!("manifest-{mount}"));
-        let file = fs::OpenOptions::new()
+        let spill = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -219,13 +303,21 @@ impl<'a> Stream<'a> {
         Ok(Stream {
             order: Order::default(),
             results,
-            sealer: ManifestSealer::new(keys, &blob.path()),
-            spill: BufWriter::new(file),
+            writer: ManifestWriter::new(shared.keys),
+            nodes: Nodes {
+                shared,
+                own: shared.blob.path(),
+                parent,
+                spill,
+                reused: HashSet::new(),
+                first: None,
+                end: 0,
+            },
             remove: Remove(path),
-            blobs,
+            blobs: &shared.blobs,
             used: HashSet::new(),
             chunks: 0,
-            stop,
+            stop: &shared.stop,
             error: None,
         })
     }
@@ -286,21 +378,23 @@ impl<'a> Stream<'a> {
         self.used.extend(e.chunks.iter().map(|c| c.blob));
         let blobs = self.blobs;
         let name = |b: u32| blobs.lock().expect("poisoned").0.names[b as usize].clone();
-        let spill = &mut self.spill;
-        if let Err(e) = self.sealer.push(e, name, |sealed| spill.write_all(sealed)) {
+        let nodes = &mut self.nodes;
+        if let Err(e) = self
+            .writer
+            .push(e, name, &mut |id, sealed| nodes.store(id, sealed))
+        {
             self.fail(e);
         }
     }
 
-    fn fail(&mut self, e: std::io::Error) {
-        let path = self.remove.0.display();
-        self.error = Some(Error::Io(format!("cannot write {path}"), e));
+    fn fail(&mut self, e: Error) {
+        self.error = Some(e);
         self.stop.store(true, Ordering::SeqCst);
     }
 
     /// Once the walk is over and the jobs' queue closed: waits for the workers'
-    /// last results, writes the last entries and seals the last segment.
-    pub(super) fn finish(mut self) -> Result<Spilled> {
+    /// last results, writes the last entries and the last nodes.
+    pub(super) fn finish(mut self) -> Result<Written> {
         while let Ok(d) = self.results.recv() {
             self.order.done(d);
             self.write_ready();
@@ -313,107 +407,109 @@ impl<'a> Stream<'a> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let spill = &mut self.spill;
-        let (len, table) = self
-            .sealer
-            .finish(|sealed| spill.write_all(sealed))
-            .and_then(|t| spill.flush().map(|()| t))
-            .map_err(|e| Error::Io(format!("cannot write {}", self.remove.0.display()), e))?;
-        let file = self
-            .spill
-            .into_inner()
-            .map_err(|e| Error::Io("cannot write the manifest".into(), e.into_error()))?;
+        let nodes = &mut self.nodes;
+        let root = self
+            .writer
+            .finish(&mut |id, sealed| nodes.store(id, sealed))?;
         let names = &self.blobs.lock().expect("poisoned").0.names;
         let mut used: Vec<String> = self
             .used
             .iter()
             .filter(|&&b| b != 0)
             .map(|&b| names[b as usize].clone())
+            .chain(self.nodes.reused.iter().cloned())
             .collect();
         crate::sort::sort(&mut used);
-        Ok(Spilled {
-            file,
+        used.dedup();
+        Ok(Written {
+            spill: self.nodes.spill,
             _remove: self.remove,
-            len,
-            table,
+            root,
+            range: self
+                .nodes
+                .first
+                .map_or((0, 0), |first| (first, self.nodes.end - first)),
             used,
             chunks: self.chunks,
         })
     }
 }
 
-/// The sealed manifest, whole in the spill file.
-pub(super) struct Spilled {
-    file: File,
+/// The manifest, written: its root list, and this run's own nodes in the spill
+/// file.
+pub(super) struct Written {
+    spill: File,
     _remove: Remove,
-    /// Sealed length and segment table, for the header.
-    pub(super) len: u64,
-    pub(super) table: Vec<SegmentInfo>,
-    /// The blobs other than this snapshot's own that its chunk references use.
+    pub(super) root: Root,
+    /// The range of part 0 holding the nodes this run stored (offset, length;
+    /// chunks lie between them), (0, 0) for none: what a version 4 header's
+    /// `manifest_offset` and `manifest_len` say.
+    range: (u64, u64),
+    /// The blobs other than this snapshot's own that its chunk references and
+    /// reused nodes use.
     pub(super) used: Vec<String>,
     /// Chunk references in all.
     pub(super) chunks: u64,
 }
 
-impl Spilled {
-    fn read(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
-        self.file.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
+impl Written {
+    /// See [`Written::range`].
+    pub(super) fn range(&self) -> (u64, u64) {
+        self.range
     }
 
     /// Calls `f` with every chunk reference of the manifest and its blob's path,
-    /// read back from the spill file entry by entry.
+    /// and with every node it reuses from another blob (as a whole reference of
+    /// the node's id, place and sealed length), reading this run's nodes back from
+    /// the spill file and the reused ones where they are (as any reader would,
+    /// through `resolver`).
     pub(super) fn each_ref(
         &self,
         keys: &Keys,
+        remote: &dyn Remote,
+        resolver: &crate::pack::Resolver,
         blob: &BlobId,
         f: &mut dyn FnMut(&str, &ChunkRef),
     ) -> Result<()> {
-        let h = Header {
-            manifest_len: self.len,
-            segments: self.table.len() as u32,
-            table: self.table.clone(),
-            ..Header::default()
-        };
+        let mut h = Header::default();
+        self.root.set_in(&mut h);
+        let own = blob.path();
         let damaged = |e| Error::Failed(format!("cannot read back the manifest: {e}"));
-        // The spill holds the manifest from offset 0 (the header says so).
-        let fetch = |s: &format::Span| self.read(s.offset, s.len);
-        let mut entries = format::Entries::open(keys, &blob.path(), &h, fetch).map_err(damaged)?;
-        while let Some(e) = entries.next_entry().map_err(damaged)? {
+        let fetch = |s: &Span| -> std::io::Result<Vec<u8>> {
+            if s.blob != own {
+                return crate::snapshot::read_span(remote, resolver, s);
+            }
+            let len = usize::try_from(s.len).map_err(std::io::Error::other)?;
+            let mut buf = vec![0; len];
+            self.spill.read_exact_at(&mut buf, s.offset)?;
+            Ok(buf)
+        };
+        let mut entries = format::Entries::open(keys, &own, &h, fetch).map_err(damaged)?;
+        loop {
+            let e = entries.next_entry().map_err(damaged)?;
+            for (path, n) in entries.take_nodes() {
+                if path != own {
+                    f(&path, &ChunkRef::whole(n.id, 0, n.offset, n.len));
+                }
+            }
+            let Some(e) = e else { break };
             for c in &e.chunks {
                 f(&entries.blobs[c.blob as usize], c);
             }
         }
         if !entries.lost.is_empty() {
-            return Err(damaged(format::Error::Malformed("a segment does not open")));
+            return Err(Error::Failed(format!(
+                "cannot read back the manifest: {} (a node it reuses was pruned while the sink ran?)",
+                entries.lost[0]
+            )));
         }
         Ok(())
-    }
-
-    /// Appends the sealed manifest to part 0 after the chunks, a piece at a
-    /// time; returns where it starts.
-    pub(super) fn append(&self, shared: &Shared) -> Result<u64> {
-        let mut offset = None;
-        let mut at = 0u64;
-        // A manifest has at least one segment, so at least one piece.
-        while at < self.len || offset.is_none() {
-            let n = (self.len - at).min(PIECE as u64);
-            let piece = self
-                .read(at, n)
-                .map_err(|e| Error::Io("cannot read back the manifest".into(), e))?;
-            let o = shared.append(None, &piece)?;
-            offset.get_or_insert(o);
-            at += n;
-        }
-        Ok(offset.expect("one piece"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::SEGMENT_TARGET;
 
     fn chunk(i: u32, blob: u32) -> ChunkRef {
         ChunkRef::whole([i as u8; 32], blob, u64::from(i) << 20, 1000 + i)
@@ -491,11 +587,13 @@ mod tests {
     }
 
     // Entries leave the queue in walk order whatever order the workers answer in
-    // (a file's chunks too), dropped ones left out, and are cut into exactly the
-    // segments a whole manifest of the same entries makes: the streaming path
-    // must not change a byte of the format.
+    // (a file's chunks too), dropped ones left out; written as version 3 nodes
+    // they read back as the same entries, and written again with the first
+    // copy's node places at hand (as a sink with its parent) they store nothing
+    // and make the same root list: a no-change snapshot's manifest is its
+    // parent's.
     #[test]
-    fn streamed_segments_are_the_whole_manifests() {
+    fn streamed_entries_read_back_and_dedup_against_the_parent() {
         let names: Vec<String> = ["own", "parent", "older"].map(String::from).to_vec();
         let mut expected = Vec::new();
         let mut order = Order::default();
@@ -584,88 +682,82 @@ mod tests {
         let wrong = out.iter().zip(&expected).position(|(a, b)| a != b);
         assert!(wrong.is_none(), "entry {wrong:?} out of order or wrong");
 
-        // Segments, streamed and whole: the same plaintexts.
-        let whole = format::Manifest {
-            blobs: names.clone(),
-            entries: expected,
-        };
-        let mut want = Vec::new();
-        format::manifest_segments(&whole, |p, n, last| {
-            want.push((p.to_vec(), n, last));
-            Ok::<(), ()>(())
-        })
-        .unwrap();
-        let mut got = Vec::new();
-        let mut w = format::SegmentWriter::default();
-        for e in &out {
-            w.push(
-                e,
-                |b| names[b as usize].clone(),
-                |p, n, last| {
-                    got.push((p.to_vec(), n, last));
-                    Ok::<(), ()>(())
-                },
-            )
-            .unwrap();
-        }
-        w.finish(|p, n, last| {
-            got.push((p.to_vec(), n, last));
-            Ok::<(), ()>(())
-        })
-        .unwrap();
-        assert!(want.len() > 3);
-        assert!(
-            want.iter()
-                .any(|(p, n, _)| p.len() > SEGMENT_TARGET && *n == 1)
-        );
-        assert!(
-            got == want,
-            "streamed segments differ from the whole manifest's"
-        );
-
-        // Sealed through the sink's sealer, it reads back as the same entries.
+        // Written as version 3 nodes to one blob, and read back.
         let keys = Keys::from_key_bytes(b"k");
-        let mut sealer = format::ManifestSealer::new(&keys, "d/n/m/t0");
-        let mut sealed = Vec::new();
-        for e in &out {
-            sealer
-                .push(
-                    e,
-                    |b| names[b as usize].clone(),
-                    |s| {
-                        sealed.extend_from_slice(s);
-                        Ok::<(), ()>(())
-                    },
-                )
-                .unwrap();
-        }
-        let (len, table) = sealer
-            .finish(|s| {
-                sealed.extend_from_slice(s);
-                Ok::<(), ()>(())
-            })
-            .unwrap();
-        assert_eq!(len, sealed.len() as u64);
-        assert_eq!(table.len(), want.len());
-        let h = Header {
-            manifest_len: len,
-            segments: table.len() as u32,
-            table,
-            ..Header::default()
+        let name = |b: u32| names[b as usize].clone();
+        let mut part: Vec<u8> = Vec::new();
+        let root = {
+            let mut store = |_: &ChunkId, sealed: &[u8]| {
+                let at = part.len() as u64;
+                part.extend_from_slice(sealed);
+                Ok::<_, ()>(("d/n/m/t1".to_string(), at))
+            };
+            let mut w = ManifestWriter::new(&keys);
+            for e in &out {
+                w.push(e, name, &mut store).unwrap();
+            }
+            w.finish(&mut store).unwrap()
         };
-        let fetch =
-            |s: &format::Span| Ok(sealed[s.offset as usize..(s.offset + s.len) as usize].to_vec());
-        let (back, lost) = format::read_manifest(&keys, "d/n/m/t0", &h, fetch).unwrap();
-        assert!(lost.is_empty());
-        assert_eq!(back.entries.len(), whole.entries.len());
-        for (a, b) in back.entries.iter().zip(&whole.entries) {
-            assert_eq!((&a.path, a.chunks.len()), (&b.path, b.chunks.len()));
-            for (x, y) in a.chunks.iter().zip(&b.chunks) {
-                let (xb, yb) = (&back.blobs[x.blob as usize], &names[y.blob as usize]);
-                let own = xb == "d/n/m/t0" && yb == "own";
-                assert!(own || xb == yb, "{xb} {yb}");
+        assert!(root.segments > 20, "{}", root.segments);
+        let mut h = Header::default();
+        root.set_in(&mut h);
+        let fetch = |s: &Span| {
+            assert_eq!(s.blob, "d/n/m/t1");
+            Ok(part[s.offset as usize..(s.offset + s.len) as usize].to_vec())
+        };
+        let mut back = format::Entries::open(&keys, "d/n/m/t2", &h, fetch).unwrap();
+        let mut places = NodePlaces::default();
+        let mut n = 0;
+        while let Some(e) = back.next_entry().unwrap() {
+            places.add(back.take_nodes());
+            let want = &out[n];
+            assert_eq!(
+                (&e.path, e.size, e.chunks.len()),
+                (&want.path, want.size, want.chunks.len())
+            );
+            for (x, y) in e.chunks.iter().zip(&want.chunks) {
+                assert_eq!(back.blobs[x.blob as usize], names[y.blob as usize]);
                 assert_eq!((x.id, x.offset, x.len), (y.id, y.offset, y.len));
             }
+            n += 1;
         }
+        places.add(back.take_nodes());
+        assert_eq!(n, out.len());
+        assert!(back.lost.is_empty());
+        assert_eq!(places.len() as u64, root.segments + root.nodes.len() as u64);
+
+        // Again, with those places at hand: every node is found, none stored.
+        let mut again = |id: &ChunkId, sealed: &[u8]| {
+            let (b, o) = places.get(id, sealed.len()).ok_or(())?;
+            Ok::<_, ()>((b.to_string(), o))
+        };
+        let mut w = ManifestWriter::new(&keys);
+        for e in &out {
+            w.push(e, name, &mut again).unwrap();
+        }
+        assert_eq!(w.finish(&mut again).unwrap(), root);
+    }
+
+    // The parent's places are bounded: past NODES the oldest go first.
+    #[test]
+    fn node_places_keep_the_newest() {
+        let node = |i: u32| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            let n = NodeRef {
+                id,
+                blob: 0,
+                offset: u64::from(i) * 100,
+                len: 100,
+                entries: 1,
+            };
+            ("d/n/m/t1".to_string(), n)
+        };
+        let mut p = NodePlaces::default();
+        p.add((0..NODES as u32 + 10).map(node).collect());
+        assert_eq!(p.len(), NODES);
+        assert!(p.get(&node(9).1.id, 100).is_none());
+        assert_eq!(p.get(&node(10).1.id, 100), Some(("d/n/m/t1", 1000)));
+        assert!(p.get(&node(10).1.id, 99).is_none(), "another length");
     }
 }

@@ -190,18 +190,35 @@ pub(super) struct Parent<'a> {
     pub(super) short_id: String,
     /// Lost segments of the parent already reported.
     pub(super) told: usize,
+    /// The parent's nodes as they are read, for the manifest writer to reuse
+    /// (see `stream`).
+    pub(super) nodes: &'a Mutex<NodePlaces>,
+    /// [`lost_so_far`] of the parent when its nodes were last taken.
+    pub(super) lost: (usize, u64, u64),
+}
+
+/// What a reader has lost so far, to tell whether a read lost more: a loss right
+/// after another extends it rather than adding one.
+fn lost_so_far(lost: &[format::Lost]) -> (usize, u64, u64) {
+    let segments = lost.iter().map(|l| u64::from(l.segments)).sum();
+    let entries = lost.iter().map(|l| u64::from(l.entries)).sum();
+    (lost.len(), segments, entries)
 }
 
 impl<'a> Parent<'a> {
-    /// Opens the manifest of `p` as a stream, adding its blobs to this run's table.
+    /// Opens the manifest of `p` as a stream (its nodes read where `resolver`
+    /// puts them), adding its blobs to this run's table; its nodes go to `nodes`
+    /// as they are read.
     pub(super) fn open(
         keys: &'a Keys,
         remote: &'a dyn Remote,
+        resolver: &'a crate::pack::Resolver,
         p: &'a Snapshot,
         blobs: &mut Blobs,
+        nodes: &'a Mutex<NodePlaces>,
     ) -> Result<Parent<'a>> {
         let h = &p.header;
-        let fetch = crate::snapshot::manifest_fetch(remote, &p.blob);
+        let fetch = crate::snapshot::manifest_fetch(remote, resolver);
         let stream = format::Entries::open(keys, &p.blob.path(), h, Box::new(fetch) as Box<_>)
             .map_err(|e| {
                 Error::Damaged(format!(
@@ -217,6 +234,8 @@ impl<'a> Parent<'a> {
             peek_damaged: false,
             short_id: p.short_id(),
             told: 0,
+            nodes,
+            lost: (0, 0, 0),
         })
     }
 }
@@ -246,6 +265,14 @@ impl Parent<'_> {
                         self.short_id
                     );
                 }
+                // Nodes read with a loss may be the lost ones, which must not be
+                // reused: their copies do not open. So none of them is.
+                let nodes = self.stream.take_nodes();
+                let lost = lost_so_far(&self.stream.lost);
+                if lost == self.lost {
+                    self.nodes.lock().expect("poisoned").add(nodes);
+                }
+                self.lost = lost;
                 self.told = self.stream.lost.len();
                 if self.map.len() < self.stream.blobs.len() {
                     let mut run = blobs.lock().expect("poisoned");
