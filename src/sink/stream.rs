@@ -40,9 +40,8 @@ use upload::{Done, To};
 pub(super) const QUEUE: usize = 4096;
 
 /// Whether the manifest this stream writes holds slices of chunks: only then
-/// may the walker pack small files (see `packer`). Version 3 does (switched on
-/// in its own commit).
-pub(super) const HOLDS_SLICES: bool = false;
+/// may the walker pack small files (see `packer`). Version 3 does.
+pub(super) const HOLDS_SLICES: bool = true;
 
 /// Parent node places kept for deduplication, oldest dropped first: far more
 /// than the writer lags behind the parent's reader (a table of at most 1,024
