@@ -220,8 +220,10 @@ fn a_chunk_whose_content_is_not_its_id_is_found_refused_and_healed() {
     env.ok(["init"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
-    let a = noise(100_000, 1);
-    let b = noise(100_000, 2);
+    // A chunk of its own (256 KiB, the largest file never cut nor packed): a
+    // file packed with others would be healed in a pack of another id.
+    let a = noise(256 << 10, 1);
+    let b = noise(256 << 10, 2);
     let f = src.join("config.yaml");
     fs::write(&f, &a).unwrap();
     env.ok(["sink", src.to_str().unwrap()]);

@@ -9,15 +9,17 @@
 //! - the file's bytes are appended; its entry gets one reference `skip/take`
 //!   into the pack and the tag `chunk_id(content)[..8]` (see [`crate::format`]);
 //! - the pack is cut after the file when it holds at least [`chunker::MIN`]
-//!   bytes and the keyed cut hash of the file's path
-//!   ([`crate::crypto::Keys::cut_hash`]) is 0 modulo [`CUT_EVERY`];
+//!   bytes and the keyed cut hash of the file's name (its path's last
+//!   component; [`crate::crypto::Keys::cut_hash`]) is 0 modulo [`CUT_EVERY`];
 //! - and at the end of the walk, or when the walker must wait for the workers
 //!   (the stream's queue is full, and its head may be a file of the open pack).
 //!
-//! The cuts depend on the paths, the sizes and the key only, so an unchanged tree
-//! packs into the same chunks run after run, and a sink that lost its cache (or a
-//! resumed one, which reads every changed file again) finds them in the chunk
-//! index instead of storing them again. A file changed in the middle moves the
+//! The cuts depend on the names, the sizes, the walk order and the key only, so
+//! an unchanged tree packs into the same chunks run after run, and a sink that
+//! lost its cache (or a resumed one, which reads every changed file again) finds
+//! them in the chunk index instead of storing them again. Names rather than
+//! whole paths, so that a tree renamed or moved as a whole (no parent snapshot
+//! then) still packs the same and deduplicates. A file changed in the middle moves the
 //! cuts of its pack only: the next path hash past [`chunker::MIN`] resynchronises.
 //!
 //! Memory: the open pack's bytes (at most [`chunker::MAX`]); which entries a pack

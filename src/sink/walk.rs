@@ -634,10 +634,10 @@ impl Walker<'_> {
         }
         let slice = self.packer.add(&self.small);
         self.out.order.close_packed(idx, entry, slice);
-        if self
-            .packer
-            .ends_after(self.keys.cut_hash(path.as_os_str().as_bytes()))
-        {
+        // The name, not the whole path: a tree moved or renamed as a whole (or
+        // sunk under another root) packs the same and deduplicates.
+        let name = path.file_name().map_or(path.as_os_str(), |n| n);
+        if self.packer.ends_after(self.keys.cut_hash(name.as_bytes())) {
             self.cut_pack();
         }
     }
