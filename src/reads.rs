@@ -15,10 +15,16 @@ pub struct Run<T> {
     pub items: Vec<T>,
 }
 
+/// Bytes between two items a run reads through rather than split in two: a
+/// sink appends manifest nodes between its chunks, and the small files' packs a
+/// restore wants lie either side of them.
+pub const GAP: u64 = 64 << 10;
+
 /// Groups `(blob, offset, len, item)`, in the order given (callers sort by blob and
-/// offset), into runs of back-to-back bytes of one blob, each at most `max` bytes
+/// offset), into runs of nearby bytes of one blob (apart by at most [`GAP`]), each at most `max` bytes
 /// long (a longer item has a run of its own). An item within bytes the run holds
-/// already (the same chunk restored into two files) joins it.
+/// already (the same chunk restored into two files) joins it, even a run longer
+/// than `max`.
 pub fn coalesce<T>(
     pieces: impl IntoIterator<Item = (usize, u64, u64, T)>,
     max: u64,
@@ -27,8 +33,10 @@ pub fn coalesce<T>(
     for (blob, offset, len, item) in pieces {
         let end = offset + len;
         if let Some(r) = runs.last_mut() {
-            let joins = r.blob == blob && r.start <= offset && offset <= r.end;
-            if joins && end.max(r.end) - r.start <= max {
+            let joins = r.blob == blob && r.start <= offset && offset <= r.end.saturating_add(GAP);
+            // Bytes the run holds already join it whatever its length: a chunk
+            // larger than `max` shared by many files (a pack) is read once.
+            if joins && (end <= r.end || end - r.start <= max) {
                 r.end = r.end.max(end);
                 r.items.push(item);
                 continue;
@@ -86,13 +94,37 @@ mod tests {
             [
                 (0, 0, 10, 'a'),
                 (0, 10, 10, 'b'),
-                (0, 30, 10, 'c'), // a gap
+                (0, 30, 10, 'c'), // past a gap and the cap
                 (1, 40, 10, 'd'), // another blob
                 (1, 50, 25, 'e'), // over the cap of 30
                 (1, 50, 25, 'f'), // the same chunk again
                 (1, 60, 5, 'g'),  // within it
+                (1, 80, 40, 'h'), // alone over the cap
+                (1, 80, 40, 'i'), // the same chunk again: read once
+                (1, 90, 5, 'j'),
             ],
             30,
+        );
+        // Items apart by at most GAP share a read (the bytes between are read
+        // through), further apart they do not.
+        let near = coalesce(
+            [
+                (0, 0, 10, 'a'),
+                (0, 10 + GAP, 10, 'b'),
+                (0, 21 + 2 * GAP, 10, 'c'),
+            ],
+            4 * GAP,
+        );
+        let near: Vec<(u64, u64, String)> = near
+            .into_iter()
+            .map(|r| (r.start, r.end, r.items.into_iter().collect()))
+            .collect();
+        assert_eq!(
+            near,
+            [
+                (0, 20 + GAP, "ab".into()),
+                (21 + 2 * GAP, 31 + 2 * GAP, "c".into())
+            ]
         );
         let got: Vec<(usize, u64, u64, String)> = runs
             .into_iter()
@@ -104,7 +136,8 @@ mod tests {
                 (0, 0, 20, "ab".into()),
                 (0, 30, 40, "c".into()),
                 (1, 40, 50, "d".into()),
-                (1, 50, 75, "efg".into())
+                (1, 50, 75, "efg".into()),
+                (1, 80, 120, "hij".into())
             ]
         );
     }

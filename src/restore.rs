@@ -24,7 +24,9 @@
 //!   already holds the entry is skipped, not refused, so an interrupted restore
 //!   resumes by running it again: a file with the entry's size and mtime (within 2 s) whose
 //!   content is the entry's (each of its chunks, read at the manifest's offsets,
-//!   has the keyed chunk id the manifest records), or a symlink to the same target.
+//!   has the keyed chunk id the manifest records; for a packed file, a slice of
+//!   a chunk it shares, the keyed id of its whole content starts with the
+//!   entry's tag), or a symlink to the same target.
 //!   `force` replaces only what differs.
 //! - A file appears under its real name only complete and authenticated: its bytes
 //!   go to a private temporary name (`.chute-restore-` and 16 hex digits, mode
@@ -52,7 +54,9 @@
 //!   may lie in a lost range fails as damage, not as "not in the snapshot".
 //! - Reads are ranged: neighbouring chunks of part 0 are fetched together, up to
 //!   [`MAX_READ`] bytes, so one file restores without downloading the snapshot;
-//!   within a batch, in the order of the blobs' bytes. A chunk prune moved is read
+//!   within a batch, in the order of the blobs' bytes. A chunk several files of a
+//!   batch share (a pack of small files, each file `take` bytes of its plaintext
+//!   from `skip`) is read and opened once for them all. A chunk prune moved is read
 //!   from its pack, resolved per reference ([`crate::pack::Resolver::moved`]).
 
 use crate::blob::BlobId;
@@ -230,18 +234,29 @@ fn existing(e: &Entry, dest: &Path) -> Existing {
     }
 }
 
-/// Whether the file at `path` holds exactly the entry's content: each chunk, read
-/// at its place, has the keyed id the manifest records. Any doubt (an unreadable
-/// file, a chunk larger than the chunker makes) is `false`.
+/// Whether the file at `path` holds exactly the entry's content: a file with a
+/// tag (its chunks shared with other files, see [`crate::format`]) is hashed
+/// whole and compared with the tag; any other, each chunk read at its place has
+/// the keyed id the manifest records. Any doubt (an unreadable file, a chunk
+/// larger than the chunker makes, a slice without a tag) is `false`.
 fn same_content(keys: &Keys, path: &Path, e: &Entry) -> bool {
     let Ok(f) = fs::File::open(path) else {
         return false;
     };
     let mut buf = Vec::new();
+    if let Some(tag) = e.tag {
+        // Tagged files are packed ones, under chunker::MIN: read whole.
+        if e.size > crate::chunker::MAX as u64 {
+            return false;
+        }
+        buf.resize(e.size as usize, 0);
+        let at_end = f.read_at(&mut [0u8], e.size).is_ok_and(|n| n == 0);
+        return f.read_exact_at(&mut buf, 0).is_ok() && at_end && keys.chunk_id(&buf)[..8] == tag;
+    }
     let mut at = 0u64;
     for c in &e.chunks {
         let n = c.plain_len();
-        if n > crate::chunker::MAX as u64 {
+        if n > crate::chunker::MAX as u64 || !c.is_whole() {
             return false;
         }
         buf.resize(n as usize, 0);
@@ -777,7 +792,7 @@ fn plan(tasks: &[Task]) -> Vec<Group> {
                     at,
                     chunk: *c,
                 };
-                at += c.plain_len();
+                at += u64::from(c.take);
                 (c.blob as usize, c.offset, u64::from(c.len), piece)
             })
         })
@@ -931,13 +946,27 @@ fn fetch_group(
             .open(&t.tmp)
             .map_err(io("cannot write", &t.dest))?;
         same_temporary(t, &f)?;
-        f.write_all_at(plain, p.at)
+        f.write_all_at(slice(plain, &p.chunk, t, snap)?, p.at)
             .map_err(io("cannot write", &t.dest))?;
         if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             finish(t, Some(&f))?;
         }
     }
     Ok(())
+}
+
+/// The file's bytes of an opened chunk, `take` from `skip`: a slice the chunk
+/// does not hold is damage (the manifest authenticated, so a writer's bug).
+fn slice<'a>(plain: &'a [u8], c: &ChunkRef, t: &Task, snap: &Snapshot) -> Result<&'a [u8]> {
+    let (skip, take) = (c.skip as usize, c.take as usize);
+    plain.get(skip..skip.saturating_add(take)).ok_or_else(|| {
+        Error::Damaged(format!(
+            "snapshot {}: {} names bytes {skip}+{take} of a chunk of {} bytes",
+            snap.short_id(),
+            String::from_utf8_lossy(&t.entry.path),
+            plain.len()
+        ))
+    })
 }
 
 /// Opens one piece's sealed chunk in place; a failure names the file and the chunk.
@@ -1172,6 +1201,27 @@ mod tests {
         fs::write(&path, &data[..20]).unwrap();
         assert!(!same_content(&keys, &path, &e));
         assert!(!same_content(&keys, &dir.join("absent"), &e));
+
+        // A packed file: one slice of a shared chunk, compared by its tag (the
+        // chunk's id says nothing of the file alone).
+        let pack = b"other file|first part|second part|more".to_vec();
+        let mut p = Entry::new(EntryKind::File, b"/p".to_vec());
+        p.size = data.len() as u64;
+        p.chunks.push(ChunkRef {
+            skip: 11,
+            take: data.len() as u32,
+            ..ChunkRef::whole(keys.chunk_id(&pack), 0, 0, (pack.len() + 46) as u32)
+        });
+        fs::write(&path, &data).unwrap();
+        assert!(!same_content(&keys, &path, &p), "a slice without a tag");
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&keys.chunk_id(&data)[..8]);
+        p.tag = Some(tag);
+        assert!(same_content(&keys, &path, &p));
+        fs::write(&path, b"first part|second pArt").unwrap();
+        assert!(!same_content(&keys, &path, &p));
+        fs::write(&path, [&data[..], b"+"].concat()).unwrap();
+        assert!(!same_content(&keys, &path, &p));
         fs::remove_dir_all(&dir).unwrap();
     }
 

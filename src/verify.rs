@@ -52,7 +52,8 @@
 //! for a random N% of the chunks, chosen afresh each run, so that a peer that dropped
 //! data is caught over time. Chunks are read in batches as the manifest's entries
 //! come (at most 16,384 references or 4 MiB of paths held), and each chunk is read
-//! once however many files and snapshots share it: what was checked (or left out of
+//! once however many files and snapshots share it (the small files packed into
+//! one chunk, each a slice of it, too; a bad one names them all): what was checked (or left out of
 //! the sample, which depends only on the chunk's place) is kept per blob as byte
 //! ranges, merged as they meet. A snapshot's chunks lie back to back in its blob
 //! and later snapshots reference earlier chunks, so a few ranges per blob cover
@@ -1002,6 +1003,14 @@ impl Reader {
                 self.cover(c.blob, c.offset, c.len);
                 continue;
             }
+            // The files of a pack follow each other and share its one chunk.
+            if self
+                .todo
+                .last()
+                .is_some_and(|t| (t.0, t.1) == (c.blob, c.offset))
+            {
+                continue;
+            }
             self.todo.push((c.blob, c.offset, c.len, c.id));
         }
         if e.kind == EntryKind::File && !refs.is_empty() {
@@ -1164,6 +1173,36 @@ mod tests {
             r.cover(3, o * 10, 10);
         }
         assert_eq!(r.covered[&3].len(), 1);
+    }
+
+    // Small files packed into one chunk (manifest v3): the chunk is read once for
+    // all of them, and a bad one names every file holding a slice of it.
+    #[test]
+    fn a_chunk_shared_by_packed_files_is_read_once_and_names_them_all() {
+        let mut names = Names::default();
+        let b = names.index("d/n/m/t");
+        let mut r = Reader::new(1.0, [0; 32]);
+        let pack = format::ChunkRef::whole([9; 32], b, 4096, 300_046);
+        for (i, skip) in [0u32, 1000, 3000].into_iter().enumerate() {
+            let mut e = Entry::new(EntryKind::File, format!("/f{i}").into_bytes());
+            e.chunks = vec![format::ChunkRef {
+                skip,
+                take: 1000,
+                ..pack
+            }];
+            r.add(&e, |_| true, &names);
+        }
+        assert_eq!(r.todo, [(b, 4096, 300_046, [9; 32])]);
+        assert_eq!(r.files.len(), 3);
+        // Its bytes read and found bad: the three are named.
+        r.bad.insert((b, 4096));
+        let mut report = Report::default();
+        for (path, refs) in std::mem::take(&mut r.files) {
+            if refs.iter().any(|x| r.bad.contains(x)) {
+                report.name_file(&path, "aaaa");
+            }
+        }
+        assert_eq!(report.files.len(), 3);
     }
 
     #[test]

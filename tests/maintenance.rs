@@ -1960,6 +1960,8 @@ fn read_data_reads_each_shared_chunk_once_across_snapshots() {
     };
     let latest = chunks(&env.ok(with(&["verify", "--read-data"], &remote)));
     let all = chunks(&env.ok(with(&["verify", "--all", "--read-data"], &remote)));
-    assert!(latest >= 402, "{latest}");
+    // 400 files of 20-29 KB share packs of at most 2 MiB (and each new file
+    // one of its own): at least 7 chunks, about 30.
+    assert!(latest >= 7, "{latest}");
     assert_eq!(all, latest);
 }

@@ -24,5 +24,6 @@ mod server_sink;
 mod setup_ops;
 mod setup_traps;
 mod sink_stream;
+mod small_files;
 mod temporaries;
 mod walk_safety;

@@ -58,13 +58,20 @@
 //! are (a snapshot of unchanged files stores almost no manifest). The header's
 //! root list says where the manifest's table nodes are.
 //!
+//! Small files (under [`chunker::MIN`]) share chunks, *packs*, once the manifest
+//! written holds slices of chunks (version 3): each such file is one slice of a
+//! pack, which the workers store like any chunk; one reference back completes
+//! every file in it (see `packer`).
+//!
 //! Layout: this file holds [`run`], the pipeline in named steps; `walk` reads the
-//! tree and queues chunks (with the parent merge), `upload` seals them and sends
+//! tree and queues chunks (with the parent merge), `packer` cuts small files'
+//! bytes into packs, `upload` seals them and sends
 //! part 0 in windows (with the keep-alive), `stream` turns the entries into the
 //! manifest as they complete, `resume` continues or completes a killed sink, and
 //! `guard` refuses to commit a snapshot whose reused chunks were pruned meanwhile.
 
 mod guard;
+mod packer;
 mod resume;
 mod stream;
 mod upload;
@@ -73,7 +80,7 @@ mod walk;
 use guard::reused_still_there;
 use resume::{complete_killed, resume, sync_cache};
 use stream::{NodePlaces, Stream};
-use upload::{Done, Job, Shared, Upload, checked_lost, keep_alive, worker};
+use upload::{Done, Job, Shared, To, Upload, checked_lost, keep_alive, worker};
 pub use upload::{KEEPALIVE, next_window};
 pub use walk::{MAP_WINDOW, READ_TRIES, glob_match, normalize_roots, walk_order};
 use walk::{Parent, Progress, Walker};
@@ -278,7 +285,10 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         s.spawn(move || keep_alive(touching, pending, period, stop_touching));
         let mut walker = Walker {
             opts,
+            keys,
             chunker: &chunker,
+            packer: packer::Packer::default(),
+            packing: stream::HOLDS_SLICES,
             tx,
             spare,
             small: Vec::new(),
@@ -292,6 +302,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             own,
         };
         let r = roots.iter().try_for_each(|root| walker.walk(root));
+        walker.cut_pack();
         walker.progress.done();
         drop(alive);
         // Closing the jobs' queue lets the workers finish; the stream takes

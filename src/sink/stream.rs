@@ -40,9 +40,10 @@
 
 use super::*;
 use crate::format::{ManifestWriter, NodeRef, Root, Span};
+use packer::Slice;
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
-use upload::Done;
+use upload::{Done, To};
 
 /// Entries held before the walker waits for the workers: a few hundred KiB.
 pub(super) const QUEUE: usize = 4096;
@@ -52,6 +53,10 @@ pub(super) const QUEUE: usize = 4096;
 /// thousands of entries in one read, instead of one read per node between the
 /// chunks of its files.
 pub(super) const BURST: usize = 4096;
+
+/// Whether the manifest this stream writes holds slices of chunks: only then
+/// may the walker pack small files (see `packer`). Version 3 does.
+pub(super) const HOLDS_SLICES: bool = true;
 
 /// Parent node places kept for deduplication, oldest dropped first: far more
 /// than the writer lags behind the parent's reader (a table of at most 1,024
@@ -66,6 +71,8 @@ struct Pending {
     /// Chunks queued for the entry, once its read is over (`None` while reading).
     queued: Option<u32>,
     dropped: bool,
+    /// A packed file's slice of its pack (`skip`, `take`).
+    slice: Option<(u32, u32)>,
 }
 
 /// Entries in walk order, their chunk references coming back out of order: the
@@ -75,6 +82,9 @@ pub(super) struct Order {
     queue: VecDeque<Pending>,
     /// The number of the entry at the head of the queue.
     head: u64,
+    /// The entries (by number) each pack not yet back holds: the open one and
+    /// those with the workers, so at most the queue's entries.
+    packs: HashMap<u64, Vec<u64>>,
 }
 
 impl Order {
@@ -88,6 +98,7 @@ impl Order {
             refs: Vec::new(),
             queued,
             dropped: false,
+            slice: None,
         });
         self.head + self.queue.len() as u64 - 1
     }
@@ -118,6 +129,18 @@ impl Order {
         }
     }
 
+    /// The read of entry `seq` is over and its bytes are `slice` of a pack:
+    /// `entry` is what it read; it is complete when the pack's reference is back
+    /// (one result completes every file of the pack).
+    pub(super) fn close_packed(&mut self, seq: u64, entry: Entry, slice: Slice) {
+        if let Some(p) = self.get(seq) {
+            p.entry = entry;
+            p.queued = Some(1);
+            p.slice = Some((slice.skip, slice.take));
+            self.packs.entry(slice.pack).or_default().push(seq);
+        }
+    }
+
     /// Leaves entry `seq` out (read again, or its read failed): its chunks stay
     /// in part 0, unreferenced.
     pub(super) fn drop_entry(&mut self, seq: u64) {
@@ -130,9 +153,26 @@ impl Order {
     /// Records a worker's result; one for an entry already gone (dropped) or not
     /// stored (the sink is stopping) changes nothing.
     pub(super) fn done(&mut self, d: Done) {
-        if let (Some(r), Some(p)) = (d.r, self.get(d.file)) {
-            if !p.dropped {
-                p.refs.push((d.n, r));
+        match d.to {
+            To::File { file, n } => {
+                if let (Some(r), Some(p)) = (d.r, self.get(file)) {
+                    if !p.dropped {
+                        p.refs.push((n, r));
+                    }
+                }
+            }
+            // Without a reference its files stay incomplete: the sink is stopping.
+            To::Pack(pack) => {
+                let (Some(members), Some(r)) = (self.packs.remove(&pack), d.r) else {
+                    return;
+                };
+                for seq in members {
+                    if let Some(p) = self.get(seq) {
+                        if let (false, Some((skip, take))) = (p.dropped, p.slice) {
+                            p.refs.push((0, ChunkRef { skip, take, ..r }));
+                        }
+                    }
+                }
             }
         }
     }
@@ -303,6 +343,12 @@ impl<'a> Stream<'a> {
             stop: &shared.stop,
             error: None,
         })
+    }
+
+    /// Whether adding an entry would wait for the workers' results: the walker
+    /// first sends the open pack, whose files may be the ones waited for.
+    pub(super) fn full(&self) -> bool {
+        self.order.len() >= QUEUE
     }
 
     /// Adds a whole entry (see [`Order::push`]).
@@ -507,6 +553,77 @@ mod tests {
         ChunkRef::whole([i as u8; 32], blob, u64::from(i) << 20, 1000 + i)
     }
 
+    // A pack's one reference completes every file in it, each with its own
+    // slice, in walk order with the entries between them; a pack not back holds
+    // its files (and all after them) in the queue.
+    #[test]
+    fn one_pack_reference_completes_every_file_of_the_pack() {
+        let mut order = Order::default();
+        let mut packer = packer::Packer::default();
+        let packed = |order: &mut Order, packer: &mut packer::Packer, name: &str, n: usize| {
+            let seq = order.open(Entry::new(EntryKind::File, name.into()));
+            let slice = packer.add(&vec![1u8; n]);
+            let mut e = Entry::new(EntryKind::File, name.into());
+            e.size = n as u64;
+            e.tag = Some([n as u8; 8]);
+            order.close_packed(seq, e, slice);
+        };
+        order.push(Entry::new(EntryKind::Dir, b"/d".to_vec()));
+        packed(&mut order, &mut packer, "/d/a", 100);
+        let big = order.open(Entry::new(EntryKind::File, b"/d/b".to_vec()));
+        let mut b = Entry::new(EntryKind::File, b"/d/b".to_vec());
+        b.size = chunk(7, 0).plain_len();
+        order.close(big, b, 1);
+        packed(&mut order, &mut packer, "/d/c", 50);
+        let (first, _) = packer.cut(Vec::new()).unwrap();
+        packed(&mut order, &mut packer, "/d/e", 30);
+        let (second, _) = packer.cut(Vec::new()).unwrap();
+        // A file read again: dropped, its pack slice never taken (the walker packs
+        // only a kept read), so nothing of it shows.
+        let again = order.open(Entry::new(EntryKind::File, b"/d/f".to_vec()));
+        order.drop_entry(again);
+        assert_eq!(order.pop().unwrap().path, b"/d");
+        assert!(order.pop().is_none());
+        let pack = |i: u32| ChunkRef::whole([i as u8; 32], 1, 4096 * u64::from(i), 1000);
+        // The second pack and the big file answer first: nothing leaves yet.
+        order.done(Done {
+            to: To::Pack(second),
+            r: Some(pack(2)),
+        });
+        order.done(Done {
+            to: To::File { file: big, n: 0 },
+            r: Some(chunk(7, 0)),
+        });
+        assert!(order.pop().is_none());
+        order.done(Done {
+            to: To::Pack(first),
+            r: Some(pack(1)),
+        });
+        let out: Vec<Entry> = std::iter::from_fn(|| order.pop()).collect();
+        // Path, then each reference's (first id byte, skip, take).
+        type Refs<'a> = (&'a [u8], Vec<(u8, u32, u32)>);
+        let got: Vec<Refs> = out
+            .iter()
+            .map(|e| {
+                let refs = e.chunks.iter().map(|c| (c.id[0], c.skip, c.take)).collect();
+                (e.path.as_slice(), refs)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (&b"/d/a"[..], vec![(1, 0, 100)]),
+                (b"/d/b", vec![(7, 0, chunk(7, 0).plain_len() as u32)]),
+                (b"/d/c", vec![(1, 100, 50)]),
+                (b"/d/e", vec![(2, 0, 30)]),
+            ]
+        );
+        assert_eq!(out[2].tag, Some([50; 8]));
+        assert_eq!(out[2].chunks[0].offset, 4096);
+        assert_eq!(order.len(), 0);
+        assert!(order.packs.is_empty());
+    }
+
     // Entries leave the queue in walk order whatever order the workers answer in
     // (a file's chunks too), dropped ones left out; written as version 3 nodes
     // they read back as the same entries, and written again with the first
@@ -542,8 +659,7 @@ mod tests {
                 2 => {
                     let first = order.open(Entry::new(EntryKind::File, path.clone()));
                     jobs.push(Done {
-                        file: first,
-                        n: 0,
+                        to: To::File { file: first, n: 0 },
                         r: Some(chunk(9, 0)),
                     });
                     order.drop_entry(first);
@@ -553,8 +669,7 @@ mod tests {
                     e.chunks = vec![chunk(k, 0)];
                     e.size = e.chunks[0].plain_len();
                     jobs.push(Done {
-                        file: seq,
-                        n: 0,
+                        to: To::File { file: seq, n: 0 },
                         r: Some(chunk(k, 0)),
                     });
                     k += 1;
@@ -574,8 +689,7 @@ mod tests {
                         k += 1;
                         e.chunks.push(r);
                         jobs.push(Done {
-                            file: seq,
-                            n: c,
+                            to: To::File { file: seq, n: c },
                             r: Some(r),
                         });
                     }

@@ -28,17 +28,23 @@ pub fn next_window(window: u64, mean_secs: Option<f64>) -> u64 {
 /// One chunk for the workers: its plaintext already copied out of the source (the
 /// walker copies it once; the id and the seal both come from that copy).
 pub(super) struct Job {
-    /// The entry's sequence number in the walk (see `stream`).
-    pub(super) file: u64,
-    pub(super) n: u32,
+    pub(super) to: To,
     pub(super) chunk: ChunkBuf,
 }
 
-/// What a worker did with chunk `n` of entry `file`: where the chunk is, or
-/// `None` when the sink is stopping (the chunk was not stored).
+/// Whose a chunk is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum To {
+    /// Chunk `n` of the entry numbered `file` in the walk (see `stream`).
+    File { file: u64, n: u32 },
+    /// Pack number `n`: small files' bytes, each file a slice (see `packer`).
+    Pack(u64),
+}
+
+/// What a worker did with a chunk: where it is, or `None` when the sink is
+/// stopping (the chunk was not stored).
 pub(super) struct Done {
-    pub(super) file: u64,
-    pub(super) n: u32,
+    pub(super) to: To,
     pub(super) r: Option<ChunkRef>,
 }
 
@@ -405,7 +411,7 @@ pub(super) fn worker(
             Ok(j) => j,
             Err(_) => break,
         };
-        let Job { file, n, mut chunk } = job;
+        let Job { to, mut chunk } = job;
         // Stopping, only drain the queue, so the walker never blocks; `None`
         // still wakes a walker waiting for results.
         let mut r = None;
@@ -417,7 +423,7 @@ pub(super) fn worker(
         }
         let _ = spare.send(chunk.into_vec());
         // The walker is gone only once the sink failed.
-        let _ = results.send(Done { file, n, r });
+        let _ = results.send(Done { to, r });
     }
 }
 

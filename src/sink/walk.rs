@@ -313,7 +313,12 @@ pub fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 
 pub(super) struct Walker<'a> {
     pub(super) opts: &'a Options,
+    pub(super) keys: &'a Keys,
     pub(super) chunker: &'a Chunker,
+    /// The open pack of small files (see `packer`), used only when `packing`:
+    /// the manifest written holds slices of chunks.
+    pub(super) packer: packer::Packer,
+    pub(super) packing: bool,
     pub(super) tx: SyncSender<Job>,
     /// Chunk buffers the workers are done with.
     pub(super) spare: Receiver<Vec<u8>>,
@@ -354,6 +359,33 @@ impl Walker<'_> {
             root.display()
         );
         self.report.missing.push(root.display().to_string());
+    }
+
+    /// Adds a whole entry to the stream.
+    fn push(&mut self, e: Entry) {
+        self.room();
+        self.out.push(e);
+    }
+
+    /// Before the stream may wait for the workers (its queue full): the open
+    /// pack goes to them, or its files at the queue's head would never complete.
+    fn room(&mut self) {
+        if self.out.full() {
+            self.cut_pack();
+        }
+    }
+
+    /// Sends the open pack to the workers, if it holds anything.
+    pub(super) fn cut_pack(&mut self) {
+        let spare = self.spare.try_recv().unwrap_or_default();
+        if let Some((pack, chunk)) = self.packer.cut(spare) {
+            // Fails only once the workers stopped, which failed the sink: its
+            // files then stay incomplete and the stream says so.
+            let _ = self.tx.send(Job {
+                to: To::Pack(pack),
+                chunk,
+            });
+        }
     }
 
     pub(super) fn walk(&mut self, root: &Path) -> Result<()> {
@@ -410,7 +442,7 @@ impl Walker<'_> {
                         // The mount point stays, empty.
                         self.progress.clear();
                         eprintln!("chute sink: not entering {}: {why}", path.display());
-                        self.out.push(entry_from(EntryKind::Dir, &path, &md));
+                        self.push(entry_from(EntryKind::Dir, &path, &md));
                         self.report.dirs += 1;
                         continue;
                     }
@@ -440,7 +472,7 @@ impl Walker<'_> {
                     );
                     continue;
                 }
-                self.out.push(entry_from(EntryKind::Dir, &path, &md));
+                self.push(entry_from(EntryKind::Dir, &path, &md));
                 self.report.dirs += 1;
                 let mut names = names;
                 crate::sort::sort(&mut names);
@@ -452,7 +484,7 @@ impl Walker<'_> {
                     Ok(t) => {
                         let mut e = entry_from(EntryKind::Symlink, &path, &md);
                         e.target = t.as_os_str().as_bytes().to_vec();
-                        self.out.push(e);
+                        self.push(e);
                         self.report.symlinks += 1;
                     }
                     Err(e) => self.skip(&path, e),
@@ -505,7 +537,8 @@ impl Walker<'_> {
         let mut e = entry_from(EntryKind::File, path, md);
         e.size = md.len();
         e.chunks = old.chunks.clone();
-        self.out.push(e);
+        e.tag = old.tag;
+        self.push(e);
         self.report.files += 1;
         self.report.bytes += md.len();
         self.report.unchanged_files += 1;
@@ -523,12 +556,21 @@ impl Walker<'_> {
     pub(super) fn file(&mut self, path: &Path) -> std::io::Result<()> {
         let f = File::open(path)?;
         for tries in 1.. {
+            // Small files are read, not mapped: from the start on every try.
+            std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0))?;
             let before = f.metadata()?;
+            self.room();
             let idx = self.out.open(Entry::new(
                 EntryKind::File,
                 path.as_os_str().as_bytes().to_vec(),
             ));
-            let read = self.read(&f, idx, before.len());
+            // A small file is read whole and packed once its read is kept.
+            let packed = self.packing && before.len() > 0 && before.len() < chunker::MIN as u64;
+            let read = if packed {
+                self.read_whole(&f, before.len()).map(|size| (size, 0))
+            } else {
+                self.read(&f, idx, before.len())
+            };
             testhooks::change_during_read(path, tries);
             let after = f.metadata();
             let ((size, n), after) = match (read, after) {
@@ -545,7 +587,11 @@ impl Walker<'_> {
             }
             let mut entry = entry_from(EntryKind::File, path, &before);
             entry.size = size;
-            self.out.order.close(idx, entry, n);
+            if packed {
+                self.pack(idx, path, entry);
+            } else {
+                self.out.order.close(idx, entry, n);
+            }
             self.out.take();
             self.report.files += 1;
             self.report.bytes += size;
@@ -562,6 +608,40 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// Reads the first `size` bytes of `f` (fewer if it shrank) into `small`;
+    /// returns how many.
+    fn read_whole(&mut self, f: &File, size: u64) -> std::io::Result<u64> {
+        self.small.clear();
+        f.take(size).read_to_end(&mut self.small)?;
+        Ok(self.small.len() as u64)
+    }
+
+    /// Puts the small file just read (in `small`) into the open pack as entry
+    /// `idx`, with its content tag; cuts the pack before it if it would not fit
+    /// and after it where its path says (see `packer`).
+    fn pack(&mut self, idx: u64, path: &Path, mut entry: Entry) {
+        if self.small.is_empty() {
+            // Shrank to nothing while read, kept as last read: no bytes to pack.
+            self.out.order.close(idx, entry, 0);
+            return;
+        }
+        let id = self.keys.chunk_id(&self.small);
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&id[..8]);
+        entry.tag = Some(tag);
+        if !self.packer.fits(self.small.len()) {
+            self.cut_pack();
+        }
+        let slice = self.packer.add(&self.small);
+        self.out.order.close_packed(idx, entry, slice);
+        // The name, not the whole path: a tree moved or renamed as a whole (or
+        // sunk under another root) packs the same and deduplicates.
+        let name = path.file_name().map_or(path.as_os_str(), |n| n);
+        if self.packer.ends_after(self.keys.cut_hash(name.as_bytes())) {
+            self.cut_pack();
+        }
+    }
+
     /// Copies `size` bytes of `f` chunk by chunk into the queue as chunks `0..` of
     /// entry `idx`; returns the bytes queued (fewer if a small file shrank) and
     /// the number of chunks.
@@ -571,8 +651,7 @@ impl Walker<'_> {
             let buf = w.spare.try_recv().unwrap_or_default();
             let chunk = ChunkBuf::copy_of(plain, buf);
             w.tx.send(Job {
-                file: idx,
-                n: *n,
+                to: To::File { file: idx, n: *n },
                 chunk,
             })
             .map_err(|_| std::io::Error::other("the sealing workers stopped"))?;
