@@ -368,7 +368,9 @@ fn open_entries<'a>(
 ) -> Result<format::Entries<'a, impl format::SpanFetch + 'a>> {
     let h = &snap.header;
     let fetch = crate::snapshot::manifest_fetch(remote, resolver);
-    format::Entries::open(keys, &snap.blob.path(), h, fetch).map_err(|e| damaged_manifest(snap, e))
+    format::Entries::open(keys, &snap.blob.path(), h, fetch)
+        .map(format::Entries::without_nodes)
+        .map_err(|e| damaged_manifest(snap, e))
 }
 
 fn damaged_manifest(snap: &Snapshot, e: format::Error) -> Error {

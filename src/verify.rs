@@ -283,7 +283,8 @@ impl<'a> Stream<'a> {
         let h = &snap.header;
         let fetch: Fetch<'a> = Box::new(snapshot::manifest_fetch(remote, resolver.clone()));
         let entries = format::Entries::open(keys, &snap.blob.path(), h, fetch)
-            .map_err(|e| manifest_damaged(snap, &e))?;
+            .map_err(|e| manifest_damaged(snap, &e))?
+            .without_nodes();
         Ok(Stream {
             entries,
             map: Vec::new(),

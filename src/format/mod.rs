@@ -44,7 +44,7 @@
 //! the store sees one opaque run of bytes. Part 0 is uploaded in fixed windows of
 //! `window` bytes (the last one shorter), whose SHA-256s the header records.
 //!
-//! # Manifest (version 2, written since issue 16)
+//! # Manifest version 2 (read only: written from issue 16 to issue 17)
 //! A list of entries in walk order (each directory before what it holds, names
 //! sorted within a directory), cut into *segments* only at entry boundaries: a
 //! segment ends at the last entry that keeps its plaintext within
@@ -104,7 +104,7 @@
 //! u64 entry count, then the entries as in version 2, blob indexes in this table
 //! ```
 //!
-//! # Manifest version 3 (read; written once sinks switch to it, see [`ManifestWriter`])
+//! # Manifest version 3 (written since issue 17, see [`ManifestWriter`])
 //! Every version 2 snapshot stores its whole manifest again (~170 B a file). A
 //! version 3 manifest is a tree of sealed *nodes* (kind 6) that deduplicate like
 //! chunks: a node's id is the keyed hash of its plaintext, nodes live in part 0 of
@@ -114,8 +114,9 @@
 //! again even after changes before it. Two levels: *segments* hold entries,
 //! *tables* list segments, and the header's root list (version 4) lists tables.
 //!
-//! Integers in nodes are LEB128 varints (`var`: 7 bits a byte, low first, at most
-//! 19 bytes for a u128 and 10 for a u64); `zz(x)` is the zigzag map
+//! Integers in nodes are LEB128 varints (`var`: 7 bits a byte, low first; a
+//! writer uses the fewest bytes, a reader takes up to 19 for any field and
+//! refuses a value too large for it); `zz(x)` is the zigzag map
 //! (`(x << 1) ^ (x >> 127)` for i128, `>> 63` for i64) of a signed delta; a
 //! `name` is `var` length then UTF-8 bytes (at most 65,535). Every node's
 //! plaintext starts `u8 version = 3, u8 type`.
@@ -456,6 +457,17 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether a reader will take the entry's chunk references: each slice
+    /// within its chunk's plaintext and, for a file, the slices adding up to
+    /// its size (a writer checks, since one bad entry loses its whole segment).
+    pub fn consistent(&self) -> bool {
+        let fits = |c: &ChunkRef| {
+            c.len as usize >= OVERHEAD && u64::from(c.skip) + u64::from(c.take) <= c.plain_len()
+        };
+        let total: u64 = self.chunks.iter().map(|c| u64::from(c.take)).sum();
+        self.chunks.iter().all(fits) && (self.kind != EntryKind::File || total == self.size)
+    }
+
     /// An entry with every field but kind and path zero.
     pub fn new(kind: EntryKind, path: Vec<u8>) -> Entry {
         Entry {
@@ -1163,6 +1175,16 @@ where
             lost: Vec::new(),
             last: None,
         })
+    }
+
+    /// Stops recording the nodes read, for a reader that never calls
+    /// [`Entries::take_nodes`] (restore, verify): their list would grow with
+    /// the manifest.
+    pub fn without_nodes(mut self) -> Self {
+        if let Source::V3(r) = &mut self.src {
+            r.collect = false;
+        }
+        self
     }
 
     /// Every version 3 node (table or segment, opened or lost) read since the

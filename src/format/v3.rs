@@ -32,7 +32,7 @@ pub const TABLE_MIN: usize = 16;
 pub const TABLE_CUT: u32 = 64;
 /// ... and always at this many.
 pub const TABLE_MAX: usize = 1024;
-/// Flags in a v3 entry's kind byte (kind in the low 2 bits): an 8-byte content
+/// Flags in a v3 entry's kind byte (kind in the low 4 bits): an 8-byte content
 /// tag follows the refs; uid and gid are the previous entry's; mode is the
 /// previous entry's; (a file) dev is the previous file's.
 const TAG_FLAG: u8 = 0x80;
@@ -807,6 +807,9 @@ pub(super) struct Reader<'k, F> {
     /// index [`Lost::segment`] names.
     index: u32,
     pub(super) taken: Vec<(String, NodeRef)>,
+    /// Whether nodes read go to `taken` (off for readers that never take them,
+    /// whose memory would otherwise grow with the manifest).
+    pub(super) collect: bool,
 }
 
 impl<'k, F> Reader<'k, F>
@@ -827,6 +830,7 @@ where
             ahead: Ahead::default(),
             index: 0,
             taken: Vec::new(),
+            collect: true,
         }
     }
 
@@ -858,7 +862,9 @@ where
                     let plain = self.keys.open_node(&k.id, &mut sealed)?;
                     decode_segment(plain, k.entries, blobs, at)
                 });
-                self.taken.push((name, k));
+                if self.collect {
+                    self.taken.push((name, k));
+                }
                 match opened {
                     Ok(entries) => self.cur = entries.into_iter(),
                     Err(Error::Io(e)) => return Err(Error::Io(e)),
@@ -886,7 +892,9 @@ where
                 let plain = self.keys.open_node(&t.id, &mut sealed)?;
                 decode_table(plain, t.entries)
             });
-            self.taken.push((name, t));
+            if self.collect {
+                self.taken.push((name, t));
+            }
             match opened {
                 Ok((names, kids)) => {
                     self.kid_blobs = names;

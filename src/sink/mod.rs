@@ -288,7 +288,6 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             keys,
             chunker: &chunker,
             packer: packer::Packer::default(),
-            packing: stream::HOLDS_SLICES,
             tx,
             spare,
             small: Vec::new(),

@@ -14,7 +14,9 @@
 //! - and at the end of the walk, or when the walker must wait for the workers
 //!   (the stream's queue is full, and its head may be a file of the open pack).
 //!
-//! The cuts depend on the names, the sizes, the walk order and the key only, so
+//! Apart from that last cut, which a slow upload makes (and which moves the
+//! pack's cut, so such a run deduplicates its packs less), the cuts depend on
+//! the names, the sizes, the walk order and the key only, so
 //! an unchanged tree packs into the same chunks run after run, and a sink that
 //! lost its cache (or a resumed one, which reads every changed file again) finds
 //! them in the chunk index instead of storing them again. Names rather than

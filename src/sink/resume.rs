@@ -44,7 +44,9 @@ pub(super) fn sync_cache(
         };
         let h = &s.header;
         let fetch = crate::snapshot::manifest_fetch(remote, resolver);
-        let mut stream = format::Entries::open(keys, &s.blob.path(), h, fetch).map_err(damaged)?;
+        let mut stream = format::Entries::open(keys, &s.blob.path(), h, fetch)
+            .map_err(damaged)?
+            .without_nodes();
         let mut recs = crate::runchunks::RunChunks::new(sort, cap, false);
         while let Some(e) = stream.next_entry().map_err(damaged)? {
             for c in &e.chunks {

@@ -36,7 +36,9 @@
 //! and at most [`NODES`] parent node places (about 100 bytes each). The parent's
 //! reader runs at the walk's position and the writer at most [`QUEUE`] +
 //! [`BURST`] entries and one table behind it, so a node of the parent that
-//! matches is still held when its copy is written.
+//! matches is still held when its copy is written. (The parent's reader moves
+//! only when a file is looked up: over a long run of directories or symlinks,
+//! or at the walk's end, it lags, and nodes there may be stored again.)
 
 use super::*;
 use crate::format::{ManifestWriter, NodeRef, Root, Span};
@@ -53,10 +55,6 @@ pub(super) const QUEUE: usize = 4096;
 /// thousands of entries in one read, instead of one read per node between the
 /// chunks of its files.
 pub(super) const BURST: usize = 4096;
-
-/// Whether the manifest this stream writes holds slices of chunks: only then
-/// may the walker pack small files (see `packer`). Version 3 does.
-pub(super) const HOLDS_SLICES: bool = true;
 
 /// Parent node places kept for deduplication, oldest dropped first: far more
 /// than the writer lags behind the parent's reader (a table of at most 1,024
@@ -209,8 +207,9 @@ pub(super) struct NodePlaces {
 }
 
 impl NodePlaces {
-    /// Adds nodes the parent's reader read (lost ones too: their place is what
-    /// the parent names, and a copy is only ever used by id and length).
+    /// Adds nodes the parent's reader read. The caller passes only those of a
+    /// read that lost nothing: a lost node's copy does not open, and reusing it
+    /// would lose the entries of every later snapshot that names it.
     pub(super) fn add(&mut self, nodes: Vec<(String, NodeRef)>) {
         for (path, n) in nodes {
             if self.at.contains_key(&n.id) {
@@ -390,6 +389,13 @@ impl<'a> Stream<'a> {
     fn write_ready(&mut self) {
         while let Some(e) = self.order.pop() {
             if self.error.is_some() {
+                continue;
+            }
+            if !e.consistent() {
+                let path = String::from_utf8_lossy(&e.path).into_owned();
+                self.fail(Error::Failed(format!(
+                    "internal error: the chunks of {path} do not add up to its size"
+                )));
                 continue;
             }
             self.chunks += e.chunks.len() as u64;

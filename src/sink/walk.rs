@@ -315,10 +315,8 @@ pub(super) struct Walker<'a> {
     pub(super) opts: &'a Options,
     pub(super) keys: &'a Keys,
     pub(super) chunker: &'a Chunker,
-    /// The open pack of small files (see `packer`), used only when `packing`:
-    /// the manifest written holds slices of chunks.
+    /// The open pack of small files (see `packer`).
     pub(super) packer: packer::Packer,
-    pub(super) packing: bool,
     pub(super) tx: SyncSender<Job>,
     /// Chunk buffers the workers are done with.
     pub(super) spare: Receiver<Vec<u8>>,
@@ -565,7 +563,7 @@ impl Walker<'_> {
                 path.as_os_str().as_bytes().to_vec(),
             ));
             // A small file is read whole and packed once its read is kept.
-            let packed = self.packing && before.len() > 0 && before.len() < chunker::MIN as u64;
+            let packed = before.len() > 0 && before.len() < chunker::MIN as u64;
             let read = if packed {
                 self.read_whole(&f, before.len()).map(|size| (size, 0))
             } else {
