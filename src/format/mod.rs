@@ -300,9 +300,9 @@ pub(crate) use v3::{decode_segment as decode_segment_v3, decode_table};
 
 /// Format version of pack maps, index.json and version 1 manifests.
 pub const VERSION: u8 = 1;
-/// Format version of the manifest segments a sink writes (2: self-contained
+/// Format version of the last segment-only manifests (2: self-contained
 /// segments cut at entry boundaries; 1, one plaintext cut every [`SEGMENT`]
-/// bytes, is still read).
+/// bytes); both are still read. Sinks write version 3 ([`MANIFEST_V3`]).
 pub const MANIFEST_VERSION: u8 = 2;
 /// Format version of snapshot and pack headers (2 added the chain and challenges,
 /// 3 the manifest's segment table).
