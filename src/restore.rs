@@ -11,7 +11,8 @@
 //! [`BATCH_CHUNKS`] chunks): each batch's reads are planned together, then its
 //! files written, its symlinks made, and the metadata of the directories the
 //! stream has left set, deepest first (a stack of open directories, as deep as
-//! the tree). Pass 2 looks at each destination again (its stat; the content
+//! the tree); a directory left while the batch is empty (nothing below it waits:
+//! a re-run with everything in place) gets its metadata at once. Pass 2 looks at each destination again (its stat; the content
 //! only where pass 1 did not find the file in place) and fails, without
 //! overwriting, if something appeared there since pass 1; a segment that opened
 //! in pass 1 but not in pass 2 fails the restore as damage (pass 1's decisions
@@ -440,6 +441,20 @@ struct Batch {
     dirs: Vec<(PathBuf, Entry)>,
 }
 
+impl Batch {
+    /// Whether the batch holds `limit` files, symlinks and directories left
+    /// (directories count: a re-run with everything in place writes no file,
+    /// and their list must not grow with the tree), or [`BATCH_CHUNKS`] chunks.
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.symlinks.is_empty() && self.dirs.is_empty()
+    }
+
+    fn is_full(&self, limit: usize) -> bool {
+        self.tasks.len() + self.symlinks.len() + self.dirs.len() >= limit
+            || self.chunks >= BATCH_CHUNKS
+    }
+}
+
 /// Restores (part of) a snapshot.
 pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) -> Result<Report> {
     let started = Instant::now();
@@ -595,7 +610,18 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
             .is_some_and(|(p, _, _)| !(within(&e.path, p) && e.path != *p))
         {
             let (_, dest, d) = open.pop().expect("last");
-            batch.dirs.push((dest, d));
+            // Nothing below it waits in the batch (a re-run with everything in
+            // place): set now, not held.
+            if batch.is_empty() {
+                set_meta(&dest, &d, false)?;
+            } else {
+                batch.dirs.push((dest, d));
+            }
+        }
+        // Here, before any `continue`: a re-run with everything in place skips
+        // every file, and the directories it leaves must still be flushed.
+        if batch.is_full(limit) {
+            writer.write(&mut batch, &blobs.ids)?;
         }
         if !selects(&e.path) {
             continue;
@@ -656,13 +682,6 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                 report.symlinks += 1;
                 batch.symlinks.push((dest, e));
             }
-        }
-        // Directories count too: a re-run with everything in place fills no
-        // batch with files, and their list must not grow with the tree.
-        if batch.tasks.len() + batch.symlinks.len() + batch.dirs.len() >= limit
-            || batch.chunks >= BATCH_CHUNKS
-        {
-            writer.write(&mut batch, &blobs.ids)?;
         }
     }
     // Deepest first, so restoring their contents does not disturb their times and
