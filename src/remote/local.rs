@@ -27,7 +27,7 @@ impl Remote for LocalRemote {
     }
 
     fn describe(&self) -> String {
-        self.store.root().display().to_string()
+        self.store.describe()
     }
 
     fn create(&self, index: &Index) -> Result<BlobId> {

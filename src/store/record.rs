@@ -14,7 +14,7 @@
 //! and unchanged by the read (same stat before and after, ctime at least 2 s old).
 //! A scrub re-reads every window whatever the record says and rewrites it: fresh
 //! lines for intact windows, none for damaged or vanished ones. The last valid line
-//! for a window counts; [`Store::window_hash`] trusts it only if a fresh stat of the
+//! for a window counts; `DirStore::window_hash` trusts it only if a fresh stat of the
 //! file equals it exactly, and only once the blob is committed (a pending blob's
 //! bytes are not durable yet: a power cut can keep a stat and lose the bytes).
 //! Every write through the file system changes ctime (no call can set it back),
@@ -240,7 +240,7 @@ impl Records {
     }
 }
 
-impl Store {
+impl DirStore {
     /// The stamp the record of blob directory `dir` holds for window `w`, if any.
     pub(super) fn recorded(&self, dir: &Path, w: &Window) -> Option<Stamp> {
         self.recorded_at(dir, w.offset)

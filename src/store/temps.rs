@@ -254,7 +254,7 @@ pub(super) fn temps_charge(dir: &Path, only_dead: bool) -> Result<u64> {
     Ok(total)
 }
 
-impl Store {
+impl DirStore {
     /// Sweeps one blob directory under its lock (see the module docs).
     pub(super) fn sweep_blob(&self, dir: &Path, min_age: Duration) -> Result<Temps> {
         // Most blobs hold none: no lock taken (nor `.lock` made) for them.
