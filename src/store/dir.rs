@@ -377,7 +377,7 @@ impl Backend for DirStore {
         }
         // A cache: failure costs time.
         if let Some(Ok(m)) = temp.file.as_ref().map(|f| f.metadata()) {
-            let _ = self.record_append(&dir, win, &Stamp::of(&m));
+            let _ = self.record_append_held(&dir, win, &Stamp::of(&m));
         }
         Ok(removed)
     }

@@ -313,6 +313,12 @@ impl DirStore {
     /// Appends an entry to a blob's record (creating it), under the blob's lock.
     pub(super) fn record_append(&self, dir: &Path, w: &Window, s: &Stamp) -> Result<()> {
         let _lock = lock_blob(dir)?;
+        self.record_append_held(dir, w, s)
+    }
+
+    /// [`DirStore::record_append`] for a caller that holds the blob's lock (a
+    /// second `flock` of it from this process would wait for itself).
+    pub(super) fn record_append_held(&self, dir: &Path, w: &Window, s: &Stamp) -> Result<()> {
         let path = dir.join(RECORD);
         // The record is a cache of verdicts, not data, and is not charged to the
         // node's quota; a window sent again appends a line each time. Past

@@ -2,7 +2,7 @@
 //! and the sweep that removes the ones a killed writer left.
 //!
 //! A blob directory holds three kinds of temporary (see the layout in
-//! [`crate::store`]):
+//! `dir.rs`):
 //! - `0/.tmp-<random>`, a window being received. Written *without* the blob's
 //!   lock; its writer holds an exclusive `flock` on it from just after it creates
 //!   it until after it renamed or removed it ([`new_window_temp`]). The kernel
