@@ -102,7 +102,10 @@ pub(crate) fn a_bad_body_keeps_nothing(s: &Store) {
         Err(Error::Bad(_))
     ));
     assert!(s.windows(&id).unwrap().is_empty());
-    assert_eq!(s.node_usage("pi").unwrap(), charge(index("t1", None).len() as u64));
+    assert_eq!(
+        s.node_usage("pi").unwrap(),
+        charge(index("t1", None).len() as u64)
+    );
     let h = s
         .write(&id, 0, 4, &mut &b"abcd"[..], Some(digest(b"abcd")))
         .unwrap();
@@ -113,10 +116,16 @@ pub(crate) fn commit_checks_gaps_to_size(s: &Store) {
     let id = s.create(&index("t1", None)).unwrap();
     put(s, &id, 0, b"abcd").unwrap();
     put(s, &id, 8, b"ijkl").unwrap();
-    assert!(s.list("d.org", "pi").unwrap().is_empty(), "pending is not listed");
+    assert!(
+        s.list("d.org", "pi").unwrap().is_empty(),
+        "pending is not listed"
+    );
     for size in [12, 6, 2] {
         assert!(
-            matches!(s.commit(&id, &index("t1", Some(size))), Err(Error::Conflict(_))),
+            matches!(
+                s.commit(&id, &index("t1", Some(size))),
+                Err(Error::Conflict(_))
+            ),
             "size {size}"
         );
     }
@@ -126,7 +135,7 @@ pub(crate) fn commit_checks_gaps_to_size(s: &Store) {
     ));
     put(s, &id, 4, b"efgh").unwrap();
     s.commit(&id, &index("t1", Some(12))).unwrap();
-    assert_eq!(s.list("d.org", "pi").unwrap(), [id.clone()]);
+    assert_eq!(s.list("d.org", "pi").unwrap(), std::slice::from_ref(&id));
     assert!(s.is_committed(&id));
     assert_eq!(s.index(&id).unwrap(), index("t1", Some(12)));
     assert_eq!(s.read(&id, 0, 12).unwrap(), b"abcdefghijkl");
@@ -289,7 +298,10 @@ pub(crate) fn only_forgotten_windows_are_trimmed(s: &Store) {
     put(s, &id, 4, b"efgh").unwrap();
     assert!(matches!(s.trim(&id, 0), Err(Error::Conflict(_))), "pending");
     s.commit(&id, &index("t1", Some(8))).unwrap();
-    assert!(matches!(s.trim(&id, 0), Err(Error::Conflict(_))), "committed");
+    assert!(
+        matches!(s.trim(&id, 0), Err(Error::Conflict(_))),
+        "committed"
+    );
     s.forget(&id).unwrap();
     assert_eq!(s.trim(&id, 4).unwrap(), charge(4));
     assert!(matches!(s.trim(&id, 4), Err(Error::NotFound(_))));
@@ -302,10 +314,7 @@ pub(crate) fn pending_blobs_are_capped(s: &Store) {
     let s = s.clone().with_max_pending(2);
     let a = s.create(&index("t1", None)).unwrap();
     s.create(&index("t2", None)).unwrap();
-    assert!(matches!(
-        s.create(&index("t3", None)),
-        Err(Error::Quota(_))
-    ));
+    assert!(matches!(s.create(&index("t3", None)), Err(Error::Quota(_))));
     // Creating a pending blob again is not one more.
     s.create(&index("t2", None)).unwrap();
     put(&s, &a, 0, b"abcd").unwrap();
@@ -331,7 +340,13 @@ pub(crate) fn charges_follow_the_objects(s: &Store) {
     q.check(s, "create again");
     for (offset, data) in [(0u64, &b"abcd"[..]), (4, b"efghij"), (10, b"kl")] {
         let c = put(s, &id, offset, data).unwrap();
-        assert_eq!(c, Change { added: charge(data.len() as u64), freed: 0 });
+        assert_eq!(
+            c,
+            Change {
+                added: charge(data.len() as u64),
+                freed: 0
+            }
+        );
         q.add(c);
         q.check(s, "a window");
     }
@@ -395,7 +410,10 @@ pub(crate) fn names_are_checked(s: &Store) {
         let ix = String::from_utf8(index("t1", None))
             .unwrap()
             .replacen(field, bad, 1);
-        assert!(matches!(s.create(ix.as_bytes()), Err(Error::Bad(_))), "{ix}");
+        assert!(
+            matches!(s.create(ix.as_bytes()), Err(Error::Bad(_))),
+            "{ix}"
+        );
     }
     for junk in [&b"not json"[..], b"{\"domain\":1}", b"\xff"] {
         assert!(matches!(s.create(junk), Err(Error::Bad(_))));
@@ -470,10 +488,7 @@ pub(crate) fn reads_hashes_and_challenges(s: &Store) {
     let missing = BlobId::new("d.org", "pi", "m1", "t9").unwrap();
     assert!(matches!(s.read(&missing, 0, 1), Err(Error::NotFound(_))));
     assert!(matches!(s.index(&missing), Err(Error::NotFound(_))));
-    assert_eq!(
-        s.index_or_pending(&id).unwrap(),
-        (index("t1", None), true)
-    );
+    assert_eq!(s.index_or_pending(&id).unwrap(), (index("t1", None), true));
 }
 
 pub(crate) fn uncommitted_blobs_are_listed(s: &Store) {
@@ -500,10 +515,8 @@ pub(crate) fn uncommitted_blobs_are_listed(s: &Store) {
 mod dir {
     /// An empty directory store, removed after the check.
     pub(super) fn new() -> (super::Store, TempRoot) {
-        let root = std::env::temp_dir().join(format!(
-            "chute-contract-{}",
-            crate::fsutil::random_suffix()
-        ));
+        let root =
+            std::env::temp_dir().join(format!("chute-contract-{}", crate::fsutil::random_suffix()));
         let (s, created) = super::Store::init(&root).unwrap();
         assert!(created);
         (s, TempRoot(root))

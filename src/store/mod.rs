@@ -237,7 +237,6 @@ pub fn index_place(index: &[u8]) -> Result<(BlobId, Option<u64>)> {
     ))
 }
 
-
 /// A store: the rules of the module docs over a [`Backend`]. Clones share the
 /// backend and the pending-cap lock (a server's workers).
 #[derive(Clone, Debug)]
