@@ -20,12 +20,19 @@
 //!   when it returns, and so is every window it covers (see [`Backend::commit`]).
 //!   [One PUT, acknowledged after the store confirmed it.]
 //! - [`Backend::receive`] keeps nothing visible of a window until
-//!   [`Backend::place`] puts it under its name, under the blob's hold: a window
-//!   received for a blob committed meanwhile is dropped, never placed. [No rename:
-//!   the window is PUT under its final name (its SHA-256, which the sink announces
-//!   and SigV4 signs, is known before the body) once the hold shows the blob still
-//!   pending; a PUT that fails leaves nothing or an unreferenced object that a
-//!   commit never covers and a delete removes.]
+//!   [`Backend::place`] puts it under its name, under the blob's hold, and only
+//!   after the store checked there that the blob is still pending and that no
+//!   other window overlaps it: a window received for a blob committed meanwhile is
+//!   dropped, never placed, and a range holds one window. [No rename, and a PUT
+//!   under the final name outside the hold could land a second window of a range
+//!   in a committed blob: `receive` PUTs the body to a staging object
+//!   `0/.tmp-<random>` (SigV4 signs the SHA-256 the sink announces, so the bucket
+//!   verifies it), `place` copies it to its name under the hold (CopyObject, no
+//!   bytes through chute) and deletes the staging object; staging objects a killed
+//!   writer left are swept by their `LastModified` age, as a directory's
+//!   temporaries are. A window small enough may instead be kept in memory by
+//!   `receive` and PUT once by `place`: bounded by the largest window times the
+//!   server's threads.]
 //! - [`Backend::commit`] makes every window of the list durable *before* the
 //!   committed index exists. [Each window was confirmed by its PUT; commit is the
 //!   final PUT of `index.json`.]
@@ -34,7 +41,11 @@
 //!   rename: copy `index.json` to `index.forgotten.json` (the copy's LastModified
 //!   is now), then delete `index.json`. Between the two, or if the delete failed,
 //!   both exist: [`Indexes::committed`] says a blob with a forgotten index is not
-//!   committed whatever else it has, and the next forget deletes the leftover.]
+//!   committed whatever else it has, and the next forget
+//!   ([`Backend::forget_again`]) deletes the leftover; it renews the time by
+//!   copying `index.forgotten.json` onto itself.]
+//! - [`Backend::remove_blob`] removes the index objects before the windows: cut
+//!   short, what is left is an orphan (no index), which prune lists and deletes.
 //! - Listing ([`Backend::blobs`], [`Backend::windows`]) may be stale only in the
 //!   direction the store tolerates: `windows(id, true)` shows every window placed
 //!   before the call, so the store re-lists before it refuses anything a list
