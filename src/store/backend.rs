@@ -1,4 +1,4 @@
-//! The seam between the store's rules ([`Store`](super::Store), written once) and
+//! The seam between the store's rules ([`Store`], written once) and
 //! where its objects live ([`Backend`]: a directory today, an S3 bucket next).
 //!
 //! A backend keeps, for each blob, three index objects ([`Slot`]) and the window
@@ -7,23 +7,23 @@
 //! reports. Every method takes a [`BlobId`] whose components were checked, so a
 //! backend never sees a name that could escape its root or prefix.
 //!
-//! What a backend must guarantee (the S3 backend's way in brackets):
+//! What a backend must guarantee (the S3 backend's way in parentheses):
 //! - [`Backend::hold`] excludes every other hold of the same blob, in every
 //!   process using the store, until dropped; the store checks a blob's state and
-//!   changes it only under one. [S3 has no lock across processes: its hold is a
+//!   changes it only under one. (S3 has no lock across processes: its hold is a
 //!   lock within the process. A bucket is then written by one `chute serve`, or by
 //!   one client at a time per node, as a sink already is; two writers of one blob
 //!   are the sink's own bug, and prune only deletes or trims a blob forgotten or
-//!   idle for its grace period, so it never races a live writer.]
+//!   idle for its grace period, so it never races a live writer.)
 //! - [`Backend::put_index`] replaces one index object whole: a reader sees the
 //!   old bytes or the new ones, never a mix; a [`Slot::Committed`] index is durable
 //!   when it returns, and so is every window it covers (see [`Backend::commit`]).
-//!   [One PUT, acknowledged after the store confirmed it.]
+//!   (S3: one PUT, acknowledged after the store confirmed it.)
 //! - [`Backend::receive`] keeps nothing visible of a window until
 //!   [`Backend::place`] puts it under its name, under the blob's hold, and only
 //!   after the store checked there that the blob is still pending and that no
 //!   other window overlaps it: a window received for a blob committed meanwhile is
-//!   dropped, never placed, and a range holds one window. [No rename, and a PUT
+//!   dropped, never placed, and a range holds one window. (S3: no rename, and a PUT
 //!   under the final name outside the hold could land a second window of a range
 //!   in a committed blob: `receive` PUTs the body to a staging object
 //!   `0/.tmp-<random>` (SigV4 signs the SHA-256 the sink announces, so the bucket
@@ -32,25 +32,25 @@
 //!   writer left are swept by their `LastModified` age, as a directory's
 //!   temporaries are. A window small enough may instead be kept in memory by
 //!   `receive` and PUT once by `place`: bounded by the largest window times the
-//!   server's threads.]
+//!   server's threads.)
 //! - [`Backend::commit`] makes every window of the list durable *before* the
-//!   committed index exists. [Each window was confirmed by its PUT; commit is the
-//!   final PUT of `index.json`.]
+//!   committed index exists. (S3: each window was confirmed by its PUT; commit is
+//!   the final PUT of `index.json`.)
 //! - [`Backend::forget`] leaves the blob forgotten, never committed again: its
-//!   committed index becomes the forgotten one, whose time is now. [S3 has no
+//!   committed index becomes the forgotten one, whose time is now. (S3 has no
 //!   rename: copy `index.json` to `index.forgotten.json` (the copy's LastModified
 //!   is now), then delete `index.json`. Between the two, or if the delete failed,
 //!   both exist: [`Indexes::committed`] says a blob with a forgotten index is not
 //!   committed whatever else it has, and the next forget
 //!   ([`Backend::forget_again`]) deletes the leftover; it renews the time by
-//!   copying `index.forgotten.json` onto itself.]
+//!   copying `index.forgotten.json` onto itself.)
 //! - [`Backend::remove_blob`] removes the index objects before the windows: cut
 //!   short, what is left is an orphan (no index), which prune lists and deletes.
 //! - Listing ([`Backend::blobs`], [`Backend::windows`]) may be stale only in the
 //!   direction the store tolerates: `windows(id, true)` shows every window placed
 //!   before the call, so the store re-lists before it refuses anything a list
-//!   says is missing. [ListObjectsV2 in pages, strongly consistent on Garage and
-//!   on AWS; memory bounded per page.]
+//!   says is missing. (S3: ListObjectsV2 in pages, strongly consistent on Garage and
+//!   on AWS; memory bounded per page.)
 //! - Nothing relies on a conditional create: two creates of one pending blob are
 //!   the same blob (idempotent), and the store refuses them once committed.
 //! - Idle times ([`Backend::activity`]) are measured on the store's clock: the
