@@ -1,5 +1,5 @@
-//! [`Remote`] over a [`Store`] directory in this process: the embedded default and
-//! any `--remote DIR`.
+//! [`Remote`] over a [`Store`] in this process: a directory (the embedded default
+//! and any `--remote DIR`), or any other backend of the store ([`LocalRemote::over`]).
 
 use super::{Error, ErrorKind, Remote, Result, parse_index};
 use crate::blob::{BlobId, Uncommitted};
@@ -7,7 +7,7 @@ use crate::format::Index;
 use crate::store::Store;
 use std::path::Path;
 
-/// A store directory on this machine.
+/// A store opened in this process.
 pub struct LocalRemote {
     store: Store,
 }
@@ -18,6 +18,11 @@ impl LocalRemote {
         Ok(LocalRemote {
             store: Store::open(dir)?,
         })
+    }
+
+    /// A remote over `store`, whatever its backend.
+    pub fn over(store: Store) -> LocalRemote {
+        LocalRemote { store }
     }
 }
 
