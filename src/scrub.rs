@@ -177,7 +177,13 @@ fn save(path: &Path, state: &ScrubState) {
 /// lowest priority. See the module docs for the log lines and the state file.
 pub fn background(store: &Store, bg: Background, stop: &dyn Fn() -> bool) {
     crate::sys::lower_thread_priority();
-    let path = store.root().join(STATE);
+    // Its progress lives beside the store's objects; a store with no local
+    // directory (an object store) keeps no progress and has no scrub of its own.
+    let Some(dir) = store.local_dir() else {
+        eprintln!("chute serve: scrub: this store has no background scrub");
+        return;
+    };
+    let path = dir.join(STATE);
     let mut state = match std::fs::read_to_string(&path) {
         Ok(text) => match ScrubState::parse(&text) {
             Ok(s) => s,

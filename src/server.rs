@@ -938,7 +938,7 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
         cfg.threads,
         cfg.max_connections,
         cfg.max_per_address,
-        store.root().display()
+        store.describe()
     );
     let port = server.server_addr().to_ip().map(|a| a.port());
     let mut names: Vec<String> = cfg

@@ -1,5 +1,5 @@
-//! [`Remote`] over a [`Store`] directory in this process: the embedded default and
-//! any `--remote DIR`.
+//! [`Remote`] over a [`Store`] in this process: a directory (the embedded default
+//! and any `--remote DIR`), or any other backend of the store ([`LocalRemote::over`]).
 
 use super::{Error, ErrorKind, Remote, Result, parse_index};
 use crate::blob::{BlobId, Uncommitted};
@@ -7,7 +7,7 @@ use crate::format::Index;
 use crate::store::Store;
 use std::path::Path;
 
-/// A store directory on this machine.
+/// A store opened in this process.
 pub struct LocalRemote {
     store: Store,
 }
@@ -19,6 +19,11 @@ impl LocalRemote {
             store: Store::open(dir)?,
         })
     }
+
+    /// A remote over `store`, whatever its backend.
+    pub fn over(store: Store) -> LocalRemote {
+        LocalRemote { store }
+    }
 }
 
 impl Remote for LocalRemote {
@@ -27,7 +32,7 @@ impl Remote for LocalRemote {
     }
 
     fn describe(&self) -> String {
-        self.store.root().display().to_string()
+        self.store.describe()
     }
 
     fn create(&self, index: &Index) -> Result<BlobId> {

@@ -131,7 +131,7 @@ pub trait Remote: Send + Sync {
         Vec::new()
     }
     /// Removes the temporaries killed writers left in a node's blobs, keeping those
-    /// of pending blobs changed less than `min_age` ago (see [`Store`]'s docs), where
+    /// of pending blobs changed less than `min_age` ago (see [`crate::store::DirStore`]), where
     /// the remote can (a local store); `None` where it cannot (a peer sweeps its own
     /// at start, on commit and in its scrub).
     fn sweep_temporaries(

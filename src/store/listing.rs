@@ -8,7 +8,7 @@
 //! or replaced, trimmed), by any process; a list is read after the mark, so a
 //! change that lands while a list is being made leaves a list whose mark is already
 //! stale. A process's own changes update its list in place (see
-//! [`Store::place`](super::Store)), so a sink or a server writing a blob lists its
+//! `DirStore::place`), so a sink or a server writing a blob lists its
 //! directory once. A blob whose lock holds no mark (never changed by a chute that
 //! keeps one) is listed every time. Windows an older chute wrote at the same time,
 //! which changes no mark, can be missed by a list: the reads and the commit re-list
@@ -39,11 +39,16 @@ impl WindowList {
         listings
             .listed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(WindowList::of(part_windows(part)?))
+    }
+
+    /// A list of `windows` (a backend's listing).
+    pub(super) fn of(windows: impl IntoIterator<Item = Window>) -> WindowList {
         let mut list = WindowList::default();
-        for w in part_windows(part)? {
+        for w in windows {
             list.insert(w);
         }
-        Ok(list)
+        list
     }
 
     fn insert(&mut self, w: Window) {

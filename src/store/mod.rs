@@ -1,103 +1,78 @@
-//! The blob store on disk, shared by `chute serve` and by local-directory remotes.
+//! The blob store: the rules every store keeps, written once ([`Store`]), over a
+//! [`Backend`] that keeps its objects: a directory ([`DirStore`], `dir.rs`) today,
+//! an S3 bucket next. `chute serve`, local remotes, prune and scrub use [`Store`]
+//! and never a backend's own calls, so a backend is one new file.
 //!
-//! The store holds opaque bytes and never needs a key. Its layout follows the
-//! prototype's URI form:
+//! The store holds opaque bytes and never needs a key. Every backend uses the same
+//! object names, the prototype's URI form (`dir.rs` has the directory's files):
 //!
 //! ```text
-//! <root>/chute-store                      "chute-store 1\n": what makes a directory a
-//!                                         store (magic and layout version); only
-//!                                         `chute init` (and `chute serve` on its own
-//!                                         store) writes it, and every other command
-//!                                         refuses a directory without it. A store an
-//!                                         older chute made without one (a `.lock`d or
-//!                                         indexed blob directory, or `.scrub-state`,
-//!                                         found) is adopted: the marker is written
-//! <root>/CACHEDIR.TAG                     a cache directory tag, so backup tools (and
-//!                                         chute's walk) skip the store
-//! <root>/.scrub-state                     progress of `chute serve`'s background scrub
-//!                                         (see [`crate::scrub`])
-//! <root>/<domain>/<node>/<mount>/<timestamp>/
-//!     index.pending.json                  the index as first POSTed (blob created)
+//! <domain>/<node>/<mount>/<timestamp>/
+//!     index.pending.json                  the index as first created (blob created)
 //!     index.json                          the final index; present = snapshot visible
 //!     index.forgotten.json                what index.json became when forgotten
-//!     .lock                               flock'd by create, a window's rename, commit,
-//!                                         delete, trim, record updates; holds the blob's
-//!                                         change mark (8 random bytes, renewed after
-//!                                         every change to its window files; see
-//!                                         `listing.rs`), empty before the first window
-//!     .verified                           the verified-hash record (`record.rs`); a cache
-//!     .verified.tmp-<random>              a record being rewritten (never read)
-//!     .tmp-<random>                       an index being written (never read)
-//!     0/<offset:016x>-<len:016x>-<sha256>  data part 0, one file per written window,
+//!     0/<offset:016x>-<len:016x>-<sha256>  data part 0, one object per written window,
 //!                                         named with the SHA-256 it arrived with
-//!     0/.tmp-<random>                     a window being received (never read),
-//!                                         flock'd by its writer while it lives
 //! ```
 //!
-//! Durability: durable is a promise of the commit, not of each window.
-//! - A window is acknowledged once its bytes are in a file atomically renamed into
-//!   place, without an fsync (its write-back is started): a half-received window is
-//!   never seen, but an acknowledged one may be lost in a power cut (or kept under its
-//!   name with other bytes) until its blob is committed.
-//! - Commit, under the blob's lock, fdatasyncs every window file of part 0, then
-//!   the part directory, then writes the index atomically (temporary file fsynced,
-//!   renamed, blob directory fsynced): a committed snapshot survives a power cut
-//!   whole, as before. `chute serve`'s commit route is this same call.
-//! - So nothing vouches for a pending blob's windows without reading them: the
-//!   verified record is trusted only for committed and forgotten blobs, and a
-//!   resumed sink, which asks for the hash of every window it journaled, gets
-//!   the hash of the bytes the file holds now.
+//! Durability: durable is a promise of the commit, not of each window. A window is
+//! acknowledged once it is under its name, whole (never half-received); commit
+//! makes every window durable before the final index exists (see
+//! [`Backend::commit`]), so a committed snapshot survives a power cut whole.
 //!
-//! Invariants:
+//! Invariants, kept here for every backend (a backend only keeps the guarantees
+//! listed in `backend.rs`: exclusive holds, whole objects, durable commit, a
+//! forget that never un-forgets, fresh listings when asked):
 //! - Windows never overlap; rewriting a window with exactly the same offset and length
-//!   replaces it atomically. A window whose body does not match its announced
-//!   SHA-256 or length is dropped whole.
+//!   replaces it. A window whose body does not match its announced SHA-256 or
+//!   length is dropped whole.
 //! - A blob becomes visible to `list` only when `index.json` is committed, and commit
 //!   checks that part 0 is written without gaps up to the index's `size`. A
 //!   committed (or forgotten) blob is immutable: no more windows, no second commit
-//!   with other bytes. A window is received without the blob's lock, but the check
-//!   that its blob is still pending and its rename into place hold it, as commit
-//!   does: a window whose upload began before the commit and ended after it is
-//!   dropped (conflict), never renamed into the committed blob.
+//!   with other bytes. A window is received without the blob's hold, but the check
+//!   that its blob is still pending and its placing hold it, as commit does: a
+//!   window whose upload began before the commit and ended after it is dropped
+//!   (conflict), never placed into the committed blob.
+//! - A blob with a forgotten index is forgotten, whatever other index it has (an
+//!   object store's forget is a copy then a delete; see `backend.rs`).
 //! - A window may not start more than [`MAX_AHEAD_WINDOWS`] largest windows past
 //!   the end of what part 0 holds (range error).
 //! - A pending index is at most [`INDEX_CAP`] bytes, a committed one [`MAX_INDEX`]
 //!   (its sealed header lists every window); with [`Store::with_max_pending`], a node
 //!   has at most that many pending blobs (quota error).
-//! - Temporaries a killed writer (a `kill -9`'d sink or server) left are removed
-//!   ("swept", see `temps.rs` for exactly when and why that is safe): every blob's
-//!   when `chute serve` starts (before it counts usage), a blob's when it is
-//!   committed (it takes no more windows), every blob's a scrub reads (which
-//!   reports them: swept, or in use by a live writer), and a node's by a prune on a
-//!   local store (a pending blob's once unchanged for the grace period). A sweep
-//!   holds the blob's lock, and removes a window's temporary only if it can take
-//!   that file's own `flock`, which its writer holds from creation to rename and
-//!   the kernel drops only when the writer dies: no live writer, running, stopped
-//!   or stalled, ever loses a temporary it will rename into place.
-//! - Quotas: each window, index and temporary (`.tmp-*`) file is [`charge`]d its
-//!   bytes plus [`FILE_CHARGE`]: a server killed during many PUTs leaves no free
-//!   disk (its next start counts or sweeps them); in a running server a window
-//!   being received is counted by its reservation. Every change reports what it added and freed ([`Change`], or
-//!   the freed charge of a delete or trim), counted under the blob's lock from the
-//!   files it wrote, replaced or removed, so a count kept from these reports equals
-//!   [`Store::node_usage`], counted from the disk. A window sent again over itself
-//!   frees what it replaces: retries cost nothing.
-//! - Reads of a byte range fail unless every byte of it has been written.
+//! - Quotas: each window and index object (and a directory's temporaries) is
+//!   [`charge`]d its bytes plus [`FILE_CHARGE`]. Every change reports what it
+//!   added and freed ([`Change`], or the freed charge of a delete or trim), counted
+//!   under the blob's hold from the objects it wrote, replaced or removed, so a
+//!   count kept from these reports equals [`Store::node_usage`], counted from the
+//!   backend. A window sent again over itself frees what it replaces: retries cost
+//!   nothing.
+//! - Reads of a byte range fail unless every byte of it has been written; a window
+//!   that holds fewer bytes than its name says is refused before the first byte.
 //! - A forgotten snapshot's window may be deleted alone ([`Store::trim`], for prune:
 //!   no remaining snapshot has a chunk in it); a committed or pending blob's never.
-//! - No path outside the root is reachable: every name component is checked by
-//!   [`valid_component`] before it touches the file system.
-//! - The verified record never vouches for bytes a scrub found damaged, and a
-//!   lost or damaged record only costs re-reading.
-//! - A storage challenge ([`Store::window_challenge`]) reads the window's file
-//!   every time, whatever the record says: its answer proves the bytes are there.
+//!   A committed snapshot is deleted only once forgotten.
+//! - No name outside the store is reachable: every name component is checked by
+//!   [`valid_component`] (a [`BlobId`]) before it reaches a backend.
+//! - A storage challenge ([`Store::window_challenge`]) reads the window's bytes
+//!   every time: its answer proves the bytes are there.
+//!
+//! The contract tests (`contract.rs`) check these against any backend.
 
+mod backend;
+#[cfg(test)]
+pub(crate) mod contract;
+mod dir;
 mod listing;
 mod record;
 mod scrub;
 mod temps;
 mod window;
 
+pub use backend::{Backend, Hold, Indexes, Slot, Staged};
+pub use dir::DirStore;
+use dir::*;
+pub use listing::WindowList;
 use listing::*;
 use record::*;
 pub use scrub::{Damage, ScrubEvent, ScrubReport};
@@ -117,7 +92,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-/// The file that makes a directory a store (see the layout above).
+/// The file that makes a directory a store (see the layout in `dir.rs`).
 pub const MARKER: &str = "chute-store";
 const LAYOUT_VERSION: u32 = 1;
 /// A cache directory tag (<https://bford.info/cachedir/>): backup tools, chute's
@@ -262,15 +237,12 @@ pub fn index_place(index: &[u8]) -> Result<(BlobId, Option<u64>)> {
     ))
 }
 
-/// A store rooted at a directory.
+/// A store: the rules of the module docs over a [`Backend`]. Clones share the
+/// backend and the pending-cap lock (a server's workers).
 #[derive(Clone, Debug)]
 pub struct Store {
-    root: PathBuf,
+    b: Arc<dyn Backend>,
     max_window: u64,
-    /// Parsed verified-hash records, shared by every clone (the server's workers).
-    records: Arc<Records>,
-    /// Blobs' window lists, shared by every clone (see `listing.rs`).
-    listings: Arc<Listings>,
     /// Most pending blobs a node may have at once; `None`: no limit.
     max_pending: Option<usize>,
     /// Held while a blob is created, so a node's pending blobs are counted and
@@ -279,86 +251,49 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens an existing store: a directory holding the [`MARKER`] file (every
-    /// chute has written it since the first store). Anything else is
-    /// [`Error::NoStore`]: only [`Store::init`] creates a store, so a mistyped path
-    /// or an unmounted disk's empty mount point is never filled by accident, and no
-    /// directory that merely looks like a store is taken for one.
-    pub fn open(root: &Path) -> Result<Store> {
-        if !check_marker(root)? {
-            return Err(Error::NoStore {
-                root: root.to_path_buf(),
-                exists: root.is_dir(),
-            });
-        }
-        // Stores made before the tag was written get one too; best effort (a
-        // read-only store still opens).
-        if !root.join(CACHEDIR_TAG).exists() {
-            let _ = write_atomic(&root.join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT.as_bytes());
-        }
-        Ok(Store::at(root))
-    }
-
-    /// Creates a store at `root` (mode 0700; missing parents with the default
-    /// mode) or opens the one there; returns it and whether it was created. An
-    /// existing directory becomes a store only if it is empty (and is then made
-    /// 0700): a directory of other files is refused.
-    pub fn init(root: &Path) -> Result<(Store, bool)> {
-        if check_marker(root)? {
-            return Ok((Store::open(root)?, false));
-        }
-        let cannot = || io_err(format!("cannot create store {}", root.display()));
-        match fs::read_dir(root) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(Error::Bad(format!(
-                        "{} is not empty and not a chute store: give a new or empty directory",
-                        root.display()
-                    )));
-                }
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(cannot())?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                use std::os::unix::fs::DirBuilderExt;
-                if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    fs::create_dir_all(parent).map_err(cannot())?;
-                }
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(root)
-                    .map_err(cannot())?;
-            }
-            Err(e) => return Err(cannot()(e)),
-        }
-        write_atomic(&root.join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT.as_bytes())?;
-        // Last: a store with its marker is a whole one.
-        write_atomic(&root.join(MARKER), marker_text().as_bytes())?;
-        Ok((Store::at(root), true))
-    }
-
-    fn at(root: &Path) -> Store {
+    /// A store over `backend`.
+    pub fn over(backend: Arc<dyn Backend>) -> Store {
         Store {
-            root: root.to_path_buf(),
+            b: backend,
             max_window: DEFAULT_MAX_WINDOW,
-            records: Arc::default(),
-            listings: Arc::default(),
             max_pending: None,
             creating: Arc::default(),
         }
     }
 
-    /// The store's root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Opens the existing directory store at `root` (see [`DirStore::open`]).
+    pub fn open(root: &Path) -> Result<Store> {
+        Ok(Store::over(Arc::new(DirStore::open(root)?)))
     }
 
-    /// The nodes with a directory in `domain`, sorted.
+    /// Creates a directory store at `root` or opens the one there; says whether
+    /// it was created (see [`DirStore::init`]).
+    pub fn init(root: &Path) -> Result<(Store, bool)> {
+        let (d, created) = DirStore::init(root)?;
+        Ok((Store::over(Arc::new(d)), created))
+    }
+
+    /// The backend (for its own calls: a test's, a directory's root).
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.b
+    }
+
+    /// What to call the store in messages: its directory, its bucket.
+    pub fn describe(&self) -> String {
+        self.b.describe()
+    }
+
+    /// A local directory for the store's own files (the scrub's progress), if any.
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.b.local_dir()
+    }
+
+    /// The nodes with a blob in `domain`, sorted.
     pub fn nodes(&self, domain: &str) -> Result<Vec<String>> {
         if !valid_component(domain) {
             return Err(Error::Bad(format!("bad domain {domain:?}")));
         }
-        read_names(&self.root.join(domain))
+        self.b.nodes(domain)
     }
 
     /// Sets the largest window one write may carry.
@@ -373,26 +308,19 @@ impl Store {
         self
     }
 
-    fn dir(&self, id: &BlobId) -> PathBuf {
-        self.root
-            .join(&id.domain)
-            .join(&id.node)
-            .join(&id.mount)
-            .join(&id.timestamp)
-    }
-
-    fn existing_dir(&self, id: &BlobId) -> Result<PathBuf> {
-        let dir = self.dir(id);
-        if dir.join(PENDING).exists() || dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
-            Ok(dir)
+    /// The blob's indexes; no index at all is "no blob".
+    fn existing(&self, id: &BlobId) -> Result<Indexes> {
+        let ix = self.b.indexes(id)?;
+        if ix.exists() {
+            Ok(ix)
         } else {
             Err(Error::NotFound(format!("no blob {}", id.path())))
         }
     }
 
-    /// Whether the blob's final index is committed.
+    /// Whether the blob is a committed (and not forgotten) snapshot.
     pub fn is_committed(&self, id: &BlobId) -> bool {
-        self.dir(id).join(INDEX).exists()
+        self.b.indexes(id).is_ok_and(|ix| ix.committed())
     }
 
     /// Creates a blob from its first index (idempotent while uncommitted).
@@ -405,27 +333,25 @@ impl Store {
     pub fn create_charged(&self, index: &[u8]) -> Result<(BlobId, Change)> {
         check_index_len(index, INDEX_CAP)?;
         let (id, _) = index_place(index)?;
-        let dir = self.dir(&id);
-        let _creating = self.creating.lock().expect("poisoned");
+        let _creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(max) = self.max_pending {
-            if !dir.join(PENDING).exists() && self.pending_blobs(&id.node)? >= max {
+            if self.b.indexes(&id)?.pending.is_none() && self.pending_blobs(&id.node)? >= max {
                 return Err(Error::Quota(format!(
                     "node {} has {max} pending blobs, the most a node may have: commit or delete some",
                     id.node
                 )));
             }
         }
-        fs::create_dir_all(dir.join(PART))
-            .map_err(io_err(format!("cannot create blob {}", id.path())))?;
-        let _lock = lock_blob(&dir)?;
-        if dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
+        let hold = self.b.hold(&id, true)?;
+        let ix = self.b.indexes(&id)?;
+        if ix.committed.is_some() || ix.forgotten() {
             return Err(Error::Conflict(format!(
                 "blob {} is already committed",
                 id.path()
             )));
         }
-        let freed = fs::metadata(dir.join(PENDING)).map_or(0, |m| charge(m.len()));
-        write_atomic(&dir.join(PENDING), index)?;
+        let freed = ix.pending.map_or(0, charge);
+        self.b.put_index(&hold, &id, Slot::Pending, index)?;
         let added = charge(index.len() as u64);
         Ok((id, Change { added, freed }))
     }
@@ -434,41 +360,18 @@ impl Store {
     /// committed nor forgotten.
     fn pending_blobs(&self, node: &str) -> Result<usize> {
         let mut n = 0;
-        self.each_blob_dir(node, &mut |dir| {
-            if dir.join(PENDING).exists()
-                && !dir.join(INDEX).exists()
-                && !dir.join(FORGOTTEN).exists()
-            {
+        for id in self.b.blobs(None, node)? {
+            if self.b.indexes(&id)?.pending() {
                 n += 1;
             }
-            Ok(())
-        })?;
+        }
         Ok(n)
     }
 
-    /// Calls `f` with every blob directory of a node, under every domain.
-    fn each_blob_dir(&self, node: &str, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
-        if !valid_component(node) {
-            return Ok(());
-        }
-        for domain in read_names(&self.root)? {
-            let base = self.root.join(&domain).join(node);
-            for mount in read_names(&base)? {
-                for ts in read_names(&base.join(&mount))? {
-                    let dir = base.join(&mount).join(&ts);
-                    if dir.is_dir() {
-                        f(&dir)?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// What the files of `[offset, offset+len)`, exactly that window, count against
-    /// the node's quota now: what writing that window again replaces.
+    /// What the objects of `[offset, offset+len)`, exactly that window, count
+    /// against the node's quota now: what writing that window again replaces.
     pub fn held(&self, id: &BlobId, offset: u64, len: u64) -> u64 {
-        self.listing(&self.dir(id)).map_or(0, |l| {
+        self.b.windows(id, false).map_or(0, |l| {
             l.same_range(offset, len)
                 .iter()
                 .map(|w| charge(w.len))
@@ -479,28 +382,8 @@ impl Store {
     /// The windows written so far, sorted by offset (one per range: a window
     /// replaced by a crash-interrupted rewrite may exist twice).
     pub fn windows(&self, id: &BlobId) -> Result<Vec<Window>> {
-        Ok(self.listing(&self.existing_dir(id)?)?.to_vec())
-    }
-
-    /// The windows of the blob in `dir`: kept in memory while its change mark stays
-    /// the same (see `listing.rs`), listed from the directory otherwise.
-    fn listing(&self, dir: &Path) -> Result<Arc<WindowList>> {
-        let mark = mark_of(dir);
-        if let Some(l) = mark.and_then(|m| self.listings.get(dir, m)) {
-            return Ok(l);
-        }
-        let list = Arc::new(WindowList::read(&dir.join(PART), &self.listings)?);
-        if let Some(m) = mark {
-            self.listings.put(dir, m, list.clone());
-        }
-        Ok(list)
-    }
-
-    /// The windows of the blob in `dir` as listed now, for a caller about to refuse
-    /// something a kept list says (another process may have changed them unseen).
-    fn relisting(&self, dir: &Path) -> Result<Arc<WindowList>> {
-        self.listings.forget(dir);
-        self.listing(dir)
+        self.existing(id)?;
+        Ok(self.b.windows(id, false)?.to_vec())
     }
 
     /// Writes `len` bytes read from `body` at `offset` of part 0, as one window.
@@ -517,10 +400,10 @@ impl Store {
     }
 
     /// [`Store::write`], saying what it changed in its node's charge: the window
-    /// added and the files of the same range it replaced. The body is received
-    /// without the blob's lock; the checks that the blob is still pending and that
-    /// no window overlaps, and the rename into place, hold it (commit, delete and
-    /// trim take it too), so no window lands on a committed or forgotten blob.
+    /// added and the objects of the same range it replaced. The body is received
+    /// without the blob's hold; the checks that the blob is still pending and that
+    /// no window overlaps, and the placing, hold it (commit, delete and trim take
+    /// it too), so no window lands on a committed or forgotten blob.
     pub fn write_charged(
         &self,
         id: &BlobId,
@@ -529,8 +412,7 @@ impl Store {
         body: &mut dyn Read,
         expect: Option<[u8; 32]>,
     ) -> Result<([u8; 32], Change)> {
-        let dir = self.existing_dir(id)?;
-        check_pending(&dir, id)?;
+        check_pending(&self.existing(id)?, id)?;
         if len == 0 {
             return Err(Error::Bad("empty window".into()));
         }
@@ -544,7 +426,7 @@ impl Store {
             return Err(Error::Range("window past the end of any part".into()));
         }
         let ahead = self.max_window.saturating_mul(MAX_AHEAD_WINDOWS);
-        let list = self.listing(&dir)?;
+        let list = self.b.windows(id, false)?;
         let end = list.end();
         if offset > end.saturating_add(ahead) {
             return Err(Error::Range(format!(
@@ -558,82 +440,27 @@ impl Store {
         };
         check_overlap(&list, win)?;
         drop(list);
-        let part = dir.join(PART);
-        // Locked until `file` is dropped, after the rename: a sweep keeps it.
-        let (tmp, file) = new_window_temp(&part)?;
-        let placed = receive(file, len, body, expect).and_then(|(digest, file)| {
-            win.sha256 = digest;
-            crate::testhooks::hold_window();
-            self.place(id, &dir, &tmp, &win).map(|freed| (file, freed))
-        });
-        let (file, freed) = match placed {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        // The bytes were hashed as they were written through `file`: what it holds
-        // now is verified, so the record vouches for it (a cache: failure costs time).
-        if let Ok(m) = file.metadata() {
-            let _ = self.record_append(&dir, &win, &Stamp::of(&m));
-        }
+        let staged = self.b.receive(id, len, body, expect)?;
+        win.sha256 = staged.digest;
+        crate::testhooks::hold_window();
+        let hold = self.b.hold(id, false)?;
+        check_pending(&self.b.indexes(id)?, id)?;
+        // Another writer may have placed an overlapping window meanwhile.
+        let list = self.b.windows(id, false)?;
+        check_overlap(&list, win)?;
+        let replaced = list.same_range(win.offset, win.len);
+        // The backend changes the list it keeps: not shared with this one.
+        drop(list);
+        let removed = self.b.place(&hold, id, staged, &win, &replaced)?;
+        let freed = removed.iter().map(|w| charge(w.len)).sum();
         let added = charge(len);
         Ok((win.sha256, Change { added, freed }))
     }
 
-    /// Renames a received window into place under the blob's lock, if the blob is
-    /// still pending and no other window overlaps it; returns what the files it
-    /// replaced (the same range) were charged. Neither the file nor the directory
-    /// is fsynced: the commit makes every window durable (see the module docs). The
-    /// blob's change mark is renewed and this process's list of its windows
-    /// updated in place.
-    fn place(&self, id: &BlobId, dir: &Path, tmp: &Path, win: &Window) -> Result<u64> {
-        let lock = lock_blob(dir)?;
-        check_pending(dir, id)?;
-        // Under the lock the mark is exact: taken out of the cache, the list is
-        // this thread's to change (a reader holding it costs a copy).
-        let mark = read_mark(&lock);
-        let mut list = match mark.and_then(|m| self.listings.take(dir, m)) {
-            Some(l) => l,
-            None => Arc::new(WindowList::read(&dir.join(PART), &self.listings)?),
-        };
-        // Another writer may have placed an overlapping window meanwhile.
-        if let Err(e) = check_overlap(&list, *win) {
-            if let Some(m) = mark {
-                self.listings.put(dir, m, list);
-            }
-            return Err(e);
-        }
-        let part = dir.join(PART);
-        let replaced = list.same_range(win.offset, win.len);
-        // No mark while the windows change: if the new one cannot be written after
-        // the rename, every process lists the blob rather than trust an old list.
-        lock.set_len(0)
-            .map_err(io_err(format!("cannot write {}", dir.join(LOCK).display())))?;
-        fs::rename(tmp, part.join(win.file_name()))
-            .map_err(io_err(format!("cannot store window of {}", id.path())))?;
-        let mut freed = 0;
-        let mut removed = Vec::new();
-        for old in replaced {
-            // A file of the same name was replaced by the rename itself.
-            if old.sha256 == win.sha256 || fs::remove_file(part.join(old.file_name())).is_ok() {
-                freed += charge(old.len);
-                removed.push(old);
-            }
-        }
-        Arc::make_mut(&mut list).placed(*win, &removed);
-        // The window is in place whatever happens to the mark: without one, every
-        // process lists the blob until one is written.
-        if let Ok(Some(mark)) = new_mark(&lock) {
-            self.listings.put(dir, mark, list);
-        }
-        Ok(freed)
-    }
-
     /// Length of part 0 as written: the end of its last window.
     pub fn part_len(&self, id: &BlobId) -> Result<u64> {
-        Ok(self.listing(&self.existing_dir(id)?)?.end())
+        self.existing(id)?;
+        Ok(self.b.windows(id, false)?.end())
     }
 
     /// Opens a reader over `[offset, offset+len)` of part 0; every byte must be written.
@@ -641,66 +468,20 @@ impl Store {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| Error::Range("range past the end".into()))?;
-        let dir = self.existing_dir(id)?;
-        match self.pieces(id, &dir, &*self.listing(&dir)?, offset, end) {
-            // What a kept list says is missing is looked for on disk before it is
+        self.existing(id)?;
+        let pieces = match pieces(id, &*self.b.windows(id, false)?, offset, end) {
+            // What a kept list says is missing is looked for anew before it is
             // refused: another process may have changed the windows unseen.
-            Err(Error::Range(_)) => self.pieces(id, &dir, &*self.relisting(&dir)?, offset, end),
-            r => r,
-        }
-    }
-
-    /// A reader over `[offset, end)` from the windows in `list`.
-    fn pieces(
-        &self,
-        id: &BlobId,
-        dir: &Path,
-        list: &WindowList,
-        offset: u64,
-        end: u64,
-    ) -> Result<RangeReader> {
-        let mut pieces = Vec::new();
-        let mut pos = offset;
-        for w in list.touching(offset, end) {
-            if w.offset > pos {
-                break;
-            }
-            let take_end = w.end().min(end);
-            pieces.push((*w, pos - w.offset, take_end - pos));
-            pos = take_end;
-        }
-        if pos < end {
-            return Err(Error::Range(format!(
-                "bytes {offset}-{} of {} are not all written (part holds {} bytes)",
+            Err(Error::Range(_)) => pieces(id, &*self.b.windows(id, true)?, offset, end)?,
+            r => r?,
+        };
+        self.b.open_range(id, pieces).map_err(|e| match e {
+            Error::Range(m) => Error::Range(format!(
+                "bytes {offset}-{} of {}: {m}",
                 end.saturating_sub(1),
-                id.path(),
-                list.end()
-            )));
-        }
-        // A window file cut short behind the store's back is damage, said before the
-        // first byte: a server must never promise bytes it then cannot send.
-        let part = dir.join(PART);
-        for (w, _, _) in &pieces {
-            let file = part.join(w.file_name());
-            let held = match fs::metadata(&file) {
-                Ok(m) => m.len(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-                Err(e) => return Err(io_err(format!("cannot read {}", file.display()))(e)),
-            };
-            if held < w.len {
-                return Err(Error::Range(format!(
-                    "bytes {offset}-{} of {}: its window at byte {} holds {held} of its {} bytes (damaged on the store; chute scrub names it)",
-                    end.saturating_sub(1),
-                    id.path(),
-                    w.offset,
-                    w.len
-                )));
-            }
-        }
-        Ok(RangeReader {
-            part,
-            pieces,
-            current: None,
+                id.path()
+            )),
+            e => e,
         })
     }
 
@@ -720,20 +501,16 @@ impl Store {
     }
 
     /// SHA-256 of `[offset, offset+len)` of part 0. A range that is exactly one
-    /// window is [`Store::window_hash`]; any other is re-read from disk.
+    /// window is [`Store::window_hash`]; any other is re-read.
     pub fn hash(&self, id: &BlobId, offset: u64, len: u64) -> Result<[u8; 32]> {
         let exact = |w: &Window| w.offset == offset && w.len == len;
-        let recorded = self.recorded_at(&self.existing_dir(id)?, offset);
-        if let Some((w, _)) = recorded.filter(|(w, _)| exact(w)) {
+        self.existing(id)?;
+        if let Some(w) = self.b.window_hint(id, offset).filter(exact) {
             if let Ok(h) = self.window_hash(id, &w) {
                 return Ok(h);
             }
         }
-        let found = self
-            .listing(&self.existing_dir(id)?)?
-            .by_offset
-            .get(&offset)
-            .copied();
+        let found = self.b.windows(id, false)?.by_offset.get(&offset).copied();
         if let Some(w) = found.filter(exact) {
             return self.window_hash(id, &w);
         }
@@ -760,54 +537,32 @@ impl Store {
         Ok(h.finalize().into())
     }
 
-    /// The SHA-256 of window `w` of blob `id` as its file holds it now (of its first
-    /// `w.len` bytes; a shorter file is an error). Answered from the blob's verified
-    /// record, without reading, when a fresh stat of the file equals the one recorded
-    /// when its bytes were last found to match its name and the blob is committed or
-    /// forgotten; otherwise the file is re-read and, if it matches and did not change
-    /// meanwhile, recorded again. A pending blob's windows are always re-read: their
-    /// bytes are not durable before the commit, and after a power cut a file may keep
-    /// its recorded stat but not its bytes (what a resumed sink asks about).
+    /// The SHA-256 of window `w` of blob `id` as stored now (of its first `w.len`
+    /// bytes; fewer is an error). A backend may answer a committed or forgotten
+    /// blob's from a cache that vouches for the bytes; a pending blob's windows are
+    /// not durable before the commit and are always re-read (what a resumed sink
+    /// asks about).
     pub fn window_hash(&self, id: &BlobId, w: &Window) -> Result<[u8; 32]> {
-        let dir = self.existing_dir(id)?;
-        let path = dir.join(PART).join(w.file_name());
-        let cannot = || io_err(format!("cannot read {}", id.path()));
-        let now = Stamp::of(&fs::metadata(&path).map_err(cannot())?);
-        let durable = dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists();
-        if durable && now.size == w.len && self.recorded(&dir, w) == Some(now) {
-            return Ok(w.sha256);
-        }
-        let mut buf = vec![0u8; 256 << 10];
-        let r = reread(&path, w.len, &mut buf).map_err(cannot())?;
-        if r.len < w.len {
-            return Err(Error::Io(
-                format!("cannot read {}", id.path()),
-                short_window(),
-            ));
-        }
-        if let (true, Some(s)) = (r.len == w.len && r.digest == w.sha256, r.settled) {
-            let _ = self.record_append(&dir, w, &s);
-        }
-        Ok(r.digest)
+        let ix = self.existing(id)?;
+        self.b
+            .window_hash(id, w, ix.committed.is_some() || ix.forgotten())
     }
 
     /// The answer to a storage challenge: the Poly1305 tag, keyed by the nonce, of
-    /// the bytes of window `w` as its file holds them now, read from disk every time in
-    /// 256 KiB pieces (never from the record, which holds hashes, not bytes). A file
-    /// shorter than the window is an I/O error, like [`Store::window_hash`]'s.
+    /// the bytes of window `w` as stored now, read every time in 256 KiB pieces
+    /// (never from a cache, which holds hashes, not bytes). Fewer bytes than the
+    /// window is an I/O error, like [`Store::window_hash`]'s.
     pub fn window_challenge(
         &self,
         id: &BlobId,
         w: &Window,
         nonce: &crate::crypto::ChallengeNonce,
     ) -> Result<[u8; 16]> {
-        let dir = self.existing_dir(id)?;
-        let path = dir.join(PART).join(w.file_name());
+        self.existing(id)?;
         let cannot = || io_err(format!("cannot read {}", id.path()));
-        let f = File::open(&path).map_err(cannot())?;
+        let mut r = self.b.open_window(id, w)?;
         let mut mac = crate::crypto::ChallengeMac::new(nonce);
         let mut buf = vec![0u8; (256 << 10).min(w.len as usize).max(1)];
-        let mut r = f.take(w.len);
         let mut got = 0u64;
         loop {
             let n = match r.read(&mut buf) {
@@ -828,21 +583,17 @@ impl Store {
         Ok(mac.finalize())
     }
 
-    /// The window that starts at `offset`, if one was written there. The verified
-    /// record names it without listing the directory (which costs as much as the
-    /// blob has windows) when its file is there.
+    /// The window that starts at `offset`, if one was written there.
     pub fn window_at(&self, id: &BlobId, offset: u64) -> Result<Option<Window>> {
-        let dir = self.existing_dir(id)?;
-        if let Some((w, _)) = self.recorded_at(&dir, offset) {
-            if dir.join(PART).join(w.file_name()).is_file() {
-                return Ok(Some(w));
-            }
+        self.existing(id)?;
+        if let Some(w) = self.b.window_hint(id, offset) {
+            return Ok(Some(w));
         }
-        if let Some(w) = self.listing(&dir)?.by_offset.get(&offset) {
+        if let Some(w) = self.b.windows(id, false)?.by_offset.get(&offset) {
             return Ok(Some(*w));
         }
         // Not in a kept list: another process may have written it unseen.
-        Ok(self.relisting(&dir)?.by_offset.get(&offset).copied())
+        Ok(self.b.windows(id, true)?.by_offset.get(&offset).copied())
     }
 
     /// Commits the final index: the blob becomes a visible snapshot.
@@ -851,7 +602,8 @@ impl Store {
     }
 
     /// [`Store::commit`], saying what it changed in its node's charge: the final
-    /// index, or nothing when the same index was committed already.
+    /// index (less what the backend cleaned up), or nothing when the same index
+    /// was committed already.
     pub fn commit_charged(&self, id: &BlobId, index: &[u8]) -> Result<Change> {
         check_index_len(index, MAX_INDEX)?;
         let (place, size) = index_place(index)?;
@@ -862,17 +614,18 @@ impl Store {
                 id.path()
             )));
         }
-        let dir = self.existing_dir(id)?;
+        self.existing(id)?;
         // Serialised with delete: a blob is either deleted or committed, never both.
-        let lock = lock_blob(&dir)?;
-        if dir.join(FORGOTTEN).exists() {
+        let hold = self.b.hold(id, false)?;
+        let ix = self.b.indexes(id)?;
+        if ix.forgotten() {
             return Err(Error::Conflict(format!(
                 "blob {} was forgotten; it cannot be committed again",
                 id.path()
             )));
         }
-        if let Ok(old) = fs::read(dir.join(INDEX)) {
-            return if old == index {
+        if ix.committed.is_some() {
+            return if self.b.read_index(id, Slot::Committed)?.as_deref() == Some(index) {
                 Ok(Change::default())
             } else {
                 Err(Error::Conflict(format!(
@@ -881,15 +634,14 @@ impl Store {
                 )))
             };
         }
+        if !ix.pending() {
+            return Err(Error::NotFound(format!("no blob {}", id.path())));
+        }
         let size = size.ok_or_else(|| Error::Bad("final index has no size".into()))?;
-        let kept = read_mark(&lock).and_then(|m| self.listings.get(&dir, m));
-        let mut list = match kept {
-            Some(l) => l,
-            None => self.relisting(&dir)?,
-        };
+        let mut list = self.b.windows(id, false)?;
         if list.written_to() != size {
-            // Looked for on disk before it is refused (see `listing.rs`).
-            list = self.relisting(&dir)?;
+            // Looked for anew before it is refused (see `listing.rs`).
+            list = self.b.windows(id, true)?;
         }
         let pos = list.written_to();
         if pos != size {
@@ -898,30 +650,19 @@ impl Store {
                 id.path()
             )));
         }
-        // The promise of an acknowledged window ends here: every window file's
-        // bytes, then the names in part 0, are durable before the index exists.
-        let part = dir.join(PART);
-        let cannot = || io_err(format!("cannot sync the windows of {}", id.path()));
-        for w in list.by_offset.values() {
-            File::open(part.join(w.file_name()))
-                .and_then(|f| f.sync_data())
-                .map_err(cannot())?;
-        }
-        sync_dir(&part)?;
-        write_atomic(&dir.join(INDEX), index)?;
-        // Committed, the blob takes no more windows: what a killed writer left in
-        // it is garbage now (a live writer's is kept; it drops it itself). A sweep
-        // that fails costs only the space, never the commit.
-        let swept = sweep_locked(&dir, Duration::ZERO, SystemTime::now()).unwrap_or_default();
+        let freed = self.b.commit(&hold, id, &list, index)?;
         Ok(Change {
             added: charge(index.len() as u64),
-            freed: swept.freed,
+            freed,
         })
     }
 
     /// The committed index of a blob.
     pub fn index(&self, id: &BlobId) -> Result<Vec<u8>> {
-        self.read_index(id, INDEX, "committed")
+        if self.b.indexes(id)?.forgotten() {
+            return Err(Error::NotFound(format!("no committed blob {}", id.path())));
+        }
+        self.read_index(id, Slot::Committed, "committed")
     }
 
     /// The committed index of a blob, or a pending one's as it was created (`true`
@@ -933,29 +674,25 @@ impl Store {
             Err(e) if missing(&e) => {}
             r => return r.map(|b| (b, false)),
         }
-        if self.dir(id).join(FORGOTTEN).exists() {
+        if self.b.indexes(id)?.forgotten() {
             return Err(Error::NotFound(format!(
                 "no committed or pending blob {}",
                 id.path()
             )));
         }
-        match self.read_index(id, PENDING, "committed or pending") {
+        match self.read_index(id, Slot::Pending, "committed or pending") {
             Err(e) if missing(&e) => {}
             r => return r.map(|b| (b, true)),
         }
-        self.read_index(id, INDEX, "committed or pending")
+        self.read_index(id, Slot::Committed, "committed or pending")
             .map(|b| (b, false))
     }
 
-    /// One of a blob's index files; a missing one is "no `what` blob".
-    fn read_index(&self, id: &BlobId, name: &str, what: &str) -> Result<Vec<u8>> {
-        match fs::read(self.dir(id).join(name)) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::NotFound(format!("no {what} blob {}", id.path())))
-            }
-            Err(e) => Err(io_err(format!("cannot read index of {}", id.path()))(e)),
-        }
+    /// One of a blob's indexes; a missing one is "no `what` blob".
+    fn read_index(&self, id: &BlobId, slot: Slot, what: &str) -> Result<Vec<u8>> {
+        self.b
+            .read_index(id, slot)?
+            .ok_or_else(|| Error::NotFound(format!("no {what} blob {}", id.path())))
     }
 
     /// Every committed blob of a node, sorted by mount then timestamp.
@@ -963,207 +700,187 @@ impl Store {
         if !valid_component(domain) || !valid_component(node) {
             return Err(Error::Bad("invalid domain or node".into()));
         }
-        let base = self.root.join(domain).join(node);
         let mut out = Vec::new();
-        for mount in read_names(&base)? {
-            for ts in read_names(&base.join(&mount))? {
-                let id = BlobId::new(domain, node, &mount, &ts)?;
-                if self.is_committed(&id) {
-                    out.push(id);
-                }
+        for id in self.b.blobs(Some(domain), node)? {
+            if self.b.indexes(&id)?.committed() {
+                out.push(id);
             }
         }
         crate::sort::sort(&mut out);
         Ok(out)
     }
 
-    /// What a node's files count against its quota, under every domain: each
-    /// window, index and temporary (`.tmp-*`, a window or index being written, or
-    /// one a killed writer left) its bytes plus [`FILE_CHARGE`] (see [`charge`]).
-    /// Locks and verified records are not counted.
+    /// What a node's objects count against its quota, under every domain: each
+    /// window and index (and a directory's temporaries) its bytes plus
+    /// [`FILE_CHARGE`] (see [`charge`]).
     pub fn node_usage(&self, node: &str) -> Result<u64> {
+        if !valid_component(node) {
+            return Ok(0);
+        }
         let mut total = 0u64;
-        self.each_blob_dir(node, &mut |dir| {
-            total = total.saturating_add(blob_charge(dir)?);
-            total = total.saturating_add(temps_charge(dir, false)?);
-            Ok(())
-        })?;
+        for id in self.b.blobs(None, node)? {
+            total = total.saturating_add(self.b.charged(&id, false)?);
+        }
         Ok(total)
     }
 
     /// Removes a blob that is not a committed snapshot (a forgotten, pending or
     /// orphaned one): its index first, then its data. A committed snapshot must be
     /// forgotten first (409), so a prune that raced a commit cannot destroy it: the
-    /// check and the removal hold the blob's lock, which commit takes too.
-    /// Returns what the blob's files were charged (see [`charge`]), counted under
-    /// that lock.
+    /// check and the removal hold the blob, which commit holds too. Returns what
+    /// the blob's objects were charged (see [`charge`]), counted under that hold.
     pub fn delete(&self, id: &BlobId) -> Result<u64> {
-        let dir = self.dir(id);
-        if !dir.is_dir() {
-            return Err(Error::NotFound(format!("no blob {}", id.path())));
-        }
-        let _lock = lock_blob(&dir)?;
-        if !dir.is_dir() {
-            return Err(Error::NotFound(format!("no blob {}", id.path())));
-        }
-        if dir.join(INDEX).exists() {
+        let hold = self.b.hold(id, false)?;
+        if self.b.indexes(id)?.committed() {
             return Err(Error::Conflict(format!(
                 "blob {} is a committed snapshot: forget it first",
                 id.path()
             )));
         }
         // A live writer's temporary goes too, but its bytes are that writer's
-        // reservation, which it gives back when its rename fails.
-        let freed = blob_charge(&dir)?.saturating_add(temps_charge(&dir, true)?);
-        self.listings.forget(&dir);
-        for name in [INDEX, FORGOTTEN, PENDING] {
-            match fs::remove_file(dir.join(name)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(format!("cannot delete {}", id.path()))(e)),
-            }
-        }
-        sync_dir(&dir)?;
-        fs::remove_dir_all(&dir).map_err(io_err(format!("cannot delete {}", id.path())))?;
+        // reservation, which it gives back when its placing fails.
+        let freed = self.b.charged(id, true)?;
+        self.b.remove_blob(hold, id)?;
         Ok(freed)
     }
 
     /// Deletes the window at `offset` of a forgotten snapshot (prune trims windows
-    /// no remaining snapshot uses); returns what its files were charged (see
-    /// [`charge`]), counted under the blob's lock. Refused (conflict) for a
-    /// committed or pending blob, under the lock commit and delete take.
+    /// no remaining snapshot uses); returns what its objects were charged (see
+    /// [`charge`]), counted under the blob's hold. Refused (conflict) for a
+    /// committed or pending blob, under the hold commit and delete take.
     pub fn trim(&self, id: &BlobId, offset: u64) -> Result<u64> {
-        let dir = self.existing_dir(id)?;
-        let lock = lock_blob(&dir)?;
-        if dir.join(INDEX).exists() || !dir.join(FORGOTTEN).exists() {
+        self.existing(id)?;
+        let hold = self.b.hold(id, false)?;
+        if !self.b.indexes(id)?.forgotten() {
             return Err(Error::Conflict(format!(
                 "blob {} is not a forgotten snapshot: only a forgotten snapshot's windows can be trimmed",
                 id.path()
             )));
         }
-        let part = dir.join(PART);
-        let cannot = || io_err(format!("cannot trim {}", id.path()));
-        let mut freed = None;
-        // No mark while the windows change (see `place`).
-        lock.set_len(0).map_err(cannot())?;
-        // Every file of that window (a crash-interrupted rewrite may have left two).
-        for e in fs::read_dir(&part).map_err(cannot())? {
-            let e = e.map_err(cannot())?;
-            let w = e.file_name().to_str().and_then(Window::from_file_name);
-            if let Some(w) = w.filter(|w| w.offset == offset) {
-                fs::remove_file(e.path()).map_err(cannot())?;
-                freed = Some(freed.unwrap_or(0) + charge(w.len));
-            }
+        let removed = self.b.remove_windows_at(&hold, id, offset)?;
+        if removed.is_empty() {
+            return Err(Error::NotFound(format!(
+                "no window at byte {offset} of {}",
+                id.path()
+            )));
         }
-        let freed = freed.ok_or_else(|| {
-            Error::NotFound(format!("no window at byte {offset} of {}", id.path()))
-        })?;
-        self.listings.forget(&dir);
-        let _ = new_mark(&lock);
-        sync_dir(&part)?;
-        Ok(freed)
+        Ok(removed.iter().map(|w| charge(w.len)).sum())
     }
 
-    /// Forgets a committed snapshot: `index.json` is renamed to
-    /// `index.forgotten.json` (atomically, the directory fsynced). `list` no longer
-    /// shows it, it can never be written or committed again, and its part stays
-    /// readable and hashable for the snapshots that share its chunks, until a prune
-    /// deletes it. Forgetting a forgotten blob again changes nothing but its idle
-    /// time, which restarts: prune does that when it marks the blob (or a window of
-    /// it), so its grace period is also counted on this, the store's, clock.
+    /// Forgets a committed snapshot: its index becomes the forgotten one. `list` no
+    /// longer shows it, it can never be written or committed again, and its part
+    /// stays readable and hashable for the snapshots that share its chunks, until a
+    /// prune deletes it. Forgetting a forgotten blob again changes nothing but its
+    /// idle time, which restarts on the store's clock (and finishes a forget an
+    /// object store cut between its copy and its delete): prune does that when it
+    /// marks the blob (or a window of it), so its grace period is counted on the
+    /// store's clock, which a client whose clock is off cannot shorten.
     pub fn forget(&self, id: &BlobId) -> Result<()> {
-        let dir = self.dir(id);
-        // The index's mtime becomes now, on this (the store's) clock: prune
-        // measures its grace period from it, so a client whose clock is off cannot
-        // shorten it.
-        let touch = || {
-            let _ = File::options()
-                .write(true)
-                .open(dir.join(FORGOTTEN))
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        let none = || Error::NotFound(format!("no committed blob {}", id.path()));
+        let hold = match self.b.hold(id, false) {
+            Err(Error::NotFound(_)) => return Err(none()),
+            r => r?,
         };
-        match fs::rename(dir.join(INDEX), dir.join(FORGOTTEN)) {
-            Ok(()) => {
-                touch();
-                sync_dir(&dir)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if dir.join(FORGOTTEN).exists() {
-                    touch();
-                    Ok(())
-                } else {
-                    Err(Error::NotFound(format!("no committed blob {}", id.path())))
-                }
-            }
-            Err(e) => Err(io_err(format!("cannot forget {}", id.path()))(e)),
+        let ix = self.b.indexes(id)?;
+        if ix.forgotten() {
+            self.b.forget_again(&hold, id)
+        } else if ix.committed.is_some() {
+            self.b.forget(&hold, id)
+        } else {
+            Err(none())
         }
     }
 
     /// The index of a forgotten blob (what `index.json` held before the forget).
     pub fn forgotten_index(&self, id: &BlobId) -> Result<Vec<u8>> {
-        self.read_index(id, FORGOTTEN, "forgotten")
+        self.read_index(id, Slot::Forgotten, "forgotten")
     }
 
     /// Every blob of a node that is not a committed snapshot, sorted: forgotten
-    /// snapshots, pending uploads and orphaned directories, with their window bytes
+    /// snapshots, pending uploads and orphans (no index), with their window bytes
     /// and how long nothing in them changed (what a prune needs to decide).
     pub fn list_uncommitted(&self, domain: &str, node: &str) -> Result<Vec<Uncommitted>> {
         if !valid_component(domain) || !valid_component(node) {
             return Err(Error::Bad("invalid domain or node".into()));
         }
-        let now = std::time::SystemTime::now();
-        let base = self.root.join(domain).join(node);
         let mut out = Vec::new();
-        for mount in read_names(&base)? {
-            if !base.join(&mount).is_dir() {
+        for id in self.b.blobs(Some(domain), node)? {
+            let ix = self.b.indexes(&id)?;
+            if ix.committed() {
                 continue;
             }
-            for ts in read_names(&base.join(&mount))? {
-                let id = BlobId::new(domain, node, &mount, &ts)?;
-                let dir = self.dir(&id);
-                if !dir.is_dir() || dir.join(INDEX).exists() {
-                    continue;
-                }
-                let state = if dir.join(FORGOTTEN).exists() {
-                    BlobState::Forgotten
-                } else if dir.join(PENDING).exists() {
-                    BlobState::Pending
-                } else {
-                    BlobState::Orphan
-                };
-                let (windows, newest) = blob_files(&dir)?;
-                let idle = newest
-                    .and_then(|t| now.duration_since(t).ok())
-                    .map_or(0, |d| d.as_secs());
-                out.push(Uncommitted {
-                    id,
-                    state,
-                    bytes: windows.iter().map(|w| w.len).sum(),
-                    idle,
-                });
-            }
+            let state = if ix.forgotten() {
+                BlobState::Forgotten
+            } else if ix.pending.is_some() {
+                BlobState::Pending
+            } else {
+                BlobState::Orphan
+            };
+            let (bytes, idle) = self.b.activity(&id)?;
+            out.push(Uncommitted {
+                id,
+                state,
+                bytes,
+                idle,
+            });
         }
         crate::sort::by(&mut out, |a, b| a.id.cmp(&b.id));
         Ok(out)
     }
+
+    /// Removes the temporaries killed writers left, of one node in one domain
+    /// (prune) or of the whole store (`chute serve` at start), keeping those of
+    /// pending blobs that changed less than `min_age` ago (see `temps.rs`).
+    pub fn sweep_temporaries(
+        &self,
+        only: Option<(&str, &str)>,
+        min_age: Duration,
+    ) -> Result<Temps> {
+        self.b.sweep_temporaries(only, min_age)
+    }
+
+    /// Re-reads every window of the store against its name (see `scrub.rs`).
+    pub fn scrub(&self) -> Result<ScrubReport> {
+        self.scrub_paced(None, &mut |_| true)
+    }
+
+    /// [`Store::scrub`] as a background pass runs it (see [`DirStore::scrub_paced`]).
+    pub fn scrub_paced(
+        &self,
+        after: Option<&str>,
+        on: &mut dyn FnMut(ScrubEvent<'_>) -> bool,
+    ) -> Result<ScrubReport> {
+        self.b.scrub_paced(after, on)
+    }
 }
 
-/// Holds a blob directory's lock (`.lock`, which no listing shows) until dropped.
-fn lock_blob(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK);
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            // The blob was deleted meanwhile.
-            io::ErrorKind::NotFound => Error::NotFound(format!("no blob {}", dir.display())),
-            _ => io_err(format!("cannot open {}", path.display()))(e),
-        })?;
-    crate::sys::lock(&f).map_err(io_err(format!("cannot lock {}", path.display())))?;
-    Ok(f)
+/// The pieces `(window, skip, take)` of `list` that hold `[offset, end)`, in
+/// order; a range error if a byte of it is not written.
+fn pieces(
+    id: &BlobId,
+    list: &WindowList,
+    offset: u64,
+    end: u64,
+) -> Result<Vec<(Window, u64, u64)>> {
+    let mut pieces = Vec::new();
+    let mut pos = offset;
+    for w in list.touching(offset, end) {
+        if w.offset > pos {
+            break;
+        }
+        let take_end = w.end().min(end);
+        pieces.push((*w, pos - w.offset, take_end - pos));
+        pos = take_end;
+    }
+    if pos < end {
+        return Err(Error::Range(format!(
+            "bytes {offset}-{} of {} are not all written (part holds {} bytes)",
+            end.saturating_sub(1),
+            id.path(),
+            list.end()
+        )));
+    }
+    Ok(pieces)
 }
 
 /// Refuses an index larger than the store keeps.
@@ -1179,15 +896,15 @@ fn check_index_len(index: &[u8], cap: u64) -> Result<()> {
 
 /// Refuses a change to a blob that is not pending: committed or forgotten (409:
 /// a committed blob is immutable) or deleted (404). Callers that act on the answer
-/// hold the blob's lock.
-fn check_pending(dir: &Path, id: &BlobId) -> Result<()> {
-    if dir.join(INDEX).exists() || dir.join(FORGOTTEN).exists() {
+/// hold the blob.
+fn check_pending(ix: &Indexes, id: &BlobId) -> Result<()> {
+    if ix.committed.is_some() || ix.forgotten() {
         return Err(Error::Conflict(format!(
             "blob {} is committed; it cannot change",
             id.path()
         )));
     }
-    if !dir.join(PENDING).exists() {
+    if ix.pending.is_none() {
         return Err(Error::NotFound(format!("no blob {}", id.path())));
     }
     Ok(())
@@ -1209,90 +926,9 @@ fn check_overlap(list: &WindowList, win: Window) -> Result<()> {
     Ok(())
 }
 
-/// What a blob directory's files count against its node's quota: its index files
-/// and every window file (both of a pair a crash left), each [`charge`]d.
-fn blob_charge(dir: &Path) -> Result<u64> {
-    let mut total = 0u64;
-    for name in [PENDING, INDEX, FORGOTTEN] {
-        match fs::metadata(dir.join(name)) {
-            Ok(m) => total = total.saturating_add(charge(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(format!("cannot read {}", dir.display()))(e)),
-        }
-    }
-    for w in part_windows(&dir.join(PART))? {
-        total = total.saturating_add(charge(w.len));
-    }
-    Ok(total)
-}
-
-/// Names in a directory that are valid components (others are ignored).
-fn read_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        // A file where a directory could be (the `chute-store` marker read as a
-        // domain) holds no names either.
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
-        {
-            return Ok(Vec::new());
-        }
-        Err(e) => return Err(io_err(format!("cannot list {}", dir.display()))(e)),
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let e = e.map_err(io_err(format!("cannot list {}", dir.display())))?;
-        if let Some(n) = e.file_name().to_str() {
-            if valid_component(n) {
-                out.push(n.to_string());
-            }
-        }
-    }
-    crate::sort::sort(&mut out);
-    Ok(out)
-}
-
-fn marker_text() -> String {
-    format!("{MARKER} {LAYOUT_VERSION}\n")
-}
-
-/// Whether `root` holds a store marker of this layout version: `false` if it has
-/// none; an error if it has one of a newer chute, or a damaged one.
-fn check_marker(root: &Path) -> Result<bool> {
-    let marker = root.join(MARKER);
-    let s = match fs::read_to_string(&marker) {
-        Ok(s) => s,
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
-        {
-            return Ok(false);
-        }
-        Err(e) => return Err(io_err(format!("cannot read {}", marker.display()))(e)),
-    };
-    let v = s
-        .trim()
-        .strip_prefix("chute-store ")
-        .and_then(|v| v.parse::<u32>().ok());
-    match v {
-        Some(LAYOUT_VERSION) => Ok(true),
-        Some(v) if v > LAYOUT_VERSION => Err(Error::Newer(format!(
-            "store {} was written by a newer chute (format {v}, this build reads {LAYOUT_VERSION})",
-            root.display()
-        ))),
-        _ => Err(Error::Bad(format!(
-            "{} is not a chute store (bad {MARKER} file)",
-            root.display()
-        ))),
-    }
-}
-
 /// [`fsutil::write_atomic`], failing as the store does (a full disk is [`Error::Full`]).
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     fsutil::write_atomic(path, data).map_err(io_err(format!("cannot write {}", path.display())))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    fsutil::sync_dir(dir).map_err(io_err(format!("cannot sync {}", dir.display())))
 }
 
 /// SHA-256 of an in-memory buffer, for callers that announce a window's digest.
@@ -1300,28 +936,15 @@ pub fn digest(data: &[u8]) -> [u8; 32] {
     sha256(data)
 }
 
-/// Every window file in a part directory (none if it does not exist), unsorted.
-fn part_windows(part: &Path) -> Result<Vec<Window>> {
-    let cannot = || io_err(format!("cannot list {}", part.display()));
-    let entries = match fs::read_dir(part) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(cannot()(e)),
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let e = e.map_err(cannot())?;
-        if let Some(w) = e.file_name().to_str().and_then(Window::from_file_name) {
-            out.push(w);
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// The directory backend under a store, for its own machinery.
+    fn d(s: &Store) -> &DirStore {
+        s.backend().as_any().downcast_ref().unwrap()
+    }
 
     fn tmpdir(name: &str) -> PathBuf {
         let d =
@@ -1540,7 +1163,7 @@ mod tests {
         assert!(s.list_uncommitted("d.org", "pi").unwrap().is_empty());
         s.forget(&id).unwrap();
         // Forgetting again restarts its idle time (prune's mark, on this clock).
-        let dir = s.dir(&id);
+        let dir = d(&s).dir(&id);
         let hour_ago = std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -1627,7 +1250,7 @@ mod tests {
                 });
             }
         });
-        let listed = a.listings.listed.load(Relaxed) + b.listings.listed.load(Relaxed);
+        let listed = d(&a).listings.listed.load(Relaxed) + d(&b).listings.listed.load(Relaxed);
         for st in [&a, &b] {
             assert_eq!(st.part_len(&id).unwrap(), 800);
             assert_eq!(st.windows(&id).unwrap().len(), 200);
@@ -1639,14 +1262,14 @@ mod tests {
         }
         // Listed when the other had written, not three times a window.
         assert!(listed < 600, "{listed} listings for 200 windows");
-        let before = a.listings.listed.load(Relaxed);
+        let before = d(&a).listings.listed.load(Relaxed);
         for n in 0..200 {
             assert_eq!(a.read(&id, n * 4, 4).unwrap(), body(n));
         }
         a.commit(&id, &index(Some(800))).unwrap();
         assert_eq!(a.read(&id, 0, 800).unwrap().len(), 800);
         assert!(
-            a.listings.listed.load(Relaxed) - before <= 1,
+            d(&a).listings.listed.load(Relaxed) - before <= 1,
             "reads listed"
         );
         // Trimmed by the other store: seen at once.
@@ -1773,12 +1396,12 @@ mod tests {
     fn record_answers_for_an_unchanged_window() {
         let (root, s, id, dir, w) = one_window("rec-hit");
         // Recorded on arrival, with the stat the file has now.
-        assert_eq!(s.recorded(&dir, &w), Some(stamp(&dir, &w)));
+        assert_eq!(d(&s).recorded(&dir, &w), Some(stamp(&dir, &w)));
         assert_eq!(s.window_hash(&id, &w).unwrap(), sha256(b"abcdefgh"));
         assert_eq!(s.hash(&id, 0, 8).unwrap(), sha256(b"abcdefgh"));
         // A second store (another process) reads the same record.
         let other = Store::open(&root).unwrap();
-        assert_eq!(other.recorded(&dir, &w), Some(stamp(&dir, &w)));
+        assert_eq!(d(&other).recorded(&dir, &w), Some(stamp(&dir, &w)));
         // Rewriting the record (here: a scrub compacting a junk line) is not
         // activity: the blob's idle time, prune's clock, goes on.
         let hour_ago = SystemTime::now()
@@ -1821,9 +1444,9 @@ mod tests {
         assert_ne!(after.ctime, before.ctime, "a write changes ctime");
         assert_eq!(s.window_hash(&id, &w).unwrap(), sha256(b"abcXefgh"));
         // The mismatch was not recorded; the scrub finds it too.
-        assert_eq!(s.recorded(&dir, &w), Some(before));
+        assert_eq!(d(&s).recorded(&dir, &w), Some(before));
         assert_eq!(s.scrub().unwrap().damaged.len(), 1);
-        assert_eq!(s.recorded(&dir, &w), None);
+        assert_eq!(d(&s).recorded(&dir, &w), None);
         // A truncated window is an error, not a hash of what is left.
         fs::write(&path, b"abc").unwrap();
         assert!(matches!(s.window_hash(&id, &w), Err(Error::Io(..))));
@@ -1865,7 +1488,7 @@ mod tests {
         flip_keeping_mtime(&path);
         // Bit rot under an unchanged stat, which no stat can show: forge the entry
         // a lucky stat would leave.
-        s.record_append(&dir, &w, &stamp(&dir, &w)).unwrap();
+        d(&s).record_append(&dir, &w, &stamp(&dir, &w)).unwrap();
         // Trusted only once committed: before, the bytes need not be durable.
         assert_eq!(s.window_hash(&id, &w).unwrap(), sha256(b"abcXefgh"));
         s.commit(&id, &index(Some(8))).unwrap();
@@ -1879,7 +1502,7 @@ mod tests {
         // store's cached copy is not trusted after that.
         let r = s.scrub().unwrap();
         assert_eq!(r.damaged.len(), 1, "{r:?}");
-        assert_eq!(server.recorded(&dir, &w), None);
+        assert_eq!(d(&server).recorded(&dir, &w), None);
         assert_eq!(server.window_hash(&id, &w).unwrap(), sha256(b"abcXefgh"));
         fs::remove_dir_all(root).unwrap();
     }
@@ -1897,7 +1520,7 @@ mod tests {
         assert_ne!(s.window_challenge(&id, &w, &[8u8; 32]).unwrap(), answer);
         let file = dir.join(PART).join(w.file_name());
         fs::write(&file, b"XXXXXXXX").unwrap();
-        s.record_append(&dir, &w, &stamp(&dir, &w)).unwrap();
+        d(&s).record_append(&dir, &w, &stamp(&dir, &w)).unwrap();
         assert_eq!(
             s.window_hash(&id, &w).unwrap(),
             sha256(b"abcdefgh"),
@@ -1947,17 +1570,17 @@ mod tests {
         // A re-read records a window only once it has not changed for 2 s.
         fs::write(&rec, "").unwrap();
         assert_eq!(s.window_hash(&id, &w).unwrap(), sha256(b"abcdefgh"));
-        assert_eq!(s.recorded(&dir, &w), None, "recorded while unsettled");
+        assert_eq!(d(&s).recorded(&dir, &w), None, "recorded while unsettled");
         std::thread::sleep(SETTLED + Duration::from_millis(100));
         for case in &cases {
             fs::write(&rec, case).unwrap();
-            assert_ne!(s.recorded(&dir, &w), Some(now), "{case:?}");
+            assert_ne!(d(&s).recorded(&dir, &w), Some(now), "{case:?}");
             // Still the right answer, by re-reading; and the entry is back.
             assert_eq!(s.window_hash(&id, &w).unwrap(), sha256(b"abcdefgh"));
-            assert_eq!(s.recorded(&dir, &w), Some(now), "{case:?}");
+            assert_eq!(d(&s).recorded(&dir, &w), Some(now), "{case:?}");
         }
         fs::remove_file(&rec).unwrap();
-        assert_eq!(s.recorded(&dir, &w), None);
+        assert_eq!(d(&s).recorded(&dir, &w), None);
         assert_eq!(s.window_hash(&id, &w).unwrap(), sha256(b"abcdefgh"));
         // Record lines round-trip; a scrub compacts repeated ones.
         assert_eq!(
@@ -1965,7 +1588,7 @@ mod tests {
             Some((w, now))
         );
         for _ in 0..3 {
-            s.record_append(&dir, &w, &now).unwrap();
+            d(&s).record_append(&dir, &w, &now).unwrap();
         }
         s.scrub().unwrap();
         assert_eq!(fs::read_to_string(&rec).unwrap().lines().count(), 2);

@@ -14,7 +14,7 @@
 //! and unchanged by the read (same stat before and after, ctime at least 2 s old).
 //! A scrub re-reads every window whatever the record says and rewrites it: fresh
 //! lines for intact windows, none for damaged or vanished ones. The last valid line
-//! for a window counts; [`Store::window_hash`] trusts it only if a fresh stat of the
+//! for a window counts; `DirStore::window_hash` trusts it only if a fresh stat of the
 //! file equals it exactly, and only once the blob is committed (a pending blob's
 //! bytes are not durable yet: a power cut can keep a stat and lose the bytes).
 //! Every write through the file system changes ctime (no call can set it back),
@@ -240,7 +240,7 @@ impl Records {
     }
 }
 
-impl Store {
+impl DirStore {
     /// The stamp the record of blob directory `dir` holds for window `w`, if any.
     pub(super) fn recorded(&self, dir: &Path, w: &Window) -> Option<Stamp> {
         self.recorded_at(dir, w.offset)
@@ -313,6 +313,12 @@ impl Store {
     /// Appends an entry to a blob's record (creating it), under the blob's lock.
     pub(super) fn record_append(&self, dir: &Path, w: &Window, s: &Stamp) -> Result<()> {
         let _lock = lock_blob(dir)?;
+        self.record_append_held(dir, w, s)
+    }
+
+    /// [`DirStore::record_append`] for a caller that holds the blob's lock (a
+    /// second `flock` of it from this process would wait for itself).
+    pub(super) fn record_append_held(&self, dir: &Path, w: &Window, s: &Stamp) -> Result<()> {
         let path = dir.join(RECORD);
         // The record is a cache of verdicts, not data, and is not charged to the
         // node's quota; a window sent again appends a line each time. Past

@@ -16,7 +16,7 @@ pub struct Damage {
     pub why: String,
 }
 
-/// What [`Store::scrub`] checked and found.
+/// What [`DirStore::scrub`] checked and found.
 #[derive(Debug, Default)]
 pub struct ScrubReport {
     /// Blobs checked whole.
@@ -31,7 +31,7 @@ pub struct ScrubReport {
     pub stopped: bool,
 }
 
-/// What a scrub pass tells its caller as it goes (see [`Store::scrub_paced`]).
+/// What a scrub pass tells its caller as it goes (see [`DirStore::scrub_paced`]).
 #[derive(Debug)]
 pub enum ScrubEvent<'a> {
     /// A window of this many bytes was read.
@@ -42,7 +42,7 @@ pub enum ScrubEvent<'a> {
     BlobDone(&'a str),
 }
 
-impl Store {
+impl DirStore {
     /// Re-hashes every window file in the store and compares it with the length and
     /// SHA-256 in its name, which the store verified when the bytes arrived. Needs
     /// no key and reads one window at a time.
@@ -50,7 +50,7 @@ impl Store {
         self.scrub_paced(None, &mut |_| true)
     }
 
-    /// [`Store::scrub`] as a background pass runs it: blobs in a fixed order
+    /// [`DirStore::scrub`] as a background pass runs it: blobs in a fixed order
     /// (domain, node, mount, timestamp), starting after the blob `after` (a
     /// `domain/node/mount/timestamp` a stopped pass reached), telling `on` of each
     /// window read (so it can sleep to stay under a read rate), each damaged window

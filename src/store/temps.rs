@@ -2,7 +2,7 @@
 //! and the sweep that removes the ones a killed writer left.
 //!
 //! A blob directory holds three kinds of temporary (see the layout in
-//! [`crate::store`]):
+//! `dir.rs`):
 //! - `0/.tmp-<random>`, a window being received. Written *without* the blob's
 //!   lock; its writer holds an exclusive `flock` on it from just after it creates
 //!   it until after it renamed or removed it ([`new_window_temp`]). The kernel
@@ -254,7 +254,7 @@ pub(super) fn temps_charge(dir: &Path, only_dead: bool) -> Result<u64> {
     Ok(total)
 }
 
-impl Store {
+impl DirStore {
     /// Sweeps one blob directory under its lock (see the module docs).
     pub(super) fn sweep_blob(&self, dir: &Path, min_age: Duration) -> Result<Temps> {
         // Most blobs hold none: no lock taken (nor `.lock` made) for them.

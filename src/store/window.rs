@@ -162,15 +162,24 @@ pub(super) fn receive(
     Ok((digest, f))
 }
 
+/// A reader over a byte range of part 0, whatever the backend.
+pub struct RangeReader(pub(super) Box<dyn Read + Send>);
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
 /// Reads a byte range that may span several window files.
-pub struct RangeReader {
+pub(super) struct FileRange {
     pub(super) part: PathBuf,
     /// (window, offset within it, bytes to take), in order.
     pub(super) pieces: Vec<(Window, u64, u64)>,
     pub(super) current: Option<io::Take<File>>,
 }
 
-impl Read for RangeReader {
+impl Read for FileRange {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if let Some(cur) = &mut self.current {
