@@ -14,6 +14,9 @@ RCLONE_VERSION=1.75.2
 GARAGE_ROOT=$ROOT/garage-$GARAGE_VERSION
 VENV=$ROOT/rclone-$RCLONE_VERSION
 mkdir -p "$ROOT"
+# One run at a time per cache (a developer's and a CI's, two make invocations).
+exec 9>"$ROOT/.lock"
+flock 9
 
 if [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
     echo "test-deps: building garage $GARAGE_VERSION (about 6.5 minutes on 2 cores)" >&2
@@ -29,8 +32,8 @@ if [ ! -x "$VENV/bin/rclone" ]; then
     if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
         # Debian 12 ships python3 without venv/ensurepip.
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            DEBIAN_FRONTEND=noninteractive apt-get update -q
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q python3-venv
         else
             echo "test-deps: python3 has no venv module; install python3-venv (as root: apt-get install python3-venv)" >&2
             exit 2

@@ -31,7 +31,7 @@
 //! [`CONNECT_TIMEOUT`].
 
 use super::answer::{self, Array, Value};
-use super::{Error, ErrorKind, Remote, Result, retry};
+use super::{Error, ErrorKind, Remote, Result, one_line, retry};
 use crate::auth::{self, Signer};
 use crate::blob::{BlobId, BlobState, Uncommitted};
 use crate::format::Index;
@@ -757,16 +757,6 @@ impl HttpRemote {
 /// The SHA-256 a request's signature covers.
 fn sha256_of(body: &[u8]) -> [u8; 32] {
     crate::crypto::sha256(body)
-}
-
-/// A peer's text fit for one line of our output: at most 200 characters, control
-/// characters (newlines, terminal escapes) shown escaped.
-fn one_line(s: &str) -> String {
-    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
-    if s.chars().nth(200).is_some() {
-        out.push_str("...");
-    }
-    out
 }
 
 /// Whether an answer can be chute's: it carries `X-Chute-Answer`, or its body is

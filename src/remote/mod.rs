@@ -156,6 +156,17 @@ pub(crate) fn parse_index(bytes: &[u8], id: &BlobId) -> Result<Index> {
     Ok(idx)
 }
 
+/// A remote's text fit for one line of our output: at most 200 characters, control
+/// characters (newlines, terminal escapes) shown escaped. What a peer or an object
+/// store says goes into our one-line errors only through this.
+pub(crate) fn one_line(s: &str) -> String {
+    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
+    if s.chars().nth(200).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// Most time [`retry`] spends waiting, whatever the remote's `Retry-After` says.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(90);
 

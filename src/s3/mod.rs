@@ -61,7 +61,7 @@ pub mod xml;
 
 pub use config::{Config, Credentials, DEFAULT_REGION, S3Spec, region_from_env};
 
-use crate::remote::{Error, ErrorKind, Result};
+use crate::remote::{Error, ErrorKind, Result, one_line};
 use list::{MAX_PAGE_KEYS, Object, Page};
 use sigv4::Signer;
 use std::io::{BufReader, Read};
@@ -73,12 +73,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one read or write on a connection may wait: a stalled server or
 /// network fails the request instead of hanging the command.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long sending a body, waiting for the answer's head, or receiving its body
+/// may take in all (a window of a few MiB, or a list page, on a slow link).
+pub const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The part of an error body read (and shown); the rest is never read.
 pub const MAX_ERROR_BODY: u64 = 4 << 10;
 /// A `CopyObjectResult` (an ETag and a date), with room to spare.
 const MAX_COPY_ANSWER: u64 = 4 << 10;
-/// The longest error message kept from an answer, in characters.
-const MAX_MESSAGE: usize = 200;
 
 /// The line the CLI prints before using an `s3:http://` store.
 pub const PLAIN_HTTP_WARNING: &str = "warning: S3 over plain http: the data is sealed, but anyone on the path can see each signed request and replay it within SigV4's 15-minute window (a delete included)";
@@ -109,6 +110,11 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_per_read(Some(IO_TIMEOUT))
             .timeout_per_write(Some(IO_TIMEOUT))
+            // Whole phases bounded too, as the peer's client does: a server that
+            // sends a byte a minute cannot hold a request open for long.
+            .timeout_send_body(Some(PHASE_TIMEOUT))
+            .timeout_recv_response(Some(PHASE_TIMEOUT))
+            .timeout_recv_body(Some(PHASE_TIMEOUT))
             .max_idle_connections_per_host(16)
             // A 3xx is an answer (refused, see `failure`): following it would send
             // a signed request, body and all, wherever the answer says.
@@ -237,12 +243,13 @@ impl Client {
         e
     }
 
-    /// Reads a body of at most `cap` bytes whole; more is refused.
+    /// Reads a body of at most `cap` bytes whole; more is refused. The buffer
+    /// grows with the bytes that arrive, not with `cap`.
     fn body(&self, what: &str, resp: &mut Response, cap: u64) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(cap.min(64 << 10) as usize);
         resp.body_mut()
             .as_reader()
-            .take(cap + 1)
+            .take(cap.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| {
                 Error::new(
@@ -324,33 +331,11 @@ impl Client {
                 format!("{what}: {} answered {status} {why}", self.host),
             )
         })?;
-        let usize_len = usize::try_from(len)
-            .map_err(|_| Error::new(ErrorKind::Refused, format!("{what}: too large for memory")))?;
-        let mut out = Vec::with_capacity(usize_len);
-        let n = resp
-            .body_mut()
-            .as_reader()
-            .take(len + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    format!("{what}: reading the answer from {}: {e}", self.host),
-                )
-            })? as u64;
-        if n != len {
-            let kind = if n > len {
-                ErrorKind::Refused
-            } else {
-                ErrorKind::Unavailable
-            };
+        let out = self.body(&what, &mut resp, len)?;
+        if out.len() as u64 != len {
             return Err(Error::new(
-                kind,
-                format!(
-                    "{what}: {} sent {n} bytes{}",
-                    self.host,
-                    if n > len { " or more" } else { "" }
-                ),
+                ErrorKind::Unavailable,
+                format!("{what}: {} sent {} of {len} bytes", self.host, out.len()),
             ));
         }
         Ok(out)
@@ -675,7 +660,11 @@ fn content_length(resp: &Response) -> Option<u64> {
 /// The kind of a failed answer (see the module docs).
 fn kind_of(status: u16, code: Option<&str>) -> ErrorKind {
     let code = code.unwrap_or("");
-    if code == "SlowDown" || code == "ServiceUnavailable" || code == "InternalError" {
+    // RequestTimeout: AWS's 400 for an upload that came too slowly; worth a retry.
+    if matches!(
+        code,
+        "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout"
+    ) {
         return ErrorKind::Unavailable;
     }
     if code.contains("Quota") {
@@ -706,7 +695,13 @@ fn error_document(body: &[u8]) -> (Option<String>, Option<String>) {
     while let Ok(xml::Event::Start(name)) = p.next() {
         match name.as_str() {
             "Code" => code = p.text().ok().map(|t| one_line(&t)),
-            "Message" => message = p.text().ok().map(|t| one_line(&t)),
+            // XML whitespace (a wrapped message) is one space here.
+            "Message" => {
+                message = p
+                    .text()
+                    .ok()
+                    .map(|t| one_line(&t.split_whitespace().collect::<Vec<_>>().join(" ")))
+            }
             _ => {
                 if p.skip().is_err() {
                     break;
@@ -718,21 +713,6 @@ fn error_document(body: &[u8]) -> (Option<String>, Option<String>) {
         !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
     });
     (code, message.filter(|m| !m.is_empty()))
-}
-
-/// `s` on one line of at most [`MAX_MESSAGE`] characters, control characters
-/// replaced: what a server says goes into our one-line errors.
-fn one_line(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE)
-        .collect();
-    out = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    if s.chars().count() > MAX_MESSAGE {
-        out.push_str("...");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -773,6 +753,7 @@ mod tests {
             (503, None, Unavailable),
             (500, Some("InternalError"), Unavailable),
             (400, Some("SlowDown"), Unavailable),
+            (400, Some("RequestTimeout"), Unavailable),
             (429, None, Unavailable),
             (403, Some("SignatureDoesNotMatch"), Auth),
             (403, Some("InvalidAccessKeyId"), Auth),
@@ -806,6 +787,5 @@ mod tests {
             error_document(b"<Error><Code>a b\x07</Code></Error>").0,
             None
         );
-        assert_eq!(one_line(&"x".repeat(300)).len(), MAX_MESSAGE + 3);
     }
 }

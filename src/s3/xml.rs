@@ -242,7 +242,7 @@ impl<R: BufRead> Pull<R> {
             _ => {
                 return bad(format!(
                     "unknown entity &{};",
-                    String::from_utf8_lossy(&name)
+                    String::from_utf8_lossy(&name).escape_default()
                 ));
             }
         };
@@ -321,8 +321,9 @@ impl<R: BufRead> Pull<R> {
         match self.open.pop() {
             Some(open) if open.as_bytes() == name.as_slice() => Ok(Event::End(open)),
             Some(open) => bad(format!(
-                "</{}> closes <{open}>",
-                String::from_utf8_lossy(&name)
+                "</{}> closes <{}>",
+                String::from_utf8_lossy(&name).escape_default(),
+                open.escape_default()
             )),
             None => bad("an end tag outside the root element"),
         }

@@ -233,11 +233,18 @@ impl Backend for DirStore {
 
     fn indexes(&self, id: &BlobId) -> Result<Indexes> {
         let dir = self.dir(id);
-        let len = |slot: Slot| fs::metadata(dir.join(slot.name())).ok().map(|m| m.len());
+        // Absent is only NotFound: an unreadable index must not pass for none.
+        let len = |slot: Slot| match fs::metadata(dir.join(slot.name())) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(format!("cannot read the indexes of {}", id.path()))(
+                e,
+            )),
+        };
         Ok(Indexes {
-            pending: len(Slot::Pending),
-            committed: len(Slot::Committed),
-            forgotten: len(Slot::Forgotten),
+            pending: len(Slot::Pending)?,
+            committed: len(Slot::Committed)?,
+            forgotten: len(Slot::Forgotten)?,
         })
     }
 
@@ -488,7 +495,10 @@ impl Backend for DirStore {
     fn remove_blob(&self, hold: Hold, id: &BlobId) -> Result<()> {
         let dir = self.dir(id);
         self.listings.forget(&dir);
-        for name in [INDEX, FORGOTTEN, PENDING] {
+        // Pending first, forgotten last: a delete cut between two unlinks leaves a
+        // blob that is still forgotten (or committed), or one with no index at all
+        // (an orphan prune deletes), never one that reads as pending again.
+        for name in [PENDING, INDEX, FORGOTTEN] {
             match fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
