@@ -171,7 +171,20 @@ pub struct Garage {
 }
 
 impl Garage {
+    /// Starts the cluster; a start that fails (a port our probe found free taken
+    /// before a node bound it, by another test's connection) is tried again with
+    /// fresh ports, three times at most. A failed attempt's nodes are killed as
+    /// its `Garage` unwinds.
     pub fn start() -> Garage {
+        for _ in 0..2 {
+            if let Ok(g) = std::panic::catch_unwind(Garage::start_once) {
+                return g;
+            }
+        }
+        Garage::start_once()
+    }
+
+    fn start_once() -> Garage {
         let bin = garage_bin();
         let dir = temp_dir("garage");
         let begin = Instant::now();
