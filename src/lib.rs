@@ -29,6 +29,7 @@ pub mod reads;
 pub mod remote;
 pub mod restore;
 pub mod runchunks;
+pub mod s3;
 pub mod scrub;
 pub mod server;
 pub mod sink;

@@ -18,6 +18,7 @@ mod maintenance;
 mod manifest_v3;
 mod proof;
 mod roundtrip;
+mod s3_client;
 mod security;
 mod server_api;
 mod server_sink;

