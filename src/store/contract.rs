@@ -532,3 +532,61 @@ mod dir {
 }
 
 crate::contract_tests!(dir_store, super::dir::new());
+
+/// The real S3 servers of the integration tests (`tests/util/s3.rs`, one file
+/// for both: it names the crate `chute`, which `lib.rs` lets the lib's own tests
+/// say too). Not every helper there is used here.
+#[allow(dead_code)]
+#[path = "../../tests/util/s3.rs"]
+mod servers;
+
+/// S3 stores for the contract, each under a prefix of its own in a bucket of a
+/// server shared by the checks that run at the same time (started by the first,
+/// stopped when the last one ends: no server outlives the test process).
+mod s3 {
+    use super::servers::{Garage, Rclone};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex, Weak};
+
+    static GARAGE: Mutex<Weak<Garage>> = Mutex::new(Weak::new());
+    static RCLONE: Mutex<Weak<Rclone>> = Mutex::new(Weak::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    fn shared<T>(slot: &Mutex<Weak<T>>, start: fn() -> T) -> Arc<T> {
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = s.upgrade() {
+            return t;
+        }
+        let t = Arc::new(start());
+        *s = Arc::downgrade(&t);
+        t
+    }
+
+    fn prefix() -> String {
+        format!(
+            "contract-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn store(spec: &str, env: &dyn Fn(&str) -> Option<String>) -> super::Store {
+        let config = crate::s3::Config::from_env(spec, env).unwrap();
+        super::Store::over(Arc::new(super::S3Store::new(config)))
+    }
+
+    /// An empty store on the 3-node Garage cluster.
+    pub(super) fn garage() -> (super::Store, Arc<Garage>) {
+        let g = shared(&GARAGE, Garage::start);
+        (store(&g.spec(0, &prefix()), &g.env()), g)
+    }
+
+    /// An empty store on `rclone serve s3`.
+    pub(super) fn rclone() -> (super::Store, Arc<Rclone>) {
+        let r = shared(&RCLONE, Rclone::start);
+        (store(&r.spec(&prefix()), &r.env()), r)
+    }
+}
+
+crate::contract_tests!(s3_garage, super::s3::garage());
+crate::contract_tests!(s3_rclone, super::s3::rclone());

@@ -160,10 +160,7 @@ impl S3Store {
         let base = format!("{}/{PART}/", id.path());
         self.fold(&prefix, None, Vec::new, |acc, page| {
             for o in page.objects {
-                let w = o
-                    .key
-                    .strip_prefix(&base)
-                    .and_then(Window::from_file_name);
+                let w = o.key.strip_prefix(&base).and_then(Window::from_file_name);
                 if let Some(w) = w {
                     acc.push(w);
                 }
@@ -513,10 +510,9 @@ impl Backend for S3Store {
                 for o in page.objects {
                     let counted = match o.key.strip_prefix(&part) {
                         Some(name) => Window::from_file_name(name).is_some(),
-                        None => matches!(
-                            o.key.strip_prefix(&base),
-                            Some(INDEX | PENDING | FORGOTTEN)
-                        ),
+                        None => {
+                            matches!(o.key.strip_prefix(&base), Some(INDEX | PENDING | FORGOTTEN))
+                        }
                     };
                     if counted {
                         *acc = acc.saturating_add(charge(o.size));
@@ -535,10 +531,7 @@ impl Backend for S3Store {
             || (0u64, 0u64),
             |acc, page| {
                 for o in page.objects {
-                    let w = o
-                        .key
-                        .strip_prefix(&part)
-                        .and_then(Window::from_file_name);
+                    let w = o.key.strip_prefix(&part).and_then(Window::from_file_name);
                     if let Some(w) = w {
                         acc.0 = acc.0.saturating_add(w.len);
                     }
