@@ -106,7 +106,7 @@ impl S3Store {
         format!("{}/{name}", id.path())
     }
 
-    fn window_key(id: &BlobId, w: &Window) -> String {
+    pub(super) fn window_key(id: &BlobId, w: &Window) -> String {
         format!("{}/{PART}/{}", id.path(), w.file_name())
     }
 
@@ -551,10 +551,14 @@ impl Backend for S3Store {
         on: &mut dyn FnMut(ScrubEvent<'_>) -> bool,
     ) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
+        // Compared by component, as the directory's scrub orders them ("a.b" sorts
+        // before "a" followed by "/" as a string, after it as a component).
+        let after: Option<Vec<&str>> = after.map(|a| a.split('/').collect());
         for domain in self.names("")? {
             for node in self.nodes(&domain)? {
                 for id in self.blobs(Some(&domain), &node)? {
-                    if after.is_some_and(|a| id.path().as_str() <= a) {
+                    let key = [id.domain.as_str(), &id.node, &id.mount, &id.timestamp];
+                    if after.as_deref().is_some_and(|a| key.as_slice() <= a) {
                         continue;
                     }
                     if !self.scrub_blob(&id, &mut report, on)? {
