@@ -4,7 +4,9 @@
 //! [`chunker`]) and sends only ciphertext to a [`remote`]: a local [`store`]
 //! directory or a peer's [`server`]. [`sink`] and [`restore`] are the two
 //! pipelines; [`verify`], [`forget`] and [`prune`] (with [`pack`]) keep a store
-//! healthy; [`cli`] wires them to the command line. Names both sides share are
+//! healthy; [`cli`] wires them to the command line. [`s3`] is a client for
+//! S3-compatible object stores (Garage, MinIO, a cloud bucket), a leaf the S3
+//! store will sit on. Names both sides share are
 //! leaves ([`blob`], [`protocol`], [`units`], [`fsutil`]): the client never imports
 //! the server, the core never imports the store. See README.md ("Where the code
 //! lives") for the tour and the module docs for the contracts (the REST protocol in
