@@ -13,6 +13,11 @@
 //! [`protocol`], every stored byte in [`format`](mod@format)).
 #![deny(unsafe_code)]
 
+// The lib's own tests share the integration tests' S3 servers (tests/util/s3.rs,
+// see store/contract.rs), whose paths name the crate.
+#[cfg(test)]
+extern crate self as chute;
+
 pub mod auth;
 pub mod blob;
 pub mod cache;

@@ -1,5 +1,5 @@
 //! The seam between the store's rules ([`Store`], written once) and
-//! where its objects live ([`Backend`]: a directory today, an S3 bucket next).
+//! where its objects live ([`Backend`]: a directory, `dir.rs`, or an S3 bucket, `s3.rs`).
 //!
 //! A backend keeps, for each blob, three index objects ([`Slot`]) and the window
 //! objects of part 0, named as in the directory layout; it knows nothing of quotas,
@@ -32,7 +32,8 @@
 //!   writer left are swept by their `LastModified` age, as a directory's
 //!   temporaries are. A window small enough may instead be kept in memory by
 //!   `receive` and PUT once by `place`: bounded by the largest window times the
-//!   server's threads.)
+//!   server's threads. `s3.rs` does this for every window: the client's PUT
+//!   takes the body in memory anyway.)
 //! - [`Backend::commit`] makes every window of the list durable *before* the
 //!   committed index exists. (S3: each window was confirmed by its PUT; commit is
 //!   the final PUT of `index.json`.)

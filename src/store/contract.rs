@@ -532,3 +532,113 @@ mod dir {
 }
 
 crate::contract_tests!(dir_store, super::dir::new());
+
+/// The real S3 servers of the integration tests (`tests/util/s3.rs`, one file
+/// for both: it names the crate `chute`, which `lib.rs` lets the lib's own tests
+/// say too). Not every helper there is used here.
+#[allow(dead_code)]
+#[path = "../../tests/util/s3.rs"]
+mod servers;
+
+/// S3 stores for the contract, each under a prefix of its own in a bucket of a
+/// server shared by the checks that run at the same time (started by the first,
+/// stopped when the last one ends: no server outlives the test process).
+mod s3 {
+    use super::servers::{Garage, Rclone};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex, Weak};
+
+    static GARAGE: Mutex<Weak<Garage>> = Mutex::new(Weak::new());
+    static RCLONE: Mutex<Weak<Rclone>> = Mutex::new(Weak::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    fn shared<T>(slot: &Mutex<Weak<T>>, start: fn() -> T) -> Arc<T> {
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = s.upgrade() {
+            return t;
+        }
+        let t = Arc::new(start());
+        *s = Arc::downgrade(&t);
+        t
+    }
+
+    fn prefix() -> String {
+        format!(
+            "contract-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn store(spec: &str, env: &dyn Fn(&str) -> Option<String>) -> super::Store {
+        let config = crate::s3::Config::from_env(spec, env).unwrap();
+        super::Store::over(Arc::new(super::S3Store::new(config)))
+    }
+
+    /// An empty store on the 3-node Garage cluster.
+    pub(super) fn garage() -> (super::Store, Arc<Garage>) {
+        let g = shared(&GARAGE, Garage::start);
+        (store(&g.spec(0, &prefix()), &g.env()), g)
+    }
+
+    /// An empty store on `rclone serve s3`.
+    pub(super) fn rclone() -> (super::Store, Arc<Rclone>) {
+        let r = shared(&RCLONE, Rclone::start);
+        (store(&r.spec(&prefix()), &r.env()), r)
+    }
+
+    /// The S3 scrub re-reads each window against its name: a window overwritten
+    /// in the bucket behind the store's back is named, and a pass resumed after a
+    /// blob skips it and every blob before it (by component: `m1.x` is after `m1`).
+    #[test]
+    fn the_s3_scrub_finds_damage_and_resumes() {
+        use super::{ScrubEvent, index, put};
+        let r = shared(&RCLONE, Rclone::start);
+        let spec = r.spec(&prefix());
+        let s = store(&spec, &r.env());
+        let id = s.create(&index("t1", None)).unwrap();
+        put(&s, &id, 0, b"abcd").unwrap();
+        put(&s, &id, 4, b"efgh").unwrap();
+        s.commit(&id, &index("t1", Some(8))).unwrap();
+        let other = crate::blob::BlobId::new("d.org", "pi", "m1.x", "t1").unwrap();
+        {
+            let b = s.backend();
+            let h = b.hold(&other, true).unwrap();
+            b.put_index(&h, &other, super::Slot::Pending, b"{}")
+                .unwrap();
+        }
+        assert_eq!(s.scrub().unwrap().damaged, []);
+        // Same length, other bytes, under the name of the window at 4.
+        let w = s.windows(&id).unwrap()[1];
+        let client = crate::s3::Client::new(crate::s3::Config::from_env(&spec, &r.env()).unwrap());
+        let bad = b"EFGH";
+        client
+            .put(
+                &super::S3Store::window_key(&id, &w),
+                bad,
+                &crate::crypto::sha256(bad),
+            )
+            .unwrap();
+        let mut done = Vec::new();
+        let report = s
+            .scrub_paced(None, &mut |e| {
+                if let ScrubEvent::BlobDone(b) = e {
+                    done.push(b.to_string());
+                }
+                true
+            })
+            .unwrap();
+        assert_eq!(done, ["d.org/pi/m1/t1", "d.org/pi/m1.x/t1"]);
+        assert_eq!((report.blobs, report.windows, report.bytes), (2, 2, 8));
+        assert_eq!(report.damaged.len(), 1);
+        assert_eq!((report.damaged[0].offset, report.damaged[0].len), (4, 4));
+        assert_eq!(report.damaged[0].blob, "d.org/pi/m1/t1");
+        let resumed = s
+            .scrub_paced(Some("d.org/pi/m1/t1"), &mut |_| true)
+            .unwrap();
+        assert_eq!((resumed.blobs, resumed.damaged.len()), (1, 0));
+    }
+}
+
+crate::contract_tests!(s3_garage, super::s3::garage());
+crate::contract_tests!(s3_rclone, super::s3::rclone());

@@ -1,6 +1,6 @@
 //! The blob store: the rules every store keeps, written once ([`Store`]), over a
-//! [`Backend`] that keeps its objects: a directory ([`DirStore`], `dir.rs`) today,
-//! an S3 bucket next. `chute serve`, local remotes, prune and scrub use [`Store`]
+//! [`Backend`] that keeps its objects: a directory ([`DirStore`], `dir.rs`) or an
+//! S3 bucket ([`S3Store`], `s3.rs`). `chute serve`, local remotes, prune and scrub use [`Store`]
 //! and never a backend's own calls, so a backend is one new file.
 //!
 //! The store holds opaque bytes and never needs a key. Every backend uses the same
@@ -65,6 +65,7 @@ pub(crate) mod contract;
 mod dir;
 mod listing;
 mod record;
+mod s3;
 mod scrub;
 mod temps;
 mod window;
@@ -75,6 +76,7 @@ use dir::*;
 pub use listing::WindowList;
 use listing::*;
 use record::*;
+pub use s3::S3Store;
 pub use scrub::{Damage, ScrubEvent, ScrubReport};
 pub use temps::Temps;
 use temps::*;

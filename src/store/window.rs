@@ -125,6 +125,21 @@ pub(super) fn receive(
     body: &mut dyn Read,
     expect: Option<[u8; 32]>,
 ) -> Result<([u8; 32], File)> {
+    let digest = receive_into(&mut f, len, body, expect)?;
+    // Started now, so the commit's fdatasync of every window has little left to wait
+    // for, and the disk writes while the workers seal.
+    crate::sys::start_writeback(&f);
+    Ok((digest, f))
+}
+
+/// Copies exactly `len` bytes of `body` to `out` and returns their SHA-256,
+/// refusing a body that is shorter, longer, or (with `expect`) of another hash.
+pub(super) fn receive_into(
+    out: &mut dyn Write,
+    len: u64,
+    body: &mut dyn Read,
+    expect: Option<[u8; 32]>,
+) -> Result<[u8; 32]> {
     let mut h = Sha256State::new();
     let mut buf = vec![0u8; (256 << 10).min(len as usize)];
     let mut got = 0u64;
@@ -143,7 +158,7 @@ pub(super) fn receive(
             }
         };
         h.update(&buf[..n]);
-        f.write_all(&buf[..n])
+        out.write_all(&buf[..n])
             .map_err(io_err("cannot write window"))?;
         got += n as u64;
     }
@@ -156,10 +171,7 @@ pub(super) fn receive(
     if expect.is_some_and(|e| e != digest) {
         return Err(Error::Digest);
     }
-    // Started now, so the commit's fdatasync of every window has little left to wait
-    // for, and the disk writes while the workers seal.
-    crate::sys::start_writeback(&f);
-    Ok((digest, f))
+    Ok(digest)
 }
 
 /// A reader over a byte range of part 0, whatever the backend.
