@@ -99,6 +99,7 @@ impl Error {
                 Some("run `chute init` to create a key, or pass --key-file".into())
             }
             Error::Remote(e) if e.hint.is_some() => e.hint.as_deref().cloned(),
+            Error::Store(store::Error::Backend(e)) => e.hint.as_deref().cloned(),
             Error::Remote(e) if e.kind == remote::ErrorKind::Auth => Some(
                 "run `chute key auth` here and admit the line it prints with `chute serve --allow` on the peer".into(),
             ),

@@ -376,6 +376,9 @@ impl From<store::Error> for Fail {
             store::Error::Range(_) => 416,
             store::Error::Full | store::Error::Quota(_) => 507,
             store::Error::Newer(_) | store::Error::NoStore { .. } | store::Error::Io(..) => 500,
+            // The object store behind: busy (the node retries), or broken.
+            store::Error::Backend(b) if b.kind == crate::remote::ErrorKind::Unavailable => 503,
+            store::Error::Backend(_) => 502,
         };
         Fail(status, e.to_string(), None)
     }

@@ -1,8 +1,8 @@
 //! The S3 client against real servers: a 3-node Garage cluster and `rclone serve
-//! s3` (tests/util/s3.rs; `make test-deps` installs both). The client is a
-//! library module that the binary does not use yet, so these tests call
-//! `chute::s3` directly, as the S3 store will; a response-editing proxy in front
-//! of a real server plays the hostile path.
+//! s3` (tests/util/s3.rs; `make test-deps` installs both). These call the
+//! client, `chute::s3`, directly, as the S3 store does (s3_store.rs drives the
+//! binary); a response-editing proxy in front of a real server plays the hostile
+//! path.
 
 use crate::util::noise;
 use crate::util::proxy::Proxy;

@@ -19,6 +19,7 @@ mod manifest_v3;
 mod proof;
 mod roundtrip;
 mod s3_client;
+mod s3_store;
 mod security;
 mod server_api;
 mod server_sink;

@@ -52,7 +52,8 @@ pub struct InitCmd {
     #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// the store directory to create (CHUTE_REMOTE; default
-    /// ~/.local/share/chute/store); an http:// peer creates its own
+    /// ~/.local/share/chute/store); an http:// peer creates its own, an
+    /// s3:http:// bucket must exist (it is checked)
     #[argh(option)]
     pub remote: Option<String>,
 }
@@ -86,7 +87,7 @@ pub struct SinkCmd {
     /// (CHUTE_ONE_FILE_SYSTEM=1)
     #[argh(switch, short = 'x')]
     pub one_file_system: bool,
-    /// where snapshots go: a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    /// where snapshots go: a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
@@ -114,7 +115,7 @@ pub struct ListCmd {
     /// print JSON
     #[argh(switch)]
     pub json: bool,
-    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
@@ -148,7 +149,7 @@ pub struct RestoreCmd {
     /// replace existing files
     #[argh(switch, short = 'f')]
     pub force: bool,
-    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
@@ -176,7 +177,7 @@ pub struct ServeCmd {
     /// address to listen on (CHUTE_LISTEN; default 0.0.0.0:2002)
     #[argh(option, short = 'l')]
     pub listen: Option<String>,
-    /// store directory (CHUTE_STORE; default /var/lib/chute as root)
+    /// store directory or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_STORE; default /var/lib/chute as root)
     #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
     /// worker threads (default: the number of cores)
@@ -271,7 +272,7 @@ pub struct VerifyCmd {
     /// the same for a random N% of the chunks, different on each run (e.g. 5%)
     #[argh(option)]
     pub read_data_subset: Option<String>,
-    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
@@ -319,7 +320,7 @@ pub struct ForgetCmd {
     /// print what would be kept and forgotten, change nothing
     #[argh(switch)]
     pub dry_run: bool,
-    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
@@ -351,7 +352,7 @@ pub struct PruneCmd {
     /// unused (default 25%; 100% never repacks)
     #[argh(option)]
     pub repack_threshold: Option<String>,
-    /// a store directory or http://HOST:PORT (CHUTE_REMOTE)
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
     /// key file (CHUTE_KEY_FILE)
@@ -376,8 +377,8 @@ pub struct PruneCmd {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "scrub")]
 pub struct ScrubCmd {
-    /// store directory (CHUTE_STORE; default /var/lib/chute as root, else
-    /// $XDG_DATA_HOME/chute/store)
+    /// store directory or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_STORE;
+    /// default /var/lib/chute as root, else $XDG_DATA_HOME/chute/store)
     #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
 }

@@ -8,9 +8,16 @@ pub(super) fn init(s: &Settings, c: InitCmd) -> Result<()> {
     let path = s.key_file(c.key_file)?;
     // The remote first: a mistyped one must not leave a new key behind.
     let spec = s.remote_spec(c.remote)?;
-    let local = !spec.starts_with("http://") && !spec.starts_with("https://");
+    let bucket = spec.starts_with("s3:");
+    let local = !bucket && !spec.starts_with("http://") && !spec.starts_with("https://");
     if local {
         check_local_spec(&spec)?;
+    }
+    // A bucket must exist already: its settings are checked, and it is asked
+    // for a listing, so wrong credentials or a missing bucket show now.
+    if bucket {
+        let (store, _) = s.open_store(&spec, false)?;
+        store.nodes("local")?;
     }
     match crypto::create_key_file(&path) {
         Ok(()) => {
@@ -31,6 +38,9 @@ pub(super) fn init(s: &Settings, c: InitCmd) -> Result<()> {
         } else {
             println!("a store already exists at {spec}; left as it is");
         }
+    }
+    if bucket {
+        println!("the bucket {spec} answers; snapshots go under its prefix");
     }
     Ok(())
 }

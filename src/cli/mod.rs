@@ -62,6 +62,8 @@ pub const SETTINGS: &[&str] = &[
     "CHUTE_RATE_BURST",
     "CHUTE_RATE_LIMIT",
     "CHUTE_REMOTE",
+    "CHUTE_S3_CREDENTIALS_FILE",
+    "CHUTE_S3_VIRTUAL_HOST",
     "CHUTE_SCRUB_EVERY",
     "CHUTE_SCRUB_RATE",
     "CHUTE_STORE",
@@ -179,13 +181,71 @@ impl Settings {
             signer = signer.with_admin(crypto::sha256(&bytes));
         }
         if spec.starts_with("http://") {
-            let open = self
-                .get(None, "CHUTE_OPEN_PEER")
-                .is_some_and(|v| matches!(v.as_str(), "1" | "yes" | "true"));
+            let open = self.yes("CHUTE_OPEN_PEER")?;
             let http = crate::remote::HttpRemote::new(&spec, Some(signer))?;
             return Ok(Box::new(http.allowing_open(open)));
         }
-        open_remote(&spec, Some(signer))
+        open_remote(self, &spec, Some(signer))
+    }
+
+    /// The store `spec` names, opened in this process: a bucket
+    /// (`s3:http://HOST[:PORT]/BUCKET[/PREFIX]`, which must exist), or a store
+    /// directory, created when `create` says so (serve, init; else it must
+    /// exist). Says whether it was created.
+    pub fn open_store(&self, spec: &str, create: bool) -> Result<(crate::store::Store, bool)> {
+        if spec.starts_with("s3:") {
+            let env = |k: &str| {
+                if k.starts_with("CHUTE_") {
+                    self.get(None, k)
+                } else {
+                    std::env::var(k).ok()
+                }
+            };
+            let mut config = crate::s3::Config::from_env(spec, &env)?;
+            let virtual_host = self.yes("CHUTE_S3_VIRTUAL_HOST")?;
+            config.spec = config.spec.virtual_host(virtual_host);
+            eprintln!("chute: {}", crate::s3::PLAIN_HTTP_WARNING);
+            let backend = crate::store::S3Store::new(config);
+            return Ok((
+                crate::store::Store::over(std::sync::Arc::new(backend)),
+                false,
+            ));
+        }
+        let root = Path::new(spec);
+        if create {
+            Ok(crate::store::Store::init(root)?)
+        } else {
+            Ok((crate::store::Store::open(root)?, false))
+        }
+    }
+
+    /// A yes/no setting: `1`, `yes`, `true` or `0`, `no`, `false`; unset is no.
+    fn yes(&self, name: &str) -> Result<bool> {
+        match self.get(None, name).as_deref() {
+            None | Some("0" | "no" | "false") => Ok(false),
+            Some("1" | "yes" | "true") => Ok(true),
+            Some(v) => Err(Error::Usage(format!(
+                "{name}={v:?}: expected 1, yes, true, 0, no or false"
+            ))),
+        }
+    }
+
+    /// The store `chute serve` and `chute scrub` work on: `--store`,
+    /// CHUTE_STORE, /var/lib/chute for root, else the user's data directory.
+    fn store_spec(&self, flag: Option<PathBuf>) -> Result<String> {
+        Ok(
+            match self.get(
+                flag.map(|p| p.to_string_lossy().into_owned()),
+                "CHUTE_STORE",
+            ) {
+                Some(p) => p,
+                None if crate::sys::is_root() => "/var/lib/chute".into(),
+                None => data_dir()?
+                    .join("chute/store")
+                    .to_string_lossy()
+                    .into_owned(),
+            },
+        )
     }
 
     fn domain(&self, flag: Option<String>) -> String {
@@ -199,13 +259,20 @@ impl Settings {
     }
 }
 
-/// Opens a remote from `http://HOST:PORT` or the directory of an existing store.
-pub fn open_remote(spec: &str, signer: Option<crate::auth::Signer>) -> Result<Box<dyn Remote>> {
+/// Opens a remote: a peer (`http://HOST:PORT`), a bucket (`s3:http://…`) or the
+/// directory of an existing store.
+pub fn open_remote(
+    s: &Settings,
+    spec: &str,
+    signer: Option<crate::auth::Signer>,
+) -> Result<Box<dyn Remote>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
         Ok(Box::new(crate::remote::HttpRemote::new(spec, signer)?))
     } else {
-        check_local_spec(spec)?;
-        Ok(Box::new(LocalRemote::open(Path::new(spec))?))
+        if !spec.starts_with("s3:") {
+            check_local_spec(spec)?;
+        }
+        Ok(Box::new(LocalRemote::over(s.open_store(spec, false)?.0)))
     }
 }
 
@@ -215,7 +282,7 @@ pub fn open_remote(spec: &str, signer: Option<crate::auth::Signer>) -> Result<Bo
 fn check_local_spec(spec: &str) -> Result<()> {
     if spec.contains("://") {
         return Err(Error::Usage(format!(
-            "unsupported remote {spec:?}: use a directory or http://HOST:PORT"
+            "unsupported remote {spec:?}: use a directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX]"
         )));
     }
     if looks_like_host_port(spec) && !Path::new(spec).is_dir() {

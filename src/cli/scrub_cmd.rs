@@ -1,24 +1,15 @@
 //! `chute scrub` from the command line: settings in, the report printed.
 
+use super::Settings;
 use super::args::*;
-use super::{Settings, data_dir};
-use crate::store::Store;
 use crate::units::human_bytes;
 use crate::{Error, Result};
-use std::path::PathBuf;
 
 /// `chute scrub` from the command line.
 pub(super) fn cmd(s: &Settings, c: ScrubCmd) -> Result<()> {
-    let root = match s.get(
-        c.store.map(|p| p.to_string_lossy().into_owned()),
-        "CHUTE_STORE",
-    ) {
-        Some(p) => PathBuf::from(p),
-        None if crate::sys::is_root() => "/var/lib/chute".into(),
-        None => data_dir()?.join("chute/store"),
-    };
+    let root = s.store_spec(c.store)?;
     let started = std::time::Instant::now();
-    let r = Store::open(&root)?.scrub()?;
+    let r = s.open_store(&root, false)?.0.scrub()?;
     for d in &r.damaged {
         println!(
             "damaged: {} window at byte {} ({} bytes): {}",
@@ -47,7 +38,7 @@ pub(super) fn cmd(s: &Settings, c: ScrubCmd) -> Result<()> {
             "{} damaged window{} in {} (see above)",
             r.damaged.len(),
             if r.damaged.len() == 1 { "" } else { "s" },
-            root.display()
+            root
         )))
     }
 }

@@ -1,7 +1,7 @@
 //! `chute serve` from the command line: settings in, a running server.
 
+use super::Settings;
 use super::args::*;
-use super::{Settings, data_dir};
 use crate::auth;
 use crate::server::*;
 use crate::store::{self, Store};
@@ -13,14 +13,7 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
     let listen = s
         .get(c.listen, "CHUTE_LISTEN")
         .unwrap_or_else(|| "0.0.0.0:2002".into());
-    let root = match s.get(
-        c.store.map(|p| p.to_string_lossy().into_owned()),
-        "CHUTE_STORE",
-    ) {
-        Some(p) => std::path::PathBuf::from(p),
-        None if crate::sys::is_root() => "/var/lib/chute".into(),
-        None => data_dir()?.join("chute/store"),
-    };
+    let root = s.store_spec(c.store)?;
     // Settings first: a typo must not leave a new empty store behind.
     let scrub_every = match s.get(c.scrub_every, "CHUTE_SCRUB_EVERY") {
         Some(d) => crate::units::parse_duration(&d).ok_or_else(|| {
@@ -149,9 +142,9 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
     }
     // After the bind (see `serve`): the served store may be created here, 0700.
     let open = || -> crate::Result<Store> {
-        let (store, created) = Store::init(&root)?;
+        let (store, created) = s.open_store(&root, true)?;
         if created {
-            eprintln!("chute serve: created store {}", root.display());
+            eprintln!("chute serve: created store {root}");
         }
         Ok(store)
     };

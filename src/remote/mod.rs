@@ -75,6 +75,9 @@ impl std::error::Error for Error {}
 
 impl From<store::Error> for Error {
     fn from(e: store::Error) -> Error {
+        if let store::Error::Backend(b) = e {
+            return *b;
+        }
         let kind = match &e {
             store::Error::NotFound(_) | store::Error::Range(_) => ErrorKind::NotFound,
             store::Error::Full => ErrorKind::Full,

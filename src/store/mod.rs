@@ -166,6 +166,9 @@ pub enum Error {
     NoStore { root: PathBuf, exists: bool },
     /// Any other I/O failure, with what was being done.
     Io(String, io::Error),
+    /// The object store behind the store failed; its kind says whether a retry
+    /// may help (see [`crate::s3`]).
+    Backend(Box<crate::remote::Error>),
 }
 
 impl fmt::Display for Error {
@@ -185,6 +188,7 @@ impl fmt::Display for Error {
                 root.display()
             ),
             Error::Io(what, e) => write!(f, "{what}: {e}"),
+            Error::Backend(e) => e.fmt(f),
         }
     }
 }
@@ -193,6 +197,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(_, e) => Some(e),
+            Error::Backend(e) => Some(e),
             _ => None,
         }
     }

@@ -81,14 +81,20 @@ impl Drop for S3Hold {
 struct S3Staged(Vec<u8>);
 
 /// A remote failure as a store error: a full bucket is [`Error::Full`], a
-/// missing object [`Error::NotFound`], anything else I/O with the client's line.
+/// missing object [`Error::NotFound`], anything else the bucket's own error
+/// (its kind kept: a busy bucket is retried by a node, a refusal is not), with
+/// a hint where the user has something to check.
 fn s3_err(e: remote::Error) -> Error {
     match e.kind {
         ErrorKind::Full => Error::Full,
         ErrorKind::NotFound => Error::NotFound(e.message),
-        _ => Error::Io("s3".into(), io::Error::other(e.message)),
+        ErrorKind::Auth if e.hint.is_none() => Error::Backend(Box::new(e.with_hint(AUTH_HINT))),
+        _ => Error::Backend(Box::new(e)),
     }
 }
+
+/// What to check when the bucket refuses our signature.
+const AUTH_HINT: &str = "check the key pair in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the file CHUTE_S3_CREDENTIALS_FILE names) and the region in AWS_DEFAULT_REGION (Garage's is usually `garage`)";
 
 fn retry<T>(f: impl FnMut() -> remote::Result<T>) -> Result<T> {
     remote::retry(f).map_err(s3_err)

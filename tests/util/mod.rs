@@ -21,6 +21,8 @@ use std::time::Duration;
 /// A temporary world: its own HOME (so key, store and cache are private), removed on drop.
 pub struct Env {
     pub dir: PathBuf,
+    /// Variables every command of this world gets (an S3 store's credentials).
+    vars: Vec<(String, String)>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -34,7 +36,15 @@ impl Env {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("home")).unwrap();
-        Env { dir }
+        Env {
+            dir,
+            vars: Vec::new(),
+        }
+    }
+
+    /// Gives every later command of this world `name=value`.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.vars.push((name.into(), value.into()));
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -92,10 +102,17 @@ impl Env {
             .env_remove("CHUTE_PATHS_FILE")
             .env_remove("CHUTE_EXCLUDE_CACHES")
             .env_remove("CHUTE_ONE_FILE_SYSTEM")
+            .env_remove("CHUTE_S3_CREDENTIALS_FILE")
+            .env_remove("CHUTE_S3_VIRTUAL_HOST")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_REGION")
             // Tests that are not about admission run an --open server (see
             // `serve_env`), whose answers carry no MAC: the node takes them only
             // when told (hostile_answers removes this to show the refusal).
             .env("CHUTE_OPEN_PEER", "1")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
