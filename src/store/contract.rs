@@ -587,6 +587,25 @@ mod s3 {
         (store(&r.spec(&prefix()), &r.env()), r)
     }
 
+    /// A blob's windows are listed once while it is written, not once a write:
+    /// a sink of n windows costs one LIST, and what it wrote reads back.
+    #[test]
+    fn a_blob_being_written_is_listed_once() {
+        use super::{index, put};
+        use std::sync::atomic::Ordering;
+        let r = shared(&RCLONE, Rclone::start);
+        let config = crate::s3::Config::from_env(&r.spec(&prefix()), &r.env()).unwrap();
+        let backend = Arc::new(super::S3Store::new(config));
+        let s = super::Store::over(backend.clone());
+        let id = s.create(&index("t1", None)).unwrap();
+        for n in 0..40u64 {
+            put(&s, &id, n * 4, format!("{n:04}").as_bytes()).unwrap();
+        }
+        s.commit(&id, &index("t1", Some(160))).unwrap();
+        assert_eq!(&s.read(&id, 36, 8).unwrap(), b"00090010");
+        assert_eq!(backend.listings.listed.load(Ordering::Relaxed), 1);
+    }
+
     /// The S3 scrub re-reads each window against its name: a window overwritten
     /// in the bucket behind the store's back is named, and a pass resumed after a
     /// blob skips it and every blob before it (by component: `m1.x` is after `m1`).

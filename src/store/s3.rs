@@ -23,9 +23,14 @@
 //!   two is still a forget ([`Indexes::committed`]) and the next one deletes the
 //!   leftover. Renewing a forgotten blob's time PUTs its index again (a copy of an
 //!   object onto itself is refused by AWS without a metadata change).
-//! - Listings are ListObjectsV2 pages, consumed as they come: a blob's windows,
-//!   charges and activity cost memory in one page, not in the bucket. Lists are
-//!   never cached (`fresh` changes nothing): Garage and AWS list consistently.
+//! - Listings are ListObjectsV2 pages, consumed as they come: charges and
+//!   activity cost memory in one page, not in the bucket. A blob's window list is
+//!   made once and then kept up to date by this process's own writes (at most
+//!   [`super::listing::LISTED_BLOBS`] blobs, as the directory store), so writing a
+//!   blob of n windows costs one LIST, not n. That trusts the rule above: a blob
+//!   is written by one process. Reads and the commit list again (`fresh`) before
+//!   they refuse anything a kept list lacks, so a list another process made stale
+//!   costs a LIST, never a wrong answer.
 //! - Idle times are now minus the newest `LastModified` in the blob, on this
 //!   process's clock against the bucket's (a skew between the two shortens or
 //!   lengthens prune's grace period by as much).
@@ -48,6 +53,12 @@ const READ_PIECE: u64 = 1 << 20;
 pub struct S3Store {
     client: Arc<Client>,
     locks: Arc<Locks>,
+    /// Blobs' window lists (see [`S3Store::windows`]), keyed by blob path.
+    pub(super) listings: Listings,
+    /// Changes this process made to any blob's windows; held while a list is
+    /// put in the cache or changed there, so a list made while a window was
+    /// placed is never kept.
+    epoch: Mutex<u64>,
 }
 
 impl fmt::Debug for S3Store {
@@ -105,6 +116,8 @@ impl S3Store {
         S3Store {
             client: Arc::new(Client::new(config)),
             locks: Arc::default(),
+            listings: Listings::default(),
+            epoch: Mutex::new(0),
         }
     }
 
@@ -172,6 +185,21 @@ impl S3Store {
                 }
             }
         })
+    }
+
+    /// Counts a change to `id`'s windows: its kept list is updated by `update`,
+    /// or dropped (a blob's windows removed: listed again when next asked).
+    fn changed(&self, id: &BlobId, update: Option<&dyn Fn(&mut WindowList)>) {
+        let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        *epoch += 1;
+        let key = PathBuf::from(id.path());
+        match (self.listings.take(&key, 0), update) {
+            (Some(mut list), Some(update)) => {
+                update(Arc::make_mut(&mut list));
+                self.listings.put(&key, 0, list);
+            }
+            _ => {}
+        }
     }
 
     /// Hashes the first `w.len` bytes of the window as stored now.
@@ -369,8 +397,27 @@ impl Backend for S3Store {
         retry(|| self.client.put(&key, &index, &sum))
     }
 
-    fn windows(&self, id: &BlobId, _fresh: bool) -> Result<Arc<WindowList>> {
-        Ok(Arc::new(WindowList::of(self.windows_under(id, "")?)))
+    /// Listed once, then kept up to date by this process's own writes (a sink's
+    /// or a server's blob is written by it alone; see the module docs), so a
+    /// write costs no LIST of the windows before it. A list is kept only if no
+    /// window changed anywhere while it was made.
+    fn windows(&self, id: &BlobId, fresh: bool) -> Result<Arc<WindowList>> {
+        let key = PathBuf::from(id.path());
+        if fresh {
+            self.listings.forget(&key);
+        } else if let Some(list) = self.listings.get(&key, 0) {
+            return Ok(list);
+        }
+        let epoch = *self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        self.listings
+            .listed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let list = Arc::new(WindowList::of(self.windows_under(id, "")?));
+        let now = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if *now == epoch {
+            self.listings.put(&key, 0, list.clone());
+        }
+        Ok(list)
     }
 
     fn receive(
@@ -418,6 +465,10 @@ impl Backend for S3Store {
                 removed.push(*old);
             }
         }
+        self.changed(
+            id,
+            Some(&|list: &mut WindowList| list.placed(*win, &removed)),
+        );
         Ok(removed)
     }
 
@@ -471,17 +522,22 @@ impl Backend for S3Store {
     fn remove_windows_at(&self, _hold: &Hold, id: &BlobId, offset: u64) -> Result<Vec<Window>> {
         let found = self.windows_under(id, &format!("{offset:016x}-"))?;
         let mut removed = Vec::new();
+        // Counted first: a delete that fails midway leaves no list behind.
+        self.changed(id, None);
         for w in found.into_iter().filter(|w| w.offset == offset) {
             let key = S3Store::window_key(id, &w);
             retry(|| self.client.delete(&key))?;
             removed.push(w);
         }
+        // And after: a list made meanwhile may hold what is deleted now.
+        self.changed(id, None);
         Ok(removed)
     }
 
     /// The index objects first, then everything else under the blob, a page at a
     /// time (deleted keys do not come back: the listing restarts from the top).
     fn remove_blob(&self, hold: Hold, id: &BlobId) -> Result<()> {
+        self.changed(id, None);
         for name in [INDEX, FORGOTTEN, PENDING] {
             let key = S3Store::key(id, name);
             retry(|| self.client.delete(&key))?;
@@ -499,6 +555,7 @@ impl Backend for S3Store {
                 retry(|| self.client.delete(&key))?;
             }
         }
+        self.changed(id, None);
         drop(hold);
         Ok(())
     }
