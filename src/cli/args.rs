@@ -208,7 +208,8 @@ pub struct ServeCmd {
     /// cap a node's stored bytes: NODE=BYTES (e.g. pi=20G); repeatable
     #[argh(option)]
     pub quota: Vec<String>,
-    /// largest window one PUT may carry (default 64M)
+    /// largest window one PUT may carry (default 64M; 4M in front of a bucket,
+    /// whose windows are held in memory until sent on)
     #[argh(option)]
     pub max_window: Option<String>,
     /// seconds a connection may stay silent before it is dropped (default 30)

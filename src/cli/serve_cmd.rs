@@ -124,6 +124,9 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
     let max_window = match c.max_window.as_deref() {
         Some(m) => crate::units::parse_bytes(m)
             .map_err(|e| crate::Error::Usage(format!("--max-window: {e}")))?,
+        // A bucket's windows are held in memory until their PUT: a server's
+        // threads hold at most a client's largest window each.
+        None if root.starts_with("s3:") => crate::protocol::MAX_WINDOW,
         None => store::DEFAULT_MAX_WINDOW,
     };
     let mut names = c.name;
