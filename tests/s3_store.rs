@@ -144,6 +144,9 @@ fn a_peer_fronts_a_bucket_for_nodes_without_credentials() {
     let spec = garage.spec(1, "peer");
     let server_env = world("s3-peer-server", "garage");
     let server = server_env.serve(Path::new(&spec), &[]);
+    // A bucket keeps no scrub progress: a background scrub is refused up front.
+    let err = server_env.fails(2, ["serve", "--store", &spec, "--scrub-every", "30d"]);
+    assert!(err.contains("chute scrub --store"), "{err}");
     // The node holds no S3 credentials: only the peer does.
     let node = Env::new("s3-peer-node");
     let src = node.path("src");

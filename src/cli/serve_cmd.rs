@@ -23,6 +23,11 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
         })?,
         None => 0,
     };
+    if scrub_every > 0 && root.starts_with("s3:") {
+        return Err(crate::Error::Usage(format!(
+            "--scrub-every: a bucket has no background scrub (it keeps no progress file); run `chute scrub --store {root}` from cron instead"
+        )));
+    }
     let scrub_rate = match s.get(c.scrub_rate, "CHUTE_SCRUB_RATE") {
         Some(r) => crate::units::parse_bytes(&r)
             .map_err(|e| crate::Error::Usage(format!("--scrub-rate: {e}")))?,
