@@ -13,12 +13,13 @@ pub(super) fn init(s: &Settings, c: InitCmd) -> Result<()> {
     if local {
         check_local_spec(&spec)?;
     }
-    // A bucket must exist already: its settings are checked, and it is asked
-    // for a listing, so wrong credentials or a missing bucket show now.
-    if bucket {
-        let (store, _) = s.open_store(&spec, false)?;
-        store.nodes("local")?;
-    }
+    // A bucket is asked first, so wrong settings or a missing bucket leave no
+    // key behind; its prefix becomes a store (its marker written) now.
+    let bucket_created = if bucket {
+        Some(s.open_store(&spec, true)?.1)
+    } else {
+        None
+    };
     match crypto::create_key_file(&path) {
         Ok(()) => {
             println!("created key {}", path.display());
@@ -31,16 +32,15 @@ pub(super) fn init(s: &Settings, c: InitCmd) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     }
-    if local {
-        let (_, created) = crate::store::Store::init(Path::new(&spec))?;
-        if created {
-            println!("created store {spec}");
-        } else {
-            println!("a store already exists at {spec}; left as it is");
-        }
-    }
-    if bucket {
-        println!("the bucket {spec} answers; snapshots go under its prefix");
+    let created = match bucket_created {
+        Some(c) => Some(c),
+        None if local => Some(s.open_store(&spec, true)?.1),
+        None => None,
+    };
+    match created {
+        Some(true) => println!("created store {spec}"),
+        Some(false) => println!("a store already exists at {spec}; left as it is"),
+        None => {}
     }
     Ok(())
 }

@@ -63,6 +63,7 @@ pub const SETTINGS: &[&str] = &[
     "CHUTE_RATE_LIMIT",
     "CHUTE_REMOTE",
     "CHUTE_S3_CREDENTIALS_FILE",
+    "CHUTE_S3_REGION",
     "CHUTE_S3_VIRTUAL_HOST",
     "CHUTE_SCRUB_EVERY",
     "CHUTE_SCRUB_RATE",
@@ -188,10 +189,10 @@ impl Settings {
         open_remote(self, &spec, Some(signer))
     }
 
-    /// The store `spec` names, opened in this process: a bucket
-    /// (`s3:http://HOST[:PORT]/BUCKET[/PREFIX]`, which must exist), or a store
-    /// directory, created when `create` says so (serve, init; else it must
-    /// exist). Says whether it was created.
+    /// The store `spec` names, opened in this process: a bucket's prefix
+    /// (`s3:http://HOST[:PORT]/BUCKET[/PREFIX]`; the bucket must exist) or a
+    /// directory, created when `create` says so (serve, init; else it must be a
+    /// store already, its marker there). Says whether it was created.
     pub fn open_store(&self, spec: &str, create: bool) -> Result<(crate::store::Store, bool)> {
         if spec.starts_with("s3:") {
             let env = |k: &str| {
@@ -205,11 +206,13 @@ impl Settings {
             let virtual_host = self.yes("CHUTE_S3_VIRTUAL_HOST")?;
             config.spec = config.spec.virtual_host(virtual_host);
             eprintln!("chute: {}", crate::s3::PLAIN_HTTP_WARNING);
-            let backend = crate::store::S3Store::new(config);
-            return Ok((
-                crate::store::Store::over(std::sync::Arc::new(backend)),
-                false,
-            ));
+            let (backend, created) = if create {
+                crate::store::S3Store::init(config)?
+            } else {
+                (crate::store::S3Store::open(config)?, false)
+            };
+            let store = crate::store::Store::over(std::sync::Arc::new(backend));
+            return Ok((store, created));
         }
         let root = Path::new(spec);
         if create {

@@ -174,24 +174,23 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// From the environment (see the module docs): the `AWS_*` pair or the
-    /// `CHUTE_S3_CREDENTIALS_FILE`, not both.
+    /// `CHUTE_S3_CREDENTIALS_FILE` when the environment has no pair.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> crate::Result<Credentials> {
         let set = |name: &str| env(name).filter(|v| !v.is_empty());
         let id = set("AWS_ACCESS_KEY_ID");
         let secret = set("AWS_SECRET_ACCESS_KEY");
+        // The environment's pair wins over the file (as every setting's
+        // environment wins over the config file).
         match (set("CHUTE_S3_CREDENTIALS_FILE"), id, secret) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(usage(
-                "both CHUTE_S3_CREDENTIALS_FILE and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are set: set one".into(),
-            )),
             (Some(file), None, None) => Credentials::from_file(std::path::Path::new(&file)),
-            (None, Some(access_key_id), Some(secret_access_key)) => Ok(Credentials {
+            (_, Some(access_key_id), Some(secret_access_key)) => Ok(Credentials {
                 access_key_id,
                 secret_access_key,
             }),
-            (None, Some(_), None) => Err(usage(
+            (_, Some(_), None) => Err(usage(
                 "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into(),
             )),
-            (None, None, Some(_)) => Err(usage(
+            (_, None, Some(_)) => Err(usage(
                 "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into(),
             )),
             (None, None, None) => Err(usage(
@@ -285,9 +284,10 @@ impl Config {
     }
 }
 
-/// `AWS_DEFAULT_REGION`, else `AWS_REGION`, else [`DEFAULT_REGION`].
+/// `AWS_DEFAULT_REGION`, else `AWS_REGION`, else `CHUTE_S3_REGION` (a setting
+/// a config file can hold), else [`DEFAULT_REGION`].
 pub fn region_from_env(env: &dyn Fn(&str) -> Option<String>) -> String {
-    ["AWS_DEFAULT_REGION", "AWS_REGION"]
+    ["AWS_DEFAULT_REGION", "AWS_REGION", "CHUTE_S3_REGION"]
         .iter()
         .find_map(|k| env(k).filter(|v| !v.is_empty()))
         .unwrap_or_else(|| DEFAULT_REGION.to_string())
@@ -373,6 +373,8 @@ mod tests {
         ]);
         assert_eq!(region_from_env(&env), "eu-west-1");
         assert_eq!(region_from_env(&env_of(&[])), DEFAULT_REGION);
+        let file_only = env_of(&[("CHUTE_S3_REGION", "garage")]);
+        assert_eq!(region_from_env(&file_only), "garage");
 
         let dir = std::env::temp_dir().join(format!("chute-s3-creds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -391,6 +393,14 @@ mod tests {
                 secret_access_key: "sf".into()
             }
         );
+        // The environment's pair wins over the file.
+        let pairs = [
+            ("CHUTE_S3_CREDENTIALS_FILE", f),
+            ("AWS_ACCESS_KEY_ID", "GKe"),
+            ("AWS_SECRET_ACCESS_KEY", "se"),
+        ];
+        let both = env_of(&pairs);
+        assert_eq!(Credentials::from_env(&both).unwrap().access_key_id, "GKe");
         for env in [
             env_of(&[("CHUTE_S3_CREDENTIALS_FILE", f), ("AWS_ACCESS_KEY_ID", "x")]),
             env_of(&[("AWS_ACCESS_KEY_ID", "x")]),

@@ -13,9 +13,9 @@
 //!
 //! **Who.** [`Config::from_env`] reads the environment it is given (so tests
 //! need not set the process's): the key pair from `AWS_ACCESS_KEY_ID` and
-//! `AWS_SECRET_ACCESS_KEY`, or from the file `CHUTE_S3_CREDENTIALS_FILE` names
-//! (not both), and the region from `AWS_DEFAULT_REGION`, else `AWS_REGION`, else
-//! `us-east-1` (Garage's is `garage`). The credentials file is lines of
+//! `AWS_SECRET_ACCESS_KEY`, else from the file `CHUTE_S3_CREDENTIALS_FILE`
+//! names, and the region from `AWS_DEFAULT_REGION`, else `AWS_REGION`, else
+//! `CHUTE_S3_REGION`, else `us-east-1` (Garage's is `garage`). The credentials file is lines of
 //! `name = value`: `access_key_id` and `secret_access_key`, each exactly once;
 //! blank lines and lines starting with `#` are ignored; anything else is refused,
 //! and so is a file over 4 KiB.
@@ -389,8 +389,18 @@ impl Client {
             &[],
             &sigv4::EMPTY_SHA256,
         )?;
-        if !matches!(resp.status().as_u16(), 200 | 204) {
-            return Err(self.failure(&what, resp));
+        match resp.status().as_u16() {
+            200 | 204 => {}
+            // Some S3-alikes answer a missing key so (AWS answers 204): gone either way.
+            404 => {
+                let e = self.failure(&what, resp);
+                return if e.kind == ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                };
+            }
+            _ => return Err(self.failure(&what, resp)),
         }
         self.body(&what, &mut resp, MAX_ERROR_BODY)?;
         Ok(())

@@ -623,7 +623,7 @@ pub(super) fn read_names(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn marker_text() -> String {
+pub(super) fn marker_text() -> String {
     format!("{MARKER} {LAYOUT_VERSION}\n")
 }
 
@@ -640,19 +640,22 @@ fn check_marker(root: &Path) -> Result<bool> {
         }
         Err(e) => return Err(io_err(format!("cannot read {}", marker.display()))(e)),
     };
-    let v = s
-        .trim()
-        .strip_prefix("chute-store ")
+    parse_marker(s.as_bytes(), &root.display().to_string()).map(|()| true)
+}
+
+/// Checks a marker's text: this layout version, or an error naming `root`.
+pub(super) fn parse_marker(text: &[u8], root: &str) -> Result<()> {
+    let v = std::str::from_utf8(text)
+        .ok()
+        .and_then(|s| s.trim().strip_prefix("chute-store "))
         .and_then(|v| v.parse::<u32>().ok());
     match v {
-        Some(LAYOUT_VERSION) => Ok(true),
+        Some(LAYOUT_VERSION) => Ok(()),
         Some(v) if v > LAYOUT_VERSION => Err(Error::Newer(format!(
-            "store {} was written by a newer chute (format {v}, this build reads {LAYOUT_VERSION})",
-            root.display()
+            "store {root} was written by a newer chute (format {v}, this build reads {LAYOUT_VERSION})"
         ))),
         _ => Err(Error::Bad(format!(
-            "{} is not a chute store (bad {MARKER} file)",
-            root.display()
+            "{root} is not a chute store (bad {MARKER} file)"
         ))),
     }
 }

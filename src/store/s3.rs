@@ -1,8 +1,11 @@
 //! The S3 backend ([`S3Store`]): a store's objects in a bucket, under the
 //! client's prefix, with the same names as the directory layout (see
 //! [`crate::store`]): `<domain>/<node>/<mount>/<timestamp>/index*.json` and
-//! `.../0/<offset:016x>-<len:016x>-<sha256>`. Nothing else is written: no marker,
-//! no lock object, no record, no temporary.
+//! `.../0/<offset:016x>-<len:016x>-<sha256>`, and the store's marker
+//! [`MARKER`] at the prefix, which [`S3Store::init`] writes (`chute init`,
+//! `chute serve`) and [`S3Store::open`] requires, so a mistyped prefix is
+//! refused rather than filled. Nothing else is written: no lock object, no
+//! record, no temporary.
 //!
 //! How it keeps the backend contract ([`super::backend`]):
 //! - A hold is a lock within this process, one per blob ([`Locks`]): S3 has no
@@ -55,10 +58,19 @@ pub struct S3Store {
     locks: Arc<Locks>,
     /// Blobs' window lists (see [`S3Store::windows`]), keyed by blob path.
     pub(super) listings: Listings,
-    /// Changes this process made to any blob's windows; held while a list is
-    /// put in the cache or changed there, so a list made while a window was
-    /// placed is never kept.
-    epoch: Mutex<u64>,
+    /// The window lists being made now; a change to their blob meanwhile marks
+    /// them stale, and a stale one is not kept. Held while a list is put in the
+    /// cache or changed there (before [`Listings`]' own lock); as long as the
+    /// threads listing at once.
+    making: Mutex<Vec<Making>>,
+    next_making: std::sync::atomic::AtomicU64,
+}
+
+/// A window list being made (see [`S3Store::windows`]).
+struct Making {
+    blob: PathBuf,
+    id: u64,
+    stale: bool,
 }
 
 impl fmt::Debug for S3Store {
@@ -117,7 +129,45 @@ impl S3Store {
             client: Arc::new(Client::new(config)),
             locks: Arc::default(),
             listings: Listings::default(),
-            epoch: Mutex::new(0),
+            making: Mutex::default(),
+            next_making: Default::default(),
+        }
+    }
+
+    /// Opens the store in the bucket under the spec's prefix, which must hold
+    /// the [`MARKER`] object `chute init` writes (as a directory store must
+    /// hold its marker file): a mistyped prefix is refused, not filled.
+    pub fn open(config: Config) -> Result<S3Store> {
+        let store = S3Store::new(config);
+        if !store.check_marker()? {
+            return Err(Error::NoStore {
+                root: PathBuf::from(store.client.describe()),
+                exists: true,
+            });
+        }
+        Ok(store)
+    }
+
+    /// Opens the store under the spec's prefix, writing its marker first if it
+    /// has none; says whether it did. The bucket must exist.
+    pub fn init(config: Config) -> Result<(S3Store, bool)> {
+        let store = S3Store::new(config);
+        if store.check_marker()? {
+            return Ok((store, false));
+        }
+        let text = super::dir::marker_text();
+        let sum = sha256(text.as_bytes());
+        retry(|| store.client.put(MARKER, text.as_bytes(), &sum))?;
+        Ok((store, true))
+    }
+
+    /// Whether the marker is there: `false` if not; an error if it is a newer
+    /// chute's or not a marker.
+    fn check_marker(&self) -> Result<bool> {
+        match retry(|| self.client.get(MARKER, 64)) {
+            Ok(text) => super::dir::parse_marker(&text, &self.client.describe()).map(|()| true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -190,27 +240,31 @@ impl S3Store {
     /// Counts a change to `id`'s windows: its kept list is updated by `update`,
     /// or dropped (a blob's windows removed: listed again when next asked).
     fn changed(&self, id: &BlobId, update: Option<&dyn Fn(&mut WindowList)>) {
-        let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-        *epoch += 1;
         let key = PathBuf::from(id.path());
-        match (self.listings.take(&key, 0), update) {
-            (Some(mut list), Some(update)) => {
-                update(Arc::make_mut(&mut list));
-                self.listings.put(&key, 0, list);
-            }
-            _ => {}
+        let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        for m in making.iter_mut().filter(|m| m.blob == key) {
+            m.stale = true;
+        }
+        if let (Some(mut list), Some(update)) = (self.listings.take(&key, 0), update) {
+            update(Arc::make_mut(&mut list));
+            self.listings.put(&key, 0, list);
         }
     }
 
-    /// Hashes the first `w.len` bytes of the window as stored now.
+    /// Hashes the first `w.len` bytes of the window as stored now; a window
+    /// shorter than that (or gone) is [`Error::NotFound`].
     fn hash_window(&self, id: &BlobId, w: &Window) -> Result<[u8; 32]> {
         let mut h = Sha256State::new();
         let mut r = self.open_window(id, w)?;
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            let n = r
-                .read(&mut buf)
-                .map_err(io_err(format!("cannot read {}", id.path())))?;
+            let n = r.read(&mut buf).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    Error::NotFound(format!("{} window at byte {}: {e}", id.path(), w.offset))
+                } else {
+                    io_err(format!("cannot read {}", id.path()))(e)
+                }
+            })?;
             if n == 0 {
                 break;
             }
@@ -230,7 +284,15 @@ impl S3Store {
             let why = match self.hash_window(id, &w) {
                 Ok(h) if h == w.sha256 => None,
                 Ok(_) => Some("its bytes differ from the SHA-256 in its name".to_string()),
-                Err(Error::NotFound(_)) => Some("it holds fewer bytes than its name says".into()),
+                // Short, or removed since the listing (a prune meanwhile): only
+                // a window still there is damaged.
+                Err(Error::NotFound(_)) => {
+                    match retry(|| self.client.head(&Self::window_key(id, &w))) {
+                        Ok(_) => Some("it holds fewer bytes than its name says".into()),
+                        Err(Error::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
                 Err(e) => return Err(e),
             };
             report.windows += 1;
@@ -408,13 +470,26 @@ impl Backend for S3Store {
         } else if let Some(list) = self.listings.get(&key, 0) {
             return Ok(list);
         }
-        let epoch = *self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        let me = self
+            .next_making
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lock = || self.making.lock().unwrap_or_else(|e| e.into_inner());
+        lock().push(Making {
+            blob: key.clone(),
+            id: me,
+            stale: false,
+        });
         self.listings
             .listed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let list = Arc::new(WindowList::of(self.windows_under(id, "")?));
-        let now = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-        if *now == epoch {
+        let listed = self.windows_under(id, "");
+        let mut making = lock();
+        let stale = match making.iter().position(|m| m.id == me) {
+            Some(i) => making.swap_remove(i).stale,
+            None => true,
+        };
+        let list = Arc::new(WindowList::of(listed?));
+        if !stale {
             self.listings.put(&key, 0, list.clone());
         }
         Ok(list)
@@ -427,9 +502,9 @@ impl Backend for S3Store {
         body: &mut dyn Read,
         expect: Option<[u8; 32]>,
     ) -> Result<Staged> {
-        // `len` was checked against the store's largest window; grown as bytes come,
-        // so a body that stops early costs what it sent.
-        let mut buf = Vec::with_capacity(len.min(1 << 20) as usize);
+        // `len` was checked against the store's largest window: taken at once,
+        // exactly (growing by doubling would hold up to twice as much).
+        let mut buf = Vec::with_capacity(len as usize);
         let digest = receive_into(&mut buf, len, body, expect)?;
         Ok(Staged {
             digest,
@@ -520,44 +595,60 @@ impl Backend for S3Store {
     }
 
     fn remove_windows_at(&self, _hold: &Hold, id: &BlobId, offset: u64) -> Result<Vec<Window>> {
-        let found = self.windows_under(id, &format!("{offset:016x}-"))?;
-        let mut removed = Vec::new();
-        // Counted first: a delete that fails midway leaves no list behind.
+        // Counted before and after, whatever happens between: a list made
+        // meanwhile may hold what is deleted now.
         self.changed(id, None);
-        for w in found.into_iter().filter(|w| w.offset == offset) {
-            let key = S3Store::window_key(id, &w);
-            retry(|| self.client.delete(&key))?;
-            removed.push(w);
-        }
-        // And after: a list made meanwhile may hold what is deleted now.
+        let removed = (|| {
+            let found = self.windows_under(id, &format!("{offset:016x}-"))?;
+            let mut removed = Vec::new();
+            for w in found.into_iter().filter(|w| w.offset == offset) {
+                let key = S3Store::window_key(id, &w);
+                retry(|| self.client.delete(&key))?;
+                removed.push(w);
+            }
+            Ok(removed)
+        })();
         self.changed(id, None);
-        Ok(removed)
+        removed
     }
 
     /// The index objects first, then everything else under the blob, a page at a
     /// time (deleted keys do not come back: the listing restarts from the top).
     fn remove_blob(&self, hold: Hold, id: &BlobId) -> Result<()> {
         self.changed(id, None);
-        for name in [INDEX, FORGOTTEN, PENDING] {
-            let key = S3Store::key(id, name);
-            retry(|| self.client.delete(&key))?;
-        }
-        let prefix = format!("{}/", id.path());
-        loop {
-            let keys: Vec<String> = retry(|| match self.client.list(&prefix).next() {
-                Some(page) => Ok(page?.objects.into_iter().map(|o| o.key).collect()),
-                None => Ok(Vec::new()),
-            })?;
-            if keys.is_empty() {
-                break;
-            }
-            for key in keys {
+        let done = (|| {
+            for name in [INDEX, FORGOTTEN, PENDING] {
+                let key = S3Store::key(id, name);
                 retry(|| self.client.delete(&key))?;
             }
-        }
+            let prefix = format!("{}/", id.path());
+            let mut last_first: Option<String> = None;
+            loop {
+                let keys: Vec<String> = retry(|| match self.client.list(&prefix).next() {
+                    Some(page) => Ok(page?.objects.into_iter().map(|o| o.key).collect()),
+                    None => Ok(Vec::new()),
+                })?;
+                let Some(first) = keys.first() else {
+                    break;
+                };
+                // A bucket that lists what it said it deleted would hold this
+                // thread and the blob for ever.
+                if last_first.as_ref() == Some(first) {
+                    return Err(Error::Backend(Box::new(remote::Error::new(
+                        ErrorKind::Refused,
+                        format!("s3: {first} is still listed after its DELETE was answered"),
+                    ))));
+                }
+                last_first = Some(first.clone());
+                for key in keys {
+                    retry(|| self.client.delete(&key))?;
+                }
+            }
+            Ok(())
+        })();
         self.changed(id, None);
         drop(hold);
-        Ok(())
+        done
     }
 
     /// Each index and window object [`charge`]d; nothing else is written here, so
