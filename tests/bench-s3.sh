@@ -77,7 +77,10 @@ command -v pgrep >/dev/null || missing+=("pgrep (make bench-deps)")
 command -v curl >/dev/null || missing+=("curl (apt-get install curl)")
 [[ -x $GARAGE ]] || missing+=("garage at $GARAGE (make test-deps)")
 [[ -z $SHIM || -f $SHIM ]] || missing+=("the TCP_NODELAY shim at $SHIM (make test-deps)")
-((${#missing[@]} == 0)) || die "missing ${missing[*]}"
+if ((${#missing[@]} > 0)); then
+    joined=$(printf '%s, ' "${missing[@]}")
+    die "missing ${joined%, }"
+fi
 
 # --- cleanup: the cluster goes with the script -------------------------------------
 GD="" # the cluster's directory
@@ -89,7 +92,13 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null || true
     done
-    [[ -n $GD ]] && rm -rf "$GD"
+    if [[ -n $GD ]]; then
+        # The request logs stay with the raw outputs (a line per request: small).
+        for p in 1 2 3; do
+            [[ -d ${RUN:-} && -f $GD/n$p/server.log ]] && cp "$GD/n$p/server.log" "$RUN/garage-n$p.log"
+        done
+        rm -rf "$GD"
+    fi
     return 0
 }
 trap cleanup EXIT
@@ -146,7 +155,9 @@ pick_base() {
     for _ in $(seq 50); do
         base=$((20000 + RANDOM % 10000))
         for i in 1 2 3; do
-            port_free $((base + 10 * i)) && port_free $((base + 10 * i + 1)) || continue 2
+            if ! port_free $((base + 10 * i)) || ! port_free $((base + 10 * i + 1)); then
+                continue 2
+            fi
         done
         echo "$base"
         return
@@ -235,7 +246,8 @@ EOF
 # the bucket itself (ListObjects), OTHER is POST (multipart, DeleteObjects) and the rest.
 log_lines() { for i in 1 2 3; do printf '%s ' "$(wc -l <"$GD/n$i/server.log")"; done; }
 requests_since() {
-    local from=($1) i
+    local from i
+    read -r -a from <<<"$1"
     for i in 1 2 3; do tail -n +"$((from[i - 1] + 1))" "$GD/n$i/server.log"; done |
         sed 's/\x1b\[[0-9;]*m//g' |
         awk -v b="$BUCKET" '
@@ -251,12 +263,12 @@ requests_since() {
 }
 # utime+stime of the three Garage processes, in clock ticks.
 garage_ticks() {
-    local p t=0 s
+    local p t=0 s fields
     for p in "${GPIDS[@]}"; do
         s=$(cat "/proc/$p/stat") || die "garage process $p is gone"
         s=${s##*) } # fields after the command name; utime and stime are the 12th and 13th
-        read -r -a f <<<"$s"
-        t=$((t + f[11] + f[12]))
+        read -r -a fields <<<"$s"
+        t=$((t + fields[11] + fields[12]))
     done
     echo "$t"
 }
@@ -437,7 +449,7 @@ $(row chute-dir-init "chute init → local directory")
 $(row chute-dir-sink "chute sink → local directory")
 $(row chute-dir-restore "chute restore ← local directory")
 
-Raw outputs (time -v reports, stdout, stderr): $RUN
+Raw outputs (time -v reports, stdout, stderr; Garage logs garage-n*.log once the cluster stops): $RUN
 EOF
 }
 report | tee "$BENCH_DIR/results.md"
