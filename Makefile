@@ -1,7 +1,7 @@
 # chute: everything a developer or a Pi owner runs goes through here.
 CARGO ?= cargo
 
-.PHONY: all build demo test test-deps check bench bench-deps bench-server bench-scale
+.PHONY: all build demo test test-deps check bench bench-deps bench-server bench-scale bench-s3
 
 all: build
 
@@ -48,6 +48,7 @@ bench:
 	BENCH_SIZE_MIB='$(BENCH_SIZE_MIB)' BENCH_FILES='$(BENCH_FILES)' CARGO='$(CARGO)' bash tests/bench.sh
 	$(MAKE) bench-server
 	$(MAKE) bench-scale
+	$(MAKE) bench-s3
 
 # What `make bench` runs besides chute, on Debian 12, as root: time, restic (apt),
 # libsodium-dev, and bupstash built by cargo into ~/.cache/chute-bench (BENCH_TOOLS).
@@ -61,6 +62,16 @@ bench-deps:
 # See tests/bench-scale.sh.
 bench-scale:
 	CARGO='$(CARGO)' bash tests/bench-scale.sh
+
+# Issue 18: chute and restic 0.14 against the same 3-node Garage cluster on 127.0.0.1
+# (replication 3, consistent mode), and chute to a local directory: init, sink/backup and
+# restore of a BENCH_S3_MIB data set (default 1024), with wall time, CPU, peak RSS and
+# the S3 requests each run made (from Garage's request log). Minutes and ~8 GB of /tmp
+# at 1 GiB; needs `make bench-deps` (restic) and `make test-deps` (Garage). See
+# tests/bench-s3.sh.
+BENCH_S3_MIB ?= 1024
+bench-s3:
+	BENCH_S3_MIB='$(BENCH_S3_MIB)' CARGO='$(CARGO)' bash tests/bench-s3.sh
 
 # chute serve's peak RSS with 2,000 idle connections and with 64 nodes sinking at
 # once (a minute); runnable alone. See tests/bench-server.sh.
