@@ -367,8 +367,11 @@ fn a_sink_outlives_one_lost_node_and_fails_cleanly_without_a_quorum() {
         .lines()
         .find(|l| l.starts_with("chute sink:"))
         .unwrap_or_else(|| panic!("{err}"));
+    // Garage answers a PUT it cannot place with 503 "Could not reach quorum",
+    // sometimes before it has read the body, closing the connection: then the
+    // client's send fails first (a broken pipe or a reset).
     assert!(
-        error.contains("503") || error.contains("500") || error.contains("quorum"),
+        error.contains("quorum") || error.contains("closed mid-request"),
         "{err}"
     );
     eprintln!(

@@ -199,13 +199,21 @@ impl Client {
     }
 
     fn transport(&self, what: &str, e: ureq::Error) -> Error {
+        use std::io::ErrorKind as Io;
+        // Reached, then cut off: a server that answers before it read the body
+        // (an overloaded cluster's 503) and closes; not an unreachable host.
+        let cut = matches!(&e, ureq::Error::Io(io) if matches!(
+            io.kind(),
+            Io::BrokenPipe | Io::ConnectionReset | Io::ConnectionAborted | Io::UnexpectedEof
+        ));
+        let how = if cut {
+            "the connection was closed mid-request by"
+        } else {
+            "cannot reach"
+        };
         Error::new(
             ErrorKind::Unavailable,
-            format!(
-                "{what}: cannot reach {}: {}",
-                self.host,
-                one_line(&e.to_string())
-            ),
+            format!("{what}: {how} {}: {}", self.host, one_line(&e.to_string())),
         )
     }
 
