@@ -52,8 +52,8 @@ pub struct InitCmd {
     #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// the store directory to create (CHUTE_REMOTE; default
-    /// ~/.local/share/chute/store); an http:// peer creates its own, an
-    /// s3:http:// bucket must exist (it is checked)
+    /// ~/.local/share/chute/store); an http:// peer creates its own; in an
+    /// s3:http:// bucket (which must exist) the prefix becomes a store
     #[argh(option)]
     pub remote: Option<String>,
 }

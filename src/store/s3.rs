@@ -622,7 +622,7 @@ impl Backend for S3Store {
                 retry(|| self.client.delete(&key))?;
             }
             let prefix = format!("{}/", id.path());
-            let mut last_first: Option<String> = None;
+            let (mut last_first, mut repeats): (Option<String>, u32) = (None, 0);
             loop {
                 let keys: Vec<String> = retry(|| match self.client.list(&prefix).next() {
                     Some(page) => Ok(page?.objects.into_iter().map(|o| o.key).collect()),
@@ -631,13 +631,20 @@ impl Backend for S3Store {
                 let Some(first) = keys.first() else {
                     break;
                 };
-                // A bucket that lists what it said it deleted would hold this
-                // thread and the blob for ever.
+                // A listing may lag a DELETE for a moment (Garage's does); a
+                // bucket that goes on listing what it said it deleted would hold
+                // this thread and the blob for ever: a few waits, then an error.
                 if last_first.as_ref() == Some(first) {
-                    return Err(Error::Backend(Box::new(remote::Error::new(
-                        ErrorKind::Refused,
-                        format!("s3: {first} is still listed after its DELETE was answered"),
-                    ))));
+                    repeats += 1;
+                    if repeats > 6 {
+                        return Err(Error::Backend(Box::new(remote::Error::new(
+                            ErrorKind::Unavailable,
+                            format!("s3: {first} is still listed after its DELETE was answered"),
+                        ))));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50 << repeats));
+                } else {
+                    repeats = 0;
                 }
                 last_first = Some(first.clone());
                 for key in keys {
