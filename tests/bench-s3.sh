@@ -105,46 +105,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# --- data set: tests/bench.sh's generator and marker ------------------------------
-make_dataset() {
-    local marker="$BENCH_DIR/data.ok"
-    local want="size_mib=$BENCH_S3_MIB small_files=$BENCH_SMALL_FILES"
-    if [[ -d $DATA && -f $marker ]] && [[ $(head -n1 "$marker") == "$want" ]]; then
-        DATA_BYTES=$(sed -n 2p "$marker")
-        say "reusing data set $DATA ($want)"
-        return
-    fi
-    say "generating data set $DATA ($want)"
-    rm -rf "$DATA" "$marker"
-    mkdir -p "$DATA/small"
-    RANDOM=42
-    local i n small=0 dir
-    for ((i = 0; i < BENCH_SMALL_FILES; i++)); do
-        dir="$DATA/small/d$((i / 100))"
-        ((i % 100 == 0)) && mkdir -p "$dir"
-        n=$((1024 + (RANDOM * 32768 + RANDOM) % (63 * 1024 + 1)))
-        head -c "$n" /dev/urandom >"$dir/f$i.bin"
-        small=$((small + n))
-    done
-    local large=$((BENCH_S3_MIB * 1048576 - small))
-    ((large > 0)) || die "BENCH_S3_MIB=$BENCH_S3_MIB is smaller than the small files ($small bytes)"
-    head -c "$large" /dev/urandom >"$DATA/large.bin"
-    DATA_BYTES=$((small + large))
-    printf '%s\n%s\n' "$want" "$DATA_BYTES" >"$marker"
-}
-
-# --- page cache ------------------------------------------------------------------
-CACHE="cold: page cache dropped before each timed run"
-if [[ ${BENCH_COLD:-1} == 0 ]]; then
-    CACHE="warm: BENCH_COLD=0 (page cache left alone)"
-elif ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
-    CACHE="warm: could not drop the page cache (needs root and a writable /proc/sys)"
-fi
-drop_caches() {
-    [[ $CACHE == cold* ]] || return 0
-    sync
-    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-}
+# --- data set and page cache (tests/bench-data.sh) ----------------------------
+# shellcheck source=tests/bench-data.sh
+source "$ROOT/tests/bench-data.sh"
 
 # --- Garage, 3 nodes ---------------------------------------------------------------
 # Node i listens on BASE+10i (S3) and BASE+10i+1 (RPC); BASE is random and the ports
@@ -343,7 +306,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/chute"
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 DATA="$BENCH_DIR/data"
-make_dataset
+make_dataset "$BENCH_S3_MIB" BENCH_S3_MIB
 GIB=$(calc '%.6f' "$DATA_BYTES / 1073741824")
 FILES=$(find "$DATA" -type f | wc -l)
 RUN="$BENCH_DIR/run"

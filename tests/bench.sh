@@ -97,48 +97,9 @@ check_tools() {
     ((${#missing[@]} == 0)) || die "missing ${missing[*]} (looked in PATH and $BENCH_TOOLS/bin): run make bench-deps as root"
 }
 
-# --- 3. data set -----------------------------------------------------------------
-make_dataset() {
-    local marker="$BENCH_DIR/data.ok"
-    local want="size_mib=$BENCH_SIZE_MIB small_files=$BENCH_SMALL_FILES"
-    if [[ -d $DATA && -f $marker ]] && [[ $(head -n1 "$marker") == "$want" ]]; then
-        DATA_BYTES=$(sed -n 2p "$marker")
-        say "reusing data set $DATA ($want)"
-        return
-    fi
-    say "generating data set $DATA ($want)"
-    rm -rf "$DATA" "$marker"
-    mkdir -p "$DATA/small"
-    # Small files: 1-64 KiB each, 100 to a directory; sizes fixed by the seed.
-    RANDOM=42
-    local i n small=0 dir
-    for ((i = 0; i < BENCH_SMALL_FILES; i++)); do
-        dir="$DATA/small/d$((i / 100))"
-        ((i % 100 == 0)) && mkdir -p "$dir"
-        n=$((1024 + (RANDOM * 32768 + RANDOM) % (63 * 1024 + 1)))
-        head -c "$n" /dev/urandom >"$dir/f$i.bin"
-        small=$((small + n))
-    done
-    local large=$((BENCH_SIZE_MIB * 1048576 - small))
-    ((large > 0)) || die "BENCH_SIZE_MIB=$BENCH_SIZE_MIB is smaller than the small files ($small bytes)"
-    # The kernel's generator: incompressible, and ~250 MB/s here, fast enough.
-    head -c "$large" /dev/urandom >"$DATA/large.bin"
-    DATA_BYTES=$((small + large))
-    printf '%s\n%s\n' "$want" "$DATA_BYTES" >"$marker"
-}
-
-# --- 4. page cache ---------------------------------------------------------------
-CACHE="cold: page cache dropped before each timed phase"
-if [[ ${BENCH_COLD:-1} == 0 ]]; then
-    CACHE="warm: BENCH_COLD=0 (page cache left alone)"
-elif ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
-    CACHE="warm: could not drop the page cache (needs root and a writable /proc/sys)"
-fi
-drop_caches() {
-    [[ $CACHE == cold* ]] || return 0
-    sync
-    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-}
+# --- data set and page cache (tests/bench-data.sh) ----------------------------
+# shellcheck source=tests/bench-data.sh
+source "$ROOT/tests/bench-data.sh"
 
 # --- measurement helpers ---------------------------------------------------------
 declare -A WALL RSS CPU USR SYS ANON FILE MACHINE
@@ -280,7 +241,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/chute"
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 DATA="$BENCH_DIR/data"
-make_dataset
+make_dataset "$BENCH_SIZE_MIB" BENCH_SIZE_MIB
 GIB=$(calc '%.6f' "$DATA_BYTES / 1073741824")
 FILES=$(find "$DATA" -type f | wc -l)
 
