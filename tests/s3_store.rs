@@ -64,6 +64,22 @@ fn assert_opaque(objects: &[(String, u64)], src: &Path) {
     }
 }
 
+/// Restores the latest snapshot from `remote` under `rel` and checks it is `src`
+/// byte for byte, then verifies every snapshot's data.
+fn restores_whole(env: &Env, remote: &str, src: &Path, rel: &str) {
+    let to = env.path(rel);
+    env.ok([
+        "restore",
+        "latest",
+        "--remote",
+        remote,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_same_tree(src, &to.join(src.strip_prefix("/").unwrap()));
+    env.ok(["verify", "--remote", remote, "--all", "--read-data"]);
+}
+
 /// Every command that takes a remote, on `spec`: init, sink (twice), list,
 /// restore, verify with and without --read-data, forget, prune.
 fn every_command(env: &Env, spec: &str, client_env: &dyn Fn(&str) -> Option<String>) {
@@ -88,18 +104,8 @@ fn every_command(env: &Env, spec: &str, client_env: &dyn Fn(&str) -> Option<Stri
     let list = env.ok(["list", "--remote", spec]);
     assert!(list.ends_with("\n2 snapshots\n"), "{list}");
 
-    let to = env.path("out");
-    env.ok([
-        "restore",
-        "latest",
-        "--remote",
-        spec,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert_same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
+    restores_whole(env, spec, &src, "out");
     env.ok(["verify", "--remote", spec, "--all"]);
-    env.ok(["verify", "--remote", spec, "--all", "--read-data"]);
     assert_opaque(&objects(spec, client_env), &src);
 
     // The older snapshot forgotten, then pruned: the newer one stays whole.
@@ -117,17 +123,7 @@ fn every_command(env: &Env, spec: &str, client_env: &dyn Fn(&str) -> Option<Stri
     );
     let bytes = |o: &[(String, u64)]| o.iter().map(|(_, n)| n).sum::<u64>();
     assert!(bytes(&after) < bytes(&before), "prune freed nothing");
-    let again = env.path("again");
-    env.ok([
-        "restore",
-        "latest",
-        "--remote",
-        spec,
-        "--to",
-        again.to_str().unwrap(),
-    ]);
-    assert_same_tree(&src, &again.join(src.strip_prefix("/").unwrap()));
-    env.ok(["verify", "--remote", spec, "--all", "--read-data"]);
+    restores_whole(env, spec, &src, "again");
 }
 
 #[test]
@@ -165,23 +161,13 @@ fn a_peer_fronts_a_bucket_for_nodes_without_credentials() {
     assert!(err.contains("chute scrub --store"), "{err}");
     // The node holds no S3 credentials: only the peer does.
     let node = Env::new("s3-peer-node");
-    // The peer's own scrub of the bucket, from cron.
     let src = node.path("src");
     make_tree(&src, 5);
     node.ok(["init"]);
     node.ok(["sink", "--remote", &server.url(), src.to_str().unwrap()]);
-    let to = node.path("out");
-    node.ok([
-        "restore",
-        "latest",
-        "--remote",
-        &server.url(),
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert_same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
-    node.ok(["verify", "--remote", &server.url(), "--all", "--read-data"]);
+    restores_whole(&node, &server.url(), &src, "out");
     assert_opaque(&objects(&spec, &garage.env()), &src);
+    // The peer's own scrub of the bucket, from cron.
     let out = server_env.ok(["scrub", "--store", &spec]);
     assert!(out.contains("all intact"), "{out}");
 }
@@ -330,17 +316,7 @@ fn a_sink_outlives_one_lost_node_and_fails_cleanly_without_a_quorum() {
     fs::write(&release, b"").unwrap();
     let out = sink.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let to = env.path("out");
-    env.ok([
-        "restore",
-        "latest",
-        "--remote",
-        &spec,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert_same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
-    env.ok(["verify", "--remote", &spec, "--all", "--read-data"]);
+    restores_whole(&env, &spec, &src, "out");
 
     // Two of three lost mid-sink: no quorum; a clear one-line failure.
     garage.restart(2);
@@ -403,15 +379,5 @@ fn a_sink_outlives_one_lost_node_and_fails_cleanly_without_a_quorum() {
         sent <= total * 1.1,
         "more than the snapshot and 10% sent: {line}"
     );
-    let to = env.path("out2");
-    env.ok([
-        "restore",
-        "latest",
-        "--remote",
-        &spec,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert_same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
-    env.ok(["verify", "--remote", &spec, "--all", "--read-data"]);
+    restores_whole(&env, &spec, &src, "out2");
 }
