@@ -553,7 +553,7 @@ fn settle(pid: u32, secs: u64) {
 // idle connections (under the default caps, and with caps that hold them all) and
 // with 64 honest nodes sinking at once. Prints `SERVER_RSS <case> <KiB>` lines.
 #[test]
-#[ignore]
+#[ignore = "a measurement, run by make bench-server"]
 fn bench_server_peak_rss() {
     raise_own_nofile(2000 + 512);
     for (case, extra) in [
