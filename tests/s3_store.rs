@@ -7,6 +7,7 @@
 use crate::util::s3::{BUCKET, Garage, KEY_ID, Rclone, SECRET};
 use crate::util::*;
 use chute::s3::{Client, Config};
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -276,18 +277,34 @@ fn paused_sink(env: &Env, spec: &str, src: &Path, release: &Path) -> std::proces
         .unwrap()
 }
 
-/// Waits until the bucket holds a window the running sink wrote after `before`.
-fn await_window(spec: &str, client_env: &dyn Fn(&str) -> Option<String>, before: usize) {
+/// The blobs holding windows (a key's part before `/0/`).
+fn blobs(spec: &str, client_env: &dyn Fn(&str) -> Option<String>) -> HashSet<String> {
+    let keys = objects(spec, client_env).into_iter().map(|(k, _)| k);
+    keys.filter_map(|k| Some(k.split_once("/0/")?.0.to_string()))
+        .collect()
+}
+
+/// Waits until the bucket holds the first window of a blob not in `old`: the
+/// store completed its PUT, so the sink has it acknowledged (its answer left the
+/// node that stays up). Counting windows instead is not enough: a node restarted
+/// a moment ago can make a listing short, and an old window listed late looked
+/// like a new one: the likely way a CI run lost its quorum before anything was kept.
+fn await_first_window(
+    spec: &str,
+    client_env: &dyn Fn(&str) -> Option<String>,
+    old: &HashSet<String>,
+) {
     // Well inside the minute the paused sink waits for its release.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let windows = || {
-        objects(spec, client_env)
-            .iter()
-            .filter(|(k, _)| k.contains("/0/"))
-            .count()
+    let arrived = || {
+        objects(spec, client_env).iter().any(|(k, _)| {
+            k.split_once("/0/").is_some_and(|(blob, window)| {
+                !old.contains(blob) && window.starts_with("0000000000000000-")
+            })
+        })
     };
-    while windows() <= before {
-        assert!(Instant::now() < deadline, "no window arrived");
+    while !arrived() {
+        assert!(Instant::now() < deadline, "no first window arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -311,7 +328,7 @@ fn a_sink_outlives_one_lost_node_and_fails_cleanly_without_a_quorum() {
     // One node of three lost: writes still reach a quorum; the sink completes.
     let release = env.path("release-1");
     let sink = paused_sink(&env, &spec, &src, &release);
-    await_window(&spec, &client_env, 0);
+    await_first_window(&spec, &client_env, &HashSet::new());
     garage.kill(2);
     fs::write(&release, b"").unwrap();
     let out = sink.wait_with_output().unwrap();
@@ -320,17 +337,15 @@ fn a_sink_outlives_one_lost_node_and_fails_cleanly_without_a_quorum() {
 
     // Two of three lost mid-sink: no quorum; a clear one-line failure.
     garage.restart(2);
-    let before = objects(&spec, &client_env)
-        .iter()
-        .filter(|(k, _)| k.contains("/0/"))
-        .count();
+    let old = blobs(&spec, &client_env);
+    assert_eq!(old.len(), 1, "{old:?}");
     fs::write(src.join("a-first.bin"), noise(6 << 20, 22)).unwrap();
     for i in 0..4 {
         fs::write(src.join(format!("b-{i}.bin")), noise(3 << 20, 40 + i)).unwrap();
     }
     let release = env.path("release-2");
     let sink = paused_sink(&env, &spec, &src, &release);
-    await_window(&spec, &client_env, before);
+    await_first_window(&spec, &client_env, &old);
     garage.kill(1);
     garage.kill(2);
     fs::write(&release, b"").unwrap();
