@@ -264,7 +264,10 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     };
     let chunker = Chunker::new(keys.gear_seed());
     let threads = opts.threads.max(1);
-    let (tx, rx) = sync_channel::<Job>(threads);
+    // One job waiting: a job holds a chunk or a pack of small files (up to ~2 MiB),
+    // so a deeper queue holds more bytes without keeping the workers busier (a
+    // queue of `threads` cost 2.5 MiB more peak RSS for the same wall time).
+    let (tx, rx) = sync_channel::<Job>(1);
     let rx = Mutex::new(rx);
     // Chunk buffers go back to the walker for reuse: at most the queue's, the
     // workers' and the walker's own are ever allocated.
