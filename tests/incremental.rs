@@ -406,14 +406,24 @@ fn two_sinks_of_the_same_paths_do_not_run_at_once() {
     let src = env.path("src");
     tree(&src, 200);
     env.ok(["init"]);
+    // The first holds its lock until released: it has it once its pending blob
+    // exists (a fixed sleep lost the race under load, the second taking the lock).
+    let release = env.path("release");
     let mut first = env
         .cmd(["sink", "--threads", "1", src.to_str().unwrap()])
+        .env("CHUTE_TEST_STALL_UNTIL", &release)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let store = env.store();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pending_blobs(&store).is_empty() {
+        assert!(Instant::now() < deadline, "the first sink never began");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let second = env.run(["sink", src.to_str().unwrap()]);
     let first_still_running = first.try_wait().unwrap().is_none();
+    fs::write(&release, b"").unwrap();
     assert!(first.wait().unwrap().success());
     assert!(
         first_still_running,
