@@ -267,32 +267,34 @@ check_restore() { # NAME ROOT TREE
 say "incremental cases (issue 4)"
 rm -rf "$INC"
 mkdir -p "$INC"
-cp -a "$DATA" "$INC_DATA"
+if [[ $BENCH_PARTS == all ]]; then
+    cp -a "$DATA" "$INC_DATA"
 
-# --- a + b: the ~1 GiB set, re-run unchanged, then with ~1% changed --------------
-IL="$INC/home-local" IH="$INC/home-http" IR="$INC/restic-repo"
-IL_STORE="$INC/store-local" IH_STORE="$INC/store-http"
-new_home "$IL"
-new_store "$IL" "$IL_STORE"
-new_home "$IH"
-restic_run "$IR" init --quiet
-say "incremental: first backups of $INC_DATA (untimed)"
-chute_setup "$IL" "$IL_STORE" local "$INC_DATA"
-chute_setup "$IH" "$IH_STORE" http "$INC_DATA"
-restic_run "$IR" backup --quiet "$INC_DATA"
+    # --- a + b: the ~1 GiB set, re-run unchanged, then with ~1% changed --------------
+    IL="$INC/home-local" IH="$INC/home-http" IR="$INC/restic-repo"
+    IL_STORE="$INC/store-local" IH_STORE="$INC/store-http"
+    new_home "$IL"
+    new_store "$IL" "$IL_STORE"
+    new_home "$IH"
+    restic_run "$IR" init --quiet
+    say "incremental: first backups of $INC_DATA (untimed)"
+    chute_setup "$IL" "$IL_STORE" local "$INC_DATA"
+    chute_setup "$IH" "$IH_STORE" http "$INC_DATA"
+    restic_run "$IR" backup --quiet "$INC_DATA"
 
-cmeasure inc-local-nochange "$IL_STORE" local "$IL" -- sink @URL "$INC_DATA"
-warm cmeasure inc-local-nochange-warm "$IL_STORE" local "$IL" -- sink @URL "$INC_DATA"
-cmeasure inc-http-nochange "$IH_STORE" http "$IH" -- sink @URL "$INC_DATA"
-warm cmeasure inc-http-nochange-warm "$IH_STORE" http "$IH" -- sink @URL "$INC_DATA"
-rmeasure inc-restic-nochange "$IR" backup --json "$INC_DATA"
-warm rmeasure inc-restic-nochange-warm "$IR" backup --json "$INC_DATA"
+    cmeasure inc-local-nochange "$IL_STORE" local "$IL" -- sink @URL "$INC_DATA"
+    warm cmeasure inc-local-nochange-warm "$IL_STORE" local "$IL" -- sink @URL "$INC_DATA"
+    cmeasure inc-http-nochange "$IH_STORE" http "$IH" -- sink @URL "$INC_DATA"
+    warm cmeasure inc-http-nochange-warm "$IH_STORE" http "$IH" -- sink @URL "$INC_DATA"
+    rmeasure inc-restic-nochange "$IR" backup --json "$INC_DATA"
+    warm rmeasure inc-restic-nochange-warm "$IR" backup --json "$INC_DATA"
 
-change_data
-cmeasure inc-local-changed "$IL_STORE" local "$IL" -- sink @URL "$INC_DATA"
-cmeasure inc-http-changed "$IH_STORE" http "$IH" -- sink @URL "$INC_DATA"
-rmeasure inc-restic-changed "$IR" backup --json "$INC_DATA"
-rm -rf "$INC_DATA" "$IL_STORE" "$IH_STORE" "$IR"
+    change_data
+    cmeasure inc-local-changed "$IL_STORE" local "$IL" -- sink @URL "$INC_DATA"
+    cmeasure inc-http-changed "$IH_STORE" http "$IH" -- sink @URL "$INC_DATA"
+    rmeasure inc-restic-changed "$IR" backup --json "$INC_DATA"
+    rm -rf "$INC_DATA" "$IL_STORE" "$IH_STORE" "$IR"
+fi
 
 # --- c: many small files, at each count --------------------------------------------
 declare -A CHANGED # N: "files bytes" the 1% change rewrote
@@ -494,7 +496,8 @@ many_targets() {
 }
 
 many_report() {
-    local n t ph
+    local n t ph MANY_RUNS=()
+    for n in "${!WALL[@]}"; do [[ $n == f[0-9]* ]] && MANY_RUNS+=("$n"); done
     cat <<EOF
 
 ### Many small files (issues 4 and 17)
@@ -503,7 +506,7 @@ many_report() {
 - per tool and count: full backup, no-change backup, ~1% changed backup, restore of that to an empty directory (diff -r outside the timing), then the store check (chute verify --all, restic check, bupstash list-contents of every item); each on a cold page cache; each chute serve row has a server of its own for that phase
 - bytes: sent (chute's summary line; restic's data_added) / growth of the store on disk, MiB (2^20); store / data: the store's size on disk after that backup over the tree's bytes
 - the bupstash check runs in a shell loop: its peak RSS is the largest bupstash's and its CPU the sum (from /usr/bin/time), no anon / file split
-- load average now: $(cut -d' ' -f1-3 /proc/loadavg)
+- load average now: $(cut -d' ' -f1-3 /proc/loadavg); other work during these timed phases$(busy_note "${MANY_RUNS[@]}")
 
 | run | wall s | client peak RSS MiB (anon / file) | server peak RSS MiB (anon / file) | client CPU s (user / sys) | server CPU s (user / sys) | sent or added / store growth MiB | store / data |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -525,7 +528,7 @@ EOF
 }
 
 {
-    incremental_report
+    if [[ $BENCH_PARTS == all ]]; then incremental_report; fi
     many_report
 } | tee -a "$BENCH_DIR/results.md"
 say "incremental report appended to $BENCH_DIR/results.md"

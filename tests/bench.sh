@@ -35,6 +35,8 @@
 #   BENCH_SMALL_FILES number of small files, 1-64 KiB each (default 3000)
 #   CHUTE_CEILING_MIB bytes per ceiling figure in MiB (default 1024)
 #   BENCH_COLD        0: never drop the page cache (a trial run on a shared machine)
+#   BENCH_PARTS       all (default), or many: only the many-files cases (case c of
+#                     tests/bench-incremental.sh), for the long 1,000,000-file run
 #   CARGO             cargo to build with (default cargo)
 set -euo pipefail
 
@@ -42,6 +44,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/tmp/chute-bench}
 BENCH_SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 BENCH_SMALL_FILES=${BENCH_SMALL_FILES:-3000}
+BENCH_PARTS=${BENCH_PARTS:-all}
 CARGO=${CARGO:-cargo}
 
 # Targets from the issue.
@@ -189,7 +192,10 @@ start_server() {
     TIME_PID=$!
     SERVER_URL=""
     for _ in $(seq 100); do
-        SERVER_URL=$(sed -n 's|.*listening on \(http://[^/ ]*\).*|\1|p' "$RUN/$name.err" | head -n1)
+        # The shell behind & may not have created the log yet.
+        if [[ -f $RUN/$name.err ]]; then
+            SERVER_URL=$(sed -n 's|.*listening on \(http://[^/ ]*\).*|\1|p' "$RUN/$name.err" | head -n1)
+        fi
         [[ -n $SERVER_URL ]] && break
         kill -0 "$TIME_PID" 2>/dev/null || break
         sleep 0.1
@@ -230,8 +236,58 @@ verify() {
 
 store_bytes() { du -sb "$1" | cut -f1; }
 
+# --- 9. report -------------------------------------------------------------------
+mbps() { calc '%.1f' "$DATA_BYTES / ${WALL[$1]} / 1e6"; }
+mib() { calc '%.1f' "$1 / 1024"; }
+per_gib() { calc '%.2f' "($1) / $GIB"; }
+verdict() { awk "BEGIN { print (($1) ? \"PASS\" : \"FAIL\") }"; }
+
+# RSS "total (anon / file)" and CPU "total (user / sys)" cells of one process.
+rss_cell() { printf '%s (%s / %s)' "$(mib "${RSS[$1]}")" "$(mib_or "${ANON[$1]}")" "$(mib_or "${FILE[$1]}")"; }
+cpu_cell() { printf '%s (%s / %s)' "${CPU[$1]}" "${USR[$1]}" "${SYS[$1]}"; }
+mib_or() { if [[ $1 == "?" ]]; then echo "?"; else mib "$1"; fi; }
+
+# CPU seconds the rest of the machine used during phase NAME (SERVER's counted as ours;
+# its lifetime is a little longer than the phase, so this errs low).
+others() {
+    local ours=${CPU[$1]}
+    if [[ -n ${2:-} ]]; then ours="$ours + ${CPU[$2]}"; fi
+    calc '%.2f' "(${MACHINE[$1]} - ($ours)) > 0 ? ${MACHINE[$1]} - ($ours) : 0"
+}
+
+row() { # NAME LABEL [SERVER]
+    local n=$1 srv=${3:-} srss="–" scpu="–" total=${CPU[$1]}
+    if [[ -n $srv ]]; then
+        srss=$(rss_cell "$srv")
+        scpu=$(cpu_cell "$srv")
+        total="${CPU[$n]} + ${CPU[$srv]}"
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "${WALL[$n]}" "$(mbps "$n")" \
+        "$(rss_cell "$n")" "$srss" "$(cpu_cell "$n")" "$scpu" "$(per_gib "$total")" "$(others "$n" "$srv")"
+}
+cpu_total() { if [[ -n ${2:-} ]]; then per_gib "${CPU[$1]} + ${CPU[$2]}"; else per_gib "${CPU[$1]}"; fi; }
+
+check() { # LABEL MEASURED TARGET CONDITION
+    printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(verdict "$4")"
+}
+
+# A warning when other processes took more than 5% of the machine during the phases.
+busy_note() { # NAME...: the phases to sum
+    local n others=0 wall=0
+    for n in "$@"; do
+        others=$(calc '%.2f' "$others + $(others "$n" "$(server_of "$n")")")
+        wall=$(calc '%.2f' "$wall + ${WALL[$n]}")
+    done
+    awk -v o="$others" -v w="$wall" -v c="$(nproc)" 'BEGIN {
+        if (o > 0.05 * w * c) printf " — **the machine was busy (others used %.1f of %.1f CPU s): figures are skewed**", o, w * c
+        else printf " (others used %.1f of %.1f CPU s)", o, w * c }'
+}
+declare -A SRV # NAME: the server measured beside phase NAME (tests/bench-incremental.sh)
+server_of() { case $1 in http-sink) echo server-sink ;; http-restore) echo server-restore ;; *) echo "${SRV[$1]:-}" ;; esac; }
+
 # =================================================================================
 check_tools
+case $BENCH_PARTS in all | many) ;; *) die "BENCH_PARTS: $BENCH_PARTS is neither all nor many" ;; esac
 
 say "building chute (release)"
 (cd "$ROOT" && "$CARGO" build --release --quiet)
@@ -241,9 +297,11 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/chute"
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 DATA="$BENCH_DIR/data"
-make_dataset "$BENCH_SIZE_MIB" BENCH_SIZE_MIB
-GIB=$(calc '%.6f' "$DATA_BYTES / 1073741824")
-FILES=$(find "$DATA" -type f | wc -l)
+if [[ $BENCH_PARTS == all ]]; then
+    make_dataset "$BENCH_SIZE_MIB" BENCH_SIZE_MIB
+    GIB=$(calc '%.6f' "$DATA_BYTES / 1073741824")
+    FILES=$(find "$DATA" -type f | wc -l)
+fi
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 RUN="$BENCH_DIR/run"
@@ -251,6 +309,16 @@ rm -rf "$RUN"
 mkdir -p "$RUN"
 # Each tool gets its own HOME; nothing reads the real one or /etc/chute/chute.conf.
 CHUTE_ENV=(PATH="$PATH" CHUTE_CONFIG=/dev/null CHUTE_DOMAIN=bench CHUTE_NODE=bench)
+
+if [[ $BENCH_PARTS == many ]]; then
+    RESTIC_VERSION=$(restic version | awk '{ print $2 }')
+    HX="$RUN/home-restic"
+    mkdir -p "$HX"
+    : >"$BENCH_DIR/results.md"
+    # shellcheck source=/dev/null # checked on its own
+    source "$ROOT/tests/bench-incremental.sh"
+    exit 0
+fi
 
 # --- 8. single-core ceiling ------------------------------------------------------
 say "single-core crypto ceiling (tests/ceiling.rs)"
@@ -357,53 +425,6 @@ env -i "${CHUTE_ENV[@]}" HOME="$HM" "$BIN" restore latest --to "$RUN/out-maint" 
 verify chute-maint-restore "$RUN/out-maint"
 rm -rf "$RUN/out-maint" "$HM/.local/share/chute/store" "$RUN/restic-maint" "$CHURN"
 
-# --- 9. report -------------------------------------------------------------------
-mbps() { calc '%.1f' "$DATA_BYTES / ${WALL[$1]} / 1e6"; }
-mib() { calc '%.1f' "$1 / 1024"; }
-per_gib() { calc '%.2f' "($1) / $GIB"; }
-verdict() { awk "BEGIN { print (($1) ? \"PASS\" : \"FAIL\") }"; }
-
-# RSS "total (anon / file)" and CPU "total (user / sys)" cells of one process.
-rss_cell() { printf '%s (%s / %s)' "$(mib "${RSS[$1]}")" "$(mib_or "${ANON[$1]}")" "$(mib_or "${FILE[$1]}")"; }
-cpu_cell() { printf '%s (%s / %s)' "${CPU[$1]}" "${USR[$1]}" "${SYS[$1]}"; }
-mib_or() { if [[ $1 == "?" ]]; then echo "?"; else mib "$1"; fi; }
-
-# CPU seconds the rest of the machine used during phase NAME (SERVER's counted as ours;
-# its lifetime is a little longer than the phase, so this errs low).
-others() {
-    local ours=${CPU[$1]}
-    if [[ -n ${2:-} ]]; then ours="$ours + ${CPU[$2]}"; fi
-    calc '%.2f' "(${MACHINE[$1]} - ($ours)) > 0 ? ${MACHINE[$1]} - ($ours) : 0"
-}
-
-row() { # NAME LABEL [SERVER]
-    local n=$1 srv=${3:-} srss="–" scpu="–" total=${CPU[$1]}
-    if [[ -n $srv ]]; then
-        srss=$(rss_cell "$srv")
-        scpu=$(cpu_cell "$srv")
-        total="${CPU[$n]} + ${CPU[$srv]}"
-    fi
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "${WALL[$n]}" "$(mbps "$n")" \
-        "$(rss_cell "$n")" "$srss" "$(cpu_cell "$n")" "$scpu" "$(per_gib "$total")" "$(others "$n" "$srv")"
-}
-cpu_total() { if [[ -n ${2:-} ]]; then per_gib "${CPU[$1]} + ${CPU[$2]}"; else per_gib "${CPU[$1]}"; fi; }
-
-check() { # LABEL MEASURED TARGET CONDITION
-    printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(verdict "$4")"
-}
-
-# A warning when other processes took more than 5% of the machine during the phases.
-busy_note() {
-    local n others=0 wall=0
-    for n in ceiling http-sink http-restore local-sink local-restore restic-backup restic-restore; do
-        others=$(calc '%.2f' "$others + $(others "$n" "$(server_of "$n")")")
-        wall=$(calc '%.2f' "$wall + ${WALL[$n]}")
-    done
-    awk -v o="$others" -v w="$wall" -v c="$(nproc)" 'BEGIN {
-        if (o > 0.05 * w * c) printf " — **the machine was busy (others used %.1f of %.1f CPU s): figures are skewed**", o, w * c }'
-}
-server_of() { case $1 in http-sink) echo server-sink ;; http-restore) echo server-restore ;; esac; }
-
 report() {
     local hs ls hr lr rb cpu_model
     hs=$(mbps http-sink) ls=$(mbps local-sink) hr=$(mbps http-restore)
@@ -423,7 +444,7 @@ report() {
 - data set: $DATA, $DATA_BYTES bytes ($(calc '%.2f' "$GIB") GiB) in $FILES files: one large incompressible file and $BENCH_SMALL_FILES files of 1-64 KiB
 - cache: $CACHE
 - MB = 10^6 bytes; MB/s = data set bytes / wall seconds; CPU = user + sys and peak RSS from /usr/bin/time -v; the anon / file split of RSS is the peak of each, sampled every 50 ms from /proc (file = pages of memory-mapped files, counted in RSS)
-- other work: "others' CPU s" is what the rest of the machine used during each phase (from /proc/stat); load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note)
+- other work: "others' CPU s" is what the rest of the machine used during each phase (from /proc/stat); load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note ceiling http-sink http-restore local-sink local-restore restic-backup restic-restore)
 - stored: chute over HTTP $HTTP_STORE bytes, chute local $LOCAL_STORE bytes, restic $RESTIC_STORE bytes
 
 | run | wall s | MB/s | client peak RSS MiB (anon / file) | server peak RSS MiB (anon / file) | client CPU s (user / sys) | server CPU s (user / sys) | CPU s/GiB (client+server) | others' CPU s |
