@@ -239,6 +239,23 @@ pub struct ServeCmd {
     /// (CHUTE_RATE_BURST; default 1000)
     #[argh(option)]
     pub rate_burst: Option<String>,
+    /// let this address or network (ADDR or ADDR/BITS, IPv4 or IPv6) see the
+    /// management page, /chute/status and /metrics besides loopback; repeatable
+    #[argh(option)]
+    pub ui_allow: Vec<String>,
+    /// a file holding a token (at least 16 bytes) that opens the management page
+    /// to anyone who presents it (Authorization: Bearer, or the /login form)
+    /// (CHUTE_UI_TOKEN_FILE)
+    #[argh(option)]
+    pub ui_token_file: Option<PathBuf>,
+    /// highlight a node on the page whose last commit is older than DURATION
+    /// (s, m, h, d; default 36h)
+    #[argh(option)]
+    pub ui_stale: Option<String>,
+    /// log one line per request (by default: commits, forgets, deletes and
+    /// refusals only)
+    #[argh(switch)]
+    pub log_requests: bool,
 }
 
 /// Key utilities.

@@ -148,6 +148,7 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             )));
         }
     }
+    let ui = ui_settings(s, &c.ui_allow, c.ui_token_file, c.ui_stale)?;
     // After the bind (see `serve`): the served store may be created here, 0700.
     let open = || -> crate::Result<Store> {
         let (store, created) = s.open_store(&root, true)?;
@@ -175,6 +176,54 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             }),
             rate,
             names,
+            ui,
+            log_requests: c.log_requests,
         },
     )
+}
+
+/// `--ui-allow`, `--ui-token-file` and `--ui-stale`, checked.
+fn ui_settings(
+    s: &Settings,
+    allow: &[String],
+    token_file: Option<std::path::PathBuf>,
+    stale: Option<String>,
+) -> crate::Result<crate::ui::Settings> {
+    use crate::ui::access::{Cidr, MIN_TOKEN, Rules};
+    let allow = allow
+        .iter()
+        .map(|a| Cidr::parse(a).map_err(|e| crate::Error::Usage(format!("--ui-allow {e}"))))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let token = match s.get(
+        token_file.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_UI_TOKEN_FILE",
+    ) {
+        Some(f) => {
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                crate::Error::Usage(format!("cannot read --ui-token-file {f}: {e}"))
+            })?;
+            let t = text.trim();
+            if t.len() < MIN_TOKEN {
+                return Err(crate::Error::Usage(format!(
+                    "--ui-token-file {f}: the token must be at least {MIN_TOKEN} bytes (e.g. head -c 24 /dev/urandom | base64 > {f})"
+                )));
+            }
+            Some(t.to_string())
+        }
+        None => None,
+    };
+    let stale = match stale {
+        Some(d) => crate::units::parse_duration(&d)
+            .filter(|&d| d > 0)
+            .ok_or_else(|| {
+                crate::Error::Usage(format!(
+                    "--ui-stale {d:?}: expected a number with s, m, h or d (e.g. 36h)"
+                ))
+            })?,
+        None => crate::ui::DEFAULT_STALE,
+    };
+    Ok(crate::ui::Settings {
+        rules: Rules { allow, token },
+        stale,
+    })
 }
