@@ -24,6 +24,9 @@
 //!   change ([`prune_pause`]).
 //! - `CHUTE_TEST_RESTORE_BATCH=N`: restore writes at most N files and symlinks
 //!   per batch ([`restore_batch`]), so a small tree takes several.
+//! - `CHUTE_TEST_UI_NOT_LOOPBACK=1`: the management page does not let loopback
+//!   clients in for being loopback ([`ui_not_loopback`]), so the access tests
+//!   see a refused client on any machine. It can only refuse more.
 
 use std::fs;
 use std::io::Read;
@@ -177,4 +180,10 @@ pub fn restore_batch(default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(default)
+}
+
+/// Whether `CHUTE_TEST_UI_NOT_LOOPBACK=1`: the management page treats loopback
+/// clients as any other address (see [`crate::ui::access`]).
+pub fn ui_not_loopback() -> bool {
+    std::env::var_os("CHUTE_TEST_UI_NOT_LOOPBACK").is_some_and(|v| v == "1")
 }

@@ -153,7 +153,7 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
     let open = || -> crate::Result<Store> {
         let (store, created) = s.open_store(&root, true)?;
         if created {
-            eprintln!("chute serve: created store {root}");
+            crate::server::log(&format!("chute serve: created store {root}"));
         }
         Ok(store)
     };
@@ -223,7 +223,11 @@ fn ui_settings(
         None => crate::ui::DEFAULT_STALE,
     };
     Ok(crate::ui::Settings {
-        rules: Rules { allow, token },
+        rules: Rules {
+            allow,
+            token,
+            no_loopback: crate::testhooks::ui_not_loopback(),
+        },
         stale,
     })
 }

@@ -102,6 +102,9 @@ pub struct Rules {
     pub allow: Vec<Cidr>,
     /// The `--ui-token-file` token, trimmed.
     pub token: Option<String>,
+    /// Loopback clients are not let in for being loopback (a test hook; see
+    /// [`crate::testhooks::ui_not_loopback`]).
+    pub no_loopback: bool,
 }
 
 /// What a request may do, and the session its forms are bound to.
@@ -148,7 +151,7 @@ impl Rules {
             }
         }
         match peer {
-            Some(ip) if is_loopback(ip) => Access::Granted("loopback".into()),
+            Some(ip) if is_loopback(ip) && !self.no_loopback => Access::Granted("loopback".into()),
             Some(ip) if self.allow.iter().any(|c| c.contains(ip)) => {
                 Access::Granted(format!("addr {}", unmap(ip)))
             }
@@ -257,6 +260,7 @@ mod tests {
         let rules = Rules {
             allow: vec![Cidr::parse("192.168.1.0/24").unwrap()],
             token: Some("0123456789abcdef-secret".into()),
+            no_loopback: false,
         };
         let cookie = rules.session_cookie().unwrap();
         assert_eq!(cookie.len(), 64);
@@ -302,6 +306,15 @@ mod tests {
             Access::Denied,
             "the token itself is not a cookie"
         );
+        let strict = Rules {
+            no_loopback: true,
+            ..rules.clone()
+        };
+        assert_eq!(
+            strict.decide(Some(ip("127.0.0.1")), None, None),
+            Access::Denied
+        );
+        assert_eq!(strict.decide(Some(ip("127.0.0.1")), None, Some(&jar)), good);
         let none = Rules::default();
         assert_eq!(
             none.decide(Some(ip("8.8.8.8")), Some("Bearer "), None),

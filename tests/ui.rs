@@ -1,0 +1,508 @@
+//! The management side of `chute serve` (issue 19): the page, `/chute/status`,
+//! `/metrics`, who may see them, the login and its cookie, the Origin and CSRF
+//! checks, and the server's log lines; against the real binary on loopback.
+use crate::util::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn ok_cmd(mut c: Command) -> String {
+    let out = c.output().expect("spawn chute");
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A node's sink of `src` to `remote`.
+fn sink(env: &Env, node: &str, remote: &str, src: &Path) {
+    let mut c = env.cmd(["sink", "--remote", remote, src.to_str().unwrap()]);
+    c.env("CHUTE_NODE", node);
+    ok_cmd(c);
+}
+
+/// The `--allow` line of `node` (every node of a world shares its key file).
+fn allow_line(env: &Env, node: &str) -> String {
+    env.ok(["key", "auth", "--node", node]).trim().to_string()
+}
+
+/// A world with a key, a source tree, and a store holding a snapshot of node
+/// `charlie`, who is not admitted to the server the tests start on it.
+fn world(name: &str) -> (Env, PathBuf, PathBuf) {
+    let env = Env::new(name);
+    env.ok(["init"]);
+    let store = env.new_store("srv");
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/a.txt"), b"the management page").unwrap();
+    fs::write(src.join("b.bin"), noise(300 << 10, 7)).unwrap();
+    sink(&env, "charlie", store.to_str().unwrap(), &src);
+    (env, store, src)
+}
+
+/// One answer.
+struct Resp {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    fn expect(self, status: u16, what: &str) -> Resp {
+        assert_eq!(
+            self.status, status,
+            "{what}: expected {status}\n{}\n\n{}",
+            self.head, self.body
+        );
+        self
+    }
+}
+
+fn call(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut hs: Vec<(&str, &str)> = headers.to_vec();
+    if !hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("Host")) {
+        hs.push(("Host", addr));
+    }
+    let (status, head, body) = raw_http(addr, &request(method, path, &hs, body));
+    Resp {
+        status,
+        head,
+        body: text(&body),
+    }
+}
+
+fn get(addr: &str, path: &str) -> Resp {
+    call(addr, "GET", path, &[], b"")
+}
+
+#[derive(miniserde::Deserialize, Debug)]
+struct Status {
+    version: String,
+    now_unix: u64,
+    now: String,
+    uptime_secs: u64,
+    free_bytes: Option<u64>,
+    stale_after_secs: u64,
+    limits: Limits,
+    nodes: Vec<Node>,
+    scrub: Option<Scrub>,
+    requests: Vec<Requests>,
+}
+
+#[derive(miniserde::Deserialize, Debug)]
+struct Limits {
+    threads: u64,
+    max_window: u64,
+}
+
+#[derive(miniserde::Deserialize, Debug)]
+struct Node {
+    name: String,
+    admitted: bool,
+    used_bytes: u64,
+    quota_bytes: Option<u64>,
+    snapshots: u64,
+    last_commit: Option<String>,
+    last_commit_unix: Option<u64>,
+    last_snapshot_bytes: Option<u64>,
+    stale: bool,
+    pending: Vec<Upload>,
+    error: Option<String>,
+}
+
+#[derive(miniserde::Deserialize, Debug)]
+struct Upload {
+    bytes: u64,
+}
+
+#[derive(miniserde::Deserialize, Debug)]
+struct Scrub {
+    every_secs: u64,
+}
+
+#[derive(miniserde::Deserialize, Debug)]
+struct Requests {
+    kind: String,
+    code: u64,
+    count: u64,
+}
+
+/// Issue 19: `GET /` was a JSON 404; a peer's owner could not see what it keeps.
+#[test]
+fn the_page_status_and_metrics_show_every_node() {
+    let (env, store, src) = world("ui-page");
+    let (alpha, bravo) = (allow_line(&env, "alpha"), allow_line(&env, "bravo"));
+    let server = env.serve_env(
+        &store,
+        &[
+            "--allow",
+            &alpha,
+            "--allow",
+            &bravo,
+            "--quota",
+            "alpha=1G",
+            "--scrub-every",
+            "30d",
+        ],
+        // Not the journal's stream: lines are stamped.
+        &[("JOURNAL_STREAM", "0:0")],
+    );
+    let url = server.url();
+    sink(&env, "alpha", &url, &src);
+    fs::write(src.join("d/a.txt"), b"changed").unwrap();
+    sink(&env, "alpha", &url, &src);
+    sink(&env, "bravo", &url, &src);
+
+    let page = get(&server.addr, "/").expect(200, "GET /");
+    assert_eq!(
+        page.header("Content-Type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    for want in [
+        "<td>alpha</td>",
+        "<td>bravo</td>",
+        "<td>charlie <span class=m>(not admitted)</span></td>",
+        "1.0 GiB (0%)",
+        "KiB",
+        "s ago)",
+        "<meta name=viewport",
+        "a pass every 30d",
+    ] {
+        assert!(page.body.contains(want), "no {want:?} in\n{}", page.body);
+    }
+    assert!(!page.body.contains("<script"), "{}", page.body);
+    let head = call(&server.addr, "HEAD", "/", &[], b"").expect(200, "HEAD /");
+    assert!(head.body.is_empty(), "{}", head.body);
+    let post = call(&server.addr, "POST", "/", &[], b"").expect(405, "POST /");
+    assert_eq!(post.header("Allow").as_deref(), Some("GET, HEAD"));
+    let other = get(&server.addr, "/favicon.ico").expect(404, "another path");
+    assert!(other.body.contains("\"error\""), "{}", other.body);
+
+    let json = get(&server.addr, "/chute/status").expect(200, "GET /chute/status");
+    assert_eq!(
+        json.header("Content-Type").as_deref(),
+        Some("application/json")
+    );
+    let s: Status = miniserde::json::from_str(&json.body)
+        .unwrap_or_else(|e| panic!("{e}: not the documented JSON: {}", json.body));
+    assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    assert!(s.now.ends_with('Z') && s.now.len() == 20, "{}", s.now);
+    assert!(s.uptime_secs < 600 && s.now_unix > 1_700_000_000);
+    assert!(s.free_bytes.is_some_and(|f| f > 0), "{s:?}");
+    assert_eq!(s.stale_after_secs, 36 * 3600);
+    assert!(s.limits.threads > 0 && s.limits.max_window > 0);
+    assert_eq!(s.scrub.as_ref().map(|s| s.every_secs), Some(30 * 86_400));
+    let names: Vec<&str> = s.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "bravo", "charlie"]);
+    for (n, snaps, admitted) in [(0, 2, true), (1, 1, true), (2, 1, false)] {
+        let node = &s.nodes[n];
+        assert_eq!(
+            (node.snapshots, node.admitted),
+            (snaps, admitted),
+            "{node:?}"
+        );
+        assert!(node.used_bytes > 300 << 10, "{node:?}");
+        assert!(node.last_snapshot_bytes.is_some_and(|b| b > 0), "{node:?}");
+        let t = node.last_commit_unix.expect("a last commit");
+        assert!(s.now_unix - t < 600, "{node:?}");
+        assert!(
+            node.last_commit
+                .as_deref()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+        assert!(!node.stale && node.error.is_none(), "{node:?}");
+        assert!(node.pending.iter().all(|u| u.bytes < u64::MAX));
+    }
+    assert_eq!(s.nodes[0].quota_bytes, Some(1 << 30));
+    assert_eq!(s.nodes[1].quota_bytes, None);
+    assert!(
+        s.requests
+            .iter()
+            .any(|r| r.kind == "blob" && r.code == 201 && r.count > 0),
+        "{:?}",
+        s.requests
+    );
+
+    let m = get(&server.addr, "/metrics").expect(200, "GET /metrics");
+    assert_eq!(
+        m.header("Content-Type").as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    for want in [
+        "chute_node_snapshots{node=\"alpha\"} 2\n",
+        "chute_node_snapshots{node=\"bravo\"} 1\n",
+        "chute_node_snapshots{node=\"charlie\"} 1\n",
+        "chute_node_quota_bytes{node=\"alpha\"} 1073741824\n",
+        "chute_node_bytes{node=\"bravo\"} ",
+        "chute_node_last_commit_timestamp_seconds{node=\"charlie\"} ",
+        "chute_node_abandoned_uploads{node=\"alpha\"} 0\n",
+        "chute_requests_total{kind=\"blob\",code=\"201\"} ",
+        "chute_uptime_seconds ",
+        "chute_scrub_damaged_windows",
+    ] {
+        assert!(m.body.contains(want), "no {want:?} in\n{}", m.body);
+    }
+
+    // The log: a line per commit, none per request, each stamped.
+    let log = server.await_log(0, "node bravo committed snapshot", 10);
+    assert_eq!(
+        log.matches("chute serve: node alpha committed snapshot")
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("\" 201 "), "a per-request line:\n{log}");
+    assert!(!log.contains("\"GET /chute/status\""), "{log}");
+    for line in log.lines() {
+        let stamp = line.split(' ').next().unwrap();
+        assert!(
+            stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "not stamped: {line}"
+        );
+    }
+    // A refusal gets its line, naming what the request claims to be.
+    let refused = call(
+        &server.addr,
+        "GET",
+        "/chute/blob/test.example/alpha/",
+        &[("X-Chute-Node", "mallory")],
+        b"",
+    );
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let log = server.await_log(0, "refused", 10);
+    assert!(
+        log.contains("node mallory \"GET /chute/blob/test.example/alpha/\" 401 (0 B)"),
+        "{log}"
+    );
+}
+
+/// With `--log-requests`, a line per request, as before issue 19.
+#[test]
+fn log_requests_logs_each_request() {
+    let (env, store, _src) = world("ui-logreq");
+    let server = env.serve(&store, &["--log-requests"]);
+    get(&server.addr, "/metrics").expect(200, "metrics");
+    server.await_log(0, "\"GET /metrics\" 200 ", 10);
+}
+
+/// Issue 19 point 4: by default only loopback clients; `--ui-allow` and the
+/// token let others in; POSTs need Origin, and logout a CSRF token too. The
+/// test hook makes this loopback client count as any other address.
+#[test]
+fn a_client_that_is_not_let_in_gets_403_until_allowed_or_logged_in() {
+    let (env, store, _src) = world("ui-access");
+    let token = "correct horse battery staple";
+    let token_file = env.path("ui-token");
+    fs::write(&token_file, format!("  {token}\n")).unwrap();
+    let hook = [("CHUTE_TEST_UI_NOT_LOOPBACK", "1")];
+    let server = env.serve_env(
+        &store,
+        &[
+            "--ui-token-file",
+            token_file.to_str().unwrap(),
+            "--ui-allow",
+            "10.9.8.7",
+            "--ui-allow",
+            "fd00::/8",
+        ],
+        &hook,
+    );
+    let addr = server.addr.as_str();
+    let denied = get(addr, "/").expect(403, "page, not let in");
+    assert!(denied.body.contains("href=\"/login\""), "{}", denied.body);
+    assert!(!denied.body.contains("charlie"), "{}", denied.body);
+    let denied = get(addr, "/chute/status").expect(403, "status, not let in");
+    assert!(denied.body.starts_with("{\"error\":"), "{}", denied.body);
+    assert!(!denied.body.contains("charlie"));
+    let denied = get(addr, "/metrics").expect(403, "metrics, not let in");
+    assert_eq!(denied.body.lines().count(), 1, "{}", denied.body);
+    assert!(!denied.body.contains("chute_node"));
+
+    // The token as a bearer header.
+    let bearer = format!("Bearer {token}");
+    call(addr, "GET", "/metrics", &[("Authorization", &bearer)], b"").expect(200, "bearer");
+    let page = call(addr, "GET", "/", &[("Authorization", &bearer)], b"").expect(200, "bearer");
+    assert!(page.body.contains("charlie"), "{}", page.body);
+    let wrong = format!("Bearer {token}!");
+    call(addr, "GET", "/", &[("Authorization", &wrong)], b"").expect(403, "wrong bearer");
+
+    // The login form and its cookie.
+    let form = get(addr, "/login").expect(200, "login form");
+    assert!(form.body.contains("name=token"), "{}", form.body);
+    let origin = format!("http://{addr}");
+    let ctype = ("Content-Type", "application/x-www-form-urlencoded");
+    let body = b"token=correct+horse+battery+staple";
+    call(addr, "POST", "/login", &[ctype], body).expect(403, "login without Origin");
+    call(
+        addr,
+        "POST",
+        "/login",
+        &[ctype, ("Origin", "http://evil.example")],
+        body,
+    )
+    .expect(403, "login from another origin");
+    let bad = call(
+        addr,
+        "POST",
+        "/login",
+        &[ctype, ("Origin", &origin)],
+        b"token=correct+horse+battery+stapler",
+    )
+    .expect(403, "wrong token");
+    assert!(
+        bad.body.contains("name=token"),
+        "the form again: {}",
+        bad.body
+    );
+    assert!(bad.header("Set-Cookie").is_none());
+    let ok = call(addr, "POST", "/login", &[ctype, ("Origin", &origin)], body)
+        .expect(303, "right token");
+    assert_eq!(ok.header("Location").as_deref(), Some("/"));
+    let set = ok.header("Set-Cookie").expect("a cookie");
+    assert!(
+        set.ends_with("; HttpOnly; SameSite=Strict; Path=/"),
+        "{set}"
+    );
+    assert!(!set.contains("horse"), "the token itself went out: {set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let (name, value) = cookie.split_once('=').unwrap();
+    assert_eq!(name, "chute_ui");
+    assert!(
+        value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{value}"
+    );
+    let page = call(addr, "GET", "/", &[("Cookie", &cookie)], b"").expect(200, "cookie");
+    assert!(page.body.contains("charlie"), "{}", page.body);
+    let csrf = page
+        .body
+        .split("name=csrf value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF field on the page: {}", page.body))
+        .to_string();
+    call(
+        addr,
+        "GET",
+        "/",
+        &[("Cookie", &format!("chute_ui={}", "0".repeat(64)))],
+        b"",
+    )
+    .expect(403, "a made-up cookie");
+
+    // Logout: Origin and CSRF both needed.
+    let good = format!("csrf={csrf}");
+    let with = |hs: &[(&str, &str)], body: &str| {
+        let mut all = vec![ctype, ("Cookie", cookie.as_str())];
+        all.extend_from_slice(hs);
+        call(addr, "POST", "/logout", &all, body.as_bytes())
+    };
+    with(&[], &good).expect(403, "logout without Origin");
+    with(&[("Origin", "http://evil.example")], &good).expect(403, "logout, wrong Origin");
+    with(&[("Origin", &origin)], "").expect(403, "logout without CSRF");
+    with(&[("Origin", &origin)], &format!("csrf={}", "0".repeat(64)))
+        .expect(403, "logout, wrong CSRF");
+    let out = with(&[("Origin", &origin)], &good).expect(303, "logout");
+    assert!(
+        out.header("Set-Cookie")
+            .is_some_and(|c| c.starts_with("chute_ui=;") && c.contains("Max-Age=0")),
+        "{}",
+        out.head
+    );
+    drop(server);
+
+    // `--ui-allow` of this client's address lets it in; the log shows no page
+    // request without --log-requests.
+    let server = env.serve_env(&store, &["--ui-allow", "127.0.0.1/32"], &hook);
+    get(&server.addr, "/").expect(200, "allowed address");
+    get(&server.addr, "/chute/status").expect(200, "allowed address");
+    let log = server.log.lock().unwrap().clone();
+    assert!(!log.contains("\"GET /"), "{log}");
+}
+
+/// The same rule seen from a real non-loopback address of this machine (when it
+/// has one): a client there is refused until `--ui-allow` names it.
+#[test]
+fn a_non_loopback_client_needs_ui_allow() {
+    // The address this machine would send from (no packet is sent).
+    let Some(ip) = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.200:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    else {
+        eprintln!("no non-loopback address here: the hook test above covers the rule");
+        return;
+    };
+    let (env, store, _src) = world("ui-lan");
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            format!("{ip}:0"),
+            "--store".into(),
+            store.display().to_string(),
+            "--open".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(env.cmd(&args))
+    };
+    let server = serve(&["--ui-allow", "10.9.8.7"]);
+    get(&server.addr, "/").expect(403, "a LAN client, not allowed");
+    get(&server.addr, "/chute/status").expect(403, "a LAN client, not allowed");
+    drop(server);
+    let server = serve(&["--ui-allow", &ip.to_string()]);
+    get(&server.addr, "/").expect(200, "a LAN client, allowed");
+}
+
+#[test]
+fn bad_ui_settings_are_one_line_usage_errors() {
+    let env = Env::new("ui-usage");
+    let store = env.path("srv");
+    let short = env.path("short");
+    fs::write(&short, "too short\n").unwrap();
+    let base = ["serve", "--listen", "127.0.0.1:0", "--store"];
+    for (extra, want) in [
+        (
+            vec!["--ui-token-file", short.to_str().unwrap()],
+            "at least 16 bytes",
+        ),
+        (
+            vec!["--ui-token-file", "/nonexistent/token"],
+            "cannot read --ui-token-file",
+        ),
+        (vec!["--ui-allow", "10.0.0.0/33"], "--ui-allow"),
+        (vec!["--ui-allow", "lan"], "--ui-allow"),
+        (vec!["--ui-stale", "soon"], "--ui-stale"),
+    ] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.push(store.to_str().unwrap());
+        args.extend(extra);
+        let err = env.fails(2, &args);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!store.exists(), "a bad setting created the store");
+    }
+    let help = env.ok(["serve", "--help"]);
+    for flag in [
+        "--ui-allow",
+        "--ui-token-file",
+        "--ui-stale",
+        "--log-requests",
+    ] {
+        assert!(help.contains(flag), "no {flag} in\n{help}");
+    }
+}
