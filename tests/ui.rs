@@ -468,6 +468,37 @@ fn a_non_loopback_client_needs_ui_allow() {
     get(&server.addr, "/").expect(200, "a LAN client, allowed");
 }
 
+/// `chute ARGS`'s stderr once it exits with status 2; a server that starts
+/// instead (the setting was taken) is killed and the test fails, never hangs.
+fn fails_soon(env: &Env, args: &[&str]) -> String {
+    let mut child = env
+        .cmd(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn chute");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20) * slack();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "chute {args:?} is still running (the setting was taken):\n{}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "chute {args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 #[test]
 fn bad_ui_settings_are_one_line_usage_errors() {
     let env = Env::new("ui-usage");
@@ -491,7 +522,7 @@ fn bad_ui_settings_are_one_line_usage_errors() {
         let mut args: Vec<&str> = base.to_vec();
         args.push(store.to_str().unwrap());
         args.extend(extra);
-        let err = env.fails(2, &args);
+        let err = fails_soon(&env, &args);
         assert!(err.contains(want), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(!store.exists(), "a bad setting created the store");
