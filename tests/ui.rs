@@ -286,7 +286,19 @@ fn the_page_status_and_metrics_show_every_node() {
     assert!(
         log.contains("node mallory \"GET /chute/blob/test.example/alpha/\" 401 (0 B)"),
         "{log}"
-    );
+    ); // A forget gets its line too.
+    let mut list = env.cmd(["list", "--remote", &url]);
+    list.env("CHUTE_NODE", "alpha");
+    let id = ok_cmd(list)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let mut forget = env.cmd(["forget", "--remote", &url, &id]);
+    forget.env("CHUTE_NODE", "alpha");
+    ok_cmd(forget);
+    server.await_log(0, "chute serve: node alpha forgot snapshot", 10);
 }
 
 /// With `--log-requests`, a line per request, as before issue 19.

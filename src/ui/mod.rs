@@ -31,7 +31,6 @@ pub mod status;
 pub use status::Status;
 
 use access::{Access, Rules};
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,7 +67,7 @@ pub struct Ui {
     secret: [u8; 32],
     cache: Mutex<Option<(Instant, Arc<Status>)>>,
     /// Answers by route kind and status code (a few dozen entries at most).
-    counts: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    counts: Mutex<Vec<(&'static str, u16, u64)>>,
 }
 
 /// An answer for the server to send.
@@ -139,32 +138,38 @@ impl Ui {
             settings,
             secret,
             cache: Mutex::new(None),
-            counts: Mutex::new(BTreeMap::new()),
+            counts: Mutex::new(Vec::new()),
         }
     }
 
     /// Counts one answer.
     pub fn count(&self, url: &str, status: u16) {
-        *self
-            .counts
-            .lock()
-            .expect("poisoned")
-            .entry((kind(url), status))
-            .or_default() += 1;
+        let kind = kind(url);
+        let mut counts = self.counts.lock().expect("poisoned");
+        match counts
+            .iter_mut()
+            .find(|(k, s, _)| *k == kind && *s == status)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => counts.push((kind, status, 1)),
+        }
     }
 
     /// The answers counted so far.
     pub fn counts(&self) -> Vec<status::Requests> {
-        self.counts
+        let mut out: Vec<status::Requests> = self
+            .counts
             .lock()
             .expect("poisoned")
             .iter()
-            .map(|(&(kind, code), &count)| status::Requests {
+            .map(|&(kind, code, count)| status::Requests {
                 kind: kind.into(),
                 code: code.into(),
                 count,
             })
-            .collect()
+            .collect();
+        crate::sort::by(&mut out, |a, b| (&a.kind, a.code).cmp(&(&b.kind, b.code)));
+        out
     }
 
     /// The status, gathered at most once per [`CACHE_FOR`]; requests that come

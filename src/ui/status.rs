@@ -39,7 +39,6 @@
 use crate::snapshot::rfc3339;
 use crate::store::Store;
 use miniserde::Serialize;
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 #[derive(Serialize, Clone, Debug, Default, PartialEq)]
@@ -164,8 +163,10 @@ fn time_pair(t: Option<u64>) -> (Option<String>, Option<u64>) {
 /// Reads the store for every node admitted or found there.
 pub fn gather(store: &Store, src: Sources) -> Status {
     let now = src.now_unix;
-    // node -> domains it has blobs in
-    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // (node, domain) for each domain a node has blobs in. Vectors and the
+    // crate's one sort, not maps: this runs every few seconds at most, for a few
+    // nodes, and each map type would cost the armv7 binary kilobytes.
+    let mut found: Vec<(String, String)> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     match store.domains() {
         Ok(domains) => {
@@ -173,7 +174,7 @@ pub fn gather(store: &Store, src: Sources) -> Status {
                 match store.nodes(&d) {
                     Ok(nodes) => {
                         for n in nodes {
-                            found.entry(n).or_default().push(d.clone());
+                            found.push((n, d.clone()));
                         }
                     }
                     Err(e) => errors.push(e.to_string()),
@@ -182,21 +183,21 @@ pub fn gather(store: &Store, src: Sources) -> Status {
         }
         Err(e) => errors.push(e.to_string()),
     }
-    let mut admitted: BTreeMap<String, Admitted> = src
-        .admitted
-        .into_iter()
-        .map(|a| (a.name.clone(), a))
+    let mut names: Vec<String> = found
+        .iter()
+        .map(|(n, _)| n.clone())
+        .chain(src.admitted.iter().map(|a| a.name.clone()))
         .collect();
-    let names: Vec<String> = {
-        let mut n: Vec<String> = found.keys().chain(admitted.keys()).cloned().collect();
-        n.sort();
-        n.dedup();
-        n
-    };
+    crate::sort::sort(&mut names);
+    names.dedup();
     let mut nodes = Vec::with_capacity(names.len());
     for name in names {
-        let domains = found.remove(&name).unwrap_or_default();
-        let a = admitted.remove(&name);
+        let domains: Vec<String> = found
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let a = src.admitted.iter().find(|a| a.name == name);
         let mut node = node_status(store, &name, &domains, now, src.abandon_after);
         match a {
             Some(a) => {
