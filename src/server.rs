@@ -171,6 +171,7 @@ impl State {
                 })
                 .collect()
         };
+        let now = unix_now().as_secs();
         status::gather(
             &self.store,
             status::Sources {
@@ -178,7 +179,7 @@ impl State {
                 append_only: self.append_only,
                 limits: self.limits.clone(),
                 started_unix: self.started,
-                now_unix: unix_now().as_secs(),
+                now_unix: now,
                 stale_after: self.ui.settings.stale,
                 abandon_after: crate::prune::DEFAULT_GRACE,
                 scrub: self
@@ -186,6 +187,7 @@ impl State {
                     .as_ref()
                     .map(|(every, s)| (*every, *s.lock().expect("poisoned"))),
                 requests: self.ui.counts(),
+                own: self.ui.own.as_ref().map(|o| o.view(now)),
             },
         )
     }
@@ -1123,6 +1125,13 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
         "chute serve: management page on http://{addr}/ for {}",
         ui_audience(&cfg.ui.rules)
     ));
+    if let Some(own) = &cfg.ui.own {
+        log(&format!(
+            "chute serve: the page also shows node {}'s own snapshots and a \"Take new snapshot\" button (key and paths found: {})",
+            own.node,
+            own.paths.join(" ")
+        ));
+    }
     let port = server.server_addr().to_ip().map(|a| a.port());
     let mut names: Vec<String> = cfg
         .names

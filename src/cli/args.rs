@@ -106,6 +106,10 @@ pub struct SinkCmd {
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
     pub accept_rollback: bool,
+    /// write a progress line (files and bytes so far) to stderr every 2 s, also
+    /// when it is not a terminal (a log file, the management page's sink)
+    #[argh(switch)]
+    pub progress: bool,
 }
 
 /// List snapshots, oldest first.

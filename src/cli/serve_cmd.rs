@@ -229,5 +229,27 @@ fn ui_settings(
             no_loopback: crate::testhooks::ui_not_loopback(),
         },
         stale,
+        own: own_settings(s),
+    })
+}
+
+/// The own view's settings, when this machine is also a node that backs up:
+/// a key file this process can open and paths to back up (see
+/// [`crate::ui::own`]). Anything missing leaves the view off, silently: a
+/// store-only peer is the common case.
+fn own_settings(s: &Settings) -> Option<crate::ui::own::OwnSettings> {
+    let key = s.key_file(None).ok()?;
+    std::fs::File::open(&key).ok()?;
+    let mut paths = s.list("CHUTE_PATHS").ok()?;
+    if let Some(f) = s.get(None, "CHUTE_PATHS_FILE") {
+        paths.push(format!("the paths in {f}"));
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(crate::ui::own::OwnSettings {
+        exe: std::env::current_exe().ok()?,
+        node: s.node(None),
+        paths,
     })
 }

@@ -4,6 +4,11 @@
 //!
 //! - A loopback client (127.0.0.0/8, ::1, or either mapped into IPv6) may.
 //! - A client whose address is in one of `--ui-allow`'s networks may.
+//! - Either only if its `Host` names this server in a way no outside DNS answers
+//!   for ([`plain_host`]): an IP address, `localhost`, a one-label name (`pi`) or
+//!   a `.local` name. A web page on someone's domain that the browser was made to
+//!   resolve to this address (DNS rebinding) sends that domain as `Host`, so it
+//!   cannot ride on the browser's address.
 //! - Anyone presenting the `--ui-token-file` token may: as `Authorization:
 //!   Bearer TOKEN`, or through the login form, which sets the cookie
 //!   `chute_ui=<hex HMAC-SHA256(token, "chute ui session 1")>` (never the token
@@ -131,12 +136,13 @@ impl Rules {
         }
     }
 
-    /// Decides for a peer address, its `Authorization` and `Cookie` headers. A
-    /// valid cookie wins the session name even for a loopback client, so its
-    /// forms stay valid wherever it comes from.
+    /// Decides for a peer address, its `Host`, `Authorization` and `Cookie`
+    /// headers. A valid cookie wins the session name even for a loopback
+    /// client, so its forms stay valid wherever it comes from.
     pub fn decide(
         &self,
         peer: Option<IpAddr>,
+        host: Option<&str>,
         authorization: Option<&str>,
         cookie: Option<&str>,
     ) -> Access {
@@ -150,6 +156,9 @@ impl Rules {
                 return Access::Granted(session_of(t));
             }
         }
+        if !plain_host(host) {
+            return Access::Denied;
+        }
         match peer {
             Some(ip) if is_loopback(ip) && !self.no_loopback => Access::Granted("loopback".into()),
             Some(ip) if self.allow.iter().any(|c| c.contains(ip)) => {
@@ -158,6 +167,41 @@ impl Rules {
             _ => Access::Denied,
         }
     }
+}
+
+/// Whether a `Host` header (absent: a client that is not a browser) names this
+/// server as only this network can: an IP address with or without a port,
+/// `localhost`, a name of one label, or one under `.local`. A public name such
+/// as `evil.example` may resolve to any address its owner likes.
+pub fn plain_host(host: Option<&str>) -> bool {
+    let Some(h) = host.map(str::trim) else {
+        return true;
+    };
+    if let Some(rest) = h.strip_prefix('[') {
+        // [v6] or [v6]:port
+        return rest.split_once(']').is_some_and(|(a, port)| {
+            a.parse::<std::net::Ipv6Addr>().is_ok()
+                && (port.is_empty() || port.strip_prefix(':').is_some_and(all_digits))
+        });
+    }
+    let name = match h.rsplit_once(':') {
+        Some((n, port)) if all_digits(port) => n,
+        Some(_) => return false,
+        None => h,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let label =
+        |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || label(&name)
+        || name
+            .strip_suffix(".local")
+            .is_some_and(|n| n.split('.').all(label))
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The hex HMAC-SHA256 of `token` over the session label: the cookie's value.
@@ -265,8 +309,9 @@ mod tests {
         let cookie = rules.session_cookie().unwrap();
         assert_eq!(cookie.len(), 64);
         assert!(!cookie.contains("secret"));
-        let d =
-            |peer: &str, auth: Option<&str>, c: Option<&str>| rules.decide(Some(ip(peer)), auth, c);
+        let d = |peer: &str, auth: Option<&str>, c: Option<&str>| {
+            rules.decide(Some(ip(peer)), Some("127.0.0.1:2002"), auth, c)
+        };
         assert_eq!(
             d("127.0.0.9", None, None),
             Access::Granted("loopback".into())
@@ -277,7 +322,26 @@ mod tests {
             Access::Granted("addr 192.168.1.4".into())
         );
         assert_eq!(d("8.8.8.8", None, None), Access::Denied);
-        assert_eq!(rules.decide(None, None, None), Access::Denied);
+        assert_eq!(rules.decide(None, None, None, None), Access::Denied);
+        // DNS rebinding: a browser on this machine, a page on a public domain.
+        assert_eq!(
+            rules.decide(Some(ip("127.0.0.1")), Some("evil.example:2002"), None, None),
+            Access::Denied
+        );
+        assert_eq!(
+            rules.decide(Some(ip("192.168.1.4")), Some("evil.example"), None, None),
+            Access::Denied
+        );
+        assert_eq!(
+            rules.decide(
+                Some(ip("127.0.0.1")),
+                Some("evil.example:2002"),
+                Some("Bearer 0123456789abcdef-secret"),
+                None
+            ),
+            Access::Granted(cookie.clone()),
+            "a token holder may use any name"
+        );
         let good = Access::Granted(cookie.clone());
         assert_eq!(
             d("8.8.8.8", Some("Bearer 0123456789abcdef-secret"), None),
@@ -311,16 +375,54 @@ mod tests {
             ..rules.clone()
         };
         assert_eq!(
-            strict.decide(Some(ip("127.0.0.1")), None, None),
+            strict.decide(Some(ip("127.0.0.1")), None, None, None),
             Access::Denied
         );
-        assert_eq!(strict.decide(Some(ip("127.0.0.1")), None, Some(&jar)), good);
+        assert_eq!(
+            strict.decide(Some(ip("127.0.0.1")), None, None, Some(&jar)),
+            good
+        );
         let none = Rules::default();
         assert_eq!(
-            none.decide(Some(ip("8.8.8.8")), Some("Bearer "), None),
+            none.decide(Some(ip("8.8.8.8")), None, Some("Bearer "), None),
             Access::Denied
         );
         assert!(!none.token_ok(""));
+    }
+
+    #[test]
+    fn hosts_only_this_network_can_name() {
+        for ok in [
+            None,
+            Some("127.0.0.1:2002"),
+            Some("192.168.1.20"),
+            Some("[::1]:2002"),
+            Some("[fd00::1]"),
+            Some("localhost:2002"),
+            Some("LocalHost"),
+            Some("pi"),
+            Some("pi:2002"),
+            Some("backup-pi.local:2002"),
+            Some("pi.local."),
+        ] {
+            assert!(plain_host(ok), "{ok:?}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:2002",
+            "127.0.0.1.nip.io",
+            "localhost.evil.example",
+            "[::1",
+            "[::1]2002",
+            "[evil]:1",
+            "pi:port",
+            "",
+            ":2002",
+            "a b",
+            "x.local.evil.example",
+        ] {
+            assert!(!plain_host(Some(bad)), "{bad:?}");
+        }
     }
 
     #[test]

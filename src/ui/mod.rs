@@ -8,8 +8,10 @@
 //! | `GET /chute/status` | the same as JSON (schema in [`status`]) |
 //! | `GET /metrics` | Prometheus text format 0.0.4, `chute_` names (see [`status::metrics`]) |
 //! | `GET /login` | the token form |
-//! | `POST /login` | form field `token`: right, `303` to `/` with the session cookie; wrong, `403` and the form again |
+//! | `POST /login` | form field `token`: right, `303` to `/` with the session cookie; wrong, `403` and the form again; after [`LOGIN_FAILURES`] wrong ones in [`LOGIN_WINDOW`], `429` until the window ends |
 //! | `POST /logout` | `303` to `/login`, the cookie cleared |
+//! | `POST /sink` | the "Take new snapshot" button ([`own`]): starts a sink unless one from the page runs; `303` to `/sink`; `409` when the server runs without its node's key and paths |
+//! | `GET /sink` | that sink's progress page: refreshes itself every 2 s while it runs, then shows how it ended and its summary line |
 //!
 //! `HEAD` is answered wherever `GET` is; other methods get `405` with `Allow`.
 //! Any other path outside `/chute/blob/` stays a JSON `404`.
@@ -18,13 +20,14 @@
 //! `--ui-allow` networks, and holders of the `--ui-token-file` token (bearer
 //! header or the login form's cookie); anyone else gets `403` (the page: a short
 //! HTML page saying how to get in; status: a JSON error; metrics: one line of
-//! text). Every POST checks `Origin`, and all but the login a CSRF field
+//! text; `/sink`: the page). Every POST checks `Origin`, and all but the login a CSRF field
 //! ([`csrf_ok`], [`hidden_csrf`]).
 //!
 //! A gathered [`Status`] is kept for [`CACHE_FOR`]: a page refreshed in a loop
 //! cannot make the server list the store in a loop.
 
 pub mod access;
+pub mod own;
 pub mod page;
 pub mod status;
 
@@ -42,6 +45,12 @@ pub const CACHE_FOR: Duration = Duration::from_secs(2);
 pub const DEFAULT_STALE: u64 = 36 * 3600;
 /// Largest login form body read.
 const FORM_CAP: u64 = 4096;
+/// Wrong tokens the login form takes per [`LOGIN_WINDOW`], from everyone
+/// together; more are refused unchecked. One counter, not one per address: an
+/// address table is a table a client can fill. Bearer headers and addresses
+/// still get in while the form is shut.
+pub const LOGIN_FAILURES: u32 = 10;
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 
 /// The management side's settings (from the command line).
 #[derive(Clone, Debug)]
@@ -49,6 +58,8 @@ pub struct Settings {
     pub rules: Rules,
     /// Seconds after which a last commit is stale.
     pub stale: u64,
+    /// This node's own view, when the server runs with its key and paths.
+    pub own: Option<own::OwnSettings>,
 }
 
 impl Default for Settings {
@@ -56,6 +67,7 @@ impl Default for Settings {
         Settings {
             rules: Rules::default(),
             stale: DEFAULT_STALE,
+            own: None,
         }
     }
 }
@@ -63,11 +75,14 @@ impl Default for Settings {
 /// The management side's state in a running server.
 pub struct Ui {
     pub settings: Settings,
+    pub own: Option<own::Own>,
     /// Per process: CSRF tokens die with it.
     secret: [u8; 32],
     cache: Mutex<Option<(Instant, Arc<Status>)>>,
     /// Answers by route kind and status code (a few dozen entries at most).
     counts: Mutex<Vec<(&'static str, u16, u64)>>,
+    /// Wrong login tokens: when the current window's first came, and how many.
+    failures: Mutex<Option<(Instant, u32)>>,
 }
 
 /// An answer for the server to send.
@@ -126,6 +141,7 @@ pub fn kind(url: &str) -> &'static str {
         "/chute/status" => "status",
         "/metrics" => "metrics",
         "/login" | "/logout" => "login",
+        "/sink" => "sink",
         _ => "other",
     }
 }
@@ -135,11 +151,32 @@ impl Ui {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the system random generator failed");
         Ui {
+            own: settings.own.clone().map(own::Own::new),
             settings,
             secret,
             cache: Mutex::new(None),
             counts: Mutex::new(Vec::new()),
+            failures: Mutex::new(None),
         }
+    }
+
+    /// Whether the login form may check one more token now.
+    fn login_open(&self) -> bool {
+        match *self.failures.lock().expect("poisoned") {
+            Some((first, n)) if first.elapsed() < LOGIN_WINDOW => n < LOGIN_FAILURES,
+            _ => true,
+        }
+    }
+
+    /// Counts a wrong token; the window starts at the first of a series.
+    fn login_failed(&self) {
+        let mut f = self.failures.lock().expect("poisoned");
+        *f = match *f {
+            Some((first, n)) if first.elapsed() < LOGIN_WINDOW => {
+                Some((first, n.saturating_add(1)))
+            }
+            _ => Some((Instant::now(), 1)),
+        };
     }
 
     /// Counts one answer.
@@ -189,6 +226,7 @@ impl Ui {
     fn access(&self, req: &Request) -> Access {
         self.settings.rules.decide(
             req.remote_addr().map(|a| a.ip()),
+            header(req, "Host"),
             header(req, "Authorization"),
             header(req, "Cookie"),
         )
@@ -293,10 +331,10 @@ pub fn handle(req: &mut Request, ui: &Ui, gather: &dyn Fn() -> Status) -> Option
             let s = ui.status(gather);
             match path {
                 "/" => {
-                    let logout = (ui.settings.rules.session_cookie().as_deref()
-                        == Some(session.as_str()))
-                    .then(|| hidden_csrf(ui, &session));
-                    Answer::new(200, HTML, page::page(&s, unix_now(), logout.as_deref()))
+                    let logged_in =
+                        ui.settings.rules.session_cookie().as_deref() == Some(session.as_str());
+                    let csrf = hidden_csrf(ui, &session);
+                    Answer::new(200, HTML, page::page(&s, unix_now(), &csrf, logged_in))
                 }
                 "/metrics" => Answer::new(200, METRICS, status::metrics(&s)),
                 _ => Answer::new(200, JSON, status::json(&s)),
@@ -310,6 +348,17 @@ pub fn handle(req: &mut Request, ui: &Ui, gather: &dyn Fn() -> Status) -> Option
         "/logout" => match method {
             Method::Post => logout(req, ui),
             _ => wrong_method(&method, "POST"),
+        },
+        "/sink" => match method {
+            Method::Get | Method::Head => match ui.access(req) {
+                Access::Granted(_) => {
+                    let own = ui.own.as_ref().map(|o| o.view(unix_now()));
+                    Answer::new(200, HTML, page::sink_page(own.as_ref()))
+                }
+                Access::Denied => Answer::new(403, HTML, page::denied()),
+            },
+            Method::Post => sink(req, ui),
+            _ => wrong_method(&method, "GET, HEAD, POST"),
         },
         _ => return None,
     };
@@ -329,6 +378,14 @@ fn login(req: &mut Request, ui: &Ui) -> Answer {
     if !access::origin_ok(header(req, "Origin"), header(req, "Host")) {
         return again("Refused: the form was not sent from this server's own page (Origin).");
     }
+    if ui.settings.rules.token.is_some() && !ui.login_open() {
+        return Answer::new(
+            429,
+            HTML,
+            page::login("Too many wrong tokens: the form takes no more for a minute."),
+        )
+        .with("Retry-After", LOGIN_WINDOW.as_secs().to_string());
+    }
     let token = read_form(req).and_then(|f| field(&f, "token").map(str::to_string));
     match (token, ui.settings.rules.session_cookie()) {
         (Some(t), Some(cookie)) if ui.settings.rules.token_ok(t.trim()) => {
@@ -343,7 +400,10 @@ fn login(req: &mut Request, ui: &Ui) -> Answer {
                 )
         }
         _ if ui.settings.rules.token.is_none() => again(&login_hint(ui)),
-        _ => again("Wrong token."),
+        _ => {
+            ui.login_failed();
+            again("Wrong token.")
+        }
     }
 }
 
@@ -368,6 +428,38 @@ fn logout(req: &mut Request, ui: &Ui) -> Answer {
                 access::COOKIE
             ),
         )
+}
+
+/// The "Take new snapshot" button: starts a sink of this node's paths (unless
+/// one from the page runs) and sends the browser to its progress page.
+fn sink(req: &mut Request, ui: &Ui) -> Answer {
+    let Access::Granted(session) = ui.access(req) else {
+        return Answer::new(403, HTML, page::denied());
+    };
+    let Some(own) = &ui.own else {
+        return Answer::new(
+            409,
+            TEXT,
+            "this server runs without its node's key and paths, so it has nothing to back up (see chute serve's start-up log)\n",
+        );
+    };
+    let form = read_form(req).unwrap_or_default();
+    if !csrf_ok(ui, req, &session, &form) {
+        return Answer::new(
+            403,
+            TEXT,
+            "forbidden: missing or wrong Origin or CSRF token\n",
+        );
+    }
+    match own.start_sink() {
+        Ok(started) => {
+            if started {
+                crate::server::log("chute serve: a sink was started from the management page");
+            }
+            Answer::new(303, TEXT, "see /sink\n").with("Location", "/sink".into())
+        }
+        Err(e) => Answer::new(500, TEXT, format!("{e}\n")),
+    }
 }
 
 fn unix_now() -> u64 {
@@ -401,6 +493,7 @@ mod tests {
         assert_eq!(kind("/metrics"), "metrics");
         assert_eq!(kind("/chute/status"), "status");
         assert_eq!(kind("/logout"), "login");
+        assert_eq!(kind("/sink"), "sink");
         assert_eq!(kind("/favicon.ico"), "other");
     }
 }

@@ -109,15 +109,74 @@ fn node_row(out: &mut String, n: &Node, now: u64) {
     }
 }
 
-fn own_view(out: &mut String, own: &OwnView) {
-    let _ = write!(out, "<h2>This node: {}</h2>", escape(&own.node));
-    if let Some(l) = &own.last_sink {
-        let _ = write!(out, "<p>Last sink: {}</p>", escape(l));
+fn own_view(out: &mut String, own: &OwnView, csrf: &str) {
+    let _ = write!(
+        out,
+        "<h2>This node: {}</h2><p>Backs up {}. ",
+        escape(&own.node),
+        escape(&own.paths.join(", "))
+    );
+    match own.snapshots.first() {
+        Some(n) => {
+            let _ = write!(
+                out,
+                "Newest snapshot: {} UTC ({}). ",
+                escape(&n.time),
+                escape(&n.id)
+            );
+        }
+        None if own.listed_unix.is_some() => out.push_str("No snapshot yet. "),
+        None => {}
     }
-    if let Some(n) = &own.next_sink {
-        let _ = write!(out, "<p>Next sink: {}</p>", escape(n));
+    match &own.next_sink {
+        Some(n) => {
+            let _ = write!(out, "Next sink: {}.", escape(n));
+        }
+        None => out.push_str(
+            "No nightly sink is scheduled here (neither chute-sink.timer nor /etc/cron.d/chute).",
+        ),
     }
-    out.push_str("<div class=w><table><tr><th>snapshot</th><th>time</th><th>paths</th><th>files</th><th>bytes</th></tr>");
+    out.push_str("</p>");
+    if let Some(e) = &own.list_error {
+        let _ = write!(out, "<p class=bad>{}</p>", escape(e));
+    }
+    if own.listing && own.listed_unix.is_none() {
+        out.push_str("<p class=m>Reading the snapshot list&hellip; (reload in a moment)</p>");
+    }
+    match &own.sink {
+        Some(r) if r.running => {
+            let _ = write!(
+                out,
+                "<p>A sink started from this page is running ({}): <a href=\"/sink\">its progress</a>.</p>",
+                human_age(r.secs)
+            );
+        }
+        Some(r) => {
+            let class = if r.exit_code == Some(0) {
+                ""
+            } else {
+                " class=bad"
+            };
+            let _ = write!(
+                out,
+                "<p{class}>The last sink from this page ended with status {} after {}{}: <a href=\"/sink\">its output</a>.</p>",
+                r.exit_code.unwrap_or(-1),
+                human_age(r.secs),
+                r.summary
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(" ({})", escape(s)))
+            );
+        }
+        None => {}
+    }
+    let _ = write!(
+        out,
+        "<form method=post action=\"/sink\">{csrf}<button>Take new snapshot</button></form>"
+    );
+    if own.snapshots.is_empty() {
+        return;
+    }
+    out.push_str("<div class=w><table><tr><th>snapshot</th><th>time (UTC)</th><th>paths</th><th>files</th><th>size</th></tr>");
     for s in &own.snapshots {
         let _ = write!(
             out,
@@ -130,11 +189,79 @@ fn own_view(out: &mut String, own: &OwnView) {
         );
     }
     out.push_str("</table></div>");
+    let older = own
+        .snapshots_total
+        .saturating_sub(own.snapshots.len() as u64);
+    if older > 0 {
+        let _ = write!(
+            out,
+            "<p class=m>and {older} older (<code>chute list</code> shows them all)</p>"
+        );
+    }
 }
 
-/// The page. `logout`: the hidden CSRF field of a logged-in session's logout
-/// form (see [`super::hidden_csrf`]), `None` for a client let in by address.
-pub fn page(s: &Status, now: u64, logout: Option<&str>) -> String {
+/// The progress page of the sink started from the page: refreshes itself while
+/// it runs.
+pub fn sink_page(own: Option<&OwnView>) -> String {
+    let run = own.and_then(|o| o.sink.as_ref());
+    let refresh = if run.is_some_and(|r| r.running) {
+        "<meta http-equiv=refresh content=2>"
+    } else {
+        ""
+    };
+    let mut out = format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>{refresh}\
+<meta name=viewport content=\"width=device-width,initial-scale=1\">\
+<title>chute serve: new snapshot</title><style>{STYLE}</style></head><body>\
+<h1>chute serve: new snapshot</h1>"
+    );
+    match (own, run) {
+        (None, _) => out.push_str(
+            "<p>This server runs without its node's key and paths, so it has nothing to back up.</p>",
+        ),
+        (Some(_), None) => {
+            out.push_str("<p>No sink has been started from the page since the server started.</p>")
+        }
+        (Some(_), Some(r)) => {
+            if r.running {
+                let _ = write!(
+                    out,
+                    "<p>Running since <time datetime=\"{0}\">{0}</time> ({1}){2}. This page refreshes itself.</p>",
+                    escape(&r.started),
+                    human_age(r.secs),
+                    r.progress
+                        .as_deref()
+                        .map_or(String::new(), |p| format!(": {}", escape(p)))
+                );
+            } else {
+                let code = r.exit_code.unwrap_or(-1);
+                let class = if code == 0 { "" } else { " class=bad" };
+                let _ = write!(
+                    out,
+                    "<p{class}>Ended with status {code} after {}.</p>",
+                    human_age(r.secs)
+                );
+                if let Some(s) = &r.summary {
+                    let _ = write!(out, "<p><b>{}</b></p>", escape(s));
+                }
+            }
+            if !r.output.is_empty() {
+                out.push_str("<pre>");
+                for l in &r.output {
+                    let _ = writeln!(out, "{}", escape(l));
+                }
+                out.push_str("</pre>");
+            }
+        }
+    }
+    out.push_str("<p><a href=\"/\">back to the page</a></p></body></html>\n");
+    out
+}
+
+/// The page. `csrf`: the session's hidden CSRF field for its forms (see
+/// [`super::hidden_csrf`]); `logged_in`: a login cookie let it in, so it gets
+/// a logout button.
+pub fn page(s: &Status, now: u64, csrf: &str, logged_in: bool) -> String {
     let mut out = String::with_capacity(4096 + s.nodes.len() * 600);
     let _ = write!(
         out,
@@ -154,7 +281,7 @@ pub fn page(s: &Status, now: u64, logout: Option<&str>) -> String {
         }
     );
     if let Some(own) = &s.own {
-        own_view(&mut out, own);
+        own_view(&mut out, own, csrf);
     }
     let _ = write!(
         out,
@@ -237,10 +364,10 @@ pub fn page(s: &Status, now: u64, logout: Option<&str>) -> String {
         l.rate_burst,
         rfc3339(now as i64)
     );
-    if let Some(field) = logout {
+    if logged_in {
         let _ = write!(
             out,
-            " &middot; <form method=post action=\"/logout\">{field}<button>log out</button></form>"
+            " &middot; <form method=post action=\"/logout\">{csrf}<button>log out</button></form>"
         );
     }
     out.push_str("</p></body></html>\n");
@@ -267,7 +394,9 @@ pub fn denied() -> String {
 <title>chute serve: forbidden</title><style>{STYLE}</style></head><body><h1>chute serve</h1>\
 <p>This page answers only to this machine (loopback), to addresses given with \
 <code>--ui-allow</code>, and to holders of the <code>--ui-token-file</code> token: \
-<a href=\"/login\">log in</a>.</p></body></html>\n"
+<a href=\"/login\">log in</a>. Let in by address, it must be reached by an IP address, \
+<code>localhost</code>, a one-label or a <code>.local</code> name (a public name could \
+point anywhere).</p></body></html>\n"
     )
 }
 
@@ -298,7 +427,7 @@ mod tests {
     #[test]
     fn the_page_shows_every_node_its_sizes_and_ages() {
         let s = super::super::status::tests::sample();
-        let html = page(&s, s.now_unix, None);
+        let html = page(&s, s.now_unix, "", false);
         for want in [
             "<meta name=viewport",
             "<td>pi</td>",
@@ -329,28 +458,87 @@ mod tests {
         let logged_in = page(
             &s,
             s.now_unix,
-            Some("<input type=hidden name=csrf value=ab>"),
+            "<input type=hidden name=csrf value=ab>",
+            true,
         );
         assert!(logged_in.contains("name=csrf value=ab><button>log out"));
     }
 
     #[test]
     fn the_own_view_shows_when_there_is_one() {
+        use super::super::status::{OwnSnapshot, SinkRun};
         let mut s = super::super::status::tests::sample();
-        assert!(!page(&s, s.now_unix, None).contains("This node"));
+        let csrf = "<input type=hidden name=csrf value=cd>";
+        assert!(!page(&s, s.now_unix, csrf, false).contains("This node"));
         s.own = Some(OwnView {
             node: "me<".into(),
-            snapshots: vec![super::super::status::OwnSnapshot {
+            paths: vec!["/etc".into(), "/home".into()],
+            snapshots: vec![OwnSnapshot {
                 id: "1a2b3c".into(),
-                time: "2027-01-15 07:00".into(),
+                time: "2027-01-15 07:00:00".into(),
                 paths: vec!["/home".into()],
                 files: 10,
                 bytes: 2048,
             }],
+            snapshots_total: 31,
+            listed_unix: Some(s.now_unix),
+            next_sink: Some("cron: 17 3 * * *".into()),
+            sink: Some(SinkRun {
+                running: true,
+                secs: 12,
+                ..SinkRun::default()
+            }),
             ..OwnView::default()
         });
-        let html = page(&s, s.now_unix, None);
-        assert!(html.contains("This node: me&lt;"), "{html}");
-        assert!(html.contains("<td>1a2b3c</td>"), "{html}");
+        let html = page(&s, s.now_unix, csrf, false);
+        for want in [
+            "This node: me&lt;",
+            "Backs up /etc, /home.",
+            "Newest snapshot: 2027-01-15 07:00:00 UTC (1a2b3c).",
+            "Next sink: cron: 17 3 * * *.",
+            "<td>1a2b3c</td>",
+            "running (12s)",
+            "<form method=post action=\"/sink\"><input type=hidden name=csrf value=cd><button>Take new snapshot</button></form>",
+            "and 30 older",
+        ] {
+            assert!(html.contains(want), "no {want:?} in\n{html}");
+        }
+    }
+
+    #[test]
+    fn the_sink_page_refreshes_while_it_runs() {
+        use super::super::status::SinkRun;
+        assert!(sink_page(None).contains("nothing to back up"));
+        let mut own = OwnView::default();
+        assert!(sink_page(Some(&own)).contains("No sink has been started"));
+        own.sink = Some(SinkRun {
+            running: true,
+            started: "2027-01-15T08:00:00Z".into(),
+            secs: 3,
+            progress: Some("12 files, 1.0 MiB".into()),
+            output: vec!["warning: <x>".into()],
+            ..SinkRun::default()
+        });
+        let html = sink_page(Some(&own));
+        assert!(
+            html.contains("<meta http-equiv=refresh content=2>"),
+            "{html}"
+        );
+        assert!(html.contains("(3s): 12 files, 1.0 MiB."), "{html}");
+        assert!(html.contains("<pre>warning: &lt;x&gt;\n</pre>"), "{html}");
+        own.sink = Some(SinkRun {
+            running: false,
+            secs: 4,
+            exit_code: Some(0),
+            summary: Some("snapshot 1a2b saved: 3 files".into()),
+            ..SinkRun::default()
+        });
+        let html = sink_page(Some(&own));
+        assert!(!html.contains("refresh"), "{html}");
+        assert!(html.contains("Ended with status 0 after 4s."), "{html}");
+        assert!(
+            html.contains("<b>snapshot 1a2b saved: 3 files</b>"),
+            "{html}"
+        );
     }
 }

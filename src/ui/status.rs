@@ -28,8 +28,17 @@
 //!                        server ran, else null), running_since,
 //!                        running_since_unix, damaged_so_far}
 //! requests              [{kind, code, count}] answers since start; kind is blob,
-//!                        page, status, metrics, login or other
-//! own                   null (reserved for the node's own, decrypted view)
+//!                        page, status, metrics, login, sink or other
+//! own                   null unless this server runs with its node's key and
+//!                        paths (see [`super::own`]), else {node, paths,
+//!                        snapshots: [{id, time, paths, files, bytes}] (newest
+//!                        first, at most 30; time as `chute list` shows it, UTC),
+//!                        snapshots_total, listed, listed_unix, listing,
+//!                        list_error, next_sink (a sentence: systemd's next time
+//!                        or the cron schedule), sink: null or the latest sink
+//!                        started from the page {running, started,
+//!                        started_unix, secs, progress, output: [lines],
+//!                        exit_code, summary}, sinks_ok, sinks_failed}
 //! ```
 //!
 //! Cost: per node, one listing of its committed blobs (counted, only the newest
@@ -58,7 +67,7 @@ pub struct Status {
     pub nodes: Vec<Node>,
     pub scrub: Option<Scrub>,
     pub requests: Vec<Requests>,
-    /// This node's own view (point 2 of issue 19): left `None` here.
+    /// This node's own view, when the server runs with its key and paths.
     pub own: Option<OwnView>,
 }
 
@@ -116,22 +125,52 @@ pub struct Requests {
     pub count: u64,
 }
 
-/// This node's own snapshots and schedule, decrypted here (not gathered yet).
+/// This node's own view (see [`super::own`]).
 #[derive(Serialize, Clone, Debug, Default, PartialEq)]
 pub struct OwnView {
     pub node: String,
+    pub paths: Vec<String>,
+    /// Newest first, at most [`super::own::SHOW`].
     pub snapshots: Vec<OwnSnapshot>,
-    pub last_sink: Option<String>,
+    pub snapshots_total: u64,
+    pub listed: Option<String>,
+    pub listed_unix: Option<u64>,
+    /// A list is being read now.
+    pub listing: bool,
+    pub list_error: Option<String>,
     pub next_sink: Option<String>,
+    /// The latest sink started from the page.
+    pub sink: Option<SinkRun>,
+    pub sinks_ok: u64,
+    pub sinks_failed: u64,
 }
 
 #[derive(Serialize, Clone, Debug, Default, PartialEq)]
 pub struct OwnSnapshot {
     pub id: String,
+    /// As `chute list` shows it: `YYYY-MM-DD HH:MM:SS`, UTC.
     pub time: String,
     pub paths: Vec<String>,
     pub files: u64,
     pub bytes: u64,
+}
+
+/// A sink started from the page.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+pub struct SinkRun {
+    pub running: bool,
+    pub started: String,
+    pub started_unix: u64,
+    /// Seconds it ran, or has run so far.
+    pub secs: u64,
+    /// Its latest progress line.
+    pub progress: Option<String>,
+    /// Its last lines of output.
+    pub output: Vec<String>,
+    /// Once it ended: its exit status (`-1`: killed by a signal).
+    pub exit_code: Option<i64>,
+    /// Its summary line (`snapshot … saved: …`), once printed.
+    pub summary: Option<String>,
 }
 
 /// An admitted node as the server counts it.
@@ -154,6 +193,7 @@ pub struct Sources {
     /// `--scrub-every` and what the background scrub last did.
     pub scrub: Option<(u64, crate::scrub::Summary)>,
     pub requests: Vec<Requests>,
+    pub own: Option<OwnView>,
 }
 
 fn time_pair(t: Option<u64>) -> (Option<String>, Option<u64>) {
@@ -250,7 +290,7 @@ pub fn gather(store: &Store, src: Sources) -> Status {
         nodes,
         scrub,
         requests: src.requests,
-        own: None,
+        own: src.own,
     }
 }
 
@@ -423,6 +463,23 @@ pub fn metrics(s: &Status) -> String {
             })
             .collect(),
     );
+    if let Some(own) = &s.own {
+        family(
+            "sink_runs_total",
+            "counter",
+            "Sinks started from the page that ended, by result.",
+            vec![
+                ("{result=\"ok\"}".into(), own.sinks_ok),
+                ("{result=\"failed\"}".into(), own.sinks_failed),
+            ],
+        );
+        family(
+            "own_snapshots",
+            "gauge",
+            "This node's snapshots, as its last list read them.",
+            vec![(String::new(), own.snapshots_total)],
+        );
+    }
     if let Some(sc) = &s.scrub {
         let mut rows = Vec::new();
         if let Some(t) = sc.last_pass_unix {
@@ -555,6 +612,30 @@ pub(super) mod tests {
             let (_, v) = l.rsplit_once(' ').unwrap();
             assert!(v.parse::<u64>().is_ok(), "{l}");
         }
+    }
+
+    #[test]
+    fn the_own_view_adds_its_sink_runs_and_snapshots() {
+        let mut s = sample();
+        assert!(!metrics(&s).contains("chute_sink_runs_total"));
+        s.own = Some(OwnView {
+            snapshots_total: 7,
+            sinks_ok: 2,
+            sinks_failed: 1,
+            ..OwnView::default()
+        });
+        let m = metrics(&s);
+        for want in [
+            "# TYPE chute_sink_runs_total counter\n",
+            "chute_sink_runs_total{result=\"ok\"} 2\n",
+            "chute_sink_runs_total{result=\"failed\"} 1\n",
+            "chute_own_snapshots 7\n",
+        ] {
+            assert!(m.contains(want), "no {want:?} in\n{m}");
+        }
+        let j = json(&s);
+        assert!(j.contains("\"snapshots_total\":7"), "{j}");
+        assert!(j.contains("\"sink\":null"), "{j}");
     }
 
     #[test]
