@@ -4,7 +4,8 @@
 //! [`chunker`]) and sends only ciphertext to a [`remote`]: a local [`store`]
 //! directory or a peer's [`server`]. [`sink`] and [`restore`] are the two
 //! pipelines; [`verify`], [`forget`] and [`prune`] (with [`pack`]) keep a store
-//! healthy; [`cli`] wires them to the command line. [`s3`] is a client for
+//! healthy; [`cli`] wires them to the command line; [`ui`] is the server's
+//! management page. [`s3`] is a client for
 //! S3-compatible object stores (Garage, MinIO, a cloud bucket), a leaf the S3
 //! store will sit on. Names both sides share are
 //! leaves ([`blob`], [`protocol`], [`units`], [`fsutil`]): the client never imports
@@ -46,6 +47,7 @@ pub mod spent;
 pub mod store;
 pub mod sys;
 pub mod testhooks;
+pub mod ui;
 pub mod units;
 #[cfg(test)]
 mod vectors;

@@ -60,6 +60,21 @@ pub struct Background {
     pub rate: u64,
 }
 
+/// What the management page shows of the background scrub (see [`crate::ui`]),
+/// kept up to date by [`background`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Start of the last completed pass (Unix seconds), if any.
+    pub last_pass: Option<u64>,
+    /// Damaged windows the last completed pass found (one this server ran: the
+    /// state file keeps no count).
+    pub damaged: Option<u64>,
+    /// Damaged windows found so far by the pass in progress.
+    pub damaged_now: u64,
+    /// Start of the pass in progress.
+    pub running: Option<u64>,
+}
+
 const STATE: &str = ".scrub-state";
 const STATE_MAGIC: &str = "chute-scrub";
 const STATE_VERSION: u32 = 1;
@@ -152,7 +167,7 @@ pub fn human_secs(s: u64) -> String {
 }
 
 fn log(what: &str, msg: &str) {
-    eprintln!("scrub \"SCRUB /chute/blob/{what}\" {msg}");
+    crate::server::log(&format!("scrub \"SCRUB /chute/blob/{what}\" {msg}"));
 }
 
 /// Sleeps until `until` (Unix seconds) or until `stop` says so; false if stopped.
@@ -168,19 +183,28 @@ fn wait_until(until: u64, stop: &dyn Fn() -> bool) -> bool {
 
 fn save(path: &Path, state: &ScrubState) {
     if let Err(e) = crate::store::write_atomic(path, state.render().as_bytes()) {
-        eprintln!("chute serve: scrub: cannot save its progress: {e}");
+        crate::server::log(&format!(
+            "chute serve: scrub: cannot save its progress: {e}"
+        ));
     }
 }
 
 /// The background scrub of a served store, until `stop` says so: each pass re-reads
 /// every window at no more than `bg.rate` bytes a second, on this thread, at the
 /// lowest priority. See the module docs for the log lines and the state file.
-pub fn background(store: &Store, bg: Background, stop: &dyn Fn() -> bool) {
+/// `summary` follows its passes, for the management page.
+pub fn background(
+    store: &Store,
+    bg: Background,
+    stop: &dyn Fn() -> bool,
+    summary: &std::sync::Mutex<Summary>,
+) {
+    let note = |f: &dyn Fn(&mut Summary)| f(&mut summary.lock().expect("poisoned"));
     crate::sys::lower_thread_priority();
     // Its progress lives beside the store's objects; a store with no local
     // directory (an object store) keeps no progress and has no scrub of its own.
     let Some(dir) = store.local_dir() else {
-        eprintln!("chute serve: scrub: this store has no background scrub");
+        crate::server::log("chute serve: scrub: this store has no background scrub");
         return;
     };
     let path = dir.join(STATE);
@@ -188,29 +212,31 @@ pub fn background(store: &Store, bg: Background, stop: &dyn Fn() -> bool) {
         Ok(text) => match ScrubState::parse(&text) {
             Ok(s) => s,
             Err(e) if e.starts_with("written by a newer") => {
-                eprintln!(
+                crate::server::log(&format!(
                     "chute serve: scrub: {} was {e}; the background scrub is off",
                     path.display()
-                );
+                ));
                 return;
             }
             Err(e) => {
-                eprintln!(
+                crate::server::log(&format!(
                     "chute serve: scrub: {} is damaged ({e}); starting afresh",
                     path.display()
-                );
+                ));
                 ScrubState::default()
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ScrubState::default(),
         Err(e) => {
-            eprintln!(
+            crate::server::log(&format!(
                 "chute serve: scrub: cannot read {}: {e}; the background scrub is off",
                 path.display()
-            );
+            ));
             return;
         }
     };
+    let last = (state.last_pass > 0).then_some(state.last_pass);
+    note(&|s| s.last_pass = last);
     let mut retry_at = 0;
     loop {
         let now = unix_now();
@@ -226,6 +252,10 @@ pub fn background(store: &Store, bg: Background, stop: &dyn Fn() -> bool) {
         let (started, after) = state.pass.clone().unwrap_or((unix_now(), None));
         state.pass = Some((started, after.clone()));
         save(&path, &state);
+        note(&|s| {
+            s.running = Some(started);
+            s.damaged_now = 0;
+        });
         log(
             "",
             &match &after {
@@ -251,13 +281,16 @@ pub fn background(store: &Store, bg: Background, stop: &dyn Fn() -> bool) {
                         }
                     }
                 }
-                ScrubEvent::Damaged(d) => log(
-                    &format!("{}/0", d.blob),
-                    &format!(
-                        "damaged window at byte {} ({} bytes): {}",
-                        d.offset, d.len, d.why
-                    ),
-                ),
+                ScrubEvent::Damaged(d) => {
+                    note(&|s| s.damaged_now += 1);
+                    log(
+                        &format!("{}/0", d.blob),
+                        &format!(
+                            "damaged window at byte {} ({} bytes): {}",
+                            d.offset, d.len, d.why
+                        ),
+                    )
+                }
                 ScrubEvent::BlobDone(blob) => {
                     state.pass = Some((started, Some(blob.to_string())));
                     if saved.elapsed() >= SAVE_EVERY {
@@ -298,6 +331,15 @@ pub fn background(store: &Store, bg: Background, stop: &dyn Fn() -> bool) {
                     last_pass: started,
                     pass: None,
                 };
+                let damaged = r.damaged.len() as u64;
+                note(&|s| {
+                    *s = Summary {
+                        last_pass: Some(started),
+                        damaged: Some(damaged),
+                        damaged_now: 0,
+                        running: None,
+                    }
+                });
                 save(&path, &state);
                 log(
                     "",
@@ -306,10 +348,11 @@ pub fn background(store: &Store, bg: Background, stop: &dyn Fn() -> bool) {
             }
             Err(e) => {
                 save(&path, &state);
-                eprintln!(
+                note(&|s| s.running = None);
+                crate::server::log(&format!(
                     "chute serve: scrub: {e}; trying again in {}",
                     human_secs(RETRY)
-                );
+                ));
                 retry_at = unix_now() + RETRY;
             }
         }

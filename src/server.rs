@@ -15,6 +15,20 @@
 //! writers left in the store (a server killed during a PUT, a killed local sink;
 //! see [`crate::store`]) and logs what it removed and what live writers hold;
 //! the temporaries it could not remove count against their node's quota.
+//!
+//! Every other path is the management side's ([`crate::ui`]: the page, status
+//! JSON, metrics, login), which never bypasses the blob API's signatures.
+//!
+//! Log: one line per commit, forget and blob deletion, and per refusal (a 4xx or
+//! 507 answer to a blob request), each naming the node (as the request claims it)
+//! and the size; one line per request only with `--log-requests`. Every line
+//! goes through [`log`], which puts an RFC 3339 UTC time in front unless stderr
+//! is the systemd journal (which stamps lines itself):
+//!
+//! ```text
+//! 2026-12-02T03:15:07Z chute serve: node n1 committed snapshot 20261202T031500.000000Z of mount 3f2a… (143.2 MiB)
+//! 2026-12-02T03:16:00Z chute serve: refused 192.168.1.7:50412 node n2 "PUT /chute/blob/d/n2/m/t/0/2097152/3" 507 (2.0 MiB): quota of node n2 exceeded (…)
+//! ```
 
 use crate::auth::{self, Admitted, Refusal, Verifier};
 use crate::blob::BlobId;
@@ -71,6 +85,10 @@ pub struct Config {
     /// The names this server answers to besides its own address (`--name`): a
     /// request signed for another peer's is refused.
     pub names: Vec<String>,
+    /// Who may see the management page, and when a node is stale there.
+    pub ui: crate::ui::Settings,
+    /// One log line per request (`--log-requests`).
+    pub log_requests: bool,
 }
 
 /// Everything a handler may consult.
@@ -86,6 +104,13 @@ pub struct State {
     /// quotas: counted at start, kept up to date from what each write, commit,
     /// delete and trim reports it changed under the blob's lock.
     usage: Mutex<HashMap<String, u64>>,
+    /// The management side: its access rules, status cache and request counts.
+    pub ui: crate::ui::Ui,
+    log_requests: bool,
+    started: u64,
+    limits: crate::ui::status::Limits,
+    /// `--scrub-every` and what the background scrub last did.
+    pub scrub: Option<(u64, Mutex<crate::scrub::Summary>)>,
 }
 
 impl State {
@@ -98,7 +123,9 @@ impl State {
         for (node, admitted) in nodes {
             let used = store.node_usage(node)?;
             if let Some(q) = admitted.quota {
-                eprintln!("chute serve: node {node} uses {used} of its {q} bytes of quota");
+                log(&format!(
+                    "chute serve: node {node} uses {used} of its {q} bytes of quota"
+                ));
             }
             usage.insert(node.clone(), used);
         }
@@ -112,7 +139,57 @@ impl State {
             admin: cfg.admin,
             names: cfg.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
             usage: Mutex::new(usage),
+            ui: crate::ui::Ui::new(cfg.ui.clone()),
+            log_requests: cfg.log_requests,
+            started: started.max(0) as u64,
+            limits: crate::ui::status::Limits {
+                threads: cfg.threads.max(1) as u64,
+                max_connections: cfg.max_connections as u64,
+                max_per_address: cfg.max_per_address as u64,
+                max_window: cfg.max_window,
+                rate_per_sec: cfg.rate.per_sec.into(),
+                rate_burst: cfg.rate.burst.into(),
+            },
+            scrub: cfg
+                .scrub
+                .map(|bg| (bg.every, Mutex::new(crate::scrub::Summary::default()))),
         })
+    }
+
+    /// What the management page shows, read now (see [`crate::ui::status`]).
+    fn gather(&self) -> crate::ui::Status {
+        use crate::ui::status;
+        let admitted = {
+            let usage = self.usage.lock().expect("poisoned");
+            self.verifier
+                .nodes
+                .iter()
+                .map(|(name, a)| status::Admitted {
+                    name: name.clone(),
+                    quota: a.quota,
+                    used: usage.get(name).copied().unwrap_or(0),
+                })
+                .collect()
+        };
+        let now = unix_now().as_secs();
+        status::gather(
+            &self.store,
+            status::Sources {
+                admitted,
+                append_only: self.append_only,
+                limits: self.limits.clone(),
+                started_unix: self.started,
+                now_unix: now,
+                stale_after: self.ui.settings.stale,
+                abandon_after: crate::prune::DEFAULT_GRACE,
+                scrub: self
+                    .scrub
+                    .as_ref()
+                    .map(|(every, s)| (*every, *s.lock().expect("poisoned"))),
+                requests: self.ui.counts(),
+                own: self.ui.own.as_ref().map(|o| o.view(now)),
+            },
+        )
     }
 
     /// Counts `len` more bytes against `node`'s quota, or refuses (507) if they do
@@ -532,6 +609,13 @@ enum Seal {
 
 /// One request: authenticated, then handled; says how to seal the answer.
 fn handle(req: &mut Request, state: &State) -> (Seal, Result<Reply, Fail>) {
+    if !req.url().starts_with("/chute/blob") {
+        if let Some(a) = crate::ui::handle(req, &state.ui, &|| state.gather()) {
+            let mut headers = vec![h("Content-Type", a.content_type)];
+            headers.extend(a.headers.iter().map(|(k, v)| h(k, v)));
+            return (Seal::None, Ok(Reply::Small(a.status, a.body, headers)));
+        }
+    }
     let route = match parse_route(req.url()) {
         Ok(r) => r,
         Err(RouteError::NotFound) => {
@@ -629,6 +713,7 @@ fn act(
                 may_delete(req, state, &caller, now)?;
                 let freed = store.delete(&id)?;
                 state.release(&id.node, freed);
+                log_blob(&id, "deleted blob", Some(freed));
                 Ok(Reply::Json(200, "true".into()))
             }
             _ => Err(wrong("DELETE")),
@@ -652,14 +737,29 @@ fn act(
                 content_length(req)?;
                 let body = signed_body(req, &caller, store::MAX_INDEX)?;
                 let need = store::charge(body.len() as u64);
-                state.charged(&id.node, need, || {
-                    store.commit_charged(&id, &body).map(|c| ((), c))
+                let fresh = state.charged(&id.node, need, || {
+                    store
+                        .commit_charged(&id, &body)
+                        .map(|c| (c != store::Change::default(), c))
                 })?;
+                if fresh {
+                    let size = store::index_place(&body).ok().and_then(|(_, s)| s);
+                    log_blob(&id, "committed snapshot", size);
+                }
                 Ok(created())
             }
             Method::Delete => {
                 may_delete(req, state, &caller, now)?;
+                let again = !store.is_committed(&id);
                 store.forget(&id)?;
+                if !again {
+                    let size = store
+                        .forgotten_index(&id)
+                        .ok()
+                        .and_then(|b| store::index_place(&b).ok())
+                        .and_then(|(_, s)| s);
+                    log_blob(&id, "forgot snapshot", size);
+                }
                 Ok(Reply::Json(200, "true".into()))
             }
             _ => Err(wrong("GET, PUT, DELETE")),
@@ -819,10 +919,16 @@ fn answer_header(seal: &Seal, out: &Out) -> Option<Header> {
     Some(h(auth::ANSWER, &tag))
 }
 
-fn respond(req: Request, seal: Seal, reply: Result<Reply, Fail>, started: Instant) {
+fn respond(req: Request, state: &State, seal: Seal, reply: Result<Reply, Fail>, started: Instant) {
     let method = req.method().clone();
     let url = req.url().to_string();
     let peer = req.remote_addr().map_or("-".into(), |a| a.to_string());
+    // For a refusal's line: who the request says it is, and what it carried.
+    let claimed = header(&req, auth::NODE).map(|n| {
+        let n: String = n.chars().take(128).filter(|c| !c.is_control()).collect();
+        format!(" node {n}")
+    });
+    let sent = req.body_length().unwrap_or(0) as u64;
     let json = || h("Content-Type", "application/json");
     let mut why = String::new();
     let out = match reply {
@@ -883,10 +989,80 @@ fn respond(req: Request, seal: Seal, reply: Result<Reply, Fail>, started: Instan
         Ok(()) => String::new(),
         Err(e) => format!(" (response not delivered: {e})"),
     };
-    eprintln!(
-        "{peer} \"{method} {url}\" {status} {len} {}ms{why}{note}",
-        started.elapsed().as_millis()
-    );
+    state.ui.count(&url, status);
+    if state.log_requests {
+        log(&format!(
+            "{peer} \"{method} {url}\" {status} {len} {}ms{why}{note}",
+            started.elapsed().as_millis()
+        ));
+    } else if crate::ui::kind(&url) == "blob" && ((400..500).contains(&status) || status == 507) {
+        log(&format!(
+            "chute serve: refused {peer}{} \"{method} {url}\" {status} ({}){why}{note}",
+            claimed.unwrap_or_default(),
+            crate::units::human_bytes(sent)
+        ));
+    }
+}
+
+/// Who the startup log says may see the management page.
+fn ui_audience(rules: &crate::ui::access::Rules) -> String {
+    let mut who = vec!["loopback clients".to_string()];
+    if !rules.allow.is_empty() {
+        who.push(format!("{} --ui-allow networks", rules.allow.len()));
+    }
+    if rules.token.is_some() {
+        who.push("holders of the --ui-token-file token".into());
+    }
+    who.join(", ")
+}
+
+/// The one line a commit, forget or delete of a blob gets.
+fn log_blob(id: &BlobId, what: &str, size: Option<u64>) {
+    let mount: String = id.mount.chars().take(8).collect();
+    let more = if id.mount.len() > 8 { "…" } else { "" };
+    log(&format!(
+        "chute serve: node {} {what} {} of mount {mount}{more} ({})",
+        id.node,
+        id.timestamp,
+        size.map_or("size unknown".into(), crate::units::human_bytes)
+    ));
+}
+
+/// Writes one server log line to stderr: with an RFC 3339 UTC time in front,
+/// unless stderr is the systemd journal, which stamps each line itself.
+pub fn log(line: &str) {
+    static STAMP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let stamp = *STAMP.get_or_init(|| {
+        let var = std::env::var("JOURNAL_STREAM").ok();
+        !is_journal(var.as_deref(), stderr_id())
+    });
+    if stamp {
+        let now = crate::snapshot::rfc3339(unix_now().as_secs() as i64);
+        eprintln!("{now} {line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// stderr's device and inode (fstat on a duplicate of descriptor 2).
+fn stderr_id() -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let md = std::fs::File::from(fd).metadata().ok()?;
+    Some((md.dev(), md.ino()))
+}
+
+/// Whether `JOURNAL_STREAM` (systemd's `DEVICE:INODE` of the journal's stream)
+/// names stderr: a child whose stderr was redirected inherits the variable.
+fn is_journal(var: Option<&str>, stderr: Option<(u64, u64)>) -> bool {
+    let (Some(var), Some((dev, ino))) = (var, stderr) else {
+        return false;
+    };
+    let Some((d, i)) = var.trim().split_once(':') else {
+        return false;
+    };
+    d.parse() == Ok(dev) && i.parse() == Ok(ino)
 }
 
 /// Runs the server until SIGINT or SIGTERM, on the store `open` gives, which it
@@ -899,11 +1075,13 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
     let want = cfg.max_connections as u64 * FDS_PER_CONNECTION + 256;
     match crate::sys::raise_nofile(want) {
         Ok(have) if have >= want => {}
-        Ok(have) => eprintln!(
+        Ok(have) => log(&format!(
             "chute serve: WARNING: the open-files limit is {have}, below the {want} that --max-connections {} needs; raise it (LimitNOFILE= in the systemd unit, ulimit -n) or lower --max-connections",
             cfg.max_connections
-        ),
-        Err(e) => eprintln!("chute serve: WARNING: cannot read the open-files limit: {e}"),
+        )),
+        Err(e) => log(&format!(
+            "chute serve: WARNING: cannot read the open-files limit: {e}"
+        )),
     }
     // Before the bind: a request signed while the store's usage is counted below
     // is not "signed before this server started".
@@ -936,13 +1114,24 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
         .to_ip()
         .map_or_else(|| cfg.listen.clone(), |a| a.to_string());
     crate::sys::catch_termination();
-    eprintln!(
+    log(&format!(
         "chute serve: listening on http://{addr}/chute/blob/ with {} threads, at most {} connections ({} per address), store {}",
         cfg.threads,
         cfg.max_connections,
         cfg.max_per_address,
         store.describe()
-    );
+    ));
+    log(&format!(
+        "chute serve: management page on http://{addr}/ for {}",
+        ui_audience(&cfg.ui.rules)
+    ));
+    if let Some(own) = &cfg.ui.own {
+        log(&format!(
+            "chute serve: the page also shows node {}'s own snapshots and a \"Take new snapshot\" button (key and paths found: {})",
+            own.node,
+            own.paths.join(" ")
+        ));
+    }
     let port = server.server_addr().to_ip().map(|a| a.port());
     let mut names: Vec<String> = cfg
         .names
@@ -960,35 +1149,35 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
         Some(a) => a.to_string(),
         None => "its address".into(),
     });
-    eprintln!(
+    log(&format!(
         "chute serve: answers requests signed for {} (add names with --name)",
         names.join(", ")
-    );
+    ));
     if cfg.open {
-        eprintln!(
-            "chute serve: WARNING: --open: anyone who can reach this port may read, write and delete any node's blobs; use it only for tests or a trusted LAN"
+        log(
+            "chute serve: WARNING: --open: anyone who can reach this port may read, write and delete any node's blobs; use it only for tests or a trusted LAN",
         );
     } else if cfg.allow.is_empty() {
-        eprintln!(
-            "chute serve: no node is allowed, so every request will be refused (401); admit a node with --allow NODE=KEY or --allow-file FILE, using the line `chute key auth` prints on that node"
+        log(
+            "chute serve: no node is allowed, so every request will be refused (401); admit a node with --allow NODE=KEY or --allow-file FILE, using the line `chute key auth` prints on that node",
         );
     } else {
         let mut nodes: Vec<&String> = cfg.allow.keys().collect();
         crate::sort::sort(&mut nodes);
-        eprintln!(
+        log(&format!(
             "chute serve: nodes allowed: {}",
             nodes
                 .iter()
                 .map(|n| n.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
     }
     if cfg.append_only {
-        eprintln!("chute serve: append-only: deletes are refused");
+        log("chute serve: append-only: deletes are refused");
     }
     match cfg.scrub {
-        Some(bg) => eprintln!(
+        Some(bg) => log(&format!(
             "chute serve: background scrub: a pass every {}, reading at most {}",
             crate::scrub::human_secs(bg.every),
             if bg.rate == 0 {
@@ -996,17 +1185,19 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
             } else {
                 format!("{}/s", crate::units::human_bytes(bg.rate))
             }
-        ),
-        None => eprintln!(
-            "chute serve: background scrub off (--scrub-every 30d re-reads every window once a month)"
+        )),
+        None => log(
+            "chute serve: background scrub off (--scrub-every 30d re-reads every window once a month)",
         ),
     }
     // Before the usage is counted: what a killed server or sink left is garbage
     // (a live writer's, say a local sink's, is kept and counted).
     match store.sweep_temporaries(None, Duration::ZERO) {
-        Ok(t) if t.any() => eprintln!("chute serve: temporary files: {}", t.describe()),
+        Ok(t) if t.any() => log(&format!("chute serve: temporary files: {}", t.describe())),
         Ok(_) => {}
-        Err(e) => eprintln!("chute serve: WARNING: cannot sweep temporary files: {e}"),
+        Err(e) => log(&format!(
+            "chute serve: WARNING: cannot sweep temporary files: {e}"
+        )),
     }
     let store = store
         .with_max_window(cfg.max_window)
@@ -1015,7 +1206,11 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
     let state = &state;
     std::thread::scope(|s| {
         if let Some(bg) = cfg.scrub {
-            s.spawn(move || crate::scrub::background(&state.store, bg, &crate::sys::signalled));
+            if let Some((_, summary)) = &state.scrub {
+                s.spawn(move || {
+                    crate::scrub::background(&state.store, bg, &crate::sys::signalled, summary)
+                });
+            }
         }
         for _ in 0..cfg.threads.max(1) {
             s.spawn(|| {
@@ -1024,11 +1219,11 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
                         Ok(Some(mut req)) => {
                             let started = Instant::now();
                             let (seal, reply) = handle(&mut req, state);
-                            respond(req, seal, reply, started);
+                            respond(req, state, seal, reply, started);
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            eprintln!("chute serve: accept failed: {e}");
+                            log(&format!("chute serve: accept failed: {e}"));
                             std::thread::sleep(Duration::from_millis(100));
                         }
                     }
@@ -1036,13 +1231,25 @@ pub fn serve(open: impl FnOnce() -> crate::Result<Store>, cfg: &Config) -> crate
             });
         }
     });
-    eprintln!("chute serve: stopped (requests in flight finished)");
+    log("chute serve: stopped (requests in flight finished)");
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamps_unless_stderr_is_the_journal() {
+        assert!(is_journal(Some("8:1234"), Some((8, 1234))));
+        assert!(
+            !is_journal(Some("8:1234"), Some((8, 1235))),
+            "redirected: a file"
+        );
+        assert!(!is_journal(None, Some((8, 1234))));
+        assert!(!is_journal(Some("8:1234"), None));
+        assert!(!is_journal(Some("garbage"), Some((8, 1234))));
+    }
 
     /// Issue 14: a signature was good at any peer admitting the node; now the
     /// Host it names must be one of the server's own names.

@@ -219,6 +219,12 @@ pub fn display_time(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
+/// RFC 3339 UTC to the second: `YYYY-MM-DDTHH:MM:SSZ` (logs, the status JSON).
+pub fn rfc3339(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = split(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
 /// Reads and opens a snapshot's manifest whole, with every version 3 node it
 /// read (blob path as written, [`format::NodeRef`]): any lost segment or node is
 /// an error (what prune needs: it must know every chunk and node a snapshot
@@ -374,5 +380,6 @@ mod tests {
             "20261126T153312.123456Z"
         );
         assert_eq!(super::display_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::rfc3339(951_868_799), "2000-02-29T23:59:59Z");
     }
 }

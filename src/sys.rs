@@ -1,6 +1,6 @@
 //! The one module allowed `unsafe`: memory maps and the few POSIX calls std lacks
 //! on Rust 1.85 (symlink times, ownership, advisory locks, signals, thread priority,
-//! file system types).
+//! file system types and free space).
 #![allow(unsafe_code)] // Each call below states why it is sound.
 
 use std::ffi::CString;
@@ -89,6 +89,21 @@ pub fn fs_type(path: &Path) -> io::Result<u32> {
     // number fits in 32 bits, so the low 32 bits are the type.
     #[allow(clippy::unnecessary_cast)] // not the same type on every target
     Ok(st.f_type as u32)
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `path`
+/// (`statvfs`: `f_bavail` blocks of `f_frsize` bytes).
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let c = cpath(path)?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The field types differ between targets (u32 on 32-bit glibc ARM).
+    #[allow(clippy::unnecessary_cast)] // not the same type on every target
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Whether this process runs as root (and so may restore ownership).

@@ -24,6 +24,13 @@
 //!   change ([`prune_pause`]).
 //! - `CHUTE_TEST_RESTORE_BATCH=N`: restore writes at most N files and symlinks
 //!   per batch ([`restore_batch`]), so a small tree takes several.
+//! - `CHUTE_TEST_UI_NOT_LOOPBACK=1`: the management page does not let loopback
+//!   clients in for being loopback ([`ui_not_loopback`]), so the access tests
+//!   see a refused client on any machine. It can only refuse more.
+//! - `CHUTE_TEST_RUNNER`: the words the ARM test runs put in front of the binary
+//!   (`qemu-arm-static -cpu cortex-a7`) go in front of the children the
+//!   management page starts too ([`child_command`]): qemu-user cannot exec an
+//!   ARM binary without binfmt. It changes how a child starts, not what it does.
 
 use std::fs;
 use std::io::Read;
@@ -177,4 +184,25 @@ pub fn restore_batch(default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(default)
+}
+
+/// Whether `CHUTE_TEST_UI_NOT_LOOPBACK=1`: the management page treats loopback
+/// clients as any other address (see [`crate::ui::access`]).
+pub fn ui_not_loopback() -> bool {
+    std::env::var_os("CHUTE_TEST_UI_NOT_LOOPBACK").is_some_and(|v| v == "1")
+}
+
+/// A command that runs this binary (`exe`) as a child: behind
+/// `CHUTE_TEST_RUNNER`'s words when set.
+pub fn child_command(exe: &Path) -> std::process::Command {
+    let runner = std::env::var("CHUTE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(first) => {
+            let mut c = std::process::Command::new(first);
+            c.args(words).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    }
 }

@@ -1233,7 +1233,8 @@ fn a_sink_after_a_forget_asks_for_no_window_hashes() {
     let env = Env::new("nohash");
     env.ok(["init"]);
     let store = env.path("store");
-    let server = env.serve(&store, &[]);
+    // Per-request lines, which the check below reads.
+    let server = env.serve(&store, &["--log-requests"]);
     let remote = server.url();
     let src = env.path("src");
     tree(&src, 1020);

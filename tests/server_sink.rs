@@ -319,7 +319,8 @@ fn a_restore_of_many_small_files_reads_each_part_of_the_blob_once() {
     let env = Env::new("http-gets");
     env.ok(["init"]);
     let store = env.path("server-store");
-    let srv = env.serve(&store, &[]);
+    // Per-request lines, which the count below reads.
+    let srv = env.serve(&store, &["--log-requests"]);
     let url = srv.url();
     let src = env.path("src");
     let mut total = 0;

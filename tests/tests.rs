@@ -28,4 +28,5 @@ mod setup_traps;
 mod sink_stream;
 mod small_files;
 mod temporaries;
+mod ui;
 mod walk_safety;

@@ -106,6 +106,10 @@ pub struct SinkCmd {
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
     pub accept_rollback: bool,
+    /// write a progress line (files and bytes so far) to stderr every 2 s, also
+    /// when it is not a terminal (a log file, the management page's sink)
+    #[argh(switch)]
+    pub progress: bool,
 }
 
 /// List snapshots, oldest first.
@@ -239,6 +243,23 @@ pub struct ServeCmd {
     /// (CHUTE_RATE_BURST; default 1000)
     #[argh(option)]
     pub rate_burst: Option<String>,
+    /// let this address or network (ADDR or ADDR/BITS, IPv4 or IPv6) see the
+    /// management page, /chute/status and /metrics besides loopback; repeatable
+    #[argh(option)]
+    pub ui_allow: Vec<String>,
+    /// a file holding a token (at least 16 bytes) that opens the management page
+    /// to anyone who presents it (Authorization: Bearer, or the /login form)
+    /// (CHUTE_UI_TOKEN_FILE)
+    #[argh(option)]
+    pub ui_token_file: Option<PathBuf>,
+    /// highlight a node on the page whose last commit is older than DURATION
+    /// (s, m, h, d; default 36h)
+    #[argh(option)]
+    pub ui_stale: Option<String>,
+    /// log one line per request (by default: commits, forgets, deletes and
+    /// refusals only)
+    #[argh(switch)]
+    pub log_requests: bool,
 }
 
 /// Key utilities.

@@ -113,7 +113,11 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         host: hostname(),
         threads: threads(c.threads),
         window,
-        progress: true,
+        progress: if c.progress {
+            sink::ShowProgress::Lines
+        } else {
+            sink::ShowProgress::Terminal
+        },
         accept_rollback: c.accept_rollback,
     };
     let r = sink::run(&keys, remote.as_ref(), &opts)?;

@@ -68,6 +68,7 @@ pub const SETTINGS: &[&str] = &[
     "CHUTE_SCRUB_EVERY",
     "CHUTE_SCRUB_RATE",
     "CHUTE_STORE",
+    "CHUTE_UI_TOKEN_FILE",
 ];
 
 /// Settings from the environment and the config file.

@@ -148,11 +148,12 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             )));
         }
     }
+    let ui = ui_settings(s, &c.ui_allow, c.ui_token_file, c.ui_stale)?;
     // After the bind (see `serve`): the served store may be created here, 0700.
     let open = || -> crate::Result<Store> {
         let (store, created) = s.open_store(&root, true)?;
         if created {
-            eprintln!("chute serve: created store {root}");
+            crate::server::log(&format!("chute serve: created store {root}"));
         }
         Ok(store)
     };
@@ -175,6 +176,80 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
             }),
             rate,
             names,
+            ui,
+            log_requests: c.log_requests,
         },
     )
+}
+
+/// `--ui-allow`, `--ui-token-file` and `--ui-stale`, checked.
+fn ui_settings(
+    s: &Settings,
+    allow: &[String],
+    token_file: Option<std::path::PathBuf>,
+    stale: Option<String>,
+) -> crate::Result<crate::ui::Settings> {
+    use crate::ui::access::{Cidr, MIN_TOKEN, Rules};
+    let allow = allow
+        .iter()
+        .map(|a| Cidr::parse(a).map_err(|e| crate::Error::Usage(format!("--ui-allow {e}"))))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let token = match s.get(
+        token_file.map(|p| p.to_string_lossy().into_owned()),
+        "CHUTE_UI_TOKEN_FILE",
+    ) {
+        Some(f) => {
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                crate::Error::Usage(format!("cannot read --ui-token-file {f}: {e}"))
+            })?;
+            let t = text.trim();
+            if t.len() < MIN_TOKEN {
+                return Err(crate::Error::Usage(format!(
+                    "--ui-token-file {f}: the token must be at least {MIN_TOKEN} bytes (e.g. head -c 24 /dev/urandom | base64 > {f})"
+                )));
+            }
+            Some(t.to_string())
+        }
+        None => None,
+    };
+    let stale = match stale {
+        Some(d) => crate::units::parse_duration(&d)
+            .filter(|&d| d > 0)
+            .ok_or_else(|| {
+                crate::Error::Usage(format!(
+                    "--ui-stale {d:?}: expected a number with s, m, h or d (e.g. 36h)"
+                ))
+            })?,
+        None => crate::ui::DEFAULT_STALE,
+    };
+    Ok(crate::ui::Settings {
+        rules: Rules {
+            allow,
+            token,
+            no_loopback: crate::testhooks::ui_not_loopback(),
+        },
+        stale,
+        own: own_settings(s),
+    })
+}
+
+/// The own view's settings, when this machine is also a node that backs up:
+/// a key file this process can open and paths to back up (see
+/// [`crate::ui::own`]). Anything missing leaves the view off, silently: a
+/// store-only peer is the common case.
+fn own_settings(s: &Settings) -> Option<crate::ui::own::OwnSettings> {
+    let key = s.key_file(None).ok()?;
+    std::fs::File::open(&key).ok()?;
+    let mut paths = s.list("CHUTE_PATHS").ok()?;
+    if let Some(f) = s.get(None, "CHUTE_PATHS_FILE") {
+        paths.push(format!("the paths in {f}"));
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(crate::ui::own::OwnSettings {
+        exe: std::env::current_exe().ok()?,
+        node: s.node(None),
+        paths,
+    })
 }

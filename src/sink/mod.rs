@@ -82,7 +82,9 @@ use resume::{complete_killed, resume, sync_cache};
 use stream::{NodePlaces, Stream};
 use upload::{Done, Job, Shared, To, Upload, checked_lost, keep_alive, worker};
 pub use upload::{KEEPALIVE, next_window};
-pub use walk::{MAP_WINDOW, READ_TRIES, glob_match, normalize_roots, walk_order};
+pub use walk::{
+    LINE_EVERY, MAP_WINDOW, READ_TRIES, ShowProgress, glob_match, normalize_roots, walk_order,
+};
 use walk::{Parent, Progress, Walker};
 
 use crate::blob::{BlobId, BlobState, Table as Blobs};
@@ -115,7 +117,7 @@ pub struct Options {
     pub host: String,
     pub threads: usize,
     pub window: u64,
-    pub progress: bool,
+    pub progress: ShowProgress,
     /// Where the chunk index, journal and lock live.
     pub cache_dir: PathBuf,
     /// Take the store's view of the chain even if it rolled back (see [`crate::chain`]).

@@ -713,32 +713,57 @@ pub(super) fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
         && a.dev() == b.dev()
 }
 
-/// A live progress line on stderr, only when stderr is a terminal.
+/// How a sink shows its progress on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShowProgress {
+    Off,
+    /// One live line, redrawn in place, when stderr is a terminal.
+    Terminal,
+    /// A line `progress: N files, SIZE` every [`LINE_EVERY`] wherever stderr
+    /// goes (`chute sink --progress`: a log, the management page's sink).
+    Lines,
+}
+
+/// How often [`ShowProgress::Lines`] writes a line.
+pub const LINE_EVERY: Duration = Duration::from_secs(2);
+
+/// A sink's progress on stderr (see [`ShowProgress`]).
 pub(super) struct Progress {
-    pub(super) on: bool,
+    pub(super) mode: ShowProgress,
     pub(super) last: Instant,
     pub(super) shown: bool,
 }
 
 impl Progress {
-    pub(super) fn new(wanted: bool) -> Progress {
+    pub(super) fn new(wanted: ShowProgress) -> Progress {
+        let mode = match wanted {
+            ShowProgress::Terminal if !std::io::stderr().is_terminal() => ShowProgress::Off,
+            m => m,
+        };
         Progress {
-            on: wanted && std::io::stderr().is_terminal(),
+            mode,
             last: Instant::now(),
             shown: false,
         }
     }
 
     pub(super) fn tick(&mut self, files: u64, bytes: u64) {
-        if self.on && self.last.elapsed() > Duration::from_millis(250) {
-            self.last = Instant::now();
+        let every = match self.mode {
+            ShowProgress::Off => return,
+            ShowProgress::Terminal => Duration::from_millis(250),
+            ShowProgress::Lines => LINE_EVERY,
+        };
+        if self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let size = crate::units::human_bytes(bytes);
+        let mut e = std::io::stderr().lock();
+        if self.mode == ShowProgress::Lines {
+            let _ = writeln!(e, "progress: {files} files, {size}");
+        } else {
             self.shown = true;
-            let mut e = std::io::stderr().lock();
-            let _ = write!(
-                e,
-                "\r\x1b[K{files} files, {}",
-                crate::units::human_bytes(bytes)
-            );
+            let _ = write!(e, "\r\x1b[K{files} files, {size}");
             let _ = e.flush();
         }
     }

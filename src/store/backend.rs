@@ -128,6 +128,9 @@ pub struct Staged {
 pub trait Backend: Send + Sync + fmt::Debug {
     /// What to call this store in messages (a directory, a bucket URL).
     fn describe(&self) -> String;
+    /// The domains with any object, sorted (names that are not directories or
+    /// prefixes may be among them: they hold no nodes).
+    fn domains(&self) -> Result<Vec<String>>;
     /// The nodes with any object in `domain` (checked), sorted.
     fn nodes(&self, domain: &str) -> Result<Vec<String>>;
     /// Every blob of `node` with any object, in `domain` or in every domain,

@@ -208,6 +208,10 @@ impl Backend for DirStore {
         self.root.display().to_string()
     }
 
+    fn domains(&self) -> Result<Vec<String>> {
+        read_names(&self.root)
+    }
+
     fn nodes(&self, domain: &str) -> Result<Vec<String>> {
         read_names(&self.root.join(domain))
     }

@@ -295,6 +295,11 @@ impl Store {
         self.b.local_dir()
     }
 
+    /// The domains with a blob, sorted (for the management page).
+    pub fn domains(&self) -> Result<Vec<String>> {
+        self.b.domains()
+    }
+
     /// The nodes with a blob in `domain`, sorted.
     pub fn nodes(&self, domain: &str) -> Result<Vec<String>> {
         if !valid_component(domain) {

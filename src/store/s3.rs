@@ -365,6 +365,10 @@ impl Backend for S3Store {
         self.client.describe()
     }
 
+    fn domains(&self) -> Result<Vec<String>> {
+        self.names("")
+    }
+
     fn nodes(&self, domain: &str) -> Result<Vec<String>> {
         self.names(&format!("{domain}/"))
     }
