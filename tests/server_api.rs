@@ -18,12 +18,7 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
+        header_of(&self.head, name)
     }
 
     fn text(&self) -> String {

@@ -5,25 +5,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Runs a prepared chute command and insists it succeeds; returns stdout.
-fn ok_cmd(mut c: Command) -> String {
-    let out = c.output().expect("spawn chute");
-    check_ok(&c, &out)
-}
-
-fn check_ok(c: &Command, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 /// `chute ARGS... --remote URL` in `env` as node `node`.
 fn chute(env: &Env, node: &str, args: &[&str], remote: &str) -> Command {

@@ -6,18 +6,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn ok_cmd(mut c: Command) -> String {
-    let out = c.output().expect("spawn chute");
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// A node's sink of `src` to `remote`.
 fn sink(env: &Env, node: &str, remote: &str, src: &Path) {
     let mut c = env.cmd(["sink", "--remote", remote, src.to_str().unwrap()]);
@@ -53,12 +41,7 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
+        header_of(&self.head, name)
     }
 
     fn expect(self, status: u16, what: &str) -> Resp {

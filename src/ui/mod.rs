@@ -407,17 +407,26 @@ fn login(req: &mut Request, ui: &Ui) -> Answer {
     }
 }
 
-fn logout(req: &mut Request, ui: &Ui) -> Answer {
+/// The checks every form POST but the login passes: let in, `Origin` this
+/// server, and the session's CSRF field; the refusal to send otherwise.
+fn checked_post(req: &mut Request, ui: &Ui) -> Result<(), Answer> {
     let Access::Granted(session) = ui.access(req) else {
-        return Answer::new(403, TEXT, "forbidden\n");
+        return Err(Answer::new(403, TEXT, "forbidden\n"));
     };
     let form = read_form(req).unwrap_or_default();
     if !csrf_ok(ui, req, &session, &form) {
-        return Answer::new(
+        return Err(Answer::new(
             403,
             TEXT,
             "forbidden: missing or wrong Origin or CSRF token\n",
-        );
+        ));
+    }
+    Ok(())
+}
+
+fn logout(req: &mut Request, ui: &Ui) -> Answer {
+    if let Err(refused) = checked_post(req, ui) {
+        return refused;
     }
     Answer::new(303, TEXT, "logged out\n")
         .with("Location", "/login".into())
@@ -433,9 +442,9 @@ fn logout(req: &mut Request, ui: &Ui) -> Answer {
 /// The "Take new snapshot" button: starts a sink of this node's paths (unless
 /// one from the page runs) and sends the browser to its progress page.
 fn sink(req: &mut Request, ui: &Ui) -> Answer {
-    let Access::Granted(session) = ui.access(req) else {
+    if ui.access(req) == Access::Denied {
         return Answer::new(403, HTML, page::denied());
-    };
+    }
     let Some(own) = &ui.own else {
         return Answer::new(
             409,
@@ -443,13 +452,8 @@ fn sink(req: &mut Request, ui: &Ui) -> Answer {
             "this server runs without its node's key and paths, so it has nothing to back up (see chute serve's start-up log)\n",
         );
     };
-    let form = read_form(req).unwrap_or_default();
-    if !csrf_ok(ui, req, &session, &form) {
-        return Answer::new(
-            403,
-            TEXT,
-            "forbidden: missing or wrong Origin or CSRF token\n",
-        );
+    if let Err(refused) = checked_post(req, ui) {
+        return refused;
     }
     match own.start_sink() {
         Ok(started) => {

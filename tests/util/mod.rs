@@ -461,6 +461,35 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// Runs a prepared chute command and insists it succeeds; returns stdout.
+pub fn ok_cmd(mut c: Command) -> String {
+    let out = c.output().expect("spawn chute");
+    check_ok(&c, &out)
+}
+
+/// Insists a finished command succeeded, showing its output if not; returns stdout.
+pub fn check_ok(c: &Command, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The value of header `name` in a response head from [`raw_http`] (its status
+/// line first), case-insensitive.
+pub fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
 /// Sends one raw HTTP/1.1 request and returns (status, headers, body).
 pub fn raw_http(addr: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
