@@ -58,6 +58,10 @@
 //! nothing. Losing the file loses only this: the next `verify --read-data` finds
 //! the damage again.
 //!
+//! # Last runs `last-sink`, `last-verify`, text
+//! How this node's last sink and verify ended, for `chute status` and the
+//! management page: see [`crate::runlog`].
+//!
 //! # Journal file `journal-<mount>`, text, one record a line, version 2
 //! `chute-journal 2`, `blob <path>`, `window <bytes>`, then `w <n> <sha256> <answers>`
 //! for every acknowledged full window (`<answers>`: the hex of its storage-challenge

@@ -37,6 +37,7 @@ pub mod reads;
 pub mod remote;
 pub mod restore;
 pub mod runchunks;
+pub mod runlog;
 pub mod s3;
 pub mod scrub;
 pub mod server;

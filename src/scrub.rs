@@ -41,10 +41,11 @@
 //! progress resumes after the last blob it finished. SIGINT/SIGTERM stop it between
 //! windows (at most one window read, up to 64 MiB, after the signal).
 
+use crate::snapshot::unix_now;
 use crate::store::{ScrubEvent, Store};
 use crate::units::human_bytes;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The background scrub's read rate unless `--scrub-rate` says otherwise: about a
 /// third of what a USB 2 disk or a good SD card reads, so requests keep most of the
@@ -147,12 +148,6 @@ impl ScrubState {
         };
         Ok(ScrubState { last_pass, pass })
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `90` → `90s`, `86400` → `1d`: the largest unit that divides it.

@@ -220,6 +220,13 @@ pub fn display_time(secs: i64) -> String {
 }
 
 /// RFC 3339 UTC to the second: `YYYY-MM-DDTHH:MM:SSZ` (logs, the status JSON).
+/// Seconds since the Unix epoch now (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 pub fn rfc3339(secs: i64) -> String {
     let (y, mo, d, h, mi, s) = split(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")

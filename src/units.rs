@@ -55,6 +55,17 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 }
 
 /// `12.3 MiB` style sizes.
+/// `3d 4h`, `2h 5m`, `40s`: the two largest units of a span.
+pub fn human_age(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m {s}s"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -73,6 +84,15 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(human_age(0), "0s");
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(61), "1m 1s");
+        assert_eq!(human_age(7260), "2h 1m");
+        assert_eq!(human_age(3 * 86_400 + 3600), "3d 1h");
+    }
 
     #[test]
     fn sizes() {

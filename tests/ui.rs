@@ -555,6 +555,9 @@ fn the_own_view_lists_this_node_and_its_button_takes_a_snapshot() {
         "This node: charlie",
         &format!("Backs up {}.", src.display()),
         "Take new snapshot",
+        // The world's sink, from the command line as cron runs it.
+        "<p>Last sink (sink): ok, ended <time",
+        "No verify has recorded its end on this machine",
     ] {
         assert!(page.contains(want), "no {want:?} in {page}");
     }
@@ -609,6 +612,31 @@ fn the_own_view_lists_this_node_and_its_button_takes_a_snapshot() {
         "{metrics}"
     );
     assert!(metrics.contains("chute_own_snapshots 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("chute_own_last_run_success{command=\"sink\"} 1\n"),
+        "{metrics}"
+    );
+    // The page's sink is the last one recorded.
+    let summary = done
+        .split("<b>")
+        .nth(1)
+        .unwrap()
+        .split("</b>")
+        .next()
+        .unwrap();
+    let status = env.ok([
+        "status",
+        "--json",
+        "--remote",
+        store.to_str().unwrap(),
+        "--node",
+        "charlie",
+    ]);
+    assert!(
+        status.contains(&format!("\"result\":\"ok\",\"line\":\"{summary}\"")),
+        "{summary} in {status}"
+    );
+    assert!(json.contains(&format!("\"line\":\"{summary}\"")), "{json}");
     drop(server);
 
     // Without the node's paths: no own view, and the button's POST is refused.
@@ -626,6 +654,49 @@ fn the_own_view_lists_this_node_and_its_button_takes_a_snapshot() {
         b"csrf=00",
     )
     .expect(409, "no paths, no sink");
+}
+
+/// `chute status` says how the last sink and verify on this machine ended,
+/// cron's included: nothing yet, a sink saved, one saved without a path it
+/// was given (exit status 3), a verify; as text and as JSON.
+#[test]
+fn status_says_how_the_last_sink_and_verify_ended() {
+    let env = Env::new("status");
+    env.ok(["init"]);
+    let none = env.ok(["status"]);
+    assert!(
+        none.contains("last sink: none recorded on this machine\nlast verify: none recorded"),
+        "{none}"
+    );
+    let json = env.ok(["status", "--json"]);
+    assert!(
+        json.contains("\"last_sink\":null,\"last_verify\":null"),
+        "{json}"
+    );
+
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"status").unwrap();
+    let saved = env.ok(["sink", src.to_str().unwrap()]);
+    let summary = saved.lines().find(|l| l.starts_with("snapshot ")).unwrap();
+    let text = env.ok(["status"]);
+    assert!(
+        text.contains("last sink: ok, ended ") && text.contains(&format!(": {summary} (sink)\n")),
+        "{text}"
+    );
+
+    let gone = env.path("gone");
+    env.fails(3, ["sink", src.to_str().unwrap(), gone.to_str().unwrap()]);
+    let json = env.ok(["status", "--json"]);
+    assert!(json.contains("\"result\":\"incomplete\""), "{json}");
+    assert!(json.contains("missing or unreadable"), "{json}");
+
+    env.ok(["verify", "--all"]);
+    let text = env.ok(["status"]);
+    assert!(text.contains("last sink: incomplete, ended "), "{text}");
+    assert!(text.contains("last verify: ok, ended "), "{text}");
+    assert!(text.contains(": verified 2 snapshots: "), "{text}");
+    assert!(text.contains("all intact (verify --all)\n"), "{text}");
 }
 
 /// Issue 19 in a real browser: Debian's headless chromium (tests/browser.py,

@@ -17,6 +17,7 @@ pub enum Command {
     Init(InitCmd),
     Sink(SinkCmd),
     List(ListCmd),
+    Status(StatusCmd),
     Restore(RestoreCmd),
     Serve(ServeCmd),
     Key(KeyCmd),
@@ -32,6 +33,7 @@ impl Command {
             Command::Init(_) => "init",
             Command::Sink(_) => "sink",
             Command::List(_) => "list",
+            Command::Status(_) => "status",
             Command::Restore(_) => "restore",
             Command::Serve(_) => "serve",
             Command::Key(_) => "key",
@@ -135,6 +137,28 @@ pub struct ListCmd {
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
     pub accept_rollback: bool,
+}
+
+/// Show how this node's last sink and last verify on this machine ended (from
+/// its records beside the cache; the remote is not read).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "status")]
+pub struct StatusCmd {
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
+    #[argh(option, short = 'r')]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option, short = 'k')]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option, short = 'n')]
+    pub node: Option<String>,
 }
 
 /// Restore a snapshot (an id, a timestamp, or "latest"), or some PATHs of it.

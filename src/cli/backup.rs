@@ -3,6 +3,7 @@
 
 use super::args::*;
 use super::*;
+use crate::runlog;
 
 /// What to back up: the command line's PATHs and `--files-from` files; only when
 /// it names none, `CHUTE_PATHS_FILE`'s paths and `CHUTE_PATHS`, both.
@@ -120,7 +121,21 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         },
         accept_rollback: c.accept_rollback,
     };
-    let r = sink::run(&keys, remote.as_ref(), &opts)?;
+    let started = crate::snapshot::unix_now();
+    let outcome = sink_opened(&keys, remote.as_ref(), &opts, network);
+    let record = runlog::Record::ended("sink", started, outcome.as_ref().map(String::as_str));
+    runlog::save(&opts.cache_dir, runlog::SINK, &record);
+    outcome.map(drop)
+}
+
+/// Runs the sink `opts` describe and prints its summary; returns the summary.
+fn sink_opened(
+    keys: &Keys,
+    remote: &dyn Remote,
+    opts: &sink::Options,
+    network: bool,
+) -> Result<String> {
+    let r = sink::run(keys, remote, opts)?;
     // Size the next run's windows from how long this run's took (best effort).
     let next = sink::next_window(r.window, r.window_secs);
     if network {
@@ -136,7 +151,7 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     } else {
         format!(", {} changed while read", r.changed.len())
     };
-    println!(
+    let summary = format!(
         "snapshot {} saved: {} files ({} unchanged{changed}), {} dirs, {} in {:.1} s; new data {} in {} chunks, {} already stored; sent {} to {}{resumed}",
         r.short_id,
         r.files,
@@ -150,6 +165,7 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         units::human_bytes(r.sent),
         remote.describe()
     );
+    println!("{summary}");
     let mut missed = Vec::new();
     if !r.missing.is_empty() {
         let n = r.missing.len();
@@ -182,7 +198,7 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
             missed.join("; ")
         )));
     }
-    Ok(())
+    Ok(summary)
 }
 
 /// One snapshot as `chute list --json` prints it.

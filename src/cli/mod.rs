@@ -29,6 +29,7 @@ mod keys;
 mod prune_cmd;
 mod scrub_cmd;
 mod serve_cmd;
+mod status_cmd;
 mod verify_cmd;
 
 pub use args::*;
@@ -572,6 +573,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(c) => keys::init(&settings, c),
         Command::Sink(c) => backup::sink_cmd(&settings, c),
         Command::List(c) => backup::list(&settings, c),
+        Command::Status(c) => status_cmd::cmd(&settings, c),
         Command::Restore(c) => backup::restore_cmd(&settings, c),
         Command::Serve(c) => serve_cmd::serve_cmd(&settings, c),
         Command::Key(c) => keys::key(&settings, c),

@@ -1,8 +1,9 @@
 //! `chute verify` from the command line: settings in, the report printed.
 
 use super::args::*;
-use super::{Settings, open_node};
+use super::{NodeContext, Settings, open_node};
 use crate::blob::BlobId;
+use crate::runlog;
 use crate::units::human_bytes;
 use crate::verify::{Mode, run};
 use crate::{Error, Result, snapshot};
@@ -29,7 +30,35 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
         .threads
         .filter(|&t| t > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
+    let node = open_node(
+        s,
+        c.key_file.clone(),
+        c.remote.clone(),
+        c.domain.clone(),
+        c.node.clone(),
+        None,
+    )?;
+    let mut what = String::from("verify");
+    match (&c.snapshot, c.all) {
+        (Some(snap), _) => what = format!("{what} {snap}"),
+        (None, true) => what.push_str(" --all"),
+        (None, false) => {}
+    }
+    match (&c.read_data_subset, c.read_data) {
+        (Some(p), _) => what = format!("{what} --read-data-subset {p}"),
+        (None, true) => what.push_str(" --read-data"),
+        (None, false) => {}
+    }
+    let started = crate::snapshot::unix_now();
+    let outcome = verify_opened(&node, &c, mode, threads);
+    let record = runlog::Record::ended(&what, started, outcome.as_ref().map(String::as_str));
+    runlog::save(&node.cache_dir, runlog::VERIFY, &record);
+    outcome.map(drop)
+}
+
+/// Runs the verify `c` asks for on the opened node and prints its report;
+/// returns its summary line.
+fn verify_opened(node: &NodeContext, c: &VerifyCmd, mode: Mode, threads: usize) -> Result<String> {
     let (keys, remote) = (&node.keys, node.remote.as_ref());
     let started = std::time::Instant::now();
     let guard = |snaps: &[snapshot::Snapshot]| {
@@ -120,11 +149,12 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
     let n = r.snapshots;
     let snaps_word = format!("{n} snapshot{}", if n == 1 { "" } else { "s" });
     if r.intact() {
-        println!(
+        let summary = format!(
             "verified {snaps_word}: {checked} in {:.1} s: all intact",
             started.elapsed().as_secs_f64()
         );
-        return Ok(());
+        println!("{summary}");
+        return Ok(summary);
     }
     println!("checked {snaps_word}: {checked}");
     if !r.wrong_content.is_empty() {

@@ -33,6 +33,7 @@ pub mod status;
 
 pub use status::Status;
 
+use crate::snapshot::unix_now;
 use access::{Access, Rules};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -464,12 +465,6 @@ fn sink(req: &mut Request, ui: &Ui) -> Answer {
         }
         Err(e) => Answer::new(500, TEXT, format!("{e}\n")),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@
 //!
 //! The server never opens the key. It runs this same binary as a child, with
 //! its own environment and settings file: `chute list --json` for the
-//! snapshots (from a thread of its own, one at a time, the answer kept for
-//! [`LIST_FOR`] or until a sink from the page ends) and `chute sink --progress`
-//! for the button (one at a time from the page; the sink's per-mount lock keeps
+//! snapshots and `chute status --json` for how the last sink and verify on
+//! this machine ended, cron's included (from a thread of its own, one at a
+//! time, the answers kept for [`LIST_FOR`] or until a sink from the page ends)
+//! and `chute sink --progress` for the button (one at a time from the page; the sink's per-mount lock keeps
 //! it apart from cron's, which then fails with the lock's message). So the list
 //! and the sink read the same settings, check the same snapshot chain and take
 //! the same locks as the nightly sink, and a flaw in the page cannot read the
@@ -23,6 +24,7 @@
 //! and its latest progress line.
 
 use super::status::{OwnSnapshot, OwnView, SinkRun};
+use crate::runlog::{Record, StatusOut};
 use crate::snapshot::rfc3339;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 /// every snapshot's header; the snapshots change once a night, and a sink from
 /// the page reads them again at once).
 pub const LIST_FOR: Duration = Duration::from_secs(300);
-/// Largest `chute list --json` output read.
+/// Largest `chute list --json` (or `status --json`) output read.
 pub const LIST_CAP: u64 = 8 << 20;
 /// Newest snapshots shown.
 pub const SHOW: usize = 30;
@@ -77,6 +79,8 @@ struct Listing {
     listed_unix: Option<u64>,
     error: Option<String>,
     next_sink: Option<String>,
+    last_sink: Option<Record>,
+    last_verify: Option<Record>,
 }
 
 #[derive(Default)]
@@ -130,6 +134,8 @@ impl Own {
             listing: l.busy,
             list_error: l.error.clone(),
             next_sink: l.next_sink.clone(),
+            last_sink: l.last_sink.clone(),
+            last_verify: l.last_verify.clone(),
             sink: r.current.as_ref().map(|run| run.view(now_unix)),
             sinks_ok: r.ok,
             sinks_failed: r.failed,
@@ -148,11 +154,16 @@ impl Own {
         let (list, exe) = (self.list.clone(), self.settings.exe.clone());
         std::thread::spawn(move || {
             let read = read_list(&exe);
+            let runs = read_runs(&exe);
             let next = schedule();
             let mut l = list.lock().expect("poisoned");
             l.busy = false;
             l.at = (l.generation == generation).then(Instant::now);
             l.next_sink = next;
+            // Kept on an error: the records only ever get newer.
+            if let Ok((sink, verify)) = runs {
+                (l.last_sink, l.last_verify) = (sink, verify);
+            }
             match read {
                 Ok((snapshots, total)) => {
                     l.snapshots = snapshots;
@@ -280,8 +291,23 @@ fn pump(from: impl Read, run: &Mutex<Runs>) {
 /// Runs `chute list --json`: the newest [`SHOW`] snapshots, newest first, and
 /// how many there are; or the child's last line of error.
 fn read_list(exe: &std::path::Path) -> Result<(Vec<OwnSnapshot>, u64), String> {
+    parse_list(&run_child(exe, "list")?)
+}
+
+/// Runs `chute status --json`: the node's last sink and verify.
+fn read_runs(exe: &std::path::Path) -> Result<(Option<Record>, Option<Record>), String> {
+    let out = run_child(exe, "status")?;
+    let text = std::str::from_utf8(&out).map_err(|_| "chute status: output is not UTF-8")?;
+    let s: StatusOut = miniserde::json::from_str(text.trim())
+        .map_err(|_| "chute status: output is not the JSON object it prints")?;
+    Ok((s.last_sink, s.last_verify))
+}
+
+/// Runs `chute COMMAND --json` and reads its output, up to [`LIST_CAP`]
+/// bytes; or says how it failed, with the child's last line of error.
+fn run_child(exe: &std::path::Path, command: &str) -> Result<Vec<u8>, String> {
     let mut child = crate::testhooks::child_command(exe)
-        .args(["list", "--json"])
+        .args([command, "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -304,16 +330,16 @@ fn read_list(exe: &std::path::Path) -> Result<(Vec<OwnSnapshot>, u64), String> {
         let _ = child.kill();
     }
     let err = reader.join().unwrap_or_default();
-    let status = child.wait().map_err(|e| format!("chute list: {e}"))?;
+    let status = child.wait().map_err(|e| format!("chute {command}: {e}"))?;
     if !status.success() {
         let text = String::from_utf8_lossy(&err);
         let last = text.lines().rev().find(|l| !l.trim().is_empty());
         return Err(format!(
-            "chute list failed: {}",
+            "chute {command} failed: {}",
             last.unwrap_or("no message")
         ));
     }
-    parse_list(&out)
+    Ok(out)
 }
 
 /// The newest [`SHOW`] of `chute list --json`'s snapshots (it lists them

@@ -6,8 +6,9 @@
 //! [`escape`].
 
 use super::status::{Node, OwnView, Status};
+use crate::runlog::Record;
 use crate::snapshot::rfc3339;
-use crate::units::human_bytes;
+use crate::units::{human_age, human_bytes};
 use std::fmt::Write;
 
 /// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted attributes.
@@ -24,17 +25,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// `3d 4h`, `2h 5m`, `40s`: the two largest units of a span.
-pub fn human_age(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, m) => format!("{m}m {s}s"),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, h, _) => format!("{d}d {h}h"),
-    }
 }
 
 const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;padding:.5em;max-width:70em;color:#222}\
@@ -109,7 +99,7 @@ fn node_row(out: &mut String, n: &Node, now: u64) {
     }
 }
 
-fn own_view(out: &mut String, own: &OwnView, csrf: &str) {
+fn own_view(out: &mut String, own: &OwnView, csrf: &str, now: u64, stale_after: u64) {
     let _ = write!(
         out,
         "<h2>This node: {}</h2><p>Backs up {}. ",
@@ -137,6 +127,8 @@ fn own_view(out: &mut String, own: &OwnView, csrf: &str) {
         ),
     }
     out.push_str("</p>");
+    last_run(out, "sink", own.last_sink.as_ref(), now, Some(stale_after));
+    last_run(out, "verify", own.last_verify.as_ref(), now, None);
     if let Some(e) = &own.list_error {
         let _ = write!(out, "<p class=bad>{}</p>", escape(e));
     }
@@ -198,6 +190,29 @@ fn own_view(out: &mut String, own: &OwnView, csrf: &str) {
             "<p class=m>and {older} older (<code>chute list</code> shows them all)</p>"
         );
     }
+}
+
+/// A paragraph on how the last `what` on this machine ended; marked when it
+/// did not end well, or ended longer than `stale_after` ago.
+fn last_run(out: &mut String, what: &str, r: Option<&Record>, now: u64, stale_after: Option<u64>) {
+    let Some(r) = r else {
+        let _ = write!(
+            out,
+            "<p class=m>No {what} has recorded its end on this machine (<code>chute status</code>).</p>"
+        );
+        return;
+    };
+    let stale = stale_after.is_some_and(|s| now.saturating_sub(r.ended_unix) > s);
+    let class = if r.ok() && !stale { "" } else { " class=bad" };
+    let _ = write!(
+        out,
+        "<p{class}>Last {what} ({}): {}, ended {} after {}: {}</p>",
+        escape(&r.what),
+        escape(&r.result),
+        when(r.ended_unix, now),
+        human_age(r.ended_unix.saturating_sub(r.started_unix)),
+        escape(&r.line)
+    );
 }
 
 /// The progress page of the sink started from the page: refreshes itself while
@@ -281,7 +296,7 @@ pub fn page(s: &Status, now: u64, csrf: &str, logged_in: bool) -> String {
         }
     );
     if let Some(own) = &s.own {
-        own_view(&mut out, own, csrf);
+        own_view(&mut out, own, csrf, now, s.stale_after_secs);
     }
     let _ = write!(
         out,
@@ -416,15 +431,6 @@ mod tests {
     }
 
     #[test]
-    fn ages() {
-        assert_eq!(human_age(0), "0s");
-        assert_eq!(human_age(59), "59s");
-        assert_eq!(human_age(61), "1m 1s");
-        assert_eq!(human_age(7260), "2h 1m");
-        assert_eq!(human_age(3 * 86_400 + 3600), "3d 1h");
-    }
-
-    #[test]
     fn the_page_shows_every_node_its_sizes_and_ages() {
         let s = super::super::status::tests::sample();
         let html = page(&s, s.now_unix, "", false);
@@ -488,8 +494,16 @@ mod tests {
                 secs: 12,
                 ..SinkRun::default()
             }),
+            last_sink: Some(Record::ended(
+                "sink",
+                s.now_unix - 7300,
+                Ok("snapshot 1a2b saved: 10 files"),
+            )),
             ..OwnView::default()
         });
+        // The record ended 2 h ago, after 60 s.
+        let sink = s.own.as_mut().unwrap().last_sink.as_mut().unwrap();
+        sink.ended_unix = s.now_unix - 7240;
         let html = page(&s, s.now_unix, csrf, false);
         for want in [
             "This node: me&lt;",
@@ -500,6 +514,25 @@ mod tests {
             "running (12s)",
             "<form method=post action=\"/sink\"><input type=hidden name=csrf value=cd><button>Take new snapshot</button></form>",
             "and 30 older",
+            "<p>Last sink (sink): ok, ended <time",
+            "(2h 0m ago) after 1m 0s: snapshot 1a2b saved: 10 files</p>",
+            "<p class=m>No verify has recorded its end on this machine",
+        ] {
+            assert!(html.contains(want), "no {want:?} in\n{html}");
+        }
+        // A failed run, and a good one too old, are marked.
+        let own = s.own.as_mut().unwrap();
+        own.last_verify = Some(Record::ended(
+            "verify --all",
+            s.now_unix - 10,
+            Err(&crate::Error::Damaged("1 damaged file".into())),
+        ));
+        own.last_sink.as_mut().unwrap().ended_unix = s.now_unix - s.stale_after_secs - 1;
+        let html = page(&s, s.now_unix, csrf, false);
+        for want in [
+            "<p class=bad>Last sink (sink): ok, ended",
+            "<p class=bad>Last verify (verify --all): damaged, ended",
+            ": 1 damaged file</p>",
         ] {
             assert!(html.contains(want), "no {want:?} in\n{html}");
         }

@@ -38,7 +38,12 @@
 //!                        or the cron schedule), sink: null or the latest sink
 //!                        started from the page {running, started,
 //!                        started_unix, secs, progress, output: [lines],
-//!                        exit_code, summary}, sinks_ok, sinks_failed}
+//!                        exit_code, summary}, sinks_ok, sinks_failed,
+//!                        last_sink, last_verify: null or how the last one on
+//!                        this machine ended, whoever started it (`chute
+//!                        status`): {what, started, started_unix, ended,
+//!                        ended_unix, result (ok, incomplete, damaged or
+//!                        failed), line (its summary or error)}}
 //! ```
 //!
 //! Cost: per node, one listing of its committed blobs (counted, only the newest
@@ -139,6 +144,10 @@ pub struct OwnView {
     pub listing: bool,
     pub list_error: Option<String>,
     pub next_sink: Option<String>,
+    /// How the last sink and verify on this machine ended (`chute status`),
+    /// whoever started them.
+    pub last_sink: Option<crate::runlog::Record>,
+    pub last_verify: Option<crate::runlog::Record>,
     /// The latest sink started from the page.
     pub sink: Option<SinkRun>,
     pub sinks_ok: u64,
@@ -473,6 +482,27 @@ pub fn metrics(s: &Status) -> String {
                 ("{result=\"failed\"}".into(), own.sinks_failed),
             ],
         );
+        let runs = [("sink", &own.last_sink), ("verify", &own.last_verify)];
+        let rows = |f: &dyn Fn(&crate::runlog::Record) -> u64| -> Vec<(String, u64)> {
+            runs.iter()
+                .filter_map(|(what, r)| {
+                    r.as_ref()
+                        .map(|r| (format!("{{command=\"{what}\"}}"), f(r)))
+                })
+                .collect()
+        };
+        family(
+            "own_last_run_timestamp_seconds",
+            "gauge",
+            "When this node's last sink and verify on this machine ended (chute status).",
+            rows(&|r| r.ended_unix),
+        );
+        family(
+            "own_last_run_success",
+            "gauge",
+            "Whether this node's last sink and verify on this machine ended well (1) or not (0).",
+            rows(&|r| u64::from(r.ok())),
+        );
         family(
             "own_snapshots",
             "gauge",
@@ -622,14 +652,28 @@ pub(super) mod tests {
             snapshots_total: 7,
             sinks_ok: 2,
             sinks_failed: 1,
+            last_verify: Some(crate::runlog::Record::ended(
+                "verify",
+                40,
+                Err(&crate::Error::Failed("no".into())),
+            )),
             ..OwnView::default()
         });
+        s.own
+            .as_mut()
+            .unwrap()
+            .last_verify
+            .as_mut()
+            .unwrap()
+            .ended_unix = 50;
         let m = metrics(&s);
         for want in [
             "# TYPE chute_sink_runs_total counter\n",
             "chute_sink_runs_total{result=\"ok\"} 2\n",
             "chute_sink_runs_total{result=\"failed\"} 1\n",
             "chute_own_snapshots 7\n",
+            "chute_own_last_run_timestamp_seconds{command=\"verify\"} 50\n",
+            "chute_own_last_run_success{command=\"verify\"} 0\n",
         ] {
             assert!(m.contains(want), "no {want:?} in\n{m}");
         }
