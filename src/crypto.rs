@@ -484,13 +484,19 @@ fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
 
 /// Creates a new random 32-byte key file (mode 0600), never replacing one.
 pub fn create_key_file(path: &Path) -> Result<(), KeyError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|_| KeyError::Random)?;
+    write_key_file(path, &key)
+}
+
+/// Writes `key` as a new key file at `path`, readable by its owner only, and
+/// syncs it; never replaces a file that exists.
+pub fn write_key_file(path: &Path, key: &[u8]) -> Result<(), KeyError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
     }
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|_| KeyError::Random)?;
     let mut f = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -503,7 +509,7 @@ pub fn create_key_file(path: &Path) -> Result<(), KeyError> {
         }
         Err(e) => return Err(KeyError::Create(path.to_path_buf(), e)),
     };
-    f.write_all(&key)
+    f.write_all(key)
         .and_then(|_| f.sync_all())
         .map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
     crate::fsutil::sync_parent(path).map_err(|e| KeyError::Create(path.to_path_buf(), e))?;

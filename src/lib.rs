@@ -34,6 +34,7 @@ pub mod pack;
 pub mod protocol;
 pub mod prune;
 pub mod reads;
+pub mod recovery;
 pub mod remote;
 pub mod restore;
 pub mod runchunks;

@@ -519,3 +519,79 @@ fn a_restore_in_many_batches_is_exact_and_refuses_before_writing() {
     assert!(out.contains("29 files already restored"), "{out}");
     assert_same_tree(&src, &restored);
 }
+
+/// Issue 20, item 7: the recovery sheet. `chute key export` on the node, the
+/// sheet typed in on a new machine (another home, no key, no settings), `chute
+/// key import` there, and a restore with the settings the sheet gave brings the
+/// files back; a typo is found on its line, and a different key is never
+/// replaced.
+#[test]
+fn a_recovery_sheet_restores_on_a_new_machine() {
+    let old = Env::new("sheet-old");
+    old.ok(["init"]);
+    let src = three_files(&old);
+    old.ok(["sink", src.to_str().unwrap()]);
+    let sheet = old.ok(["key", "export"]);
+    let store = old.store();
+    assert!(sheet.starts_with("chute recovery sheet 1\n"), "{sheet}");
+    for want in [
+        "\nnode node1\n",
+        "\ndomain test.example\n",
+        &format!("\nremote {}\n", store.display()),
+        "\nkey 01 ",
+        "\nkey 02 ",
+        "\nend 32 ",
+    ] {
+        assert!(sheet.contains(want), "no {want:?} in\n{sheet}");
+    }
+
+    let new = Env::new("sheet-new");
+    // Typed back with a typo on key line 02: found there, nothing written.
+    let typed = new.path("sheet.txt");
+    let line2 = sheet.lines().find(|l| l.starts_with("key 02 ")).unwrap();
+    let digit = &line2[7..8];
+    let wrong = line2.replacen(
+        &line2[..8],
+        &format!("key 02 {}", if digit == "0" { "1" } else { "0" }),
+        1,
+    );
+    fs::write(&typed, sheet.replace(line2, &wrong)).unwrap();
+    let err = new.fails(2, ["key", "import", typed.to_str().unwrap()]);
+    assert!(
+        err.contains("key line 02 does not match its check"),
+        "{err}"
+    );
+    let key_path = new.ok(["key", "path"]);
+    assert!(!Path::new(key_path.trim()).exists());
+
+    // Read from stdin, as `chute key import < sheet.txt`.
+    fs::write(&typed, &sheet).unwrap();
+    let mut c = new.cmd(["key", "import"]);
+    c.stdin(fs::File::open(&typed).unwrap());
+    let out = ok_cmd(c);
+    assert!(out.contains("created key "), "{out}");
+    let remote_line = format!("CHUTE_REMOTE={}", store.display());
+    assert!(
+        out.contains("CHUTE_NODE=node1\nCHUTE_DOMAIN=test.example\n") && out.contains(&remote_line),
+        "{out}"
+    );
+    let mut c = new.cmd([
+        "restore",
+        "latest",
+        "--to",
+        new.path("back").to_str().unwrap(),
+    ]);
+    c.env("CHUTE_REMOTE", &store);
+    ok_cmd(c);
+    assert_same_tree(&src, &new.path("back").join(src.strip_prefix("/").unwrap()));
+
+    // Again: the same key is left as it is; another key is never replaced.
+    let again = new.ok(["key", "import", typed.to_str().unwrap()]);
+    assert!(again.contains("already the sheet's"), "{again}");
+    let other = Env::new("sheet-other");
+    other.ok(["init"]);
+    let err = other.fails(2, ["key", "import", typed.to_str().unwrap()]);
+    assert!(err.contains("a different key already exists"), "{err}");
+    let err = other.fails(2, ["key", "import", src.join("a-small").to_str().unwrap()]);
+    assert!(err.contains("not a chute recovery sheet"), "{err}");
+}

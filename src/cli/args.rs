@@ -291,15 +291,26 @@ pub struct ServeCmd {
 #[argh(subcommand, name = "key")]
 pub struct KeyCmd {
     /// auth: the NODE=KEY line a peer needs to admit this node (it cannot
-    /// decrypt anything); path: where the key file is
+    /// decrypt anything); path: where the key file is; export: a recovery sheet
+    /// to print (the key, node, domain and remote a restore elsewhere needs);
+    /// import [SHEET]: a new key file from a sheet (a file, or stdin)
     #[argh(positional)]
     pub what: String,
+    /// for import: the sheet's file (default: stdin)
+    #[argh(positional)]
+    pub sheet: Option<PathBuf>,
     /// key file (CHUTE_KEY_FILE)
     #[argh(option, short = 'k')]
     pub key_file: Option<PathBuf>,
     /// node (CHUTE_NODE; default the host name)
     #[argh(option, short = 'n')]
     pub node: Option<String>,
+    /// domain (CHUTE_DOMAIN), for export
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// the remote (CHUTE_REMOTE), for export
+    #[argh(option, short = 'r')]
+    pub remote: Option<String>,
 }
 
 /// Check that snapshots are intact; by default without downloading file data.
