@@ -29,6 +29,7 @@ pub mod crypto;
 pub mod forget;
 pub mod format;
 pub mod fsutil;
+pub mod glob;
 pub mod hex;
 pub mod pack;
 pub mod protocol;

@@ -83,7 +83,7 @@ use stream::{NodePlaces, Stream};
 use upload::{Done, Job, Shared, To, Upload, checked_lost, keep_alive, worker};
 pub use upload::{KEEPALIVE, next_window};
 pub use walk::{
-    LINE_EVERY, MAP_WINDOW, READ_TRIES, ShowProgress, glob_match, normalize_roots, walk_order,
+    LINE_EVERY, MAP_WINDOW, READ_TRIES, ShowProgress, normalize_roots, walk_order,
 };
 use walk::{Parent, Progress, Walker};
 
