@@ -21,6 +21,7 @@ extern crate self as chute;
 
 pub mod auth;
 pub mod blob;
+pub mod browse;
 pub mod cache;
 pub mod chain;
 pub mod chunker;
