@@ -411,6 +411,9 @@ pub fn compare(a: &Entry, b: &Entry) -> Option<Change> {
 /// A stream of entries for [`diff`].
 pub type Next<'a> = &'a mut dyn FnMut() -> Result<Option<Entry>>;
 
+/// What [`diff`] calls for each difference: the change, the older entry, the newer.
+pub type Emit<'a> = &'a mut dyn FnMut(Change, Option<&Entry>, Option<&Entry>) -> Result<()>;
+
 /// One side of the merge: its current entry, checked to come after the one
 /// before it.
 struct Side<'a> {
@@ -439,12 +442,7 @@ impl Side<'_> {
 /// Merge-joins the entries of an older and a newer snapshot (each in walk
 /// order, named `names` in errors), calling `out` for every difference in walk
 /// order, with the older and newer entry of the path; returns the counts.
-pub fn diff(
-    old: Next<'_>,
-    new: Next<'_>,
-    names: [&str; 2],
-    out: &mut dyn FnMut(Change, Option<&Entry>, Option<&Entry>) -> Result<()>,
-) -> Result<Summary> {
+pub fn diff(old: Next<'_>, new: Next<'_>, names: [&str; 2], out: Emit<'_>) -> Result<Summary> {
     let mut a = Side {
         next: old,
         name: names[0],
