@@ -23,6 +23,7 @@ use crate::format::{self, Entry, EntryKind};
 use crate::sink::walk_order;
 use crate::{Error, Result};
 use std::cmp::Ordering;
+use std::io::Write as _;
 
 /// The paths a command was given (absolute, as bytes): an entry is selected if
 /// it is one of them or below one; none selects everything.
@@ -96,56 +97,26 @@ pub fn size(e: &Entry) -> u64 {
     }
 }
 
-pub fn push_num(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+pub fn push_num(out: &mut Vec<u8>, n: u64) {
+    // Into the buffer through core's formatter: no allocation, and no second
+    // number printer in the binary.
+    let _ = write!(out, "{n}");
 }
 
-/// Pads what was written since `start` with spaces to `width`: on the left
-/// (right-aligned) or on the right.
-fn pad(out: &mut Vec<u8>, start: usize, width: usize, right_align: bool) {
-    let n = width.saturating_sub(out.len() - start);
-    if right_align {
-        out.splice(start..start, std::iter::repeat_n(b' ', n));
-    } else {
-        out.resize(out.len() + n, b' ');
-    }
-}
-
-/// `n` in at least `width` digits, zeros in front.
-fn push_zeros(out: &mut Vec<u8>, n: u64, width: usize) {
-    let at = out.len();
-    push_num(out, n);
-    let missing = width.saturating_sub(out.len() - at);
-    out.splice(at..at, std::iter::repeat_n(b'0', missing));
+/// `n` right-aligned in `width` columns.
+fn push_num_right(out: &mut Vec<u8>, n: u64, width: usize) {
+    let _ = write!(out, "{n:>width$}");
 }
 
 /// A time in UTC: `YYYY-MM-DD HH:MM:SS` as `chute list` shows it, or RFC 3339
 /// (`YYYY-MM-DDTHH:MM:SSZ`, with nanoseconds when there are some) for JSON.
 pub fn push_time(out: &mut Vec<u8>, secs: i64, nanos: u32, rfc3339: bool) {
     let (y, mo, d, h, mi, s) = crate::snapshot::split(secs);
-    if y < 0 {
-        out.push(b'-');
-    }
-    push_zeros(out, y.unsigned_abs(), 4);
-    let t = if rfc3339 { b'T' } else { b' ' };
-    for (sep, v) in [(b'-', mo), (b'-', d), (t, h), (b':', mi), (b':', s)] {
-        out.push(sep);
-        push_zeros(out, v.into(), 2);
-    }
+    let t = if rfc3339 { 'T' } else { ' ' };
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}{t}{h:02}:{mi:02}:{s:02}");
     if rfc3339 {
         if nanos > 0 {
-            out.push(b'.');
-            push_zeros(out, nanos.min(999_999_999).into(), 9);
+            let _ = write!(out, ".{:09}", nanos.min(999_999_999));
         }
         out.push(b'Z');
     }
@@ -211,14 +182,10 @@ pub fn long_line(out: &mut Vec<u8>, e: &Entry) {
     push_mode(out, e.kind, e.mode);
     out.push(b' ');
     let at = out.len();
-    push_num(out, e.uid.into());
-    out.push(b':');
-    push_num(out, e.gid.into());
-    pad(out, at, 11, false);
+    let _ = write!(out, "{}:{}", e.uid, e.gid);
+    out.resize(out.len().max(at + 11), b' ');
     out.push(b' ');
-    let at = out.len();
-    push_num(out, size(e));
-    pad(out, at, 12, true);
+    push_num_right(out, size(e), 12);
     out.push(b' ');
     push_time(out, e.mtime, e.mtime_ns, false);
     out.push(b' ');
@@ -246,9 +213,7 @@ pub fn json_line_after_path(out: &mut Vec<u8>, e: &Entry) {
 
 /// The end of a `find` line (after the snapshot's id and time): size, mtime, path.
 pub fn find_line(out: &mut Vec<u8>, e: &Entry) {
-    let at = out.len();
-    push_num(out, size(e));
-    pad(out, at, 12, true);
+    push_num_right(out, size(e), 12);
     out.extend_from_slice(b"  ");
     push_time(out, e.mtime, e.mtime_ns, false);
     out.extend_from_slice(b"  ");
@@ -427,16 +392,21 @@ impl Side<'_> {
         let n = (self.next)()?;
         if let (Some(prev), Some(n)) = (&self.cur, &n) {
             if walk_order(&prev.path, &n.path) != Ordering::Less {
-                return Err(Error::Damaged(format!(
-                    "snapshot {}: manifest entries out of order at {}",
-                    self.name,
-                    String::from_utf8_lossy(&n.path)
-                )));
+                return Err(out_of_order(self.name, &n.path));
             }
         }
         self.cur = n;
         Ok(())
     }
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_order(snap: &str, path: &[u8]) -> Error {
+    Error::Damaged(format!(
+        "snapshot {snap}: manifest entries out of order at {}",
+        String::from_utf8_lossy(path)
+    ))
 }
 
 /// Merge-joins the entries of an older and a newer snapshot (each in walk
@@ -495,9 +465,7 @@ pub fn diff_line(out: &mut Vec<u8>, c: Change, old: Option<&Entry>, new: Option<
     let e = new.or(old).expect("an entry");
     out.push(c.code());
     out.push(b' ');
-    let at = out.len();
-    push_num(out, size(e));
-    pad(out, at, 12, true);
+    push_num_right(out, size(e), 12);
     out.push(b' ');
     out.extend_from_slice(&e.path);
     if let (Some(o), Some(n)) = (old, new) {
@@ -533,8 +501,8 @@ pub fn diff_line(out: &mut Vec<u8>, c: Change, old: Option<&Entry>, new: Option<
 }
 
 /// A diff change as JSON: the change, the path and the newer entry's fields
-/// (the older's for a removal), then `old_type`, `old_size` and `old_mtime`
-/// when both exist.
+/// (the older's for a removal), then `old_type` and `old_size` when both
+/// exist, and for a metadata change `what` changed.
 pub fn diff_json(out: &mut Vec<u8>, c: Change, old: Option<&Entry>, new: Option<&Entry>) {
     let e = new.or(old).expect("an entry");
     out.extend_from_slice(b"{\"change\":");
@@ -547,12 +515,6 @@ pub fn diff_json(out: &mut Vec<u8>, c: Change, old: Option<&Entry>, new: Option<
         push_json_str(out, kind_name(o.kind).as_bytes());
         key(out, "old_size");
         push_num(out, size(o));
-        key(out, "old_mode");
-        push_num(out, o.mode.into());
-        key(out, "old_mtime");
-        out.push(b'"');
-        push_time(out, o.mtime, o.mtime_ns, true);
-        out.push(b'"');
         if c == Change::Meta {
             key(out, "what");
             out.push(b'[');
@@ -818,7 +780,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"change\":\"metadata\",\"path\":\"/f\",\"type\":\"file\",\"mode\":384,\"uid\":0,\"gid\":0,\"size\":10,\"mtime\":\"1970-01-01T00:00:00Z\",\"old_type\":\"file\",\"old_size\":10,\"old_mode\":420,\"old_mtime\":\"1970-01-01T00:00:00Z\",\"what\":[\"mode\"]}\n\
+            "{\"change\":\"metadata\",\"path\":\"/f\",\"type\":\"file\",\"mode\":384,\"uid\":0,\"gid\":0,\"size\":10,\"mtime\":\"1970-01-01T00:00:00Z\",\"old_type\":\"file\",\"old_size\":10,\"what\":[\"mode\"]}\n\
              {\"change\":\"removed\",\"path\":\"/f\",\"type\":\"file\",\"mode\":420,\"uid\":0,\"gid\":0,\"size\":10,\"mtime\":\"1970-01-01T00:00:00Z\"}\n\
              {\"change\":\"summary\",\"added\":1,\"added_bytes\":2,\"removed\":0,\"removed_bytes\":0,\"modified\":0,\"modified_bytes\":0,\"type_changed\":0,\"metadata\":0}\n"
         );

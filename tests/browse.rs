@@ -329,10 +329,8 @@ fn diff_reports_added_removed_modified_retyped_and_metadata_changes() {
     assert_eq!(change(&js[5]), "type");
     assert_eq!(string(&js[5], "old_type"), "symlink");
     assert_eq!(change(&js[6]), "metadata");
-    assert_eq!(
-        (num(&js[6], "mode"), num(&js[6], "old_mode")),
-        (0o600, 0o644)
-    );
+    assert_eq!(num(&js[6], "mode"), 0o600);
+    assert!(matches!(field(&js[6], "what"), Value::Array(w) if w.len() == 1));
     let sum = &js[7];
     assert_eq!(change(sum), "summary");
     assert_eq!(
@@ -348,10 +346,14 @@ fn diff_reports_added_removed_modified_retyped_and_metadata_changes() {
         [1, 3000, 1, 1000, 1, 1, 3]
     );
 
-    // PATHs limit both sides; the reverse direction swaps + and -.
-    let out = env.ok(["diff", &ids[1], &ids[0], &p(&src, "d")]);
-    let codes: Vec<&str> = out.lines().map(|l| &l[..2]).collect();
-    assert_eq!(codes, ["U ", "+ ", "- ", "1 "], "{out}");
+    // The other way round, + and - swap.
+    let out = env.ok(["diff", &ids[1], &ids[0]]);
+    assert!(out.contains(&format!("+ {:>12} {b}\n", 1000)), "{out}");
+    assert!(out.contains(&format!("- {:>12} {c}\n", 3000)), "{out}");
+    assert!(
+        out.contains(&format!("T {:>12} {link} (was file)\n", 5)),
+        "{out}"
+    );
 
     // A snapshot against itself: nothing but the summary.
     let out = env.ok(["diff", "latest", "latest"]);
@@ -405,8 +407,6 @@ fn browsing_errors_are_one_line_and_exit_2_or_1() {
         err.contains(&format!("{missing} is not in snapshot {id}")),
         "{err}"
     );
-    let err = env.fails(2, ["diff", &id, &id, &missing]);
-    assert!(err.contains("is not in snapshots"), "{err}");
     // A misspelt option gets argh's error rewritten with a did-you-mean.
     let err = env.fails(2, ["ls", "--lnog", "latest"]);
     assert!(err.contains("--long"), "{err}");

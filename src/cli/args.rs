@@ -258,9 +258,6 @@ pub struct DiffCmd {
     /// the newer snapshot
     #[argh(positional)]
     pub b: String,
-    /// only these files or directories and what they hold
-    #[argh(positional)]
-    pub paths: Vec<PathBuf>,
     /// one JSON object per change, one a line, then a summary object
     #[argh(switch)]
     pub json: bool,

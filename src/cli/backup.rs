@@ -340,10 +340,12 @@ pub(super) fn pick(
     if names.is_empty() {
         return Ok(all);
     }
-    names
-        .iter()
-        .map(|name| snapshot::find_in(all.clone(), remote, &node.domain, &node.node, name, paths))
-        .collect()
+    let mut picked = Vec::with_capacity(names.len());
+    for name in names {
+        let snap = snapshot::find_in(all.clone(), remote, &node.domain, &node.node, name, paths)?;
+        picked.push(snap);
+    }
+    Ok(picked)
 }
 
 pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
