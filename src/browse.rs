@@ -7,7 +7,7 @@
 //!   (the path itself and everything below it, whole components). Since the paths
 //!   within one PATH are one run of the stream, a listing stops once past them all.
 //! - [`diff`]: two manifests merge-joined. A manifest's entries are in walk order
-//!   ([`walk_order`]: byte order of the paths' components), a total order on
+//!   ([`crate::sink::walk_order`]: byte order of the paths' components), a total order on
 //!   paths: a sink sorts its roots the same way and drops roots inside others, so
 //!   the runs of its roots follow one another in that order. The merge checks the
 //!   order as it goes (one comparison with the entry before) and fails as damage
@@ -20,7 +20,6 @@
 //! change only, and one rewritten within the same second is still found.
 
 use crate::format::{self, Entry, EntryKind};
-use crate::sink::walk_order;
 use crate::{Error, Result};
 use std::cmp::Ordering;
 use std::io::Write as _;
@@ -74,6 +73,13 @@ impl Filter {
     pub fn may_hold(&self, l: &format::Lost) -> bool {
         self.paths.is_empty() || self.paths.iter().any(|f| crate::restore::may_hold(l, f))
     }
+}
+
+/// [`crate::sink::walk_order`], called rather than inlined at each use (the
+/// armv7 binary's budget).
+#[inline(never)]
+fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
+    crate::sink::walk_order(a, b)
 }
 
 // ---- formats ---------------------------------------------------------------
@@ -170,13 +176,6 @@ pub fn push_json_str(out: &mut Vec<u8>, b: &[u8]) {
     out.push(b'"');
 }
 
-/// `,"key":` (the first key of an object writes its own `{`).
-fn key(out: &mut Vec<u8>, k: &str) {
-    out.push(b',');
-    push_json_str(out, k.as_bytes());
-    out.push(b':');
-}
-
 /// `ls --long`: mode, uid:gid, size, mtime, path (and `-> target`), one line.
 pub fn long_line(out: &mut Vec<u8>, e: &Entry) {
     push_mode(out, e.kind, e.mode);
@@ -223,23 +222,19 @@ pub fn find_line(out: &mut Vec<u8>, e: &Entry) {
 
 /// Every field of `e` but the path, each after a comma.
 fn json_fields(out: &mut Vec<u8>, e: &Entry) {
-    key(out, "type");
-    push_json_str(out, kind_name(e.kind).as_bytes());
-    for (k, v) in [
-        ("mode", e.mode.into()),
-        ("uid", e.uid.into()),
-        ("gid", e.gid.into()),
-        ("size", size(e)),
-    ] {
-        key(out, k);
-        push_num(out, v);
-    }
-    key(out, "mtime");
-    out.push(b'"');
+    let _ = write!(
+        out,
+        ",\"type\":\"{}\",\"mode\":{},\"uid\":{},\"gid\":{},\"size\":{},\"mtime\":\"",
+        kind_name(e.kind),
+        e.mode,
+        e.uid,
+        e.gid,
+        size(e)
+    );
     push_time(out, e.mtime, e.mtime_ns, true);
     out.push(b'"');
     if e.kind == EntryKind::Symlink {
-        key(out, "target");
+        out.extend_from_slice(b",\"target\":");
         push_json_str(out, &e.target);
     }
 }
@@ -459,39 +454,40 @@ pub fn diff(old: Next<'_>, new: Next<'_>, names: [&str; 2], out: Emit<'_>) -> Re
     Ok(sum)
 }
 
+/// The metadata that differ between `o` and `n`, named, each after `sep` but
+/// the first, each in `quote`s.
+fn push_what(out: &mut Vec<u8>, o: &Entry, n: &Entry, sep: &[u8], quote: &[u8]) {
+    let mut first = true;
+    for (changed, name) in meta_changes(o, n).into_iter().zip(META_NAMES) {
+        if changed {
+            if !first {
+                out.extend_from_slice(sep);
+            }
+            out.extend_from_slice(quote);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(quote);
+            first = false;
+        }
+    }
+}
+
 /// A diff line: `M         1234 /path`; a modified or retyped entry adds what
 /// it was, a metadata change what changed.
 pub fn diff_line(out: &mut Vec<u8>, c: Change, old: Option<&Entry>, new: Option<&Entry>) {
     let e = new.or(old).expect("an entry");
-    out.push(c.code());
-    out.push(b' ');
-    push_num_right(out, size(e), 12);
-    out.push(b' ');
+    let _ = write!(out, "{} {:>12} ", c.code() as char, size(e));
     out.extend_from_slice(&e.path);
     if let (Some(o), Some(n)) = (old, new) {
         match c {
             Change::Modified => {
-                out.extend_from_slice(b" (was ");
-                push_num(out, size(o));
-                out.extend_from_slice(b" bytes)");
+                let _ = write!(out, " (was {} bytes)", size(o));
             }
             Change::Type => {
-                out.extend_from_slice(b" (was ");
-                out.extend_from_slice(kind_name(o.kind).as_bytes());
-                out.push(b')');
+                let _ = write!(out, " (was {})", kind_name(o.kind));
             }
             Change::Meta => {
                 out.extend_from_slice(b" (");
-                let mut first = true;
-                for (changed, name) in meta_changes(o, n).into_iter().zip(META_NAMES) {
-                    if changed {
-                        if !first {
-                            out.extend_from_slice(b", ");
-                        }
-                        out.extend_from_slice(name.as_bytes());
-                        first = false;
-                    }
-                }
+                push_what(out, o, n, b", ", b"");
                 out.push(b')');
             }
             Change::Added | Change::Removed => {}
@@ -505,29 +501,19 @@ pub fn diff_line(out: &mut Vec<u8>, c: Change, old: Option<&Entry>, new: Option<
 /// exist, and for a metadata change `what` changed.
 pub fn diff_json(out: &mut Vec<u8>, c: Change, old: Option<&Entry>, new: Option<&Entry>) {
     let e = new.or(old).expect("an entry");
-    out.extend_from_slice(b"{\"change\":");
-    push_json_str(out, c.name().as_bytes());
-    key(out, "path");
+    let _ = write!(out, "{{\"change\":\"{}\",\"path\":", c.name());
     push_json_str(out, &e.path);
     json_fields(out, e);
     if let (Some(o), Some(n)) = (old, new) {
-        key(out, "old_type");
-        push_json_str(out, kind_name(o.kind).as_bytes());
-        key(out, "old_size");
-        push_num(out, size(o));
+        let _ = write!(
+            out,
+            ",\"old_type\":\"{}\",\"old_size\":{}",
+            kind_name(o.kind),
+            size(o)
+        );
         if c == Change::Meta {
-            key(out, "what");
-            out.push(b'[');
-            let mut first = true;
-            for (changed, name) in meta_changes(o, n).into_iter().zip(META_NAMES) {
-                if changed {
-                    if !first {
-                        out.push(b',');
-                    }
-                    push_json_str(out, name.as_bytes());
-                    first = false;
-                }
-            }
+            out.extend_from_slice(b",\"what\":[");
+            push_what(out, o, n, b",", b"\"");
             out.push(b']');
         }
     }
@@ -536,21 +522,18 @@ pub fn diff_json(out: &mut Vec<u8>, c: Change, old: Option<&Entry>, new: Option<
 
 /// The summary as the last JSON line of a diff.
 pub fn summary_json(out: &mut Vec<u8>, s: &Summary) {
-    out.extend_from_slice(b"{\"change\":\"summary\"");
-    for (k, v) in [
-        ("added", s.added),
-        ("added_bytes", s.added_bytes),
-        ("removed", s.removed),
-        ("removed_bytes", s.removed_bytes),
-        ("modified", s.modified),
-        ("modified_bytes", s.modified_bytes),
-        ("type_changed", s.types),
-        ("metadata", s.meta),
-    ] {
-        key(out, k);
-        push_num(out, v);
-    }
-    out.extend_from_slice(b"}\n");
+    let _ = writeln!(
+        out,
+        "{{\"change\":\"summary\",\"added\":{},\"added_bytes\":{},\"removed\":{},\"removed_bytes\":{},\"modified\":{},\"modified_bytes\":{},\"type_changed\":{},\"metadata\":{}}}",
+        s.added,
+        s.added_bytes,
+        s.removed,
+        s.removed_bytes,
+        s.modified,
+        s.modified_bytes,
+        s.types,
+        s.meta
+    );
 }
 
 /// The summary for people, one line.
