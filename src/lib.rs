@@ -3,8 +3,8 @@
 //! A node seals its files on the node ([`crypto`], [`format`](mod@format),
 //! [`chunker`]) and sends only ciphertext to a [`remote`]: a local [`store`]
 //! directory or a peer's [`server`]. [`sink`] and [`restore`] are the two
-//! pipelines; [`verify`], [`forget`] and [`prune`] (with [`pack`]) keep a store
-//! healthy; [`cli`] wires them to the command line; [`ui`] is the server's
+//! pipelines ([`browse`] reads snapshots without restoring them); [`verify`],
+//! [`forget`] and [`prune`] (with [`pack`]) keep a store healthy; [`cli`] wires them to the command line; [`ui`] is the server's
 //! management page. [`s3`] is a client for
 //! S3-compatible object stores (Garage, MinIO, a cloud bucket), a leaf the S3
 //! store will sit on. Names both sides share are
@@ -21,6 +21,7 @@ extern crate self as chute;
 
 pub mod auth;
 pub mod blob;
+pub mod browse;
 pub mod cache;
 pub mod chain;
 pub mod chunker;
@@ -29,6 +30,7 @@ pub mod crypto;
 pub mod forget;
 pub mod format;
 pub mod fsutil;
+pub mod glob;
 pub mod hex;
 pub mod pack;
 pub mod protocol;

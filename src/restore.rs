@@ -114,7 +114,7 @@ pub struct Report {
 /// the whole snapshot): its entries lie strictly between `before` and `after` in
 /// walk order, and the paths within a filter are one run in that order, starting
 /// at the filter itself.
-fn may_hold(l: &crate::format::Lost, filter: &[u8]) -> bool {
+pub(crate) fn may_hold(l: &crate::format::Lost, filter: &[u8]) -> bool {
     use std::cmp::Ordering::Less;
     let order = crate::sink::walk_order;
     let f = filter.strip_suffix(b"/").unwrap_or(filter);
@@ -129,7 +129,7 @@ fn may_hold(l: &crate::format::Lost, filter: &[u8]) -> bool {
 }
 
 /// Whether `path` is `filter` or inside it.
-fn within(path: &[u8], filter: &[u8]) -> bool {
+pub(crate) fn within(path: &[u8], filter: &[u8]) -> bool {
     let filter = filter.strip_suffix(b"/").unwrap_or(filter);
     path == filter
         || (path.starts_with(filter)
@@ -361,7 +361,7 @@ fn found(keys: &Keys, e: &Entry, dest: &Path) -> Existing {
 }
 
 /// Opens the snapshot's manifest as a stream of entries (see [`format::Entries`]).
-fn open_entries<'a>(
+pub(crate) fn open_entries<'a>(
     keys: &'a Keys,
     remote: &'a dyn Remote,
     resolver: &'a crate::pack::Resolver,
@@ -374,7 +374,7 @@ fn open_entries<'a>(
         .map_err(|e| damaged_manifest(snap, e))
 }
 
-fn damaged_manifest(snap: &Snapshot, e: format::Error) -> Error {
+pub(crate) fn damaged_manifest(snap: &Snapshot, e: format::Error) -> Error {
     Error::Damaged(format!(
         "snapshot {}: manifest in {} is damaged: {e}",
         snap.short_id(),

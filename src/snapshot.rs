@@ -198,7 +198,7 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn split(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+pub(crate) fn split(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400) as u32;
     (y, mo, d, s / 3600, s / 60 % 60, s % 60)

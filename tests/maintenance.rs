@@ -1873,6 +1873,22 @@ fn a_missing_manifest_window_loses_only_the_segments_in_it() {
         back.join("dir-29").join(in_last.last().unwrap()).exists(),
         "{err}"
     );
+
+    // Browsing says the same: ls, find and diff print what they can read, name
+    // the lost range and exit 3.
+    let (listed, err) = status(&env, 3, &["ls", "latest", "--remote", &remote]);
+    assert_eq!(err.matches("chute ls: lost: ").count(), 1, "{err}");
+    assert_eq!(
+        listed.lines().count() + n as usize,
+        24_000 + 30 + 1,
+        "{err}"
+    );
+    let (found, err) = status(&env, 3, &["find", "*-0799", "--remote", &remote]);
+    assert!(err.contains("chute find: lost: "), "{err}");
+    assert!(found.contains(&name(29, 799)), "{found}");
+    let (same, err) = status(&env, 3, &["diff", "latest", "latest", "--remote", &remote]);
+    assert_eq!(err.matches("chute diff: lost: ").count(), 2, "{err}");
+    assert!(same.starts_with("0 added (0 B), 0 removed"), "{same}");
 }
 
 /// "damaged file: PATH (snapshot[s] A, B)" lines: path → snapshot ids.

@@ -4,6 +4,7 @@
 //! such as the ARM one under qemu (cross/test-arm.sh).
 mod util;
 
+mod browse;
 mod ceiling;
 mod chain;
 mod cli_restore;

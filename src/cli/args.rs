@@ -19,6 +19,9 @@ pub enum Command {
     List(ListCmd),
     Status(StatusCmd),
     Restore(RestoreCmd),
+    Ls(LsCmd),
+    Find(FindCmd),
+    Diff(DiffCmd),
     Serve(ServeCmd),
     Key(KeyCmd),
     Verify(VerifyCmd),
@@ -35,6 +38,9 @@ impl Command {
             Command::List(_) => "list",
             Command::Status(_) => "status",
             Command::Restore(_) => "restore",
+            Command::Ls(_) => "ls",
+            Command::Find(_) => "find",
+            Command::Diff(_) => "diff",
             Command::Serve(_) => "serve",
             Command::Key(_) => "key",
             Command::Verify(_) => "verify",
@@ -192,6 +198,105 @@ pub struct RestoreCmd {
     /// download and write threads (default: the number of cores)
     #[argh(option, short = 'j')]
     pub threads: Option<usize>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
+}
+
+/// List the files of a snapshot (an id, a timestamp, or "latest"), or of some
+/// PATHs in it, in backup order.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "ls")]
+pub struct LsCmd {
+    /// snapshot id, timestamp, or latest
+    #[argh(positional)]
+    pub snapshot: String,
+    /// only these files or directories and what they hold (as they were backed up)
+    #[argh(positional)]
+    pub paths: Vec<PathBuf>,
+    /// mode, owner, size and mtime (UTC) before each path
+    #[argh(switch, short = 'l')]
+    pub long: bool,
+    /// one JSON object per entry, one a line
+    #[argh(switch)]
+    pub json: bool,
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
+    #[argh(option, short = 'r')]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option, short = 'k')]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option, short = 'n')]
+    pub node: Option<String>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
+}
+
+/// Which snapshots, oldest first, hold a path matching a PATTERN: a glob ('*',
+/// '?', '[...]' within one component) matching names, or with a '/' whole paths.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "find")]
+pub struct FindCmd {
+    /// globs; a path matching any of them is printed
+    #[argh(positional)]
+    pub patterns: Vec<String>,
+    /// look only in this snapshot (an id, a timestamp, or latest); repeatable
+    #[argh(option)]
+    pub snapshot: Vec<String>,
+    /// one JSON object per match, one a line
+    #[argh(switch)]
+    pub json: bool,
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
+    #[argh(option, short = 'r')]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option, short = 'k')]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option, short = 'n')]
+    pub node: Option<String>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
+}
+
+/// What changed from snapshot A to snapshot B (each an id, a timestamp, or
+/// latest): + added, - removed, M content, T type, U mode, owner or mtime only.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "diff")]
+pub struct DiffCmd {
+    /// the older snapshot
+    #[argh(positional)]
+    pub a: String,
+    /// the newer snapshot
+    #[argh(positional)]
+    pub b: String,
+    /// one JSON object per change, one a line, then a summary object
+    #[argh(switch)]
+    pub json: bool,
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
+    #[argh(option, short = 'r')]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option, short = 'k')]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option, short = 'n')]
+    pub node: Option<String>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]

@@ -309,14 +309,21 @@ fn other_nodes_hint(
     ))
 }
 
-pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
-    let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
+/// The snapshots `names` name (each an id, a timestamp or `latest`, see
+/// [`snapshot::find_in`]; `latest` with `paths`: the newest that holds them), in
+/// that order, as restore and the browsing commands pick them; no names: every
+/// snapshot, oldest first. No snapshots at all is an error with a hint when other
+/// nodes have some, and the chain is checked (see [`crate::chain::guard`])
+/// strictly when `latest` or every snapshot is asked for, else it only warns,
+/// since a snapshot named by id is what it is.
+pub(super) fn pick(
+    node: &NodeContext,
+    names: &[&str],
+    paths: &[PathBuf],
+    cmd: &'static str,
+    accept_rollback: bool,
+) -> Result<Vec<snapshot::Snapshot>> {
     let (keys, remote) = (&node.keys, node.remote.as_ref());
-    let paths: Vec<PathBuf> = c
-        .paths
-        .iter()
-        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-        .collect();
     let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
     if all.is_empty() {
         let e = Error::Failed(format!(
@@ -330,9 +337,7 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
             None => e,
         });
     }
-    // Only `latest` depends on the store showing the newest; a snapshot named by id
-    // is what it is, so a bad chain only warns.
-    let strict = if c.snapshot == "latest" {
+    let strict = if names.is_empty() || names.contains(&"latest") {
         crate::chain::Strict::Fail
     } else {
         crate::chain::Strict::Warn
@@ -344,11 +349,32 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         &node.node,
         &node.cache_dir,
         &all,
-        "restore",
+        cmd,
         strict,
-        c.accept_rollback,
+        accept_rollback,
     )?;
-    let snap = snapshot::find_in(all, remote, &node.domain, &node.node, &c.snapshot, &paths)?;
+    if names.is_empty() {
+        return Ok(all);
+    }
+    let mut picked = Vec::with_capacity(names.len());
+    for name in names {
+        let snap = snapshot::find_in(all.clone(), remote, &node.domain, &node.node, name, paths)?;
+        picked.push(snap);
+    }
+    Ok(picked)
+}
+
+pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
+    let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
+    let (keys, remote) = (&node.keys, node.remote.as_ref());
+    let paths: Vec<PathBuf> = c
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let snap = pick(&node, &[&c.snapshot], &paths, "restore", c.accept_rollback)?
+        .pop()
+        .expect("one name");
     let opts = restore::Options {
         to: c.to.clone(),
         paths: c.paths,

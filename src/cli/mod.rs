@@ -24,6 +24,7 @@
 mod args;
 mod argv;
 mod backup;
+mod browse_cmd;
 mod forget_cmd;
 mod keys;
 mod prune_cmd;
@@ -575,6 +576,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List(c) => backup::list(&settings, c),
         Command::Status(c) => status_cmd::cmd(&settings, c),
         Command::Restore(c) => backup::restore_cmd(&settings, c),
+        Command::Ls(c) => browse_cmd::ls(&settings, c),
+        Command::Find(c) => browse_cmd::find(&settings, c),
+        Command::Diff(c) => browse_cmd::diff(&settings, c),
         Command::Serve(c) => serve_cmd::serve_cmd(&settings, c),
         Command::Key(c) => keys::key(&settings, c),
         Command::Verify(c) => verify_cmd::cmd(&settings, c),

@@ -82,9 +82,7 @@ use resume::{complete_killed, resume, sync_cache};
 use stream::{NodePlaces, Stream};
 use upload::{Done, Job, Shared, To, Upload, checked_lost, keep_alive, worker};
 pub use upload::{KEEPALIVE, next_window};
-pub use walk::{
-    LINE_EVERY, MAP_WINDOW, READ_TRIES, ShowProgress, glob_match, normalize_roots, walk_order,
-};
+pub use walk::{LINE_EVERY, MAP_WINDOW, READ_TRIES, ShowProgress, normalize_roots, walk_order};
 use walk::{Parent, Progress, Walker};
 
 use crate::blob::{BlobId, BlobState, Table as Blobs};

@@ -29,32 +29,11 @@ use super::*;
 pub const MAP_WINDOW: usize = 2 * chunker::MAX;
 /// Files smaller than this are read, not mapped: a map costs more syscalls.
 pub(super) const READ_BELOW: u64 = 256 << 10;
-/// Simple globs for excludes: `*` any run of characters but `/`, `?` one; a pattern
-/// without `/` matches a name, one with `/` the whole path.
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.first(), text.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob_match(&pattern[1..], text)
-                || (!text.is_empty() && text[0] != b'/' && glob_match(pattern, &text[1..]))
-        }
-        (Some(b'?'), Some(&c)) if c != b'/' => glob_match(&pattern[1..], &text[1..]),
-        (Some(p), Some(c)) if p == c => glob_match(&pattern[1..], &text[1..]),
-        _ => false,
-    }
-}
-
 pub(super) fn excluded(excludes: &[String], path: &Path) -> bool {
     let full = path.as_os_str().as_bytes();
-    let name = path.file_name().map_or(full, |n| n.as_bytes());
-    excludes.iter().any(|p| {
-        let p = p.as_bytes();
-        if p.contains(&b'/') {
-            glob_match(p, full)
-        } else {
-            glob_match(p, name)
-        }
-    })
+    excludes
+        .iter()
+        .any(|p| crate::glob::matches_path(p.as_bytes(), full))
 }
 
 pub(super) fn entry_from(kind: EntryKind, path: &Path, md: &fs::Metadata) -> Entry {
@@ -785,12 +764,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn globs() {
-        assert!(glob_match(b"*.tmp", b"a.tmp"));
-        assert!(!glob_match(b"*.tmp", b"a.tmpx"));
-        assert!(glob_match(b"/home/*/cache", b"/home/pi/cache"));
-        assert!(!glob_match(b"/home/*/cache", b"/home/pi/x/cache"));
-        assert!(glob_match(b"?at", b"cat"));
+    fn excludes() {
         assert!(excluded(
             &["node_modules".into()],
             Path::new("/a/node_modules")
