@@ -294,3 +294,46 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// The CPUs this process may run on (its affinity mask; else the online count;
+/// else 2). In place of `std::thread::available_parallelism`, which also reads
+/// cgroup quotas and costs ~10 KB of the armv7 binary's 2 MiB budget.
+pub fn cores() -> usize {
+    // SAFETY: `set` is a plain bit set the call fills; 0 is this thread, and
+    // the size passed is the set's.
+    let n = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            libc::CPU_COUNT(&set) as usize
+        } else {
+            0
+        }
+    };
+    if n > 0 {
+        return n;
+    }
+    // SAFETY: sysconf only reads a system value.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if online > 0 { online as usize } else { 2 }
+}
+
+#[cfg(test)]
+mod cores_tests {
+    #[test]
+    fn cores_counts_what_this_process_may_use() {
+        let n = super::cores();
+        // available_parallelism also applies cgroup quotas: never more than ours.
+        let std_n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(n >= std_n && n >= 1, "{n} < {std_n}");
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        let max: usize = online
+            .trim()
+            .split(',')
+            .map(|r| match r.split_once('-') {
+                Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+                None => 1,
+            })
+            .sum();
+        assert!(n <= max, "{n} > {max} online");
+    }
+}

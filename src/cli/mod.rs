@@ -498,8 +498,7 @@ fn hostname() -> String {
 }
 
 fn threads(flag: Option<usize>) -> usize {
-    flag.filter(|&t| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    flag.filter(|&t| t > 0).unwrap_or_else(crate::sys::cores)
 }
 
 /// `chute 0.1.0 (3d121ea, armv7-unknown-linux-gnueabihf)`: the version, the git

@@ -79,7 +79,7 @@ pub(super) fn serve_cmd(s: &Settings, c: ServeCmd) -> crate::Result<()> {
     let threads = c
         .threads
         .filter(|&t| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        .unwrap_or_else(crate::sys::cores);
     let mut allow = HashMap::new();
     let mut lines: Vec<(String, String)> = c
         .allow

@@ -29,7 +29,7 @@ pub(super) fn cmd(s: &Settings, c: VerifyCmd) -> Result<()> {
     let threads = c
         .threads
         .filter(|&t| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        .unwrap_or_else(crate::sys::cores);
     let node = open_node(
         s,
         c.key_file.clone(),
