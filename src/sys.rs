@@ -317,6 +317,30 @@ pub fn cores() -> usize {
     if online > 0 { online as usize } else { 2 }
 }
 
+/// Below this size an allocation comes from the heap, above it from its own
+/// memory map, returned to the kernel when freed.
+const MMAP_THRESHOLD: libc::c_int = 128 << 10;
+
+/// Keeps glibc's malloc from holding on to the large buffers chute frees (chunks,
+/// packs, windows and reads of up to a few MiB), so peak RSS is what is in use,
+/// not how fragmented the heap became over a long run. glibc starts with the
+/// threshold above, but raises it to the size of each mapped buffer freed: from
+/// then on those buffers come from the heap and the per-thread arenas, whose
+/// holes stay resident and grow with the length of the run. Setting the threshold
+/// turns that off (a full local sink of 50,000 small files: 19.4 MiB peak RSS
+/// before, 12.5-13.2 after). `MALLOC_MMAP_THRESHOLD_` in the environment, read by
+/// glibc itself, wins.
+pub fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt takes two integers and sets malloc's parameters under
+        // malloc's own lock.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        }
+    }
+}
+
 #[cfg(test)]
 mod cores_tests {
     #[test]

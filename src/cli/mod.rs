@@ -516,6 +516,7 @@ pub fn version() -> String {
 /// Usage errors are one line naming the command, then its usage (see `argv`).
 pub fn main_with_args(args: Vec<String>) -> i32 {
     crate::sys::default_sigpipe();
+    crate::sys::fix_mmap_threshold();
     let (cmd_name, rest) = match args.split_first() {
         Some((c, r)) => (c.as_str(), r),
         None => ("chute", &[][..]),
