@@ -65,6 +65,20 @@ struct Common {
     accept_rollback: bool,
 }
 
+/// The [`Common`] options of a browsing command's arguments (argh has no
+/// flattening: each command's struct repeats them).
+macro_rules! common {
+    ($c:expr) => {
+        Common {
+            remote: $c.remote,
+            key_file: $c.key_file,
+            domain: $c.domain,
+            node: $c.node,
+            accept_rollback: $c.accept_rollback,
+        }
+    };
+}
+
 #[inline(never)]
 fn start(
     s: &Settings,
@@ -220,13 +234,7 @@ pub(super) fn ls(s: &Settings, c: LsCmd) -> Result<()> {
     if c.long && c.json {
         return Err(Error::Usage("give --long or --json, not both".into()));
     }
-    let common = Common {
-        remote: c.remote,
-        key_file: c.key_file,
-        domain: c.domain,
-        node: c.node,
-        accept_rollback: c.accept_rollback,
-    };
+    let common = common!(c);
     let (ctx, mut filter) = start(s, common, "ls", &[&c.snapshot], &c.paths)?;
     let line = match (c.json, c.long) {
         (true, _) => browse::json_line,
@@ -262,13 +270,7 @@ pub(super) fn find(s: &Settings, c: FindCmd) -> Result<()> {
         crate::glob::check(p).map_err(Error::Usage)?;
     }
     let names: Vec<&str> = c.snapshot.iter().map(String::as_str).collect();
-    let common = Common {
-        remote: c.remote,
-        key_file: c.key_file,
-        domain: c.domain,
-        node: c.node,
-        accept_rollback: c.accept_rollback,
-    };
+    let common = common!(c);
     let (ctx, mut filter) = start(s, common, "find", &names, &[])?;
     let json = c.json;
     let p = print(
@@ -312,13 +314,7 @@ pub(super) fn find(s: &Settings, c: FindCmd) -> Result<()> {
 }
 
 pub(super) fn diff(s: &Settings, c: DiffCmd) -> Result<()> {
-    let common = Common {
-        remote: c.remote,
-        key_file: c.key_file,
-        domain: c.domain,
-        node: c.node,
-        accept_rollback: c.accept_rollback,
-    };
+    let common = common!(c);
     let (ctx, filter) = start(s, common, "diff", &[&c.a, &c.b], &[])?;
     let (old, new) = (&ctx.snaps[0], &ctx.snaps[1]);
     let mut sa = open(&ctx, old)?;
