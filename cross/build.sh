@@ -5,12 +5,12 @@
 #   cross/build.sh armv6   # Pi Zero / Zero W / 1 (and every later Pi): arm-unknown-linux-gnueabi
 #
 # Why Debian's toolchain and not rustup: rustup cannot download targets here. Debian's
-# rustc-web 1.85 ships an armhf std (armv7) and its source (armv6, via -Zbuild-std).
+# rustc-web 1.85 ships std's source (rust-web-src): both targets rebuild std with
+# -Zbuild-std, in Thumb-2 on armv7 and without the backtrace symbolizer.
 # It is only ever called by absolute path, per command, so rustup's stable stays the
 # host's default. See shared/ARM32.md for the facts this script rests on.
 #
-# The first run installs the apt packages (pinned) and prepares a private sysroot under
-# target/; later runs skip both. Output goes to target/cross/ so that Debian's cargo
+# The first run installs the apt packages (pinned); later runs skip that. Output goes to target/cross/ so that Debian's cargo
 # never shares a target dir with rustup's cargo.
 #
 # Environment:
@@ -18,7 +18,7 @@
 #   CHUTE_SKIP_QEMU=1 do not run the binary under qemu at the end
 set -euo pipefail
 
-# The one Debian rustc-web version whose amd64 compiler and armhf std match each other.
+# The one Debian rustc-web version whose amd64 compiler and std source match each other.
 # bookworm-security carries 1.96 for amd64 only: never let apt pick it.
 RUST_VERSION=1.85.0+dfsg3-1~deb12u3
 RUST_MINOR=1.85
@@ -57,6 +57,7 @@ armv7)
 	PACKAGES=(
 		"rustc-web=$RUST_VERSION" "cargo-web=$RUST_VERSION"
 		"libstd-rust-web-dev=$RUST_VERSION" "libstd-rust-web-$RUST_MINOR=$RUST_VERSION"
+		"rust-web-src=$RUST_VERSION"
 		gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static file
 	)
 	;;
@@ -83,7 +84,6 @@ if [ ! -f Cargo.toml ] || [ ! -f Cargo.lock ]; then
 fi
 
 TARGET_DIR=$ROOT/target/cross
-SYSROOT=$ROOT/target/cross-sysroot
 TRIPLE_ENV=$(printf '%s' "$TRIPLE" | tr 'a-z-' 'A-Z_') # ARMV7_UNKNOWN_LINUX_GNUEABIHF
 TRIPLE_CC=${TRIPLE//-/_}                               # armv7_unknown_linux_gnueabihf
 BIN=$TARGET_DIR/$TRIPLE/release/chute
@@ -171,75 +171,38 @@ install_packages() {
 	esac
 }
 
-# --- 2. private sysroot with Debian's prebuilt armhf std (armv7 only) ----------------------
-prepare_sysroot() {
-	local stamp=$SYSROOT/.version libdir=$SYSROOT/lib/rustlib/$TRIPLE/lib
-	if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$RUST_VERSION" ] && compgen -G "$libdir/libstd-*.rlib" >/dev/null; then
-		say "sysroot present: $SYSROOT"
-		return
-	fi
-	# Only downloaded, never installed: installing it drags in armhf runtime libraries
-	# whose versions must equal the amd64 ones, and that install fails.
-	if ! dpkg --print-foreign-architectures | grep -qx armhf; then
-		say "dpkg --add-architecture armhf (to download the ARM std package)"
-		as_root dpkg --add-architecture armhf
-		APT_UPDATED=
-	fi
-	if ! version_resolves "libstd-rust-web-dev:armhf=$RUST_VERSION"; then
-		apt_update
-		version_resolves "libstd-rust-web-dev:armhf=$RUST_VERSION" ||
-			die "apt cannot find libstd-rust-web-dev:armhf=$RUST_VERSION"
-	fi
-	local tmp
-	tmp=$(mktemp -d)
-	# shellcheck disable=SC2064 # expand $tmp now: it is local
-	trap "rm -rf '$tmp'" EXIT
-	say "downloading libstd-rust-web-dev:armhf=$RUST_VERSION"
-	(cd "$tmp" && apt-get -q -o APT::Sandbox::User=root download "libstd-rust-web-dev:armhf=$RUST_VERSION")
-	dpkg-deb -x "$tmp"/libstd-rust-web-dev_*_armhf.deb "$tmp/x"
-	[ -d "$tmp/x/usr/lib/rustlib/$TRIPLE/lib" ] || die "package has no usr/lib/rustlib/$TRIPLE/lib"
-
-	rm -rf "$SYSROOT"
-	mkdir -p "$SYSROOT/lib/rustlib"
-	mv "$tmp/x/usr/lib/rustlib/$TRIPLE" "$SYSROOT/lib/rustlib/$TRIPLE"
-	ln -s /usr/lib/rustlib/x86_64-unknown-linux-gnu "$SYSROOT/lib/rustlib/x86_64-unknown-linux-gnu"
-	ln -s /usr/lib/rustlib/etc "$SYSROOT/lib/rustlib/etc"
-	printf '%s\n' "$RUST_VERSION" >"$stamp"
-	rm -rf "$tmp"
-	trap - EXIT
-	say "sysroot ready: $SYSROOT"
-}
-
-# --- 3. build -----------------------------------------------------------------------------
+# --- 2. build -----------------------------------------------------------------------------
 # Exported so that test-arm.sh can source this file and run `cargo test` with the same
 # settings. Everything is scoped to the ARM triple or to this process: rustup's cargo in
 # another shell is unaffected.
 cross_env() {
 	local rustflags="-C target-feature=+crt-static"
-	# armv7: chute and its crates in Thumb-2 (std stays ARM; ARMv7 interworks), as
-	# Rust's own thumbv7neon target does: 1,767,464 bytes where ARM code was
-	# 2,132,008 (commit 1fa9caa, over the budget), for ~8% slower sink and ~5% slower
-	# restore of 64 MiB on one thread under qemu cortex-a7 (not measured on a Pi).
-	# rustc 1.85 calls the feature unstable and warns; it is LLVM's ARM feature.
-	# Linked by gold with identical code folding (--icf=all: functions with the same
-	# machine code kept once, mostly monomorphized copies): 2,087,256 bytes where
-	# GNU ld made 2,099,544 (commit after cd0d428, with ls/find/diff, status and the
-	# recovery sheet). The whole integration suite runs on this binary under qemu.
-	[ "$ARCH" = armv7 ] && rustflags="--sysroot=$SYSROOT $rustflags -C target-feature=+thumb-mode -C link-arg=-fuse-ld=gold -C link-arg=-Wl,--icf=all"
+	# armv7: chute, its crates and std in Thumb-2, as Rust's own thumbv7neon target
+	# does: chute in Thumb-2 made 1,767,464 bytes where ARM code was 2,132,008
+	# (commit 1fa9caa), for ~8% slower sink and ~5% slower restore of 64 MiB on one
+	# thread under qemu cortex-a7 (not measured on a Pi). rustc 1.85 calls the feature
+	# unstable and warns; it is LLVM's ARM feature. Linked by gold with identical code
+	# folding (--icf=all: functions with the same machine code kept once, mostly
+	# monomorphized copies): 2,087,256 bytes where GNU ld made 2,099,544 (commit after
+	# cd0d428). The whole integration suite runs on this binary under qemu.
+	[ "$ARCH" = armv7 ] && rustflags="$rustflags -C target-feature=+thumb-mode -C link-arg=-fuse-ld=gold -C link-arg=-Wl,--icf=all"
 	export "CARGO_TARGET_${TRIPLE_ENV}_LINKER=$GNU-gcc"
 	export "CARGO_TARGET_${TRIPLE_ENV}_RUSTFLAGS=$rustflags"
 	export "CARGO_TARGET_${TRIPLE_ENV}_RUNNER=qemu-arm-static -cpu $QEMU_CPU_NAME"
 	export "CC_${TRIPLE_CC}=$GNU-gcc" "AR_${TRIPLE_CC}=$GNU-ar"
 	export CARGO_PROFILE_RELEASE_OPT_LEVEL=$OPT_LEVEL
 	# A global RUSTFLAGS would replace the target-scoped flags above (and so drop
-	# +crt-static and the sysroot): the cross build must not see it.
+	# +crt-static and Thumb-2): the cross build must not see it.
 	unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET
-	# armv6 rebuilds std from Debian's rust-web-src, an unstable cargo feature.
-	BUILD_STD=()
-	if [ "$ARCH" = armv6 ]; then
-		export RUSTC_BOOTSTRAP=1
-		BUILD_STD=("-Zbuild-std=std,panic_abort")
-	fi
+	# Both targets rebuild std from Debian's rust-web-src (-Zbuild-std, an unstable
+	# cargo feature), with no std features: that drops the "backtrace" feature cargo
+	# turns on by default (gimli, addr2line, miniz_oxide and a demangler: a panic
+	# still prints its message and location, only without a symbolized backtrace),
+	# and on armv7 it builds std in Thumb-2 too, where Debian's prebuilt armhf std is
+	# ARM code. armv7: 1,730,872 bytes where the prebuilt std made 2,091,352 (commit
+	# 4218d8b).
+	export RUSTC_BOOTSTRAP=1
+	BUILD_STD=("-Zbuild-std=std,panic_abort" "-Zbuild-std-features=")
 }
 
 # Debian's cargo with Debian's rustc, by absolute path. Without RUSTC, Debian's cargo
@@ -289,7 +252,6 @@ check_binary() {
 }
 
 install_packages
-if [ "$ARCH" = armv7 ]; then prepare_sysroot; fi
 cross_env
 # test-arm.sh sources this file for the environment and stops here.
 if [ "${CHUTE_CROSS_ENV_ONLY:-}" = 1 ]; then return 0; fi

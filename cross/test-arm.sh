@@ -48,20 +48,18 @@ else
 fi
 
 # --- 3. unit tests built for ARM, run under qemu -------------------------------------------
-# In a subshell: build.sh's environment (opt-level, RUSTC_BOOTSTRAP for armv6, ...) stays
+# In a subshell: build.sh's environment (opt-level, RUSTC_BOOTSTRAP, ...) stays
 # out of step 2 and of the caller.
 (
 	# shellcheck source=cross/build.sh
 	CHUTE_CROSS_ENV_ONLY=1 source cross/build.sh "$ARCH" >/dev/null
 	if [ -f src/lib.rs ]; then what=(--lib); else what=(--bins); fi
-	if [ "$ARCH" = armv6 ]; then
-		# The test harness needs libtest and unwinding: let cargo pick the default set
-		# of std crates. And cargo always builds a test harness with unwinding, so with
-		# the release profile's panic=abort it would build std twice, and rustc stops
-		# at two copies of core (E0152 "duplicate lang item"): unwind throughout.
-		BUILD_STD=(-Zbuild-std)
-		export CARGO_PROFILE_RELEASE_PANIC=unwind
-	fi
+	# The test harness needs libtest and unwinding: let cargo pick the default set of
+	# std crates. And cargo always builds a test harness with unwinding, so with the
+	# release profile's panic=abort it would build std twice, and rustc stops at two
+	# copies of core (E0152 "duplicate lang item"): unwind throughout.
+	BUILD_STD=(-Zbuild-std)
+	export CARGO_PROFILE_RELEASE_PANIC=unwind
 	say "unit tests (${what[*]}) for $TRIPLE under $RUNNER"
 	debian_cargo test --locked --release "${what[@]}" \
 		--target "$TRIPLE" --target-dir "$TARGET_DIR" "${BUILD_STD[@]}"
