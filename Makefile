@@ -1,7 +1,7 @@
 # chute: everything a developer or a Pi owner runs goes through here.
 CARGO ?= cargo
 
-.PHONY: all build demo test test-deps check bench bench-deps bench-server bench-scale bench-s3
+.PHONY: all build demo docs test test-deps check bench bench-deps bench-server bench-scale bench-s3
 
 all: build
 
@@ -19,6 +19,12 @@ demo: build
 	target/release/chute restore latest --to "$$out" && \
 	diff -r '$(DIR)' "$$out/$$(realpath -s '$(DIR)' | sed 's|^/||')" && \
 	echo "restored byte-identical under $$out"
+
+# The man pages and shell completions setup/ ships (and make install installs), made
+# by the binary from its own --help texts; tests/docs.rs fails when they are stale.
+docs: build
+	target/release/chute generate --man setup/man --bash setup/completions/chute.bash \
+		--zsh setup/completions/_chute --fish setup/completions/chute.fish
 
 # The one command README names and .ci/run calls.
 test: test-deps

@@ -16,6 +16,10 @@
 #   /lib/systemd/system/chute-sink.timer
 #   /etc/cron.d/chute                       the nightly backup: active at once, but it
 #                                           backs up nothing until CHUTE_PATHS is set
+#   $PREFIX/share/man/man1/chute*.1         the man pages (man chute, man chute-sink)
+#   $PREFIX/share/bash-completion/completions/chute
+#   $PREFIX/share/zsh/site-functions/_chute the shell completions
+#   $PREFIX/share/fish/vendor_completions.d/chute.fish
 #   /etc/chute/installed                    the record of the files above, so that
 #                                           uninstall finds them whatever PREFIX it gets
 # Uninstall removes exactly the recorded files (or, with no record, those above for
@@ -34,6 +38,15 @@ CONF=$DESTDIR/etc/chute/chute.conf
 UNIT_DIR=$DESTDIR/lib/systemd/system
 UNITS=(chute-serve.service chute-sink.service chute-sink.timer)
 CRON=$DESTDIR/etc/cron.d/chute         # no dot in the name: cron skips such files
+# The man pages and completions `make docs` made (chute generate), and where each goes.
+DOCS=(
+	"completions/chute.bash:$PREFIX/share/bash-completion/completions/chute"
+	"completions/_chute:$PREFIX/share/zsh/site-functions/_chute"
+	"completions/chute.fish:$PREFIX/share/fish/vendor_completions.d/chute.fish"
+)
+for page in "$HERE"/man/*.1; do
+	[ -e "$page" ] && DOCS+=("man/${page##*/}:$PREFIX/share/man/man1/${page##*/}")
+done
 # What install put down, one absolute path a line (without DESTDIR), after a header
 # line naming the format; uninstall removes these.
 RECORD=$DESTDIR/etc/chute/installed
@@ -86,11 +99,18 @@ do_install() {
 		install_templated "$HERE/$u" "$UNIT_DIR/$u"
 	done
 	install_templated "$HERE/chute.cron" "$CRON"
+	local doc docs=()
+	for doc in "${DOCS[@]}"; do
+		install -D -m 0644 "$HERE/${doc%%:*}" "$DESTDIR${doc#*:}"
+		docs+=("${doc#*:}")
+	done
+	say "$DESTDIR$PREFIX/share/...: ${#docs[@]} man pages and completions"
 	{
 		echo "$RECORD_HEADER"
 		echo "$BIN_PATH"
 		for u in "${UNITS[@]}"; do echo "${UNIT_DIR#"$DESTDIR"}/$u"; done
 		echo "${CRON#"$DESTDIR"}"
+		printf '%s\n' "${docs[@]}"
 	} >"$RECORD"
 	chmod 0644 "$RECORD"
 	say "$RECORD"
@@ -154,6 +174,7 @@ do_uninstall() {
 		# Installed by a version that kept no record: this PREFIX's files.
 		for f in "${UNITS[@]}"; do files+=("$UNIT_DIR/$f"); done
 		files+=("$CRON" "$DESTDIR$BIN_PATH")
+		for f in "${DOCS[@]}"; do files+=("$DESTDIR${f#*:}"); done
 	fi
 	for f in "${files[@]}"; do
 		remove "$f"

@@ -371,17 +371,15 @@ fn idle_connections_beyond_the_cap_do_not_stop_an_honest_client() {
     raise_own_nofile(2000 + 512);
     let server = serve_under(&env, &env.path("srv"), &["--allow", &line], 1024);
     let idle = open_many(&server.addr, 2000, b"");
-    let took = honest_list(&env, &server.url(), 10 * u64::from(slack())).unwrap_or_else(|| {
+    // Served at all is the property (before the cap: EMFILE, and no answer ever);
+    // how fast is the machine's, and a loaded 2-core host under qemu took 35 s.
+    honest_list(&env, &server.url(), 10 * u64::from(slack())).unwrap_or_else(|| {
         panic!(
             "no answer to an honest client with {} idle connections open:\n{}",
             idle.len(),
             server.log.lock().unwrap()
         )
     });
-    assert!(
-        took < Duration::from_secs(5) * slack(),
-        "honest list took {took:?}"
-    );
     // The server does not hold them all: at most its caps.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
         .unwrap()

@@ -250,6 +250,19 @@ fn uninstall_removes_what_install_put_down_whatever_its_prefix() {
     assert!(stage.join("opt/chute/bin/chute").is_file(), "{installed:?}");
     let cron = fs::read_to_string(stage.join("etc/cron.d/chute")).unwrap();
     assert!(cron.contains("/opt/chute/bin/chute sink"), "{cron}");
+    // The man pages and completions setup/ ships (tests/docs.rs keeps them current).
+    for doc in [
+        "share/man/man1/chute.1",
+        "share/man/man1/chute-sink.1",
+        "share/bash-completion/completions/chute",
+        "share/zsh/site-functions/_chute",
+        "share/fish/vendor_completions.d/chute.fish",
+    ] {
+        assert!(
+            stage.join("opt/chute").join(doc).is_file(),
+            "{doc}: {installed:?}"
+        );
+    }
 
     // `make uninstall` without the install's PREFIX still finds the binary.
     let said = run(&["--uninstall"], None);

@@ -61,6 +61,19 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null ||
     fi
 fi
 
+# The man page and completion tests (tests/docs.rs) run groff, zsh and fish.
+if ! command -v groff >/dev/null || ! command -v zsh >/dev/null || ! command -v fish >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test-deps: installing groff-base, zsh and fish (apt)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+            groff-base zsh fish
+    else
+        echo "test-deps: the docs tests need groff, zsh and fish (as root: apt-get install groff-base zsh fish)" >&2
+        exit 2
+    fi
+fi
+
 # TCP_NODELAY for Garage's sockets, for the tests' speed (see tests/util/nodelay.c).
 NODELAY=$ROOT/nodelay-1.so
 if [ ! -f "$NODELAY" ] || [ "$(dirname "$0")/util/nodelay.c" -nt "$NODELAY" ]; then

@@ -9,6 +9,7 @@ mod ceiling;
 mod chain;
 mod cli_restore;
 mod consistency;
+mod docs;
 mod hostile_answers;
 mod hostile_auth;
 mod hostile_conn;

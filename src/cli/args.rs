@@ -28,6 +28,7 @@ pub enum Command {
     Forget(ForgetCmd),
     Prune(PruneCmd),
     Scrub(ScrubCmd),
+    Generate(GenerateCmd),
 }
 
 impl Command {
@@ -47,6 +48,7 @@ impl Command {
             Command::Forget(_) => "forget",
             Command::Prune(_) => "prune",
             Command::Scrub(_) => "scrub",
+            Command::Generate(_) => "generate",
         }
     }
 }
@@ -543,4 +545,23 @@ pub struct ScrubCmd {
     /// default /var/lib/chute as root, else $XDG_DATA_HOME/chute/store)
     #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
+}
+
+/// Write the man pages and the shell completions, made from these same --help
+/// texts (make docs writes the copies in setup/ that make install installs).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "generate")]
+pub struct GenerateCmd {
+    /// write chute.1 and a chute-COMMAND.1 for each command into DIR
+    #[argh(option)]
+    pub man: Option<PathBuf>,
+    /// write the bash completion script to FILE
+    #[argh(option)]
+    pub bash: Option<PathBuf>,
+    /// write the zsh completion function (_chute) to FILE
+    #[argh(option)]
+    pub zsh: Option<PathBuf>,
+    /// write the fish completions to FILE
+    #[argh(option)]
+    pub fish: Option<PathBuf>,
 }

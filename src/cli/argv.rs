@@ -13,16 +13,33 @@
 use super::Cli;
 use argh::FromArgs;
 
-/// One option of a command, as its help lists it.
+/// One line of a help text's lists: an option, a positional argument or a command,
+/// with its description (continuation lines joined).
 #[derive(Debug, PartialEq, Eq)]
-struct Flag {
-    long: String,
-    short: Option<String>,
-    takes_value: bool,
+pub(super) struct Entry {
+    /// `--exclude`, `paths` or `sink`.
+    pub name: String,
+    /// An option's one-letter form: `-e`.
+    pub short: Option<String>,
+    /// An option that takes a value: the value's placeholder in the usage line.
+    pub value: Option<String>,
+    pub about: String,
+}
+
+/// A help text, taken apart.
+#[derive(Debug, Default)]
+pub(super) struct Help {
+    /// The usage line without its `Usage: `.
+    pub usage: String,
+    /// The command's description.
+    pub about: String,
+    pub positionals: Vec<Entry>,
+    pub options: Vec<Entry>,
+    pub commands: Vec<Entry>,
 }
 
 /// The help text argh prints for `chute [command] --help`.
-fn help(command: Option<&str>) -> String {
+pub(super) fn help(command: Option<&str>) -> String {
     let args: Vec<&str> = command.into_iter().chain(["--help"]).collect();
     match Cli::from_args(&["chute"], &args) {
         Ok(_) => String::new(),
@@ -30,50 +47,72 @@ fn help(command: Option<&str>) -> String {
     }
 }
 
-/// The options a help text lists (under "Options:", one a line starting with
-/// `  -`); whether each takes a value comes from the usage line (`--x <x>`).
-fn flags(help: &str) -> Vec<Flag> {
-    // "[-r <remote>]", "--to <to>": a flag followed by a placeholder.
-    let usage: Vec<&str> = help
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let takes = |f: &str| {
-        usage
+/// Takes argh's help text apart: the usage line, the description, and the
+/// entries of its "Positional Arguments:", "Options:" and "Commands:" lists (two
+/// spaces, the name, its description from column 20 or on the next lines). Whether
+/// an option takes a value, and its placeholder, comes from the usage line
+/// (`[-r <remote>]`, `--to <to>`).
+pub(super) fn parse(help: &str) -> Help {
+    let mut lines = help.lines();
+    let usage = lines.next().unwrap_or("").trim_start_matches("Usage: ");
+    let words: Vec<&str> = usage.split_whitespace().collect();
+    let value = |f: &str| {
+        let w = words
             .windows(2)
-            .any(|w| w[0].trim_start_matches('[') == f && w[1].starts_with('<'))
+            .find(|w| w[0].trim_start_matches('[') == f && w[1].starts_with('<'))?;
+        Some(w[1].trim_matches(['<', '>', '[', ']', '.']).to_string())
     };
-    help.lines()
-        .skip_while(|l| !l.starts_with("Options:"))
-        .filter(|l| l.starts_with("  -"))
-        .filter_map(|l| {
-            let mut words = l.split_whitespace().map(|w| w.trim_end_matches(','));
-            let first = words.next()?;
-            let (short, long) = if first.starts_with("--") {
-                (None, first)
-            } else {
-                (Some(first.to_string()), words.next()?)
+    let mut out = Help {
+        usage: usage.to_string(),
+        ..Help::default()
+    };
+    let mut list: Option<&mut Vec<Entry>> = None;
+    for line in lines {
+        match line {
+            "Positional Arguments:" => list = Some(&mut out.positionals),
+            "Options:" => list = Some(&mut out.options),
+            "Commands:" => list = Some(&mut out.commands),
+            _ => {}
+        }
+        let Some(list) = list.as_deref_mut() else {
+            let sep = if out.about.is_empty() { "" } else { "\n" };
+            if !line.is_empty() || !out.about.is_empty() {
+                out.about = format!("{}{sep}{line}", out.about);
+            }
+            continue;
+        };
+        if line.starts_with("    ") {
+            if let Some(last) = list.last_mut() {
+                let sep = if last.about.is_empty() { "" } else { " " };
+                last.about = format!("{}{sep}{}", last.about, line.trim());
+            }
+        } else if let Some(entry) = line.strip_prefix("  ") {
+            // Names ("-e, --exclude", "--help, help"), then the description: with
+            // a single space between them when the name fills its column.
+            let mut names = Vec::new();
+            let mut about = entry;
+            loop {
+                let (word, tail) = about.split_once(' ').unwrap_or((about, ""));
+                about = tail;
+                match word.strip_suffix(',') {
+                    Some(w) => names.push(w),
+                    None => break names.push(word),
+                }
+            }
+            let (short, name) = match names[..] {
+                [first, long, ..] if !first.starts_with("--") => (Some(first.to_string()), long),
+                _ => (None, names[0]),
             };
-            let takes_value = takes(long) || short.as_deref().is_some_and(takes);
-            Some(Flag {
-                long: long.to_string(),
+            list.push(Entry {
+                name: name.to_string(),
+                value: value(name).or_else(|| short.as_deref().and_then(value)),
                 short,
-                takes_value,
-            })
-        })
-        .collect()
-}
-
-/// The commands the top-level help lists.
-fn commands(help: &str) -> Vec<String> {
-    help.lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
-        .filter_map(|l| l.split_whitespace().next().map(String::from))
-        .collect()
+                about: about.trim().to_string(),
+            });
+        }
+    }
+    out.about = out.about.trim_end().to_string();
+    out
 }
 
 /// Levenshtein distance, on bytes (flag and command names are ASCII).
@@ -145,18 +184,18 @@ pub fn normalize(args: &[String]) -> Result<Vec<String>, Refusal> {
         }
         return Ok(out);
     };
-    let names = commands(&help(None));
-    if !names.iter().any(|n| n == cmd) {
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let names = parse(&help(None)).commands;
+    if !names.iter().any(|n| n.name == cmd) {
+        let names: Vec<&str> = names.iter().map(|n| n.name.as_str()).collect();
         let guess = nearest(cmd, &names).map_or(String::new(), |g| format!(" (did you mean {g}?)"));
         return Err(refuse(None, format!("unknown command {cmd}{guess}")));
     }
-    let flags = flags(&help(Some(cmd)));
+    let flags = parse(&help(Some(cmd))).options;
     let takes_value = |name: &str| {
         flags
             .iter()
-            .find(|f| f.long == name || f.short.as_deref() == Some(name))
-            .map(|f| f.takes_value)
+            .find(|f| f.name == name || f.short.as_deref() == Some(name))
+            .map(|f| f.value.is_some())
     };
     let mut out = vec![cmd.to_string()];
     let mut rest = args[1..].iter();
@@ -204,8 +243,8 @@ pub fn rewrite(args: &[String], argh_says: &str) -> Refusal {
     let first = lines.next().unwrap_or("invalid arguments").trim();
     let what = if let Some(arg) = first.strip_prefix("Unrecognized argument: ") {
         if arg.starts_with('-') {
-            let flags = flags(&help(cmd));
-            let longs: Vec<&str> = flags.iter().map(|f| f.long.as_str()).collect();
+            let flags = parse(&help(cmd)).options;
+            let longs: Vec<&str> = flags.iter().map(|f| f.name.as_str()).collect();
             let guess =
                 nearest(arg, &longs).map_or(String::new(), |g| format!(" (did you mean {g}?)"));
             format!("unknown option {arg}{guess}")
@@ -238,15 +277,45 @@ mod tests {
 
     #[test]
     fn options_and_switches_come_from_the_help_text() {
-        let f = flags(&help(Some("restore")));
-        let get = |l: &str| f.iter().find(|x| x.long == l).unwrap();
-        assert!(get("--remote").takes_value);
+        let h = parse(&help(Some("restore")));
+        assert!(h.usage.starts_with("chute restore "), "{}", h.usage);
+        assert!(h.about.starts_with("Restore a snapshot"), "{}", h.about);
+        let f = &h.options;
+        let get = |l: &str| f.iter().find(|x| x.name == l).unwrap();
+        assert_eq!(get("--remote").value.as_deref(), Some("remote"));
         assert_eq!(get("--remote").short.as_deref(), Some("-r"));
-        assert!(get("--to").takes_value);
-        assert!(!get("--force").takes_value);
+        assert_eq!(get("--to").value.as_deref(), Some("to"));
+        assert_eq!(get("--force").value, None);
         assert_eq!(get("--force").short.as_deref(), Some("-f"));
-        assert!(!get("--accept-rollback").takes_value);
-        assert!(commands(&help(None)).iter().any(|c| c == "restore"));
+        assert_eq!(get("--accept-rollback").value, None);
+        assert_eq!(h.positionals[0].name, "snapshot");
+        assert!(!h.positionals[0].about.is_empty());
+        let top = parse(&help(None));
+        let restore = top.commands.iter().find(|c| c.name == "restore").unwrap();
+        assert!(restore.about.starts_with("Restore a snapshot"));
+        // A description that wraps is one string; a name too long for its column
+        // has its description on the next lines.
+        let sink = parse(&help(Some("sink")));
+        let rollback = sink.options.iter().find(|x| x.name == "--accept-rollback");
+        assert!(rollback.unwrap().about.starts_with("take the store's view"));
+        let no = sink
+            .options
+            .iter()
+            .find(|x| x.name == "--no-exclude-caches");
+        assert_eq!(
+            no.map(|x| x.about.as_str()),
+            Some("back up directories holding a CACHEDIR.TAG too")
+        );
+        let files = sink
+            .options
+            .iter()
+            .find(|x| x.name == "--files-from")
+            .unwrap();
+        assert!(
+            files.about.ends_with("repeatable (CHUTE_PATHS_FILE)"),
+            "{}",
+            files.about
+        );
     }
 
     #[test]

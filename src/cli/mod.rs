@@ -26,6 +26,7 @@ mod argv;
 mod backup;
 mod browse_cmd;
 mod forget_cmd;
+mod generate;
 mod keys;
 mod prune_cmd;
 mod scrub_cmd;
@@ -585,6 +586,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Forget(c) => forget_cmd::cmd(&settings, c),
         Command::Prune(c) => prune_cmd::cmd(&settings, c),
         Command::Scrub(c) => scrub_cmd::cmd(&settings, c),
+        Command::Generate(c) => generate::cmd(c),
     }
 }
 
