@@ -29,6 +29,10 @@
 //! and is not retried until the peer has answered once (nothing listens there: the
 //! 8 s of backoff would only delay the error). Connecting times out after
 //! [`CONNECT_TIMEOUT`].
+//!
+//! Request and answer bodies pass through [`crate::throttle`]'s limits, when the
+//! command set any: a paced body still goes out with its Content-Length (the
+//! server needs one), and the body timeouts grow with the limit.
 
 use super::answer::{self, Array, Value};
 use super::{Error, ErrorKind, Remote, Result, one_line, retry};

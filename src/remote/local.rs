@@ -1,5 +1,7 @@
 //! [`Remote`] over a [`Store`] in this process: a directory (the embedded default
 //! and any `--remote DIR`), or any other backend of the store ([`LocalRemote::over`]).
+//! On a directory, window writes and reads are paced by [`crate::throttle`]'s
+//! limits, as a peer's are (a bucket's client paces its own requests).
 
 use super::{Error, ErrorKind, Remote, Result, parse_index};
 use crate::blob::{BlobId, Uncommitted};

@@ -41,7 +41,9 @@
 //! must carry a `CopyObjectResult` (S3 may answer 200 with an `Error` body).
 //! Redirects are not followed: a signed request goes only where it was aimed.
 //! Connecting times out after [`CONNECT_TIMEOUT`], each read and write after
-//! [`IO_TIMEOUT`].
+//! [`IO_TIMEOUT`]. Request and answer bodies pass through [`crate::throttle`]'s
+//! limits (a paced body keeps its Content-Length; whole phases' timeouts grow
+//! with the limit).
 //!
 //! **Errors** are [`crate::remote::Error`]s, one line naming the operation, the
 //! key, the status and the S3 error code: a transport failure, a timeout, 500,
