@@ -51,6 +51,7 @@ pub mod spent;
 pub mod store;
 pub mod sys;
 pub mod testhooks;
+pub mod throttle;
 pub mod ui;
 pub mod units;
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod hostile_conn;
 mod hostile_peer;
 mod hostile_store;
 mod incremental;
+mod limits;
 mod maintenance;
 mod manifest_v3;
 mod proof;

@@ -109,6 +109,14 @@ pub struct SinkCmd {
     /// node name (CHUTE_NODE; default the host name)
     #[argh(option, short = 'n')]
     pub node: Option<String>,
+    /// send at most RATE bytes a second to the remote (e.g. 2M, 500K; also to a
+    /// store directory); all threads share it (CHUTE_LIMIT_UPLOAD)
+    #[argh(option)]
+    pub limit_upload: Option<String>,
+    /// read at most RATE bytes a second from the remote (e.g. 8M; also from a
+    /// store directory); all threads share it (CHUTE_LIMIT_DOWNLOAD)
+    #[argh(option)]
+    pub limit_download: Option<String>,
     /// sealing and upload threads (default: the number of cores)
     #[argh(option, short = 'j')]
     pub threads: Option<usize>,
@@ -197,6 +205,10 @@ pub struct RestoreCmd {
     /// node (CHUTE_NODE)
     #[argh(option, short = 'n')]
     pub node: Option<String>,
+    /// read at most RATE bytes a second from the remote (e.g. 8M; also from a
+    /// store directory); all threads share it (CHUTE_LIMIT_DOWNLOAD)
+    #[argh(option)]
+    pub limit_download: Option<String>,
     /// download and write threads (default: the number of cores)
     #[argh(option, short = 'j')]
     pub threads: Option<usize>,
@@ -235,6 +247,10 @@ pub struct LsCmd {
     /// node (CHUTE_NODE)
     #[argh(option, short = 'n')]
     pub node: Option<String>,
+    /// read at most RATE bytes a second from the remote (e.g. 8M; also from a
+    /// store directory); all threads share it (CHUTE_LIMIT_DOWNLOAD)
+    #[argh(option)]
+    pub limit_download: Option<String>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
@@ -267,6 +283,10 @@ pub struct FindCmd {
     /// node (CHUTE_NODE)
     #[argh(option, short = 'n')]
     pub node: Option<String>,
+    /// read at most RATE bytes a second from the remote (e.g. 8M; also from a
+    /// store directory); all threads share it (CHUTE_LIMIT_DOWNLOAD)
+    #[argh(option)]
+    pub limit_download: Option<String>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
@@ -299,6 +319,10 @@ pub struct DiffCmd {
     /// node (CHUTE_NODE)
     #[argh(option, short = 'n')]
     pub node: Option<String>,
+    /// read at most RATE bytes a second from the remote (e.g. 8M; also from a
+    /// store directory); all threads share it (CHUTE_LIMIT_DOWNLOAD)
+    #[argh(option)]
+    pub limit_download: Option<String>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
@@ -448,6 +472,10 @@ pub struct VerifyCmd {
     /// node (CHUTE_NODE)
     #[argh(option, short = 'n')]
     pub node: Option<String>,
+    /// read at most RATE bytes a second from the remote (e.g. 8M; also from a
+    /// store directory); all threads share it (CHUTE_LIMIT_DOWNLOAD)
+    #[argh(option)]
+    pub limit_download: Option<String>,
     /// parallel requests (default: the number of cores)
     #[argh(option, short = 'j')]
     pub threads: Option<usize>,
@@ -528,6 +556,14 @@ pub struct PruneCmd {
     /// node (CHUTE_NODE)
     #[argh(option, short = 'n')]
     pub node: Option<String>,
+    /// send at most RATE bytes a second to the remote (e.g. 2M, 500K; also to a
+    /// store directory); all threads share it (CHUTE_LIMIT_UPLOAD)
+    #[argh(option)]
+    pub limit_upload: Option<String>,
+    /// read at most RATE bytes a second from the remote (e.g. 8M; also from a
+    /// store directory); all threads share it (CHUTE_LIMIT_DOWNLOAD)
+    #[argh(option)]
+    pub limit_download: Option<String>,
     /// proves the peer's admin key, which an --append-only peer asks of every
     /// delete; keep it off the nightly cron job
     #[argh(option)]

@@ -53,6 +53,8 @@ pub const SETTINGS: &[&str] = &[
     "CHUTE_EXCLUDE_CACHES",
     "CHUTE_EXCLUDE_FILE",
     "CHUTE_KEY_FILE",
+    "CHUTE_LIMIT_DOWNLOAD",
+    "CHUTE_LIMIT_UPLOAD",
     "CHUTE_LISTEN",
     "CHUTE_MAX_CONNECTIONS",
     "CHUTE_MAX_PER_ADDRESS",
@@ -223,6 +225,21 @@ impl Settings {
             Ok(crate::store::Store::init(root)?)
         } else {
             Ok((crate::store::Store::open(root)?, false))
+        }
+    }
+
+    /// A bandwidth limit in bytes a second (`2M`, `500K`), if one is set; 0 and
+    /// anything that is not a size are refused.
+    fn rate(&self, flag: Option<String>, name: &str, opt: &str) -> Result<Option<u64>> {
+        let Some(v) = self.get(flag, name) else {
+            return Ok(None);
+        };
+        match units::parse_bytes(v.trim()) {
+            Ok(0) => Err(Error::Usage(format!(
+                "{opt} {v:?}: a limit must be above 0 bytes a second (unset it for none)"
+            ))),
+            Ok(r) => Ok(Some(r)),
+            Err(e) => Err(Error::Usage(format!("{opt}: {e}"))),
         }
     }
 
@@ -571,6 +588,23 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     let settings = Settings::load()?;
+    // Before any remote is opened: its clients size their timeouts by them.
+    let limits = match &cli.command {
+        Command::Sink(c) => Some((c.limit_upload.clone(), c.limit_download.clone())),
+        Command::Prune(c) => Some((c.limit_upload.clone(), c.limit_download.clone())),
+        Command::Restore(c) => Some((None, c.limit_download.clone())),
+        Command::Verify(c) => Some((None, c.limit_download.clone())),
+        Command::Ls(c) => Some((None, c.limit_download.clone())),
+        Command::Find(c) => Some((None, c.limit_download.clone())),
+        Command::Diff(c) => Some((None, c.limit_download.clone())),
+        _ => None,
+    };
+    if let Some((up, down)) = limits {
+        crate::throttle::set(
+            settings.rate(up, "CHUTE_LIMIT_UPLOAD", "--limit-upload")?,
+            settings.rate(down, "CHUTE_LIMIT_DOWNLOAD", "--limit-download")?,
+        );
+    }
     match cli.command {
         Command::Init(c) => keys::init(&settings, c),
         Command::Sink(c) => backup::sink_cmd(&settings, c),

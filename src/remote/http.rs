@@ -29,6 +29,10 @@
 //! and is not retried until the peer has answered once (nothing listens there: the
 //! 8 s of backoff would only delay the error). Connecting times out after
 //! [`CONNECT_TIMEOUT`].
+//!
+//! Request and answer bodies pass through [`crate::throttle`]'s limits, when the
+//! command set any: a paced body still goes out with its Content-Length (the
+//! server needs one), and the body timeouts grow with the limit.
 
 use super::answer::{self, Array, Value};
 use super::{Error, ErrorKind, Remote, Result, one_line, retry};
@@ -36,6 +40,7 @@ use crate::auth::{self, Signer};
 use crate::blob::{BlobId, BlobState, Uncommitted};
 use crate::format::Index;
 use crate::store;
+use crate::throttle;
 use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -142,9 +147,9 @@ impl HttpRemote {
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_send_body(Some(Duration::from_secs(120)))
+            .timeout_send_body(Some(throttle::body_timeout(Duration::from_secs(120))))
             .timeout_recv_response(Some(Duration::from_secs(120)))
-            .timeout_recv_body(Some(Duration::from_secs(120)))
+            .timeout_recv_body(Some(throttle::body_timeout(Duration::from_secs(120))))
             .max_idle_connections_per_host(16)
             // A 3xx comes back as an answer (a refusal, see `check`): following it
             // would send the signed request, body and all, wherever the peer says.
@@ -432,7 +437,8 @@ impl HttpRemote {
         resp: &mut ureq::http::Response<ureq::Body>,
         cap: u64,
     ) -> Result<Vec<u8>> {
-        answer::read_capped(resp.body_mut().as_reader(), cap).map_err(self.answer_error(what))
+        let body = throttle::download(resp.body_mut().as_reader());
+        answer::read_capped(body, cap).map_err(self.answer_error(what))
     }
 
     /// A window's hex digest (a hash, a challenge's answer) of `N` bytes, or `None`
@@ -680,7 +686,7 @@ impl HttpRemote {
         let req = b
             .body(body)
             .map_err(|e| Error::new(ErrorKind::Refused, format!("{what}: {e}")))?;
-        let r = self.agent.run(req).map_err(self.transport(what))?;
+        let r = throttle::run(&self.agent, req).map_err(self.transport(what))?;
         self.reached.store(true, Ordering::Relaxed);
         self.authenticate(what, nonce.as_deref(), r, expect)
     }
@@ -733,7 +739,10 @@ impl HttpRemote {
         use sha2::Digest;
         let mut a = self.send(what, "GET", path, &[], &[], Expect::List)?;
         let mut body = Hashing {
-            inner: answer::Capped::new(a.resp.body_mut().as_reader(), MAX_LIST_BYTES),
+            inner: answer::Capped::new(
+                throttle::download(a.resp.body_mut().as_reader()),
+                MAX_LIST_BYTES,
+            ),
             sha: sha2::Sha256::new(),
         };
         // A list refused entry by entry (too long, a bad entry) fails here, before

@@ -1,5 +1,7 @@
 //! [`Remote`] over a [`Store`] in this process: a directory (the embedded default
 //! and any `--remote DIR`), or any other backend of the store ([`LocalRemote::over`]).
+//! On a directory, window writes and reads are paced by [`crate::throttle`]'s
+//! limits, as a peer's are (a bucket's client paces its own requests).
 
 use super::{Error, ErrorKind, Remote, Result, parse_index};
 use crate::blob::{BlobId, Uncommitted};
@@ -10,19 +12,25 @@ use std::path::Path;
 /// A store opened in this process.
 pub struct LocalRemote {
     store: Store,
+    /// The upload and download limits, on a directory (an S3 backend's client
+    /// paces its own requests).
+    limits: [Option<&'static crate::throttle::Limit>; 2],
 }
 
 impl LocalRemote {
     /// Opens the store at `dir`, which must exist (see [`Store::open`]).
     pub fn open(dir: &Path) -> crate::Result<LocalRemote> {
-        Ok(LocalRemote {
-            store: Store::open(dir)?,
-        })
+        Ok(LocalRemote::over(Store::open(dir)?))
     }
 
     /// A remote over `store`, whatever its backend.
     pub fn over(store: Store) -> LocalRemote {
-        LocalRemote { store }
+        use crate::throttle::{down, up};
+        let dir = store.backend().local_dir().is_some();
+        LocalRemote {
+            limits: if dir { [up(), down()] } else { [None; 2] },
+            store,
+        }
     }
 }
 
@@ -43,9 +51,13 @@ impl Remote for LocalRemote {
         let offset = n
             .checked_mul(window)
             .ok_or_else(|| Error::new(ErrorKind::Refused, "window offset overflows"))?;
+        let mut paced = crate::throttle::Paced {
+            inner: data,
+            limit: self.limits[0],
+        };
         Ok(self
             .store
-            .write(id, offset, data.len() as u64, &mut &data[..], None)?)
+            .write(id, offset, data.len() as u64, &mut paced, None)?)
     }
 
     fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>> {
@@ -75,7 +87,9 @@ impl Remote for LocalRemote {
     }
 
     fn read(&self, id: &BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
-        Ok(self.store.read(id, offset, len)?)
+        let out = self.store.read(id, offset, len)?;
+        crate::throttle::spend(self.limits[1], out.len());
+        Ok(out)
     }
 
     fn commit(&self, id: &BlobId, index: &Index) -> Result<()> {

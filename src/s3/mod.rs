@@ -41,7 +41,9 @@
 //! must carry a `CopyObjectResult` (S3 may answer 200 with an `Error` body).
 //! Redirects are not followed: a signed request goes only where it was aimed.
 //! Connecting times out after [`CONNECT_TIMEOUT`], each read and write after
-//! [`IO_TIMEOUT`].
+//! [`IO_TIMEOUT`]. Request and answer bodies pass through [`crate::throttle`]'s
+//! limits (a paced body keeps its Content-Length; whole phases' timeouts grow
+//! with the limit).
 //!
 //! **Errors** are [`crate::remote::Error`]s, one line naming the operation, the
 //! key, the status and the S3 error code: a transport failure, a timeout, 500,
@@ -112,9 +114,9 @@ impl Client {
             .timeout_per_write(Some(IO_TIMEOUT))
             // Whole phases bounded too, as the peer's client does: a server that
             // sends a byte a minute cannot hold a request open for long.
-            .timeout_send_body(Some(PHASE_TIMEOUT))
+            .timeout_send_body(Some(crate::throttle::body_timeout(PHASE_TIMEOUT)))
             .timeout_recv_response(Some(PHASE_TIMEOUT))
-            .timeout_recv_body(Some(PHASE_TIMEOUT))
+            .timeout_recv_body(Some(crate::throttle::body_timeout(PHASE_TIMEOUT)))
             .max_idle_connections_per_host(16)
             // A 3xx is an answer (refused, see `failure`): following it would send
             // a signed request, body and all, wherever the answer says.
@@ -195,7 +197,7 @@ impl Client {
         let req = req
             .body(body)
             .map_err(|e| Error::new(ErrorKind::Refused, format!("{what}: bad request: {e}")))?;
-        self.agent.run(req).map_err(|e| self.transport(what, e))
+        crate::throttle::run(&self.agent, req).map_err(|e| self.transport(what, e))
     }
 
     fn transport(&self, what: &str, e: ureq::Error) -> Error {
@@ -255,8 +257,7 @@ impl Client {
     /// grows with the bytes that arrive, not with `cap`.
     fn body(&self, what: &str, resp: &mut Response, cap: u64) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(cap.min(64 << 10) as usize);
-        resp.body_mut()
-            .as_reader()
+        crate::throttle::download(resp.body_mut().as_reader())
             .take(cap.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| {
@@ -541,7 +542,10 @@ impl Listing<'_> {
         if resp.status().as_u16() != 200 {
             return Err(c.failure(&what, resp));
         }
-        let reader = BufReader::with_capacity(16 << 10, resp.body_mut().as_reader());
+        let reader = BufReader::with_capacity(
+            16 << 10,
+            crate::throttle::download(resp.body_mut().as_reader()),
+        );
         let mut page = list::parse_page(reader, self.max_keys).map_err(|e| {
             let kind = match e {
                 xml::Error::Io(_) => ErrorKind::Unavailable,

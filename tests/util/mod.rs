@@ -104,6 +104,8 @@ impl Env {
             .env_remove("CHUTE_ONE_FILE_SYSTEM")
             .env_remove("CHUTE_S3_CREDENTIALS_FILE")
             .env_remove("CHUTE_S3_VIRTUAL_HOST")
+            .env_remove("CHUTE_LIMIT_UPLOAD")
+            .env_remove("CHUTE_LIMIT_DOWNLOAD")
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env_remove("AWS_DEFAULT_REGION")
