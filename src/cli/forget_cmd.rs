@@ -20,6 +20,12 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
             "give either snapshot ids or --keep-* rules, not both".into(),
         ));
     }
+    let scope = super::backup::tags("--tag", c.tag, true)?;
+    if !scope.is_empty() && !c.snapshots.is_empty() {
+        return Err(Error::Usage(
+            "--tag limits a --keep-* policy; snapshot ids name what to forget".into(),
+        ));
+    }
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, c.admin_key_file)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
     let mut remove: Vec<Snapshot> = Vec::new();
@@ -46,7 +52,11 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
         }
     } else {
         let mut groups: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
-        for snap in all {
+        // Out of the --tag scope: not shown, not counted, not forgotten.
+        for snap in all
+            .into_iter()
+            .filter(|s| snapshot::tags_match(&scope, &s.header.tags))
+        {
             groups
                 .entry(snap.blob.mount.clone())
                 .or_default()
@@ -57,7 +67,8 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
                 .iter()
                 .map(|s| (s.header.time, s.header.time_ns))
                 .collect();
-            let reasons = apply(&policy, &times);
+            let tags: Vec<&[String]> = group.iter().map(|s| &s.header.tags[..]).collect();
+            let reasons = apply(&policy, &times, &tags);
             let paths: Vec<String> = group[0]
                 .header
                 .roots
@@ -143,6 +154,7 @@ fn parse_count(flag: &str, v: &Option<String>) -> Result<i64> {
 /// The policy the flags describe.
 pub fn policy_of(c: &ForgetCmd) -> Result<Policy> {
     Ok(Policy {
+        keep_tags: super::backup::tags("--keep-tag", c.keep_tag.clone(), true)?,
         last: parse_count("last", &c.keep_last)?,
         hourly: parse_count("hourly", &c.keep_hourly)?,
         daily: parse_count("daily", &c.keep_daily)?,
