@@ -127,13 +127,16 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Applies `policy` to one group, given each snapshot's time (seconds, nanoseconds)
-/// and tags, in any order. Returns, for each input, why it is kept: empty means
-/// forget it.
-pub fn apply(policy: &Policy, times: &[(i64, u32)], tags: &[&[String]]) -> Vec<Vec<String>> {
+/// One snapshot as [`apply`] sees it: its time (seconds, nanoseconds) and tags.
+pub type Item<'a> = (i64, u32, &'a [String]);
+
+/// Applies `policy` to one group, given its snapshots in any order. Returns, for
+/// each, why it is kept: empty means forget it.
+pub fn apply(policy: &Policy, times: &[Item]) -> Vec<Vec<String>> {
     let mut order: Vec<usize> = (0..times.len()).collect();
     // Newest first; a stable sort keeps ties in input order, as restic's does.
-    crate::sort::by(&mut order, |&a, &b| times[b].cmp(&times[a]));
+    let time = |i: usize| (times[i].0, times[i].1);
+    crate::sort::by(&mut order, |&a, &b| time(b).cmp(&time(a)));
     let mut reasons = vec![Vec::new(); times.len()];
     let mut buckets: Vec<(i64, Rule, Option<i64>)> = policy
         .rules()
@@ -143,10 +146,7 @@ pub fn apply(policy: &Policy, times: &[(i64, u32)], tags: &[&[String]]) -> Vec<V
         .collect();
     for (nr, &i) in order.iter().enumerate() {
         let oldest = nr + 1 == order.len();
-        let tagged = tags.get(i).is_some_and(|t| {
-            !policy.keep_tags.is_empty() && snapshot::tags_match(&policy.keep_tags, t)
-        });
-        if tagged {
+        if !policy.keep_tags.is_empty() && snapshot::tags_match(&policy.keep_tags, times[i].2) {
             reasons[i].push("tag".to_string());
         }
         for (count, rule, last) in &mut buckets {
@@ -191,10 +191,10 @@ mod tests {
     use super::*;
 
     /// `YYYY-MM-DD HH:MM` UTC to seconds.
-    fn t(s: &str) -> (i64, u32) {
+    fn t(s: &str) -> Item<'static> {
         let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
         let days = days_from_civil(n(0, 4), n(5, 7), n(8, 10));
-        (days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60, 0)
+        (days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60, 0, &[])
     }
 
     /// Twelve snapshots over two years, numbered oldest first from 1. Chosen edges:
@@ -216,8 +216,8 @@ mod tests {
     ];
 
     fn kept(p: Policy) -> Vec<usize> {
-        let times: Vec<(i64, u32)> = TIMES.iter().map(|s| t(s)).collect();
-        apply(&p, &times, &[])
+        let times: Vec<Item> = TIMES.iter().map(|s| t(s)).collect();
+        apply(&p, &times)
             .iter()
             .enumerate()
             .filter(|(_, r)| !r.is_empty())
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn reasons_name_every_rule() {
-        let times: Vec<(i64, u32)> = TIMES.iter().map(|s| t(s)).collect();
+        let times: Vec<Item> = TIMES.iter().map(|s| t(s)).collect();
         let r = apply(
             &Policy {
                 hourly: 2,
@@ -305,7 +305,6 @@ mod tests {
                 ..Policy::default()
             },
             &times,
-            &[],
         );
         assert_eq!(r[11], ["hourly", "weekly", "monthly", "yearly"]);
         assert_eq!(r[10], ["hourly"]);
@@ -325,7 +324,6 @@ mod tests {
                 ..Policy::default()
             },
             &rev,
-            &[],
         );
         let mut r2 = r2;
         r2.reverse();
@@ -363,16 +361,18 @@ mod tests {
     // comes first in the reasons; a,b asks for both tags, repeating for either.
     #[test]
     fn keep_tags_keep_what_the_rules_drop() {
-        let times: Vec<(i64, u32)> = TIMES.iter().map(|s| t(s)).collect();
         let v = |s: &[&str]| s.iter().map(|t| t.to_string()).collect::<Vec<String>>();
         let (keep, both, other, none) = (v(&["keep"]), v(&["keep", "x"]), v(&["x"]), v(&[]));
         // #1 keep, #5 keep and x, #12 keep, #9 x only.
-        let tags: Vec<&[String]> = (1..=12)
-            .map(|n| match n {
-                1 | 12 => &keep[..],
-                5 => &both[..],
-                9 => &other[..],
-                _ => &none[..],
+        let times: Vec<Item> = (1..=12)
+            .map(|n| {
+                let tags = match n {
+                    1 | 12 => &keep[..],
+                    5 => &both[..],
+                    9 => &other[..],
+                    _ => &none[..],
+                };
+                (t(TIMES[n - 1]).0, 0, tags)
             })
             .collect();
         let kept = |keep_tags: &[&str], last| -> Vec<(usize, String)> {
@@ -381,7 +381,7 @@ mod tests {
                 keep_tags: v(keep_tags),
                 ..Policy::default()
             };
-            apply(&p, &times, &tags)
+            apply(&p, &times)
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| !r.is_empty())
@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn a_tag_scope_is_its_own_group() {
         let x = vec!["x".to_string()];
-        let tagged: Vec<(i64, u32)> = TIMES
+        let tagged: Vec<Item> = TIMES
             .iter()
             .enumerate()
             .filter(|&(i, _)| snapshot::tags_match(&x, if i == 4 || i == 8 { &x } else { &[] }))
@@ -423,6 +423,6 @@ mod tests {
             last: 1,
             ..Policy::default()
         };
-        assert_eq!(apply(&p, &tagged, &[]), [vec![], vec!["last".to_string()]]);
+        assert_eq!(apply(&p, &tagged), [vec![], vec!["last".to_string()]]);
     }
 }

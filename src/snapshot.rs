@@ -44,6 +44,11 @@ pub fn tags_match(filter: &[String], tags: &[String]) -> bool {
             .any(|f| f.split(',').all(|t| tags.iter().any(|x| x == t)))
 }
 
+/// Keeps the snapshots that pass a tag filter ([`tags_match`]).
+pub fn keep_tagged(snaps: &mut Vec<Snapshot>, filter: &[String]) {
+    snaps.retain(|s| tags_match(filter, &s.header.tags));
+}
+
 /// What a node's committed blobs are, opened with a key.
 #[derive(Debug, Default)]
 pub struct Listing {

@@ -267,7 +267,7 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
         node,
         cache_dir,
     } = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
-    let snaps = snapshot::all(&keys, remote.as_ref(), &domain, &node)?;
+    let mut snaps = snapshot::all(&keys, remote.as_ref(), &domain, &node)?;
     crate::chain::guard(
         &keys,
         remote.as_ref(),
@@ -284,9 +284,9 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
             eprintln!("hint: {h}");
         }
     }
+    snapshot::keep_tagged(&mut snaps, &filter);
     let items: Vec<ListItem> = snaps
         .iter()
-        .filter(|sn| snapshot::tags_match(&filter, &sn.header.tags))
         .map(|sn| ListItem {
             id: sn.short_id(),
             time: snapshot::display_time(sn.header.time),
@@ -311,11 +311,10 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
         return Ok(());
     }
     // A TAGS column only when a listed snapshot has tags, as wide as they are.
-    let tags: Vec<String> = items.iter().map(|i| i.tags.join(",")).collect();
-    let width = tags.iter().map(|t| t.chars().count()).max().unwrap_or(0);
-    let col = |t: &str| match width {
-        0 => String::new(),
-        w => format!("{:<1$}  ", t, w.max(4)),
+    let width = items.iter().map(|i| i.tags.join(",").len()).max();
+    let col = |t: &[String]| match width {
+        Some(w) if w > 0 => format!("{:<1$}  ", t.join(","), w.max(4)),
+        _ => String::new(),
     };
     println!(
         "{:<8}  {:<19}  {:>8}  {:>10}  {}PATHS",
@@ -323,16 +322,16 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
         "TIME (UTC)",
         "FILES",
         "SIZE",
-        col("TAGS")
+        col(&["TAGS".into()])
     );
-    for (i, t) in items.iter().zip(&tags) {
+    for i in &items {
         println!(
             "{:<8}  {:<19}  {:>8}  {:>10}  {}{}",
             i.id,
             i.time,
             i.files,
             units::human_bytes(i.bytes),
-            col(t),
+            col(&i.tags),
             i.paths.join(" ")
         );
     }

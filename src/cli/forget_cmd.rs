@@ -2,7 +2,7 @@
 
 use super::args::*;
 use super::{Settings, open_node};
-use crate::forget::{Policy, UNLIMITED, apply, plural, row};
+use crate::forget::{Item, Policy, UNLIMITED, apply, plural, row};
 use crate::snapshot::{self, Snapshot};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -53,22 +53,20 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
     } else {
         let mut groups: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
         // Out of the --tag scope: not shown, not counted, not forgotten.
-        for snap in all
-            .into_iter()
-            .filter(|s| snapshot::tags_match(&scope, &s.header.tags))
-        {
+        let mut all = all;
+        snapshot::keep_tagged(&mut all, &scope);
+        for snap in all {
             groups
                 .entry(snap.blob.mount.clone())
                 .or_default()
                 .push(snap);
         }
         for (n, group) in groups.values().enumerate() {
-            let times: Vec<(i64, u32)> = group
+            let times: Vec<Item> = group
                 .iter()
-                .map(|s| (s.header.time, s.header.time_ns))
+                .map(|s| (s.header.time, s.header.time_ns, &s.header.tags[..]))
                 .collect();
-            let tags: Vec<&[String]> = group.iter().map(|s| &s.header.tags[..]).collect();
-            let reasons = apply(&policy, &times, &tags);
+            let reasons = apply(&policy, &times);
             let paths: Vec<String> = group[0]
                 .header
                 .roots
