@@ -17,6 +17,12 @@
 //! is kept, and the output says by which; the others are forgotten. A policy with no
 //! rule on is refused: it would forget everything.
 //!
+//! Tags, as restic: `--keep-tag` keeps every snapshot that passes it as a tag
+//! filter ([`snapshot::tags_match`]: `a,b` both, repeated either) and says "tag";
+//! it has no count and takes none from the other rules, which still see that
+//! snapshot. `--tag` (same filter) limits the whole policy to the snapshots that
+//! pass it: the others are neither shown nor counted nor forgotten.
+//!
 //! # Forgetting
 //! [`crate::remote::Remote::forget`] renames the snapshot's `index.json` on the store:
 //! it leaves `list` at once, while its data stays, because later snapshots may share
@@ -25,8 +31,9 @@
 
 use crate::snapshot::{self, Snapshot};
 
-/// Counts per rule: 0 off, [`UNLIMITED`] never runs out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counts per rule: 0 off, [`UNLIMITED`] never runs out; and the `--keep-tag`
+/// filter (empty: off).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     pub last: i64,
     pub hourly: i64,
@@ -34,6 +41,7 @@ pub struct Policy {
     pub weekly: i64,
     pub monthly: i64,
     pub yearly: i64,
+    pub keep_tags: Vec<String>,
 }
 
 /// A count that never runs out.
@@ -119,12 +127,16 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Applies `policy` to one group, given each snapshot's time (seconds, nanoseconds)
-/// in any order. Returns, for each input, why it is kept: empty means forget it.
-pub fn apply(policy: &Policy, times: &[(i64, u32)]) -> Vec<Vec<String>> {
+/// One snapshot as [`apply`] sees it: its time (seconds, nanoseconds) and tags.
+pub type Item<'a> = (i64, u32, &'a [String]);
+
+/// Applies `policy` to one group, given its snapshots in any order. Returns, for
+/// each, why it is kept: empty means forget it.
+pub fn apply(policy: &Policy, times: &[Item]) -> Vec<Vec<String>> {
     let mut order: Vec<usize> = (0..times.len()).collect();
     // Newest first; a stable sort keeps ties in input order, as restic's does.
-    crate::sort::by(&mut order, |&a, &b| times[b].cmp(&times[a]));
+    let time = |i: usize| (times[i].0, times[i].1);
+    crate::sort::by(&mut order, |&a, &b| time(b).cmp(&time(a)));
     let mut reasons = vec![Vec::new(); times.len()];
     let mut buckets: Vec<(i64, Rule, Option<i64>)> = policy
         .rules()
@@ -134,6 +146,9 @@ pub fn apply(policy: &Policy, times: &[(i64, u32)]) -> Vec<Vec<String>> {
         .collect();
     for (nr, &i) in order.iter().enumerate() {
         let oldest = nr + 1 == order.len();
+        if !policy.keep_tags.is_empty() && snapshot::tags_match(&policy.keep_tags, times[i].2) {
+            reasons[i].push("tag".to_string());
+        }
         for (count, rule, last) in &mut buckets {
             if *count == 0 {
                 continue;
@@ -176,10 +191,10 @@ mod tests {
     use super::*;
 
     /// `YYYY-MM-DD HH:MM` UTC to seconds.
-    fn t(s: &str) -> (i64, u32) {
+    fn t(s: &str) -> Item<'static> {
         let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
         let days = days_from_civil(n(0, 4), n(5, 7), n(8, 10));
-        (days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60, 0)
+        (days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60, 0, &[])
     }
 
     /// Twelve snapshots over two years, numbered oldest first from 1. Chosen edges:
@@ -201,7 +216,7 @@ mod tests {
     ];
 
     fn kept(p: Policy) -> Vec<usize> {
-        let times: Vec<(i64, u32)> = TIMES.iter().map(|s| t(s)).collect();
+        let times: Vec<Item> = TIMES.iter().map(|s| t(s)).collect();
         apply(&p, &times)
             .iter()
             .enumerate()
@@ -274,13 +289,13 @@ mod tests {
             ("yearly 1", Policy { yearly: 1, ..p() }, &[12]),
         ];
         for (name, policy, want) in table {
-            assert_eq!(&kept(*policy), want, "{name}");
+            assert_eq!(&kept(policy.clone()), want, "{name}");
         }
     }
 
     #[test]
     fn reasons_name_every_rule() {
-        let times: Vec<(i64, u32)> = TIMES.iter().map(|s| t(s)).collect();
+        let times: Vec<Item> = TIMES.iter().map(|s| t(s)).collect();
         let r = apply(
             &Policy {
                 hourly: 2,
@@ -335,5 +350,79 @@ mod tests {
     #[test]
     fn an_empty_policy_is_empty() {
         assert!(Policy::default().is_empty());
+        let tags = Policy {
+            keep_tags: vec!["keep".into()],
+            ..Policy::default()
+        };
+        assert!(!tags.is_empty());
+    }
+
+    // --keep-tag keeps what the rules drop, takes none of their counts and
+    // comes first in the reasons; a,b asks for both tags, repeating for either.
+    #[test]
+    fn keep_tags_keep_what_the_rules_drop() {
+        let v = |s: &[&str]| s.iter().map(|t| t.to_string()).collect::<Vec<String>>();
+        let (keep, both, other, none) = (v(&["keep"]), v(&["keep", "x"]), v(&["x"]), v(&[]));
+        // #1 keep, #5 keep and x, #12 keep, #9 x only.
+        let times: Vec<Item> = (1..=12)
+            .map(|n| {
+                let tags = match n {
+                    1 | 12 => &keep[..],
+                    5 => &both[..],
+                    9 => &other[..],
+                    _ => &none[..],
+                };
+                (t(TIMES[n - 1]).0, 0, tags)
+            })
+            .collect();
+        let kept = |keep_tags: &[&str], last| -> Vec<(usize, String)> {
+            let p = Policy {
+                last,
+                keep_tags: v(keep_tags),
+                ..Policy::default()
+            };
+            apply(&p, &times)
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.is_empty())
+                .map(|(i, r)| (i + 1, r.join(" ")))
+                .collect()
+        };
+        let k = |l: &[(usize, &str)]| -> Vec<(usize, String)> {
+            l.iter().map(|&(n, r)| (n, r.to_string())).collect()
+        };
+        // Without tags, last 2 keeps #11 and #12; with them #12's "last" still
+        // counts, so #11 is still the second, and #1 and #5 stay.
+        assert_eq!(kept(&[], 2), k(&[(11, "last"), (12, "last")]));
+        assert_eq!(
+            kept(&["keep"], 2),
+            k(&[(1, "tag"), (5, "tag"), (11, "last"), (12, "tag last")])
+        );
+        assert_eq!(
+            kept(&["keep"], 0),
+            k(&[(1, "tag"), (5, "tag"), (12, "tag")])
+        );
+        assert_eq!(kept(&["keep,x"], 0), k(&[(5, "tag")]));
+        assert_eq!(kept(&["x", "nope"], 0), k(&[(5, "tag"), (9, "tag")]));
+        assert_eq!(kept(&["nope"], 0), k(&[]));
+    }
+
+    // --tag limits the policy's scope: applied to the tagged snapshots alone,
+    // last 1 keeps the newest tagged one, not the newest of all.
+    #[test]
+    fn a_tag_scope_is_its_own_group() {
+        let x = vec!["x".to_string()];
+        let tagged: Vec<Item> = TIMES
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| snapshot::tags_match(&x, if i == 4 || i == 8 { &x } else { &[] }))
+            .map(|(_, s)| t(s))
+            .collect();
+        assert_eq!(tagged, [t(TIMES[4]), t(TIMES[8])]);
+        let p = Policy {
+            last: 1,
+            ..Policy::default()
+        };
+        assert_eq!(apply(&p, &tagged), [vec![], vec!["last".to_string()]]);
     }
 }

@@ -1,7 +1,9 @@
 //! Finding and naming snapshots: a node's committed blobs, opened with its key.
 //!
 //! A snapshot's short id is the first 8 hex digits of SHA-256 of its blob path; the
-//! user may also name one by its timestamp, or say `latest`.
+//! user may also name one by its timestamp, or say `latest`. Its tags (sealed in
+//! its header) select it for `list --tag` and `forget --tag/--keep-tag`
+//! ([`tags_match`]).
 
 use crate::blob::BlobId;
 use crate::crypto::Keys;
@@ -29,6 +31,22 @@ impl Snapshot {
 /// The short id of a blob.
 pub fn short_id(blob: &BlobId) -> String {
     crate::hex::encode(&crate::crypto::sha256(blob.path().as_bytes())[..4])
+}
+
+/// Whether a snapshot carrying `tags` passes a tag filter (restic's rule): an
+/// empty filter passes every snapshot; otherwise one of its entries must, an
+/// entry being a comma-separated list of tags the snapshot must all carry. So
+/// `--tag a,b` asks for both, `--tag a --tag b` for either.
+pub fn tags_match(filter: &[String], tags: &[String]) -> bool {
+    filter.is_empty()
+        || filter
+            .iter()
+            .any(|f| f.split(',').all(|t| tags.iter().any(|x| x == t)))
+}
+
+/// Keeps the snapshots that pass a tag filter ([`tags_match`]).
+pub fn keep_tagged(snaps: &mut Vec<Snapshot>, filter: &[String]) {
+    snaps.retain(|s| tags_match(filter, &s.header.tags));
 }
 
 /// What a node's committed blobs are, opened with a key.
@@ -379,6 +397,22 @@ pub fn salvage(
 
 #[cfg(test)]
 mod tests {
+    use super::tags_match;
+
+    #[test]
+    fn tag_filters() {
+        let v = |s: &[&str]| s.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let tags = v(&["nightly", "pre upgrade"]);
+        assert!(tags_match(&[], &tags));
+        assert!(tags_match(&[], &[]));
+        assert!(tags_match(&v(&["nightly"]), &tags));
+        assert!(tags_match(&v(&["nightly,pre upgrade"]), &tags));
+        assert!(!tags_match(&v(&["nightly,weekly"]), &tags));
+        assert!(tags_match(&v(&["weekly", "pre upgrade"]), &tags));
+        assert!(!tags_match(&v(&["weekly", "night"]), &tags));
+        assert!(!tags_match(&v(&["nightly"]), &[]));
+    }
+
     #[test]
     fn times_format() {
         assert_eq!(super::timestamp(0, 0), "19700101T000000.000000Z");

@@ -56,7 +56,7 @@
 //!   `manifest_v3_table_ok` (the table listing it) must decode to the sample and
 //!   the sample must encode (through `format::ManifestWriter`) to `plaintext`:
 //!   checked both ways. `header_v4_ok` is a header whose root list names that
-//!   table. Negative: `node_bad_id`, `node_bad_size` (size is not the sum of the
+//!   table; `header_v5_ok` the same with two tags (version 5). Negative: `node_bad_id`, `node_bad_size` (size is not the sum of the
 //!   takes), `node_bad_index` (a chunk row out of range).
 //!
 //! Re-sealing `plaintext` under the seal key and context with `nonce`, then applying
@@ -115,6 +115,7 @@ const REQUIRED: &[&str] = &[
     "manifest_v3_ok",
     "manifest_v3_table_ok",
     "header_v4_ok",
+    "header_v5_ok",
     "node_bad_id",
     "node_bad_size",
     "node_bad_index",
@@ -490,6 +491,7 @@ fn sample_header_v2(keys: &Keys) -> Header {
         challenges: 2,
         answers: format::window_answers(keys, &blob(keys), 0, 2, b"part 0, window 0"),
         pack: false,
+        tags: Vec::new(),
         version: 2,
     }
 }
@@ -649,6 +651,15 @@ fn sample_header_v4(keys: &Keys) -> Header {
     };
     root.set_in(&mut h);
     h
+}
+
+/// A version 5 header: [`sample_header_v4`] with two tags.
+fn sample_header_v5(keys: &Keys) -> Header {
+    Header {
+        tags: vec!["nightly".into(), "vor dem Update".into()],
+        version: format::HEADER_V5,
+        ..sample_header_v4(keys)
+    }
 }
 
 /// A manifest node: opens as its id says, then decodes (as its type, with its
@@ -1136,6 +1147,17 @@ fn generate() -> Vec<(&'static str, String)> {
     v.extra = vec![("blob", blob.clone())];
     files.push(("header_v4_ok", v.write()));
 
+    let mut v = Sealed::new(
+        "A version 5 snapshot header: header_v4_ok's, with the tags \"nightly\" and\n\
+         \"vor dem Update\" after the root list.",
+        Kind::Header,
+        0xd5,
+        &format::encode_header(&sample_header_v5(&keys)),
+        blob.as_bytes().to_vec(),
+    );
+    v.extra = vec![("blob", blob.clone())];
+    files.push(("header_v5_ok", v.write()));
+
     files
 }
 
@@ -1551,6 +1573,8 @@ fn check_sealed(v: &Vector, kind: Kind) {
             if let Ok(h) = h {
                 let sample = if kind == Kind::PackHeader {
                     sample_pack_header()
+                } else if h.version == 5 {
+                    sample_header_v5(&keys)
                 } else if h.version == 4 {
                     sample_header_v4(&keys)
                 } else if h.version == 1 {

@@ -128,6 +128,10 @@ pub struct SinkCmd {
     /// when it is not a terminal (a log file, the management page's sink)
     #[argh(switch)]
     pub progress: bool,
+    /// a tag for the snapshot (at most 64 bytes, no comma), sealed with it: the
+    /// store never sees it; repeatable (CHUTE_TAG)
+    #[argh(option)]
+    pub tag: Vec<String>,
 }
 
 /// List snapshots, oldest first.
@@ -137,6 +141,9 @@ pub struct ListCmd {
     /// print JSON
     #[argh(switch)]
     pub json: bool,
+    /// only snapshots with this tag (a,b: with both); repeatable: with any
+    #[argh(option)]
+    pub tag: Vec<String>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -509,6 +516,13 @@ pub struct ForgetCmd {
     /// keep the newest snapshot of each of the N most recent years with one
     #[argh(option)]
     pub keep_yearly: Option<String>,
+    /// never forget snapshots with this tag (a,b: with both); repeatable: with any
+    #[argh(option)]
+    pub keep_tag: Vec<String>,
+    /// apply the policy only to snapshots with this tag (a,b: with both);
+    /// repeatable: with any; the others are left alone
+    #[argh(option)]
+    pub tag: Vec<String>,
     /// print what would be kept and forgotten, change nothing
     #[argh(switch)]
     pub dry_run: bool,

@@ -48,8 +48,47 @@ fn yes_no(s: &Settings, name: &str, default: bool) -> Result<bool> {
     }
 }
 
+/// Checks `flag`'s values: each one tag or, with `lists`, a comma-separated list
+/// of tags (a filter, see [`snapshot::tags_match`]).
+pub(super) fn tags(flag: &str, values: Vec<String>, lists: bool) -> Result<Vec<String>> {
+    for v in &values {
+        let bad = match lists {
+            true => v.split(',').find_map(crate::format::check_tag),
+            false => crate::format::check_tag(v),
+        };
+        if let Some(why) = bad {
+            return Err(Error::Usage(format!("{flag} {v:?}: a tag {why}")));
+        }
+    }
+    Ok(values)
+}
+
+/// The snapshot's tags: `--tag`s, or if none CHUTE_TAG's words; once each.
+fn sink_tags(s: &Settings, flags: Vec<String>) -> Result<Vec<String>> {
+    let given = if flags.is_empty() {
+        tags("CHUTE_TAG", s.list("CHUTE_TAG")?, false)?
+    } else {
+        tags("--tag", flags, false)?
+    };
+    let mut out: Vec<String> = Vec::new();
+    for t in given {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    if out.len() > crate::format::MAX_TAGS {
+        return Err(Error::Usage(format!(
+            "{} tags given; a snapshot holds at most {}",
+            out.len(),
+            crate::format::MAX_TAGS
+        )));
+    }
+    Ok(out)
+}
+
 pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     let roots = sink_roots(s, c.paths, &c.files_from)?;
+    let tags = sink_tags(s, c.tag)?;
     let mut excludes = c.exclude;
     excludes.extend(s.list("CHUTE_EXCLUDE")?);
     let mut exclude_files = c.exclude_file;
@@ -120,6 +159,7 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
             sink::ShowProgress::Terminal
         },
         accept_rollback: c.accept_rollback,
+        tags,
     };
     let started = crate::snapshot::unix_now();
     let outcome = sink_opened(&keys, remote.as_ref(), &opts, network);
@@ -215,9 +255,11 @@ struct ListItem {
     blob: String,
     /// Place in its chain (0: outside any, see [`crate::chain`]).
     seq: u64,
+    tags: Vec<String>,
 }
 
 pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
+    let filter = tags("--tag", c.tag, true)?;
     let NodeContext {
         keys,
         remote,
@@ -225,7 +267,7 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
         node,
         cache_dir,
     } = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
-    let snaps = snapshot::all(&keys, remote.as_ref(), &domain, &node)?;
+    let mut snaps = snapshot::all(&keys, remote.as_ref(), &domain, &node)?;
     crate::chain::guard(
         &keys,
         remote.as_ref(),
@@ -242,6 +284,7 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
             eprintln!("hint: {h}");
         }
     }
+    snapshot::keep_tagged(&mut snaps, &filter);
     let items: Vec<ListItem> = snaps
         .iter()
         .map(|sn| ListItem {
@@ -260,23 +303,35 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
             bytes: sn.header.bytes,
             blob: sn.blob.path(),
             seq: sn.header.seq,
+            tags: sn.header.tags.clone(),
         })
         .collect();
     if c.json {
         println!("{}", miniserde::json::to_string(&items));
         return Ok(());
     }
+    // A TAGS column only when a listed snapshot has tags, as wide as they are.
+    let width = items.iter().map(|i| i.tags.join(",").len()).max();
+    let col = |t: &[String]| match width {
+        Some(w) if w > 0 => format!("{:<1$}  ", t.join(","), w.max(4)),
+        _ => String::new(),
+    };
     println!(
-        "{:<8}  {:<19}  {:>8}  {:>10}  PATHS",
-        "ID", "TIME (UTC)", "FILES", "SIZE"
+        "{:<8}  {:<19}  {:>8}  {:>10}  {}PATHS",
+        "ID",
+        "TIME (UTC)",
+        "FILES",
+        "SIZE",
+        col(&["TAGS".into()])
     );
     for i in &items {
         println!(
-            "{:<8}  {:<19}  {:>8}  {:>10}  {}",
+            "{:<8}  {:<19}  {:>8}  {:>10}  {}{}",
             i.id,
             i.time,
             i.files,
             units::human_bytes(i.bytes),
+            col(&i.tags),
             i.paths.join(" ")
         );
     }

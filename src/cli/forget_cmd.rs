@@ -2,7 +2,7 @@
 
 use super::args::*;
 use super::{Settings, open_node};
-use crate::forget::{Policy, UNLIMITED, apply, plural, row};
+use crate::forget::{Item, Policy, UNLIMITED, apply, plural, row};
 use crate::snapshot::{self, Snapshot};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -18,6 +18,12 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
     if !policy.is_empty() && !c.snapshots.is_empty() {
         return Err(Error::Usage(
             "give either snapshot ids or --keep-* rules, not both".into(),
+        ));
+    }
+    let scope = super::backup::tags("--tag", c.tag, true)?;
+    if !scope.is_empty() && !c.snapshots.is_empty() {
+        return Err(Error::Usage(
+            "--tag limits a --keep-* policy; snapshot ids name what to forget".into(),
         ));
     }
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, c.admin_key_file)?;
@@ -46,6 +52,9 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
         }
     } else {
         let mut groups: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
+        // Out of the --tag scope: not shown, not counted, not forgotten.
+        let mut all = all;
+        snapshot::keep_tagged(&mut all, &scope);
         for snap in all {
             groups
                 .entry(snap.blob.mount.clone())
@@ -53,9 +62,9 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
                 .push(snap);
         }
         for (n, group) in groups.values().enumerate() {
-            let times: Vec<(i64, u32)> = group
+            let times: Vec<Item> = group
                 .iter()
-                .map(|s| (s.header.time, s.header.time_ns))
+                .map(|s| (s.header.time, s.header.time_ns, &s.header.tags[..]))
                 .collect();
             let reasons = apply(&policy, &times);
             let paths: Vec<String> = group[0]
@@ -143,6 +152,7 @@ fn parse_count(flag: &str, v: &Option<String>) -> Result<i64> {
 /// The policy the flags describe.
 pub fn policy_of(c: &ForgetCmd) -> Result<Policy> {
     Ok(Policy {
+        keep_tags: super::backup::tags("--keep-tag", c.keep_tag.clone(), true)?,
         last: parse_count("last", &c.keep_last)?,
         hourly: parse_count("hourly", &c.keep_hourly)?,
         daily: parse_count("daily", &c.keep_daily)?,

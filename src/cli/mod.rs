@@ -73,6 +73,7 @@ pub const SETTINGS: &[&str] = &[
     "CHUTE_SCRUB_EVERY",
     "CHUTE_SCRUB_RATE",
     "CHUTE_STORE",
+    "CHUTE_TAG",
     "CHUTE_UI_TOKEN_FILE",
 ];
 

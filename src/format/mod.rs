@@ -208,15 +208,20 @@
 //! u32 table count (at least 1), then per table node in walk order: 32 node id,
 //!     u32 blob (index in that list), u64 offset in its part 0, u32 sealed
 //!     length, u64 entry count
-//! -- versions 2, 3 and 4:
+//! -- version 5 only (a version 4 header with tags; written only when the
+//!    snapshot has tags, so an untagged one stays version 4), after the root list:
+//! u8  tag count (1..=MAX_TAGS = 32), then that many str16 tags (each 1..=64
+//!     bytes of UTF-8, no comma, no control character; see [`check_tag`])
+//! -- versions 2, 3, 4 and 5:
 //! u8  challenges per window K (at most MAX_CHALLENGES = 8), then for every window
 //!     in order K answers of 8 bytes (see "Storage challenges")
 //! ```
 //! A version 1 header reads as sequence 0, no parent and no challenges: it is
 //! outside every chain (see [`crate::chain`]) and verify checks its windows by
 //! download or by the store's hashes only. A version 1 or 2 header describes a
-//! version 1 manifest, a version 3 header a version 2 one, a version 4 header a
-//! version 3 one. In a version 4 header `manifest offset` and `manifest length`
+//! version 1 manifest, a version 3 header a version 2 one, a version 4 or 5
+//! header a version 3 one. Tags (`chute sink --tag`) live only here, sealed: the
+//! store never sees them. In a version 4 or 5 header `manifest offset` and `manifest length`
 //! are the range of part 0 holding the nodes the snapshot stored itself (0 and 0
 //! if it stored none: every node was its parent's), which readers do not use, and
 //! `segment count` is the number of segment nodes of the manifest.
@@ -311,6 +316,30 @@ pub const HEADER_VERSION: u8 = 3;
 /// root list. Read by this build; written by [`encode_header`] for a header that
 /// has a root list ([`Header::nodes`], set by [`Root::set_in`]).
 pub const HEADER_V4: u8 = 4;
+/// Header version 5: as 4, with the snapshot's tags after the root list.
+/// Written by [`encode_header`] only for a header that has tags.
+pub const HEADER_V5: u8 = 5;
+/// Most tags a header holds.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 64;
+
+/// Why `t` cannot be a tag (empty, longer than [`MAX_TAG_LEN`] bytes, a comma
+/// or a control character), or `None` if it can.
+pub fn check_tag(t: &str) -> Option<&'static str> {
+    if t.is_empty() {
+        Some("is empty")
+    } else if t.len() > MAX_TAG_LEN {
+        Some("is longer than 64 bytes")
+    } else if t.contains(',') {
+        Some("holds a comma")
+    } else if t.chars().any(char::is_control) {
+        Some("holds a control character")
+    } else {
+        None
+    }
+}
+
 /// Most storage challenges a header keeps per window.
 pub const MAX_CHALLENGES: u8 = 8;
 /// Bytes of a challenge answer a header keeps.
@@ -543,6 +572,8 @@ pub struct Header {
     pub answers: Vec<[u8; ANSWER_LEN]>,
     /// A pack's header (sealed as kind 4), not a snapshot's.
     pub pack: bool,
+    /// The snapshot's tags, in the order given (version 5 header; empty before).
+    pub tags: Vec<String>,
     /// The version it was written in (what [`encode_header`] writes is always
     /// [`HEADER_VERSION`]).
     pub version: u8,
@@ -747,7 +778,11 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
 /// Encodes a snapshot header's plaintext.
 pub fn encode_header(h: &Header) -> Vec<u8> {
     let v4 = h.version >= HEADER_V4 || !h.nodes.is_empty();
-    let mut out = vec![if v4 { HEADER_V4 } else { HEADER_VERSION }];
+    let mut out = vec![match (v4, h.tags.is_empty()) {
+        (_, false) => HEADER_V5,
+        (true, true) => HEADER_V4,
+        (false, true) => HEADER_VERSION,
+    }];
     put_i64(&mut out, h.time);
     put_u32(&mut out, h.time_ns);
     put_str16(&mut out, &h.host);
@@ -786,6 +821,12 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
             put_u64(&mut out, n.offset);
             put_u32(&mut out, n.len);
             put_u64(&mut out, n.entries);
+        }
+        if !h.tags.is_empty() {
+            out.push(h.tags.len() as u8);
+            for t in &h.tags {
+                put_str16(&mut out, t);
+            }
         }
     } else {
         put_u32(&mut out, h.table.len() as u32);
@@ -1333,8 +1374,8 @@ where
 pub fn decode_header(b: &[u8]) -> Result<Header> {
     let mut d = Dec { r: b };
     let version = match d.u8()? {
-        v @ 1..=HEADER_V4 => v,
-        v if v > HEADER_V4 => return Err(Error::Newer(v)),
+        v @ 1..=HEADER_V5 => v,
+        v if v > HEADER_V5 => return Err(Error::Newer(v)),
         _ => return Err(Error::Malformed("version")),
     };
     let mut h = Header {
@@ -1402,6 +1443,19 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
                     return Err(Error::Malformed("root list"));
                 }
                 h.nodes.push(r);
+            }
+            if version >= HEADER_V5 {
+                let tags = d.u8()?;
+                if tags == 0 || usize::from(tags) > MAX_TAGS {
+                    return Err(Error::Malformed("tags"));
+                }
+                for _ in 0..tags {
+                    let t = d.str16("tag")?;
+                    if check_tag(&t).is_some() {
+                        return Err(Error::Malformed("tag"));
+                    }
+                    h.tags.push(t);
+                }
             }
         } else if version >= 3 {
             let n = d.u32()?;
@@ -2319,14 +2373,70 @@ mod tests {
             b.version = HEADER_V4;
         }));
         let mut newer = plain.clone();
-        newer[0] = HEADER_V4 + 1;
-        assert!(matches!(decode_header(&newer), Err(Error::Newer(5))));
+        newer[0] = HEADER_V5 + 1;
+        assert!(matches!(decode_header(&newer), Err(Error::Newer(6))));
         // A root list naming a blob it does not have is refused before any read.
         let mut hand = h.clone();
         hand.node_blobs.pop();
         let fetch = |_: &Span| -> io::Result<Vec<u8>> { unreachable!() };
         let keys = Keys::from_key_bytes(b"k");
         assert!(Entries::open(&keys, "d/n/m/t0", &hand, fetch).is_err());
+    }
+
+    // Tags make a version 5 header: the version 4 bytes, then the tags before
+    // the challenges; without tags the header stays version 4, byte for byte.
+    // A tag a sink could not have written is refused, and so is one cut short.
+    #[test]
+    fn header_v5_tags() {
+        let v4 = Header {
+            host: "pi".into(),
+            window: 4096,
+            window_hashes: vec![[1; 32]],
+            challenges: 1,
+            answers: vec![[3; ANSWER_LEN]],
+            node_blobs: vec!["d/n/m/t0".into()],
+            nodes: vec![NodeRef {
+                id: [7; 32],
+                blob: 0,
+                offset: 0,
+                len: 100,
+                entries: 5,
+            }],
+            version: HEADER_V4,
+            ..Header::default()
+        };
+        let h = Header {
+            tags: vec!["nightly".into(), "pre upgrade".into()],
+            version: HEADER_V5,
+            ..v4.clone()
+        };
+        let (plain4, plain) = (encode_header(&v4), encode_header(&h));
+        assert_eq!(plain4[0], HEADER_V4);
+        assert_eq!(plain[0], HEADER_V5);
+        assert_eq!(decode_header(&plain).unwrap(), h);
+        // Version byte, the tags (1 + 2+7 + 2+11 bytes) before K and its answer.
+        let at = plain4.len() - 1 - ANSWER_LEN;
+        assert_eq!(plain[1..at], plain4[1..at]);
+        assert_eq!(plain[at..at + 3], [2, 0, 7]);
+        assert_eq!(plain.len(), plain4.len() + 23);
+        for cut in at..plain.len() {
+            assert!(decode_header(&plain[..cut]).is_err(), "{cut}");
+        }
+        for t in ["a,b", "tab\there", "", &"x".repeat(65)] {
+            let b = Header {
+                tags: vec![t.into()],
+                ..h.clone()
+            };
+            assert!(check_tag(t).is_some(), "{t:?}");
+            assert!(
+                matches!(decode_header(&encode_header(&b)), Err(Error::Malformed(_))),
+                "{t:?}"
+            );
+        }
+        assert_eq!(check_tag(&"é".repeat(32)), None);
+        let mut none = plain.clone();
+        none[at] = 0;
+        assert!(decode_header(&none).is_err());
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub struct Options {
     /// local store, the cache root, the key file); matched by device and inode
     /// once the cache directory exists, absent ones ignored.
     pub own: Vec<(PathBuf, &'static str)>,
+    /// Tags sealed in the snapshot's header (checked by the caller, see
+    /// [`format::check_tag`]).
+    pub tags: Vec<String>,
 }
 
 /// What a sink did.
@@ -351,6 +354,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         window_hashes,
         seq,
         parent: chain_parent,
+        tags: opts.tags.clone(),
         ..Header::default()
     };
     root.set_in(&mut header);

@@ -102,6 +102,7 @@ impl Env {
             .env_remove("CHUTE_PATHS_FILE")
             .env_remove("CHUTE_EXCLUDE_CACHES")
             .env_remove("CHUTE_ONE_FILE_SYSTEM")
+            .env_remove("CHUTE_TAG")
             .env_remove("CHUTE_S3_CREDENTIALS_FILE")
             .env_remove("CHUTE_S3_VIRTUAL_HOST")
             .env_remove("CHUTE_LIMIT_UPLOAD")
