@@ -127,6 +127,9 @@ pub struct ListCmd {
     /// print JSON
     #[argh(switch)]
     pub json: bool,
+    /// only snapshots whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -183,6 +186,9 @@ pub struct RestoreCmd {
     /// replace existing files
     #[argh(switch, short = 'f')]
     pub force: bool,
+    /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -221,6 +227,9 @@ pub struct LsCmd {
     /// one JSON object per entry, one a line
     #[argh(switch)]
     pub json: bool,
+    /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -253,6 +262,9 @@ pub struct FindCmd {
     /// one JSON object per match, one a line
     #[argh(switch)]
     pub json: bool,
+    /// only in snapshots whose source paths include P (exactly, as given to sink; --snapshot latest: the newest of them); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -285,6 +297,9 @@ pub struct DiffCmd {
     /// one JSON object per change, one a line, then a summary object
     #[argh(switch)]
     pub json: bool,
+    /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -434,6 +449,9 @@ pub struct VerifyCmd {
     /// the same for a random N% of the chunks, different on each run (e.g. 5%)
     #[argh(option)]
     pub read_data_subset: Option<String>,
+    /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); with --all, only those; repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,

@@ -63,6 +63,8 @@ struct Common {
     domain: Option<String>,
     node: Option<String>,
     accept_rollback: bool,
+    /// `--path`: which snapshot `latest` is (see [`pick`]).
+    set: Vec<PathBuf>,
 }
 
 /// The [`Common`] options of a browsing command's arguments (argh has no
@@ -75,6 +77,7 @@ macro_rules! common {
             domain: $c.domain,
             node: $c.node,
             accept_rollback: $c.accept_rollback,
+            set: $c.path,
         }
     };
 }
@@ -92,7 +95,7 @@ fn start(
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let snaps = pick(&node, names, &paths, cmd, c.accept_rollback)?;
+    let snaps = pick(&node, names, &paths, &c.set, cmd, c.accept_rollback)?;
     let resolver = Resolver::for_node(&node.keys, node.remote.as_ref(), &node.domain, &node.node)?;
     let filter = Filter::new(
         paths
