@@ -685,3 +685,83 @@ fn latest_with_path_is_the_newest_snapshot_of_those_paths() {
     let e = env.fails(2, ["verify", "--path", "/nowhere"]);
     assert!(e.contains("no snapshot has the paths /nowhere"), "{e}");
 }
+
+/// Issue 20: restore takes globs as PATHs (find's matcher): with a '/' whole
+/// paths from the root, without names; what matches comes with what it holds,
+/// and a glob that matches nothing is a usage error, as a missing PATH is.
+#[test]
+fn restore_takes_globs() {
+    let env = Env::new("restore-glob");
+    let src = env.path("src");
+    for d in ["home/pi", "home/bob/sub", "etc"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    fs::write(src.join("home/pi/config.yaml"), "pi").unwrap();
+    fs::write(src.join("home/bob/config.yaml"), "bob").unwrap();
+    fs::write(src.join("home/bob/sub/config.yaml"), "deeper").unwrap();
+    fs::write(src.join("home/bob/other"), "other").unwrap();
+    fs::write(src.join("etc/x.conf"), "x").unwrap();
+    env.ok(["init"]);
+    env.ok(["sink", src.to_str().unwrap()]);
+    let files = |to: &Path| -> Vec<String> {
+        let mut f: Vec<String> = walk(to)
+            .into_iter()
+            .filter(|p| p.is_file())
+            .map(|p| {
+                p.strip_prefix(to.join(src.strip_prefix("/").unwrap()))
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        f.sort();
+        f
+    };
+
+    // Relative: from the root, whatever the working directory.
+    let rel = format!(
+        "{}/home/*/config.yaml",
+        src.strip_prefix("/").unwrap().display()
+    );
+    let to = env.path("to1");
+    env.ok(["restore", "latest", &rel, "--to", to.to_str().unwrap()]);
+    assert_eq!(files(&to), ["home/bob/config.yaml", "home/pi/config.yaml"]);
+
+    // A name glob, and a whole-path glob of a directory (with what it holds).
+    let to = env.path("to2");
+    let dir = format!("{}/home/b?b", src.display());
+    env.ok([
+        "restore",
+        "latest",
+        "*.conf",
+        &dir,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        files(&to),
+        [
+            "etc/x.conf",
+            "home/bob/config.yaml",
+            "home/bob/other",
+            "home/bob/sub/config.yaml"
+        ]
+    );
+
+    let none = format!("{}/home/[xy]*", src.display());
+    let e = env.fails(
+        2,
+        [
+            "restore",
+            "latest",
+            &none,
+            "--to",
+            env.path("to3").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        e.contains("no path in snapshot") && e.contains("matches /"),
+        "{e}"
+    );
+    assert!(!env.path("to3").exists());
+}

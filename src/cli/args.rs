@@ -177,7 +177,9 @@ pub struct RestoreCmd {
     /// snapshot id, timestamp, or latest
     #[argh(positional)]
     pub snapshot: String,
-    /// only these files or directories (as they were backed up)
+    /// only these files or directories (as they were backed up), or globs of
+    /// them ('*', '?', '[...]'; with a '/', whole paths from the root; without,
+    /// names)
     #[argh(positional)]
     pub paths: Vec<PathBuf>,
     /// restore under this directory instead of to the original paths

@@ -378,9 +378,9 @@ pub(super) fn pick(
 pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
-    let paths: Vec<PathBuf> = c
-        .paths
-        .iter()
+    // `latest` with PATHs: the newest snapshot holding them (globs aside).
+    let paths: Vec<PathBuf> = (c.paths.iter())
+        .filter(|p| !restore::is_glob(p.as_os_str().as_encoded_bytes()))
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
     let snap = pick(
