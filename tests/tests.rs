@@ -28,6 +28,7 @@ mod setup_ops;
 mod setup_traps;
 mod sink_stream;
 mod small_files;
+mod stats;
 mod temporaries;
 mod ui;
 mod walk_safety;

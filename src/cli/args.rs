@@ -22,6 +22,7 @@ pub enum Command {
     Ls(LsCmd),
     Find(FindCmd),
     Diff(DiffCmd),
+    Stats(StatsCmd),
     Serve(ServeCmd),
     Key(KeyCmd),
     Verify(VerifyCmd),
@@ -41,6 +42,7 @@ impl Command {
             Command::Ls(_) => "ls",
             Command::Find(_) => "find",
             Command::Diff(_) => "diff",
+            Command::Stats(_) => "stats",
             Command::Serve(_) => "serve",
             Command::Key(_) => "key",
             Command::Verify(_) => "verify",
@@ -230,6 +232,39 @@ pub struct LsCmd {
     #[argh(switch)]
     pub json: bool,
     /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
+    #[argh(option, short = 'r')]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option, short = 'k')]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option, short = 'n')]
+    pub node: Option<String>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
+}
+
+/// How much the snapshots hold and store: files, bytes, the distinct chunks they
+/// use (unique bytes, counted once) and their sealed size on the store, the
+/// dedup ratio; a line per set of source paths, then the total.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "stats")]
+pub struct StatsCmd {
+    /// snapshot ids, timestamps, or latest (default: every snapshot of this node)
+    #[argh(positional)]
+    pub snapshots: Vec<String>,
+    /// one JSON object: {total, path_sets}
+    #[argh(switch)]
+    pub json: bool,
+    /// only snapshots whose source paths include P (exactly, as given to sink; latest: the newest of them); repeatable
     #[argh(option)]
     pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)

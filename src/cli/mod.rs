@@ -579,6 +579,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ls(c) => browse_cmd::ls(&settings, c),
         Command::Find(c) => browse_cmd::find(&settings, c),
         Command::Diff(c) => browse_cmd::diff(&settings, c),
+        Command::Stats(c) => browse_cmd::stats(&settings, c),
         Command::Serve(c) => serve_cmd::serve_cmd(&settings, c),
         Command::Key(c) => keys::key(&settings, c),
         Command::Verify(c) => verify_cmd::cmd(&settings, c),
