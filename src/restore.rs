@@ -19,6 +19,10 @@
 //! and bits hold only for the entries it read). A signal between batches stops
 //! pass 2 at once.
 //!
+//! The PATHs asked for are paths or globs ([`Sel`]); each selects what it names
+//! and everything below, and one that selects nothing fails the restore before
+//! anything is written.
+//!
 //! Invariants:
 //! - Nothing existing is overwritten unless `force`: every target is checked before
 //!   the first byte is written, and the restore refuses as a whole. A target that
@@ -126,6 +130,67 @@ pub(crate) fn may_hold(l: &crate::format::Lost, filter: &[u8]) -> bool {
     (after_start && before_end)
         || l.before.as_ref().is_some_and(|b| within(b, f))
         || l.after.as_ref().is_some_and(|a| within(a, f))
+}
+
+/// A PATH restore was given: a path (absolute, from the working directory) or a
+/// glob ([`crate::glob`], as `find` and `--exclude` match): one holding `*`, `?`
+/// or a `[...]` class that closes. A glob with a `/` is matched against whole
+/// paths from the root (`home/*/config.yaml` is `/home/*/config.yaml`: paths in
+/// a snapshot are absolute), one without against every name. Either selects
+/// what it names and everything below it; a glob also selects a path equal to
+/// it literally (a file named `a[1]`).
+pub(crate) struct Sel {
+    path: Vec<u8>,
+    pub glob: bool,
+}
+
+impl Sel {
+    pub fn new(p: &Path) -> std::io::Result<Sel> {
+        let b = p.as_os_str().as_bytes();
+        if is_glob(b) {
+            let mut path = Vec::with_capacity(b.len() + 1);
+            if b.contains(&b'/') && b[0] != b'/' {
+                path.push(b'/');
+            }
+            path.extend_from_slice(b);
+            return Ok(Sel { path, glob: true });
+        }
+        let path = std::path::absolute(p)?.as_os_str().as_bytes().to_vec();
+        Ok(Sel { path, glob: false })
+    }
+
+    pub fn path(&self) -> &[u8] {
+        &self.path
+    }
+
+    /// Whether `path` is selected: it, or a directory above it, is named.
+    pub fn selects(&self, path: &[u8]) -> bool {
+        let f = &self.path[..];
+        if within(path, f) {
+            return true;
+        }
+        if !self.glob {
+            return false;
+        }
+        if !f.contains(&b'/') {
+            return path
+                .split(|&c| c == b'/')
+                .any(|n| crate::glob::matches(f, n));
+        }
+        // A pattern of n components can match only the path's first n.
+        let n = f.split(|&c| c == b'/').count();
+        let mut ends = (path.iter().enumerate())
+            .filter_map(|(i, &c)| (c == b'/').then_some(i))
+            .chain(std::iter::once(path.len()));
+        ends.nth(n - 1)
+            .is_some_and(|end| crate::glob::matches(f, &path[..end]))
+    }
+}
+
+/// Whether a PATH is a glob (see [`Sel`]).
+pub(crate) fn is_glob(p: &[u8]) -> bool {
+    p.iter().any(|c| matches!(c, b'*' | b'?' | b'['))
+        && std::str::from_utf8(p).is_ok_and(|s| crate::glob::check(s).is_ok())
 }
 
 /// Whether `path` is `filter` or inside it.
@@ -461,16 +526,12 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     // Chunks prune moved out of forgotten blobs are read from their packs.
     let resolver =
         crate::pack::Resolver::for_node(keys, remote, &snap.blob.domain, &snap.blob.node)?;
-    let filters: Vec<Vec<u8>> = opts
+    let filters: Vec<Sel> = opts
         .paths
         .iter()
-        .map(|p| {
-            std::path::absolute(p)
-                .map(|a| a.as_os_str().as_bytes().to_vec())
-                .map_err(io("cannot resolve", p))
-        })
+        .map(|p| Sel::new(p).map_err(io("cannot resolve", p)))
         .collect::<Result<_>>()?;
-    let selects = |path: &[u8]| filters.is_empty() || filters.iter().any(|f| within(path, f));
+    let selects = |path: &[u8]| filters.is_empty() || filters.iter().any(|f| f.selects(path));
     let to = opts.to.as_deref();
 
     // Pass 1: refuse before writing anything; sweep stale temporaries.
@@ -483,7 +544,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     let mut identical = Bits::default();
     while let Some(e) = stream.next_entry().map_err(|e| damaged_manifest(snap, e))? {
         for (m, f) in matched.iter_mut().zip(&filters) {
-            *m |= within(&e.path, f);
+            *m |= f.selects(&e.path);
         }
         if !selects(&e.path) {
             continue;
@@ -527,22 +588,22 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
     let lost_segments = stream.lost.len();
     let lost: Vec<crate::format::Lost> = std::mem::take(&mut stream.lost)
         .into_iter()
-        .filter(|l| filters.is_empty() || filters.iter().any(|f| may_hold(l, f)))
+        .filter(|l| filters.is_empty() || filters.iter().any(|f| f.glob || may_hold(l, f.path())))
         .collect();
     drop(stream);
     if let Some((f, _)) = filters.iter().zip(&matched).find(|(_, m)| !**m) {
+        let name = String::from_utf8_lossy(f.path());
         if let Some(l) = lost.first() {
             return Err(Error::Damaged(format!(
-                "{} may be in a damaged part of snapshot {}: {l} are lost",
-                String::from_utf8_lossy(f),
+                "{name} may be in a damaged part of snapshot {}: {l} are lost",
                 snap.short_id()
             )));
         }
-        return Err(Error::Usage(format!(
-            "{} is not in snapshot {}",
-            String::from_utf8_lossy(f),
-            snap.short_id()
-        )));
+        return Err(Error::Usage(if f.glob {
+            format!("no path in snapshot {} matches {name}", snap.short_id())
+        } else {
+            format!("{name} is not in snapshot {}", snap.short_id())
+        }));
     }
     if let Some(first) = &checked.first_stale {
         eprintln!(
@@ -1113,6 +1174,31 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn globs_select_what_they_match_and_everything_below() {
+        let sel = |p: &str| Sel::new(Path::new(p)).unwrap();
+        let g = sel("home/*/config.yaml");
+        assert!(g.glob && g.path() == b"/home/*/config.yaml");
+        assert!(g.selects(b"/home/pi/config.yaml"));
+        assert!(g.selects(b"/home/pi/config.yaml/x"));
+        assert!(!g.selects(b"/home/pi"));
+        assert!(!g.selects(b"/home/pi/sub/config.yaml"));
+        assert!(!g.selects(b"/home/pi/config.yaml.bak"));
+        let d = sel("/etc/ssh*");
+        assert!(d.selects(b"/etc/ssh/sshd_config") && d.selects(b"/etc/ssh"));
+        assert!(!d.selects(b"/etc") && !d.selects(b"/etcssh"));
+        // Without '/': any name, at any depth.
+        let n = sel("*.odt");
+        assert!(n.selects(b"/a/b/x.odt") && n.selects(b"/a/x.odt/inside"));
+        assert!(!n.selects(b"/a/b/x.odt.txt"));
+        // A class that never closes is a literal path; one that closes also
+        // selects its literal name.
+        assert!(!sel("/a[b").glob);
+        let c = sel("/a[1]");
+        assert!(c.glob && c.selects(b"/a1") && c.selects(b"/a[1]"));
+        assert!(!sel("/plain/path").glob);
+    }
 
     #[test]
     fn filters_match_whole_components() {

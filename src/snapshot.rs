@@ -202,6 +202,31 @@ pub fn find_in(
     }
 }
 
+/// Whether every path of `set` (normalised as [`crate::sink::normalize_roots`]
+/// does) is one of the snapshot's source paths, exactly: restic's `--path`.
+pub fn has_paths(s: &Snapshot, set: &[std::path::PathBuf]) -> bool {
+    set.iter().all(|p| {
+        (s.header.roots.iter()).any(|r| std::path::Path::new(std::ffi::OsStr::from_bytes(r)) == p)
+    })
+}
+
+/// The snapshots of `all` that [`has_paths`] `set` (all of them if `set` is
+/// empty); none is a usage error.
+pub fn with_paths(mut all: Vec<Snapshot>, set: &[std::path::PathBuf]) -> Result<Vec<Snapshot>> {
+    if set.is_empty() {
+        return Ok(all);
+    }
+    all.retain(|s| has_paths(s, set));
+    if all.is_empty() {
+        let set: Vec<_> = set.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::Usage(format!(
+            "no snapshot has the paths {} (see `chute list`)",
+            set.join(" ")
+        )));
+    }
+    Ok(all)
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
 pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

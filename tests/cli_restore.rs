@@ -595,3 +595,173 @@ fn a_recovery_sheet_restores_on_a_new_machine() {
     let err = other.fails(2, ["key", "import", src.join("a-small").to_str().unwrap()]);
     assert!(err.contains("not a chute recovery sheet"), "{err}");
 }
+
+/// Issue 20: `--path P` makes `latest` the newest snapshot whose source paths
+/// include P exactly (restic's `--path`), for restore, ls, diff and verify, and
+/// filters `list`; an id still names its snapshot whatever its paths.
+#[test]
+fn latest_with_path_is_the_newest_snapshot_of_those_paths() {
+    let env = Env::new("latest-path");
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("f"), "a1").unwrap();
+    fs::write(b.join("g"), "b1").unwrap();
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    env.ok(["init"]);
+    env.ok(["sink", sa]);
+    fs::write(a.join("f"), "a2").unwrap();
+    env.ok(["sink", sa, sb]);
+    env.ok(["sink", sb]);
+    let ids: Vec<String> = env
+        .ok(["list"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().filter(|w| w.len() == 8))
+        .map(String::from)
+        .collect();
+    assert_eq!(ids.len(), 3);
+
+    // list: only the snapshots whose paths include every --path.
+    let listed = env.ok(["list", "--path", sa]);
+    assert!(
+        listed.contains(&ids[0]) && listed.contains(&ids[1]),
+        "{listed}"
+    );
+    assert!(!listed.contains(&ids[2]) && listed.ends_with("2 snapshots\n"));
+    let both = env.ok(["list", "--path", sa, "--path", &format!("{sb}/")]);
+    assert!(
+        both.contains(&ids[1]) && both.ends_with("1 snapshot\n"),
+        "{both}"
+    );
+    let none = env.ok(["list", "--path", &format!("{sa}/f")]);
+    assert!(none.ends_with("0 snapshots\n"), "{none}");
+
+    // latest --path a is the second snapshot (a and b), not the third (b only).
+    let to = env.path("to");
+    let out = env.ok([
+        "restore",
+        "latest",
+        "--path",
+        sa,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert!(
+        out.starts_with(&format!("restored snapshot {}", ids[1])),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read(to.join(a.strip_prefix("/").unwrap()).join("f")).unwrap(),
+        b"a2"
+    );
+    let ls = env.ok(["ls", "latest", "--path", sa, "--path", sb]);
+    assert!(
+        ls.contains(&format!("{sa}/f\n")) && ls.contains(&format!("{sb}/g\n")),
+        "{ls}"
+    );
+    let diff = env.ok(["diff", &ids[0], "latest", "--path", sa]);
+    assert!(diff.contains(&format!("M            2 {sa}/f")), "{diff}");
+    let v = env.ok(["verify", "--path", sb]);
+    assert!(v.contains("verified 1 snapshot"), "{v}");
+    let v = env.ok(["verify", "--all", "--path", sa]);
+    assert!(v.contains("verified 2 snapshots"), "{v}");
+    // find: only in the snapshots of those paths.
+    let found = env.ok(["find", "g", "--path", sb]);
+    assert!(
+        !found.contains(&ids[0]) && found.lines().count() == 2,
+        "{found}"
+    );
+    // An id names its snapshot whatever --path says.
+    let out = env.ok(["ls", &ids[2], "--path", sa]);
+    assert!(out.contains(&format!("{sb}/g")), "{out}");
+
+    // No snapshot of a path set is a usage error naming it.
+    let e = env.fails(2, ["restore", "latest", "--path", &format!("{sa}/f")]);
+    assert!(
+        e.contains("no snapshot has the paths") && e.contains("/a/f"),
+        "{e}"
+    );
+    let e = env.fails(2, ["verify", "--path", "/nowhere"]);
+    assert!(e.contains("no snapshot has the paths /nowhere"), "{e}");
+}
+
+/// Issue 20: restore takes globs as PATHs (find's matcher): with a '/' whole
+/// paths from the root, without names; what matches comes with what it holds,
+/// and a glob that matches nothing is a usage error, as a missing PATH is.
+#[test]
+fn restore_takes_globs() {
+    let env = Env::new("restore-glob");
+    let src = env.path("src");
+    for d in ["home/pi", "home/bob/sub", "etc"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    fs::write(src.join("home/pi/config.yaml"), "pi").unwrap();
+    fs::write(src.join("home/bob/config.yaml"), "bob").unwrap();
+    fs::write(src.join("home/bob/sub/config.yaml"), "deeper").unwrap();
+    fs::write(src.join("home/bob/other"), "other").unwrap();
+    fs::write(src.join("etc/x.conf"), "x").unwrap();
+    env.ok(["init"]);
+    env.ok(["sink", src.to_str().unwrap()]);
+    let files = |to: &Path| -> Vec<String> {
+        let mut f: Vec<String> = walk(to)
+            .into_iter()
+            .filter(|p| p.is_file())
+            .map(|p| {
+                p.strip_prefix(to.join(src.strip_prefix("/").unwrap()))
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        f.sort();
+        f
+    };
+
+    // Relative: from the root, whatever the working directory.
+    let rel = format!(
+        "{}/home/*/config.yaml",
+        src.strip_prefix("/").unwrap().display()
+    );
+    let to = env.path("to1");
+    env.ok(["restore", "latest", &rel, "--to", to.to_str().unwrap()]);
+    assert_eq!(files(&to), ["home/bob/config.yaml", "home/pi/config.yaml"]);
+
+    // A name glob, and a whole-path glob of a directory (with what it holds).
+    let to = env.path("to2");
+    let dir = format!("{}/home/b?b", src.display());
+    env.ok([
+        "restore",
+        "latest",
+        "*.conf",
+        &dir,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        files(&to),
+        [
+            "etc/x.conf",
+            "home/bob/config.yaml",
+            "home/bob/other",
+            "home/bob/sub/config.yaml"
+        ]
+    );
+
+    let none = format!("{}/home/[xy]*", src.display());
+    let e = env.fails(
+        2,
+        [
+            "restore",
+            "latest",
+            &none,
+            "--to",
+            env.path("to3").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        e.contains("no path in snapshot") && e.contains("matches /"),
+        "{e}"
+    );
+    assert!(!env.path("to3").exists());
+}

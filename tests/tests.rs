@@ -30,6 +30,7 @@ mod setup_ops;
 mod setup_traps;
 mod sink_stream;
 mod small_files;
+mod stats;
 mod tags;
 mod temporaries;
 mod ui;

@@ -22,6 +22,7 @@ pub enum Command {
     Ls(LsCmd),
     Find(FindCmd),
     Diff(DiffCmd),
+    Stats(StatsCmd),
     Serve(ServeCmd),
     Key(KeyCmd),
     Verify(VerifyCmd),
@@ -42,6 +43,7 @@ impl Command {
             Command::Ls(_) => "ls",
             Command::Find(_) => "find",
             Command::Diff(_) => "diff",
+            Command::Stats(_) => "stats",
             Command::Serve(_) => "serve",
             Command::Key(_) => "key",
             Command::Verify(_) => "verify",
@@ -144,6 +146,9 @@ pub struct ListCmd {
     /// only snapshots with this tag (a,b: with both); repeatable: with any
     #[argh(option)]
     pub tag: Vec<String>,
+    /// only snapshots whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -191,7 +196,9 @@ pub struct RestoreCmd {
     /// snapshot id, timestamp, or latest
     #[argh(positional)]
     pub snapshot: String,
-    /// only these files or directories (as they were backed up)
+    /// only these files or directories (as they were backed up), or globs of
+    /// them ('*', '?', '[...]'; with a '/', whole paths from the root; without,
+    /// names)
     #[argh(positional)]
     pub paths: Vec<PathBuf>,
     /// restore under this directory instead of to the original paths
@@ -200,6 +207,9 @@ pub struct RestoreCmd {
     /// replace existing files
     #[argh(switch, short = 'f')]
     pub force: bool,
+    /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -242,6 +252,46 @@ pub struct LsCmd {
     /// one JSON object per entry, one a line
     #[argh(switch)]
     pub json: bool,
+    /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
+    /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
+    #[argh(option, short = 'r')]
+    pub remote: Option<String>,
+    /// key file (CHUTE_KEY_FILE)
+    #[argh(option, short = 'k')]
+    pub key_file: Option<PathBuf>,
+    /// domain (CHUTE_DOMAIN)
+    #[argh(option)]
+    pub domain: Option<String>,
+    /// node (CHUTE_NODE)
+    #[argh(option, short = 'n')]
+    pub node: Option<String>,
+    /// read at most RATE bytes a second from the remote (e.g. 8M; also from a
+    /// store directory); all threads share it (CHUTE_LIMIT_DOWNLOAD)
+    #[argh(option)]
+    pub limit_download: Option<String>,
+    /// take the store's view of the snapshot chain although it is older than this
+    /// node's record or has gaps (a peer restored from an old disk); says so
+    #[argh(switch)]
+    pub accept_rollback: bool,
+}
+
+/// How much the snapshots hold and store: files, bytes, the distinct chunks they
+/// use (unique bytes, counted once) and their sealed size on the store, the
+/// dedup ratio; a line per set of source paths, then the total.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "stats")]
+pub struct StatsCmd {
+    /// snapshot ids, timestamps, or latest (default: every snapshot of this node)
+    #[argh(positional)]
+    pub snapshots: Vec<String>,
+    /// one JSON object: {total, path_sets}
+    #[argh(switch)]
+    pub json: bool,
+    /// only snapshots whose source paths include P (exactly, as given to sink; latest: the newest of them); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -278,6 +328,9 @@ pub struct FindCmd {
     /// one JSON object per match, one a line
     #[argh(switch)]
     pub json: bool,
+    /// only in snapshots whose source paths include P (exactly, as given to sink; --snapshot latest: the newest of them); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -314,6 +367,9 @@ pub struct DiffCmd {
     /// one JSON object per change, one a line, then a summary object
     #[argh(switch)]
     pub json: bool,
+    /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,
@@ -467,6 +523,9 @@ pub struct VerifyCmd {
     /// the same for a random N% of the chunks, different on each run (e.g. 5%)
     #[argh(option)]
     pub read_data_subset: Option<String>,
+    /// latest is the newest snapshot whose source paths include P (exactly, as given to sink); with --all, only those; repeatable
+    #[argh(option)]
+    pub path: Vec<PathBuf>,
     /// a store directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX] (CHUTE_REMOTE)
     #[argh(option, short = 'r')]
     pub remote: Option<String>,

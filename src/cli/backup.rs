@@ -279,7 +279,9 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
         crate::chain::Strict::Fail,
         c.accept_rollback,
     )?;
-    if snaps.is_empty() {
+    let set = crate::sink::normalize_roots(&c.path)?;
+    snaps.retain(|sn| snapshot::has_paths(sn, &set));
+    if snaps.is_empty() && set.is_empty() {
         if let Some(h) = other_nodes_hint(remote.as_ref(), &domain, &node) {
             eprintln!("hint: {h}");
         }
@@ -367,7 +369,9 @@ fn other_nodes_hint(
 /// The snapshots `names` name (each an id, a timestamp or `latest`, see
 /// [`snapshot::find_in`]; `latest` with `paths`: the newest that holds them), in
 /// that order, as restore and the browsing commands pick them; no names: every
-/// snapshot, oldest first. No snapshots at all is an error with a hint when other
+/// snapshot, oldest first (with `set`, those that include it). `latest` with `set` (`--path`) is the newest snapshot
+/// whose source paths include every path of `set` ([`snapshot::has_paths`]); an
+/// id or timestamp names its snapshot whatever its paths. No snapshots at all is an error with a hint when other
 /// nodes have some, and the chain is checked (see [`crate::chain::guard`])
 /// strictly when `latest` or every snapshot is asked for, else it only warns,
 /// since a snapshot named by id is what it is.
@@ -375,6 +379,7 @@ pub(super) fn pick(
     node: &NodeContext,
     names: &[&str],
     paths: &[PathBuf],
+    set: &[PathBuf],
     cmd: &'static str,
     accept_rollback: bool,
 ) -> Result<Vec<snapshot::Snapshot>> {
@@ -408,12 +413,18 @@ pub(super) fn pick(
         strict,
         accept_rollback,
     )?;
+    let set = crate::sink::normalize_roots(set)?;
     if names.is_empty() {
-        return Ok(all);
+        return snapshot::with_paths(all, &set);
     }
     let mut picked = Vec::with_capacity(names.len());
     for name in names {
-        let snap = snapshot::find_in(all.clone(), remote, &node.domain, &node.node, name, paths)?;
+        let pool = if *name == "latest" {
+            snapshot::with_paths(all.clone(), &set)?
+        } else {
+            all.clone()
+        };
+        let snap = snapshot::find_in(pool, remote, &node.domain, &node.node, name, paths)?;
         picked.push(snap);
     }
     Ok(picked)
@@ -422,14 +433,21 @@ pub(super) fn pick(
 pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
-    let paths: Vec<PathBuf> = c
-        .paths
-        .iter()
+    // `latest` with PATHs: the newest snapshot holding them (globs aside).
+    let paths: Vec<PathBuf> = (c.paths.iter())
+        .filter(|p| !restore::is_glob(p.as_os_str().as_encoded_bytes()))
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let snap = pick(&node, &[&c.snapshot], &paths, "restore", c.accept_rollback)?
-        .pop()
-        .expect("one name");
+    let snap = pick(
+        &node,
+        &[&c.snapshot],
+        &paths,
+        &c.path,
+        "restore",
+        c.accept_rollback,
+    )?
+    .pop()
+    .expect("one name");
     let opts = restore::Options {
         to: c.to.clone(),
         paths: c.paths,

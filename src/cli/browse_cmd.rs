@@ -1,4 +1,4 @@
-//! `chute ls`, `find` and `diff` from the command line: snapshots picked as
+//! `chute ls`, `find`, `diff` and `stats` from the command line: snapshots picked as
 //! restore picks them ([`super::backup::pick`]), each manifest streamed through
 //! [`crate::browse`] and printed a line at a time into a buffer written to
 //! stdout in large pieces. A damaged part of a manifest is named on stderr
@@ -63,6 +63,8 @@ struct Common {
     domain: Option<String>,
     node: Option<String>,
     accept_rollback: bool,
+    /// `--path`: which snapshot `latest` is (see [`pick`]).
+    set: Vec<PathBuf>,
 }
 
 /// The [`Common`] options of a browsing command's arguments (argh has no
@@ -75,6 +77,7 @@ macro_rules! common {
             domain: $c.domain,
             node: $c.node,
             accept_rollback: $c.accept_rollback,
+            set: $c.path,
         }
     };
 }
@@ -92,7 +95,7 @@ fn start(
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let snaps = pick(&node, names, &paths, cmd, c.accept_rollback)?;
+    let snaps = pick(&node, names, &paths, &c.set, cmd, c.accept_rollback)?;
     let resolver = Resolver::for_node(&node.keys, node.remote.as_ref(), &node.domain, &node.node)?;
     let filter = Filter::new(
         paths
@@ -349,4 +352,115 @@ pub(super) fn diff(s: &Settings, c: DiffCmd) -> Result<()> {
         "compared (an entry in a damaged part shows as added or removed)",
         na + nb,
     )
+}
+
+/// One line of `chute stats`: a set of source paths (none: the total).
+#[derive(miniserde::Serialize)]
+struct StatsLine {
+    paths: Vec<String>,
+    snapshots: u64,
+    files: u64,
+    bytes: u64,
+    unique_bytes: u64,
+    stored_bytes: u64,
+    chunks: u64,
+    dedup: f64,
+}
+
+#[derive(miniserde::Serialize)]
+struct StatsJson {
+    total: StatsLine,
+    path_sets: Vec<StatsLine>,
+}
+
+fn stats_line(roots: &[Vec<u8>], t: &browse::Tally) -> StatsLine {
+    StatsLine {
+        paths: (roots.iter())
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect(),
+        snapshots: t.snapshots,
+        files: t.files,
+        bytes: t.bytes,
+        unique_bytes: t.unique_bytes,
+        stored_bytes: t.stored_bytes,
+        chunks: t.chunks,
+        dedup: (t.dedup() * 100.0).round() / 100.0,
+    }
+}
+
+/// `chute stats`: the snapshots' manifests streamed a set of source paths at a
+/// time, every chunk reference into that set's [`browse::Distinct`] and the
+/// total's; the headers give files and bytes. The sets' runs live in the
+/// node's cache directory under a lock, so two stats never share them.
+pub(super) fn stats(s: &Settings, c: StatsCmd) -> Result<()> {
+    let names: Vec<&str> = c.snapshots.iter().map(String::as_str).collect();
+    let json = c.json;
+    let (mut ctx, filter) = start(s, common!(c), "stats", &names, &[])?;
+    let dir = ctx.node.cache_dir.clone();
+    let io = |e| Error::Io(format!("cannot keep chunk runs in {}", dir.display()), e);
+    crate::cache::create_dir(&dir).map_err(io)?;
+    let lock = std::fs::File::create(dir.join("lock-stats")).map_err(io)?;
+    crate::sys::lock(&lock).map_err(io)?;
+    // One set of paths after another; a snapshot named twice counts once.
+    crate::sort::by(&mut ctx.snaps, |a, b| {
+        (&a.header.roots, &a.blob).cmp(&(&b.header.roots, &b.blob))
+    });
+    ctx.snaps.dedup_by(|a, b| a.blob == b.blob);
+    let mut all = browse::Distinct::new(&dir.join("stats-all"));
+    let (mut total, mut lines, mut lost) = (browse::Tally::default(), Vec::new(), 0);
+    for group in ctx.snaps.chunk_by(|a, b| a.header.roots == b.header.roots) {
+        let mut set = browse::Distinct::new(&dir.join("stats-set"));
+        let mut t = browse::Tally::default();
+        for snap in group {
+            t.snapshots += 1;
+            t.files += snap.header.files;
+            t.bytes += snap.header.bytes;
+            let mut stream = open(&ctx, snap)?;
+            while let Some(e) = stream.next()? {
+                for ch in &e.chunks {
+                    set.insert(ch).map_err(io)?;
+                    all.insert(ch).map_err(io)?;
+                }
+            }
+            lost += stream.warn_lost("stats", &filter).0;
+        }
+        set.count(&mut t).map_err(io)?;
+        total.snapshots += t.snapshots;
+        total.files += t.files;
+        total.bytes += t.bytes;
+        lines.push(stats_line(&group[0].header.roots, &t));
+    }
+    all.count(&mut total).map_err(io)?;
+    let total = stats_line(&[], &total);
+    let mut out = Out { line: Vec::new() };
+    if json {
+        let j = StatsJson {
+            total,
+            path_sets: lines,
+        };
+        out.line = miniserde::json::to_string(&j).into_bytes();
+        out.line.push(b'\n');
+    } else {
+        use crate::units::human_bytes as h;
+        out.line.extend_from_slice(
+            b"SNAPSHOTS      FILES        SIZE      UNIQUE      STORED   DEDUP  PATHS\n",
+        );
+        let mut total = total;
+        total.paths = vec!["(total)".into()];
+        for l in lines.iter().chain([&total]) {
+            let _ = writeln!(
+                out.line,
+                "{:>9}  {:>9}  {:>10}  {:>10}  {:>10}  {:>5.2}x  {}",
+                l.snapshots,
+                l.files,
+                h(l.bytes),
+                h(l.unique_bytes),
+                h(l.stored_bytes),
+                l.dedup,
+                l.paths.join(" ")
+            );
+        }
+    }
+    out.finish()?;
+    incomplete("counted (without the chunks of the lost entries)", lost)
 }

@@ -78,12 +78,18 @@ fn verify_opened(node: &NodeContext, c: &VerifyCmd, mode: Mode, threads: usize) 
         // One listing: a snapshot forgotten meanwhile is simply not in it.
         let l = snapshot::listing(keys, remote, &node.domain, &node.node)?;
         guard(&l.snapshots)?;
+        let set = crate::sink::normalize_roots(&c.path)?;
+        let snaps = snapshot::with_paths(l.snapshots, &set)?;
         let broken: Vec<BlobId> = l.failed.into_iter().map(|(b, _)| b).collect();
-        (l.snapshots, broken)
+        (snaps, broken)
     } else {
         let name = c.snapshot.as_deref().unwrap_or("latest");
         let all = snapshot::all(keys, remote, &node.domain, &node.node)?;
         guard(&all)?;
+        let all = match name {
+            "latest" => snapshot::with_paths(all, &crate::sink::normalize_roots(&c.path)?)?,
+            _ => all,
+        };
         let snap = snapshot::find_in(all, remote, &node.domain, &node.node, name, &[])?;
         (vec![snap], Vec::new())
     };
