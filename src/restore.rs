@@ -142,21 +142,32 @@ pub(crate) fn may_hold(l: &crate::format::Lost, filter: &[u8]) -> bool {
 pub(crate) struct Sel {
     path: Vec<u8>,
     pub glob: bool,
+    /// The PATH as a plain path, made absolute as a plain PATH is: a name with
+    /// brackets (`report[1].pdf`) still selects itself.
+    literal: Vec<u8>,
 }
 
 impl Sel {
     pub fn new(p: &Path) -> std::io::Result<Sel> {
         let b = p.as_os_str().as_bytes();
+        let literal = std::path::absolute(p)?.as_os_str().as_bytes().to_vec();
         if is_glob(b) {
             let mut path = Vec::with_capacity(b.len() + 1);
             if b.contains(&b'/') && b[0] != b'/' {
                 path.push(b'/');
             }
             path.extend_from_slice(b);
-            return Ok(Sel { path, glob: true });
+            return Ok(Sel {
+                path,
+                glob: true,
+                literal,
+            });
         }
-        let path = std::path::absolute(p)?.as_os_str().as_bytes().to_vec();
-        Ok(Sel { path, glob: false })
+        Ok(Sel {
+            path: literal.clone(),
+            glob: false,
+            literal,
+        })
     }
 
     pub fn path(&self) -> &[u8] {
@@ -166,7 +177,7 @@ impl Sel {
     /// Whether `path` is selected: it, or a directory above it, is named.
     pub fn selects(&self, path: &[u8]) -> bool {
         let f = &self.path[..];
-        if within(path, f) {
+        if within(path, f) || within(path, &self.literal) {
             return true;
         }
         if !self.glob {
@@ -1197,6 +1208,9 @@ mod tests {
         assert!(!sel("/a[b").glob);
         let c = sel("/a[1]");
         assert!(c.glob && c.selects(b"/a1") && c.selects(b"/a[1]"));
+        // Relative: the literal name from the working directory, as a plain PATH.
+        let here = std::env::current_dir().unwrap().join("report[1].pdf");
+        assert!(sel("report[1].pdf").selects(here.as_os_str().as_bytes()));
         assert!(!sel("/plain/path").glob);
     }
 

@@ -60,6 +60,10 @@ impl Bucket {
 /// One direction's limit: its bucket and the clock it runs on.
 pub struct Limit {
     bucket: Mutex<Bucket>,
+    /// Held while a paced request body is sent: one at a time gets the whole
+    /// rate, where k at once would get a k-th each, and a peer drops a body that
+    /// averages under 16 KiB/s (see [`MIN_UPLOAD`]).
+    sending: Mutex<()>,
     start: Instant,
     chunk: usize,
     rate: u64,
@@ -71,6 +75,7 @@ impl Limit {
         Limit {
             chunk: bucket.burst(),
             bucket: Mutex::new(bucket),
+            sending: Mutex::new(()),
             start: Instant::now(),
             rate,
         }
@@ -111,13 +116,18 @@ pub fn down() -> Option<&'static Limit> {
     LIMITS[1].get()
 }
 
-/// How long a request or answer body may take: `base`, plus the time the limits
-/// need for 16 of the largest windows, so a window that shares a low limit with
-/// other workers is not cut off by a timeout meant for a stalled peer.
-pub fn body_timeout(base: Duration) -> Duration {
-    let slowest = LIMITS.iter().filter_map(|l| l.get()).map(|l| l.rate).min();
-    slowest.map_or(base, |rate| {
-        base + Duration::from_secs(16 * crate::protocol::MAX_WINDOW / rate)
+/// The lowest upload limit: a peer drops a request body that averages under 16
+/// KiB/s after its first 10 s (`body_floor` in the vendored tiny_http), and a
+/// paced body gets the whole limit (see `Limit::sending`); twice that leaves room.
+pub const MIN_UPLOAD: u64 = 32 * 1024;
+
+/// How long a request or answer body may take under `limit` (the upload limit
+/// for request bodies, the download limit for answers): `base`, plus the time
+/// 16 of the largest windows take at that rate, so a window that shares a low
+/// limit with other workers is not cut off by a timeout meant for a stalled peer.
+pub fn body_timeout(base: Duration, limit: Option<&Limit>) -> Duration {
+    limit.map_or(base, |l| {
+        base + Duration::from_secs(16 * crate::protocol::MAX_WINDOW / l.rate)
     })
 }
 
@@ -135,7 +145,10 @@ impl<R: Read> Read for Paced<R> {
         };
         let max = buf.len().min(l.chunk);
         let n = self.inner.read(&mut buf[..max])?;
-        l.spend(n);
+        // The end of a body (0) costs nothing, nor waits for others' debt.
+        if n > 0 {
+            l.spend(n);
+        }
         Ok(n)
     }
 }
@@ -169,6 +182,7 @@ pub fn run(
         limit: Some(limit),
     };
     let send = ureq::SendBody::from_reader(&mut paced);
+    let _turn = limit.sending.lock().unwrap_or_else(PoisonError::into_inner);
     agent.run(ureq::http::Request::from_parts(parts, send))
 }
 

@@ -148,6 +148,10 @@ fn bad_rates_are_refused() {
             "--limit-upload \"0\": a limit must be above 0",
         ),
         (
+            &["sink", "--limit-upload", "15K", "/"][..],
+            "--limit-upload \"15K\": at least 32K (a peer drops",
+        ),
+        (
             &["restore", "latest", "--limit-download", "2Q"][..],
             "--limit-download: \"2Q\" is not a size",
         ),

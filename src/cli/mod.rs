@@ -239,6 +239,11 @@ impl Settings {
             Ok(0) => Err(Error::Usage(format!(
                 "{opt} {v:?}: a limit must be above 0 bytes a second (unset it for none)"
             ))),
+            Ok(r) if r < crate::throttle::MIN_UPLOAD && opt == "--limit-upload" => {
+                Err(Error::Usage(format!(
+                    "{opt} {v:?}: at least 32K (a peer drops a request body slower than 16 KiB/s)"
+                )))
+            }
             Ok(r) => Ok(Some(r)),
             Err(e) => Err(Error::Usage(format!("{opt}: {e}"))),
         }

@@ -777,7 +777,8 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
 
 /// Encodes a snapshot header's plaintext.
 pub fn encode_header(h: &Header) -> Vec<u8> {
-    let v4 = h.version >= HEADER_V4 || !h.nodes.is_empty();
+    // Tags are written after the version 4 layout's root list: tags imply it.
+    let v4 = h.version >= HEADER_V4 || !h.nodes.is_empty() || !h.tags.is_empty();
     let mut out = vec![match (v4, h.tags.is_empty()) {
         (_, false) => HEADER_V5,
         (true, true) => HEADER_V4,
@@ -823,6 +824,7 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
             put_u64(&mut out, n.entries);
         }
         if !h.tags.is_empty() {
+            debug_assert!(h.tags.len() <= MAX_TAGS, "checked by check_tags");
             out.push(h.tags.len() as u8);
             for t in &h.tags {
                 put_str16(&mut out, t);

@@ -147,9 +147,15 @@ impl HttpRemote {
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_send_body(Some(throttle::body_timeout(Duration::from_secs(120))))
+            .timeout_send_body(Some(throttle::body_timeout(
+                Duration::from_secs(120),
+                throttle::up(),
+            )))
             .timeout_recv_response(Some(Duration::from_secs(120)))
-            .timeout_recv_body(Some(throttle::body_timeout(Duration::from_secs(120))))
+            .timeout_recv_body(Some(throttle::body_timeout(
+                Duration::from_secs(120),
+                throttle::down(),
+            )))
             .max_idle_connections_per_host(16)
             // A 3xx comes back as an answer (a refusal, see `check`): following it
             // would send the signed request, body and all, wherever the peer says.

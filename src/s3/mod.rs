@@ -114,9 +114,15 @@ impl Client {
             .timeout_per_write(Some(IO_TIMEOUT))
             // Whole phases bounded too, as the peer's client does: a server that
             // sends a byte a minute cannot hold a request open for long.
-            .timeout_send_body(Some(crate::throttle::body_timeout(PHASE_TIMEOUT)))
+            .timeout_send_body(Some(crate::throttle::body_timeout(
+                PHASE_TIMEOUT,
+                crate::throttle::up(),
+            )))
             .timeout_recv_response(Some(PHASE_TIMEOUT))
-            .timeout_recv_body(Some(crate::throttle::body_timeout(PHASE_TIMEOUT)))
+            .timeout_recv_body(Some(crate::throttle::body_timeout(
+                PHASE_TIMEOUT,
+                crate::throttle::down(),
+            )))
             .max_idle_connections_per_host(16)
             // A 3xx is an answer (refused, see `failure`): following it would send
             // a signed request, body and all, wherever the answer says.
