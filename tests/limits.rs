@@ -36,6 +36,31 @@ fn within_20_percent(what: &str, bytes: u64, secs: f64, limit: f64) {
     );
 }
 
+/// Restores the latest snapshot of `src` from `remote` into `out` with
+/// `--limit-download 4M`, checks the tree, and that `bytes` came at the limit.
+fn restore_at_4m(env: &Env, remote: &str, out: &str, src: &str, bytes: u64, what: &str) {
+    let out = env.path(out);
+    let to = out.to_str().unwrap();
+    let args = [
+        "restore",
+        "latest",
+        "--remote",
+        remote,
+        "--to",
+        to,
+        "--limit-download",
+        "4M",
+    ];
+    let secs = timed(env, &args, &[]);
+    assert_same_tree(Path::new(src), &out.join(&src[1..]));
+    within_20_percent(
+        &format!("{what} --limit-download 4M"),
+        bytes,
+        secs,
+        4.0 * MIB,
+    );
+}
+
 fn source(env: &Env, mib: usize) -> std::path::PathBuf {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -111,25 +136,7 @@ fn a_restore_reads_at_the_download_limit_from_a_peer_and_a_directory() {
     let url = srv.url();
     env.ok(["sink", "--remote", &url, src]);
     let stored = bytes_under(&store);
-    let out = env.path("out-http");
-    let args = [
-        "restore",
-        "latest",
-        "--remote",
-        &url,
-        "--to",
-        out.to_str().unwrap(),
-        "--limit-download",
-        "4M",
-    ];
-    let secs = timed(&env, &args, &[]);
-    assert_same_tree(Path::new(src), &out.join(&src[1..]));
-    within_20_percent(
-        "restore over HTTP --limit-download 4M",
-        stored,
-        secs,
-        4.0 * MIB,
-    );
+    restore_at_4m(&env, &url, "out-http", src, stored, "restore over HTTP");
 }
 
 /// A rate that is not a size, or 0, is a usage error naming the option, on one
@@ -196,23 +203,5 @@ fn a_bucket_is_written_and_read_at_the_limits() {
     let args = ["sink", "--remote", &spec, "--limit-upload", "2M", src];
     let secs = timed(&env, &args, &[]);
     within_20_percent("sink to S3 --limit-upload 2M", 6 << 20, secs, 2.0 * MIB);
-    let out = env.path("out");
-    let args = [
-        "restore",
-        "latest",
-        "--remote",
-        &spec,
-        "--to",
-        out.to_str().unwrap(),
-        "--limit-download",
-        "4M",
-    ];
-    let secs = timed(&env, &args, &[]);
-    assert_same_tree(Path::new(src), &out.join(&src[1..]));
-    within_20_percent(
-        "restore from S3 --limit-download 4M",
-        6 << 20,
-        secs,
-        4.0 * MIB,
-    );
+    restore_at_4m(&env, &spec, "out", src, 6 << 20, "restore from S3");
 }
