@@ -95,6 +95,8 @@ pub struct Options {
     /// This node's cache for the remote: a chunk found holding other bytes than its
     /// id names is recorded there, so the next sink stores that content afresh.
     pub cache_dir: Option<PathBuf>,
+    /// Print each file and symlink to be written, as it is queued, on stdout.
+    pub verbose: bool,
 }
 
 /// What a restore did.
@@ -720,6 +722,9 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                 )));
             }
             Action::Write => {}
+        }
+        if opts.verbose && e.kind != EntryKind::Dir {
+            println!("{}", dest.display());
         }
         match e.kind {
             EntryKind::Dir => {

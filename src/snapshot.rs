@@ -1,7 +1,8 @@
 //! Finding and naming snapshots: a node's committed blobs, opened with its key.
 //!
-//! A snapshot's short id is the first 8 hex digits of SHA-256 of its blob path; the
-//! user may also name one by its timestamp, or say `latest`. Its tags (sealed in
+//! A snapshot's id is the SHA-256 of its blob path in hex (64 digits, what the
+//! `--json` outputs give), its short id the first 8 of them (what tables show); the
+//! user names one by any prefix of its id, by its timestamp, or says `latest`. Its tags (sealed in
 //! its header) select it for `list --tag` and `forget --tag/--keep-tag`
 //! ([`tags_match`]).
 
@@ -26,11 +27,21 @@ impl Snapshot {
     pub fn short_id(&self) -> String {
         short_id(&self.blob)
     }
+
+    /// The full id (64 hex digits), as JSON gives it.
+    pub fn id(&self) -> String {
+        id(&self.blob.path())
+    }
 }
 
 /// The short id of a blob.
 pub fn short_id(blob: &BlobId) -> String {
     crate::hex::encode(&crate::crypto::sha256(blob.path().as_bytes())[..4])
+}
+
+/// The full id of the blob at `path` (its [`BlobId::path`]).
+pub fn id(path: &str) -> String {
+    crate::hex::encode(&crate::crypto::sha256(path.as_bytes()))
 }
 
 /// Whether a snapshot carrying `tags` passes a tag filter (restic's rule): an
@@ -187,9 +198,7 @@ pub fn find_in(
     }
     let hits: Vec<Snapshot> = all
         .into_iter()
-        .filter(|s| {
-            s.blob.timestamp == name || (!name.is_empty() && s.short_id().starts_with(name))
-        })
+        .filter(|s| s.blob.timestamp == name || (!name.is_empty() && s.id().starts_with(name)))
         .collect();
     match hits.len() {
         1 => Ok(hits.into_iter().next().expect("one")),
@@ -268,6 +277,23 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A blob's timestamp (`20261126T153312.123456Z`) in RFC 3339 to the second
+/// (`2026-11-26T15:33:12Z`); anything else as it is.
+pub fn timestamp_rfc3339(ts: &str) -> String {
+    match (ts.get(..8), ts.get(8..9), ts.get(9..15), ts.ends_with('Z')) {
+        (Some(d), Some("T"), Some(t), true) if ts.is_ascii() => format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &d[..4],
+            &d[4..6],
+            &d[6..],
+            &t[..2],
+            &t[2..4],
+            &t[4..]
+        ),
+        _ => ts.to_string(),
+    }
 }
 
 pub fn rfc3339(secs: i64) -> String {
@@ -423,6 +449,7 @@ pub fn salvage(
 #[cfg(test)]
 mod tests {
     use super::tags_match;
+    use crate::blob::BlobId;
 
     #[test]
     fn tag_filters() {
@@ -447,5 +474,20 @@ mod tests {
         );
         assert_eq!(super::display_time(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(super::rfc3339(951_868_799), "2000-02-29T23:59:59Z");
+        assert_eq!(
+            super::timestamp_rfc3339("20261126T153312.123456Z"),
+            "2026-11-26T15:33:12Z"
+        );
+        assert_eq!(super::timestamp_rfc3339("odd"), "odd");
+    }
+
+    /// The table's short id is the start of the JSON's full id, so either names
+    /// the snapshot (find_in matches a prefix of the full id).
+    #[test]
+    fn short_id_starts_the_full_id() {
+        let b = BlobId::new("d", "n", "m", "20261126T153312.123456Z").unwrap();
+        let full = super::id(&b.path());
+        assert_eq!(full.len(), 64);
+        assert!(full.starts_with(&super::short_id(&b)), "{full}");
     }
 }

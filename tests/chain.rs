@@ -36,7 +36,8 @@ fn snaps(env: &Env, remote: &str) -> (Vec<Snap>, String) {
         .map(|item| {
             let item = format!("{{\"id\"{item}");
             (
-                field(&item, "id").to_string(),
+                // The short id the messages use: the full id's first 8 digits.
+                field(&item, "id")[..8].to_string(),
                 field(&item, "blob").to_string(),
                 field(&item, "seq").parse().unwrap(),
             )

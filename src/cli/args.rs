@@ -74,6 +74,15 @@ pub struct InitCmd {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "sink")]
 pub struct SinkCmd {
+    /// print the result as one JSON object, nothing else on stdout
+    #[argh(switch)]
+    pub json: bool,
+    /// print nothing but errors
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+    /// print a line per file read (new or changed), on stdout
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// files and directories to back up
     #[argh(positional)]
     pub paths: Vec<PathBuf>,
@@ -233,6 +242,15 @@ pub struct RestoreCmd {
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
     pub accept_rollback: bool,
+    /// print the result as one JSON object, nothing else on stdout
+    #[argh(switch)]
+    pub json: bool,
+    /// print nothing but errors
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+    /// print a line per file restored, on stdout
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
 }
 
 /// List the files of a snapshot (an id, a timestamp, or "latest"), or of some
@@ -549,6 +567,12 @@ pub struct VerifyCmd {
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
     pub accept_rollback: bool,
+    /// print the result as one JSON object, nothing else on stdout
+    #[argh(switch)]
+    pub json: bool,
+    /// print nothing but errors
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
 }
 /// Forget snapshots by a keep policy (restic's --keep-* rules), or by id.
 #[derive(FromArgs, Debug)]
@@ -601,6 +625,12 @@ pub struct ForgetCmd {
     /// delete; keep it off the nightly cron job
     #[argh(option)]
     pub admin_key_file: Option<std::path::PathBuf>,
+    /// print the result as one JSON object, nothing else on stdout
+    #[argh(switch)]
+    pub json: bool,
+    /// print nothing but errors
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
 }
 /// Delete data no remaining snapshot references (after a grace period).
 #[derive(FromArgs, Debug)]
@@ -645,6 +675,12 @@ pub struct PruneCmd {
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
     pub accept_rollback: bool,
+    /// print the result as one JSON object, nothing else on stdout
+    #[argh(switch)]
+    pub json: bool,
+    /// print nothing but errors
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
 }
 /// Re-hash every stored window against the SHA-256 it arrived with (no key needed).
 #[derive(FromArgs, Debug)]
@@ -654,6 +690,12 @@ pub struct ScrubCmd {
     /// default /var/lib/chute as root, else $XDG_DATA_HOME/chute/store)
     #[argh(option, short = 's')]
     pub store: Option<PathBuf>,
+    /// print the result as one JSON object, nothing else on stdout
+    #[argh(switch)]
+    pub json: bool,
+    /// print nothing but errors
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Write the man pages and the shell completions, made from these same --help

@@ -1,5 +1,28 @@
 //! `chute sink`, `list` and `restore` from the command line: settings in, one
 //! summary out.
+//!
+//! `--json` (see [`super::Show`] for the rules all commands share) prints one
+//! object, also when the command then fails (a sink missing paths, a restore with
+//! damaged manifest parts: the exit status and stderr say so):
+//!
+//! - sink: `{"id", "time", "blob", "files", "unchanged_files", "changed_files",
+//!   "dirs", "symlinks", "bytes", "new_bytes", "new_chunks", "stored_bytes",
+//!   "sent_bytes", "resumed_bytes", "seconds", "remote", "missing", "skipped"}`:
+//!   `stored_bytes` is the data the store already held, `changed_files` the count
+//!   of files that changed while read, `missing` the PATHs given that could not
+//!   be read, `skipped` how many paths below them could not be; `seconds` is a
+//!   number with a fraction.
+//! - restore: `{"id", "time", "files", "dirs", "symlinks", "bytes",
+//!   "already_restored", "lost_entries", "seconds", "to"}`: `to` is null for the
+//!   original paths.
+//! - list: an array of `{"id", "time", "timestamp", "host", "paths", "files",
+//!   "dirs", "bytes", "blob", "seq", "tags"}`, oldest first; `timestamp` is the
+//!   store's name for the snapshot.
+//!
+//! `sink --quiet` turns the progress display off (as `--json` does unless
+//! `--progress` asks for its lines) and leaves out the notes on paths left out on
+//! purpose; `sink -v` prints each file it reads (new or changed), `restore -v`
+//! each file and symlink it writes, a path a line.
 
 use super::args::*;
 use super::*;
@@ -87,6 +110,7 @@ fn sink_tags(s: &Settings, flags: Vec<String>) -> Result<Vec<String>> {
 }
 
 pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
+    let show = Show::of(c.json, c.quiet, c.verbose)?;
     let roots = sink_roots(s, c.paths, &c.files_from)?;
     let tags = sink_tags(s, c.tag)?;
     let mut excludes = c.exclude;
@@ -153,16 +177,18 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         host: hostname(),
         threads: threads(c.threads),
         window,
-        progress: if c.progress {
-            sink::ShowProgress::Lines
-        } else {
-            sink::ShowProgress::Terminal
+        progress: match (show, c.progress) {
+            (Show::Quiet, _) | (Show::Json, false) => sink::ShowProgress::Off,
+            (_, true) => sink::ShowProgress::Lines,
+            (_, false) => sink::ShowProgress::Terminal,
         },
+        verbose: show == Show::Verbose,
+        quiet: show == Show::Quiet,
         accept_rollback: c.accept_rollback,
         tags,
     };
     let started = crate::snapshot::unix_now();
-    let outcome = sink_opened(&keys, remote.as_ref(), &opts, network);
+    let outcome = sink_opened(&keys, remote.as_ref(), &opts, network, show);
     let record = runlog::Record::ended("sink", started, outcome.as_ref().map(String::as_str));
     runlog::save(&opts.cache_dir, runlog::SINK, &record);
     outcome.map(drop)
@@ -174,6 +200,7 @@ fn sink_opened(
     remote: &dyn Remote,
     opts: &sink::Options,
     network: bool,
+    show: Show,
 ) -> Result<String> {
     let r = sink::run(keys, remote, opts)?;
     // Size the next run's windows from how long this run's took (best effort).
@@ -205,7 +232,29 @@ fn sink_opened(
         units::human_bytes(r.sent),
         remote.describe()
     );
-    println!("{summary}");
+    if show.text() {
+        println!("{summary}");
+    }
+    show.json(&SinkJson {
+        id: snapshot::id(&r.blob),
+        time: snapshot::timestamp_rfc3339(r.blob.rsplit('/').next().unwrap_or("")),
+        blob: r.blob.clone(),
+        files: r.files,
+        unchanged_files: r.unchanged_files,
+        changed_files: r.changed.len() as u64,
+        dirs: r.dirs,
+        symlinks: r.symlinks,
+        bytes: r.bytes,
+        new_bytes: r.new_bytes,
+        new_chunks: r.new_chunks,
+        stored_bytes: r.unchanged_bytes + r.reused_bytes,
+        sent_bytes: r.sent,
+        resumed_bytes: r.resumed,
+        seconds: r.secs,
+        remote: remote.describe(),
+        missing: r.missing.clone(),
+        skipped: r.skipped.len() as u64,
+    });
     let mut missed = Vec::new();
     if !r.missing.is_empty() {
         let n = r.missing.len();
@@ -239,6 +288,44 @@ fn sink_opened(
         )));
     }
     Ok(summary)
+}
+
+/// `chute sink --json`'s object (see the module doc).
+#[derive(miniserde::Serialize)]
+struct SinkJson {
+    id: String,
+    time: String,
+    blob: String,
+    files: u64,
+    unchanged_files: u64,
+    changed_files: u64,
+    dirs: u64,
+    symlinks: u64,
+    bytes: u64,
+    new_bytes: u64,
+    new_chunks: u64,
+    stored_bytes: u64,
+    sent_bytes: u64,
+    resumed_bytes: u64,
+    seconds: f64,
+    remote: String,
+    missing: Vec<String>,
+    skipped: u64,
+}
+
+/// `chute restore --json`'s object (see the module doc).
+#[derive(miniserde::Serialize)]
+struct RestoreJson {
+    id: String,
+    time: String,
+    files: u64,
+    dirs: u64,
+    symlinks: u64,
+    bytes: u64,
+    already_restored: u64,
+    lost_entries: u64,
+    seconds: f64,
+    to: Option<String>,
 }
 
 /// One snapshot as `chute list --json` prints it.
@@ -290,8 +377,8 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
     let items: Vec<ListItem> = snaps
         .iter()
         .map(|sn| ListItem {
-            id: sn.short_id(),
-            time: snapshot::display_time(sn.header.time),
+            id: sn.id(),
+            time: snapshot::rfc3339(sn.header.time),
             timestamp: sn.blob.timestamp.clone(),
             host: sn.header.host.clone(),
             paths: sn
@@ -329,8 +416,8 @@ pub(super) fn list(s: &Settings, c: ListCmd) -> Result<()> {
     for i in &items {
         println!(
             "{:<8}  {:<19}  {:>8}  {:>10}  {}{}",
-            i.id,
-            i.time,
+            &i.id[..8],
+            i.time.replace('T', " ").trim_end_matches('Z'),
             i.files,
             units::human_bytes(i.bytes),
             col(&i.tags),
@@ -431,6 +518,7 @@ pub(super) fn pick(
 }
 
 pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
+    let show = Show::of(c.json, c.quiet, c.verbose)?;
     let node = open_node(s, c.key_file, c.remote, c.domain, c.node, None)?;
     let (keys, remote) = (&node.keys, node.remote.as_ref());
     // `latest` with PATHs: the newest snapshot holding them (globs aside).
@@ -454,6 +542,7 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         force: c.force,
         threads: threads(c.threads),
         cache_dir: Some(node.cache_dir.clone()),
+        verbose: show == Show::Verbose,
     };
     let r = restore::run(keys, remote, &snap, &opts)?;
     let already = if r.already > 0 {
@@ -465,24 +554,39 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
     } else {
         String::new()
     };
-    println!(
-        "restored snapshot {}: {} files, {} dirs, {} symlinks, {} in {:.1} s to {}{already}",
-        snap.short_id(),
-        r.files,
-        r.dirs,
-        r.symlinks,
-        units::human_bytes(r.bytes),
-        r.secs,
-        c.to.as_deref()
-            .map_or("the original paths".into(), |t| t.display().to_string())
-    );
+    let lost: u64 = r.lost.iter().map(|l| u64::from(l.entries)).sum();
+    show.json(&RestoreJson {
+        id: snap.id(),
+        time: snapshot::rfc3339(snap.header.time),
+        files: r.files,
+        dirs: r.dirs,
+        symlinks: r.symlinks,
+        bytes: r.bytes,
+        already_restored: r.already,
+        lost_entries: lost,
+        seconds: r.secs,
+        to: c.to.as_ref().map(|t| t.display().to_string()),
+    });
+    if show.text() {
+        println!(
+            "restored snapshot {}: {} files, {} dirs, {} symlinks, {} in {:.1} s to {}{already}",
+            snap.short_id(),
+            r.files,
+            r.dirs,
+            r.symlinks,
+            units::human_bytes(r.bytes),
+            r.secs,
+            c.to.as_deref()
+                .map_or("the original paths".into(), |t| t.display().to_string())
+        );
+    }
     if !r.lost.is_empty() {
         for l in &r.lost {
             eprintln!(
                 "chute restore: lost: {l}: that part of the manifest is damaged, not restored"
             );
         }
-        let n: u64 = r.lost.iter().map(|l| u64::from(l.entries)).sum();
+        let n = lost;
         return Err(Error::Incomplete(format!(
             "snapshot {} restored, but {n} entr{} in {} damaged manifest segment{} could not be (see above)",
             snap.short_id(),

@@ -287,7 +287,7 @@ pub(super) fn find(s: &Settings, c: FindCmd) -> Result<()> {
         &|head, snap| {
             if json {
                 head.extend_from_slice(b"{\"snapshot\":");
-                browse::push_json_str(head, snap.short_id().as_bytes());
+                browse::push_json_str(head, snap.id().as_bytes());
                 head.extend_from_slice(b",\"timestamp\":");
                 browse::push_json_str(head, snap.blob.timestamp.as_bytes());
                 head.extend_from_slice(b",\"time\":\"");

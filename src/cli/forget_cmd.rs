@@ -1,7 +1,12 @@
 //! `chute forget` from the command line: settings in, the report printed.
+//!
+//! `--json` prints one object: `{"dry_run", "kept", "forgotten"}`, each list of
+//! `{"id", "time", "paths", "reasons"}` (`reasons`: why a policy kept it, e.g.
+//! `"daily 1"`; empty in `forgotten`, and `kept` is empty when ids were given).
+//! In a dry run `forgotten` is what would be. `--quiet` prints nothing but errors.
 
 use super::args::*;
-use super::{Settings, open_node};
+use super::{Settings, Show, open_node};
 use crate::forget::{Item, Policy, UNLIMITED, apply, plural, row};
 use crate::snapshot::{self, Snapshot};
 use crate::{Error, Result};
@@ -9,6 +14,16 @@ use std::collections::BTreeMap;
 
 /// `chute forget` from the command line.
 pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
+    let show = Show::of(c.json, c.quiet, false)?;
+    // The report for people, unless --json or --quiet.
+    macro_rules! say {
+        ($($t:tt)*) => {
+            if show.text() {
+                println!($($t)*)
+            }
+        };
+    }
+    let mut kept_items: Vec<ForgetItem> = Vec::new();
     let policy = policy_of(&c)?;
     if policy.is_empty() && c.snapshots.is_empty() {
         return Err(Error::Usage(
@@ -74,15 +89,16 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
                 .map(|r| String::from_utf8_lossy(r).into_owned())
                 .collect();
             if n > 0 {
-                println!();
+                say!();
             }
-            println!("snapshots of {}:", paths.join(" "));
+            say!("snapshots of {}:", paths.join(" "));
             let kept = reasons.iter().filter(|r| !r.is_empty()).count();
-            println!("keep {} of {}:", plural(kept, "snapshot"), group.len());
-            println!("  {:<8}  {:<19}  KEPT BECAUSE", "ID", "TIME (UTC)");
+            say!("keep {} of {}:", plural(kept, "snapshot"), group.len());
+            say!("  {:<8}  {:<19}  KEPT BECAUSE", "ID", "TIME (UTC)");
             for (snap, why) in group.iter().zip(&reasons) {
                 if !why.is_empty() {
-                    println!("{}", row(snap, &why.join(", ")));
+                    say!("{}", row(snap, &why.join(", ")));
+                    kept_items.push(item(snap, why));
                 }
             }
             let gone: Vec<&Snapshot> = group
@@ -92,16 +108,21 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
                 .map(|(s, _)| s)
                 .collect();
             if !gone.is_empty() {
-                println!("remove {}:", plural(gone.len(), "snapshot"));
+                say!("remove {}:", plural(gone.len(), "snapshot"));
                 for snap in gone {
-                    println!("{}", row(snap, ""));
+                    say!("{}", row(snap, ""));
                     remove.push(snap.clone());
                 }
             }
         }
     }
+    show.json(&ForgetJson {
+        dry_run: c.dry_run,
+        kept: kept_items,
+        forgotten: remove.iter().map(|s| item(s, &[])).collect(),
+    });
     if c.dry_run {
-        println!(
+        say!(
             "dry run: would forget {}; nothing changed",
             plural(remove.len(), "snapshot")
         );
@@ -117,14 +138,14 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
             crate::chain::forgot(r, &snap.blob.mount, snap.header.seq)
         });
         if !c.snapshots.is_empty() {
-            println!(
+            say!(
                 "forgot snapshot {} ({})",
                 snap.short_id(),
                 snapshot::display_time(snap.header.time)
             );
         }
     }
-    println!(
+    say!(
         "forgot {}{}",
         plural(remove.len(), "snapshot"),
         if remove.is_empty() {
@@ -134,6 +155,33 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// One snapshot in `chute forget --json`'s object (see the module doc).
+#[derive(miniserde::Serialize)]
+struct ForgetItem {
+    id: String,
+    time: String,
+    paths: Vec<String>,
+    reasons: Vec<String>,
+}
+
+#[derive(miniserde::Serialize)]
+struct ForgetJson {
+    dry_run: bool,
+    kept: Vec<ForgetItem>,
+    forgotten: Vec<ForgetItem>,
+}
+
+fn item(s: &Snapshot, reasons: &[String]) -> ForgetItem {
+    ForgetItem {
+        id: s.id(),
+        time: snapshot::rfc3339(s.header.time),
+        paths: (s.header.roots.iter())
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect(),
+        reasons: reasons.to_vec(),
+    }
 }
 
 /// `N` or `unlimited`.

@@ -20,6 +20,18 @@
 //! and `` ` ``). So `CHUTE_PATHS=/etc "/srv/my files"` is two paths, and so is
 //! `CHUTE_PATHS="/etc /home"`; one path with a space on its own needs quotes of its
 //! own inside, as in the environment: `CHUTE_PATHS="'/srv/my files'"`.
+//!
+//! How much a command prints ([`Show`]): the commands that report a result take
+//! `--json` (stdout holds JSON only: one object, or for the streamed listings `ls`,
+//! `find` and `diff` one object a line; each command's schema is in the `//!` doc
+//! of its file here). In every schema field names are snake_case, sizes are bytes
+//! as integers, times RFC 3339 UTC (`2026-12-02T17:57:10Z`) and snapshot ids full
+//! (64 hex digits; tables show the first 8, and any prefix names a snapshot).
+//! Warnings and errors stay on stderr, and the exit status means what it always
+//! does. sink, restore, verify, forget, prune and scrub also take `--quiet` (`-q`:
+//! nothing on stdout, no progress, only failures on stderr); sink and restore take
+//! `--verbose` (`-v`: a line per file written). `--quiet` with `--json` or
+//! `--verbose`, or `--json` with `--verbose`, is refused (exit 2): one output each.
 
 mod args;
 mod argv;
@@ -286,6 +298,43 @@ impl Settings {
 
     fn node(&self, flag: Option<String>) -> String {
         self.get(flag, "CHUTE_NODE").unwrap_or_else(hostname)
+    }
+}
+
+/// How much a command prints (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Show {
+    Quiet,
+    Normal,
+    Verbose,
+    Json,
+}
+
+impl Show {
+    /// The mode a command's `--json`, `--quiet` and `--verbose` ask for; two of
+    /// them at once is a usage error.
+    pub(crate) fn of(json: bool, quiet: bool, verbose: bool) -> Result<Show> {
+        match (json, quiet, verbose) {
+            (false, false, false) => Ok(Show::Normal),
+            (true, false, false) => Ok(Show::Json),
+            (false, true, false) => Ok(Show::Quiet),
+            (false, false, true) => Ok(Show::Verbose),
+            _ => Err(Error::Usage(
+                "give one of --json, --quiet and --verbose".into(),
+            )),
+        }
+    }
+
+    /// Whether the report for people is printed.
+    pub(crate) fn text(self) -> bool {
+        matches!(self, Show::Normal | Show::Verbose)
+    }
+
+    /// Prints `v` as one line of JSON when that is the mode.
+    pub(crate) fn json<T: miniserde::Serialize>(self, v: &T) {
+        if self == Show::Json {
+            println!("{}", miniserde::json::to_string(v));
+        }
     }
 }
 
@@ -670,6 +719,22 @@ pub(crate) fn open_node(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_output_mode_at_a_time() {
+        assert_eq!(Show::of(false, false, false).unwrap(), Show::Normal);
+        assert_eq!(Show::of(true, false, false).unwrap(), Show::Json);
+        assert_eq!(Show::of(false, true, false).unwrap(), Show::Quiet);
+        assert_eq!(Show::of(false, false, true).unwrap(), Show::Verbose);
+        for (j, q, v) in [
+            (true, true, false),
+            (true, false, true),
+            (false, true, true),
+        ] {
+            assert!(matches!(Show::of(j, q, v), Err(Error::Usage(_))));
+        }
+        assert!(Show::Verbose.text() && !Show::Quiet.text() && !Show::Json.text());
+    }
 
     #[test]
     fn a_comment_after_a_value_is_not_part_of_it() {

@@ -1,7 +1,17 @@
 //! `chute prune` from the command line: settings in, the report printed.
+//!
+//! `--json` prints one object: `{"dry_run", "snapshots", "blobs", "pack",
+//! "packed_bytes", "reclaimed_bytes", "deleted_blobs", "deleted_bytes",
+//! "trimmed_bytes", "repackable_bytes", "dangling_refs"}`; `blobs` lists every
+//! blob looked at as `{"blob", "fate", "repacked", "bytes", "live_bytes",
+//! "trimmed_bytes", "due"}`, `fate` one of `"deleted"` (in a dry run: would be),
+//! `"kept"` (snapshots use `live_bytes` of it), `"marked"` (unreferenced; `due`
+//! is when a prune may delete it, else null) or `"committed"` (meanwhile);
+//! `pack` is the blob path of the pack written, else null. `--quiet` prints
+//! nothing but errors and warnings of damage.
 
 use super::args::*;
-use super::{Settings, open_node};
+use super::{Settings, Show, open_node};
 use crate::prune::*;
 use crate::snapshot;
 use crate::units::{human_bytes, parse_duration};
@@ -9,6 +19,15 @@ use crate::{Error, Result};
 
 /// `chute prune` from the command line.
 pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
+    let show = Show::of(c.json, c.quiet, false)?;
+    // The report for people, unless --json or --quiet.
+    macro_rules! say {
+        ($($t:tt)*) => {
+            if show.text() {
+                println!($($t)*)
+            }
+        };
+    }
     let grace = match c.grace.as_deref() {
         None => DEFAULT_GRACE,
         Some(g) => parse_duration(g).ok_or_else(|| {
@@ -62,10 +81,10 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
         match &o.fate {
             Fate::Deleted => {
                 deleted += 1;
-                println!("{repacked}{would} {what}");
+                say!("{repacked}{would} {what}");
             }
             Fate::Referenced { by, live } if o.repacked => {
-                println!(
+                say!(
                     "would repack {what}: the {} that {by} snapshot{} use go to a new pack, and the {} unused go after the grace period",
                     human_bytes(*live),
                     if *by == 1 { "" } else { "s" },
@@ -87,7 +106,7 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
                         human_bytes(o.trim_later)
                     );
                 }
-                println!(
+                say!(
                     "kept {what}: still referenced by {by} snapshot{}, which use {} of it ({} unused, under the repack threshold){trim}",
                     if *by == 1 { "" } else { "s" },
                     human_bytes(*live),
@@ -98,23 +117,23 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
                     )
                 )
             }
-            Fate::Marked { since, due } => println!(
+            Fate::Marked { since, due } => say!(
                 "{repacked}marked {what}: unreferenced since {} UTC; a prune from {} UTC deletes it",
                 snapshot::display_time(*since),
                 snapshot::display_time(*due)
             ),
-            Fate::Committed => println!("kept {}: it was committed meanwhile", o.blob.id.path()),
+            Fate::Committed => say!("kept {}: it was committed meanwhile", o.blob.id.path()),
         }
     }
     if let Some((pack, bytes)) = &r.pack {
         match pack {
-            Some(p) => println!(
+            Some(p) => say!(
                 "repacked {} from {moved} blob{} into pack {}",
                 human_bytes(*bytes),
                 if moved == 1 { "" } else { "s" },
                 p.path()
             ),
-            None => println!(
+            None => say!(
                 "would repack {} from {moved} blob{} into a new pack",
                 human_bytes(*bytes),
                 if moved == 1 { "" } else { "s" }
@@ -122,7 +141,7 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
         }
     }
     if let Some(t) = r.temps.filter(|t| t.any()) {
-        println!("temporary files: {}", t.describe());
+        say!("temporary files: {}", t.describe());
     }
     if let Some(why) = &r.repack_failed {
         eprintln!("chute: warning: nothing was repacked: {why}");
@@ -136,7 +155,20 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
     }
     let copied = r.pack.as_ref().map_or(0, |p| p.1);
     let trimmed: u64 = r.outcomes.iter().map(|o| o.trimmed).sum();
-    println!(
+    show.json(&PruneJson {
+        dry_run: c.dry_run,
+        snapshots: r.snapshots as u64,
+        blobs: r.outcomes.iter().map(blob_json).collect(),
+        pack: r.pack.as_ref().and_then(|p| p.0.as_ref()).map(|b| b.path()),
+        packed_bytes: copied,
+        reclaimed_bytes: r.reclaimed().saturating_sub(copied),
+        deleted_blobs: deleted,
+        deleted_bytes: r.reclaimed() - trimmed,
+        trimmed_bytes: trimmed,
+        repackable_bytes: r.repackable(),
+        dangling_refs: r.dangling,
+    });
+    say!(
         "{} {} (deleted: {deleted} blob{}, {}; trimmed: {}; copied into a pack: {}); {} snapshot{} in use; {} unused in blobs still in use, under the repack threshold",
         if c.dry_run {
             "would reclaim"
@@ -153,4 +185,49 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
         human_bytes(r.repackable())
     );
     Ok(())
+}
+
+/// `chute prune --json`'s object (see the module doc).
+#[derive(miniserde::Serialize)]
+struct PruneJson {
+    dry_run: bool,
+    snapshots: u64,
+    blobs: Vec<BlobJson>,
+    pack: Option<String>,
+    packed_bytes: u64,
+    reclaimed_bytes: u64,
+    deleted_blobs: u64,
+    deleted_bytes: u64,
+    trimmed_bytes: u64,
+    repackable_bytes: u64,
+    dangling_refs: u64,
+}
+
+#[derive(miniserde::Serialize)]
+struct BlobJson {
+    blob: String,
+    fate: &'static str,
+    repacked: bool,
+    bytes: u64,
+    live_bytes: u64,
+    trimmed_bytes: u64,
+    due: Option<String>,
+}
+
+fn blob_json(o: &Outcome) -> BlobJson {
+    let (fate, live, due) = match &o.fate {
+        Fate::Deleted => ("deleted", 0, None),
+        Fate::Referenced { live, .. } => ("kept", *live, None),
+        Fate::Marked { due, .. } => ("marked", 0, Some(snapshot::rfc3339(*due))),
+        Fate::Committed => ("committed", 0, None),
+    };
+    BlobJson {
+        blob: o.blob.id.path(),
+        fate,
+        repacked: o.repacked,
+        bytes: o.blob.bytes,
+        live_bytes: live,
+        trimmed_bytes: o.trimmed,
+        due,
+    }
 }

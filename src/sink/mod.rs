@@ -116,6 +116,10 @@ pub struct Options {
     pub threads: usize,
     pub window: u64,
     pub progress: ShowProgress,
+    /// Print each file read (new or changed since the parent) on stdout.
+    pub verbose: bool,
+    /// Say nothing on stderr that is not a failure (paths left out on purpose).
+    pub quiet: bool,
     /// Where the chunk index, journal and lock live.
     pub cache_dir: PathBuf,
     /// Take the store's view of the chain even if it rolled back (see [`crate::chain`]).

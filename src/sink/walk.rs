@@ -324,6 +324,9 @@ impl Walker<'_> {
 
     /// Says why `path` is left out on purpose (not a failure).
     fn leave_out(&mut self, path: &Path, why: impl std::fmt::Display) {
+        if self.opts.quiet {
+            return;
+        }
         self.progress.clear();
         eprintln!("chute sink: skipping {}: {why}", path.display());
     }
@@ -470,11 +473,16 @@ impl Walker<'_> {
                 if self.unchanged(&path, &md)? {
                     continue;
                 }
-                if let Err(e) = self.file(&path) {
-                    self.skip(&path, e);
+                match self.file(&path) {
+                    Err(e) => self.skip(&path, e),
+                    Ok(()) if self.opts.verbose => {
+                        self.progress.clear();
+                        println!("{}", path.display());
+                    }
+                    Ok(()) => {}
                 }
                 testhooks::stall();
-            } else {
+            } else if !self.opts.quiet {
                 // Sockets, FIFOs and devices are runtime objects, not data: noted, not
                 // counted as failures (a nightly sink of / would otherwise never pass).
                 self.progress.clear();
