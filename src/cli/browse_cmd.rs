@@ -5,6 +5,14 @@
 //! (`lost: ...`) and the command exits 3 after printing the rest, as restore
 //! does.
 //!
+//! `--json` (see [`super::Show`]): `ls` one object an entry, a line each,
+//! `{"path", "type", "mode", "uid", "gid", "size", "mtime"}` and `"target"` for a
+//! symlink; `find` the same after `{"snapshot" (full id), "timestamp", "time"}`;
+//! `diff` `{"change", ...the entry's fields, "old_type", "old_size", "what"}` a
+//! line each and last `{"change": "summary", ...}` (see [`crate::browse`]);
+//! `stats` one object `{"total", "path_sets"}`, each `{"paths", "snapshots",
+//! "files", "bytes", "unique_bytes", "stored_bytes", "chunks", "dedup"}`.
+//!
 //! The armv7 binary's budget shapes this file: the three commands share one
 //! setup ([`start`]) and `ls` and `find` one listing loop ([`print`]), and the
 //! manifest reader is called through one non-inlined function.

@@ -111,8 +111,8 @@ fn own_view(out: &mut String, own: &OwnView, csrf: &str, now: u64, stale_after: 
             let _ = write!(
                 out,
                 "Newest snapshot: {} UTC ({}). ",
-                escape(&n.time),
-                escape(&n.id)
+                escape(&table_time(&n.time)),
+                escape(short(&n.id))
             );
         }
         None if own.listed_unix.is_some() => out.push_str("No snapshot yet. "),
@@ -173,8 +173,8 @@ fn own_view(out: &mut String, own: &OwnView, csrf: &str, now: u64, stale_after: 
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
-            escape(&s.id),
-            escape(&s.time),
+            escape(short(&s.id)),
+            escape(&table_time(&s.time)),
             escape(&s.paths.join(", ")),
             s.files,
             human_bytes(s.bytes)
@@ -415,6 +415,16 @@ point anywhere).</p></body></html>\n"
     )
 }
 
+/// A snapshot's id as tables show it: the full id's first 8 digits.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// An RFC 3339 UTC time as tables show it: `2027-01-15 07:00:00`.
+fn table_time(t: &str) -> String {
+    t.trim_end_matches('Z').replace('T', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,7 +491,7 @@ mod tests {
             paths: vec!["/etc".into(), "/home".into()],
             snapshots: vec![OwnSnapshot {
                 id: "1a2b3c".into(),
-                time: "2027-01-15 07:00:00".into(),
+                time: "2027-01-15T07:00:00Z".into(),
                 paths: vec!["/home".into()],
                 files: 10,
                 bytes: 2048,

@@ -156,8 +156,9 @@ pub struct OwnView {
 
 #[derive(Serialize, Clone, Debug, Default, PartialEq)]
 pub struct OwnSnapshot {
+    /// Full, as `chute list --json` gives it (the page shows the first 8 digits).
     pub id: String,
-    /// As `chute list` shows it: `YYYY-MM-DD HH:MM:SS`, UTC.
+    /// RFC 3339 UTC, as `chute list --json` gives it.
     pub time: String,
     pub paths: Vec<String>,
     pub files: u64,
