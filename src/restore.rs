@@ -97,6 +97,8 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
     /// Print each file and symlink to be written, as it is queued, on stdout.
     pub verbose: bool,
+    /// Leave out notes that are not failures (temporaries removed).
+    pub quiet: bool,
 }
 
 /// What a restore did.
@@ -618,7 +620,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
             format!("{name} is not in snapshot {}", snap.short_id())
         }));
     }
-    if let Some(first) = &checked.first_stale {
+    if let (Some(first), false) = (&checked.first_stale, opts.quiet) {
         eprintln!(
             "chute restore: removed {} temporary file{} an interrupted restore left behind (first: {})",
             checked.stale,

@@ -21,7 +21,8 @@
 //!
 //! `sink --quiet` turns the progress display off (as `--json` does unless
 //! `--progress` asks for its lines) and leaves out the notes on paths left out on
-//! purpose; `sink -v` prints each file it reads (new or changed), `restore -v`
+//! purpose, `restore --quiet` the note on temporaries it removed (warnings of
+//! the chain check stay: they are about the store's honesty); `sink -v` prints each file it reads (new or changed), `restore -v`
 //! each file and symlink it writes, a path a line.
 
 use super::args::*;
@@ -543,6 +544,7 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         threads: threads(c.threads),
         cache_dir: Some(node.cache_dir.clone()),
         verbose: show == Show::Verbose,
+        quiet: show == Show::Quiet,
     };
     let r = restore::run(keys, remote, &snap, &opts)?;
     let already = if r.already > 0 {

@@ -224,7 +224,9 @@ impl Settings {
             let mut config = crate::s3::Config::from_env(spec, &env)?;
             let virtual_host = self.yes("CHUTE_S3_VIRTUAL_HOST")?;
             config.spec = config.spec.virtual_host(virtual_host);
-            eprintln!("chute: {}", crate::s3::PLAIN_HTTP_WARNING);
+            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("chute: {}", crate::s3::PLAIN_HTTP_WARNING);
+            }
             let (backend, created) = if create {
                 crate::store::S3Store::init(config)?
             } else {
@@ -640,8 +642,22 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     }
 }
 
+/// Set by a command's `--quiet` before it opens anything: notes printed where
+/// the command's mode is not at hand (the plain-HTTP S3 warning) are left out.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<()> {
+    let quiet = match &cli.command {
+        Command::Sink(c) => c.quiet,
+        Command::Restore(c) => c.quiet,
+        Command::Verify(c) => c.quiet,
+        Command::Forget(c) => c.quiet,
+        Command::Prune(c) => c.quiet,
+        Command::Scrub(c) => c.quiet,
+        _ => false,
+    };
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     let settings = Settings::load()?;
     // Before any remote is opened: its clients size their timeouts by them.
     let limits = match &cli.command {
