@@ -1039,11 +1039,54 @@ fn fetch_group(
             .open(&t.tmp)
             .map_err(io("cannot write", &t.dest))?;
         same_temporary(t, &f)?;
-        f.write_all_at(slice(plain, &p.chunk, t, snap)?, p.at)
+        write_sparse(&f, slice(plain, &p.chunk, t, snap)?, p.at, t.entry.size)
             .map_err(io("cannot write", &t.dest))?;
         if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             finish(t, Some(&f))?;
         }
+    }
+    Ok(())
+}
+
+/// Holes are made of whole blocks of this many bytes, at offsets that are
+/// multiples of it (a file system's block size; larger ones still get holes for
+/// the runs of zeros that cover their blocks).
+const HOLE_BLOCK: u64 = 4096;
+
+/// The ranges of `data`, to be written at file offset `at` of a file of `size`
+/// bytes, that must be written: all but the [`HOLE_BLOCK`]-aligned blocks that
+/// hold only zeros, which are left as holes (the file was created empty). The
+/// block holding the file's last byte is always written, so the file ends at
+/// its size without a `set_len`; a file system without holes fills the gaps
+/// with zeros itself. Adjacent ranges are merged: one write each.
+fn data_ranges(data: &[u8], at: u64, size: u64) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let off = at + i as u64;
+        let next = (off / HOLE_BLOCK + 1) * HOLE_BLOCK;
+        let end = data.len().min((next - at) as usize);
+        let block = &data[i..end];
+        // Only a whole aligned block can be a hole, and never the last one.
+        let whole = off % HOLE_BLOCK == 0 && block.len() as u64 == HOLE_BLOCK;
+        let hole = whole && next < size && block.iter().all(|&b| b == 0);
+        if !hole {
+            match out.last_mut() {
+                Some(r) if r.end == i => r.end = end,
+                _ => out.push(i..end),
+            }
+        }
+        i = end;
+    }
+    out
+}
+
+/// Writes `data` at `at` of a file of `size` bytes, leaving [`data_ranges`]'
+/// holes: a sparse file (a disk image, a database's preallocated space)
+/// restores sparse, and zeros cost no writes to an SD card.
+fn write_sparse(f: &fs::File, data: &[u8], at: u64, size: u64) -> std::io::Result<()> {
+    for r in data_ranges(data, at, size) {
+        f.write_all_at(&data[r.clone()], at + r.start as u64)?;
     }
     Ok(())
 }
@@ -1344,6 +1387,29 @@ mod tests {
         fs::write(&path, [&data[..], b"+"].concat()).unwrap();
         assert!(!same_content(&keys, &path, &p));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn zero_blocks_become_holes_except_the_last() {
+        let b = HOLE_BLOCK as usize;
+        let mut d = vec![0u8; 4 * b];
+        d[b + 7] = 1;
+        // Blocks 0, 2 and 3 are zeros; 3 holds the file's last byte.
+        assert_eq!(
+            data_ranges(&d, 0, 4 * b as u64),
+            vec![b..2 * b, 3 * b..4 * b]
+        );
+        // A longer file: block 3 is a hole too.
+        assert_eq!(data_ranges(&d, 0, 8 * b as u64), vec![b..2 * b]);
+        // Unaligned: the partial blocks at either end are written, whole zero
+        // blocks between are not.
+        assert_eq!(
+            data_ranges(&d, 100, 1 << 20),
+            vec![0..2 * b - 100, 4 * b - 100..4 * b]
+        );
+        // No zeros: one write. Empty: none.
+        assert_eq!(data_ranges(&[1; 10], 0, 10), vec![0..10]);
+        assert_eq!(data_ranges(&[], 0, 0), Vec::<std::ops::Range<usize>>::new());
     }
 
     #[test]
