@@ -19,6 +19,13 @@
 //! and bits hold only for the entries it read). A signal between batches stops
 //! pass 2 at once.
 //!
+//! Besides files, directories and symlinks: FIFOs are made (`mkfifo`), empty;
+//! the files a sink marked `linked` (other hard links) with the same device
+//! and inode are hard-linked to the first of them restored or found in place
+//! ([`Links`], bounded), the others being made after their batch's files like
+//! symlinks, at a temporary name renamed into place; and whole 4 KiB blocks of
+//! zeros are left as holes ([`write_sparse`]), so a sparse file stays sparse.
+//!
 //! The PATHs asked for are paths or globs ([`Sel`]); each selects what it names
 //! and everything below, and one that selects nothing fails the restore before
 //! anything is written.
@@ -74,8 +81,8 @@ use crate::{Error, Result};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
@@ -103,6 +110,7 @@ pub struct Report {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    pub fifos: u64,
     pub bytes: u64,
     pub secs: f64,
     /// Files and symlinks already in place, complete and identical: skipped.
@@ -301,6 +309,7 @@ fn existing(e: &Entry, dest: &Path) -> Existing {
         {
             Existing::SameStat
         }
+        EntryKind::Fifo if md.file_type().is_fifo() => Existing::Identical,
         EntryKind::Symlink
             if md.is_symlink()
                 && fs::read_link(dest).is_ok_and(|t| t.as_os_str().as_bytes() == e.target) =>
@@ -513,8 +522,55 @@ const BATCH_CHUNKS: usize = 16_384;
 struct Batch {
     tasks: Vec<Task>,
     chunks: usize,
-    symlinks: Vec<(PathBuf, Entry)>,
+    /// Symlinks, FIFOs and hard links, made after the files.
+    symlinks: Vec<(PathBuf, Entry, Special)>,
     dirs: Vec<(PathBuf, Entry)>,
+}
+
+/// What a batch's non-file entry is made as.
+enum Special {
+    Symlink,
+    Fifo,
+    /// A hard link to the restored path of the snapshot's first entry with the
+    /// same device and inode (see [`Links`]).
+    Link(PathBuf),
+}
+
+/// Where the first restored (or found in place) file of each hard-linked inode
+/// of the snapshot went, keyed by its device and inode: entries flagged
+/// `linked` only, and at most [`LINKS_MAX`] of them, so memory stays flat in
+/// the number of files; past that, links restore as separate copies (with a
+/// warning).
+#[derive(Default)]
+struct Links {
+    first: std::collections::HashMap<(u64, u64), PathBuf>,
+    warned: bool,
+}
+
+/// Most hard-linked inodes a restore links (~10 MiB of paths at most).
+const LINKS_MAX: usize = 65_536;
+
+impl Links {
+    /// The path to link `e` (restored at `dest`) to, or `None` if it is the
+    /// first of its inode, which is noted.
+    fn to(&mut self, e: &Entry, dest: &Path) -> Option<PathBuf> {
+        if !e.linked {
+            return None;
+        }
+        let key = (e.dev, e.inode);
+        if let Some(first) = self.first.get(&key) {
+            return Some(first.clone());
+        }
+        if self.first.len() < LINKS_MAX {
+            self.first.insert(key, dest.to_path_buf());
+        } else if !self.warned {
+            self.warned = true;
+            eprintln!(
+                "chute restore: warning: more than {LINKS_MAX} hard-linked files; the rest restore as copies"
+            );
+        }
+        None
+    }
 }
 
 impl Batch {
@@ -633,6 +689,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         )));
     }
 
+    let mut links = Links::default();
     let mut report = Report {
         stale_removed: checked.stale,
         lost,
@@ -658,6 +715,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         opts,
         written: 0,
         to_write: checked.to_write,
+        copied_links: false,
     };
     let mut batch = Batch::default();
     // Directories restored whose entries the stream is still in, outermost first.
@@ -709,6 +767,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         match decide(e.kind, f, opts.force) {
             Action::Skip => {
                 report.already += 1;
+                links.to(&e, &dest);
                 continue;
             }
             // Pass 1 saw nothing to refuse here: something appeared since.
@@ -721,11 +780,20 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
             }
             Action::Write => {}
         }
+        if let Some(first) = links.to(&e, &dest) {
+            report.files += 1;
+            batch.symlinks.push((dest, e, Special::Link(first)));
+            continue;
+        }
         match e.kind {
             EntryKind::Dir => {
                 fs::create_dir_all(&dest).map_err(io("cannot create", &dest))?;
                 report.dirs += 1;
                 open.push((e.path.clone(), dest, e));
+            }
+            EntryKind::Fifo => {
+                report.fifos += 1;
+                batch.symlinks.push((dest, e, Special::Fifo));
             }
             EntryKind::File => {
                 if let Some(parent) = dest.parent() {
@@ -752,7 +820,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
             }
             EntryKind::Symlink => {
                 report.symlinks += 1;
-                batch.symlinks.push((dest, e));
+                batch.symlinks.push((dest, e, Special::Symlink));
             }
         }
     }
@@ -798,11 +866,14 @@ struct Writer<'a> {
     /// Files placed by earlier batches, of `to_write`.
     written: u64,
     to_write: u64,
+    /// A hard link failed and was restored as a copy (warned once).
+    copied_links: bool,
 }
 
 impl Writer<'_> {
     /// Writes a batch's files (their reads planned together), then its symlinks,
-    /// then its directories' metadata, and empties it.
+    /// FIFOs and hard links (to files of this batch or earlier ones), then its
+    /// directories' metadata, and empties it.
     fn write(&mut self, batch: &mut Batch, blobs: &[BlobId]) -> Result<()> {
         if crate::sys::signalled() {
             return Err(interrupted());
@@ -835,7 +906,7 @@ impl Writer<'_> {
         self.written += tasks.len() as u64;
         drop(groups);
         drop(tasks);
-        for (dest, e) in batch.symlinks.drain(..) {
+        for (dest, e, what) in batch.symlinks.drain(..) {
             if crate::sys::signalled() {
                 return Err(interrupted());
             }
@@ -843,10 +914,32 @@ impl Writer<'_> {
                 fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
             }
             let tmp = temp_name(&dest);
-            std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &tmp)
-                .map_err(io("cannot create symlink", &dest))?;
-            let placed = set_meta(&tmp, &e, true)
-                .and_then(|_| fs::rename(&tmp, &dest).map_err(io("cannot create symlink", &dest)));
+            let made = match &what {
+                Special::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &tmp)
+                    .map_err(io("cannot create symlink", &dest))
+                    .and_then(|_| set_meta(&tmp, &e, true)),
+                Special::Fifo => crate::sys::mkfifo(&tmp)
+                    .map_err(io("cannot create FIFO", &dest))
+                    .and_then(|_| set_meta(&tmp, &e, false)),
+                // Its inode has the first's metadata already.
+                Special::Link(first) => fs::hard_link(first, &tmp).or_else(|err| {
+                    // A target without hard links (FAT), or too many: a copy.
+                    if !self.copied_links {
+                        self.copied_links = true;
+                        eprintln!(
+                            "chute restore: warning: cannot hard-link {} to {} ({err}): restoring hard links as copies",
+                            dest.display(),
+                            first.display()
+                        );
+                    }
+                    let _ = fs::remove_file(&tmp);
+                    fs::copy(first, &tmp)
+                        .map_err(io("cannot copy", first))
+                        .and_then(|_| set_meta(&tmp, &e, false))
+                }),
+            };
+            let placed =
+                made.and_then(|_| fs::rename(&tmp, &dest).map_err(io("cannot create", &dest)));
             if let Err(err) = placed {
                 let _ = fs::remove_file(&tmp);
                 return Err(err);

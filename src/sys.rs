@@ -70,6 +70,17 @@ pub fn set_mtime_nofollow(path: &Path, secs: i64, nsecs: u32) -> io::Result<()> 
     }
 }
 
+/// Makes a FIFO (named pipe) at `path`, mode 0600 (a restore sets the real
+/// mode after).
+pub fn mkfifo(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets owner and group without following a final symlink.
 pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))

@@ -47,6 +47,7 @@ pub(super) fn entry_from(kind: EntryKind, path: &Path, md: &fs::Metadata) -> Ent
     e.inode = md.ino();
     e.ctime = md.ctime();
     e.ctime_ns = md.ctime_nsec() as u32;
+    e.linked = kind == EntryKind::File && md.nlink() > 1;
     e
 }
 
@@ -474,12 +475,15 @@ impl Walker<'_> {
                     self.skip(&path, e);
                 }
                 testhooks::stall();
+            } else if ft.is_fifo() {
+                // Recorded and recreated empty: what flows through one is not data.
+                self.push(entry_from(EntryKind::Fifo, &path, &md));
             } else {
-                // Sockets, FIFOs and devices are runtime objects, not data: noted, not
+                // Sockets and devices are runtime objects, not data: noted, not
                 // counted as failures (a nightly sink of / would otherwise never pass).
                 self.progress.clear();
                 eprintln!(
-                    "chute sink: not backing up {} (socket, FIFO or device)",
+                    "chute sink: not backing up {} (socket or device)",
                     path.display()
                 );
             }
