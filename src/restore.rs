@@ -359,12 +359,32 @@ fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Io(what, e)
 }
 
-/// Sets mode, owner (as root) and mtime; `symlink` skips the mode.
+/// Sets the entry's extended attributes (and so its ACLs) on `path`. One the
+/// target refuses (a file system without them, a `trusted.` name without root)
+/// is a warning, once per restore, not a failure.
+fn set_xattrs(path: &Path, e: &Entry) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    for (name, value) in &e.xattrs {
+        if let Err(err) = crate::sys::set_xattr(path, name, value) {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "chute restore: warning: cannot set extended attribute {} of {}: {err} (not kept there; later ones not reported)",
+                    String::from_utf8_lossy(name),
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Sets mode, owner (as root), extended attributes (before the mode: an ACL
+/// sets group bits) and mtime; `symlink` skips the mode and attributes.
 fn set_meta(path: &Path, e: &Entry, symlink: bool) -> Result<()> {
     if crate::sys::is_root() {
         crate::sys::lchown(path, e.uid, e.gid).map_err(io("cannot set owner of", path))?;
     }
     if !symlink {
+        set_xattrs(path, e);
         fs::set_permissions(path, fs::Permissions::from_mode(e.mode))
             .map_err(io("cannot set mode of", path))?;
     }
@@ -1258,6 +1278,7 @@ fn finish(t: &Task, open: Option<&fs::File>) -> Result<()> {
                 std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid))
                     .map_err(io("cannot set owner of", &t.dest))?;
             }
+            set_xattrs(&t.tmp, e);
             f.set_permissions(fs::Permissions::from_mode(e.mode))
                 .map_err(io("cannot set mode of", &t.dest))?;
             f.set_modified(mtime(e))

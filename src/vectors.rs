@@ -612,7 +612,7 @@ fn sample_manifest_v3(keys: &Keys) -> Manifest {
 
 /// [`sample_manifest_v3`] with what only a version 6 header announces: the
 /// small file's hard-linked twin `/data/small-link` (same device and inode)
-/// and a FIFO `/data/z.fifo`.
+/// and a FIFO `/data/z.fifo` with an extended attribute.
 fn sample_manifest_v6(keys: &Keys) -> Manifest {
     let mut m = sample_manifest_v3(keys);
     let small = m.entries.last_mut().expect("the small file");
@@ -622,6 +622,7 @@ fn sample_manifest_v6(keys: &Keys) -> Manifest {
     let mut fifo = Entry::new(EntryKind::Fifo, b"/data/z.fifo".to_vec());
     fifo.mode = 0o600;
     fifo.mtime = 1_704_164_646;
+    fifo.xattrs = vec![(b"user.why".to_vec(), b"a pipe".to_vec())];
     m.entries.push(twin);
     m.entries.push(fifo);
     m
@@ -1133,7 +1134,8 @@ fn generate() -> Vec<(&'static str, String)> {
         node(
             "A version 3 manifest segment under a version 6 header: manifest_v3_ok's\n\
              entries, its small file hard-linked (kind 5) to a twin /data/small-link\n\
-             (same device and inode), and a FIFO /data/z.fifo (kind 4).",
+             (same device and inode), and a FIFO /data/z.fifo (kind 4) with the\n\
+             extended attribute user.why = \"a pipe\".",
             0xc2,
             &v6,
             "1",

@@ -1,5 +1,6 @@
 //! Issue 20 (item 5): what a file system holds besides names and bytes comes back
-//! from a restore: sparse files as sparse files, hard links as hard links, FIFOs.
+//! from a restore: sparse files as sparse files, hard links as hard links, FIFOs,
+//! extended attributes and POSIX ACLs.
 
 use crate::util::*;
 use std::fs;
@@ -107,4 +108,88 @@ fn hard_links_and_fifos_come_back() {
     let ls = env.ok(["ls", "latest", "--long"]);
     let line = ls.lines().find(|l| l.ends_with("/pipe")).expect(&ls);
     assert!(line.starts_with("prw-r-----"), "{line}");
+}
+
+fn set_xattr(p: &std::path::Path, name: &str, value: &[u8]) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated; `value` is readable for its length.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn get_xattr(p: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: both strings are NUL-terminated; `buf` is writable for its length.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+/// A POSIX access ACL as the kernel keeps it in `system.posix_acl_access`:
+/// owner rw-, user 1234 r--, group r--, mask r--, other ---.
+fn acl() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 4, 1234),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// User extended attributes of a file and a directory and a file's POSIX ACL
+/// come back with a restore.
+#[test]
+fn extended_attributes_and_acls_come_back() {
+    let env = Env::new("fsx_xattr");
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/f"), b"attributes").unwrap();
+    fs::write(src.join("plain"), b"none").unwrap();
+    fs::set_permissions(src.join("d/f"), fs::Permissions::from_mode(0o640)).unwrap();
+    set_xattr(&src.join("d/f"), "user.comment", b"kept");
+    set_xattr(&src.join("d/f"), "system.posix_acl_access", &acl());
+    set_xattr(&src.join("d"), "user.empty", b"");
+    env.ok(["init"]);
+    env.ok(["sink", src.to_str().unwrap()]);
+    let to = env.path("out");
+    env.ok(["restore", "latest", "--to", to.to_str().unwrap()]);
+    let back = to.join(src.strip_prefix("/").unwrap());
+    assert_same_tree(&src, &back);
+    assert_eq!(
+        get_xattr(&back.join("d/f"), "user.comment").as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        get_xattr(&back.join("d/f"), "system.posix_acl_access"),
+        get_xattr(&src.join("d/f"), "system.posix_acl_access")
+    );
+    assert!(get_xattr(&back.join("d/f"), "system.posix_acl_access").is_some());
+    assert_eq!(
+        get_xattr(&back.join("d"), "user.empty").as_deref(),
+        Some(&b""[..])
+    );
+    assert_eq!(get_xattr(&back.join("plain"), "user.comment"), None);
 }

@@ -133,7 +133,8 @@
 //!   u8  kind | flags: kind 1 file, 2 directory, 3 symlink, 4 FIFO, 5 file
 //!       with other hard links (st_nlink > 1; encoded as a file; restore links
 //!       the kind 5 entries of one snapshot with the same device and inode) in
-//!       the low 4 bits (4 and 5 only under a version 6 header);
+//!       the low 3 bits (4 and 5 written only under a version 6 header);
+//!       0x08 extended attributes follow (written only under version 6);
 //!       0x80 tag follows (files only), 0x40 uid and gid are the previous
 //!       entry's, 0x20 mode is the previous entry's, 0x10 device is the
 //!       previous file's (files only); other bits zero
@@ -151,6 +152,9 @@
 //!            `skip`); then the 8-byte tag if flagged
 //!   symlink: var target length, target bytes (at most 64 KiB)
 //!   FIFO:    nothing more (as a directory)
+//!   then, if the kind's 0x08 bit is set (version 6 headers only): var count
+//!   (1..=256) of extended attributes in name order, each var name length
+//!   (1..=255), name, var value length (at most 64 KiB), value
 //! ```
 //! Table (type 2):
 //! ```text
@@ -217,8 +221,8 @@
 //! u8  tag count (1..=MAX_TAGS = 32), then that many str16 tags (each 1..=64
 //!     bytes of UTF-8, no comma, no control character; see [`check_tag`])
 //! -- version 6, the same, but the tag count may be 0 (a version 6 header's
-//!    manifest may hold FIFOs and hard-linked files, which version 5 readers
-//!    do not know; written only then)
+//!    manifest may hold FIFOs, hard-linked files and extended attributes,
+//!    which version 5 readers do not know; written only then)
 //! -- versions 2 to 6:
 //! u8  challenges per window K (at most MAX_CHALLENGES = 8), then for every window
 //!     in order K answers of 8 bytes (see "Storage challenges")
@@ -502,7 +506,16 @@ pub struct Entry {
     /// 3, header version 6): restore links the entries of one snapshot that
     /// share its device and inode instead of writing each.
     pub linked: bool,
+    /// Extended attributes (names sorted; POSIX ACLs among them), version 3
+    /// manifests under a version 6 header: at most [`MAX_XATTRS`], each name at
+    /// most 255 bytes and value at most [`MAX_XATTR_VALUE`].
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// Most extended attributes an entry keeps.
+pub const MAX_XATTRS: usize = 256;
+/// Longest extended attribute value an entry keeps (Linux's own limit).
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
 
 impl Entry {
     /// Whether a reader will take the entry's chunk references: each slice
@@ -535,6 +548,7 @@ impl Entry {
             target: Vec::new(),
             tag: None,
             linked: false,
+            xattrs: Vec::new(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   refuses trailing bytes: a bad node is lost, never a panic.
 
 use super::{ChunkRef, Entry, EntryKind, Error, Lost, MAX_BLOBS, MAX_CHUNKS, MAX_PATH, Result};
+use super::{MAX_XATTR_VALUE, MAX_XATTRS};
 use super::{READ_AHEAD, SEGMENT_TARGET, Span};
 use crate::crypto::{ChunkId, Keys, OVERHEAD};
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ pub const TABLE_MAX: usize = 1024;
 const TAG_FLAG: u8 = 0x80;
 /// The kind (low 4 bits) of a file with other hard links, encoded as a file.
 const KIND_LINKED: u8 = 5;
+/// In a kind byte (version 6 headers): extended attributes follow the entry.
+const XATTR_FLAG: u8 = 0x08;
 const SAME_OWNER: u8 = 0x40;
 const SAME_MODE: u8 = 0x20;
 const SAME_DEV: u8 = 0x10;
@@ -265,7 +268,7 @@ fn encode_entry(e: &Entry, prev: &Prev, out: &mut Vec<u8>, mut chunk: impl FnMut
     let kind = match e.kind {
         EntryKind::File if e.linked => KIND_LINKED,
         k => k as u8,
-    };
+    } | if e.xattrs.is_empty() { 0 } else { XATTR_FLAG };
     let owner = e.uid == prev.uid && e.gid == prev.gid;
     let mode = e.mode == prev.mode;
     let dev = file && e.dev == prev.dev;
@@ -322,6 +325,15 @@ fn encode_entry(e: &Entry, prev: &Prev, out: &mut Vec<u8>, mut chunk: impl FnMut
             out.extend_from_slice(&e.target);
         }
     }
+    if !e.xattrs.is_empty() {
+        put_var(out, e.xattrs.len() as u64);
+        for (name, value) in &e.xattrs {
+            put_var(out, name.len() as u64);
+            out.extend_from_slice(name);
+            put_var(out, value.len() as u64);
+            out.extend_from_slice(value);
+        }
+    }
 }
 
 /// One row of a segment's chunk table.
@@ -335,7 +347,7 @@ struct Row {
 
 fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
     let k = c.u8()?;
-    let kind = match k & 0x0f {
+    let kind = match k & 0x07 {
         1 => EntryKind::File,
         2 => EntryKind::Dir,
         3 => EntryKind::Symlink,
@@ -343,7 +355,7 @@ fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
         KIND_LINKED => EntryKind::File,
         _ => return Err(Error::Malformed("manifest entry kind")),
     };
-    let linked = k & 0x0f == KIND_LINKED;
+    let linked = k & 0x07 == KIND_LINKED;
     let tagged = k & TAG_FLAG != 0;
     if (tagged || k & SAME_DEV != 0) && kind != EntryKind::File {
         return Err(Error::Malformed("manifest entry kind"));
@@ -423,6 +435,24 @@ fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
                 return Err(Error::Malformed("symlink target"));
             }
             e.target = c.take(n)?.to_vec();
+        }
+    }
+    if k & XATTR_FLAG != 0 {
+        let n = c.var()?;
+        if n == 0 || n > MAX_XATTRS as u64 {
+            return Err(Error::Malformed("extended attributes"));
+        }
+        for _ in 0..n {
+            let len = c.var()?;
+            if len == 0 || len > 255 {
+                return Err(Error::Malformed("extended attribute name"));
+            }
+            let name = c.take(len)?.to_vec();
+            let len = c.var()?;
+            if len > MAX_XATTR_VALUE as u64 {
+                return Err(Error::Malformed("extended attribute value"));
+            }
+            e.xattrs.push((name, c.take(len)?.to_vec()));
         }
     }
     prev.after(&e);
@@ -657,7 +687,7 @@ impl<'k> ManifestWriter<'k> {
         self.body.extend_from_slice(&self.e);
         self.count += 1;
         self.root.entries += 1;
-        self.root.v6 |= e.kind == EntryKind::Fifo || e.linked;
+        self.root.v6 |= e.kind == EntryKind::Fifo || e.linked || !e.xattrs.is_empty();
         self.prev.after(e);
         if size >= SEGMENT_MIN && self.keys.cut_hash(&e.path) % SEGMENT_CUT == 0 {
             self.flush_segment(store)?;
@@ -1233,6 +1263,15 @@ mod tests {
                 }
                 EntryKind::Symlink => e.target = format!("t{}", rng.next()).into_bytes(),
                 EntryKind::Dir | EntryKind::Fifo => {}
+            }
+            if kind != EntryKind::Symlink && rng.below(7) == 0 {
+                let n = 1 + rng.below(3);
+                e.xattrs = (0..n)
+                    .map(|k| {
+                        let v = vec![k as u8; rng.below(300) as usize];
+                        (format!("user.a{k}").into_bytes(), v)
+                    })
+                    .collect();
             }
             m.push(e);
         }

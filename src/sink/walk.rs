@@ -48,6 +48,14 @@ pub(super) fn entry_from(kind: EntryKind, path: &Path, md: &fs::Metadata) -> Ent
     e.ctime = md.ctime();
     e.ctime_ns = md.ctime_nsec() as u32;
     e.linked = kind == EntryKind::File && md.nlink() > 1;
+    if kind != EntryKind::Symlink {
+        // Unreadable ones (no permission) are left out, as a file system
+        // without them has none.
+        let mut x = crate::sys::xattrs(path).unwrap_or_default();
+        x.retain(|(n, v)| n.len() <= 255 && v.len() <= format::MAX_XATTR_VALUE);
+        x.truncate(format::MAX_XATTRS);
+        e.xattrs = x;
+    }
     e
 }
 
