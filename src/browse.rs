@@ -155,6 +155,7 @@ pub fn kind_name(k: EntryKind) -> &'static str {
         EntryKind::File => "file",
         EntryKind::Dir => "dir",
         EntryKind::Symlink => "symlink",
+        EntryKind::Fifo => "fifo",
     }
 }
 
@@ -164,7 +165,7 @@ pub fn size(e: &Entry) -> u64 {
     match e.kind {
         EntryKind::File => e.size,
         EntryKind::Symlink => e.target.len() as u64,
-        EntryKind::Dir => 0,
+        EntryKind::Dir | EntryKind::Fifo => 0,
     }
 }
 
@@ -200,6 +201,7 @@ pub fn push_mode(out: &mut Vec<u8>, kind: EntryKind, mode: u32) {
         EntryKind::File => b'-',
         EntryKind::Dir => b'd',
         EntryKind::Symlink => b'l',
+        EntryKind::Fifo => b'p',
     });
     for (shift, special, (on, off)) in [
         (6, 0o4000, (b's', b'S')),
@@ -422,7 +424,7 @@ pub fn compare(a: &Entry, b: &Entry) -> Option<Change> {
     let content = match a.kind {
         EntryKind::File => same_content(a, b),
         EntryKind::Symlink => a.target == b.target,
-        EntryKind::Dir => true,
+        EntryKind::Dir | EntryKind::Fifo => true,
     };
     if !content {
         Some(Change::Modified)

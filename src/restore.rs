@@ -19,6 +19,13 @@
 //! and bits hold only for the entries it read). A signal between batches stops
 //! pass 2 at once.
 //!
+//! Besides files, directories and symlinks: FIFOs are made (`mkfifo`), empty;
+//! the files a sink marked `linked` (other hard links) with the same device
+//! and inode are hard-linked to the first of them restored or found in place
+//! ([`Links`], bounded), the others being made after their batch's files like
+//! symlinks, at a temporary name renamed into place; and whole 4 KiB blocks of
+//! zeros are left as holes ([`write_sparse`]), so a sparse file stays sparse.
+//!
 //! The PATHs asked for are paths or globs ([`Sel`]); each selects what it names
 //! and everything below, and one that selects nothing fails the restore before
 //! anything is written.
@@ -74,8 +81,8 @@ use crate::{Error, Result};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
@@ -107,6 +114,7 @@ pub struct Report {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    pub fifos: u64,
     pub bytes: u64,
     pub secs: f64,
     /// Files and symlinks already in place, complete and identical: skipped.
@@ -305,6 +313,7 @@ fn existing(e: &Entry, dest: &Path) -> Existing {
         {
             Existing::SameStat
         }
+        EntryKind::Fifo if md.file_type().is_fifo() => Existing::Identical,
         EntryKind::Symlink
             if md.is_symlink()
                 && fs::read_link(dest).is_ok_and(|t| t.as_os_str().as_bytes() == e.target) =>
@@ -354,12 +363,32 @@ fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Io(what, e)
 }
 
-/// Sets mode, owner (as root) and mtime; `symlink` skips the mode.
+/// Sets the entry's extended attributes (and so its ACLs) on `path`. One the
+/// target refuses (a file system without them, a `trusted.` name without root)
+/// is a warning, once per restore, not a failure.
+fn set_xattrs(path: &Path, e: &Entry) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    for (name, value) in &e.xattrs {
+        if let Err(err) = crate::sys::set_xattr(path, name, value) {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "chute restore: warning: cannot set extended attribute {} of {}: {err} (not kept there; later ones not reported)",
+                    String::from_utf8_lossy(name),
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Sets mode, owner (as root), extended attributes (before the mode: an ACL
+/// sets group bits) and mtime; `symlink` skips the mode and attributes.
 fn set_meta(path: &Path, e: &Entry, symlink: bool) -> Result<()> {
     if crate::sys::is_root() {
         crate::sys::lchown(path, e.uid, e.gid).map_err(io("cannot set owner of", path))?;
     }
     if !symlink {
+        set_xattrs(path, e);
         fs::set_permissions(path, fs::Permissions::from_mode(e.mode))
             .map_err(io("cannot set mode of", path))?;
     }
@@ -517,8 +546,55 @@ const BATCH_CHUNKS: usize = 16_384;
 struct Batch {
     tasks: Vec<Task>,
     chunks: usize,
-    symlinks: Vec<(PathBuf, Entry)>,
+    /// Symlinks, FIFOs and hard links, made after the files.
+    symlinks: Vec<(PathBuf, Entry, Special)>,
     dirs: Vec<(PathBuf, Entry)>,
+}
+
+/// What a batch's non-file entry is made as.
+enum Special {
+    Symlink,
+    Fifo,
+    /// A hard link to the restored path of the snapshot's first entry with the
+    /// same device and inode (see [`Links`]).
+    Link(PathBuf),
+}
+
+/// Where the first restored (or found in place) file of each hard-linked inode
+/// of the snapshot went, keyed by its device and inode: entries flagged
+/// `linked` only, and at most [`LINKS_MAX`] of them, so memory stays flat in
+/// the number of files; past that, links restore as separate copies (with a
+/// warning).
+#[derive(Default)]
+struct Links {
+    first: std::collections::HashMap<(u64, u64), PathBuf>,
+    warned: bool,
+}
+
+/// Most hard-linked inodes a restore links (~10 MiB of paths at most).
+const LINKS_MAX: usize = 65_536;
+
+impl Links {
+    /// The path to link `e` (restored at `dest`) to, or `None` if it is the
+    /// first of its inode, which is noted.
+    fn to(&mut self, e: &Entry, dest: &Path) -> Option<PathBuf> {
+        if !e.linked {
+            return None;
+        }
+        let key = (e.dev, e.inode);
+        if let Some(first) = self.first.get(&key) {
+            return Some(first.clone());
+        }
+        if self.first.len() < LINKS_MAX {
+            self.first.insert(key, dest.to_path_buf());
+        } else if !self.warned {
+            self.warned = true;
+            eprintln!(
+                "chute restore: warning: more than {LINKS_MAX} hard-linked files; the rest restore as copies"
+            );
+        }
+        None
+    }
 }
 
 impl Batch {
@@ -637,6 +713,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         )));
     }
 
+    let mut links = Links::default();
     let mut report = Report {
         stale_removed: checked.stale,
         lost,
@@ -662,6 +739,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         opts,
         written: 0,
         to_write: checked.to_write,
+        copied_links: false,
     };
     let mut batch = Batch::default();
     // Directories restored whose entries the stream is still in, outermost first.
@@ -713,6 +791,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         match decide(e.kind, f, opts.force) {
             Action::Skip => {
                 report.already += 1;
+                links.to(&e, &dest);
                 continue;
             }
             // Pass 1 saw nothing to refuse here: something appeared since.
@@ -728,11 +807,20 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         if opts.verbose && e.kind != EntryKind::Dir {
             println!("{}", dest.display());
         }
+        if let Some(first) = links.to(&e, &dest) {
+            report.files += 1;
+            batch.symlinks.push((dest, e, Special::Link(first)));
+            continue;
+        }
         match e.kind {
             EntryKind::Dir => {
                 fs::create_dir_all(&dest).map_err(io("cannot create", &dest))?;
                 report.dirs += 1;
                 open.push((e.path.clone(), dest, e));
+            }
+            EntryKind::Fifo => {
+                report.fifos += 1;
+                batch.symlinks.push((dest, e, Special::Fifo));
             }
             EntryKind::File => {
                 if let Some(parent) = dest.parent() {
@@ -759,7 +847,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
             }
             EntryKind::Symlink => {
                 report.symlinks += 1;
-                batch.symlinks.push((dest, e));
+                batch.symlinks.push((dest, e, Special::Symlink));
             }
         }
     }
@@ -805,11 +893,14 @@ struct Writer<'a> {
     /// Files placed by earlier batches, of `to_write`.
     written: u64,
     to_write: u64,
+    /// A hard link failed and was restored as a copy (warned once).
+    copied_links: bool,
 }
 
 impl Writer<'_> {
     /// Writes a batch's files (their reads planned together), then its symlinks,
-    /// then its directories' metadata, and empties it.
+    /// FIFOs and hard links (to files of this batch or earlier ones), then its
+    /// directories' metadata, and empties it.
     fn write(&mut self, batch: &mut Batch, blobs: &[BlobId]) -> Result<()> {
         if crate::sys::signalled() {
             return Err(interrupted());
@@ -842,7 +933,7 @@ impl Writer<'_> {
         self.written += tasks.len() as u64;
         drop(groups);
         drop(tasks);
-        for (dest, e) in batch.symlinks.drain(..) {
+        for (dest, e, what) in batch.symlinks.drain(..) {
             if crate::sys::signalled() {
                 return Err(interrupted());
             }
@@ -850,10 +941,32 @@ impl Writer<'_> {
                 fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
             }
             let tmp = temp_name(&dest);
-            std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &tmp)
-                .map_err(io("cannot create symlink", &dest))?;
-            let placed = set_meta(&tmp, &e, true)
-                .and_then(|_| fs::rename(&tmp, &dest).map_err(io("cannot create symlink", &dest)));
+            let made = match &what {
+                Special::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &tmp)
+                    .map_err(io("cannot create symlink", &dest))
+                    .and_then(|_| set_meta(&tmp, &e, true)),
+                Special::Fifo => crate::sys::mkfifo(&tmp)
+                    .map_err(io("cannot create FIFO", &dest))
+                    .and_then(|_| set_meta(&tmp, &e, false)),
+                // Its inode has the first's metadata already.
+                Special::Link(first) => fs::hard_link(first, &tmp).or_else(|err| {
+                    // A target without hard links (FAT), or too many: a copy.
+                    if !self.copied_links {
+                        self.copied_links = true;
+                        eprintln!(
+                            "chute restore: warning: cannot hard-link {} to {} ({err}): restoring hard links as copies",
+                            dest.display(),
+                            first.display()
+                        );
+                    }
+                    let _ = fs::remove_file(&tmp);
+                    fs::copy(first, &tmp)
+                        .map_err(io("cannot copy", first))
+                        .and_then(|_| set_meta(&tmp, &e, false))
+                }),
+            };
+            let placed =
+                made.and_then(|_| fs::rename(&tmp, &dest).map_err(io("cannot create", &dest)));
             if let Err(err) = placed {
                 let _ = fs::remove_file(&tmp);
                 return Err(err);
@@ -1046,11 +1159,54 @@ fn fetch_group(
             .open(&t.tmp)
             .map_err(io("cannot write", &t.dest))?;
         same_temporary(t, &f)?;
-        f.write_all_at(slice(plain, &p.chunk, t, snap)?, p.at)
+        write_sparse(&f, slice(plain, &p.chunk, t, snap)?, p.at, t.entry.size)
             .map_err(io("cannot write", &t.dest))?;
         if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             finish(t, Some(&f))?;
         }
+    }
+    Ok(())
+}
+
+/// Holes are made of whole blocks of this many bytes, at offsets that are
+/// multiples of it (a file system's block size; larger ones still get holes for
+/// the runs of zeros that cover their blocks).
+const HOLE_BLOCK: u64 = 4096;
+
+/// The ranges of `data`, to be written at file offset `at` of a file of `size`
+/// bytes, that must be written: all but the [`HOLE_BLOCK`]-aligned blocks that
+/// hold only zeros, which are left as holes (the file was created empty). The
+/// block holding the file's last byte is always written, so the file ends at
+/// its size without a `set_len`; a file system without holes fills the gaps
+/// with zeros itself. Adjacent ranges are merged: one write each.
+fn data_ranges(data: &[u8], at: u64, size: u64) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let off = at + i as u64;
+        let next = (off / HOLE_BLOCK + 1) * HOLE_BLOCK;
+        let end = data.len().min((next - at) as usize);
+        let block = &data[i..end];
+        // Only a whole aligned block can be a hole, and never the last one.
+        let whole = off % HOLE_BLOCK == 0 && block.len() as u64 == HOLE_BLOCK;
+        let hole = whole && next < size && block.iter().all(|&b| b == 0);
+        if !hole {
+            match out.last_mut() {
+                Some(r) if r.end == i => r.end = end,
+                _ => out.push(i..end),
+            }
+        }
+        i = end;
+    }
+    out
+}
+
+/// Writes `data` at `at` of a file of `size` bytes, leaving [`data_ranges`]'
+/// holes: a sparse file (a disk image, a database's preallocated space)
+/// restores sparse, and zeros cost no writes to an SD card.
+fn write_sparse(f: &fs::File, data: &[u8], at: u64, size: u64) -> std::io::Result<()> {
+    for r in data_ranges(data, at, size) {
+        f.write_all_at(&data[r.clone()], at + r.start as u64)?;
     }
     Ok(())
 }
@@ -1129,6 +1285,7 @@ fn finish(t: &Task, open: Option<&fs::File>) -> Result<()> {
                 std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid))
                     .map_err(io("cannot set owner of", &t.dest))?;
             }
+            set_xattrs(&t.tmp, e);
             f.set_permissions(fs::Permissions::from_mode(e.mode))
                 .map_err(io("cannot set mode of", &t.dest))?;
             f.set_modified(mtime(e))
@@ -1351,6 +1508,29 @@ mod tests {
         fs::write(&path, [&data[..], b"+"].concat()).unwrap();
         assert!(!same_content(&keys, &path, &p));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn zero_blocks_become_holes_except_the_last() {
+        let b = HOLE_BLOCK as usize;
+        let mut d = vec![0u8; 4 * b];
+        d[b + 7] = 1;
+        // Blocks 0, 2 and 3 are zeros; 3 holds the file's last byte.
+        assert_eq!(
+            data_ranges(&d, 0, 4 * b as u64),
+            vec![b..2 * b, 3 * b..4 * b]
+        );
+        // A longer file: block 3 is a hole too.
+        assert_eq!(data_ranges(&d, 0, 8 * b as u64), vec![b..2 * b]);
+        // Unaligned: the partial blocks at either end are written, whole zero
+        // blocks between are not.
+        assert_eq!(
+            data_ranges(&d, 100, 1 << 20),
+            vec![0..2 * b - 100, 4 * b - 100..4 * b]
+        );
+        // No zeros: one write. Empty: none.
+        assert_eq!(data_ranges(&[1; 10], 0, 10), vec![0..10]);
+        assert_eq!(data_ranges(&[], 0, 0), Vec::<std::ops::Range<usize>>::new());
     }
 
     #[test]

@@ -70,6 +70,93 @@ pub fn set_mtime_nofollow(path: &Path, secs: i64, nsecs: u32) -> io::Result<()> 
     }
 }
 
+/// Most bytes of names (NUL-separated) [`xattrs`] lists, and of one value.
+const XATTR_LIST_MAX: usize = 64 * 1024;
+
+/// The extended attributes of `path` (not following a final symlink), names
+/// sorted: user ones, and the POSIX ACLs (`system.posix_acl_access`,
+/// `system.posix_acl_default`) and others the caller may read. A file system
+/// without them gives none; one that cannot be read is an error.
+pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let c = cpath(path)?;
+    // The size first: most files have none, and cost this one call.
+    // SAFETY: `c` is NUL-terminated; a null buffer of size 0 asks for the size.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut names = vec![0u8; (n.max(0) as usize).clamp(1, XATTR_LIST_MAX)];
+    // SAFETY: `c` is NUL-terminated; `names` is writable for its whole length.
+    let n = match n {
+        n if n < 0 => n,
+        _ => unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) },
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTSUP) => Ok(Vec::new()),
+            _ => Err(e),
+        };
+    }
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    let mut value = vec![0u8; XATTR_LIST_MAX];
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).map_err(|_| io::ErrorKind::InvalidData)?;
+        // SAFETY: both strings are NUL-terminated; `value` is writable for its length.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // Removed since the list was read.
+                Some(libc::ENODATA) => continue,
+                _ => return Err(e),
+            }
+        }
+        out.push((name.to_vec(), value[..n as usize].to_vec()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Sets one extended attribute of `path` (not following a final symlink).
+pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = cpath(path)?;
+    let cname = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: both strings are NUL-terminated; `value` is readable for its length.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes a FIFO (named pipe) at `path`, mode 0600 (a restore sets the real
+/// mode after).
+pub fn mkfifo(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets owner and group without following a final symlink.
 pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))

@@ -56,7 +56,9 @@
 //!   `manifest_v3_table_ok` (the table listing it) must decode to the sample and
 //!   the sample must encode (through `format::ManifestWriter`) to `plaintext`:
 //!   checked both ways. `header_v4_ok` is a header whose root list names that
-//!   table; `header_v5_ok` the same with two tags (version 5). Negative: `node_bad_id`, `node_bad_size` (size is not the sum of the
+//!   table; `header_v5_ok` the same with two tags (version 5), `header_v6_ok`
+//!   with none (version 6); `manifest_v6_ok` a segment that only a version 6
+//!   header may name (a FIFO, hard-linked files; no table vector). Negative: `node_bad_id`, `node_bad_size` (size is not the sum of the
 //!   takes), `node_bad_index` (a chunk row out of range).
 //!
 //! Re-sealing `plaintext` under the seal key and context with `nonce`, then applying
@@ -116,6 +118,8 @@ const REQUIRED: &[&str] = &[
     "manifest_v3_table_ok",
     "header_v4_ok",
     "header_v5_ok",
+    "manifest_v6_ok",
+    "header_v6_ok",
     "node_bad_id",
     "node_bad_size",
     "node_bad_index",
@@ -606,6 +610,24 @@ fn sample_manifest_v3(keys: &Keys) -> Manifest {
     m
 }
 
+/// [`sample_manifest_v3`] with what only a version 6 header announces: the
+/// small file's hard-linked twin `/data/small-link` (same device and inode)
+/// and a FIFO `/data/z.fifo` with an extended attribute.
+fn sample_manifest_v6(keys: &Keys) -> Manifest {
+    let mut m = sample_manifest_v3(keys);
+    let small = m.entries.last_mut().expect("the small file");
+    small.linked = true;
+    let mut twin = small.clone();
+    twin.path = b"/data/small-link".to_vec();
+    let mut fifo = Entry::new(EntryKind::Fifo, b"/data/z.fifo".to_vec());
+    fifo.mode = 0o600;
+    fifo.mtime = 1_704_164_646;
+    fifo.xattrs = vec![(b"user.why".to_vec(), b"a pipe".to_vec())];
+    m.entries.push(twin);
+    m.entries.push(fifo);
+    m
+}
+
 /// Writes `m` as version 3, nodes placed in the snapshot's blob from `at` on:
 /// the nodes' plaintexts in the order they were stored, and the root list.
 fn write_v3(keys: &Keys, m: &Manifest, mut at: u64) -> (Vec<Vec<u8>>, format::Root) {
@@ -639,6 +661,14 @@ fn sample_v3(keys: &Keys) -> (Vec<u8>, Vec<u8>, format::Root) {
     (plains.pop().expect("two"), table, root)
 }
 
+/// [`sample_manifest_v6`]'s one segment, as version 3 writes it.
+fn sample_v6_segment(keys: &Keys) -> Vec<u8> {
+    let (mut plains, root) = write_v3(keys, &sample_manifest_v6(keys), 0);
+    assert!(root.v6, "a FIFO and hard links make a version 6 header");
+    assert_eq!(plains.len(), 2, "one segment in one table");
+    plains.swap_remove(0)
+}
+
 /// A version 4 header: [`sample_header`] with the root list of [`sample_v3`].
 fn sample_header_v4(keys: &Keys) -> Header {
     let chunk = (CHUNK_A.len() + OVERHEAD) as u64;
@@ -658,6 +688,14 @@ fn sample_header_v5(keys: &Keys) -> Header {
     Header {
         tags: vec!["nightly".into(), "vor dem Update".into()],
         version: format::HEADER_V5,
+        ..sample_header_v4(keys)
+    }
+}
+
+/// A version 6 header: [`sample_header_v4`]'s, no tags.
+fn sample_header_v6(keys: &Keys) -> Header {
+    Header {
+        version: format::HEADER_V6,
         ..sample_header_v4(keys)
     }
 }
@@ -684,8 +722,12 @@ fn check_node(
             let mut at = [(blob(keys), 0)].into_iter().collect();
             format::decode_segment_v3(&plain, entries, &mut blobs, &mut at).map(|es| {
                 let m = Manifest { blobs, entries: es };
-                assert_eq!(m, sample_manifest_v3(keys), "{f}: not the sample");
-                assert_eq!(plaintext, sample_v3(keys).0, "{f}: encoding");
+                let (sample, plain) = match f.starts_with("manifest_v6") {
+                    true => (sample_manifest_v6(keys), sample_v6_segment(keys)),
+                    false => (sample_manifest_v3(keys), sample_v3(keys).0),
+                };
+                assert_eq!(m, sample, "{f}: not the sample");
+                assert_eq!(plaintext, plain, "{f}: encoding");
             })
         }
         "2" => format::decode_table(&plain, entries).map(|(names, kids)| {
@@ -1086,6 +1128,22 @@ fn generate() -> Vec<(&'static str, String)> {
         )
         .write(),
     ));
+    let v6 = sample_v6_segment(&keys);
+    files.push((
+        "manifest_v6_ok",
+        node(
+            "A version 3 manifest segment under a version 6 header: manifest_v3_ok's\n\
+             entries, its small file hard-linked (kind 5) to a twin /data/small-link\n\
+             (same device and inode), and a FIFO /data/z.fifo (kind 4) with the\n\
+             extended attribute user.why = \"a pipe\".",
+            0xc2,
+            &v6,
+            "1",
+            sample_manifest_v6(&keys).entries.len() as u64,
+            None,
+        )
+        .write(),
+    ));
     let mut v = node(
         "manifest_v3_ok's plaintext sealed under the table's node id: it\n\
          authenticates, but its content is not the node its id names.",
@@ -1157,6 +1215,17 @@ fn generate() -> Vec<(&'static str, String)> {
     );
     v.extra = vec![("blob", blob.clone())];
     files.push(("header_v5_ok", v.write()));
+
+    let mut v = Sealed::new(
+        "A version 6 snapshot header: header_v4_ok's, with an empty tag list after\n\
+         the root list (its manifest may hold FIFOs and hard-linked files).",
+        Kind::Header,
+        0xd6,
+        &format::encode_header(&sample_header_v6(&keys)),
+        blob.as_bytes().to_vec(),
+    );
+    v.extra = vec![("blob", blob.clone())];
+    files.push(("header_v6_ok", v.write()));
 
     files
 }
@@ -1573,6 +1642,8 @@ fn check_sealed(v: &Vector, kind: Kind) {
             if let Ok(h) = h {
                 let sample = if kind == Kind::PackHeader {
                     sample_pack_header()
+                } else if h.version == 6 {
+                    sample_header_v6(&keys)
                 } else if h.version == 5 {
                     sample_header_v5(&keys)
                 } else if h.version == 4 {

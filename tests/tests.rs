@@ -10,6 +10,7 @@ mod chain;
 mod cli_restore;
 mod consistency;
 mod docs;
+mod fsx;
 mod hostile_answers;
 mod hostile_auth;
 mod hostile_conn;

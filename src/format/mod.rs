@@ -130,7 +130,11 @@
 //!     (a row is one place: each (id, blob, offset, length) once per segment)
 //! var entry count, then the entries, each relative to the one before it in
 //! this segment (for the first: empty path, all zero):
-//!   u8  kind | flags: kind 1 file, 2 directory, 3 symlink in the low 4 bits;
+//!   u8  kind | flags: kind 1 file, 2 directory, 3 symlink, 4 FIFO, 5 file
+//!       with other hard links (st_nlink > 1; encoded as a file; restore links
+//!       the kind 5 entries of one snapshot with the same device and inode) in
+//!       the low 3 bits (4 and 5 written only under a version 6 header);
+//!       0x08 extended attributes follow (written only under version 6);
 //!       0x80 tag follows (files only), 0x40 uid and gid are the previous
 //!       entry's, 0x20 mode is the previous entry's, 0x10 device is the
 //!       previous file's (files only); other bits zero
@@ -147,6 +151,10 @@
 //!            (the file's bytes are `take` plaintext bytes of the chunk from
 //!            `skip`); then the 8-byte tag if flagged
 //!   symlink: var target length, target bytes (at most 64 KiB)
+//!   FIFO:    nothing more (as a directory)
+//!   then, if the kind's 0x08 bit is set (version 6 headers only): var count
+//!   (1..=256) of extended attributes in name order, each var name length
+//!   (1..=255), name, var value length (at most 64 KiB), value
 //! ```
 //! Table (type 2):
 //! ```text
@@ -212,7 +220,10 @@
 //!    snapshot has tags, so an untagged one stays version 4), after the root list:
 //! u8  tag count (1..=MAX_TAGS = 32), then that many str16 tags (each 1..=64
 //!     bytes of UTF-8, no comma, no control character; see [`check_tag`])
-//! -- versions 2, 3, 4 and 5:
+//! -- version 6, the same, but the tag count may be 0 (a version 6 header's
+//!    manifest may hold FIFOs, hard-linked files and extended attributes,
+//!    which version 5 readers do not know; written only then)
+//! -- versions 2 to 6:
 //! u8  challenges per window K (at most MAX_CHALLENGES = 8), then for every window
 //!     in order K answers of 8 bytes (see "Storage challenges")
 //! ```
@@ -220,7 +231,7 @@
 //! outside every chain (see [`crate::chain`]) and verify checks its windows by
 //! download or by the store's hashes only. A version 1 or 2 header describes a
 //! version 1 manifest, a version 3 header a version 2 one, a version 4 or 5
-//! header a version 3 one. Tags (`chute sink --tag`) live only here, sealed: the
+//! header a version 3 one (a version 6 header, one that may use kinds 4 and 5). Tags (`chute sink --tag`) live only here, sealed: the
 //! store never sees them. In a version 4 or 5 header `manifest offset` and `manifest length`
 //! are the range of part 0 holding the nodes the snapshot stored itself (0 and 0
 //! if it stored none: every node was its parent's), which readers do not use, and
@@ -319,6 +330,12 @@ pub const HEADER_V4: u8 = 4;
 /// Header version 5: as 4, with the snapshot's tags after the root list.
 /// Written by [`encode_header`] only for a header that has tags.
 pub const HEADER_V5: u8 = 5;
+/// Header version 6: as 5, the tag count may be 0, and the manifest may hold
+/// entries version 5 cannot read (FIFOs, hard-linked files: see "Manifest
+/// version 3"). Written by [`encode_header`] for a header whose manifest holds
+/// one ([`Header::version`] set to it by [`Root::set_in`]), so an older chute
+/// says it is too old instead of losing those entries' segments.
+pub const HEADER_V6: u8 = 6;
 /// Most tags a header holds.
 pub const MAX_TAGS: usize = 32;
 /// Longest tag, in bytes.
@@ -420,6 +437,8 @@ pub enum EntryKind {
     File = 1,
     Dir = 2,
     Symlink = 3,
+    /// A named pipe (manifest version 3, header version 6): recreated empty.
+    Fifo = 4,
 }
 
 /// Where a sealed chunk lives, and which of its plaintext bytes are the file's.
@@ -483,7 +502,20 @@ pub struct Entry {
     /// 3): the first 8 bytes of the keyed chunk id of its whole content, so that
     /// restore can tell the file is already in place without the shared chunks.
     pub tag: Option<[u8; 8]>,
+    /// A file with other hard links (`st_nlink > 1` when read; manifest version
+    /// 3, header version 6): restore links the entries of one snapshot that
+    /// share its device and inode instead of writing each.
+    pub linked: bool,
+    /// Extended attributes (names sorted; POSIX ACLs among them), version 3
+    /// manifests under a version 6 header: at most [`MAX_XATTRS`], each name at
+    /// most 255 bytes and value at most [`MAX_XATTR_VALUE`].
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// Most extended attributes an entry keeps.
+pub const MAX_XATTRS: usize = 256;
+/// Longest extended attribute value an entry keeps (Linux's own limit).
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
 
 impl Entry {
     /// Whether a reader will take the entry's chunk references: each slice
@@ -515,6 +547,8 @@ impl Entry {
             chunks: Vec::new(),
             target: Vec::new(),
             tag: None,
+            linked: false,
+            xattrs: Vec::new(),
         }
     }
 }
@@ -756,6 +790,8 @@ fn encode_entry_with(e: &Entry, out: &mut Vec<u8>, mut blob: impl FnMut(u32) -> 
         }
         EntryKind::Dir => {}
         EntryKind::Symlink => put_bytes32(out, &e.target),
+        // Version 2 has no FIFOs: sinks write version 3 (the decoder refuses kind 4).
+        EntryKind::Fifo => {}
     }
 }
 
@@ -780,6 +816,7 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
     // Tags are written after the version 4 layout's root list: tags imply it.
     let v4 = h.version >= HEADER_V4 || !h.nodes.is_empty() || !h.tags.is_empty();
     let mut out = vec![match (v4, h.tags.is_empty()) {
+        _ if h.version >= HEADER_V6 => HEADER_V6,
         (_, false) => HEADER_V5,
         (true, true) => HEADER_V4,
         (false, true) => HEADER_VERSION,
@@ -823,7 +860,7 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
             put_u32(&mut out, n.len);
             put_u64(&mut out, n.entries);
         }
-        if !h.tags.is_empty() {
+        if !h.tags.is_empty() || h.version >= HEADER_V6 {
             debug_assert!(h.tags.len() <= MAX_TAGS, "checked by check_tags");
             out.push(h.tags.len() as u8);
             for t in &h.tags {
@@ -938,7 +975,7 @@ fn decode_entry<R: Read>(d: &mut Dec<R>, blobs: u32) -> Result<Entry> {
                 return Err(Error::Malformed("file size"));
             }
         }
-        EntryKind::Dir => {}
+        EntryKind::Dir | EntryKind::Fifo => {}
         EntryKind::Symlink => e.target = d.bytes32("symlink target")?,
     }
     Ok(e)
@@ -1376,8 +1413,8 @@ where
 pub fn decode_header(b: &[u8]) -> Result<Header> {
     let mut d = Dec { r: b };
     let version = match d.u8()? {
-        v @ 1..=HEADER_V5 => v,
-        v if v > HEADER_V5 => return Err(Error::Newer(v)),
+        v @ 1..=HEADER_V6 => v,
+        v if v > HEADER_V6 => return Err(Error::Newer(v)),
         _ => return Err(Error::Malformed("version")),
     };
     let mut h = Header {
@@ -1448,7 +1485,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
             }
             if version >= HEADER_V5 {
                 let tags = d.u8()?;
-                if tags == 0 || usize::from(tags) > MAX_TAGS {
+                if (tags == 0 && version == HEADER_V5) || usize::from(tags) > MAX_TAGS {
                     return Err(Error::Malformed("tags"));
                 }
                 for _ in 0..tags {
@@ -2375,8 +2412,8 @@ mod tests {
             b.version = HEADER_V4;
         }));
         let mut newer = plain.clone();
-        newer[0] = HEADER_V5 + 1;
-        assert!(matches!(decode_header(&newer), Err(Error::Newer(6))));
+        newer[0] = HEADER_V6 + 1;
+        assert!(matches!(decode_header(&newer), Err(Error::Newer(7))));
         // A root list naming a blob it does not have is refused before any read.
         let mut hand = h.clone();
         hand.node_blobs.pop();
@@ -2416,6 +2453,26 @@ mod tests {
         assert_eq!(plain4[0], HEADER_V4);
         assert_eq!(plain[0], HEADER_V5);
         assert_eq!(decode_header(&plain).unwrap(), h);
+        // Version 6 (a manifest with FIFOs or hard links): version 5's bytes,
+        // with or without tags; a version 5 header with no tags is refused.
+        for tags in [vec![], h.tags.clone()] {
+            let h6 = Header {
+                tags,
+                version: HEADER_V6,
+                ..v4.clone()
+            };
+            let plain6 = encode_header(&h6);
+            assert_eq!(plain6[0], HEADER_V6);
+            assert_eq!(decode_header(&plain6).unwrap(), h6);
+            if h6.tags.is_empty() {
+                assert_eq!(plain6.len(), plain4.len() + 1);
+                let mut v5 = plain6.clone();
+                v5[0] = HEADER_V5;
+                assert!(decode_header(&v5).is_err());
+            } else {
+                assert_eq!(plain6[1..], plain[1..]);
+            }
+        }
         // Version byte, the tags (1 + 2+7 + 2+11 bytes) before K and its answer.
         let at = plain4.len() - 1 - ANSWER_LEN;
         assert_eq!(plain[1..at], plain4[1..at]);

@@ -11,6 +11,7 @@
 //!   refuses trailing bytes: a bad node is lost, never a panic.
 
 use super::{ChunkRef, Entry, EntryKind, Error, Lost, MAX_BLOBS, MAX_CHUNKS, MAX_PATH, Result};
+use super::{MAX_XATTR_VALUE, MAX_XATTRS};
 use super::{READ_AHEAD, SEGMENT_TARGET, Span};
 use crate::crypto::{ChunkId, Keys, OVERHEAD};
 use std::collections::HashMap;
@@ -36,6 +37,10 @@ pub const TABLE_MAX: usize = 1024;
 /// tag follows the refs; uid and gid are the previous entry's; mode is the
 /// previous entry's; (a file) dev is the previous file's.
 const TAG_FLAG: u8 = 0x80;
+/// The kind (low 4 bits) of a file with other hard links, encoded as a file.
+const KIND_LINKED: u8 = 5;
+/// In a kind byte (version 6 headers): extended attributes follow the entry.
+const XATTR_FLAG: u8 = 0x08;
 const SAME_OWNER: u8 = 0x40;
 const SAME_MODE: u8 = 0x20;
 const SAME_DEV: u8 = 0x10;
@@ -67,6 +72,9 @@ pub struct Root {
     pub nodes: Vec<NodeRef>,
     pub entries: u64,
     pub segments: u64,
+    /// Some entry is of a kind only version 6 headers announce (a FIFO, a
+    /// hard-linked file).
+    pub v6: bool,
 }
 
 impl Root {
@@ -77,7 +85,10 @@ impl Root {
         h.nodes = self.nodes.clone();
         h.segments = u32::try_from(self.segments).unwrap_or(u32::MAX);
         h.table.clear();
-        h.version = super::HEADER_V4;
+        h.version = match self.v6 {
+            true => super::HEADER_V6,
+            false => super::HEADER_V4,
+        };
     }
 }
 
@@ -254,6 +265,10 @@ impl Prev {
 /// chunk table.
 fn encode_entry(e: &Entry, prev: &Prev, out: &mut Vec<u8>, mut chunk: impl FnMut(usize) -> u32) {
     let file = e.kind == EntryKind::File;
+    let kind = match e.kind {
+        EntryKind::File if e.linked => KIND_LINKED,
+        k => k as u8,
+    } | if e.xattrs.is_empty() { 0 } else { XATTR_FLAG };
     let owner = e.uid == prev.uid && e.gid == prev.gid;
     let mode = e.mode == prev.mode;
     let dev = file && e.dev == prev.dev;
@@ -266,7 +281,7 @@ fn encode_entry(e: &Entry, prev: &Prev, out: &mut Vec<u8>, mut chunk: impl FnMut
     out.push(
         flags
             .iter()
-            .fold(e.kind as u8, |k, &(on, f)| if on { k | f } else { k }),
+            .fold(kind, |k, &(on, f)| if on { k | f } else { k }),
     );
     let shared = prev
         .path
@@ -304,10 +319,19 @@ fn encode_entry(e: &Entry, prev: &Prev, out: &mut Vec<u8>, mut chunk: impl FnMut
                 out.extend_from_slice(t);
             }
         }
-        EntryKind::Dir => {}
+        EntryKind::Dir | EntryKind::Fifo => {}
         EntryKind::Symlink => {
             put_var(out, e.target.len() as u64);
             out.extend_from_slice(&e.target);
+        }
+    }
+    if !e.xattrs.is_empty() {
+        put_var(out, e.xattrs.len() as u64);
+        for (name, value) in &e.xattrs {
+            put_var(out, name.len() as u64);
+            out.extend_from_slice(name);
+            put_var(out, value.len() as u64);
+            out.extend_from_slice(value);
         }
     }
 }
@@ -323,12 +347,15 @@ struct Row {
 
 fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
     let k = c.u8()?;
-    let kind = match k & 0x0f {
+    let kind = match k & 0x07 {
         1 => EntryKind::File,
         2 => EntryKind::Dir,
         3 => EntryKind::Symlink,
+        4 => EntryKind::Fifo,
+        KIND_LINKED => EntryKind::File,
         _ => return Err(Error::Malformed("manifest entry kind")),
     };
+    let linked = k & 0x07 == KIND_LINKED;
     let tagged = k & TAG_FLAG != 0;
     if (tagged || k & SAME_DEV != 0) && kind != EntryKind::File {
         return Err(Error::Malformed("manifest entry kind"));
@@ -341,6 +368,7 @@ fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
     let mut path = prev.path[..shared as usize].to_vec();
     path.extend_from_slice(c.take(suffix)?);
     let mut e = Entry::new(kind, path);
+    e.linked = linked;
     e.mode = match k & SAME_MODE {
         0 => c.var32("mode")?,
         _ => prev.mode,
@@ -400,13 +428,31 @@ fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
                 e.tag = Some(c.take(8)?.try_into().expect("8 bytes"));
             }
         }
-        EntryKind::Dir => {}
+        EntryKind::Dir | EntryKind::Fifo => {}
         EntryKind::Symlink => {
             let n = c.var()?;
             if n > u64::from(MAX_PATH) {
                 return Err(Error::Malformed("symlink target"));
             }
             e.target = c.take(n)?.to_vec();
+        }
+    }
+    if k & XATTR_FLAG != 0 {
+        let n = c.var()?;
+        if n == 0 || n > MAX_XATTRS as u64 {
+            return Err(Error::Malformed("extended attributes"));
+        }
+        for _ in 0..n {
+            let len = c.var()?;
+            if len == 0 || len > 255 {
+                return Err(Error::Malformed("extended attribute name"));
+            }
+            let name = c.take(len)?.to_vec();
+            let len = c.var()?;
+            if len > MAX_XATTR_VALUE as u64 {
+                return Err(Error::Malformed("extended attribute value"));
+            }
+            e.xattrs.push((name, c.take(len)?.to_vec()));
         }
     }
     prev.after(&e);
@@ -641,6 +687,7 @@ impl<'k> ManifestWriter<'k> {
         self.body.extend_from_slice(&self.e);
         self.count += 1;
         self.root.entries += 1;
+        self.root.v6 |= e.kind == EntryKind::Fifo || e.linked || !e.xattrs.is_empty();
         self.prev.after(e);
         if size >= SEGMENT_MIN && self.keys.cut_hash(&e.path) % SEGMENT_CUT == 0 {
             self.flush_segment(store)?;
@@ -1180,7 +1227,8 @@ mod tests {
                 EntryKind::File,
                 EntryKind::Dir,
                 EntryKind::Symlink,
-            ][rng.below(4) as usize];
+                EntryKind::Fifo,
+            ][rng.below(5) as usize];
             let mut e = Entry::new(kind, format!("/r/{}/x{i}", rng.below(50)).into_bytes());
             e.mode = rng.below(0o7777) as u32;
             e.uid = rng.next() as u32;
@@ -1211,9 +1259,19 @@ mod tests {
                     if rng.below(2) == 0 {
                         e.tag = Some(rng.next().to_be_bytes());
                     }
+                    e.linked = rng.below(5) == 0;
                 }
                 EntryKind::Symlink => e.target = format!("t{}", rng.next()).into_bytes(),
-                EntryKind::Dir => {}
+                EntryKind::Dir | EntryKind::Fifo => {}
+            }
+            if kind != EntryKind::Symlink && rng.below(7) == 0 {
+                let n = 1 + rng.below(3);
+                e.xattrs = (0..n)
+                    .map(|k| {
+                        let v = vec![k as u8; rng.below(300) as usize];
+                        (format!("user.a{k}").into_bytes(), v)
+                    })
+                    .collect();
             }
             m.push(e);
         }
@@ -1226,6 +1284,7 @@ mod tests {
         let mut mem = Mem::default();
         let root = mem.write("d/n/m/t9", &m, &names);
         assert_eq!(root.entries, m.len() as u64);
+        assert!(root.v6, "FIFOs and hard links make a version 6 header");
         let h = header(&root);
         let (back, lost, nodes) = read(&mem, &h);
         assert!(lost.is_empty());

@@ -47,6 +47,15 @@ pub(super) fn entry_from(kind: EntryKind, path: &Path, md: &fs::Metadata) -> Ent
     e.inode = md.ino();
     e.ctime = md.ctime();
     e.ctime_ns = md.ctime_nsec() as u32;
+    e.linked = kind == EntryKind::File && md.nlink() > 1;
+    if kind != EntryKind::Symlink {
+        // Unreadable ones (no permission) are left out, as a file system
+        // without them has none.
+        let mut x = crate::sys::xattrs(path).unwrap_or_default();
+        x.retain(|(n, v)| n.len() <= 255 && v.len() <= format::MAX_XATTR_VALUE);
+        x.truncate(format::MAX_XATTRS);
+        e.xattrs = x;
+    }
     e
 }
 
@@ -482,12 +491,15 @@ impl Walker<'_> {
                     Ok(()) => {}
                 }
                 testhooks::stall();
+            } else if ft.is_fifo() {
+                // Recorded and recreated empty: what flows through one is not data.
+                self.push(entry_from(EntryKind::Fifo, &path, &md));
             } else if !self.opts.quiet {
-                // Sockets, FIFOs and devices are runtime objects, not data: noted, not
+                // Sockets and devices are runtime objects, not data: noted, not
                 // counted as failures (a nightly sink of / would otherwise never pass).
                 self.progress.clear();
                 eprintln!(
-                    "chute sink: not backing up {} (socket, FIFO or device)",
+                    "chute sink: not backing up {} (socket or device)",
                     path.display()
                 );
             }
