@@ -454,6 +454,7 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         force: c.force,
         threads: threads(c.threads),
         cache_dir: Some(node.cache_dir.clone()),
+        progress: crate::progress::Show::Terminal,
     };
     let r = restore::run(keys, remote, &snap, &opts)?;
     let already = if r.already > 0 {

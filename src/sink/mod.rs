@@ -77,13 +77,14 @@ mod stream;
 mod upload;
 mod walk;
 
+pub use crate::progress::{LINE_EVERY, Show as ShowProgress};
 use guard::reused_still_there;
 use resume::{complete_killed, resume, sync_cache};
 use stream::{NodePlaces, Stream};
 use upload::{Done, Job, Shared, To, Upload, checked_lost, keep_alive, worker};
 pub use upload::{KEEPALIVE, next_window};
-pub use walk::{LINE_EVERY, MAP_WINDOW, READ_TRIES, ShowProgress, normalize_roots, walk_order};
-use walk::{Parent, Progress, Walker};
+pub use walk::{MAP_WINDOW, READ_TRIES, normalize_roots, walk_order};
+use walk::{Parent, Walker};
 
 use crate::blob::{BlobId, BlobState, Table as Blobs};
 use crate::cache::{ChunkIndex, Journal};
@@ -97,7 +98,7 @@ use crate::testhooks;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -281,7 +282,18 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let (alive, stop_touching) = std::sync::mpsc::channel::<()>();
     let (touching, pending) = (&shared, &index);
     let period = testhooks::keepalive(KEEPALIVE);
+    let progress = crate::progress::Progress::new("sink", opts.progress);
+    let counted = AtomicBool::new(false);
     let walk_result = std::thread::scope(|s| {
+        if progress.on() {
+            let (progress, counted, roots) = (&progress, &counted, &roots);
+            let excluded = |p: &Path| walk::excluded(&opts.excludes, p);
+            s.spawn(move || {
+                crate::progress::count(roots, &excluded, counted, &|f, b, done| {
+                    progress.total(f, b, done)
+                })
+            });
+        }
         for _ in 0..threads {
             let (spare_tx, done_tx) = (spare_tx.clone(), done_tx.clone());
             let (shared, rx) = (&shared, &rx);
@@ -303,12 +315,14 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             out,
             report: &mut report,
             stop: &shared.stop,
-            progress: Progress::new(opts.progress),
+            progress: &progress,
             own,
         };
         let r = roots.iter().try_for_each(|root| walker.walk(root));
         walker.cut_pack();
-        walker.progress.done();
+        progress.clear();
+        // A count still going when the walk ends is of no use any more.
+        counted.store(true, Ordering::Relaxed);
         drop(alive);
         // Closing the jobs' queue lets the workers finish; the stream takes
         // their last results. The scope joins them and the keep-alive thread.
