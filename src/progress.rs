@@ -86,15 +86,15 @@ impl Rate {
 
 /// The progress line: `N/M files, SIZE/SIZE P%, RATE/s, ETA T`; totals marked
 /// `≥` while counted (no percentage or ETA then), no rate before one is known.
-pub fn line(files: u64, bytes: u64, total: Option<Total>, rate: Option<f64>) -> String {
+pub fn line(noun: &str, files: u64, bytes: u64, total: Option<Total>, rate: Option<f64>) -> String {
     let mut s = match total {
-        None => format!("{files} files, {}", human_bytes(bytes)),
+        None => format!("{files} {noun}, {}", human_bytes(bytes)),
         Some(t) => {
             // A count that fell short of what was done says what was done.
             let (tf, tb) = (t.files.max(files), t.bytes.max(bytes));
             let ge = if t.exact { "" } else { "≥" };
             let mut s = format!(
-                "{files}/{ge}{tf} files, {}/{ge}{}",
+                "{files}/{ge}{tf} {noun}, {}/{ge}{}",
                 human_bytes(bytes),
                 human_bytes(tb)
             );
@@ -121,6 +121,7 @@ pub fn line(files: u64, bytes: u64, total: Option<Total>, rate: Option<f64>) -> 
 pub struct Progress {
     mode: Show,
     what: &'static str,
+    noun: &'static str,
     started: Instant,
     files: AtomicU64,
     bytes: AtomicU64,
@@ -148,6 +149,7 @@ impl Progress {
         Progress {
             mode,
             what,
+            noun: "files",
             started: Instant::now(),
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -161,6 +163,12 @@ impl Progress {
                 shown: false,
             }),
         }
+    }
+
+    /// What the line counts instead of files (prune counts blobs).
+    pub fn counting(mut self, noun: &'static str) -> Progress {
+        self.noun = noun;
+        self
     }
 
     pub fn on(&self) -> bool {
@@ -224,7 +232,7 @@ impl Progress {
                 exact: s == 2,
             }),
         };
-        let text = line(files, bytes, total, st.rate.per_sec());
+        let text = line(self.noun, files, bytes, total, st.rate.per_sec());
         let mut e = std::io::stderr().lock();
         if self.mode == Show::Lines {
             let _ = writeln!(e, "progress: {text}");
@@ -341,9 +349,9 @@ mod tests {
 
     #[test]
     fn no_total_yet_shows_counts_and_rate() {
-        assert_eq!(line(3, 5 << 20, None, None), "3 files, 5.0 MiB");
+        assert_eq!(line("files", 3, 5 << 20, None, None), "3 files, 5.0 MiB");
         assert_eq!(
-            line(3, 5 << 20, None, Some(2.0 * 1048576.0)),
+            line("files", 3, 5 << 20, None, Some(2.0 * 1048576.0)),
             "3 files, 5.0 MiB, 2.0 MiB/s"
         );
     }
@@ -356,7 +364,7 @@ mod tests {
             exact: false,
         };
         assert_eq!(
-            line(3, 5 << 20, Some(t), Some(1048576.0)),
+            line("files", 3, 5 << 20, Some(t), Some(1048576.0)),
             "3/≥10 files, 5.0 MiB/≥100.0 MiB, 1.0 MiB/s"
         );
     }
@@ -369,17 +377,17 @@ mod tests {
             exact: true,
         };
         assert_eq!(
-            line(4, 25 << 20, Some(t), Some(1048576.0)),
+            line("files", 4, 25 << 20, Some(t), Some(1048576.0)),
             "4/10 files, 25.0 MiB/100.0 MiB 25%, 1.0 MiB/s, ETA 1m 15s"
         );
         // No rate yet: no ETA.
         assert_eq!(
-            line(4, 25 << 20, Some(t), None),
+            line("files", 4, 25 << 20, Some(t), None),
             "4/10 files, 25.0 MiB/100.0 MiB 25%"
         );
         // A stalled transfer has no ETA rather than an absurd one.
         assert_eq!(
-            line(4, 25 << 20, Some(t), Some(0.0)),
+            line("files", 4, 25 << 20, Some(t), Some(0.0)),
             "4/10 files, 25.0 MiB/100.0 MiB 25%, 0 B/s"
         );
     }
@@ -392,7 +400,7 @@ mod tests {
             exact: true,
         };
         assert_eq!(
-            line(3, 2 << 20, Some(t), Some(1048576.0)),
+            line("files", 3, 2 << 20, Some(t), Some(1048576.0)),
             "3/3 files, 2.0 MiB/2.0 MiB 100%, 1.0 MiB/s, ETA 0s"
         );
         let empty = Total {
@@ -400,7 +408,7 @@ mod tests {
             bytes: 0,
             exact: true,
         };
-        assert_eq!(line(0, 0, Some(empty), None), "0/0 files, 0 B/0 B");
+        assert_eq!(line("files", 0, 0, Some(empty), None), "0/0 files, 0 B/0 B");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod incremental;
 mod limits;
 mod maintenance;
 mod manifest_v3;
+mod progress;
 mod proof;
 mod roundtrip;
 mod s3_client;

@@ -41,6 +41,7 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
         repack,
         chain: Some(node.cache_dir.clone()),
         accept_rollback: c.accept_rollback,
+        progress: crate::progress::Show::Terminal,
     };
     let r = run(
         &node.keys,

@@ -94,7 +94,10 @@ fn verify_opened(node: &NodeContext, c: &VerifyCmd, mode: Mode, threads: usize) 
         (vec![snap], Vec::new())
     };
     let mut spent = crate::spent::Spent::load(&node.cache_dir);
-    let r = run(keys, remote, &snaps, &broken, mode, threads, &mut spent)?;
+    let show = crate::progress::Show::Terminal;
+    let r = run(
+        keys, remote, &snaps, &broken, mode, threads, &mut spent, show,
+    )?;
     for note in &r.notes {
         eprintln!("chute verify: {note}");
     }

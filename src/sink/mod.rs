@@ -31,6 +31,12 @@
 //! took a reused chunk, the cache was lost) is a new blob started. One sink of a
 //! set of paths runs at a time (a lock in the cache directory).
 //!
+//! Interrupted: from the lock on until the commit, SIGINT or SIGTERM ends the sink
+//! at once from a watcher thread ([`Interrupt`]), as a kill would (what the journal
+//! holds is kept), saying on stderr that nothing was committed and that the same
+//! sink run again resumes, with exit status 1. The commit itself and what follows
+//! it get the signals' default action back.
+//!
 //! Nothing is visible until the final index is committed, after every window was
 //! acknowledged; the commit makes them all durable first (see [`crate::store`]): an
 //! interrupted sink leaves an uncommitted blob that no `list` or `restore` ever shows.
@@ -199,6 +205,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .map_err(|e| Error::Usage(e.to_string()))?;
 
     let lock = lock_paths(&opts.cache_dir, &mount)?;
+    let interrupt = Interrupt::arm();
     let own = opts
         .own
         .iter()
@@ -400,6 +407,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     shared.send_tail(tail_n, &tail)?;
     drop(tail);
     testhooks::failpoint("before-commit");
+    interrupt.disarm();
     remote
         .commit(&blob, &index)
         .map_err(|e| checked_lost(remote, &blob, e))?;
@@ -563,4 +571,57 @@ fn remember(cache: &ChunkIndex, blob: &BlobId, upload: &Upload) {
         }
         Err(e) => eprintln!("chute sink: warning: cannot update the chunk cache: {e}"),
     }
+}
+
+/// Ends a sink on SIGINT or SIGTERM until [`Interrupt::disarm`] (see the module
+/// doc): a watcher thread polls [`crate::sys::signalled`], since a handler may
+/// only set a flag.
+struct Interrupt {
+    armed: std::sync::Arc<Mutex<bool>>,
+}
+
+impl Interrupt {
+    fn arm() -> Interrupt {
+        crate::sys::catch_termination();
+        let armed = std::sync::Arc::new(Mutex::new(true));
+        let watched = armed.clone();
+        std::thread::spawn(move || {
+            loop {
+                {
+                    let armed = watched.lock().unwrap_or_else(|p| p.into_inner());
+                    if !*armed {
+                        return;
+                    }
+                    if crate::sys::signalled() {
+                        interrupted();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Interrupt { armed }
+    }
+
+    /// From here on a signal ends the process by its default action; one that
+    /// arrived before still ends the sink as interrupted.
+    fn disarm(&self) {
+        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        *armed = false;
+        crate::sys::default_termination();
+        if crate::sys::signalled() {
+            interrupted();
+        }
+    }
+}
+
+/// Says that the next run resumes and exits with status 1, as a kill would leave
+/// the sink (the journal is written for that).
+fn interrupted() -> ! {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r\x1b[K");
+    }
+    eprintln!(
+        "chute sink: interrupted; no snapshot committed; run the same sink again to resume (what was sent is kept)"
+    );
+    std::process::exit(1);
 }
