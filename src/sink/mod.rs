@@ -614,6 +614,15 @@ impl Interrupt {
     }
 }
 
+impl Drop for Interrupt {
+    /// A sink that returns (an error, or `run` called in a longer-lived process)
+    /// stops its watcher and gives the signals back.
+    fn drop(&mut self) {
+        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        crate::sys::default_termination();
+    }
+}
+
 /// Says that the next run resumes and exits with status 1, as a kill would leave
 /// the sink (the journal is written for that).
 fn interrupted() -> ! {
