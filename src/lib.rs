@@ -33,6 +33,7 @@ pub mod fsutil;
 pub mod glob;
 pub mod hex;
 pub mod pack;
+pub mod progress;
 pub mod protocol;
 pub mod prune;
 pub mod reads;

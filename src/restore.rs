@@ -106,6 +106,8 @@ pub struct Options {
     pub verbose: bool,
     /// Leave out notes that are not failures (temporaries removed).
     pub quiet: bool,
+    /// Files and bytes written of the total, on stderr (see [`crate::progress`]).
+    pub progress: crate::progress::Show,
 }
 
 /// What a restore did.
@@ -443,8 +445,9 @@ fn parent_of(path: &[u8]) -> &[u8] {
 struct Checked {
     refused: u64,
     first_refused: Option<PathBuf>,
-    /// Files pass 2 will write.
+    /// Files pass 2 will write, and their bytes.
     to_write: u64,
+    to_write_bytes: u64,
     stale: u64,
     first_stale: Option<PathBuf>,
 }
@@ -648,7 +651,10 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
                 checked.refused += 1;
                 checked.first_refused.get_or_insert_with(|| dest.clone());
             }
-            Action::Write if e.kind == EntryKind::File => checked.to_write += 1,
+            Action::Write if e.kind == EntryKind::File => {
+                checked.to_write += 1;
+                checked.to_write_bytes += e.size;
+            }
             _ => {}
         }
         if e.kind == EntryKind::Dir {
@@ -740,7 +746,11 @@ pub fn run(keys: &Keys, remote: &dyn Remote, snap: &Snapshot, opts: &Options) ->
         written: 0,
         to_write: checked.to_write,
         copied_links: false,
+        progress: crate::progress::Progress::new("restore", opts.progress),
     };
+    writer
+        .progress
+        .total(checked.to_write, checked.to_write_bytes, true);
     let mut batch = Batch::default();
     // Directories restored whose entries the stream is still in, outermost first.
     let mut open: Vec<(Vec<u8>, PathBuf, Entry)> = Vec::new();
@@ -895,6 +905,7 @@ struct Writer<'a> {
     to_write: u64,
     /// A hard link failed and was restored as a copy (warned once).
     copied_links: bool,
+    progress: crate::progress::Progress,
 }
 
 impl Writer<'_> {
@@ -918,6 +929,7 @@ impl Writer<'_> {
             self.opts.threads,
             self.snap,
             progress,
+            &self.progress,
         );
         if let Err(e) = result {
             for t in &tasks {
@@ -1041,11 +1053,12 @@ fn fetch_all(
     threads: usize,
     snap: &Snapshot,
     progress: (u64, u64),
+    shown: &crate::progress::Progress,
 ) -> std::result::Result<(), FetchError> {
     let gate = RwLock::new(());
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let watcher = s.spawn(|| watch(&gate, &done, tasks, progress));
+        let watcher = s.spawn(|| watch(&gate, &done, tasks, progress, shown));
         let result = (|| {
             // Empty files have no chunk to complete them.
             for t in tasks
@@ -1054,9 +1067,10 @@ fn fetch_all(
             {
                 let _open = gate.read().unwrap_or_else(PoisonError::into_inner);
                 create_tmp(&t.tmp).and_then(|_| finish(t, None))?;
+                shown.add(1, 0);
             }
             each_parallel(groups, threads, |g| {
-                fetch_group(keys, remote, blobs, tasks, g, snap, &gate)
+                fetch_group(keys, remote, blobs, tasks, g, snap, &gate, shown)
             })
         })();
         done.store(true, Ordering::SeqCst);
@@ -1068,7 +1082,13 @@ fn fetch_all(
 /// Stops the restore when SIGINT or SIGTERM arrives (see the module doc): takes the
 /// gate for good, removes every temporary and exits; returns once `done`.
 /// `progress`: files placed by earlier batches, and how many the restore writes.
-fn watch(gate: &RwLock<()>, done: &AtomicBool, tasks: &[Task], progress: (u64, u64)) {
+fn watch(
+    gate: &RwLock<()>,
+    done: &AtomicBool,
+    tasks: &[Task],
+    progress: (u64, u64),
+    shown: &crate::progress::Progress,
+) {
     while !done.load(Ordering::SeqCst) {
         if crate::sys::signalled() {
             // Held until the process ends: no worker creates or renames a
@@ -1081,6 +1101,7 @@ fn watch(gate: &RwLock<()>, done: &AtomicBool, tasks: &[Task], progress: (u64, u
                 .iter()
                 .filter(|t| t.placed.load(Ordering::SeqCst))
                 .count() as u64;
+            shown.clear();
             eprintln!(
                 "chute restore: interrupted after writing {} of {} files; run the same restore again to resume (what is in place is skipped)",
                 progress.0 + placed,
@@ -1111,6 +1132,7 @@ fn fetch_group(
     g: &Group,
     snap: &Snapshot,
     gate: &RwLock<()>,
+    shown: &crate::progress::Progress,
 ) -> std::result::Result<(), FetchError> {
     let blob = &blobs[g.blob];
     let mut data =
@@ -1159,11 +1181,13 @@ fn fetch_group(
             .open(&t.tmp)
             .map_err(io("cannot write", &t.dest))?;
         same_temporary(t, &f)?;
-        write_sparse(&f, slice(plain, &p.chunk, t, snap)?, p.at, t.entry.size)
-            .map_err(io("cannot write", &t.dest))?;
-        if t.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let bytes = slice(plain, &p.chunk, t, snap)?;
+        write_sparse(&f, bytes, p.at, t.entry.size).map_err(io("cannot write", &t.dest))?;
+        let placed = t.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+        if placed {
             finish(t, Some(&f))?;
         }
+        shown.add(u64::from(placed), bytes.len() as u64);
     }
     Ok(())
 }

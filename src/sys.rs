@@ -369,6 +369,16 @@ pub fn catch_termination() {
     }
 }
 
+/// Gives SIGINT and SIGTERM back their default action (ending the process).
+pub fn default_termination() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: setting a signal's disposition to SIG_DFL has no preconditions.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
 /// Whether SIGINT or SIGTERM arrived since [`catch_termination`].
 pub fn signalled() -> bool {
     SIGNALLED.load(std::sync::atomic::Ordering::SeqCst)

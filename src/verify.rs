@@ -192,6 +192,7 @@ pub enum Mode {
 }
 
 /// Verifies `snaps`; `broken` are listed snapshots whose index did not open.
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
 pub fn run(
     keys: &Keys,
     remote: &dyn Remote,
@@ -200,6 +201,7 @@ pub fn run(
     mode: Mode,
     threads: usize,
     spent: &mut Spent,
+    show: crate::progress::Show,
 ) -> Result<Report> {
     let mut report = Report {
         snapshots: snaps.len() + broken.len(),
@@ -235,7 +237,21 @@ pub fn run(
         seen: HashSet::new(),
         reader: Reader::new(fraction, seed),
         report,
+        progress: crate::progress::Progress::new(
+            "verify",
+            match mode {
+                Mode::Hashes => crate::progress::Show::Off,
+                Mode::Read(_) => show,
+            },
+        ),
     };
+    // Files and bytes are counted as the manifests pass, their reads in batches
+    // right behind: the headers' totals are exact.
+    v.progress.total(
+        snaps.iter().map(|s| s.header.files).sum(),
+        snaps.iter().map(|s| s.header.bytes).sum(),
+        true,
+    );
     for snap in snaps {
         match mode {
             Mode::Hashes => v.check_windows(snap, spent)?,
@@ -342,6 +358,8 @@ struct Verify<'a> {
     seen: HashSet<u32>,
     reader: Reader,
     report: Report,
+    /// `--read-data`: files and bytes of the manifests passed, of the headers'.
+    progress: crate::progress::Progress,
 }
 
 impl Verify<'_> {
@@ -651,6 +669,9 @@ impl Verify<'_> {
                 }
             }
             self.reader.add(&e, |_| true, &self.names);
+            if e.kind == format::EntryKind::File {
+                self.progress.add(1, e.size);
+            }
             if self.reader.full() {
                 self.flush_reads(&short);
             }

@@ -21,6 +21,7 @@ mod limits;
 mod maintenance;
 mod manifest_v3;
 mod output;
+mod progress;
 mod proof;
 mod roundtrip;
 mod s3_client;

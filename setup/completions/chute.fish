@@ -36,7 +36,7 @@ complete -c chute -n '__fish_seen_subcommand_from sink' -l limit-upload -r -F -d
 complete -c chute -n '__fish_seen_subcommand_from sink' -l limit-download -r -F -d 'read at most RATE bytes a second from the remote (e.g'
 complete -c chute -n '__fish_seen_subcommand_from sink' -s j -l threads -r -F -d 'sealing and upload threads (default: the number of cores)'
 complete -c chute -n '__fish_seen_subcommand_from sink' -l accept-rollback -d 'take the store\'s view of the snapshot chain although it is older than this...'
-complete -c chute -n '__fish_seen_subcommand_from sink' -l progress -d 'write a progress line (files and bytes so far) to stderr every 2 s, also...'
+complete -c chute -n '__fish_seen_subcommand_from sink' -l progress -d 'write a progress line (files and bytes done of the total, rate, time left)...'
 complete -c chute -n '__fish_seen_subcommand_from sink' -l tag -r -F -d 'a tag for the snapshot (at most 64 bytes, no comma), sealed with it: the...'
 complete -c chute -n '__fish_seen_subcommand_from list' -l json -d 'print JSON'
 complete -c chute -n '__fish_seen_subcommand_from list' -l tag -r -F -d 'only snapshots with this tag (a,b: with both); repeatable: with any'

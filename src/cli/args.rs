@@ -135,8 +135,9 @@ pub struct SinkCmd {
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]
     pub accept_rollback: bool,
-    /// write a progress line (files and bytes so far) to stderr every 2 s, also
-    /// when it is not a terminal (a log file, the management page's sink)
+    /// write a progress line (files and bytes done of the total, rate, time
+    /// left) to stderr every 2 s, also when it is not a terminal (a log file, the
+    /// management page's sink; on a terminal one line is redrawn anyway)
     #[argh(switch)]
     pub progress: bool,
     /// a tag for the snapshot (at most 64 bytes, no comma), sealed with it: the

@@ -545,6 +545,7 @@ pub(super) fn restore_cmd(s: &Settings, c: RestoreCmd) -> Result<()> {
         cache_dir: Some(node.cache_dir.clone()),
         verbose: show == Show::Verbose,
         quiet: show == Show::Quiet,
+        progress: show.progress(),
     };
     let r = restore::run(keys, remote, &snap, &opts)?;
     let already = if r.already > 0 {

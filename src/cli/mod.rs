@@ -327,6 +327,14 @@ impl Show {
         }
     }
 
+    /// The progress line on a terminal: none with `--quiet` or `--json`.
+    pub(crate) fn progress(self) -> crate::progress::Show {
+        match self {
+            Show::Quiet | Show::Json => crate::progress::Show::Off,
+            Show::Normal | Show::Verbose => crate::progress::Show::Terminal,
+        }
+    }
+
     /// Whether the report for people is printed.
     pub(crate) fn text(self) -> bool {
         matches!(self, Show::Normal | Show::Verbose)

@@ -60,6 +60,7 @@ pub(super) fn cmd(s: &Settings, c: PruneCmd) -> Result<()> {
         repack,
         chain: Some(node.cache_dir.clone()),
         accept_rollback: c.accept_rollback,
+        progress: show.progress(),
     };
     let r = run(
         &node.keys,

@@ -139,7 +139,16 @@ fn verify_opened(
         (vec![snap], Vec::new())
     };
     let mut spent = crate::spent::Spent::load(&node.cache_dir);
-    let r = run(keys, remote, &snaps, &broken, mode, threads, &mut spent)?;
+    let r = run(
+        keys,
+        remote,
+        &snaps,
+        &broken,
+        mode,
+        threads,
+        &mut spent,
+        show.progress(),
+    )?;
     if show != Show::Quiet {
         for note in &r.notes {
             eprintln!("chute verify: {note}");

@@ -161,6 +161,8 @@ pub struct Options {
     pub chain: Option<PathBuf>,
     /// Take the store's view of the chain even if it rolled back.
     pub accept_rollback: bool,
+    /// Blobs and bytes repacked of the plan's, on stderr (see [`crate::progress`]).
+    pub progress: crate::progress::Show,
 }
 
 /// Default share of a blob that must be unused before it is repacked.
@@ -606,6 +608,10 @@ pub fn run(
     if jobs.is_empty() {
         return Ok(report);
     }
+    let shown = crate::progress::Progress::new("prune", opts.progress).counting("blobs");
+    if let Some((_, bytes)) = report.pack {
+        shown.total(jobs.len() as u64, bytes, true);
+    }
     let pack = match repack(
         keys,
         remote,
@@ -615,6 +621,7 @@ pub fn run(
         &report.outcomes,
         &live,
         &jobs,
+        &shown,
     ) {
         Ok(p) => p,
         // A full quota must not stop the deletes above; the pack waits for space.
@@ -867,6 +874,7 @@ fn repack(
     outcomes: &[Outcome],
     live: &[Vec<Used>],
     jobs: &[usize],
+    shown: &crate::progress::Progress,
 ) -> Result<BlobId> {
     // The nanoseconds keep two prunes in one second from naming the same pack.
     let ns = std::time::SystemTime::now()
@@ -911,13 +919,16 @@ fn repack(
                     )));
                 }
                 w.add(&id, sealed)?;
+                shown.add(0, u64::from(len));
             }
             if k == 0 {
                 crate::testhooks::failpoint("prune-repacking");
             }
             k = j;
         }
+        shown.add(1, 0);
     }
+    shown.clear();
     w.finish()
 }
 

@@ -31,6 +31,12 @@
 //! took a reused chunk, the cache was lost) is a new blob started. One sink of a
 //! set of paths runs at a time (a lock in the cache directory).
 //!
+//! Interrupted: from the lock on until the commit, SIGINT or SIGTERM ends the sink
+//! at once from a watcher thread ([`Interrupt`]), as a kill would (what the journal
+//! holds is kept), saying on stderr that nothing was committed and that the same
+//! sink run again resumes, with exit status 1. The commit itself and what follows
+//! it get the signals' default action back.
+//!
 //! Nothing is visible until the final index is committed, after every window was
 //! acknowledged; the commit makes them all durable first (see [`crate::store`]): an
 //! interrupted sink leaves an uncommitted blob that no `list` or `restore` ever shows.
@@ -77,13 +83,14 @@ mod stream;
 mod upload;
 mod walk;
 
+pub use crate::progress::{LINE_EVERY, Show as ShowProgress};
 use guard::reused_still_there;
 use resume::{complete_killed, resume, sync_cache};
 use stream::{NodePlaces, Stream};
 use upload::{Done, Job, Shared, To, Upload, checked_lost, keep_alive, worker};
 pub use upload::{KEEPALIVE, next_window};
-pub use walk::{LINE_EVERY, MAP_WINDOW, READ_TRIES, ShowProgress, normalize_roots, walk_order};
-use walk::{Parent, Progress, Walker};
+pub use walk::{MAP_WINDOW, READ_TRIES, normalize_roots, walk_order};
+use walk::{Parent, Walker};
 
 use crate::blob::{BlobId, BlobState, Table as Blobs};
 use crate::cache::{ChunkIndex, Journal};
@@ -97,7 +104,7 @@ use crate::testhooks;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -202,6 +209,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .map_err(|e| Error::Usage(e.to_string()))?;
 
     let lock = lock_paths(&opts.cache_dir, &mount)?;
+    let interrupt = Interrupt::arm();
     let own = opts
         .own
         .iter()
@@ -285,7 +293,18 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let (alive, stop_touching) = std::sync::mpsc::channel::<()>();
     let (touching, pending) = (&shared, &index);
     let period = testhooks::keepalive(KEEPALIVE);
+    let progress = crate::progress::Progress::new("sink", opts.progress);
+    let counted = AtomicBool::new(false);
     let walk_result = std::thread::scope(|s| {
+        if progress.on() {
+            let (progress, counted, roots) = (&progress, &counted, &roots);
+            let excluded = |p: &Path| walk::excluded(&opts.excludes, p);
+            s.spawn(move || {
+                crate::progress::count(roots, &excluded, counted, &|f, b, done| {
+                    progress.total(f, b, done)
+                })
+            });
+        }
         for _ in 0..threads {
             let (spare_tx, done_tx) = (spare_tx.clone(), done_tx.clone());
             let (shared, rx) = (&shared, &rx);
@@ -307,12 +326,14 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             out,
             report: &mut report,
             stop: &shared.stop,
-            progress: Progress::new(opts.progress),
+            progress: &progress,
             own,
         };
         let r = roots.iter().try_for_each(|root| walker.walk(root));
         walker.cut_pack();
-        walker.progress.done();
+        progress.clear();
+        // A count still going when the walk ends is of no use any more.
+        counted.store(true, Ordering::Relaxed);
         drop(alive);
         // Closing the jobs' queue lets the workers finish; the stream takes
         // their last results. The scope joins them and the keep-alive thread.
@@ -390,6 +411,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     shared.send_tail(tail_n, &tail)?;
     drop(tail);
     testhooks::failpoint("before-commit");
+    interrupt.disarm();
     remote
         .commit(&blob, &index)
         .map_err(|e| checked_lost(remote, &blob, e))?;
@@ -553,4 +575,66 @@ fn remember(cache: &ChunkIndex, blob: &BlobId, upload: &Upload) {
         }
         Err(e) => eprintln!("chute sink: warning: cannot update the chunk cache: {e}"),
     }
+}
+
+/// Ends a sink on SIGINT or SIGTERM until [`Interrupt::disarm`] (see the module
+/// doc): a watcher thread polls [`crate::sys::signalled`], since a handler may
+/// only set a flag.
+struct Interrupt {
+    armed: std::sync::Arc<Mutex<bool>>,
+}
+
+impl Interrupt {
+    fn arm() -> Interrupt {
+        crate::sys::catch_termination();
+        let armed = std::sync::Arc::new(Mutex::new(true));
+        let watched = armed.clone();
+        std::thread::spawn(move || {
+            loop {
+                {
+                    let armed = watched.lock().unwrap_or_else(|p| p.into_inner());
+                    if !*armed {
+                        return;
+                    }
+                    if crate::sys::signalled() {
+                        interrupted();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Interrupt { armed }
+    }
+
+    /// From here on a signal ends the process by its default action; one that
+    /// arrived before still ends the sink as interrupted.
+    fn disarm(&self) {
+        let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
+        *armed = false;
+        crate::sys::default_termination();
+        if crate::sys::signalled() {
+            interrupted();
+        }
+    }
+}
+
+impl Drop for Interrupt {
+    /// A sink that returns (an error, or `run` called in a longer-lived process)
+    /// stops its watcher and gives the signals back.
+    fn drop(&mut self) {
+        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        crate::sys::default_termination();
+    }
+}
+
+/// Says that the next run resumes and exits with status 1, as a kill would leave
+/// the sink (the journal is written for that).
+fn interrupted() -> ! {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r\x1b[K");
+    }
+    eprintln!(
+        "chute sink: interrupted; no snapshot committed; run the same sink again to resume (what was sent is kept)"
+    );
+    std::process::exit(1);
 }

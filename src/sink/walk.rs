@@ -318,7 +318,7 @@ pub(super) struct Walker<'a> {
     pub(super) out: Stream<'a>,
     pub(super) report: &'a mut Report,
     pub(super) stop: &'a AtomicBool,
-    pub(super) progress: Progress,
+    pub(super) progress: &'a crate::progress::Progress,
     /// This backup's own files (device, inode, why), never backed up.
     pub(super) own: Vec<(u64, u64, &'static str)>,
 }
@@ -503,7 +503,7 @@ impl Walker<'_> {
                     path.display()
                 );
             }
-            self.progress.tick(self.report.files, self.report.bytes);
+            self.progress.set(self.report.files, self.report.bytes);
         }
         Ok(())
     }
@@ -540,7 +540,7 @@ impl Walker<'_> {
         self.report.bytes += md.len();
         self.report.unchanged_files += 1;
         self.report.unchanged_bytes += md.len();
-        self.progress.tick(self.report.files, self.report.bytes);
+        self.progress.set(self.report.files, self.report.bytes);
         Ok(true)
     }
 
@@ -688,7 +688,7 @@ impl Walker<'_> {
             }
             pos += local as u64;
             self.progress
-                .tick(self.report.files, self.report.bytes + pos);
+                .set(self.report.files, self.report.bytes + pos);
         }
         Ok((size, n))
     }
@@ -710,73 +710,6 @@ pub(super) fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
         && a.ctime_nsec() == b.ctime_nsec()
         && a.ino() == b.ino()
         && a.dev() == b.dev()
-}
-
-/// How a sink shows its progress on stderr.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShowProgress {
-    Off,
-    /// One live line, redrawn in place, when stderr is a terminal.
-    Terminal,
-    /// A line `progress: N files, SIZE` every [`LINE_EVERY`] wherever stderr
-    /// goes (`chute sink --progress`: a log, the management page's sink).
-    Lines,
-}
-
-/// How often [`ShowProgress::Lines`] writes a line.
-pub const LINE_EVERY: Duration = Duration::from_secs(2);
-
-/// A sink's progress on stderr (see [`ShowProgress`]).
-pub(super) struct Progress {
-    pub(super) mode: ShowProgress,
-    pub(super) last: Instant,
-    pub(super) shown: bool,
-}
-
-impl Progress {
-    pub(super) fn new(wanted: ShowProgress) -> Progress {
-        let mode = match wanted {
-            ShowProgress::Terminal if !std::io::stderr().is_terminal() => ShowProgress::Off,
-            m => m,
-        };
-        Progress {
-            mode,
-            last: Instant::now(),
-            shown: false,
-        }
-    }
-
-    pub(super) fn tick(&mut self, files: u64, bytes: u64) {
-        let every = match self.mode {
-            ShowProgress::Off => return,
-            ShowProgress::Terminal => Duration::from_millis(250),
-            ShowProgress::Lines => LINE_EVERY,
-        };
-        if self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let size = crate::units::human_bytes(bytes);
-        let mut e = std::io::stderr().lock();
-        if self.mode == ShowProgress::Lines {
-            let _ = writeln!(e, "progress: {files} files, {size}");
-        } else {
-            self.shown = true;
-            let _ = write!(e, "\r\x1b[K{files} files, {size}");
-            let _ = e.flush();
-        }
-    }
-
-    pub(super) fn clear(&mut self) {
-        if self.shown {
-            eprint!("\r\x1b[K");
-            self.shown = false;
-        }
-    }
-
-    pub(super) fn done(&mut self) {
-        self.clear();
-    }
 }
 
 #[cfg(test)]
