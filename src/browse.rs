@@ -124,6 +124,7 @@ impl Distinct {
             blob: 0,
             offset: 0,
             len: c.len,
+            raw: c.raw,
         };
         self.0.insert(c.id, place)
     }
@@ -631,6 +632,7 @@ mod tests {
             blob: 0,
             offset: 0,
             len: size + crate::crypto::OVERHEAD as u32,
+            raw: 0,
             skip: 0,
             take: size,
         }];

@@ -86,7 +86,22 @@ fn sink_tags(s: &Settings, flags: Vec<String>) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `--compression`, else CHUTE_COMPRESSION, else auto.
+fn sink_compression(s: &Settings, flag: Option<String>) -> Result<crate::compress::Mode> {
+    let from = if flag.is_some() {
+        "--compression"
+    } else {
+        "CHUTE_COMPRESSION"
+    };
+    match s.get(flag, "CHUTE_COMPRESSION") {
+        None => Ok(crate::compress::Mode::Auto),
+        Some(v) => crate::compress::Mode::parse(&v)
+            .ok_or_else(|| Error::Usage(format!("{from} {v:?}: expected off or auto"))),
+    }
+}
+
 pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
+    let compression = sink_compression(s, c.compression)?;
     let roots = sink_roots(s, c.paths, &c.files_from)?;
     let tags = sink_tags(s, c.tag)?;
     let mut excludes = c.exclude;
@@ -160,6 +175,7 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         },
         accept_rollback: c.accept_rollback,
         tags,
+        compression,
     };
     let started = crate::snapshot::unix_now();
     let outcome = sink_opened(&keys, remote.as_ref(), &opts, network);
