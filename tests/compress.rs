@@ -131,3 +131,23 @@ fn a_bad_compression_setting_is_a_usage_error() {
     let err = env.fails(2, ["sink", src.to_str().unwrap()]);
     assert!(err.contains("CHUTE_COMPRESSION \"on\""), "{err}");
 }
+
+// Prune checked each chunk it repacks by opening it as kind 1, so a blob
+// holding compressed chunks (kind 7) was called damaged and never repacked.
+#[test]
+fn prune_repacks_compressed_chunks() {
+    let env = Env::new("compress-prune");
+    env.ok(["init"]);
+    let src = env.path("src");
+    tree(&src);
+    env.ok(["sink", src.to_str().unwrap()]);
+    // The photo goes: the first blob is mostly unused once its snapshot is
+    // forgotten, and its compressed log chunks are still in use.
+    fs::remove_file(src.join("photo.jpg")).unwrap();
+    env.ok(["sink", src.to_str().unwrap()]);
+    env.ok(["forget", "--keep-last", "1"]);
+    let out = env.ok(["prune", "--grace", "0"]);
+    assert!(out.contains("repacked") || out.contains("deleted"), "{out}");
+    restore_same(&env, "latest", &src, "out");
+    env.ok(["verify", "--all", "--read-data"]);
+}
