@@ -124,6 +124,7 @@ impl Distinct {
             blob: 0,
             offset: 0,
             len: c.len,
+            raw: c.raw,
         };
         self.0.insert(c.id, place)
     }
@@ -131,10 +132,12 @@ impl Distinct {
     /// Adds each distinct chunk once to `t`'s chunks, unique and stored bytes.
     pub fn count(&self, t: &mut Tally) -> std::io::Result<()> {
         for r in self.0.iter()? {
-            let len = r?.1.len;
+            let p = r?.1;
+            let c = format::ChunkRef::whole_raw([0; 32], 0, 0, p.len, p.raw);
             t.chunks += 1;
-            t.stored_bytes += u64::from(len);
-            t.unique_bytes += u64::from(len).saturating_sub(crate::crypto::OVERHEAD as u64);
+            // Stored: what the store holds (compressed); unique: the content.
+            t.stored_bytes += u64::from(p.len);
+            t.unique_bytes += c.plain_len();
         }
         Ok(())
     }
@@ -633,6 +636,7 @@ mod tests {
             blob: 0,
             offset: 0,
             len: size + crate::crypto::OVERHEAD as u32,
+            raw: 0,
             skip: 0,
             take: size,
         }];

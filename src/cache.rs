@@ -9,14 +9,17 @@
 //! chute's own walk (`--exclude-caches`, on by default), tar, restic and borg leave
 //! it out of backups.
 //!
-//! # Chunk index file `chunks`, version 1
+//! # Chunk index file `chunks`, version 2
 //! ```text
-//! "CHIX" u8 version=1
+//! "CHIX" u8 version=2
 //! u32 snapshot count, then str16 blob paths   (the snapshots whose chunks are in)
 //! u32 blob count, then str16 blob paths       (where the chunks live)
-//! u64 record count, then records sorted by id, 48 bytes each:
-//!     32 chunk id, u32 blob (index above), u64 offset, u32 sealed length
+//! u64 record count, then records sorted by id, 52 bytes each:
+//!     32 chunk id, u32 blob (index above), u64 offset, u32 sealed length,
+//!     u32 uncompressed length of a chunk stored compressed, else 0
 //! ```
+//! Version 1 (before compression) had 48-byte records without the last field:
+//! it is not read, and so rebuilt from the manifests like a lost index.
 //! Lookups binary-search a sparse in-memory index (one id per 128 records, 32 bytes
 //! each) and read one 6 KiB block with `pread`: memory stays ~0.3% of the file and
 //! does not grow with each lookup the way a map's resident pages would. An update
@@ -100,9 +103,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"CHIX";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Bytes of one record (also of a [`crate::runchunks`] run's).
-pub(crate) const RECORD: usize = 48;
+pub(crate) const RECORD: usize = 52;
 /// Records per sparse-index entry.
 pub(crate) const BLOCK: usize = 128;
 const DAMAGED_HEAD: &str = "chute-damaged 1";
@@ -148,6 +151,8 @@ pub struct Place {
     pub blob: u32,
     pub offset: u64,
     pub len: u32,
+    /// As [`ChunkRef::raw`]: 0, or the uncompressed length of a compressed chunk.
+    pub raw: u32,
 }
 
 /// The on-disk sorted chunk index.
@@ -213,6 +218,7 @@ pub(crate) fn decode_record(b: &[u8]) -> (ChunkId, Place) {
         blob: u32::from_be_bytes(b[32..36].try_into().expect("4")),
         offset: u64::from_be_bytes(b[36..44].try_into().expect("8")),
         len: u32::from_be_bytes(b[44..48].try_into().expect("4")),
+        raw: u32::from_be_bytes(b[48..52].try_into().expect("4")),
     };
     (id, place)
 }
@@ -223,6 +229,7 @@ pub(crate) fn encode_record(id: &ChunkId, p: Place) -> [u8; RECORD] {
     b[32..36].copy_from_slice(&p.blob.to_be_bytes());
     b[36..44].copy_from_slice(&p.offset.to_be_bytes());
     b[44..48].copy_from_slice(&p.len.to_be_bytes());
+    b[48..52].copy_from_slice(&p.raw.to_be_bytes());
     b
 }
 
@@ -596,12 +603,13 @@ pub fn record_of(c: &ChunkRef) -> (ChunkId, Place) {
             blob: c.blob,
             offset: c.offset,
             len: c.len,
+            raw: c.raw,
         },
     )
 }
 
 /// The journal's current version (see the module docs).
-const JOURNAL_VERSION: u32 = 2;
+const JOURNAL_VERSION: u32 = 3;
 
 /// Where the tail of the journal at `journal` is kept: `tail-<mount>` beside
 /// `journal-<mount>`.
@@ -664,7 +672,7 @@ impl Journal {
         blob: &str,
         window: u64,
         windows: &[([u8; 32], Vec<[u8; crate::format::ANSWER_LEN]>)],
-        chunks: impl IntoIterator<Item = io::Result<(ChunkId, u64, u32)>>,
+        chunks: impl IntoIterator<Item = io::Result<(ChunkId, Place)>>,
     ) -> io::Result<Journal> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
@@ -677,8 +685,8 @@ impl Journal {
                 "chute-journal {JOURNAL_VERSION}\nblob {blob}\nwindow {window}\n"
             )?;
             for c in chunks {
-                let (id, offset, len) = c?;
-                writeln!(w, "c {} {offset} {len}", crate::hex::encode(&id))?;
+                let (id, p) = c?;
+                writeln!(w, "{}", chunk_text(&id, &p))?;
             }
             for (n, (hash, answers)) in windows.iter().enumerate() {
                 writeln!(
@@ -723,9 +731,9 @@ impl Journal {
     }
 
     /// A chunk was appended at `offset`.
-    pub fn chunk(&self, id: &ChunkId, offset: u64, len: u32) {
+    pub fn chunk(&self, id: &ChunkId, place: &Place) {
         let mut p = self.pending.lock().expect("poisoned");
-        let _ = writeln!(p, "c {} {offset} {len}", crate::hex::encode(id));
+        let _ = writeln!(p, "{}", chunk_text(id, place));
     }
 
     /// Every full window is acknowledged and `tail`, the last, short window (empty
@@ -766,7 +774,7 @@ impl Journal {
     /// The chunks the journal at `path` lists (`c` lines), read as they are
     /// needed: a resumed sink's may be millions. A read error ends them, as it
     /// ends [`Journal::read`].
-    pub fn chunks(path: &Path) -> impl Iterator<Item = (ChunkId, u64, u32)> {
+    pub fn chunks(path: &Path) -> impl Iterator<Item = (ChunkId, Place)> {
         let lines = File::open(path).map(|f| BufReader::new(f).lines());
         lines
             .into_iter()
@@ -783,6 +791,7 @@ impl Journal {
         let version = match lines.next()?.ok()?.as_str() {
             "chute-journal 1" => 1,
             "chute-journal 2" => 2,
+            "chute-journal 3" => 3,
             _ => return None,
         };
         let mut st = JournalState {
@@ -824,14 +833,33 @@ impl Journal {
 }
 
 /// A `c <id> <offset> <len>` line's chunk.
-fn chunk_line(line: &str) -> Option<(ChunkId, u64, u32)> {
-    let mut w = line.split(' ');
-    match (w.next(), w.next(), w.next(), w.next()) {
-        (Some("c"), Some(id), Some(o), Some(l)) => {
-            Some((crate::hex::decode32(id)?, o.parse().ok()?, l.parse().ok()?))
-        }
-        _ => None,
+/// A chunk line: `c <id> <offset> <sealed length>`, then ` <uncompressed length>`
+/// for a chunk stored compressed (version 3).
+fn chunk_text(id: &ChunkId, p: &Place) -> String {
+    let (id, offset, len) = (crate::hex::encode(id), p.offset, p.len);
+    match p.raw {
+        0 => format!("c {id} {offset} {len}"),
+        raw => format!("c {id} {offset} {len} {raw}"),
     }
+}
+
+fn chunk_line(line: &str) -> Option<(ChunkId, Place)> {
+    let mut w = line.split(' ');
+    let (id, offset, len, raw) = match (w.next(), w.next(), w.next(), w.next(), w.next()) {
+        (Some("c"), Some(id), Some(o), Some(l), raw) => (id, o, l, raw),
+        _ => return None,
+    };
+    let raw = match raw {
+        Some(r) => r.parse().ok().filter(|&r| r != 0)?,
+        None => 0,
+    };
+    let place = Place {
+        blob: 0,
+        offset: offset.parse().ok()?,
+        len: len.parse().ok()?,
+        raw,
+    };
+    (w.next().is_none()).then_some((crate::hex::decode32(id)?, place))
 }
 
 fn remove_if_there(path: &Path) -> io::Result<()> {
@@ -876,6 +904,7 @@ mod tests {
                         blob: 0,
                         offset: u64::from(i) * 100,
                         len: 100,
+                        raw: 0,
                     },
                 )
             })
@@ -892,6 +921,7 @@ mod tests {
                         blob: 0,
                         offset: 7,
                         len: 50,
+                        raw: 0,
                     },
                 )
             })
@@ -907,7 +937,8 @@ mod tests {
             Some(Place {
                 blob: 0,
                 offset: 300,
-                len: 100
+                len: 100,
+                raw: 0
             })
         );
         let p = idx.get(&id(700)).unwrap().unwrap();
@@ -936,6 +967,7 @@ mod tests {
                 blob: 0,
                 offset: 9,
                 len: 50,
+                raw: 0,
             },
         )];
         let mut idx = idx
@@ -979,6 +1011,7 @@ mod tests {
                                     blob: 0,
                                     offset: u64::from(n),
                                     len: 100,
+                                    raw: 0,
                                 };
                                 (id(n), p)
                             })
@@ -1009,6 +1042,7 @@ mod tests {
             blob,
             offset,
             len: 10,
+            raw: 0,
         };
         let mut old: Vec<_> = (0..300).map(|i| (id(i), at(0, 1))).collect();
         let idx = ChunkIndex::open(&path)
@@ -1054,14 +1088,23 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
+    fn at(offset: u64, len: u32, raw: u32) -> Place {
+        Place {
+            blob: 0,
+            offset,
+            len,
+            raw,
+        }
+    }
+
     #[test]
     fn journal_survives_a_torn_line() {
         let dir = tmp("journal");
         let path = dir.join("journal-m");
         let j = Journal::create(&path, "d/n/m/t", 4096).unwrap();
-        j.chunk(&[2; 32], 10, 99);
+        j.chunk(&[2; 32], &at(10, 99, 0));
         j.window(0, &[1; 32], &[[5; 8], [6; 8]]);
-        j.chunk(&[3; 32], 5000, 99);
+        j.chunk(&[3; 32], &at(5000, 99, 0));
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"w 1 abc").unwrap();
         let st = Journal::read(&path).unwrap();
@@ -1070,7 +1113,7 @@ mod tests {
         assert_eq!(st.windows.len(), 1);
         assert_eq!(st.answers[&0], vec![[5; 8], [6; 8]]);
         let chunks: Vec<_> = Journal::chunks(&path).collect();
-        assert_eq!(chunks, vec![([2; 32], 10, 99)]);
+        assert_eq!(chunks, vec![([2; 32], at(10, 99, 0))]);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1083,16 +1126,17 @@ mod tests {
         let path = dir.join("journal-m");
         assert_eq!(tail_path(&path), dir.join("tail-m"));
         let j = Journal::create(&path, "d/n/m/t", 4096).unwrap();
-        j.chunk(&[2; 32], 10, 99);
+        j.chunk(&[2; 32], &at(10, 99, 0));
         j.window(0, &[1; 32], &[[5; 8]]);
-        j.chunk(&[3; 32], 4100, 99);
+        j.chunk(&[3; 32], &at(4100, 99, 1000));
         j.final_index("{\"version\":1}", b"tail bytes").unwrap();
-        // The bytes of version 2, pinned.
+        // The bytes of version 3, pinned (a compressed chunk's line ends in its
+        // uncompressed length).
         let c = |b: u8| crate::hex::encode(&[b; 32]);
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
             format!(
-                "chute-journal 2\nblob d/n/m/t\nwindow 4096\nc {} 10 99\nw 0 {} 0505050505050505\nc {} 4100 99\n\nfinal {{\"version\":1}}\n",
+                "chute-journal 3\nblob d/n/m/t\nwindow 4096\nc {} 10 99\nw 0 {} 0505050505050505\nc {} 4100 99 1000\n\nfinal {{\"version\":1}}\n",
                 c(2),
                 c(1),
                 c(3)
@@ -1100,7 +1144,7 @@ mod tests {
         );
         assert_eq!(fs::read(dir.join("tail-m")).unwrap(), b"tail bytes");
         let st = Journal::read(&path).unwrap();
-        assert_eq!(st.version, 2);
+        assert_eq!(st.version, 3);
         assert_eq!(st.final_index.as_deref(), Some("{\"version\":1}"));
         assert_eq!(
             Journal::chunks(&path).count(),
@@ -1111,14 +1155,14 @@ mod tests {
         assert_eq!(Journal::tail(&path, 4), None, "a tail longer than a window");
 
         let kept = [([1; 32], vec![[5; 8]])];
-        let kept_chunks = [Ok(([2; 32], 10, 99))];
+        let kept_chunks = [Ok(([2; 32], at(10, 99, 0)))];
         drop(Journal::restart(&path, "d/n/m/t", 4096, &kept, kept_chunks).unwrap());
         let st = Journal::read(&path).unwrap();
         assert_eq!(st.final_index, None);
         assert_eq!(st.windows[&0], [1; 32]);
         assert_eq!(st.answers[&0], vec![[5; 8]]);
         let chunks: Vec<_> = Journal::chunks(&path).collect();
-        assert_eq!(chunks, vec![([2; 32], 10, 99)]);
+        assert_eq!(chunks, vec![([2; 32], at(10, 99, 0))]);
         assert_eq!(Journal::tail(&path, 4096), None);
 
         // A version 1 journal: `finishing` counts; a newer version is none.
@@ -1135,7 +1179,7 @@ mod tests {
         )
         .unwrap();
         assert!(!Journal::read(&path).unwrap().finishing);
-        fs::write(&path, "chute-journal 3\nblob d/n/m/t\nwindow 4096\n").unwrap();
+        fs::write(&path, "chute-journal 4\nblob d/n/m/t\nwindow 4096\n").unwrap();
         assert!(Journal::read(&path).is_none());
         Journal::remove(&path);
         assert!(!path.exists());

@@ -20,6 +20,7 @@
 //!   bytes, so a chunk whose content is not the one its id names is never taken as
 //!   whole (an older build could seal one from a file rewritten while it was read).
 
+use crate::compress::Mode;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
@@ -71,6 +72,10 @@ pub enum Kind {
     /// A node of a version 3 manifest (segment or table); context: its node id,
     /// `HMAC-SHA256(node-id key, plaintext)`.
     Node = 6,
+    /// A compressed chunk ([`crate::compress`]): its plaintext is a codec byte and
+    /// the compressed content; context: the chunk id of the *uncompressed* content.
+    /// A kind of its own, so a store cannot make a reader take one for the other.
+    Packed = 7,
 }
 
 impl Kind {
@@ -82,6 +87,7 @@ impl Kind {
             4 => Some(Kind::PackHeader),
             5 => Some(Kind::PackMap),
             6 => Some(Kind::Node),
+            7 => Some(Kind::Packed),
             _ => None,
         }
     }
@@ -335,7 +341,7 @@ impl Keys {
 
     fn aead(&self, kind: Kind) -> &XChaCha20Poly1305 {
         match kind {
-            Kind::Chunk => &self.chunk_seal,
+            Kind::Chunk | Kind::Packed => &self.chunk_seal,
             Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap | Kind::Node => {
                 &self.meta_seal
             }
@@ -405,32 +411,62 @@ impl Keys {
                 c.state = ChunkState::Plain(Some(id));
                 id
             }
-            ChunkState::Plain(Some(id)) | ChunkState::Sealed(id) => id,
+            ChunkState::Plain(Some(id)) | ChunkState::Sealed(id, _) => id,
         }
     }
 
     /// Seals the chunk in `c` in place under its id (computed from the same copy
-    /// if it was not yet) and returns the sealed object.
-    pub fn seal_chunk<'a>(&self, c: &'a mut ChunkBuf) -> &'a [u8] {
+    /// if it was not yet) and returns the sealed object. With [`Mode::Auto`] the
+    /// content is compressed first (through `scratch`, whose allocation is
+    /// reused) and sealed as [`Kind::Packed`] when that saves an eighth; the
+    /// second value is then its uncompressed length, else 0 (as
+    /// [`ChunkBuf::raw_len`]).
+    pub fn seal_chunk<'a>(
+        &self,
+        c: &'a mut ChunkBuf,
+        mode: Mode,
+        scratch: &mut Vec<u8>,
+    ) -> (&'a [u8], u32) {
         let id = self.chunk_buf_id(c);
         if let ChunkState::Plain(_) = c.state {
+            let body = HEADER_LEN + NONCE_LEN;
+            let (mut kind, mut raw) = (Kind::Chunk, 0);
+            if mode == Mode::Auto && crate::compress::pack(&c.buf[body..], scratch) {
+                // The id above is over the uncompressed copy, taken before.
+                raw = (c.buf.len() - body) as u32;
+                kind = Kind::Packed;
+                c.buf.truncate(body);
+                c.buf.extend_from_slice(scratch);
+            }
             let mut nonce = [0u8; NONCE_LEN];
             // A failing system RNG must never degrade into a repeated nonce.
             getrandom::fill(&mut nonce).expect("the system random generator failed");
-            self.seal_in_place(Kind::Chunk, &id, &nonce, &mut c.buf, 0);
-            c.state = ChunkState::Sealed(id);
+            self.seal_in_place(kind, &id, &nonce, &mut c.buf, 0);
+            c.state = ChunkState::Sealed(id, raw);
         }
-        &c.buf
+        (&c.buf, c.raw_len())
     }
 
     /// Opens a sealed chunk in its own buffer and checks that its plaintext is the
-    /// content `id` names; returns the plaintext slice within the buffer.
+    /// content `id` names; returns the plaintext, within `sealed` for a chunk
+    /// stored as it is (`raw` 0), else decompressed into `out` (reused), which
+    /// must come to exactly `raw` bytes (the manifest's length) or the chunk is
+    /// corrupt. The kind must match: `raw` 0 opens only [`Kind::Chunk`], any
+    /// other only [`Kind::Packed`].
     pub fn open_chunk<'a>(
         &self,
         id: &ChunkId,
+        raw: u32,
         sealed: &'a mut [u8],
+        out: &'a mut Vec<u8>,
     ) -> Result<&'a mut [u8], OpenError> {
-        let plain = self.open_in_place(Kind::Chunk, id, sealed)?;
+        let plain = if raw == 0 {
+            self.open_in_place(Kind::Chunk, id, sealed)?
+        } else {
+            let packed = self.open_in_place(Kind::Packed, id, sealed)?;
+            crate::compress::unpack(packed, raw as usize, out).map_err(|_| OpenError::Corrupt)?;
+            &mut out[..]
+        };
         if self.chunk_id(plain) != *id {
             return Err(OpenError::WrongContent);
         }
@@ -531,7 +567,8 @@ pub struct ChunkBuf {
 #[derive(Clone, Copy)]
 enum ChunkState {
     Plain(Option<ChunkId>),
-    Sealed(ChunkId),
+    /// Sealed, with its uncompressed length if it was compressed (else 0).
+    Sealed(ChunkId, u32),
 }
 
 impl ChunkBuf {
@@ -551,7 +588,17 @@ impl ChunkBuf {
     pub fn plain_len(&self) -> usize {
         match self.state {
             ChunkState::Plain(_) => self.buf.len() - HEADER_LEN - NONCE_LEN,
-            ChunkState::Sealed(_) => self.buf.len() - OVERHEAD,
+            ChunkState::Sealed(_, 0) => self.buf.len() - OVERHEAD,
+            ChunkState::Sealed(_, raw) => raw as usize,
+        }
+    }
+
+    /// Once sealed: the uncompressed length if the chunk was stored compressed,
+    /// else 0 (as [`crate::format::ChunkRef::raw`]).
+    pub fn raw_len(&self) -> u32 {
+        match self.state {
+            ChunkState::Sealed(_, raw) => raw,
+            ChunkState::Plain(_) => 0,
         }
     }
 
@@ -640,12 +687,12 @@ mod tests {
         let id = k.chunk_buf_id(&mut c);
         // The source changes between the id and the seal: the copy does not.
         source.copy_from_slice(b"version B of the bytes");
-        let mut sealed = k.seal_chunk(&mut c).to_vec();
+        let mut sealed = k.seal_chunk(&mut c, Mode::Off, &mut Vec::new()).0.to_vec();
         assert_eq!(k.chunk_buf_id(&mut c), id);
         assert_eq!(c.plain_len(), source.len());
         assert_eq!(id, k.chunk_id(b"version A of the bytes"));
         assert_eq!(
-            k.open_chunk(&id, &mut sealed).unwrap(),
+            k.open_chunk(&id, 0, &mut sealed, &mut Vec::new()).unwrap(),
             b"version A of the bytes"
         );
         // What an older build could write: A's id over B's bytes. It authenticates,
@@ -655,7 +702,55 @@ mod tests {
             k.open_in_place(Kind::Chunk, &id, &mut mixed.clone())
                 .is_ok()
         );
-        assert_eq!(k.open_chunk(&id, &mut mixed), Err(OpenError::WrongContent));
+        assert_eq!(
+            k.open_chunk(&id, 0, &mut mixed, &mut Vec::new()),
+            Err(OpenError::WrongContent)
+        );
+    }
+
+    #[test]
+    fn a_compressed_chunk_opens_only_at_its_length_and_kind() {
+        let k = keys();
+        let plain: Vec<u8> = b"log line 42\n"
+            .iter()
+            .cycle()
+            .take(100_000)
+            .copied()
+            .collect();
+        let mut c = ChunkBuf::copy_of(&plain, Vec::new());
+        let mut scratch = Vec::new();
+        let sealed = k.seal_chunk(&mut c, Mode::Auto, &mut scratch).0.to_vec();
+        let id = k.chunk_id(&plain);
+        assert_eq!(k.chunk_buf_id(&mut c), id);
+        assert_eq!((c.raw_len(), c.plain_len()), (100_000, 100_000));
+        assert_eq!(sealed[5], Kind::Packed as u8);
+        assert!(sealed.len() < 100_000 / 8);
+        let mut out = Vec::new();
+        let mut copy = sealed.clone();
+        let opened = k.open_chunk(&id, 100_000, &mut copy, &mut out);
+        assert_eq!(opened.map(|p| p.to_vec()), Ok(plain.clone()));
+        // The manifest's length disagrees, or says "stored as it is": corrupt.
+        for raw in [0, 99_999, 100_001] {
+            assert_eq!(
+                k.open_chunk(&id, raw, &mut sealed.clone(), &mut out),
+                Err(OpenError::Corrupt),
+                "{raw}"
+            );
+        }
+        // A chunk stored as it is, named compressed by a manifest: corrupt.
+        let mut c = ChunkBuf::copy_of(&plain, Vec::new());
+        let mut stored = k.seal_chunk(&mut c, Mode::Off, &mut scratch).0.to_vec();
+        assert_eq!((stored[5], c.raw_len()), (Kind::Chunk as u8, 0));
+        assert_eq!(
+            k.open_chunk(&id, 100_000, &mut stored, &mut out),
+            Err(OpenError::Corrupt)
+        );
+        // Incompressible content is sealed as it is even in auto mode.
+        let mut noise = vec![0u8; 4096];
+        getrandom::fill(&mut noise).expect("rng");
+        let mut c = ChunkBuf::copy_of(&noise, Vec::new());
+        let n = k.seal_chunk(&mut c, Mode::Auto, &mut scratch).0.len();
+        assert_eq!((n, c.raw_len()), (4096 + OVERHEAD, 0));
     }
 
     #[test]

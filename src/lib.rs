@@ -26,6 +26,7 @@ pub mod cache;
 pub mod chain;
 pub mod chunker;
 pub mod cli;
+pub mod compress;
 pub mod crypto;
 pub mod forget;
 pub mod format;

@@ -1151,6 +1151,8 @@ fn fetch_group(
     // its pieces are next to each other, the plan being in the blob's order.
     // Keyed by place and id: a chunk's plaintext is never written for another id.
     let mut shared: Option<((u64, ChunkId), Vec<u8>)> = None;
+    // A compressed chunk's plaintext, decompressed here (reused).
+    let mut unpacked = Vec::new();
     for (k, p) in g.items.iter().enumerate() {
         let t = &tasks[p.task];
         let key = (p.chunk.offset, p.chunk.id);
@@ -1163,7 +1165,7 @@ fn fetch_group(
             _ => {
                 let from = (p.chunk.offset - g.start) as usize;
                 let sealed = &mut data[from..from + p.chunk.len as usize];
-                let plain = open_piece(keys, blob, t, p, snap, sealed)?;
+                let plain = open_piece(keys, blob, t, p, snap, sealed, &mut unpacked)?;
                 if again {
                     &shared.insert((key, plain.to_vec())).1
                 } else {
@@ -1249,7 +1251,8 @@ fn slice<'a>(plain: &'a [u8], c: &ChunkRef, t: &Task, snap: &Snapshot) -> Result
     })
 }
 
-/// Opens one piece's sealed chunk in place; a failure names the file and the chunk.
+/// Opens one piece's sealed chunk in place (a compressed one into `out`); a
+/// failure names the file and the chunk.
 fn open_piece<'a>(
     keys: &Keys,
     blob: &BlobId,
@@ -1257,8 +1260,9 @@ fn open_piece<'a>(
     p: &Piece,
     snap: &Snapshot,
     sealed: &'a mut [u8],
+    out: &'a mut Vec<u8>,
 ) -> std::result::Result<&'a [u8], FetchError> {
-    keys.open_chunk(&p.chunk.id, sealed)
+    keys.open_chunk(&p.chunk.id, p.chunk.raw, sealed, out)
         .map(|plain| &*plain)
         .map_err(|e| FetchError {
             wrong_content: (e == OpenError::WrongContent)

@@ -391,6 +391,7 @@ mod tests {
             blob: i % 3,
             offset: u64::from(i) * 1000,
             len: i + 1,
+            raw: 0,
         }
     }
 
@@ -458,6 +459,7 @@ mod tests {
                     blob: round,
                     offset: u64::from(i),
                     len: 1,
+                    raw: 0,
                 };
                 set.insert(id(i), p).unwrap();
             }
@@ -477,6 +479,7 @@ mod tests {
                     blob: round,
                     offset: u64::from(i),
                     len: 1,
+                    raw: 0,
                 };
                 sorter.insert(id(i), p).unwrap();
             }

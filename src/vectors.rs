@@ -65,6 +65,14 @@
 //! `damage`, must reproduce `sealed` exactly; so each negative vector is a genuine
 //! object with exactly its named fault, and fails for that reason.
 //!
+//! `kind = packed_chunk`: a compressed chunk (kind 7), fields as a chunk's, plus
+//! `content`, the uncompressed bytes: `plaintext` is the codec byte 1 and the
+//! LZ4 block of `content` that `compress::pack` makes (checked both ways, and
+//! decompressed again), and `chunk_id` (= `context`) is the chunk id of
+//! `content`. Opened with `Keys::open_chunk` at the length `content` has, or at
+//! `wrong_raw` (a fault: a manifest naming another uncompressed length, which
+//! must give `corrupt`). Faults: `damage`, `wrong_raw`.
+//!
 //! `kind = keys`: `key`, `master` (SHA-256 of the key file), one
 //! `subkey_<label>` per HKDF label (spaces after "chute " become `_`), `roots` and
 //! their `mount_id`, a storage challenge, and `cut_hash` (decimal) of
@@ -100,6 +108,9 @@ const REQUIRED: &[&str] = &[
     "keys",
     "chunker",
     "chunk_ok",
+    "packed_chunk_ok",
+    "packed_bad_length",
+    "packed_bad_tag",
     "manifest_ok",
     "manifest_v2_ok",
     "header_ok",
@@ -215,7 +226,7 @@ fn doc_open(key_file: &[u8], kind: Kind, context: &[u8], sealed: &[u8]) -> Optio
         return None;
     }
     let label = match kind {
-        Kind::Chunk => "chute chunk seal",
+        Kind::Chunk | Kind::Packed => "chute chunk seal",
         Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap | Kind::Node => {
             "chute manifest seal"
         }
@@ -343,6 +354,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::PackHeader => "pack_header",
         Kind::PackMap => "pack_map",
         Kind::Node => "node",
+        Kind::Packed => "packed_chunk",
     }
 }
 
@@ -850,6 +862,99 @@ impl<'a> Sealed<'a> {
     }
 }
 
+/// The content of the compressed chunk vectors: compresses to under an eighth.
+const PACKED: &[u8] = b"2026-12-02T18:10:06 pi-kitchen sshd[812]: Accepted publickey for pi\n\
+    2026-12-02T18:10:06 pi-kitchen sshd[812]: Accepted publickey for pi\n\
+    2026-12-02T18:10:07 pi-kitchen sshd[812]: Accepted publickey for pi\n\
+    2026-12-02T18:10:07 pi-kitchen sshd[812]: Accepted publickey for pi\n\
+    2026-12-02T18:10:08 pi-kitchen sshd[812]: Accepted publickey for pi\n";
+
+/// The plaintext of a compressed chunk of [`PACKED`].
+fn format_packed() -> Vec<u8> {
+    let mut z = Vec::new();
+    assert!(crate::compress::pack(PACKED, &mut z), "PACKED compresses");
+    z
+}
+
+fn packed_vector<'a>(about: &'a str, nonce: u8, keys: &Keys) -> Sealed<'a> {
+    let id = keys.chunk_id(PACKED);
+    let mut v = Sealed::new(about, Kind::Packed, nonce, &format_packed(), id.to_vec());
+    v.extra.push(("chunk_id", hex::encode(&id)));
+    v.extra.push(("content", hex::encode(PACKED)));
+    v
+}
+
+/// Checks a `packed_chunk` vector (see the module docs).
+fn check_packed(v: &Vector) {
+    let f = &v.file;
+    let required = [
+        "kind",
+        "key",
+        "context",
+        "nonce",
+        "plaintext",
+        "sealed",
+        "expect",
+        "chunk_id",
+        "content",
+    ];
+    let faults = ["damage", "wrong_raw"];
+    v.allow(&required, &faults);
+    let expect = Expect::parse(v.str("expect")).unwrap_or_else(|| panic!("{f}: bad `expect`"));
+    let named = faults.iter().filter(|n| v.opt(n).is_some()).count();
+    assert_eq!(
+        named > 0,
+        expect != Expect::Ok,
+        "{f}: faults and `expect` disagree"
+    );
+    let key = v.bytes("key");
+    let keys = Keys::from_key_bytes(&key);
+    let (context, plaintext, sealed, content) = (
+        v.bytes("context"),
+        v.bytes("plaintext"),
+        v.bytes("sealed"),
+        v.bytes("content"),
+    );
+    let nonce: [u8; NONCE_LEN] = v.bytes("nonce").try_into().expect("24-byte nonce");
+    let mut again = Vec::new();
+    keys.seal_with_nonce(Kind::Packed, &context, &plaintext, &nonce, &mut again);
+    if let Some(d) = v.opt("damage") {
+        Damage::parse(d).expect("damage").apply(&mut again);
+    }
+    assert_eq!(hex::encode(&again), hex::encode(&sealed), "{f}: `sealed`");
+    // The id is over the uncompressed content, per the docs and the code.
+    let id_key = doc_subkey(&key, "chute chunk id");
+    assert_eq!(context, v.bytes("chunk_id"), "{f}: context is not chunk_id");
+    assert_eq!(
+        context,
+        doc_hmac(&id_key, &[&content]),
+        "{f}: id per the docs"
+    );
+    // The codec: what the code writes, and what decompresses to the content.
+    let mut z = Vec::new();
+    assert!(
+        crate::compress::pack(&content, &mut z),
+        "{f}: content compresses"
+    );
+    assert_eq!(z, plaintext, "{f}: compress::pack");
+    assert_eq!(plaintext[0], crate::compress::CODEC_LZ4, "{f}: codec byte");
+    let mut out = Vec::new();
+    crate::compress::unpack(&plaintext, content.len(), &mut out).expect("unpacks");
+    assert_eq!(out, content, "{f}: compress::unpack");
+    let by_docs = doc_open(&key, Kind::Packed, &context, &sealed);
+    let raw = v
+        .opt("wrong_raw")
+        .map_or(content.len(), |r| r.parse().expect("wrong_raw"));
+    let id: crate::crypto::ChunkId = context.clone().try_into().expect("32");
+    let mut buf = sealed.clone();
+    let opened = keys.open_chunk(&id, raw as u32, &mut buf, &mut out);
+    assert_eq!(Expect::of(&opened), expect, "{f}: Keys::open_chunk");
+    if expect == Expect::Ok {
+        assert_eq!(opened.map(|p| p.to_vec()), Ok(content), "{f}: content");
+        assert_eq!(by_docs, Some(plaintext), "{f}: open per the docs");
+    }
+}
+
 fn chunk_vector<'a>(about: &'a str, nonce: u8, keys: &Keys) -> Sealed<'a> {
     let id = keys.chunk_id(CHUNK_A);
     let mut v = Sealed::new(about, Kind::Chunk, nonce, CHUNK_A, id.to_vec());
@@ -1060,6 +1165,27 @@ fn generate() -> Vec<(&'static str, String)> {
     v.extra.push(("id_of", hex::encode(CHUNK_A)));
     v.expect = Expect::WrongContent;
     files.push(("wrong_content", v.write()));
+
+    let mut v = packed_vector(
+        "A compressed chunk (kind 7) of a repetitive text.",
+        0x90,
+        &keys,
+    );
+    files.push(("packed_chunk_ok", v.write()));
+    v.about = "packed_chunk_ok opened at one byte less than its content: a manifest\n\
+               naming another uncompressed length is damage, not a shorter file.";
+    v.extra.push(("wrong_raw", (PACKED.len() - 1).to_string()));
+    v.expect = Expect::Corrupt;
+    files.push(("packed_bad_length", v.write()));
+    let mut v = packed_vector(
+        "packed_chunk_ok with its first tag byte flipped.",
+        0x90,
+        &keys,
+    );
+    let n = format_packed().len() + OVERHEAD;
+    v.damage = Some(Damage::Xor(n - 16, 0x01));
+    v.expect = Expect::Corrupt;
+    files.push(("packed_bad_tag", v.write()));
 
     let mut v = Sealed::new(
         "header_ok's plaintext sealed under another key file.",
@@ -1312,6 +1438,7 @@ fn check(file: &str, text: &str) {
         "pack_header" => check_sealed(&v, Kind::PackHeader),
         "pack_map" => check_sealed(&v, Kind::PackMap),
         "node" => check_sealed(&v, Kind::Node),
+        "packed_chunk" => check_packed(&v),
         other => panic!("{file}: unknown kind {other:?}"),
     }
 }
@@ -1468,6 +1595,7 @@ fn check_sealed(v: &Vector, kind: Kind) {
         Kind::Manifest | Kind::PackMap => &["blob", "segment", "last"],
         Kind::Header | Kind::PackHeader => &["blob"],
         Kind::Node => &["node_id", "node_type", "entries"],
+        Kind::Packed => unreachable!("{f}: compressed chunks have check_packed"),
     });
     let faults = ["seal_key", "seal_context", "damage", "id_of", "malformed"];
     v.allow(&required, &faults);
@@ -1514,6 +1642,7 @@ fn check_sealed(v: &Vector, kind: Kind) {
 
     // The contexts are what the docs say they are.
     match kind {
+        Kind::Packed => unreachable!("{f}: compressed chunks have check_packed"),
         Kind::Chunk => {
             assert_eq!(v.bytes("chunk_id"), context, "{f}: context is not chunk_id");
             let id_key = doc_subkey(&seal_key, "chute chunk id");
@@ -1584,9 +1713,16 @@ fn check_sealed(v: &Vector, kind: Kind) {
         other => panic!("{f}: format error {other} instead of an open error"),
     };
     match kind {
+        Kind::Packed => unreachable!("{f}: compressed chunks have check_packed"),
         Kind::Chunk => {
             let mut buf = sealed.clone();
-            let chunk = keys.open_chunk(&context.clone().try_into().expect("32"), &mut buf);
+            let mut out = Vec::new();
+            let chunk = keys.open_chunk(
+                &context.clone().try_into().expect("32"),
+                0,
+                &mut buf,
+                &mut out,
+            );
             assert_eq!(Expect::of(&chunk), expect, "{f}: Keys::open_chunk");
             if let Some(p) = by_docs {
                 let id_key = doc_subkey(&key, "chute chunk id");

@@ -891,7 +891,8 @@ const READ_THREADS: usize = 4;
 type Checked = (usize, u64, u32, std::result::Result<(), Bad>);
 
 /// A ranged read of chunks (offset, sealed length, chunk id).
-type Group = crate::reads::Run<(u64, u32, crate::crypto::ChunkId)>;
+/// Per chunk: offset, sealed length, id, [`format::ChunkRef::raw`].
+type Group = crate::reads::Run<(u64, u32, crate::crypto::ChunkId, u32)>;
 
 /// Why a chunk failed the read check.
 #[derive(Debug)]
@@ -949,7 +950,7 @@ struct Reader {
     /// Blobs a chunk was read from.
     read_from: HashSet<u32>,
     /// Chunks to read: (blob, offset, sealed length, id).
-    todo: Vec<(u32, u64, u32, ChunkId)>,
+    todo: Vec<(u32, u64, u32, ChunkId, u32)>,
     /// Files of the batch, with their chunks (blob, offset), to name if one is bad.
     files: Vec<(Vec<u8>, ChunkPlaces)>,
     held: usize,
@@ -1033,7 +1034,7 @@ impl Reader {
             {
                 continue;
             }
-            self.todo.push((c.blob, c.offset, c.len, c.id));
+            self.todo.push((c.blob, c.offset, c.len, c.id, c.raw));
         }
         if e.kind == EntryKind::File && !refs.is_empty() {
             self.held += e.path.len() + refs.len() * 16;
@@ -1061,8 +1062,13 @@ impl Reader {
         crate::sort::by_key(&mut todo, |c| (c.0, c.1));
         todo.dedup_by_key(|c| (c.0, c.1));
         let groups: Vec<Group> = crate::reads::coalesce(
-            todo.into_iter().map(|(blob, offset, len, id)| {
-                (blob as usize, offset, u64::from(len), (offset, len, id))
+            todo.into_iter().map(|(blob, offset, len, id, raw)| {
+                (
+                    blob as usize,
+                    offset,
+                    u64::from(len),
+                    (offset, len, id, raw),
+                )
             }),
             READ_GROUP,
         );
@@ -1079,19 +1085,20 @@ impl Reader {
         };
         let checked = crate::reads::each_parallel(&groups, threads.min(READ_THREADS), |g| {
             let mut mine = Vec::new();
+            let mut unpacked = Vec::new();
             match &ids[&g.blob] {
                 Err(e) => {
-                    for &(offset, len, _) in &g.items {
+                    for &(offset, len, _, _) in &g.items {
                         mine.push((g.blob, offset, len, Err(Bad::Read(e.clone()))));
                     }
                 }
                 Ok(blob) => match read(blob, g.start, g.end - g.start) {
                     Ok(mut data) => {
-                        for &(offset, len, id) in &g.items {
+                        for &(offset, len, id, raw) in &g.items {
                             let from = (offset - g.start) as usize;
                             let sealed = &mut data[from..from + len as usize];
                             let r = keys
-                                .open_chunk(&id, sealed)
+                                .open_chunk(&id, raw, sealed, &mut unpacked)
                                 .map(drop)
                                 .map_err(|e| Bad::opened(e, id));
                             mine.push((g.blob, offset, len, r));
@@ -1099,11 +1106,11 @@ impl Reader {
                     }
                     // Pinpoint: one chunk at a time.
                     Err(_) => {
-                        for &(offset, len, id) in &g.items {
+                        for &(offset, len, id, raw) in &g.items {
                             let r = read(blob, offset, u64::from(len))
                                 .map_err(Bad::Read)
                                 .and_then(|mut d| {
-                                    keys.open_chunk(&id, &mut d)
+                                    keys.open_chunk(&id, raw, &mut d, &mut unpacked)
                                         .map(drop)
                                         .map_err(|e| Bad::opened(e, id))
                                 });
@@ -1214,7 +1221,7 @@ mod tests {
             }];
             r.add(&e, |_| true, &names);
         }
-        assert_eq!(r.todo, [(b, 4096, 300_046, [9; 32])]);
+        assert_eq!(r.todo, [(b, 4096, 300_046, [9; 32], 0)]);
         assert_eq!(r.files.len(), 3);
         // Its bytes read and found bad: the three are named.
         r.bad.insert((b, 4096));

@@ -120,8 +120,9 @@ fn round_trip_over_http_and_the_server_learns_nothing() {
             );
         }
     }
-    // The store did receive the data (sealed), so the scan above meant something.
-    assert!(bytes > 900_000, "store holds only {bytes} bytes");
+    // The store did receive the data (sealed), so the scan above meant something:
+    // at least the noise, which does not compress (the texts do).
+    assert!(bytes > 700_000, "store holds only {bytes} bytes");
 }
 
 #[test]

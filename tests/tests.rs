@@ -8,6 +8,7 @@ mod browse;
 mod ceiling;
 mod chain;
 mod cli_restore;
+mod compress;
 mod consistency;
 mod docs;
 mod fsx;

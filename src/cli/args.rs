@@ -131,6 +131,10 @@ pub struct SinkCmd {
     /// sealing and upload threads (default: the number of cores)
     #[argh(option, short = 'j')]
     pub threads: Option<usize>,
+    /// compress chunks before sealing: auto (the default: LZ4, kept when it saves
+    /// an eighth) or off (CHUTE_COMPRESSION)
+    #[argh(option)]
+    pub compression: Option<String>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]

@@ -110,8 +110,23 @@ fn sink_tags(s: &Settings, flags: Vec<String>) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `--compression`, else CHUTE_COMPRESSION, else auto.
+fn sink_compression(s: &Settings, flag: Option<String>) -> Result<crate::compress::Mode> {
+    let from = if flag.is_some() {
+        "--compression"
+    } else {
+        "CHUTE_COMPRESSION"
+    };
+    match s.get(flag, "CHUTE_COMPRESSION") {
+        None => Ok(crate::compress::Mode::Auto),
+        Some(v) => crate::compress::Mode::parse(&v)
+            .ok_or_else(|| Error::Usage(format!("{from} {v:?}: expected off or auto"))),
+    }
+}
+
 pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     let show = Show::of(c.json, c.quiet, c.verbose)?;
+    let compression = sink_compression(s, c.compression)?;
     let roots = sink_roots(s, c.paths, &c.files_from)?;
     let tags = sink_tags(s, c.tag)?;
     let mut excludes = c.exclude;
@@ -187,6 +202,7 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         quiet: show == Show::Quiet,
         accept_rollback: c.accept_rollback,
         tags,
+        compression,
     };
     let started = crate::snapshot::unix_now();
     let outcome = sink_opened(&keys, remote.as_ref(), &opts, network, show);

@@ -60,6 +60,7 @@ use std::path::{Path, PathBuf};
 pub const SETTINGS: &[&str] = &[
     "CHUTE_ADMIN_KEY_FILE",
     "CHUTE_ALLOW_FILE",
+    "CHUTE_COMPRESSION",
     "CHUTE_DOMAIN",
     "CHUTE_EXCLUDE",
     "CHUTE_EXCLUDE_CACHES",

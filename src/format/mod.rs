@@ -16,7 +16,7 @@
 //! 0   4  magic "CHUT"
 //! 4   1  version = 1
 //! 5   1  kind: 1 chunk, 2 manifest segment, 3 snapshot header, 4 pack header,
-//!          5 pack map segment, 6 manifest node (version 3)
+//!          5 pack map segment, 6 manifest node (version 3), 7 compressed chunk
 //! 6   24 nonce, fresh from the OS RNG for every seal
 //! 30  n  XChaCha20 ciphertext of the n plaintext bytes
 //! 30+n 16 Poly1305 tag
@@ -24,6 +24,15 @@
 //! Associated data = bytes 0..6 followed by the kind's context:
 //! - chunk: its 32-byte chunk id, `HMAC-SHA256(chunk-id key, plaintext)`; sealed under
 //!   the chunk key. Binding the id means a store cannot hand back another chunk.
+//! - compressed chunk (kind 7, see [`crate::compress`]): as a chunk, but its
+//!   plaintext is `u8 codec = 1` (LZ4 block format) then the LZ4 block of the
+//!   chunk's content, and the id bound is that of the *uncompressed* content. A
+//!   sink writes one only when it is at most 7/8 of the content (codec byte
+//!   included); the manifest gives the content's length (below), and a reader
+//!   decompresses into at most that many bytes and refuses, as corrupt, a chunk
+//!   that does not come to exactly that length (or is opened as the other kind)
+//!   before checking the id. Chunks of version 1 and 2 manifests are never
+//!   compressed.
 //! - manifest segment: the blob path (`domain/node/mount/timestamp`, UTF-8), the
 //!   segment's index as u32, and 1 if it is the last segment else 0; sealed under the
 //!   manifest key. Reordered, dropped, truncated or transplanted segments fail.
@@ -156,6 +165,17 @@
 //!   (1..=256) of extended attributes in name order, each var name length
 //!   (1..=255), name, var value length (at most 64 KiB), value
 //! ```
+//! Segment with compressed chunks (type 3, written since compression, under a
+//! version 6 header only; a segment
+//! without one is still type 1, byte for byte): as type 1, with after the chunk
+//! rows
+//! ```text
+//! var n (>= 1), then n pairs: var row (ascending), var content length
+//! ```
+//! naming the rows whose chunks are compressed (kind 7) and their uncompressed
+//! length (at most `chunker::MAX`, and more than sealed length - 46); a row's
+//! plaintext length below is then that length.
+//!
 //! Table (type 2):
 //! ```text
 //! u8 3, u8 2
@@ -185,7 +205,7 @@
 //! Readers check, a failure losing the node (its entries, or for a table all its
 //! segments' entries, as one range in [`Entries::lost`]): the id (the plaintext
 //! hashes to it), version and type, every index in range, skip + take within the
-//! chunk's plaintext (sealed length - 46), size = the sum of the takes, sealed
+//! chunk's plaintext (sealed length - 46, or a compressed row's length), size = the sum of the takes, sealed
 //! lengths of at least 46 (nodes: 48), counts against the bytes left before
 //! allocating, no trailing bytes, a segment's entry count equal to its table's
 //! and a table's children's counts summing to its root list entry's. Reads are
@@ -221,8 +241,9 @@
 //! u8  tag count (1..=MAX_TAGS = 32), then that many str16 tags (each 1..=64
 //!     bytes of UTF-8, no comma, no control character; see [`check_tag`])
 //! -- version 6, the same, but the tag count may be 0 (a version 6 header's
-//!    manifest may hold FIFOs, hard-linked files and extended attributes,
-//!    which version 5 readers do not know; written only then)
+//!    manifest may hold FIFOs, hard-linked files, extended attributes and
+//!    compressed chunks (type 3 segments), which version 5 readers do not
+//!    know; written only then)
 //! -- versions 2 to 6:
 //! u8  challenges per window K (at most MAX_CHALLENGES = 8), then for every window
 //!     in order K answers of 8 bytes (see "Storage challenges")
@@ -331,8 +352,8 @@ pub const HEADER_V4: u8 = 4;
 /// Written by [`encode_header`] only for a header that has tags.
 pub const HEADER_V5: u8 = 5;
 /// Header version 6: as 5, the tag count may be 0, and the manifest may hold
-/// entries version 5 cannot read (FIFOs, hard-linked files: see "Manifest
-/// version 3"). Written by [`encode_header`] for a header whose manifest holds
+/// entries version 5 cannot read (FIFOs, hard-linked files, extended
+/// attributes, compressed chunks: see "Manifest version 3"). Written by [`encode_header`] for a header whose manifest holds
 /// one ([`Header::version`] set to it by [`Root::set_in`]), so an older chute
 /// says it is too old instead of losing those entries' segments.
 pub const HEADER_V6: u8 = 6;
@@ -448,8 +469,12 @@ pub struct ChunkRef {
     /// Index into the manifest's blob table.
     pub blob: u32,
     pub offset: u64,
-    /// Sealed length: plaintext + [`OVERHEAD`].
+    /// Sealed length: plaintext + [`OVERHEAD`] (for a compressed chunk, the
+    /// compressed plaintext's).
     pub len: u32,
+    /// 0 for a chunk stored as it is; else it is stored compressed (a sealed
+    /// object of kind 7) and this is its uncompressed length.
+    pub raw: u32,
     /// The file's bytes are `take` plaintext bytes from `skip`: the whole chunk
     /// (0, plain length) unless small files share it (manifest version 3).
     pub skip: u32,
@@ -465,8 +490,21 @@ impl ChunkRef {
             blob,
             offset,
             len,
+            raw: 0,
             skip: 0,
             take,
+        }
+    }
+
+    /// A reference to the whole chunk, stored compressed if `raw` is not 0.
+    pub fn whole_raw(id: ChunkId, blob: u32, offset: u64, len: u32, raw: u32) -> ChunkRef {
+        match raw {
+            0 => ChunkRef::whole(id, blob, offset, len),
+            _ => ChunkRef {
+                raw,
+                take: raw,
+                ..ChunkRef::whole(id, blob, offset, len)
+            },
         }
     }
 
@@ -475,9 +513,12 @@ impl ChunkRef {
         self.skip == 0 && u64::from(self.take) == self.plain_len()
     }
 
-    /// Plaintext length of the chunk.
+    /// Plaintext length of the chunk (uncompressed).
     pub fn plain_len(&self) -> u64 {
-        u64::from(self.len).saturating_sub(OVERHEAD as u64)
+        match self.raw {
+            0 => u64::from(self.len).saturating_sub(OVERHEAD as u64),
+            raw => u64::from(raw),
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub const MANIFEST_V3: u8 = 3;
 pub const NODE_SEGMENT: u8 = 1;
 /// Node type byte of a table (child segments).
 pub const NODE_TABLE: u8 = 2;
+/// Node type byte of a segment some of whose chunks are stored compressed: a
+/// segment with the compressed rows' table after its chunk rows.
+pub const NODE_SEGMENT_PACKED: u8 = 3;
 /// A segment is cut after an entry only once its plaintext holds this many bytes.
 pub const SEGMENT_MIN: usize = 512;
 /// ... and then after an entry whose path's [`Keys::cut_hash`] is 0 modulo this.
@@ -73,7 +76,7 @@ pub struct Root {
     pub entries: u64,
     pub segments: u64,
     /// Some entry is of a kind only version 6 headers announce (a FIFO, a
-    /// hard-linked file).
+    /// hard-linked file, extended attributes, a compressed chunk).
     pub v6: bool,
 }
 
@@ -209,15 +212,19 @@ impl<'a> Cur<'a> {
         Ok(names)
     }
     fn head(&mut self, kind: u8) -> Result<()> {
+        match self.head_any()? {
+            k if k == kind => Ok(()),
+            _ => Err(Error::Malformed("manifest node type")),
+        }
+    }
+    /// The version check of [`Cur::head`]; returns the node type.
+    fn head_any(&mut self) -> Result<u8> {
         match self.u8()? {
             MANIFEST_V3 => {}
             v if v > MANIFEST_V3 => return Err(Error::Newer(v)),
             _ => return Err(Error::Malformed("manifest node version")),
         }
-        if self.u8()? != kind {
-            return Err(Error::Malformed("manifest node type"));
-        }
-        Ok(())
+        self.u8()
     }
 }
 
@@ -343,6 +350,8 @@ struct Row {
     blob: u32,
     offset: u64,
     len: u32,
+    /// 0, or the uncompressed length of a chunk stored compressed.
+    raw: u32,
 }
 
 fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
@@ -412,6 +421,7 @@ fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
                     blob: row.blob,
                     offset: row.offset,
                     len: row.len,
+                    raw: row.raw,
                     skip,
                     take,
                 };
@@ -469,7 +479,11 @@ pub(crate) fn decode_segment(
     at: &mut HashMap<String, u32>,
 ) -> Result<Vec<Entry>> {
     let mut c = Cur { b: plain };
-    c.head(NODE_SEGMENT)?;
+    let packed = match c.head_any()? {
+        NODE_SEGMENT => false,
+        NODE_SEGMENT_PACKED => true,
+        _ => return Err(Error::Malformed("manifest node type")),
+    };
     let names = c.blobs()?;
     // A row: 32-byte id and three varints.
     let n = c.count(35, "chunk table")?;
@@ -480,6 +494,7 @@ pub(crate) fn decode_segment(
             blob: c.var32("chunk table")?,
             offset: c.var()?,
             len: c.var32("chunk table")?,
+            raw: 0,
         };
         if r.blob as usize >= names.len()
             || r.len < OVERHEAD as u32
@@ -488,6 +503,31 @@ pub(crate) fn decode_segment(
             return Err(Error::Malformed("chunk table"));
         }
         rows.push(r);
+    }
+    if packed {
+        // Compressed rows: at least one, ascending, each within a chunk's
+        // largest size and larger than what it is stored in.
+        let n = c.count(2, "compressed rows")?;
+        let mut next = 0u64;
+        if n == 0 {
+            return Err(Error::Malformed("compressed rows"));
+        }
+        for _ in 0..n {
+            let i = c.var()?;
+            let raw = c.var32("compressed rows")?;
+            let row = usize::try_from(i)
+                .ok()
+                .filter(|_| i >= next)
+                .and_then(|i| rows.get_mut(i))
+                .ok_or(Error::Malformed("compressed rows"))?;
+            if raw as usize > crate::chunker::MAX
+                || u64::from(raw) + OVERHEAD as u64 <= u64::from(row.len)
+            {
+                return Err(Error::Malformed("compressed rows"));
+            }
+            row.raw = raw;
+            next = i + 1;
+        }
     }
     // An entry takes at least 4 bytes (kind, shared, suffix length, mtime: a
     // directory like the one before it).
@@ -565,10 +605,10 @@ pub(crate) fn decode_table(plain: &[u8], expect: u64) -> Result<(Vec<String>, Ve
 // ---- writing --------------------------------------------------------------
 
 /// A chunk reference's place, what a segment's chunk table holds once.
-type Place = (ChunkId, u32, u64, u32);
+type Place = (ChunkId, u32, u64, u32, u32);
 
 fn place(c: &ChunkRef) -> Place {
-    (c.id, c.blob, c.offset, c.len)
+    (c.id, c.blob, c.offset, c.len, c.raw)
 }
 
 /// The node blob table of a table or of the root list.
@@ -605,6 +645,9 @@ pub struct ManifestWriter<'k> {
     rows_at: HashMap<Place, u32>,
     rows: Vec<u8>,
     nrows: u32,
+    /// The compressed rows' table (type 3 segments), encoded, and its length.
+    packed: Vec<u8>,
+    npacked: u64,
     body: Vec<u8>,
     count: u64,
     prev: Prev,
@@ -637,6 +680,8 @@ impl<'k> ManifestWriter<'k> {
             rows_at: HashMap::new(),
             rows: Vec::new(),
             nrows: 0,
+            packed: Vec::new(),
+            npacked: 0,
             body: Vec::new(),
             count: 0,
             prev: Prev::default(),
@@ -680,6 +725,11 @@ impl<'k> ManifestWriter<'k> {
             put_var(&mut self.rows, u64::from(local));
             put_var(&mut self.rows, p.2);
             put_var(&mut self.rows, u64::from(p.3));
+            if p.4 != 0 {
+                put_var(&mut self.packed, u64::from(self.nrows));
+                put_var(&mut self.packed, u64::from(p.4));
+                self.npacked += 1;
+            }
             self.rows_at.insert(p, self.nrows);
             self.nrows += 1;
         }
@@ -687,7 +737,10 @@ impl<'k> ManifestWriter<'k> {
         self.body.extend_from_slice(&self.e);
         self.count += 1;
         self.root.entries += 1;
-        self.root.v6 |= e.kind == EntryKind::Fifo || e.linked || !e.xattrs.is_empty();
+        self.root.v6 |= e.kind == EntryKind::Fifo
+            || e.linked
+            || !e.xattrs.is_empty()
+            || e.chunks.iter().any(|c| c.raw != 0);
         self.prev.after(e);
         if size >= SEGMENT_MIN && self.keys.cut_hash(&e.path) % SEGMENT_CUT == 0 {
             self.flush_segment(store)?;
@@ -714,6 +767,7 @@ impl<'k> ManifestWriter<'k> {
         self.new_rows.clear();
         self.new_at.clear();
         let mut extra = 0usize;
+        let mut packed = self.npacked;
         let mut idx = Vec::with_capacity(e.chunks.len());
         for c in &e.chunks {
             let p = place(c);
@@ -735,6 +789,10 @@ impl<'k> ManifestWriter<'k> {
             };
             let i = self.nrows + self.new_rows.len() as u32;
             extra += 32 + var_len(u64::from(local)) + var_len(p.2) + var_len(u64::from(p.3));
+            if p.4 != 0 {
+                extra += var_len(u64::from(i)) + var_len(u64::from(p.4));
+                packed += 1;
+            }
             self.new_rows.push((p, local));
             self.new_at.insert(p, i);
             idx.push(i);
@@ -747,6 +805,11 @@ impl<'k> ManifestWriter<'k> {
             + self.seg_names_len
             + var_len(rows as u64)
             + self.rows.len()
+            + if packed > 0 {
+                var_len(packed) + self.packed.len()
+            } else {
+                0
+            }
             + extra
             + var_len(self.count + 1)
             + self.body.len()
@@ -756,13 +819,24 @@ impl<'k> ManifestWriter<'k> {
     fn flush_segment<E>(&mut self, store: &mut Store<'_, E>) -> std::result::Result<(), E> {
         let p = &mut self.plain;
         p.clear();
-        p.extend_from_slice(&[MANIFEST_V3, NODE_SEGMENT]);
+        // Type 1 unless a chunk is stored compressed: a segment without one is
+        // byte for byte what chutes before compression wrote (and deduplicates
+        // against their nodes).
+        let kind = match self.npacked {
+            0 => NODE_SEGMENT,
+            _ => NODE_SEGMENT_PACKED,
+        };
+        p.extend_from_slice(&[MANIFEST_V3, kind]);
         put_var(p, self.seg_names.len() as u64);
         for n in &self.seg_names {
             put_name(p, n);
         }
         put_var(p, u64::from(self.nrows));
         p.extend_from_slice(&self.rows);
+        if self.npacked > 0 {
+            put_var(p, self.npacked);
+            p.extend_from_slice(&self.packed);
+        }
         put_var(p, self.count);
         p.extend_from_slice(&self.body);
         self.sealed.clear();
@@ -783,6 +857,8 @@ impl<'k> ManifestWriter<'k> {
         self.rows_at.clear();
         self.rows.clear();
         self.nrows = 0;
+        self.packed.clear();
+        self.npacked = 0;
         self.body.clear();
         self.count = 0;
         self.prev = Prev::default();
@@ -1204,6 +1280,7 @@ mod tests {
                 blob: 0,
                 offset: chunk * ((600 << 10) + 46),
                 len: (600 << 10) + 46,
+                raw: 0,
                 skip,
                 take: size,
             });
@@ -1251,6 +1328,11 @@ mod tests {
                             blob: rng.below(7) as u32,
                             offset: rng.next() >> 2,
                             len,
+                            // A third stored compressed (type 3 segments).
+                            raw: match rng.below(3) {
+                                0 => len - 46 + 1 + rng.below(1000) as u32,
+                                _ => 0,
+                            },
                             skip,
                             take,
                         });

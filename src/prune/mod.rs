@@ -903,13 +903,18 @@ fn repack(
                 let from = (offset - start) as usize;
                 let sealed = &data[from..from + len as usize];
                 let mut copy = sealed.to_vec();
-                // A manifest node (kind 6) or a chunk: each opens only as what it
-                // says it is, under its id.
+                // A manifest node (kind 6) or a chunk, compressed (kind 7) or
+                // not: each opens only as what it says it is, under its id (the
+                // kind is in the associated data).
                 let node = sealed.get(5) == Some(&(Kind::Node as u8));
+                let kind = match sealed.get(5) {
+                    Some(&k) if k == Kind::Packed as u8 => Kind::Packed,
+                    _ => Kind::Chunk,
+                };
                 let opens = if node {
                     keys.open_node(&id, &mut copy).is_ok()
                 } else {
-                    keys.open_in_place(Kind::Chunk, &id, &mut copy).is_ok()
+                    keys.open_in_place(kind, &id, &mut copy).is_ok()
                 };
                 if !opens {
                     return Err(Error::Damaged(format!(

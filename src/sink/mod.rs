@@ -95,7 +95,7 @@ use walk::{Parent, Walker};
 use crate::blob::{BlobId, BlobState, Table as Blobs};
 use crate::cache::{ChunkIndex, Journal};
 use crate::chunker::{self, Chunker};
-use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
+use crate::crypto::{ChunkBuf, ChunkId, Keys};
 use crate::format::{self, ChunkRef, Entry, EntryKind, Header, Index};
 use crate::pack::Resolver;
 use crate::remote::{self, ErrorKind, Remote};
@@ -142,6 +142,8 @@ pub struct Options {
     /// Tags sealed in the snapshot's header (checked by the caller, see
     /// [`format::check_tag`]).
     pub tags: Vec<String>,
+    /// Whether chunks are compressed before sealing ([`crate::compress`]).
+    pub compression: crate::compress::Mode,
 }
 
 /// What a sink did.
@@ -265,6 +267,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
 
     let shared = Shared {
         keys,
+        compression: opts.compression,
         remote,
         blob: blob.clone(),
         upload: Mutex::new(upload),
@@ -524,13 +527,8 @@ fn start_upload(
         Some(r) => {
             // The chunks inside the verified prefix, streamed from the journal.
             let end = r.hashes.len() as u64 * r.window;
-            for (id, offset, len) in Journal::chunks(journal_path) {
-                if offset.saturating_add(u64::from(len)) <= end {
-                    let place = crate::cache::Place {
-                        blob: 0,
-                        offset,
-                        len,
-                    };
+            for (id, place) in Journal::chunks(journal_path) {
+                if place.offset.saturating_add(u64::from(place.len)) <= end {
                     upload
                         .stored
                         .insert(id, place)
@@ -540,7 +538,6 @@ fn start_upload(
             // Only what was kept, and no `final`: that index is not this run's.
             let kept: Vec<_> = r.hashes.iter().copied().zip(r.answers.clone()).collect();
             let chunks = upload.stored.iter().map_err(upload::runs_failed)?;
-            let chunks = chunks.map(|c| c.map(|(id, p)| (id, p.offset, p.len)));
             let j = Journal::restart(journal_path, &r.blob.path(), r.window, &kept, chunks)
                 .map_err(|e| Error::Io("cannot write the sink journal".into(), e))?;
             upload.window = r.window;

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::cache::Place;
+use crate::compress::Mode;
 use crate::format::CHALLENGES;
 use crate::protocol::{MAX_WINDOW, MIN_WINDOW};
 use crate::runchunks::RunChunks;
@@ -71,6 +72,8 @@ pub(super) struct Upload {
 
 pub(super) struct Shared<'a> {
     pub(super) keys: &'a Keys,
+    /// Whether chunks are compressed before sealing.
+    pub(super) compression: Mode,
     pub(super) remote: &'a dyn Remote,
     pub(super) blob: BlobId,
     pub(super) upload: Mutex<Upload>,
@@ -100,7 +103,13 @@ impl Shared<'_> {
     pub(super) fn known(&self, id: &ChunkId) -> Result<Option<ChunkRef>> {
         let p = self.upload.lock().expect("poisoned");
         if let Some(place) = p.stored.get(id).map_err(runs_failed)? {
-            return Ok(Some(ChunkRef::whole(*id, 0, place.offset, place.len)));
+            return Ok(Some(ChunkRef::whole_raw(
+                *id,
+                0,
+                place.offset,
+                place.len,
+                place.raw,
+            )));
         }
         drop(p);
         let Some(place) = self
@@ -121,15 +130,15 @@ impl Shared<'_> {
                 i
             }
         };
-        self.reused
-            .fetch_add(place.len as u64 - OVERHEAD as u64, Ordering::Relaxed);
-        Ok(Some(ChunkRef::whole(*id, blob, place.offset, place.len)))
+        let r = ChunkRef::whole_raw(*id, blob, place.offset, place.len, place.raw);
+        self.reused.fetch_add(r.plain_len(), Ordering::Relaxed);
+        Ok(Some(r))
     }
 
     /// Appends sealed bytes to part 0; uploads every window this completes.
     /// Returns where the bytes start. With `id`, a chunk another worker stored
-    /// meanwhile is not stored twice.
-    pub(super) fn append(&self, id: Option<ChunkId>, sealed: &[u8]) -> Result<u64> {
+    /// meanwhile is not stored twice; `raw` is its [`ChunkRef::raw`].
+    pub(super) fn append(&self, id: Option<ChunkId>, raw: u32, sealed: &[u8]) -> Result<u64> {
         let mut full = Vec::new();
         let offset = {
             let mut p = self.upload.lock().expect("poisoned");
@@ -145,11 +154,12 @@ impl Shared<'_> {
                     blob: 0,
                     offset,
                     len,
+                    raw,
                 };
                 p.stored.insert(id, place).map_err(runs_failed)?;
                 p.new_bytes += sealed.len() as u64;
                 if let Some(j) = &self.journal {
-                    j.chunk(&id, offset, len);
+                    j.chunk(&id, &place);
                 }
             }
             put(&mut p, sealed, &mut full);
@@ -406,6 +416,8 @@ pub(super) fn worker(
     spare: &Sender<Vec<u8>>,
     results: &Sender<Done>,
 ) {
+    // This worker's compression buffer, reused for every chunk it seals.
+    let mut scratch = Vec::new();
     loop {
         let job = match jobs.lock().expect("poisoned").recv() {
             Ok(j) => j,
@@ -416,7 +428,7 @@ pub(super) fn worker(
         // still wakes a walker waiting for results.
         let mut r = None;
         if !shared.stop.load(Ordering::Relaxed) {
-            match store_chunk(shared, &mut chunk) {
+            match store_chunk(shared, &mut chunk, &mut scratch) {
                 Ok(c) => r = Some(c),
                 Err(e) => shared.fail(e),
             }
@@ -429,15 +441,19 @@ pub(super) fn worker(
 
 /// Where the remote holds the chunk in `chunk`: where it already was, or where it
 /// is appended now, sealed from the very copy its id was computed from.
-pub(super) fn store_chunk(shared: &Shared, chunk: &mut ChunkBuf) -> Result<ChunkRef> {
+pub(super) fn store_chunk(
+    shared: &Shared,
+    chunk: &mut ChunkBuf,
+    scratch: &mut Vec<u8>,
+) -> Result<ChunkRef> {
     let id = shared.keys.chunk_buf_id(chunk);
     testhooks::rewrite_source();
     if let Some(r) = shared.known(&id)? {
         return Ok(r);
     }
-    let sealed = shared.keys.seal_chunk(chunk);
-    let offset = shared.append(Some(id), sealed)?;
-    Ok(ChunkRef::whole(id, 0, offset, sealed.len() as u32))
+    let (sealed, raw) = shared.keys.seal_chunk(chunk, shared.compression, scratch);
+    let offset = shared.append(Some(id), raw, sealed)?;
+    Ok(ChunkRef::whole_raw(id, 0, offset, sealed.len() as u32, raw))
 }
 
 #[cfg(test)]
@@ -618,6 +634,7 @@ mod tests {
         let blobs = Blobs::default();
         let shared = Shared {
             keys: &keys,
+            compression: Mode::Auto,
             remote: &remote,
             blob: blob.clone(),
             upload: Mutex::new(Upload {
