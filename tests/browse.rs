@@ -2,7 +2,7 @@
 //! `find` and `diff`, in plain text and JSON Lines, and their errors.
 
 use crate::util::*;
-use miniserde::json::{self, Number, Value};
+use miniserde::json::{self, Value};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -71,27 +71,6 @@ fn ids(env: &Env, extra: &[&str]) -> Vec<String> {
     let full: Vec<String> = list.iter().map(|s| string(s, "id")).collect();
     assert!(full.iter().all(|i| i.len() == 64), "{full:?}");
     full.iter().map(|i| i[..8].to_string()).collect()
-}
-
-fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
-    match v {
-        Value::Object(o) => o.get(k).unwrap_or_else(|| panic!("no {k} in {v:?}")),
-        _ => panic!("not an object: {v:?}"),
-    }
-}
-
-fn string(v: &Value, k: &str) -> String {
-    match field(v, k) {
-        Value::String(s) => s.clone(),
-        x => panic!("{k} is not a string: {x:?}"),
-    }
-}
-
-fn num(v: &Value, k: &str) -> u64 {
-    match field(v, k) {
-        Value::Number(Number::U64(n)) => *n,
-        x => panic!("{k} is not a number: {x:?}"),
-    }
 }
 
 /// Every line of JSON Lines output, parsed.

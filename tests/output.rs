@@ -4,7 +4,7 @@
 //! real binary.
 
 use crate::util::*;
-use miniserde::json::{self, Number, Value};
+use miniserde::json::{self, Value};
 use std::fs;
 
 /// stdout as one JSON object, on one line.
@@ -13,27 +13,6 @@ fn object(out: &str) -> Value {
     let v: Value = json::from_str(out).unwrap_or_else(|e| panic!("{e:?}: {out}"));
     assert!(matches!(v, Value::Object(_)), "{out}");
     v
-}
-
-fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
-    match v {
-        Value::Object(o) => o.get(k).unwrap_or_else(|| panic!("no {k} in {v:?}")),
-        _ => panic!("not an object: {v:?}"),
-    }
-}
-
-fn num(v: &Value, k: &str) -> u64 {
-    match field(v, k) {
-        Value::Number(Number::U64(n)) => *n,
-        x => panic!("{k} is not a whole number: {x:?}"),
-    }
-}
-
-fn string(v: &Value, k: &str) -> String {
-    match field(v, k) {
-        Value::String(s) => s.clone(),
-        x => panic!("{k} is not a string: {x:?}"),
-    }
 }
 
 fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {

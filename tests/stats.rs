@@ -8,20 +8,6 @@ use std::fs;
 /// Sealed bytes a chunk adds to its plaintext (header, nonce, tag).
 const OVERHEAD: u64 = 46;
 
-fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
-    match v {
-        Value::Object(o) => o.get(k).unwrap_or_else(|| panic!("no {k} in {v:?}")),
-        _ => panic!("not an object: {v:?}"),
-    }
-}
-
-fn num(v: &Value, k: &str) -> u64 {
-    match field(v, k) {
-        Value::Number(Number::U64(n)) => *n,
-        x => panic!("{k} is not a whole number: {x:?}"),
-    }
-}
-
 fn ratio(v: &Value) -> f64 {
     match field(v, "dedup") {
         Value::Number(Number::F64(f)) => *f,

@@ -534,3 +534,27 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) 
     out.extend_from_slice(body);
     out
 }
+
+/// Field `k` of a JSON object (`--json` output), or a test failure naming it.
+pub fn field<'a>(v: &'a miniserde::json::Value, k: &str) -> &'a miniserde::json::Value {
+    match v {
+        miniserde::json::Value::Object(o) => o.get(k).unwrap_or_else(|| panic!("no {k} in {v:?}")),
+        _ => panic!("not an object: {v:?}"),
+    }
+}
+
+/// Field `k` of a JSON object as a whole number.
+pub fn num(v: &miniserde::json::Value, k: &str) -> u64 {
+    match field(v, k) {
+        miniserde::json::Value::Number(miniserde::json::Number::U64(n)) => *n,
+        x => panic!("{k} is not a whole number: {x:?}"),
+    }
+}
+
+/// Field `k` of a JSON object as a string.
+pub fn string(v: &miniserde::json::Value, k: &str) -> String {
+    match field(v, k) {
+        miniserde::json::Value::String(s) => s.clone(),
+        x => panic!("{k} is not a string: {x:?}"),
+    }
+}
