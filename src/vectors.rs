@@ -732,7 +732,19 @@ fn check_node(
         "1" => {
             let mut blobs = vec![blob(keys)];
             let mut at = [(blob(keys), 0)].into_iter().collect();
-            format::decode_segment_v3(&plain, entries, &mut blobs, &mut at).map(|es| {
+            let v6 = f.starts_with("manifest_v6");
+            if v6 {
+                // What only a version 6 header announces is damage under an older one.
+                let older = format::decode_segment_v3(
+                    &plain,
+                    entries,
+                    false,
+                    &mut Vec::new(),
+                    &mut Default::default(),
+                );
+                assert!(older.is_err(), "{f}: decoded under a version 4 header");
+            }
+            format::decode_segment_v3(&plain, entries, v6, &mut blobs, &mut at).map(|es| {
                 let m = Manifest { blobs, entries: es };
                 let (sample, plain) = match f.starts_with("manifest_v6") {
                     true => (sample_manifest_v6(keys), sample_v6_segment(keys)),

@@ -142,7 +142,9 @@
 //!   u8  kind | flags: kind 1 file, 2 directory, 3 symlink, 4 FIFO, 5 file
 //!       with other hard links (st_nlink > 1; encoded as a file; restore links
 //!       the kind 5 entries of one snapshot with the same device and inode) in
-//!       the low 3 bits (4 and 5 written only under a version 6 header);
+//!       the low 3 bits (4 and 5 written only under a version 6 header;
+//!       under an older one they, the 0x08 flag and type 3 segments are
+//!       damage: the segment is lost, never guessed at);
 //!       0x08 extended attributes follow (written only under version 6);
 //!       0x80 tag follows (files only), 0x40 uid and gid are the previous
 //!       entry's, 0x20 mode is the previous entry's, 0x10 device is the

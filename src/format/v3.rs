@@ -36,7 +36,7 @@ pub const TABLE_MIN: usize = 16;
 pub const TABLE_CUT: u32 = 64;
 /// ... and always at this many.
 pub const TABLE_MAX: usize = 1024;
-/// Flags in a v3 entry's kind byte (kind in the low 4 bits): an 8-byte content
+/// Flags in a v3 entry's kind byte (kind in the low 3 bits): an 8-byte content
 /// tag follows the refs; uid and gid are the previous entry's; mode is the
 /// previous entry's; (a file) dev is the previous file's.
 const TAG_FLAG: u8 = 0x80;
@@ -354,8 +354,15 @@ struct Row {
     raw: u32,
 }
 
-fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
+fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row], v6: bool) -> Result<Entry> {
     let k = c.u8()?;
+    // FIFOs, linked files and extended attributes are announced by a version 6
+    // header: under an older one they are damage, not something to guess at.
+    if !v6 && (matches!(k & 0x07, 4 | KIND_LINKED) || k & XATTR_FLAG != 0) {
+        return Err(Error::Malformed(
+            "manifest entry kind (newer than its header)",
+        ));
+    }
     let kind = match k & 0x07 {
         1 => EntryKind::File,
         2 => EntryKind::Dir,
@@ -471,17 +478,20 @@ fn decode_entry(c: &mut Cur, prev: &mut Prev, rows: &[Row]) -> Result<Entry> {
 
 /// Decodes a segment's plaintext holding `expect` entries, adding the blobs of
 /// its table to `blobs` (whose `at` maps names to indexes) and returning its
-/// entries with their chunks' blob indexes in that table.
+/// entries with their chunks' blob indexes in that table. `v6`: the header is
+/// version 6 or later, the only ones whose segments may hold compressed rows,
+/// FIFOs, linked files and extended attributes.
 pub(crate) fn decode_segment(
     plain: &[u8],
     expect: u64,
+    v6: bool,
     blobs: &mut Vec<String>,
     at: &mut HashMap<String, u32>,
 ) -> Result<Vec<Entry>> {
     let mut c = Cur { b: plain };
     let packed = match c.head_any()? {
         NODE_SEGMENT => false,
-        NODE_SEGMENT_PACKED => true,
+        NODE_SEGMENT_PACKED if v6 => true,
         _ => return Err(Error::Malformed("manifest node type")),
     };
     let names = c.blobs()?;
@@ -538,7 +548,7 @@ pub(crate) fn decode_segment(
     let mut prev = Prev::default();
     let mut entries = Vec::new();
     for _ in 0..count {
-        entries.push(decode_entry(&mut c, &mut prev, &rows)?);
+        entries.push(decode_entry(&mut c, &mut prev, &rows, v6)?);
     }
     if !c.b.is_empty() {
         return Err(Error::Malformed("manifest segment (trailing bytes)"));
@@ -933,6 +943,8 @@ pub(super) struct Reader<'k, F> {
     /// Whether nodes read go to `taken` (off for readers that never take them,
     /// whose memory would otherwise grow with the manifest).
     pub(super) collect: bool,
+    /// The header is version 6 or later (see [`decode_segment`]).
+    v6: bool,
 }
 
 impl<'k, F> Reader<'k, F>
@@ -943,6 +955,7 @@ where
         Reader {
             keys,
             fetch,
+            v6: h.version >= super::HEADER_V6,
             roots: h.nodes.clone(),
             root_blobs: h.node_blobs.clone(),
             next_root: 0,
@@ -983,7 +996,7 @@ where
                 );
                 let opened = got.and_then(|mut sealed| {
                     let plain = self.keys.open_node(&k.id, &mut sealed)?;
-                    decode_segment(plain, k.entries, blobs, at)
+                    decode_segment(plain, k.entries, self.v6, blobs, at)
                 });
                 if self.collect {
                     self.taken.push((name, k));
@@ -1568,6 +1581,143 @@ mod tests {
         );
     }
 
+    /// A segment of type 3: files of the bench tree whose shared chunks were
+    /// stored compressed (raw 4000 bytes each in 1000 sealed), its plaintext, and
+    /// where its compressed rows start and end in it.
+    fn packed_segment() -> (Vec<u8>, u64, std::ops::Range<usize>) {
+        let mut m = bench_tree(10, 5);
+        for c in m.iter_mut().flat_map(|e| e.chunks.iter_mut()) {
+            c.raw = 4000;
+            c.len = 1000 + OVERHEAD as u32;
+        }
+        for (i, e) in m.iter_mut().filter(|e| !e.chunks.is_empty()).enumerate() {
+            e.chunks.truncate(1);
+            e.chunks[0].id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            e.chunks[0].skip = 0;
+            e.chunks[0].take = 100;
+            e.size = 100;
+        }
+        let mut mem = Mem::default();
+        let root = mem.write("d/n/m/t9", &m, &["d/n/m/t9".to_string()]);
+        assert!(root.v6, "compressed chunks make a version 6 header");
+        let (got, lost, nodes) = read(&mem, &header(&root));
+        assert!(lost.is_empty());
+        assert_eq!(strip(got), strip(by_name(&m, &["d/n/m/t9".to_string()])));
+        let (_, seg) = nodes[1];
+        let mut sealed = mem.blobs["d/n/m/t9"][seg.offset as usize..][..seg.len as usize].to_vec();
+        let plain = keys().open_node(&seg.id, &mut sealed).unwrap().to_vec();
+        assert_eq!(plain[1], NODE_SEGMENT_PACKED);
+        // Walk to the compressed rows as the decoder does.
+        let mut c = Cur { b: &plain };
+        c.head_any().unwrap();
+        c.blobs().unwrap();
+        // A row: id, blob, offset, length; a compressed row: index, raw length.
+        for _ in 0..c.var().unwrap() {
+            c.id().unwrap();
+            let _ = [c.var(), c.var(), c.var()].map(Result::unwrap);
+        }
+        let start = plain.len() - c.b.len();
+        for _ in 0..c.var().unwrap() {
+            let _ = [c.var(), c.var()].map(Result::unwrap);
+        }
+        (plain.clone(), seg.entries, start..plain.len() - c.b.len())
+    }
+
+    // A type 3 segment decodes only under a version 6 header, and its compressed
+    // rows are checked: present, ascending, naming a row, within a chunk's
+    // largest size and larger than what they are stored in.
+    #[test]
+    fn packed_segment_checks() {
+        let (plain, n, rows) = packed_segment();
+        let dec = |p: &[u8], v6| decode_segment(p, n, v6, &mut Vec::new(), &mut HashMap::new());
+        assert!(dec(&plain, true).is_ok());
+        assert!(
+            dec(&plain, false).is_err(),
+            "type 3 under a version 4 header"
+        );
+        let with = |pairs: &[(u64, u64)]| {
+            let mut p = plain[..rows.start].to_vec();
+            put_var(&mut p, pairs.len() as u64);
+            for &(i, raw) in pairs {
+                put_var(&mut p, i);
+                put_var(&mut p, raw);
+            }
+            p.extend_from_slice(&plain[rows.end..]);
+            dec(&p, true)
+        };
+        let chunks = {
+            let mut c = Cur {
+                b: &plain[rows.clone()],
+            };
+            c.var().unwrap()
+        };
+        let all: Vec<(u64, u64)> = (0..chunks).map(|i| (i, 4000)).collect();
+        assert!(with(&all).is_ok(), "the same rows, re-encoded");
+        assert!(with(&[]).is_err(), "no compressed rows");
+        assert!(chunks >= 2, "one chunk a file");
+        let mut swapped = all.clone();
+        swapped.swap(0, 1);
+        assert!(with(&swapped).is_err(), "rows not ascending");
+        assert!(with(&all[1..]).is_ok(), "a row stored raw");
+        let mut twice = all.clone();
+        twice.insert(1, all[0]);
+        assert!(with(&twice).is_err(), "a row twice");
+        let mut past = all.clone();
+        past.push((chunks, 4000));
+        assert!(with(&past).is_err(), "a row past the table");
+        for raw in [
+            0,
+            1000,
+            crate::chunker::MAX as u64 + 1,
+            u64::from(u32::MAX) + 1,
+        ] {
+            let mut bad = all.clone();
+            bad[0].1 = raw;
+            assert!(with(&bad).is_err(), "raw length {raw}");
+        }
+        // Any raw length above the stored one decodes: the chunk's open checks it
+        // against what was sealed.
+        let mut small = all.clone();
+        small[0].1 = 1001;
+        assert!(with(&small).is_ok());
+        for cut in rows.start..rows.end {
+            let mut p = plain[..cut].to_vec();
+            p.extend_from_slice(&plain[rows.end..]);
+            let _ = dec(&p, true);
+        }
+    }
+
+    // Kinds and flags only a version 6 header announces are damage under an
+    // older one.
+    #[test]
+    fn v6_entries_need_a_v6_header() {
+        for (what, change) in [
+            (
+                "fifo",
+                (|e: &mut Entry| *e = Entry::new(EntryKind::Fifo, e.path.clone()))
+                    as fn(&mut Entry),
+            ),
+            ("linked", |e: &mut Entry| {
+                e.linked = e.kind == EntryKind::File
+            }),
+            ("xattrs", |e: &mut Entry| {
+                e.xattrs = vec![(b"user.a".to_vec(), b"1".to_vec())]
+            }),
+        ] {
+            let mut m = bench_tree(10, 7);
+            let i = m.iter().position(|e| e.kind == EntryKind::File).unwrap();
+            change(&mut m[i]);
+            let mut mem = Mem::default();
+            let root = mem.write("d/n/m/t9", &m, &["d/n/m/t9".to_string()]);
+            assert!(root.v6, "{what}");
+            let mut h = header(&root);
+            assert!(read(&mem, &h).1.is_empty(), "{what}");
+            h.version = crate::format::HEADER_V4;
+            let (_, lost, _) = read(&mem, &h);
+            assert!(!lost.is_empty(), "{what}: read under a version 4 header");
+        }
+    }
+
     // Bad plaintexts are refused as malformed, never a panic.
     #[test]
     fn decode_checks() {
@@ -1579,7 +1729,7 @@ mod tests {
         let (_, seg) = nodes[1];
         let mut sealed = mem.blobs["d/n/m/t9"][seg.offset as usize..][..seg.len as usize].to_vec();
         let plain = keys().open_node(&seg.id, &mut sealed).unwrap().to_vec();
-        let dec = |p: &[u8], n| decode_segment(p, n, &mut Vec::new(), &mut HashMap::new());
+        let dec = |p: &[u8], n| decode_segment(p, n, true, &mut Vec::new(), &mut HashMap::new());
         assert!(dec(&plain, seg.entries).is_ok());
         assert!(dec(&plain, seg.entries + 1).is_err());
         for cut in 0..plain.len() {
