@@ -1,7 +1,7 @@
 # chute: everything a developer or a Pi owner runs goes through here.
 CARGO ?= cargo
 
-.PHONY: all build demo docs test test-deps check bench bench-deps bench-server bench-scale bench-s3
+.PHONY: all build demo docs test test-deps check bench bench-deps bench-server bench-scale bench-s3 bench-browse bench-compress
 
 all: build
 
@@ -44,7 +44,8 @@ check:
 # Throughput, CPU and peak RSS of sink/restore (HTTP and local) against restic and the
 # single-core crypto ceiling on a 4 GiB data set, then the many-files cases of issues 4
 # and 17 at 50,000, 200,000 and 1,000,000 files of 1-3 KiB (chute local and through
-# serve, restic, bupstash: full, no-change and 1%-changed backups, restore, check).
+# serve, restic, bupstash: full, no-change and 1%-changed backups, restore, check),
+# then the server, scale, S3, browse (ls/find/diff/stats) and compression benches.
 # Hours, ~40 GB and ~1.5 million inodes under /tmp/chute-bench; needs
 # `make bench-deps` first. Smaller: BENCH_SIZE_MIB=1024 BENCH_FILES="50000" make bench.
 # Not part of `make test`. See tests/bench.sh and tests/bench-incremental.sh.
@@ -55,6 +56,8 @@ bench:
 	$(MAKE) bench-server
 	$(MAKE) bench-scale
 	$(MAKE) bench-s3
+	$(MAKE) bench-browse BENCH_BROWSE_FILES='$(BENCH_FILES)'
+	$(MAKE) bench-compress
 
 # What `make bench` runs besides chute, on Debian 12, as root: time, restic (apt),
 # libsodium-dev, and bupstash built by cargo into ~/.cache/chute-bench (BENCH_TOOLS).
@@ -78,6 +81,20 @@ bench-scale:
 BENCH_S3_MIB ?= 1024
 bench-s3:
 	BENCH_S3_MIB='$(BENCH_S3_MIB)' CARGO='$(CARGO)' bash tests/bench-s3.sh
+
+# Issue 20: peak RSS of ls, find, diff and stats on two snapshots of a 1,000,000-file
+# tree (BENCH_BROWSE_FILES; the tree is shared with the many-files bench under
+# /tmp/chute-bench, generated once in a few minutes). See tests/bench-browse.sh.
+BENCH_BROWSE_FILES ?= 1000000
+bench-browse:
+	BENCH_BROWSE_FILES='$(BENCH_BROWSE_FILES)' CARGO='$(CARGO)' bash tests/bench-browse.sh
+
+# Issue 20: bytes stored by chute (--compression auto and off) and restic 0.14 (zstd)
+# for the same mixed tree of text, logs, SQLite, libraries and random bytes,
+# BENCH_COMPRESS_MIB of each (default 64); a minute. See tests/bench-compress.sh.
+BENCH_COMPRESS_MIB ?= 64
+bench-compress:
+	BENCH_COMPRESS_MIB='$(BENCH_COMPRESS_MIB)' CARGO='$(CARGO)' bash tests/bench-compress.sh
 
 # chute serve's peak RSS with 2,000 idle connections and with 64 nodes sinking at
 # once (a minute); runnable alone. See tests/bench-server.sh.
