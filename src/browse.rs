@@ -322,7 +322,7 @@ pub enum Change {
     Modified,
     /// Another kind (a file became a directory, ...).
     Type,
-    /// The same content, another mode, owner or mtime.
+    /// The same content, another mode, owner, mtime or extended attributes.
     Meta,
 }
 
@@ -407,17 +407,19 @@ pub fn same_content(a: &Entry, b: &Entry) -> bool {
             .all(|(x, y)| (x.id, x.skip, x.take) == (y.id, y.skip, y.take))
 }
 
-/// Which metadata of two entries of one path differ: mode, owner, mtime.
-pub fn meta_changes(a: &Entry, b: &Entry) -> [bool; 3] {
+/// Which metadata of two entries of one path differ: mode, owner, mtime,
+/// extended attributes (ACLs included).
+pub fn meta_changes(a: &Entry, b: &Entry) -> [bool; 4] {
     [
         a.mode != b.mode,
         (a.uid, a.gid) != (b.uid, b.gid),
         (a.mtime, a.mtime_ns) != (b.mtime, b.mtime_ns),
+        a.xattrs != b.xattrs,
     ]
 }
 
 /// The names [`meta_changes`] reports.
-pub const META_NAMES: [&str; 3] = ["mode", "owner", "mtime"];
+pub const META_NAMES: [&str; 4] = ["mode", "owner", "mtime", "xattrs"];
 
 /// How the entry of one path changed, if it did.
 pub fn compare(a: &Entry, b: &Entry) -> Option<Change> {
@@ -766,7 +768,11 @@ mod tests {
         chmod.mode = 0o600;
         chmod.uid = 7;
         assert_eq!(compare(&a, &chmod), Some(Change::Meta));
-        assert_eq!(meta_changes(&a, &chmod), [true, true, false]);
+        assert_eq!(meta_changes(&a, &chmod), [true, true, false, false]);
+        let mut acl = a.clone();
+        acl.xattrs = vec![(b"system.posix_acl_access".to_vec(), vec![2, 0, 0, 0])];
+        assert_eq!(compare(&a, &acl), Some(Change::Meta));
+        assert_eq!(meta_changes(&a, &acl), [false, false, false, true]);
         assert_eq!(compare(&a, &a.clone()), None);
     }
 

@@ -192,4 +192,29 @@ fn extended_attributes_and_acls_come_back() {
         Some(&b""[..])
     );
     assert_eq!(get_xattr(&back.join("plain"), "user.comment"), None);
+
+    // An attribute changed on an unchanged file: the next snapshot keeps the
+    // new value and diff names it.
+    set_xattr(&src.join("d/f"), "user.comment", b"changed");
+    env.ok(["sink", src.to_str().unwrap()]);
+    let out = env.ok(["diff", "--", &first_id(&env), "latest"]);
+    let f = format!("{}/d/f (xattrs)", src.display());
+    assert!(
+        out.lines().any(|l| l.starts_with('U') && l.ends_with(&f)),
+        "{out}"
+    );
+    let again = env.path("again");
+    env.ok(["restore", "latest", "--to", again.to_str().unwrap()]);
+    let back = again.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        get_xattr(&back.join("d/f"), "user.comment").as_deref(),
+        Some(&b"changed"[..])
+    );
+}
+
+/// The id of this node's oldest snapshot.
+fn first_id(env: &Env) -> String {
+    let list = env.ok(["list"]);
+    let row = list.lines().nth(1).expect("a snapshot row");
+    row.split_whitespace().next().unwrap().to_string()
 }

@@ -377,7 +377,7 @@ pub struct FindCmd {
 }
 
 /// What changed from snapshot A to snapshot B (each an id, a timestamp, or
-/// latest): + added, - removed, M content, T type, U mode, owner or mtime only.
+/// latest): + added, - removed, M content, T type, U mode, owner, mtime or xattrs only.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "diff")]
 pub struct DiffCmd {

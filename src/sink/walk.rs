@@ -49,14 +49,41 @@ pub(super) fn entry_from(kind: EntryKind, path: &Path, md: &fs::Metadata) -> Ent
     e.ctime_ns = md.ctime_nsec() as u32;
     e.linked = kind == EntryKind::File && md.nlink() > 1;
     if kind != EntryKind::Symlink {
-        // Unreadable ones (no permission) are left out, as a file system
-        // without them has none.
-        let mut x = crate::sys::xattrs(path).unwrap_or_default();
-        x.retain(|(n, v)| n.len() <= 255 && v.len() <= format::MAX_XATTR_VALUE);
-        x.truncate(format::MAX_XATTRS);
-        e.xattrs = x;
+        e.xattrs = kept_xattrs(path, crate::sys::xattrs(path));
     }
     e
+}
+
+/// The extended attributes of `path` a manifest can hold, saying in one line on
+/// stderr what is left out: all of them when they cannot be read (the file is
+/// still backed up), or those beyond the format's limits.
+fn kept_xattrs(
+    path: &Path,
+    read: std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut x = match read {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!(
+                "chute sink: warning: {}: extended attributes not kept: {e}",
+                path.display()
+            );
+            return Vec::new();
+        }
+    };
+    let all = x.len();
+    x.retain(|(n, v)| n.len() <= 255 && v.len() <= format::MAX_XATTR_VALUE);
+    x.truncate(format::MAX_XATTRS);
+    if x.len() < all {
+        eprintln!(
+            "chute sink: warning: {}: {} of its {all} extended attributes not kept (more than {} or over {} bytes)",
+            path.display(),
+            all - x.len(),
+            format::MAX_XATTRS,
+            format::MAX_XATTR_VALUE
+        );
+    }
+    x
 }
 
 /// Makes each root absolute (without resolving symlinks) and drops roots inside
@@ -715,6 +742,22 @@ pub(super) fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // What a manifest cannot hold is left out (with a warning), never the file.
+    #[test]
+    fn xattrs_within_the_format() {
+        let p = Path::new("/f");
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(kept_xattrs(p, Err(denied)).is_empty());
+        let a = |n: usize, v: usize| (vec![b'n'; n], vec![0u8; v]);
+        let big = format::MAX_XATTR_VALUE;
+        let got = kept_xattrs(p, Ok(vec![a(3, 1), a(256, 1), a(4, big + 1), a(5, big)]));
+        assert_eq!(got, vec![a(3, 1), a(5, big)]);
+        let many: Vec<_> = (0..format::MAX_XATTRS + 3)
+            .map(|i| (i.to_string().into_bytes(), vec![]))
+            .collect();
+        assert_eq!(kept_xattrs(p, Ok(many.clone())), many[..format::MAX_XATTRS]);
+    }
 
     #[test]
     fn excludes() {
