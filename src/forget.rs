@@ -21,7 +21,9 @@
 //! filter ([`snapshot::tags_match`]: `a,b` both, repeated either) and says "tag";
 //! it has no count and takes none from the other rules, which still see that
 //! snapshot. `--tag` (same filter) limits the whole policy to the snapshots that
-//! pass it: the others are neither shown nor counted nor forgotten.
+//! pass it: the others are neither shown nor counted nor forgotten. `--keep-tag`
+//! as the only rule when no snapshot passes it (a mistyped tag) is refused
+//! ([`Policy::keeps_none`]), where restic would forget them all.
 //!
 //! # Forgetting
 //! [`crate::remote::Remote::forget`] renames the snapshot's `index.json` on the store:
@@ -51,6 +53,19 @@ impl Policy {
     /// Whether no rule is on.
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
+    }
+
+    /// Whether this policy would forget every one of some snapshots (given by
+    /// their tags): `--keep-tag` its only rule and no snapshot passing it, as a
+    /// mistyped tag does. A count of 1 or more always keeps one.
+    pub fn keeps_none<'a>(&self, mut tags: impl Iterator<Item = &'a [String]>) -> bool {
+        let counts = Policy {
+            keep_tags: Vec::new(),
+            ..self.clone()
+        };
+        !self.keep_tags.is_empty()
+            && counts.is_empty()
+            && !tags.any(|t| snapshot::tags_match(&self.keep_tags, t))
     }
 
     fn rules(&self) -> [(i64, Rule); 6] {
@@ -355,6 +370,26 @@ mod tests {
             ..Policy::default()
         };
         assert!(!tags.is_empty());
+    }
+
+    // --keep-tag alone, and no snapshot with the tag: refused, not everything forgotten.
+    #[test]
+    fn a_keep_tag_nothing_has_keeps_none() {
+        let p = |tags: &[&str], last| Policy {
+            last,
+            keep_tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Policy::default()
+        };
+        let snaps = [vec![], vec!["nightly".to_string()]];
+        let none = || snaps.iter().map(|t| &t[..]);
+        assert!(p(&["nigthly"], 0).keeps_none(none()));
+        assert!(!p(&["nightly"], 0).keeps_none(none()));
+        assert!(!p(&["nigthly"], 1).keeps_none(none()), "a count keeps one");
+        assert!(
+            !p(&[], 0).keeps_none(none()),
+            "no rule at all is refused elsewhere"
+        );
+        assert!(p(&["a"], 0).keeps_none(std::iter::empty()));
     }
 
     // --keep-tag keeps what the rules drop, takes none of their counts and

@@ -232,6 +232,11 @@ fn forget_keep_tag_keeps_what_the_policy_drops() {
         .expect("a remove list");
     assert!(removed.contains(&b) && removed.contains(&c), "{out}");
     assert_eq!(ids(&env, &remote, &[]), [a.as_str(), d.as_str()]);
+    // --keep-tag alone with a tag no snapshot has (a typo) is refused rather
+    // than forget them all; with the right one it keeps that one.
+    let err = env.fails(2, ["forget", "--remote", &remote, "--keep-tag", "keep-em"]);
+    assert!(err.contains("no snapshot has the tag keep-em"), "{err}");
+    assert_eq!(ids(&env, &remote, &[]), [a.as_str(), d.as_str()]);
     // The same policy without --keep-tag drops the tagged one too.
     let out = env.ok(["forget", "--remote", &remote, "--keep-last", "1"]);
     assert!(out.contains("forgot 1 snapshot"), "{out}");

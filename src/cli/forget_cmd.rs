@@ -70,6 +70,13 @@ pub(super) fn cmd(s: &Settings, c: ForgetCmd) -> Result<()> {
         // Out of the --tag scope: not shown, not counted, not forgotten.
         let mut all = all;
         snapshot::keep_tagged(&mut all, &scope);
+        if !all.is_empty() && policy.keeps_none(all.iter().map(|s| &s.header.tags[..])) {
+            return Err(Error::Usage(format!(
+                "no snapshot has the tag {}: --keep-tag alone would forget all {}; nothing forgotten (chute list shows the tags)",
+                policy.keep_tags.join(" or "),
+                all.len()
+            )));
+        }
         for snap in all {
             groups
                 .entry(snap.blob.mount.clone())
