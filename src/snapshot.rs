@@ -100,11 +100,10 @@ pub fn listing(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Re
                     header,
                 });
             }
-            Err(format::Error::Newer(v)) => {
+            Err(format::Error::Newer(v, reads)) => {
                 return Err(Error::Failed(format!(
-                    "snapshot {} was written by a newer chute (format {v}, this build reads {})",
-                    short_id(&blob),
-                    format::VERSION
+                    "snapshot {} was written by a newer chute (format {v}, this build reads up to {reads})",
+                    short_id(&blob)
                 )));
             }
             Err(e) => out.failed.push((blob, e)),

@@ -412,8 +412,8 @@ const MAX_LIST: u32 = 1 << 24;
 pub enum Error {
     /// The plaintext is not well-formed (only possible with a bug or a forged key).
     Malformed(&'static str),
-    /// Written by a newer chute.
-    Newer(u8),
+    /// Written by a newer chute: the version found, and the newest this build reads.
+    Newer(u8, u8),
     /// A sealed piece did not open.
     Open(OpenError),
     /// Reading failed.
@@ -424,9 +424,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Malformed(what) => write!(f, "malformed {what}"),
-            Error::Newer(v) => write!(
+            Error::Newer(v, reads) => write!(
                 f,
-                "written by a newer chute (format {v}, this build reads {VERSION})"
+                "written by a newer chute (format {v}, this build reads up to {reads})"
             ),
             Error::Open(e) => e.fmt(f),
             Error::Io(e) => e.fmt(f),
@@ -756,7 +756,7 @@ impl Index {
         let idx: Index =
             miniserde::json::from_str(text).map_err(|_| Error::Malformed("index.json"))?;
         if idx.version > u32::from(VERSION) {
-            return Err(Error::Newer(idx.version.min(255) as u8));
+            return Err(Error::Newer(idx.version.min(255) as u8, VERSION));
         }
         Ok(idx)
     }
@@ -971,7 +971,7 @@ impl<R: Read> Dec<R> {
     fn version(&mut self) -> Result<()> {
         match self.u8()? {
             VERSION => Ok(()),
-            v if v > VERSION => Err(Error::Newer(v)),
+            v if v > VERSION => Err(Error::Newer(v, VERSION)),
             _ => Err(Error::Malformed("version")),
         }
     }
@@ -1090,7 +1090,7 @@ fn decode_segment(
     let mut d = Dec { r: plain };
     match d.u8()? {
         MANIFEST_VERSION => {}
-        v if v > MANIFEST_VERSION => return Err(Error::Newer(v)),
+        v if v > MANIFEST_VERSION => return Err(Error::Newer(v, MANIFEST_VERSION)),
         _ => return Err(Error::Malformed("manifest segment version")),
     }
     let n = d.u32()?;
@@ -1457,7 +1457,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
     let mut d = Dec { r: b };
     let version = match d.u8()? {
         v @ 1..=HEADER_V6 => v,
-        v if v > HEADER_V6 => return Err(Error::Newer(v)),
+        v if v > HEADER_V6 => return Err(Error::Newer(v, HEADER_V6)),
         _ => return Err(Error::Malformed("version")),
     };
     let mut h = Header {
@@ -2456,7 +2456,10 @@ mod tests {
         }));
         let mut newer = plain.clone();
         newer[0] = HEADER_V6 + 1;
-        assert!(matches!(decode_header(&newer), Err(Error::Newer(7))));
+        assert!(matches!(
+            decode_header(&newer),
+            Err(Error::Newer(7, HEADER_V6))
+        ));
         // A root list naming a blob it does not have is refused before any read.
         let mut hand = h.clone();
         hand.node_blobs.pop();
@@ -2549,6 +2552,9 @@ mod tests {
         b.push(2);
         b.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(decode_manifest(&b[..]), Err(Error::Malformed(_))));
-        assert!(matches!(decode_manifest(&[9u8][..]), Err(Error::Newer(9))));
+        assert!(matches!(
+            decode_manifest(&[9u8][..]),
+            Err(Error::Newer(9, MANIFEST_VERSION))
+        ));
     }
 }

@@ -221,7 +221,7 @@ impl<'a> Cur<'a> {
     fn head_any(&mut self) -> Result<u8> {
         match self.u8()? {
             MANIFEST_V3 => {}
-            v if v > MANIFEST_V3 => return Err(Error::Newer(v)),
+            v if v > MANIFEST_V3 => return Err(Error::Newer(v, MANIFEST_V3)),
             _ => return Err(Error::Malformed("manifest node version")),
         }
         self.u8()
