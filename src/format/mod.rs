@@ -2554,7 +2554,7 @@ mod tests {
         assert!(matches!(decode_manifest(&b[..]), Err(Error::Malformed(_))));
         assert!(matches!(
             decode_manifest(&[9u8][..]),
-            Err(Error::Newer(9, MANIFEST_VERSION))
+            Err(Error::Newer(9, VERSION))
         ));
     }
 }
