@@ -55,8 +55,11 @@ pub fn pack(plain: &[u8], out: &mut Vec<u8>) -> bool {
         return false;
     }
     out.clear();
-    // lz4_flex wants room for the worst case (~110%) before it starts.
-    out.resize(1 + lz4_flex::block::get_maximum_output_size(plain.len()), 0);
+    // lz4_flex wants room for the worst case (~110%) before it starts. Exactly
+    // that: a plain `resize` doubles a reused buffer a few bytes short.
+    let room_needed = 1 + lz4_flex::block::get_maximum_output_size(plain.len());
+    out.reserve_exact(room_needed);
+    out.resize(room_needed, 0);
     out[0] = CODEC_LZ4;
     match lz4_flex::block::compress_into(plain, &mut out[1..]) {
         Ok(n) if n <= room => {

@@ -572,10 +572,12 @@ enum ChunkState {
 }
 
 impl ChunkBuf {
-    /// Copies `plain` into `buf` (whose allocation is reused).
+    /// Copies `plain` into `buf` (whose allocation is reused). Exactly the room
+    /// needed: `reserve` would double a reused buffer a few bytes short, and the
+    /// sink's few chunk buffers then held twice their chunks' bytes.
     pub fn copy_of(plain: &[u8], mut buf: Vec<u8>) -> ChunkBuf {
         buf.clear();
-        buf.reserve(plain.len() + OVERHEAD);
+        buf.reserve_exact(plain.len() + OVERHEAD);
         buf.resize(HEADER_LEN + NONCE_LEN, 0);
         buf.extend_from_slice(plain);
         ChunkBuf {

@@ -108,9 +108,9 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What to back up and where.
@@ -271,6 +271,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         remote,
         blob: blob.clone(),
         upload: Mutex::new(upload),
+        landed: Condvar::new(),
         cache: &cache,
         blobs: Mutex::new((blobs, HashMap::new())),
         journal: Some(journal),
@@ -512,7 +513,7 @@ fn start_upload(
 ) -> Result<(BlobId, Journal, Upload)> {
     let window = window.clamp(64 << 10, crate::store::DEFAULT_MAX_WINDOW);
     let runs = crate::cache::runs_prefix(journal_path, "runs");
-    let cap = testhooks::chunk_cap(crate::runchunks::CAP);
+    let cap = testhooks::chunk_cap(upload::STORED_CAP);
     let mut upload = Upload {
         window,
         buf: Vec::new(),
@@ -522,6 +523,7 @@ fn start_upload(
         answers: Vec::new(),
         new_bytes: 0,
         sending: false,
+        flying: 0,
     };
     let (blob, journal) = match resume(remote, journal_path, index) {
         Some(r) => {

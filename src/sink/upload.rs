@@ -3,6 +3,11 @@
 //! worker fills a window uploads it, and every acknowledged window and appended
 //! chunk is journaled. The keep-alive thread touches the pending blob while the walk
 //! writes nothing (see the `sink` module docs).
+//!
+//! Memory: the window being filled and at most one full window in flight (an
+//! append that would complete another waits until it is sent), the chunk buffers
+//! (the queue's, each worker's, the walker's) sized exactly to their chunks, and
+//! at most [`STORED_CAP`] records of the chunks stored.
 
 use super::*;
 use crate::cache::Place;
@@ -25,6 +30,16 @@ pub fn next_window(window: u64, mean_secs: Option<f64>) -> u64 {
     };
     w.clamp(MIN_WINDOW, MAX_WINDOW)
 }
+
+/// Records of the chunks this run stored kept in memory before they spill to a
+/// sorted run (see [`crate::runchunks`]): ~280 KiB, reached after ~4,000 chunks
+/// (~1 GB of small files' packs), so a sink's memory is the same at 200,000 files
+/// as at 1,000,000. The set's default cap (32,768 records, ~2 MiB) was reached
+/// only past 4,000,000 small files, so the sink's peak grew with the files up to
+/// there (by 430 KiB at 1,000,000: heaptrack). Spills cost little: a few more
+/// runs to merge, each record rewritten a few more times (48 bytes), and a few
+/// more Bloom filters to probe per lookup.
+pub(super) const STORED_CAP: usize = 4 << 10;
 
 /// One chunk for the workers: its plaintext already copied out of the source (the
 /// walker copies it once; the id and the seal both come from that copy).
@@ -68,6 +83,9 @@ pub(super) struct Upload {
     /// acknowledged, so the keep-alive must not re-create it blind (see
     /// [`keep_alive`]).
     pub(super) sending: bool,
+    /// Full windows taken out of `buf` and not yet sent (or failed): while one
+    /// is, no append completes another (see [`Shared::append`]).
+    pub(super) flying: u32,
 }
 
 pub(super) struct Shared<'a> {
@@ -77,6 +95,8 @@ pub(super) struct Shared<'a> {
     pub(super) remote: &'a dyn Remote,
     pub(super) blob: BlobId,
     pub(super) upload: Mutex<Upload>,
+    /// Signalled when a full window has been sent (`Upload::flying` fell).
+    pub(super) landed: Condvar,
     pub(super) cache: &'a ChunkIndex,
     /// Cache blob index → manifest blob index, filled as chunks are found.
     pub(super) blobs: Mutex<(Blobs, HashMap<u32, u32>)>,
@@ -138,14 +158,26 @@ impl Shared<'_> {
     /// Appends sealed bytes to part 0; uploads every window this completes.
     /// Returns where the bytes start. With `id`, a chunk another worker stored
     /// meanwhile is not stored twice; `raw` is its [`ChunkRef::raw`].
+    ///
+    /// Memory: bytes that would complete a window wait until no other full
+    /// window is in flight, so at most the window being filled and one full
+    /// window are held however long the run (two workers sending at once held
+    /// three, a peak a long run met more often than a short one).
     pub(super) fn append(&self, id: Option<ChunkId>, raw: u32, sealed: &[u8]) -> Result<u64> {
         let mut full = Vec::new();
         let offset = {
             let mut p = self.upload.lock().expect("poisoned");
-            if let Some(id) = id {
-                if let Some(place) = p.stored.get(&id).map_err(runs_failed)? {
-                    return Ok(place.offset);
+            loop {
+                if let Some(id) = id {
+                    if let Some(place) = p.stored.get(&id).map_err(runs_failed)? {
+                        return Ok(place.offset);
+                    }
                 }
+                if !completes(&p, sealed.len()) {
+                    break;
+                }
+                // Waited: another worker may have stored this chunk meanwhile.
+                p = self.landed.wait(p).expect("poisoned");
             }
             let offset = p.next * p.window + p.buf.len() as u64;
             if let Some(id) = id {
@@ -165,33 +197,54 @@ impl Shared<'_> {
             put(&mut p, sealed, &mut full);
             offset
         };
-        for (n, data) in full {
-            self.send_window(n, &data)?;
-        }
+        self.send_full(full)?;
         Ok(offset)
     }
 
     /// Appends, back to back under one hold of the lock, every object `f` hands
     /// the `put` it is given (which returns where each starts), then uploads the
     /// windows they completed. No chunk lands between them: the manifest's nodes
-    /// go this way, so a reader fetches many in one read (see `stream`).
+    /// go this way, so a reader fetches many in one read (see `stream`). Waits as
+    /// [`Self::append`] does, but only until the run completes a window itself
+    /// (which it sends only once the lock is released).
     pub(super) fn append_run<T>(
         &self,
         f: impl FnOnce(&mut dyn FnMut(&[u8]) -> u64) -> T,
     ) -> Result<T> {
         let mut full = Vec::new();
         let r = {
-            let mut p = self.upload.lock().expect("poisoned");
+            let mut held = Some(self.upload.lock().expect("poisoned"));
             f(&mut |sealed: &[u8]| {
+                let mut p = held.take().expect("held between calls");
+                if full.is_empty() {
+                    p = self
+                        .landed
+                        .wait_while(p, |p| completes(p, sealed.len()))
+                        .expect("poisoned");
+                }
                 let offset = p.next * p.window + p.buf.len() as u64;
                 put(&mut p, sealed, &mut full);
+                held = Some(p);
                 offset
             })
         };
-        for (n, data) in full {
-            self.send_window(n, &data)?;
-        }
+        self.send_full(full)?;
         Ok(r)
+    }
+
+    /// Sends the full windows an append took out of the buffer, in order; each,
+    /// sent or failed, leaves the count in flight and wakes the appends waiting.
+    fn send_full(&self, full: Vec<(u64, Vec<u8>)>) -> Result<()> {
+        let mut r = Ok(());
+        for (n, data) in full {
+            if r.is_ok() {
+                r = self.send_window(n, &data).map(|_| ());
+            }
+            drop(data);
+            self.upload.lock().expect("poisoned").flying -= 1;
+            self.landed.notify_all();
+        }
+        r
     }
 
     /// Sends window `n`; returns the SHA-256 the store acknowledged it with.
@@ -272,6 +325,12 @@ impl Shared<'_> {
     }
 }
 
+/// Whether appending `len` bytes would complete a window while another full
+/// window is still in flight.
+fn completes(p: &Upload, len: usize) -> bool {
+    p.flying > 0 && p.buf.len() as u64 + len as u64 >= p.window
+}
+
 /// Adds `sealed` to the window being filled; a window it fills goes to `full`
 /// (number, bytes), to be sent once the lock is released.
 fn put(p: &mut Upload, sealed: &[u8], full: &mut Vec<(u64, Vec<u8>)>) {
@@ -285,6 +344,7 @@ fn put(p: &mut Upload, sealed: &[u8], full: &mut Vec<(u64, Vec<u8>)>) {
             let n = p.next;
             p.next += 1;
             let cap = p.window as usize;
+            p.flying += 1;
             full.push((n, std::mem::replace(&mut p.buf, Vec::with_capacity(cap))));
         }
     }
@@ -646,7 +706,9 @@ mod tests {
                 answers: Vec::new(),
                 new_bytes: 0,
                 sending: false,
+                flying: 0,
             }),
+            landed: Condvar::new(),
             cache: &cache,
             blobs: Mutex::new((blobs, HashMap::new())),
             journal: None,
