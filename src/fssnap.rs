@@ -9,7 +9,10 @@
 //!   with `btrfs subvolume snapshot -r` to `<subvolume>/.chute-fssnap-<mount>-<pid>-<n>`
 //!   (`mount` is the path set's mount id, so two sinks of different paths never
 //!   share a name). A btrfs snapshot holds neither nested subvolumes nor file
-//!   systems mounted below the root: they are empty directories in it.
+//!   systems mounted below the root: they are empty directories in it (the
+//!   walk says so for a nested subvolume, whose stand-in has inode 2). The walk
+//!   never enters a directory named `.chute-fssnap-*` with inode 256 or 2
+//!   (another sink's snapshot, or its stand-in).
 //! - LVM thin volumes (a device-mapper device whose LV `lvs` reports with segment
 //!   type `thin`): `lvcreate -s -kn -n chute-fssnap-<mount>-<pid>-<n> VG/LV`,
 //!   mounted read-only (`nouuid` for XFS) on `<cache>/fssnap-<mount>.d/<n>`;
@@ -18,6 +21,9 @@
 //! - ZFS (`statfs` magic `0x2FC12FC1`, with a `zfs` command): `zfs snapshot
 //!   DATASET@chute-fssnap-<mount>-<pid>-<n>`, read from
 //!   `<mountpoint>/.zfs/snapshot/<name>`, removed with `zfs destroy`.
+//!
+//! Roots on one device (file system, or btrfs subvolume) share one snapshot,
+//! so they are read as of one instant too.
 //!
 //! Modes ([`Mode`]): `off` (the default: no snapshot, as restic), `auto` (each
 //! root on one of the above is snapshotted; any other, or one whose snapshot
@@ -320,7 +326,8 @@ impl Drop for Taken {
     }
 }
 
-/// Takes a snapshot of each root `mode` asks for; `cache_dir`/`mount` name the
+/// Takes a snapshot of each root `mode` asks for (one per file system or
+/// subvolume, shared by the roots on it); `cache_dir`/`mount` name the
 /// record. Roots that get none are read live (a note unless `quiet`, for `auto`).
 pub fn take(
     mode: Mode,
@@ -337,13 +344,30 @@ pub fn take(
     }
     let record = record_path(cache_dir, mount);
     *LIVE.lock().unwrap_or_else(|p| p.into_inner()) = Some((record.clone(), Vec::new()));
+    // Roots on one file system (or subvolume) share its snapshot: one instant.
+    let mut made: Vec<(u64, PathBuf, PathBuf)> = Vec::new();
     for (n, root) in roots.iter().enumerate() {
         let name = format!("{PREFIX}{mount}-{}-{n}", std::process::id());
-        match snapshot_root(mode, root, &name, cache_dir, mount, &record) {
-            Ok(Some(read)) => taken.sources.push(Source {
-                root: root.clone(),
-                read,
-            }),
+        let dev = fs::symlink_metadata(root).map(|m| m.dev()).ok();
+        let shared = made.iter().find(|(d, _, _)| Some(*d) == dev);
+        let snapped = match shared {
+            Some((_, top, at)) => Ok(Some((top.clone(), at.clone()))),
+            None => snapshot_root(mode, root, &name, cache_dir, mount, &record),
+        };
+        match snapped {
+            Ok(Some((top, at))) => {
+                if let Some(dev) = dev {
+                    made.push((dev, top.clone(), at.clone()));
+                }
+                let read = match root.strip_prefix(&top) {
+                    Ok(rel) if !rel.as_os_str().is_empty() => at.join(rel),
+                    _ => at,
+                };
+                taken.sources.push(Source {
+                    root: root.clone(),
+                    read,
+                });
+            }
             Ok(None) => {}
             Err(why) if mode == Mode::Auto => {
                 if !quiet {
@@ -387,7 +411,7 @@ fn snapshot_root(
     cache_dir: &Path,
     mount: &str,
     record: &Path,
-) -> std::result::Result<Option<PathBuf>, String> {
+) -> std::result::Result<Option<(PathBuf, PathBuf)>, String> {
     let md = match fs::symlink_metadata(root) {
         Ok(md) if md.is_dir() || md.is_file() => md,
         // Missing roots are reported by the walk; a symlink has nothing to freeze.
@@ -403,14 +427,7 @@ fn snapshot_root(
     let Some(kind) = kind else {
         return Ok(None);
     };
-    let (top, rel) = top_of(root, md.dev())?;
-    let read_in = |at: PathBuf| {
-        if rel.as_os_str().is_empty() {
-            at
-        } else {
-            at.join(&rel)
-        }
-    };
+    let top = top_of(root, md.dev())?;
     match kind {
         Kind::Btrfs => {
             let top_ino = fs::metadata(&top).map_err(|e| e.to_string())?.ino();
@@ -427,7 +444,7 @@ fn snapshot_root(
                     .arg(&top)
                     .arg(&at))
             })?;
-            Ok(Some(read_in(at)))
+            Ok(Some((top, at)))
         }
         Kind::Zfs => {
             let out = Command::new("zfs")
@@ -441,7 +458,8 @@ fn snapshot_root(
             making(record, Made::Zfs(snap.clone()), || {
                 run(Command::new("zfs").arg("snapshot").arg(&snap))
             })?;
-            Ok(Some(read_in(top.join(".zfs/snapshot").join(name))))
+            let at = top.join(".zfs/snapshot").join(name);
+            Ok(Some((top, at)))
         }
         Kind::Lvm => {
             let (vg, origin) = lv.ok_or("not an LVM thin volume")?;
@@ -468,14 +486,13 @@ fn snapshot_root(
                     .arg(format!("/dev/{lv}"))
                     .arg(&at))
             })?;
-            Ok(Some(read_in(at)))
+            Ok(Some((top, at)))
         }
     }
 }
 
-/// The top of `root`'s file system (walking up while the device stays `dev`)
-/// and `root`'s path below it.
-fn top_of(root: &Path, dev: u64) -> std::result::Result<(PathBuf, PathBuf), String> {
+/// The top of `root`'s file system (walking up while the device stays `dev`).
+fn top_of(root: &Path, dev: u64) -> std::result::Result<PathBuf, String> {
     let mut top = root.to_path_buf();
     if !fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
         top.pop();
@@ -487,8 +504,7 @@ fn top_of(root: &Path, dev: u64) -> std::result::Result<(PathBuf, PathBuf), Stri
             Err(e) => return Err(format!("{}: {e}", up.display())),
         }
     }
-    let rel = root.strip_prefix(&top).map_err(|e| e.to_string())?;
-    Ok((top.clone(), rel.to_path_buf()))
+    Ok(top)
 }
 
 /// The dataset `zfs list -H -o name,mountpoint` says is mounted at `top`.

@@ -96,8 +96,9 @@ impl Drop for Btrfs {
 
 /// Starts a sink of `root` that pauses after its first file (until a file that
 /// never appears) and returns once its snapshot exists.
-fn stalled_sink(env: &Env, fs: &Btrfs, root: &str) -> Child {
-    let mut c = env.cmd(["sink", "--fs-snapshot", "btrfs", root]);
+fn stalled_sink(env: &Env, fs: &Btrfs, roots: &[&str]) -> Child {
+    let mut c = env.cmd(["sink", "--fs-snapshot", "btrfs"]);
+    c.args(roots);
     c.env("CHUTE_TEST_STALL_UNTIL", env.path("never"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -214,7 +215,7 @@ fn a_killed_sinks_snapshot_is_removed_by_the_next_run_and_sigint_removes_its_own
     let root = data.to_str().unwrap();
     env.ok(["init"]);
 
-    let mut child = stalled_sink(&env, &fs, root);
+    let mut child = stalled_sink(&env, &fs, &[root]);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
@@ -234,7 +235,7 @@ fn a_killed_sinks_snapshot_is_removed_by_the_next_run_and_sigint_removes_its_own
 
     // SIGINT: the sink removes its snapshot before it exits.
     fs::write(data.join("f0"), noise(1 << 20, 30)).unwrap();
-    let child = stalled_sink(&env, &fs, root);
+    let child = stalled_sink(&env, &fs, &[root]);
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -250,6 +251,47 @@ fn a_killed_sinks_snapshot_is_removed_by_the_next_run_and_sigint_removes_its_own
     assert_eq!(
         fs::read(to.join(root.trim_start_matches('/')).join("f1")).unwrap(),
         noise(1 << 20, 21)
+    );
+}
+
+#[test]
+fn roots_on_one_subvolume_share_its_snapshot_and_a_nested_subvolume_is_named() {
+    let env = Env::new("fssnap-shared");
+    let fs = Btrfs::new(&env);
+    let data = fs.data();
+    for d in ["x", "y"] {
+        fs::create_dir_all(data.join(d)).unwrap();
+        fs::write(data.join(d).join("f"), d).unwrap();
+    }
+    must(
+        "btrfs subvolume create",
+        Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(data.join("nested")),
+    );
+    fs::write(data.join("nested/n"), b"n").unwrap();
+    env.ok(["init"]);
+    let (x, y) = (data.join("x"), data.join("y"));
+    let child = stalled_sink(&env, &fs, &[x.to_str().unwrap(), y.to_str().unwrap()]);
+    assert_eq!(fs.chute_snapshots().len(), 1, "one instant for both roots");
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(fs.chute_snapshots(), Vec::<String>::new(), "SIGTERM too");
+
+    let root = data.to_str().unwrap();
+    let out = env.run(["sink", "--fs-snapshot", "btrfs", root]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "chute sink: not entering {root}/nested: a nested subvolume, empty in the file system snapshot (name it as a PATH to back it up)"
+        )
     );
 }
 

@@ -472,6 +472,11 @@ impl Walker<'_> {
                             self.leave_out(&path, "it is a chute file system snapshot");
                             continue;
                         }
+                        // btrfs's stand-in for a subvolume below the snapshotted
+                        // one (inode 2, empty): kept empty, as a mount point is.
+                        _ if self.from.is_some() && md.ino() == 2 => Some(
+                            "a nested subvolume, empty in the file system snapshot (name it as a PATH to back it up)".to_string(),
+                        ),
                         Crossing::Enter => None,
                         Crossing::OtherFs => {
                             Some("another file system (--one-file-system)".to_string())
