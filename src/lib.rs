@@ -30,6 +30,7 @@ pub mod compress;
 pub mod crypto;
 pub mod forget;
 pub mod format;
+pub mod fssnap;
 pub mod fsutil;
 pub mod glob;
 pub mod hex;

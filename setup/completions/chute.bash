@@ -8,7 +8,7 @@ _chute() {
 	fi
 	case ${COMP_WORDS[1]} in
 	init) opts='-k --key-file --remote --help' takes=' -k --key-file --remote ' ;;
-	sink) opts='--json -q --quiet -v --verbose -e --exclude --exclude-file --files-from --exclude-caches --no-exclude-caches -x --one-file-system -r --remote -k --key-file --domain -n --node --limit-upload --limit-download -j --threads --compression --accept-rollback --progress --tag --help' takes=' -e --exclude --exclude-file --files-from -r --remote -k --key-file --domain -n --node --limit-upload --limit-download -j --threads --compression --tag ' ;;
+	sink) opts='--json -q --quiet -v --verbose -e --exclude --exclude-file --files-from --exclude-caches --no-exclude-caches -x --one-file-system -r --remote -k --key-file --domain -n --node --limit-upload --limit-download -j --threads --compression --fs-snapshot --accept-rollback --progress --tag --help' takes=' -e --exclude --exclude-file --files-from -r --remote -k --key-file --domain -n --node --limit-upload --limit-download -j --threads --compression --fs-snapshot --tag ' ;;
 	list) opts='--json --tag --path -r --remote -k --key-file --domain -n --node --accept-rollback --help' takes=' --tag --path -r --remote -k --key-file --domain -n --node ' ;;
 	status) opts='--json -r --remote -k --key-file --domain -n --node --help' takes=' -r --remote -k --key-file --domain -n --node ' ;;
 	restore) opts='-t --to -f --force --path -r --remote -k --key-file --domain -n --node --limit-download -j --threads --accept-rollback --json -q --quiet -v --verbose --help' takes=' -t --to --path -r --remote -k --key-file --domain -n --node --limit-download -j --threads ' ;;

@@ -36,6 +36,7 @@ complete -c chute -n '__fish_seen_subcommand_from sink' -l limit-upload -r -F -d
 complete -c chute -n '__fish_seen_subcommand_from sink' -l limit-download -r -F -d 'read at most RATE bytes a second from the remote (e.g'
 complete -c chute -n '__fish_seen_subcommand_from sink' -s j -l threads -r -F -d 'sealing and upload threads (default: the number of cores)'
 complete -c chute -n '__fish_seen_subcommand_from sink' -l compression -r -F -d 'compress chunks before sealing: auto (the default: LZ4, kept when it saves...'
+complete -c chute -n '__fish_seen_subcommand_from sink' -l fs-snapshot -r -F -d 'read each root from a read-only snapshot of its file system, removed after...'
 complete -c chute -n '__fish_seen_subcommand_from sink' -l accept-rollback -d 'take the store\'s view of the snapshot chain although it is older than this...'
 complete -c chute -n '__fish_seen_subcommand_from sink' -l progress -d 'write a progress line (files and bytes done of the total, rate, time left)...'
 complete -c chute -n '__fish_seen_subcommand_from sink' -l tag -r -F -d 'a tag for the snapshot (at most 64 bytes, no comma), sealed with it: the...'

@@ -135,6 +135,12 @@ pub struct SinkCmd {
     /// an eighth) or off (CHUTE_COMPRESSION)
     #[argh(option)]
     pub compression: Option<String>,
+    /// read each root from a read-only snapshot of its file system, removed
+    /// after the walk: auto (btrfs, LVM thin or ZFS where a root is on one, else
+    /// read live with a note), btrfs, lvm, zfs, or off (the default)
+    /// (CHUTE_FS_SNAPSHOT)
+    #[argh(option)]
+    pub fs_snapshot: Option<String>,
     /// take the store's view of the snapshot chain although it is older than this
     /// node's record or has gaps (a peer restored from an old disk); says so
     #[argh(switch)]

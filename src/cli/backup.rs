@@ -124,9 +124,27 @@ fn sink_compression(s: &Settings, flag: Option<String>) -> Result<crate::compres
     }
 }
 
+/// `--fs-snapshot`, else CHUTE_FS_SNAPSHOT, else off.
+fn sink_fs_snapshot(s: &Settings, flag: Option<String>) -> Result<crate::fssnap::Mode> {
+    let from = if flag.is_some() {
+        "--fs-snapshot"
+    } else {
+        "CHUTE_FS_SNAPSHOT"
+    };
+    match s.get(flag, "CHUTE_FS_SNAPSHOT") {
+        None => Ok(crate::fssnap::Mode::Off),
+        Some(v) => crate::fssnap::Mode::parse(&v).ok_or_else(|| {
+            Error::Usage(format!(
+                "{from} {v:?}: expected auto, btrfs, lvm, zfs or off"
+            ))
+        }),
+    }
+}
+
 pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
     let show = Show::of(c.json, c.quiet, c.verbose)?;
     let compression = sink_compression(s, c.compression)?;
+    let fs_snapshot = sink_fs_snapshot(s, c.fs_snapshot)?;
     let roots = sink_roots(s, c.paths, &c.files_from)?;
     let tags = sink_tags(s, c.tag)?;
     let mut excludes = c.exclude;
@@ -203,6 +221,7 @@ pub(super) fn sink_cmd(s: &Settings, c: SinkCmd) -> Result<()> {
         accept_rollback: c.accept_rollback,
         tags,
         compression,
+        fs_snapshot,
     };
     let started = crate::snapshot::unix_now();
     let outcome = sink_opened(&keys, remote.as_ref(), &opts, network, show);

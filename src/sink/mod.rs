@@ -144,6 +144,8 @@ pub struct Options {
     pub tags: Vec<String>,
     /// Whether chunks are compressed before sealing ([`crate::compress`]).
     pub compression: crate::compress::Mode,
+    /// Whether roots are read from a file system snapshot ([`crate::fssnap`]).
+    pub fs_snapshot: crate::fssnap::Mode,
 }
 
 /// What a sink did.
@@ -211,6 +213,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         .map_err(|e| Error::Usage(e.to_string()))?;
 
     let lock = lock_paths(&opts.cache_dir, &mount)?;
+    // A killed sink's snapshots go first: they hold disk space.
+    crate::fssnap::sweep(&opts.cache_dir, &mount);
     let interrupt = Interrupt::arm();
     let own = opts
         .own
@@ -299,6 +303,14 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let period = testhooks::keepalive(KEEPALIVE);
     let progress = crate::progress::Progress::new("sink", opts.progress);
     let counted = AtomicBool::new(false);
+    // Taken last, just before the walk, so each lives as short as it can.
+    let frozen = crate::fssnap::take(
+        opts.fs_snapshot,
+        &roots,
+        &opts.cache_dir,
+        &mount,
+        opts.quiet,
+    )?;
     let walk_result = std::thread::scope(|s| {
         if progress.on() {
             let (progress, counted, roots) = (&progress, &counted, &roots);
@@ -332,6 +344,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             stop: &shared.stop,
             progress: &progress,
             own,
+            snapshots: &frozen.sources,
+            from: None,
         };
         let r = roots.iter().try_for_each(|root| walker.walk(root));
         walker.cut_pack();
@@ -345,6 +359,8 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
         drop(tx);
         r.and_then(|()| out.finish())
     });
+    // Everything is read: the snapshots go.
+    drop(frozen);
     // A worker's failure first: it stopped the walk, and left entries unfinished.
     if let Some(e) = shared.failed.lock().expect("poisoned").take() {
         return Err(e);
@@ -632,6 +648,7 @@ fn interrupted() -> ! {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprint!("\r\x1b[K");
     }
+    crate::fssnap::release();
     eprintln!(
         "chute sink: interrupted; no snapshot committed; run the same sink again to resume (what was sent is kept)"
     );

@@ -36,20 +36,28 @@ pub(super) fn excluded(excludes: &[String], path: &Path) -> bool {
         .any(|p| crate::glob::matches_path(p.as_bytes(), full))
 }
 
-pub(super) fn entry_from(kind: EntryKind, path: &Path, md: &fs::Metadata) -> Entry {
+/// The entry for `path`, read at `src` (the same path, or its copy in a
+/// file system snapshot, see [`crate::fssnap`]), recorded on device `dev`.
+pub(super) fn entry_from(
+    kind: EntryKind,
+    path: &Path,
+    src: &Path,
+    md: &fs::Metadata,
+    dev: u64,
+) -> Entry {
     let mut e = Entry::new(kind, path.as_os_str().as_bytes().to_vec());
     e.mode = md.mode() & 0o7777;
     e.uid = md.uid();
     e.gid = md.gid();
     e.mtime = md.mtime();
     e.mtime_ns = md.mtime_nsec() as u32;
-    e.dev = md.dev();
+    e.dev = dev;
     e.inode = md.ino();
     e.ctime = md.ctime();
     e.ctime_ns = md.ctime_nsec() as u32;
     e.linked = kind == EntryKind::File && md.nlink() > 1;
     if kind != EntryKind::Symlink {
-        e.xattrs = kept_xattrs(path, crate::sys::xattrs(path));
+        e.xattrs = kept_xattrs(path, crate::sys::xattrs(src));
     }
     e
 }
@@ -348,9 +356,35 @@ pub(super) struct Walker<'a> {
     pub(super) progress: &'a crate::progress::Progress,
     /// This backup's own files (device, inode, why), never backed up.
     pub(super) own: Vec<(u64, u64, &'static str)>,
+    /// Roots read from a file system snapshot (see [`crate::fssnap`]).
+    pub(super) snapshots: &'a [crate::fssnap::Source],
+    /// While walking such a root: it, where it is read, and the snapshot's
+    /// device with the original's, recorded in its place.
+    pub(super) from: Option<(PathBuf, PathBuf, u64, u64)>,
 }
 
 impl Walker<'_> {
+    /// Where `path` (as recorded) is read: in the root's snapshot, if it has one.
+    fn src<'p>(&self, path: &'p Path) -> std::borrow::Cow<'p, Path> {
+        match &self.from {
+            None => path.into(),
+            from => read_at(from, path).into(),
+        }
+    }
+
+    /// The device `md` is recorded on: the original's for the snapshot's, so an
+    /// unchanged file stays unchanged from one snapshot to the next.
+    fn dev(&self, md: &fs::Metadata) -> u64 {
+        match self.from {
+            Some((_, _, snap, live)) if md.dev() == snap => live,
+            _ => md.dev(),
+        }
+    }
+
+    fn entry(&self, kind: EntryKind, path: &Path, md: &fs::Metadata) -> Entry {
+        entry_from(kind, path, &self.src(path), md, self.dev(md))
+    }
+
     pub(super) fn skip(&mut self, path: &Path, e: impl std::fmt::Display) {
         let line = format!("{}: {e}", path.display());
         self.progress.clear();
@@ -405,6 +439,15 @@ impl Walker<'_> {
     }
 
     pub(super) fn walk(&mut self, root: &Path) -> Result<()> {
+        self.from = self
+            .snapshots
+            .iter()
+            .find(|s| s.root == root)
+            .and_then(|s| {
+                let snap = fs::symlink_metadata(&s.read).ok()?.dev();
+                let live = fs::symlink_metadata(&s.root).ok()?.dev();
+                Some((s.root.clone(), s.read.clone(), snap, live))
+            });
         // Each path with its parent directory's device (none for the root).
         let mut stack = vec![(root.to_path_buf(), None)];
         let mut root_dev = None;
@@ -415,7 +458,8 @@ impl Walker<'_> {
             if path != root && excluded(&self.opts.excludes, &path) {
                 continue;
             }
-            let md = match fs::symlink_metadata(&path) {
+            let src = self.src(&path).into_owned();
+            let md = match fs::symlink_metadata(&src) {
                 Ok(md) => md,
                 Err(e) if path == root => {
                     self.missing(&path, e);
@@ -429,23 +473,37 @@ impl Walker<'_> {
             if let Some(&(_, _, why)) = self
                 .own
                 .iter()
-                .find(|(dev, ino, _)| (*dev, *ino) == (md.dev(), md.ino()))
+                .find(|(dev, ino, _)| (*dev, *ino) == (self.dev(&md), md.ino()))
             {
                 self.leave_out(&path, why);
                 continue;
             }
-            let root_dev = *root_dev.get_or_insert(md.dev());
+            let root_dev = *root_dev.get_or_insert(self.dev(&md));
             let ft = md.file_type();
             if ft.is_dir() {
                 if let Some(parent_dev) = parent_dev {
-                    let fs_type = || crate::sys::fs_type(&path).ok();
+                    let fs_type = || crate::sys::fs_type(&src).ok();
+                    let ours = path
+                        .file_name()
+                        .is_some_and(|n| crate::fssnap::is_ours(n.as_bytes()));
                     let why = match crossing(
                         self.opts.one_file_system,
                         root_dev,
                         parent_dev,
-                        md.dev(),
+                        self.dev(&md),
                         fs_type,
                     ) {
+                        // Another sink's snapshot, or a snapshot's empty
+                        // stand-in for one: a copy, not data.
+                        _ if ours && md.ino() <= 256 => {
+                            self.leave_out(&path, "it is a chute file system snapshot");
+                            continue;
+                        }
+                        // btrfs's stand-in for a subvolume below the snapshotted
+                        // one (inode 2, empty): kept empty, as a mount point is.
+                        _ if self.from.is_some() && md.ino() == 2 => Some(
+                            "a nested subvolume, empty in the file system snapshot (name it as a PATH to back it up)".to_string(),
+                        ),
                         Crossing::Enter => None,
                         Crossing::OtherFs => {
                             Some("another file system (--one-file-system)".to_string())
@@ -458,12 +516,12 @@ impl Walker<'_> {
                         // The mount point stays, empty.
                         self.progress.clear();
                         eprintln!("chute sink: not entering {}: {why}", path.display());
-                        self.push(entry_from(EntryKind::Dir, &path, &md));
+                        self.push(self.entry(EntryKind::Dir, &path, &md));
                         self.report.dirs += 1;
                         continue;
                     }
                 }
-                let names = match fs::read_dir(&path).and_then(|rd| {
+                let names = match fs::read_dir(&src).and_then(|rd| {
                     rd.map(|e| e.map(|e| e.file_name()))
                         .collect::<std::io::Result<Vec<_>>>()
                 }) {
@@ -480,7 +538,7 @@ impl Walker<'_> {
                 if self.opts.exclude_caches
                     && path != root
                     && names.iter().any(|n| n == crate::cache::CACHEDIR_TAG)
-                    && crate::cache::is_cache_tag(&path.join(crate::cache::CACHEDIR_TAG))
+                    && crate::cache::is_cache_tag(&src.join(crate::cache::CACHEDIR_TAG))
                 {
                     self.leave_out(
                         &path,
@@ -488,17 +546,17 @@ impl Walker<'_> {
                     );
                     continue;
                 }
-                self.push(entry_from(EntryKind::Dir, &path, &md));
+                self.push(self.entry(EntryKind::Dir, &path, &md));
                 self.report.dirs += 1;
                 let mut names = names;
                 crate::sort::sort(&mut names);
                 // Reverse, so the stack pops them in order.
-                let dev = Some(md.dev());
+                let dev = Some(self.dev(&md));
                 stack.extend(names.iter().rev().map(|n| (path.join(n), dev)));
             } else if ft.is_symlink() {
-                match fs::read_link(&path) {
+                match fs::read_link(&src) {
                     Ok(t) => {
-                        let mut e = entry_from(EntryKind::Symlink, &path, &md);
+                        let mut e = self.entry(EntryKind::Symlink, &path, &md);
                         e.target = t.as_os_str().as_bytes().to_vec();
                         self.push(e);
                         self.report.symlinks += 1;
@@ -520,7 +578,7 @@ impl Walker<'_> {
                 testhooks::stall();
             } else if ft.is_fifo() {
                 // Recorded and recreated empty: what flows through one is not data.
-                self.push(entry_from(EntryKind::Fifo, &path, &md));
+                self.push(self.entry(EntryKind::Fifo, &path, &md));
             } else if !self.opts.quiet {
                 // Sockets and devices are runtime objects, not data: noted, not
                 // counted as failures (a nightly sink of / would otherwise never pass).
@@ -537,6 +595,7 @@ impl Walker<'_> {
 
     /// Reuses the parent's entry for a file that has not changed since.
     pub(super) fn unchanged(&mut self, path: &Path, md: &fs::Metadata) -> Result<bool> {
+        let dev = self.dev(md);
         let Some(parent) = self.parent.as_mut() else {
             return Ok(false);
         };
@@ -552,13 +611,14 @@ impl Walker<'_> {
             && old.ctime == md.ctime()
             && old.ctime_ns == md.ctime_nsec() as u32
             && old.inode == md.ino()
-            && old.dev == md.dev()
+            && old.dev == dev
             // A chunk found damaged is sealed afresh: read the file again.
             && reusable;
         if !same {
             return Ok(false);
         }
-        let mut e = entry_from(EntryKind::File, path, md);
+        let src = read_at(&self.from, path);
+        let mut e = entry_from(EntryKind::File, path, &src, md, dev);
         e.size = md.len();
         e.chunks = old.chunks.clone();
         e.tag = old.tag;
@@ -578,7 +638,7 @@ impl Walker<'_> {
     /// chunks in part 0, unreferenced (its entry is dropped). Every entry opened
     /// here is closed or dropped before it returns: the stream waits for it.
     pub(super) fn file(&mut self, path: &Path) -> std::io::Result<()> {
-        let f = File::open(path)?;
+        let f = File::open(self.src(path))?;
         for tries in 1.. {
             // Small files are read, not mapped: from the start on every try.
             std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0))?;
@@ -609,7 +669,7 @@ impl Walker<'_> {
                 self.out.order.drop_entry(idx);
                 continue;
             }
-            let mut entry = entry_from(EntryKind::File, path, &before);
+            let mut entry = self.entry(EntryKind::File, path, &before);
             entry.size = size;
             if packed {
                 self.pack(idx, path, entry);
@@ -721,6 +781,19 @@ impl Walker<'_> {
     }
 }
 
+/// Where `path` is read, given the root being walked from a snapshot and
+/// where it is read (see [`Walker::from`]).
+fn read_at(from: &Option<(PathBuf, PathBuf, u64, u64)>, path: &Path) -> PathBuf {
+    let Some((root, read, _, _)) = from else {
+        return path.to_path_buf();
+    };
+    match path.strip_prefix(root) {
+        Ok(rel) if rel.as_os_str().is_empty() => read.clone(),
+        Ok(rel) => read.join(rel),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
 /// Reads of a file that keeps changing while it is read, before it is kept as
 /// last read and reported.
 pub const READ_TRIES: u32 = 3;
@@ -795,6 +868,28 @@ mod tests {
         assert_eq!(pseudo_fs(0xcafe_4a11_u32 as i32 as u32), Some("bpf"));
         // statfs failed: entered.
         assert_eq!(crossing(false, 1, 1, 3, || None), Enter);
+    }
+
+    #[test]
+    fn snapshot_paths() {
+        let from = Some(("/v/data".into(), "/v/data/.chute-fssnap-x/sub".into(), 1, 2));
+        assert_eq!(
+            read_at(&from, Path::new("/v/data")),
+            Path::new("/v/data/.chute-fssnap-x/sub")
+        );
+        assert_eq!(
+            read_at(&from, Path::new("/v/data/a/b")),
+            Path::new("/v/data/.chute-fssnap-x/sub/a/b")
+        );
+        // Not below the root: read where it is.
+        assert_eq!(
+            read_at(&from, Path::new("/v/database")),
+            Path::new("/v/database")
+        );
+        assert_eq!(
+            read_at(&None, Path::new("/v/data/a")),
+            Path::new("/v/data/a")
+        );
     }
 
     #[test]
