@@ -12,10 +12,14 @@
 //!   bytes and the keyed cut hash of the file's name (its path's last
 //!   component; [`crate::crypto::Keys::cut_hash`]) is 0 modulo [`CUT_EVERY`];
 //! - and at the end of the walk, or when the walker must wait for the workers
-//!   (the stream's queue is full, and its head may be a file of the open pack).
+//!   while the entry they wait for is a file of the open pack (the stream's
+//!   queue is full and its head is that file: it cannot complete otherwise).
 //!
-//! Apart from that last cut, which a slow upload makes (and which moves the
-//! pack's cut, so such a run deduplicates its packs less), the cuts depend on
+//! Apart from that last cut (made only when the open pack's files and the
+//! entries queued behind them fill the queue, as over long runs of unchanged
+//! files between changed small ones; its place can depend on how fast the
+//! workers are, and it moves the pack's cut, so such a run deduplicates its
+//! packs less), the cuts depend on
 //! the names, the sizes, the walk order and the key only, so
 //! an unchanged tree packs into the same chunks run after run, and a sink that
 //! lost its cache (or a resumed one, which reads every changed file again) finds
@@ -69,6 +73,11 @@ impl Packer {
             skip,
             take: bytes.len() as u32,
         }
+    }
+
+    /// The open pack's number (its files' [`Slice::pack`]).
+    pub(super) fn number(&self) -> u64 {
+        self.number
     }
 
     /// Whether the pack ends after the file whose path has cut hash `hash`.

@@ -181,6 +181,14 @@ impl Order {
         }
     }
 
+    /// Whether the entry at the head is a file of pack `pack`: the only entry
+    /// that completes when that pack's reference comes back.
+    pub(super) fn head_in(&self, pack: u64) -> bool {
+        self.packs
+            .get(&pack)
+            .is_some_and(|m| m.first() == Some(&self.head))
+    }
+
     /// The entry at the head, if it is complete, with its chunks in order.
     pub(super) fn pop(&mut self) -> Option<Entry> {
         loop {
@@ -356,10 +364,16 @@ impl<'a> Stream<'a> {
         })
     }
 
-    /// Whether adding an entry would wait for the workers' results: the walker
-    /// first sends the open pack, whose files may be the ones waited for.
-    pub(super) fn full(&self) -> bool {
-        self.order.len() >= QUEUE
+    /// Whether adding an entry would wait for a file of pack `open` (the open
+    /// one, which then never completes): the walker first sends that pack. Only
+    /// the head can hold the queue up, and results taken in hand first may
+    /// complete the entries before it.
+    pub(super) fn waits_on(&mut self, open: u64) -> bool {
+        if self.order.len() < QUEUE {
+            return false;
+        }
+        self.take();
+        self.order.len() >= QUEUE && self.order.head_in(open)
     }
 
     /// Adds a whole entry (see [`Order::push`]).
@@ -602,6 +616,8 @@ mod tests {
         order.drop_entry(again);
         assert_eq!(order.pop().unwrap().path, b"/d");
         assert!(order.pop().is_none());
+        // The head (/d/a) is a file of the first pack, not of the open one.
+        assert!(order.head_in(first) && !order.head_in(second) && !order.head_in(packer.number()));
         let pack = |i: u32| ChunkRef::whole([i as u8; 32], 1, 4096 * u64::from(i), 1000);
         // The second pack and the big file answer first: nothing leaves yet.
         order.done(Done {

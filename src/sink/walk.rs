@@ -417,10 +417,12 @@ impl Walker<'_> {
         self.out.push(e);
     }
 
-    /// Before the stream may wait for the workers (its queue full): the open
-    /// pack goes to them, or its files at the queue's head would never complete.
+    /// Before the stream waits for the workers (its queue full) on a file of the
+    /// open pack: the pack goes to them, or that file would never complete. A
+    /// queue held up by an earlier entry waits without a cut, so packs stay
+    /// where the names put them however slow the upload is.
     fn room(&mut self) {
-        if self.out.full() {
+        if self.out.waits_on(self.packer.number()) {
             self.cut_pack();
         }
     }
