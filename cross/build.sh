@@ -205,7 +205,7 @@ install_packages() {
 MUSL_SYSROOT=
 musl_sysroot() {
 	MUSL_SYSROOT=$TARGET_DIR/musl-$TRIPLE
-	[ -f "$MUSL_SYSROOT/libc.a" ] && [ -f "$MUSL_SYSROOT/.version-$MUSL_VERSION" ] && return 0
+	[ -f "$MUSL_SYSROOT/libc.a" ] && [ -f "$MUSL_SYSROOT/.version-$MUSL_VERSION-2" ] && return 0
 	local pkg="musl-dev:arm64=$MUSL_VERSION" tmp gccdir
 	if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 		say "dpkg --add-architecture arm64 (to download musl-dev:arm64; nothing arm64 is installed)"
@@ -225,7 +225,10 @@ musl_sysroot() {
 	cp "$tmp"/root/usr/lib/aarch64-linux-musl/{crt1.o,crti.o,crtn.o,libc.a} "$MUSL_SYSROOT/"
 	cp "$gccdir"/{crtbegin.o,crtend.o,libgcc.a} "$MUSL_SYSROOT/"
 	cp "$gccdir/libgcc_eh.a" "$MUSL_SYSROOT/libunwind.a"
-	touch "$MUSL_SYSROOT/.version-$MUSL_VERSION"
+	# GCC 12's unwinder calls glibc's _dl_find_object: see cross/dl_find_object.c.
+	"$GNU-gcc" -O2 -c "$ROOT/cross/dl_find_object.c" -o "$tmp/dl_find_object.o"
+	"$GNU-ar" rs "$MUSL_SYSROOT/libunwind.a" "$tmp/dl_find_object.o"
+	touch "$MUSL_SYSROOT/.version-$MUSL_VERSION-2"
 	rm -rf "$tmp"
 }
 
