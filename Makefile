@@ -101,14 +101,14 @@ bench-compress:
 bench-server:
 	CARGO='$(CARGO)' bash tests/bench-server.sh
 
-# --- 32-bit ARM builds and installing (cross/, setup/) ---------------------------------
-.PHONY: cross cross-armv6 test-arm install uninstall
+# --- ARM builds, container images and installing (cross/, setup/) ----------------------
+.PHONY: cross cross-armv6 cross-aarch64 test-arm image image-armv7 image-aarch64 install uninstall
 
 PREFIX ?= /usr/local
 DESTDIR ?=
 # The binary `make install` installs; default target/release/chute (built if missing).
 BIN ?=
-# Which ARM build `make test-arm` tests: armv7 or armv6.
+# Which ARM build `make test-arm` tests: armv7, armv6 or aarch64.
 ARM ?= armv7
 
 # Static, stripped armv7 binary under target/cross/ (Debian's rustc 1.85; see cross/build.sh).
@@ -119,9 +119,28 @@ cross:
 cross-armv6:
 	cross/build.sh armv6
 
+# 64-bit Raspberry Pi OS (Pi 3/4/5, Zero 2): aarch64-unknown-linux-musl, std rebuilt.
+cross-aarch64:
+	cross/build.sh aarch64
+
 # Integration and unit tests against the ARM build, under qemu.
 test-arm:
 	cross/test-arm.sh $(ARM)
+
+# The chute serve image of setup/Containerfile (FROM scratch, so the binary must be
+# static), with podman or else buildah; IMAGE names it. x86_64: a static glibc build
+# under target/x86_64-unknown-linux-gnu/ (target/release/chute is dynamic).
+IMAGE ?= chute
+image:
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS='-C target-feature=+crt-static' \
+		$(CARGO) build --release --bin chute --target x86_64-unknown-linux-gnu
+	cross/image.sh linux/amd64 target/x86_64-unknown-linux-gnu/release/chute $(IMAGE):amd64
+
+image-armv7: cross
+	cross/image.sh linux/arm/v7 target/cross/armv7-unknown-linux-gnueabihf/release/chute $(IMAGE):armv7
+
+image-aarch64: cross-aarch64
+	cross/image.sh linux/arm64 target/cross/aarch64-unknown-linux-musl/release/chute $(IMAGE):arm64
 
 # Both share setup/install.sh with a Pi owner who copied only the binary and setup/.
 install:

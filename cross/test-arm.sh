@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run chute's tests against the 32-bit ARM build, under qemu-user.
+# Run chute's tests against an ARM build, under qemu-user.
 #
-#   cross/test-arm.sh [armv7|armv6]      (default armv7)
+#   cross/test-arm.sh [armv7|armv6|aarch64]      (default armv7)
 #
 # 1. builds the ARM binary (cross/build.sh);
 # 2. runs the integration tests on the host with rustup's cargo, pointed at the ARM
@@ -13,10 +13,9 @@ set -euo pipefail
 
 ARCH=${1:-armv7}
 case $ARCH in
-armv7) QEMU_CPU_NAME=cortex-a7 ;;
-armv6) QEMU_CPU_NAME=arm1176 ;;
+armv7 | armv6 | aarch64) ;;
 *)
-	echo "usage: cross/test-arm.sh [armv7|armv6]" >&2
+	echo "usage: cross/test-arm.sh [armv7|armv6|aarch64]" >&2
 	exit 2
 	;;
 esac
@@ -28,8 +27,11 @@ start=$SECONDS
 
 # --- 1. the binary -------------------------------------------------------------------
 cross/build.sh "$ARCH"
-BIN=$(CHUTE_CROSS_ENV_ONLY=1 bash -c 'source cross/build.sh "$1" >/dev/null && printf %s "$BIN"' _ "$ARCH")
-RUNNER="qemu-arm-static -cpu $QEMU_CPU_NAME"
+# The binary and its qemu (with the CPU model) as build.sh names them.
+{
+	read -r BIN
+	read -r RUNNER
+} < <(CHUTE_CROSS_ENV_ONLY=1 bash -c 'source cross/build.sh "$1" >/dev/null && printf "%s\n%s\n" "$BIN" "$QEMU -cpu $QEMU_CPU_NAME"' _ "$ARCH")
 
 # --- 2. integration tests on the host, against the ARM binary ----------------------------
 shopt -s nullglob

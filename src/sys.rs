@@ -49,7 +49,8 @@ pub fn set_mtime_nofollow(path: &Path, secs: i64, nsecs: u32) -> io::Result<()> 
             tv_nsec: libc::UTIME_OMIT,
         },
         libc::timespec {
-            tv_sec: secs as libc::time_t,
+            // `as _`: the field's own type; libc marks musl's `time_t` alias deprecated.
+            tv_sec: secs as _,
             tv_nsec: nsecs as libc::c_long,
         },
     ];
@@ -286,8 +287,9 @@ pub fn set_socket_timeouts(
     t: std::time::Duration,
 ) -> io::Result<()> {
     let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
+        // `as _`: the fields' own types; libc marks musl's aliases deprecated.
+        tv_sec: t.as_secs() as _,
+        tv_usec: t.subsec_micros() as _,
     };
     for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         // SAFETY: the descriptor is valid while `listener` lives; `tv` is a valid
@@ -415,7 +417,9 @@ pub fn cores() -> usize {
 }
 
 /// Below this size an allocation comes from the heap, above it from its own
-/// memory map, returned to the kernel when freed.
+/// memory map, returned to the kernel when freed. (musl, the aarch64 build's libc,
+/// maps and unmaps large allocations by itself.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 128 << 10;
 
 /// Keeps glibc's malloc from holding on to the large buffers chute frees (chunks,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the tests run besides chute: for the browser test, Debian's chromium,
+# What the tests run besides chute: podman for the image test; for the browser test, Debian's chromium,
 # chromium-driver and python3-selenium (apt, as root); for the snapshot tests, btrfs-progs (apt). For the S3 tests
 # (tests/s3_client.rs through tests/util/s3.rs): Garage
 # 2.5.0, built by cargo (~6.5 min on 2 idle cores the first time, 43 min with
@@ -102,3 +102,15 @@ chromium --version >/dev/null 2>&1 || {
     echo "test-deps: chromium is installed but does not start (chromium --version failed)" >&2
     exit 2
 }
+
+# The container image test (tests/image.rs) builds setup/Containerfile with podman.
+if ! command -v podman >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test-deps: installing podman (apt)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q podman
+    else
+        echo "test-deps: the image test needs podman (as root: apt-get install podman)" >&2
+        exit 2
+    fi
+fi

@@ -18,6 +18,7 @@ mod hostile_auth;
 mod hostile_conn;
 mod hostile_peer;
 mod hostile_store;
+mod image;
 mod incremental;
 mod limits;
 mod maintenance;
