@@ -26,7 +26,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # to inspect the image, never to run it.)
 if [ "${CHUTE_IMAGE_DYNAMIC_OK:-}" != 1 ] && command -v file >/dev/null; then
 	case $(file -b "$bin") in
-	*"statically linked"*) ;;
+	*"statically linked"* | *"static-pie linked"*) ;;
 	*) die "$bin is not statically linked (an image FROM scratch has no libc)" ;;
 	esac
 fi
