@@ -244,14 +244,20 @@ fn a_killed_restores_temporary_goes_even_when_the_rerun_refuses() {
     child.kill().unwrap();
     child.wait().unwrap();
     release.store(true, Ordering::SeqCst);
-    assert_eq!(temps(&to).len(), 1, "{}", listing(&to));
+    // One, or two when a small file's temporary was opened before the kill
+    // landed (a slow emulated board).
+    let left = temps(&to).len();
+    assert!((1..=2).contains(&left), "{}", listing(&to));
     // A restored file changed since: the re-run refuses, and still sweeps.
     let restored = to.join(src.strip_prefix("/").unwrap());
     fs::write(restored.join("a-small"), b"changed").unwrap();
     let url = server.url();
     let err = env.fails(1, ["restore", "latest", "--remote", &url, "--to", to_arg]);
     assert!(err.contains("refusing to overwrite"), "{err}");
-    assert!(err.contains("removed 1 temporary file"), "{err}");
+    assert!(
+        err.contains(&format!("removed {left} temporary file")),
+        "{err}"
+    );
     assert_eq!(temps(&to), Vec::<PathBuf>::new(), "{}", listing(&to));
 }
 
