@@ -8,7 +8,8 @@
 # Builds the integration crate for the target with Debian's cargo (std rebuilt with
 # unwinding, as cross/test-arm.sh does for the unit tests, whose std it shares) and
 # runs only the ignored ceiling test under qemu with the given CPU model (default:
-# build.sh's, cortex-a7 / arm1176 / cortex-a72).
+# build.sh's, cortex-a7 / arm1176 / cortex-a72). It builds in target/cross/ceiling:
+# its unwinding build once replaced the release binary whose size build.sh checks.
 set -euo pipefail
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 	echo "usage: cross/ceiling.sh armv7|armv6|aarch64 [QEMU_CPU]" >&2
@@ -22,7 +23,7 @@ cpu=${2:-$QEMU_CPU_NAME}
 BUILD_STD=(-Zbuild-std)
 export CARGO_PROFILE_RELEASE_PANIC=unwind
 test_bin=$(debian_cargo test --locked --release --test tests --no-run --message-format=json \
-	--target "$TRIPLE" --target-dir "$TARGET_DIR" "${BUILD_STD[@]}" |
+	--target "$TRIPLE" --target-dir "$TARGET_DIR/ceiling" "${BUILD_STD[@]}" |
 	sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [ -n "$test_bin" ] || die "no test binary built"
 echo "==> $QEMU -cpu $cpu ${test_bin##*/} --ignored ceiling:: (CHUTE_CEILING_MIB=${CHUTE_CEILING_MIB:=64})"
