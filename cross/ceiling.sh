@@ -22,9 +22,11 @@ CHUTE_CROSS_ENV_ONLY=1 source cross/build.sh "$ARCH" >/dev/null
 cpu=${2:-$QEMU_CPU_NAME}
 BUILD_STD=(-Zbuild-std)
 export CARGO_PROFILE_RELEASE_PANIC=unwind
+# The integration crate's executable (deps/tests-HASH), not the chute binary it
+# also builds: cargo reports the two in no fixed order.
 test_bin=$(debian_cargo test --locked --release --test tests --no-run --message-format=json \
 	--target "$TRIPLE" --target-dir "$TARGET_DIR/ceiling" "${BUILD_STD[@]}" |
-	sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+	sed -n 's/.*"executable":"\([^"]*\/deps\/tests-[^"]*\)".*/\1/p' | tail -n 1)
 [ -n "$test_bin" ] || die "no test binary built"
 echo "==> $QEMU -cpu $cpu ${test_bin##*/} --ignored ceiling:: (CHUTE_CEILING_MIB=${CHUTE_CEILING_MIB:=64})"
 CHUTE_CEILING_MIB=$CHUTE_CEILING_MIB "$QEMU" -cpu "$cpu" "$test_bin" --ignored --nocapture --test-threads 1 ceiling::
