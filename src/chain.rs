@@ -637,7 +637,7 @@ pub fn links(
                 mount: s.blob.mount.clone(),
                 seq: s.header.seq,
                 parent: s.header.parent,
-                id: crate::format::chain_id(&s.index)?,
+                id: s.chain?,
                 forgotten: false,
                 name: s.short_id(),
             })

@@ -479,7 +479,7 @@ pub(crate) fn open_entries<'a>(
     resolver: &'a crate::pack::Resolver,
     snap: &'a Snapshot,
 ) -> Result<format::Entries<'a, impl format::SpanFetch + 'a>> {
-    let h = &snap.header;
+    let h = &snap.open(keys, remote)?;
     let fetch = crate::snapshot::manifest_fetch(remote, resolver);
     format::Entries::open(keys, &snap.blob.path(), h, fetch)
         .map(format::Entries::without_nodes)

@@ -730,8 +730,8 @@ fn renewed(
             .and_then(|header| {
                 let snap = Snapshot {
                     blob: c.id.clone(),
-                    index,
-                    header,
+                    header: crate::snapshot::Summary::of(header),
+                    chain: crate::format::chain_id(&index),
                 };
                 crate::snapshot::manifest_nodes(keys, remote, resolver, &snap)
             });

@@ -42,7 +42,7 @@ pub(super) fn sync_cache(
                 s.blob.path()
             ))
         };
-        let h = &s.header;
+        let h = &s.open(keys, remote)?;
         let fetch = crate::snapshot::manifest_fetch(remote, resolver);
         let mut stream = format::Entries::open(keys, &s.blob.path(), h, fetch)
             .map_err(damaged)?

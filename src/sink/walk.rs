@@ -240,7 +240,7 @@ impl<'a> Parent<'a> {
         blobs: &mut Blobs,
         nodes: &'a Mutex<NodePlaces>,
     ) -> Result<Parent<'a>> {
-        let h = &p.header;
+        let h = &p.open(keys, remote)?;
         let fetch = crate::snapshot::manifest_fetch(remote, resolver);
         let stream = format::Entries::open(keys, &p.blob.path(), h, Box::new(fetch) as Box<_>)
             .map_err(|e| {
