@@ -29,7 +29,7 @@
 //! entry stays dropped after a crash); a torn or corrupt line fails its check and
 //! is ignored; a file with another magic or version is ignored (and replaced on the
 //! next write); a missing one means "re-read everything". Parsed records are kept
-//! in memory, about 120 bytes an entry, for at most 32,768 entries over all blobs
+//! in memory, 96 bytes an entry (sorted by offset), for at most 32,768 entries over all blobs
 //! (least recently used blobs go first; the blob in use stays whole) and
 //! revalidated on every use: same generation, and only grown since. The record
 //! also names the window at an offset without listing `0/` (the file must exist).
@@ -205,9 +205,40 @@ pub(super) struct CachedRecord {
     /// Bytes of the file parsed so far.
     pub(super) len: u64,
     /// The last valid entry for each offset.
-    pub(super) entries: std::collections::HashMap<u64, (Window, Stamp)>,
+    pub(super) entries: Entries,
     /// When it was last used, for eviction.
     pub(super) used: u64,
+}
+
+/// A record's entries, the last valid one for each offset, sorted by offset: 96
+/// bytes each (a hash map of them took 216, in buckets half empty).
+#[derive(Default)]
+pub(super) struct Entries(pub(super) Vec<(Window, Stamp)>);
+
+impl Entries {
+    /// Sorts entries pushed since, keeping the last (in file order) at an offset.
+    fn settle(&mut self) {
+        // Stable, so entries at one offset stay in file order; nearly sorted
+        // already (windows are recorded as they are written) and cheap to sort.
+        self.0.sort_by_key(|(w, _)| w.offset);
+        // `later` is dropped, its value moved into the entry kept.
+        self.0.dedup_by(|later, kept| {
+            let same = later.0.offset == kept.0.offset;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        self.0.shrink_to_fit();
+    }
+
+    fn get(&self, offset: u64) -> Option<(Window, Stamp)> {
+        let i = self
+            .0
+            .binary_search_by_key(&offset, |(w, _)| w.offset)
+            .ok()?;
+        Some(self.0[i])
+    }
 }
 
 /// The parsed records of recently used blobs, shared by a store's clones.
@@ -278,12 +309,14 @@ impl DirStore {
         let c = cache.blobs.get_mut(dir).expect("just inserted");
         c.used = clock;
         if c.len < len {
-            let entries = &mut c.entries;
-            match scan_record(&mut f, c.len, len, &mut |line| {
-                if let Some((w, s)) = parse_record_line(line) {
-                    entries.insert(w.offset, (w, s));
+            let entries = &mut c.entries.0;
+            let scanned = scan_record(&mut f, c.len, len, &mut |line| {
+                if let Some(e) = parse_record_line(line) {
+                    entries.push(e);
                 }
-            }) {
+            });
+            c.entries.settle();
+            match scanned {
                 Ok(end) => c.len = end,
                 Err(_) => {
                     cache.blobs.remove(dir);
@@ -291,11 +324,17 @@ impl DirStore {
                 }
             }
         }
-        let found = c.entries.get(&offset).copied();
+        let found = c.entries.get(offset);
         // Keep memory bounded: drop the least recently used blobs. The one in use
         // stays whatever its size: re-reading its record for every window would
         // make a verify quadratic in the blob's windows.
-        while cache.blobs.values().map(|c| c.entries.len()).sum::<usize>() > RECORD_CACHE_ENTRIES {
+        while cache
+            .blobs
+            .values()
+            .map(|c| c.entries.0.len())
+            .sum::<usize>()
+            > RECORD_CACHE_ENTRIES
+        {
             let oldest = cache
                 .blobs
                 .iter()
@@ -454,4 +493,40 @@ pub(super) fn write_record<'a>(
         return Err(io_err(format!("cannot write {}", path.display()))(e));
     }
     if durable { sync_dir(dir) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_entries_keep_the_last_line_for_each_offset_in_offset_order() {
+        let w = |offset: u64, b: u8| Window {
+            offset,
+            len: 10,
+            sha256: [b; 32],
+        };
+        let s = |ino: u64| Stamp {
+            ino,
+            size: 10,
+            mtime: (1, 0),
+            ctime: (1, 0),
+        };
+        let mut e = Entries::default();
+        // File order: 20, 0, 10, 0 again (a re-read), 10 twice more.
+        for (o, b) in [(20, 1), (0, 2), (10, 3), (0, 4), (10, 5), (10, 6)] {
+            e.0.push((w(o, b), s(u64::from(b))));
+        }
+        e.settle();
+        let got: Vec<(u64, u8)> = e.0.iter().map(|(w, _)| (w.offset, w.sha256[0])).collect();
+        assert_eq!(got, [(0, 4), (10, 6), (20, 1)]);
+        assert_eq!(e.get(10).map(|(_, s)| s.ino), Some(6));
+        assert_eq!(e.get(5), None);
+        // Lines appended later win over those settled before.
+        e.0.push((w(0, 7), s(7)));
+        e.0.push((w(30, 8), s(8)));
+        e.settle();
+        assert_eq!(e.get(0).map(|(w, _)| w.sha256[0]), Some(7));
+        assert_eq!(e.0.len(), 4);
+    }
 }
