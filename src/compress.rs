@@ -54,11 +54,11 @@ pub fn pack(plain: &[u8], out: &mut Vec<u8>) -> bool {
     if plain.len() < 64 {
         return false;
     }
-    out.clear();
     // lz4_flex wants room for the worst case (~110%) before it starts. Exactly
-    // that: a plain `resize` doubles a reused buffer a few bytes short.
+    // that: a plain `resize` doubles a reused buffer a few bytes short, and a
+    // larger one would keep the pages of the largest chunk it held.
     let room_needed = 1 + lz4_flex::block::get_maximum_output_size(plain.len());
-    out.reserve_exact(room_needed);
+    crate::crypto::fit(out, room_needed);
     out.resize(room_needed, 0);
     out[0] = CODEC_LZ4;
     match lz4_flex::block::compress_into(plain, &mut out[1..]) {

@@ -571,13 +571,26 @@ enum ChunkState {
     Sealed(ChunkId, u32),
 }
 
+/// Empties `buf` and makes its allocation exactly `len` bytes: grown if short,
+/// cut if longer. A buffer reused from chunk to chunk otherwise keeps the room
+/// (and, its pages once written, the memory) of the largest chunk it ever held,
+/// so a long run's few buffers creep toward their maximum: the sink's peak RSS
+/// rose over the first ~15 s of a 1,000,000-file run, and with it the run's
+/// length. Buffers this size come from `mmap` (see `sys::fix_mmap_threshold`),
+/// so the cut is an `mremap` that returns the tail's pages, not a copy.
+pub fn fit(buf: &mut Vec<u8>, len: usize) {
+    buf.clear();
+    buf.shrink_to(len);
+    buf.reserve_exact(len);
+}
+
 impl ChunkBuf {
     /// Copies `plain` into `buf` (whose allocation is reused). Exactly the room
     /// needed: `reserve` would double a reused buffer a few bytes short, and the
-    /// sink's few chunk buffers then held twice their chunks' bytes.
+    /// sink's few chunk buffers then held twice their chunks' bytes. A reused
+    /// buffer larger than that is first cut to it ([`fit`]).
     pub fn copy_of(plain: &[u8], mut buf: Vec<u8>) -> ChunkBuf {
-        buf.clear();
-        buf.reserve_exact(plain.len() + OVERHEAD);
+        fit(&mut buf, plain.len() + OVERHEAD);
         buf.resize(HEADER_LEN + NONCE_LEN, 0);
         buf.extend_from_slice(plain);
         ChunkBuf {

@@ -93,7 +93,9 @@ impl Packer {
             return None;
         }
         let chunk = ChunkBuf::copy_of(&self.buf, spare);
-        self.buf.clear();
+        // Every pack reaches MIN; past that the buffer gives its pages back,
+        // rather than keep those of the largest pack so far (see `crypto::fit`).
+        crate::crypto::fit(&mut self.buf, chunker::MIN);
         let number = self.number;
         self.number += 1;
         Some((number, chunk))
