@@ -216,10 +216,15 @@ pub(super) struct CachedRecord {
 pub(super) struct Entries(pub(super) Vec<(Window, Stamp)>);
 
 impl Entries {
-    /// Sorts entries pushed since, keeping the last (in file order) at an offset.
-    fn settle(&mut self) {
-        // Stable, so entries at one offset stay in file order; nearly sorted
-        // already (windows are recorded as they are written) and cheap to sort.
+    /// Sorts the entries pushed since there were `from`, keeping the last (in file
+    /// order) at an offset. Lines appended in offset order past the last one (a
+    /// sink's windows, mostly) cost only that check: no sort, no copy.
+    fn settle(&mut self, from: usize) {
+        let tail = &self.0[from.saturating_sub(1)..];
+        if tail.windows(2).all(|p| p[0].0.offset < p[1].0.offset) {
+            return;
+        }
+        // Stable, so entries at one offset stay in file order.
         self.0.sort_by_key(|(w, _)| w.offset);
         // `later` is dropped, its value moved into the entry kept.
         self.0.dedup_by(|later, kept| {
@@ -309,13 +314,14 @@ impl DirStore {
         let c = cache.blobs.get_mut(dir).expect("just inserted");
         c.used = clock;
         if c.len < len {
+            let from = c.entries.0.len();
             let entries = &mut c.entries.0;
             let scanned = scan_record(&mut f, c.len, len, &mut |line| {
                 if let Some(e) = parse_record_line(line) {
                     entries.push(e);
                 }
             });
-            c.entries.settle();
+            c.entries.settle(from);
             match scanned {
                 Ok(end) => c.len = end,
                 Err(_) => {
@@ -517,7 +523,7 @@ mod tests {
         for (o, b) in [(20, 1), (0, 2), (10, 3), (0, 4), (10, 5), (10, 6)] {
             e.0.push((w(o, b), s(u64::from(b))));
         }
-        e.settle();
+        e.settle(0);
         let got: Vec<(u64, u8)> = e.0.iter().map(|(w, _)| (w.offset, w.sha256[0])).collect();
         assert_eq!(got, [(0, 4), (10, 6), (20, 1)]);
         assert_eq!(e.get(10).map(|(_, s)| s.ino), Some(6));
@@ -525,8 +531,15 @@ mod tests {
         // Lines appended later win over those settled before.
         e.0.push((w(0, 7), s(7)));
         e.0.push((w(30, 8), s(8)));
-        e.settle();
+        e.settle(3);
         assert_eq!(e.get(0).map(|(w, _)| w.sha256[0]), Some(7));
         assert_eq!(e.0.len(), 4);
+        // Appended in order past the last: kept as they are.
+        e.0.push((w(40, 9), s(9)));
+        e.0.push((w(50, 10), s(10)));
+        e.settle(4);
+        let offsets: Vec<u64> = e.0.iter().map(|(w, _)| w.offset).collect();
+        assert_eq!(offsets, [0, 10, 20, 30, 40, 50]);
+        assert_eq!(e.get(50).map(|(_, s)| s.ino), Some(10));
     }
 }
