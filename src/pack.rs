@@ -362,17 +362,9 @@ mod tests {
     use crate::format::{Entry, EntryKind};
     use crate::remote::LocalRemote;
 
-    fn temp() -> std::path::PathBuf {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).unwrap();
-        std::env::temp_dir().join(format!("chute-pack-{}", crate::hex::encode(&b)))
-    }
-
     #[test]
     fn a_pack_round_trips_and_moves_only_references_outside_committed_snapshots() {
-        let dir = temp();
-        crate::store::Store::init(&dir).unwrap();
-        let remote = LocalRemote::open(&dir).unwrap();
+        let (dir, remote) = LocalRemote::fresh("pack");
         let keys = Keys::from_key_bytes(b"pack test key");
         let plain: Vec<Vec<u8>> = (0..5u8)
             .map(|i| vec![i; 700_000 + usize::from(i)])
@@ -430,9 +422,7 @@ mod tests {
 
     #[test]
     fn a_newer_pack_wins() {
-        let dir = temp();
-        crate::store::Store::init(&dir).unwrap();
-        let remote = LocalRemote::open(&dir).unwrap();
+        let (dir, remote) = LocalRemote::fresh("pack");
         let keys = Keys::from_key_bytes(b"pack test key");
         let p = b"one chunk".to_vec();
         let id = keys.chunk_id(&p);

@@ -53,14 +53,14 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Keeps the light parts of `h`.
-    pub fn of(h: Header) -> Summary {
+    /// The light parts of `h`.
+    pub fn of(h: &Header) -> Summary {
         Summary {
             windows: h.window_hashes.len() as u64,
             time: h.time,
             time_ns: h.time_ns,
-            host: h.host,
-            roots: h.roots,
+            host: h.host.clone(),
+            roots: h.roots.clone(),
             files: h.files,
             dirs: h.dirs,
             symlinks: h.symlinks,
@@ -71,7 +71,7 @@ impl Summary {
             parent: h.parent,
             challenges: h.challenges,
             pack: h.pack,
-            tags: h.tags,
+            tags: h.tags.clone(),
             version: h.version,
         }
     }
@@ -184,7 +184,7 @@ pub fn listing(keys: &Keys, remote: &dyn Remote, domain: &str, node: &str) -> Re
                 list.push(Snapshot {
                     chain: format::chain_id(&index),
                     blob,
-                    header: Summary::of(header),
+                    header: Summary::of(&header),
                 });
             }
             Err(format::Error::Newer(v, reads)) => {
@@ -397,10 +397,20 @@ pub fn manifest_nodes(
     resolver: &Resolver,
     snap: &Snapshot,
 ) -> Result<(Manifest, Vec<(String, format::NodeRef)>)> {
+    manifest_nodes_of(keys, remote, resolver, snap, &snap.open(keys, remote)?)
+}
+
+/// [`manifest_nodes`] with the snapshot's whole header opened already.
+pub fn manifest_nodes_of(
+    keys: &Keys,
+    remote: &dyn Remote,
+    resolver: &Resolver,
+    snap: &Snapshot,
+    header: &Header,
+) -> Result<(Manifest, Vec<(String, format::NodeRef)>)> {
     let damaged = |e| damaged(snap, e);
-    let header = snap.open(keys, remote)?;
     let fetch = manifest_fetch(remote, resolver);
-    let mut r = format::Entries::open(keys, &snap.blob.path(), &header, fetch).map_err(damaged)?;
+    let mut r = format::Entries::open(keys, &snap.blob.path(), header, fetch).map_err(damaged)?;
     let (mut entries, mut nodes) = (Vec::new(), Vec::new());
     while let Some(e) = r.next_entry().map_err(damaged)? {
         entries.push(e);
@@ -543,11 +553,7 @@ mod tests {
     fn open_reads_the_listed_header_again_and_only_that_one() {
         use crate::crypto::Keys;
         use crate::remote::{LocalRemote, Remote};
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).unwrap();
-        let dir = std::env::temp_dir().join(format!("chute-snap-{}", crate::hex::encode(&b)));
-        crate::store::Store::init(&dir).unwrap();
-        let remote = LocalRemote::open(&dir).unwrap();
+        let (dir, remote) = LocalRemote::fresh("snap");
         let keys = Keys::from_key_bytes(b"snapshot test key");
         let p = b"one chunk".to_vec();
         let id = keys.chunk_id(&p);
@@ -562,7 +568,7 @@ mod tests {
             panic!("one pack listed: {listed:?}")
         };
         let whole = snap.open(&keys, &remote).unwrap();
-        assert_eq!(super::Summary::of(whole.clone()), snap.header);
+        assert_eq!(super::Summary::of(&whole), snap.header);
         assert!(!whole.window_hashes.is_empty());
         assert_eq!(snap.header.windows, whole.window_hashes.len() as u64);
 

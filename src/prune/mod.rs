@@ -730,10 +730,10 @@ fn renewed(
             .and_then(|header| {
                 let snap = Snapshot {
                     blob: c.id.clone(),
-                    header: crate::snapshot::Summary::of(header),
+                    header: crate::snapshot::Summary::of(&header),
                     chain: crate::format::chain_id(&index),
                 };
-                crate::snapshot::manifest_nodes(keys, remote, resolver, &snap)
+                crate::snapshot::manifest_nodes_of(keys, remote, resolver, &snap, &header)
             });
         let (mut m, nodes) = match read {
             Ok(m) => m,

@@ -17,6 +17,20 @@ pub struct LocalRemote {
     limits: [Option<&'static crate::throttle::Limit>; 2],
 }
 
+#[cfg(test)]
+impl LocalRemote {
+    /// A new, empty store in a fresh directory under the system's temp dir
+    /// (`chute-TAG-RANDOM`), for unit tests; the caller removes the directory.
+    pub(crate) fn fresh(tag: &str) -> (std::path::PathBuf, LocalRemote) {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        let dir = std::env::temp_dir().join(format!("chute-{tag}-{}", crate::hex::encode(&b)));
+        crate::store::Store::init(&dir).unwrap();
+        let remote = LocalRemote::open(&dir).unwrap();
+        (dir, remote)
+    }
+}
+
 impl LocalRemote {
     /// Opens the store at `dir`, which must exist (see [`Store::open`]).
     pub fn open(dir: &Path) -> crate::Result<LocalRemote> {

@@ -536,11 +536,7 @@ mod tests {
     // bring back (windowless) a blob that was deleted.
     #[test]
     fn a_touch_keeps_a_pending_blob_alive_and_never_revives_a_deleted_one() {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).unwrap();
-        let dir = std::env::temp_dir().join(format!("chute-touch-{}", crate::hex::encode(&b)));
-        crate::store::Store::init(&dir).unwrap();
-        let remote = crate::remote::LocalRemote::open(&dir).unwrap();
+        let (dir, remote) = crate::remote::LocalRemote::fresh("touch");
         let mut index = Index {
             version: u32::from(format::VERSION),
             domain: "d.org".into(),
@@ -667,14 +663,11 @@ mod tests {
     // not with the line saying its upload was pruned.
     #[test]
     fn a_touch_never_revives_a_blob_whose_first_window_is_unacknowledged() {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).unwrap();
-        let dir = std::env::temp_dir().join(format!("chute-held-{}", crate::hex::encode(&b)));
-        crate::store::Store::init(&dir).unwrap();
+        let (dir, inner) = crate::remote::LocalRemote::fresh("held");
         let (stored_tx, stored) = channel();
         let (go, go_rx) = channel();
         let remote = Held {
-            inner: crate::remote::LocalRemote::open(&dir).unwrap(),
+            inner,
             stored: Mutex::new(Some(stored_tx)),
             go: Mutex::new(go_rx),
         };
