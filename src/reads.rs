@@ -155,10 +155,25 @@ mod tests {
         seen.sort();
         assert_eq!(seen, items);
 
+        // Items past the failing one wait for it and then take 10 ms each: the
+        // other thread cannot run through the rest before the failure stops it,
+        // however the threads are scheduled (it did once, under qemu arm1176,
+        // when they ran at full speed).
         let calls = AtomicUsize::new(0);
+        let failing = AtomicBool::new(false);
         let r = each_parallel(&items, 2, |&i| {
             calls.fetch_add(1, Ordering::SeqCst);
-            if i == 3 { Err(i) } else { Ok(()) }
+            if i == 3 {
+                failing.store(true, Ordering::SeqCst);
+                return Err(i);
+            }
+            if i > 3 {
+                while !failing.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(())
         });
         assert_eq!(r, Err(3));
         assert!(calls.load(Ordering::SeqCst) < 1000);
