@@ -1487,6 +1487,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
     if n > MAX_LIST || u64::from(n) * 32 > d.r.len() as u64 {
         return Err(Error::Malformed("window list"));
     }
+    h.window_hashes.reserve_exact(n as usize);
     for _ in 0..n {
         h.window_hashes.push(d.array()?);
     }
@@ -1567,6 +1568,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
         if answers * ANSWER_LEN as u64 != d.r.len() as u64 {
             return Err(Error::Malformed("challenge answers"));
         }
+        h.answers.reserve_exact(answers as usize);
         for _ in 0..answers {
             h.answers.push(d.array()?);
         }

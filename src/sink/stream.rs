@@ -63,10 +63,13 @@ pub(super) const BURST: usize = 4096;
 /// Parent node places kept for deduplication, oldest dropped first: more than
 /// the writer lags behind the parent's reader (a table of at most 1,024
 /// segments, and [`QUEUE`] + [`BURST`] entries, about 270 segments of ~30; in
-/// all about 1,300 at worst, about 400 with tables of a typical size), and
-/// about 400 KiB, so the sink's memory stays flat from 50,000 to 1,000,000
-/// files (16,384 cost 1.6 MiB more at 1,000,000).
-pub(super) const NODES: usize = 4096;
+/// all about 1,300 at worst, about 400 with tables of a typical size). About
+/// 66 bytes a place (48 in the ring, the rest the B-tree): 135 KiB once a long
+/// walk has filled it, so the sink's memory stays flat from 50,000 to 1,000,000
+/// files (4,096 places in a B-tree keyed by the whole id, with a queue of ids,
+/// took 435 KiB at 1,000,000 files: heaptrack).
+pub(super) const NODES: usize = 2048;
+const _: () = assert!(NODES <= 1 << 16, "slots are u16");
 
 struct Pending {
     entry: Entry,
@@ -214,7 +217,8 @@ impl Order {
 /// [`NODES`], the oldest dropped first. Filled from the parent's reader
 /// ([`format::Entries::take_nodes`]) as the walk's merge reads it.
 ///
-/// A B-tree, not a hash map: it holds what it holds. A `HashMap` that always
+/// The places lie in a ring, found through a B-tree of their slots keyed by 8
+/// bytes of the id. A B-tree, not a hash map: it holds what it holds. A `HashMap` that always
 /// drops one id for the next leaves a tombstone per removal, and it cleans them
 /// by growing: past the first 4,096 nodes it settled at 16,384 buckets (~800 KB,
 /// and the old table beside it while it grew), so the sink held 1 MB more at
@@ -222,8 +226,26 @@ impl Order {
 #[derive(Default)]
 pub(super) struct NodePlaces {
     names: Blobs,
-    at: BTreeMap<ChunkId, (u32, u64, u32)>,
-    order: VecDeque<ChunkId>,
+    /// At most [`NODES`] places; once full, `next` is the oldest one's slot.
+    ring: Vec<Place>,
+    next: usize,
+    /// Slots by the first 8 bytes of the id. Ids are keyed hashes, so two ids
+    /// sharing them are rare, and harmless: the later one takes the key, the
+    /// earlier is not found, and its node is stored again.
+    slots: BTreeMap<u64, u16>,
+}
+
+struct Place {
+    id: ChunkId,
+    offset: u64,
+    blob: u32,
+    len: u32,
+}
+
+fn id_key(id: &ChunkId) -> u64 {
+    let mut k = [0; 8];
+    k.copy_from_slice(&id[..8]);
+    u64::from_le_bytes(k)
 }
 
 impl NodePlaces {
@@ -232,29 +254,47 @@ impl NodePlaces {
     /// would lose the entries of every later snapshot that names it.
     pub(super) fn add(&mut self, nodes: Vec<(String, NodeRef)>) {
         for (path, n) in nodes {
-            if self.at.contains_key(&n.id) {
+            if self.find(&n.id).is_some() {
                 continue;
             }
-            while self.order.len() >= NODES {
-                if let Some(old) = self.order.pop_front() {
-                    self.at.remove(&old);
+            let place = Place {
+                id: n.id,
+                offset: n.offset,
+                blob: self.names.index(&path),
+                len: n.len,
+            };
+            let slot = if self.ring.len() < NODES {
+                self.ring.push(place);
+                self.ring.len() - 1
+            } else {
+                let slot = self.next;
+                let old = id_key(&self.ring[slot].id);
+                if self.slots.get(&old) == Some(&(slot as u16)) {
+                    self.slots.remove(&old);
                 }
-            }
-            let b = self.names.index(&path);
-            self.at.insert(n.id, (b, n.offset, n.len));
-            self.order.push_back(n.id);
+                self.ring[slot] = place;
+                self.next = (slot + 1) % NODES;
+                slot
+            };
+            self.slots.insert(id_key(&n.id), slot as u16);
         }
+    }
+
+    fn find(&self, id: &ChunkId) -> Option<&Place> {
+        let &slot = self.slots.get(&id_key(id))?;
+        let p = &self.ring[usize::from(slot)];
+        (p.id == *id).then_some(p)
     }
 
     /// Where the parent keeps node `id` of `len` sealed bytes: (blob path, offset).
     fn get(&self, id: &ChunkId, len: usize) -> Option<(&str, u64)> {
-        let &(b, offset, l) = self.at.get(id)?;
-        (l as usize == len).then(|| (self.names.names[b as usize].as_str(), offset))
+        let p = self.find(id)?;
+        (p.len as usize == len).then(|| (self.names.names[p.blob as usize].as_str(), p.offset))
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.at.len()
+        self.slots.len()
     }
 }
 
@@ -831,5 +871,31 @@ mod tests {
         assert!(p.get(&node(9).1.id, 100).is_none());
         assert_eq!(p.get(&node(10).1.id, 100), Some(("d/n/m/t1", 1000)));
         assert!(p.get(&node(10).1.id, 99).is_none(), "another length");
+        let last = NODES as u32 + 9;
+        assert_eq!(
+            p.get(&node(last).1.id, 100).unwrap().1,
+            u64::from(last) * 100
+        );
+
+        // Two ids alike in their first 8 bytes: the later is found, the earlier
+        // is not (its node would be stored again), and when the earlier's slot
+        // is reused the later stays.
+        let twin = |i: u32, last: u8| {
+            let (path, mut n) = node(i);
+            n.id[31] = last;
+            (path, n)
+        };
+        let mut p = NodePlaces::default();
+        p.add(vec![twin(1, 1), twin(1, 2)]);
+        assert!(p.get(&twin(1, 1).1.id, 100).is_none());
+        assert!(p.get(&twin(1, 2).1.id, 100).is_some());
+        p.add((2..NODES as u32 + 1).map(node).collect());
+        assert!(
+            p.get(&twin(1, 2).1.id, 100).is_some(),
+            "slot 0 went, slot 1 stays"
+        );
+        p.add(vec![node(NODES as u32 + 1)]);
+        assert!(p.get(&twin(1, 2).1.id, 100).is_none());
+        assert_eq!(p.len(), NODES);
     }
 }

@@ -32,14 +32,15 @@ pub fn next_window(window: u64, mean_secs: Option<f64>) -> u64 {
 }
 
 /// Records of the chunks this run stored kept in memory before they spill to a
-/// sorted run (see [`crate::runchunks`]): ~280 KiB, reached after ~4,000 chunks
-/// (~1 GB of small files' packs), so a sink's memory is the same at 200,000 files
-/// as at 1,000,000. The set's default cap (32,768 records, ~2 MiB) was reached
-/// only past 4,000,000 small files, so the sink's peak grew with the files up to
-/// there (by 430 KiB at 1,000,000: heaptrack). Spills cost little: a few more
-/// runs to merge, each record rewritten a few more times (48 bytes), and a few
-/// more Bloom filters to probe per lookup.
-pub(super) const STORED_CAP: usize = 4 << 10;
+/// sorted run (see [`crate::runchunks`]): ~70 KiB, reached after ~1,000 chunks
+/// (~256 MB of small files' packs), so a sink's memory is the same at 200,000
+/// files as at 1,000,000. The set's default cap (32,768 records, ~2 MiB) was
+/// reached only past 4,000,000 small files, and 4,096 (~280 KiB) past ~1 GB, so
+/// the sink's peak grew with the files up to there (by 430 and then 170 KiB at
+/// 1,000,000: heaptrack). Spills cost little: a few more runs to merge, each
+/// record rewritten a few more times (48 bytes), and a few more Bloom filters to
+/// probe per lookup (one per doubling: 11 at 1,000,000 chunks, ~1 TB).
+pub(super) const STORED_CAP: usize = 1 << 10;
 
 /// One chunk for the workers: its plaintext already copied out of the source (the
 /// walker copies it once; the id and the seal both come from that copy).
