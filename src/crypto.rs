@@ -599,6 +599,22 @@ impl ChunkBuf {
         }
     }
 
+    /// The room [`ChunkBuf::prefixed`] wants before the plaintext.
+    pub const PREFIX: usize = HEADER_LEN + NONCE_LEN;
+
+    /// Takes `buf`, whose first [`ChunkBuf::PREFIX`] bytes are room for the
+    /// header and nonce (their contents do not matter) and the rest the
+    /// plaintext, as a chunk without copying it.
+    pub fn prefixed(mut buf: Vec<u8>) -> ChunkBuf {
+        assert!(buf.len() >= Self::PREFIX, "no room for the header");
+        // Sealing in place appends the tag.
+        buf.reserve_exact(TAG_LEN);
+        ChunkBuf {
+            buf,
+            state: ChunkState::Plain(None),
+        }
+    }
+
     /// Plaintext bytes in the chunk.
     pub fn plain_len(&self) -> usize {
         match self.state {
@@ -766,6 +782,28 @@ mod tests {
         let mut c = ChunkBuf::copy_of(&noise, Vec::new());
         let n = k.seal_chunk(&mut c, Mode::Auto, &mut scratch).0.len();
         assert_eq!((n, c.raw_len()), (4096 + OVERHEAD, 0));
+    }
+
+    // A buffer handed over with room for the header seals and opens as a copy
+    // does, whatever the room held, in both modes.
+    #[test]
+    fn a_prefixed_buffer_is_the_chunk_of_what_follows_its_room() {
+        let k = keys();
+        let plain: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
+        let mut scratch = Vec::new();
+        for mode in [Mode::Auto, Mode::Off] {
+            let mut buf = vec![0xAA; ChunkBuf::PREFIX];
+            buf.extend_from_slice(&plain);
+            let mut c = ChunkBuf::prefixed(buf);
+            assert_eq!(c.plain_len(), plain.len());
+            let (sealed, raw) = k.seal_chunk(&mut c, mode, &mut scratch);
+            let (mut sealed, raw) = (sealed.to_vec(), raw);
+            let id = k.chunk_id(&plain);
+            assert_eq!(k.chunk_buf_id(&mut c), id);
+            let mut out = Vec::new();
+            let opened = k.open_chunk(&id, raw, &mut sealed, &mut out);
+            assert_eq!(opened.map(|p| p.to_vec()), Ok(plain.clone()), "{mode:?}");
+        }
     }
 
     #[test]

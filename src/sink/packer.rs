@@ -28,8 +28,10 @@
 //! then) still packs the same and deduplicates. A file changed in the middle moves the
 //! cuts of its pack only: the next path hash past [`chunker::MIN`] resynchronises.
 //!
-//! Memory: the open pack's bytes (at most [`chunker::MAX`]); which entries a pack
-//! completes is the stream's ([`super::stream::Order`]).
+//! Memory: the open pack's bytes (at most [`chunker::MAX`]), in a buffer that
+//! leaves as the pack's chunk when it is cut (a spare one, back from the
+//! workers, takes its place): never a second copy of a pack. Which entries a
+//! pack completes is the stream's ([`super::stream::Order`]).
 //!
 //! Pure: bytes and numbers in, cut decisions out.
 
@@ -43,6 +45,8 @@ pub(super) const CUT_EVERY: u32 = 8;
 /// The open pack.
 #[derive(Default)]
 pub(super) struct Packer {
+    /// Room for the chunk's header ([`ChunkBuf::PREFIX`], once the first file
+    /// is added), then the files' bytes: the pack leaves as this very buffer.
     buf: Vec<u8>,
     /// The open pack's number (the stream keys its members by it).
     number: u64,
@@ -60,13 +64,21 @@ impl Packer {
     /// Whether `len` more bytes keep the open pack within [`chunker::MAX`]; if
     /// not, [`Packer::cut`] first.
     pub(super) fn fits(&self, len: usize) -> bool {
-        self.buf.len().saturating_add(len) <= chunker::MAX
+        self.len().saturating_add(len) <= chunker::MAX
+    }
+
+    /// The open pack's bytes.
+    fn len(&self) -> usize {
+        self.buf.len().saturating_sub(ChunkBuf::PREFIX)
     }
 
     /// Appends a file's bytes (the caller checked [`Packer::fits`]).
     pub(super) fn add(&mut self, bytes: &[u8]) -> Slice {
         debug_assert!(self.fits(bytes.len()) && bytes.len() < chunker::MIN);
-        let skip = self.buf.len() as u32;
+        if self.buf.is_empty() {
+            self.buf.resize(ChunkBuf::PREFIX, 0);
+        }
+        let skip = self.len() as u32;
         self.buf.extend_from_slice(bytes);
         Slice {
             pack: self.number,
@@ -82,20 +94,21 @@ impl Packer {
 
     /// Whether the pack ends after the file whose path has cut hash `hash`.
     pub(super) fn ends_after(&self, hash: u32) -> bool {
-        self.buf.len() >= chunker::MIN && hash % CUT_EVERY == 0
+        self.len() >= chunker::MIN && hash % CUT_EVERY == 0
     }
 
-    /// Closes the open pack: its number and its bytes, copied into `spare` as a
-    /// chunk for the workers (`None` if empty); the next file opens a new one in
-    /// the same buffer.
-    pub(super) fn cut(&mut self, spare: Vec<u8>) -> Option<(u64, ChunkBuf)> {
-        if self.buf.is_empty() {
+    /// Closes the open pack: its number and its bytes, its buffer handed over
+    /// as a chunk for the workers, not copied (`None` if empty); the next file
+    /// opens a new one in `spare`.
+    pub(super) fn cut(&mut self, mut spare: Vec<u8>) -> Option<(u64, ChunkBuf)> {
+        if self.len() == 0 {
             return None;
         }
-        let chunk = ChunkBuf::copy_of(&self.buf, spare);
-        // Every pack reaches MIN; past that the buffer gives its pages back,
-        // rather than keep those of the largest pack so far (see `crypto::fit`).
-        crate::crypto::fit(&mut self.buf, chunker::MIN);
+        // Every pack reaches MIN; past that a reused buffer gives its pages
+        // back, rather than keep those of the largest pack so far (see
+        // `crypto::fit`).
+        crate::crypto::fit(&mut spare, ChunkBuf::PREFIX + chunker::MIN);
+        let chunk = ChunkBuf::prefixed(std::mem::replace(&mut self.buf, spare));
         let number = self.number;
         self.number += 1;
         Some((number, chunk))
