@@ -458,7 +458,7 @@ impl Backend for DirStore {
         // bytes, then the names in part 0, are durable before the index exists.
         let part = dir.join(PART);
         let cannot = || io_err(format!("cannot sync the windows of {}", id.path()));
-        for w in list.by_offset.values() {
+        for w in list.iter() {
             File::open(part.join(w.file_name()))
                 .and_then(|f| f.sync_data())
                 .map_err(cannot())?;

@@ -522,7 +522,7 @@ impl Store {
                 return Ok(h);
             }
         }
-        let found = self.b.windows(id, false)?.by_offset.get(&offset).copied();
+        let found = self.b.windows(id, false)?.at(offset).copied();
         if let Some(w) = found.filter(exact) {
             return self.window_hash(id, &w);
         }
@@ -601,11 +601,11 @@ impl Store {
         if let Some(w) = self.b.window_hint(id, offset) {
             return Ok(Some(w));
         }
-        if let Some(w) = self.b.windows(id, false)?.by_offset.get(&offset) {
+        if let Some(w) = self.b.windows(id, false)?.at(offset) {
             return Ok(Some(*w));
         }
         // Not in a kept list: another process may have written it unseen.
-        Ok(self.b.windows(id, true)?.by_offset.get(&offset).copied())
+        Ok(self.b.windows(id, true)?.at(offset).copied())
     }
 
     /// Commits the final index: the blob becomes a visible snapshot.
