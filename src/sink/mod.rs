@@ -540,6 +540,7 @@ fn start_upload(
         new_bytes: 0,
         sending: false,
         flying: 0,
+        spare: None,
     };
     let (blob, journal) = match resume(remote, journal_path, index) {
         Some(r) => {

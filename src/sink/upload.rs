@@ -5,7 +5,8 @@
 //! writes nothing (see the `sink` module docs).
 //!
 //! Memory: the window being filled and at most one full window in flight (an
-//! append that would complete another waits until it is sent), the chunk buffers
+//! append that would complete another waits until it is sent), in two buffers
+//! reused for the whole run (the one sent fills next), the chunk buffers
 //! (the queue's, each worker's, the walker's) sized exactly to their chunks, and
 //! at most [`STORED_CAP`] records of the chunks stored.
 
@@ -87,6 +88,10 @@ pub(super) struct Upload {
     /// Full windows taken out of `buf` and not yet sent (or failed): while one
     /// is, no append completes another (see [`Shared::append`]).
     pub(super) flying: u32,
+    /// The last window sent, emptied: the buffer the next one fills. Two window
+    /// buffers serve the whole run, their pages mapped once, not once a window
+    /// (see [`put`]).
+    pub(super) spare: Option<Vec<u8>>,
 }
 
 pub(super) struct Shared<'a> {
@@ -237,12 +242,17 @@ impl Shared<'_> {
     /// sent or failed, leaves the count in flight and wakes the appends waiting.
     fn send_full(&self, full: Vec<(u64, Vec<u8>)>) -> Result<()> {
         let mut r = Ok(());
-        for (n, data) in full {
+        for (n, mut data) in full {
             if r.is_ok() {
                 r = self.send_window(n, &data).map(|_| ());
             }
-            drop(data);
-            self.upload.lock().expect("poisoned").flying -= 1;
+            data.clear();
+            let mut p = self.upload.lock().expect("poisoned");
+            p.flying -= 1;
+            if p.spare.is_none() && data.capacity() == p.window as usize {
+                p.spare = Some(data);
+            }
+            drop(p);
             self.landed.notify_all();
         }
         r
@@ -293,6 +303,7 @@ impl Shared<'_> {
         let mut p = self.upload.lock().expect("poisoned");
         let size = p.next * p.window + p.buf.len() as u64;
         let (n, data) = (p.next, std::mem::take(&mut p.buf));
+        p.spare = None;
         if !data.is_empty() {
             let answers =
                 format::window_answers(self.keys, &self.blob.path(), n as u32, CHALLENGES, &data);
@@ -333,7 +344,11 @@ fn completes(p: &Upload, len: usize) -> bool {
 }
 
 /// Adds `sealed` to the window being filled; a window it fills goes to `full`
-/// (number, bytes), to be sent once the lock is released.
+/// (number, bytes), to be sent once the lock is released, and the last one sent
+/// (`spare`) takes its place. So the run's window memory is two buffers from its
+/// second window on, whatever its length: a run that met a slow write while the
+/// next window filled held both full then anyway, and one that did not mapped
+/// (and the kernel zeroed) a fresh 2 MiB for every window.
 fn put(p: &mut Upload, sealed: &[u8], full: &mut Vec<(u64, Vec<u8>)>) {
     let mut src = sealed;
     while !src.is_empty() {
@@ -346,7 +361,8 @@ fn put(p: &mut Upload, sealed: &[u8], full: &mut Vec<(u64, Vec<u8>)>) {
             p.next += 1;
             let cap = p.window as usize;
             p.flying += 1;
-            full.push((n, std::mem::replace(&mut p.buf, Vec::with_capacity(cap))));
+            let next = p.spare.take().unwrap_or_else(|| Vec::with_capacity(cap));
+            full.push((n, std::mem::replace(&mut p.buf, next)));
         }
     }
 }
@@ -532,6 +548,46 @@ mod tests {
         assert_eq!(next_window(4 << 20, None), 4 << 20);
     }
 
+    // Two window buffers serve a whole run: the one sent comes back as the next
+    // one filled, its pages already mapped.
+    #[test]
+    fn a_sent_window_buffer_fills_the_next_window() {
+        let (dir, _) = crate::remote::LocalRemote::fresh("spare-window");
+        let mut p = Upload {
+            window: 8,
+            buf: Vec::with_capacity(8),
+            next: 0,
+            stored: RunChunks::new(&dir.join("runs"), 4, true),
+            hashes: Vec::new(),
+            answers: Vec::new(),
+            new_bytes: 0,
+            sending: false,
+            flying: 0,
+            spare: None,
+        };
+        let mut full = Vec::new();
+        put(&mut p, b"0123456789", &mut full);
+        assert_eq!(full.len(), 1);
+        assert_eq!((full[0].0, &full[0].1[..]), (0, &b"01234567"[..]));
+        assert_eq!((p.next, p.flying, &p.buf[..]), (1, 1, &b"89"[..]));
+        // Sent: emptied and kept, as `send_full` does.
+        let (_, mut sent) = full.pop().unwrap();
+        let pages = sent.as_ptr();
+        sent.clear();
+        p.flying -= 1;
+        p.spare = Some(sent);
+        put(&mut p, b"abcdefghij", &mut full);
+        assert_eq!(&full[0].1[..], b"89abcdef");
+        assert_eq!(
+            p.buf.as_ptr(),
+            pages,
+            "the sent window's buffer is filled again"
+        );
+        assert_eq!((&p.buf[..], p.buf.capacity()), (&b"ghij"[..], 8));
+        assert!(p.spare.is_none());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
     // A sink that wrote no window for a grace period lost its pending blob to a
     // concurrent prune; the touch restarts the store's idle time, and must never
     // bring back (windowless) a blob that was deleted.
@@ -701,6 +757,7 @@ mod tests {
                 new_bytes: 0,
                 sending: false,
                 flying: 0,
+                spare: None,
             }),
             landed: Condvar::new(),
             cache: &cache,
