@@ -11,23 +11,42 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// Decodes hex (either case); `None` on odd length or a non-hex digit.
 pub fn decode(s: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
     let s = s.as_bytes();
     if s.len() % 2 != 0 {
         return None;
     }
-    s.chunks(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    let mut out = Vec::with_capacity(s.len() / 2);
+    for p in s.chunks(2) {
+        out.push(nibble(p[0])? << 4 | nibble(p[1])?);
+    }
+    Some(out)
+}
+
+/// Decodes hex (either case) in its own buffer: byte `i` goes where digit `i`
+/// was, behind the digits still to read, and the buffer is cut to the bytes
+/// (its tail's pages given back). For a large value (a sealed header) held
+/// once, not as digits and bytes side by side. `None` as [`decode`].
+pub fn decode_vec(mut hex: Vec<u8>) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    for i in 0..hex.len() / 2 {
+        hex[i] = nibble(hex[2 * i])? << 4 | nibble(hex[2 * i + 1])?;
+    }
+    hex.truncate(hex.len() / 2);
+    hex.shrink_to_fit();
+    Some(hex)
 }
 
 /// Decodes exactly 32 bytes of hex.
@@ -43,5 +62,12 @@ mod tests {
         assert_eq!(super::decode("00ABff"), Some(vec![0, 0xab, 0xff]));
         assert_eq!(super::decode("0"), None);
         assert_eq!(super::decode("zz"), None);
+        for s in ["", "00ABff", "0", "zz", "0g", "deadbeef"] {
+            assert_eq!(
+                super::decode_vec(s.as_bytes().to_vec()),
+                super::decode(s),
+                "{s}"
+            );
+        }
     }
 }

@@ -95,7 +95,7 @@ impl Snapshot {
     /// between the listing and the read.
     pub fn open(&self, keys: &Keys, remote: &dyn Remote) -> Result<Header> {
         use crate::remote::ErrorKind::NotFound;
-        let index = match remote.index(&self.blob) {
+        let mut index = match remote.index(&self.blob) {
             Err(e) if e.kind == NotFound => remote.forgotten_index(&self.blob),
             r => r,
         }
@@ -106,18 +106,23 @@ impl Snapshot {
             )),
             _ => e.into(),
         })?;
-        if format::chain_id(&index) != self.chain {
+        let blob_path = index.blob_path();
+        // Decoded once, in the hex's buffer: its hash is the chain id.
+        let sealed = format::take_sealed(&mut index);
+        if sealed.as_deref().ok().map(crate::crypto::sha256) != self.chain {
             return Err(Error::Damaged(format!(
                 "snapshot {}: the store now serves another index than the one listed",
                 self.short_id()
             )));
         }
-        format::open_header(keys, &index).map_err(|e| {
-            Error::Damaged(format!(
-                "snapshot {}: its header does not open: {e}",
-                self.short_id()
-            ))
-        })
+        sealed
+            .and_then(|sealed| format::open_sealed_header(keys, &blob_path, sealed))
+            .map_err(|e| {
+                Error::Damaged(format!(
+                    "snapshot {}: its header does not open: {e}",
+                    self.short_id()
+                ))
+            })
     }
 }
 

@@ -785,7 +785,9 @@ fn blob_header(
         },
         Err(e) => return Err(NoHeader::Other(e.to_string())),
     };
-    format::open_header(keys, &index)
+    let (mut index, blob_path) = (index, blob.path());
+    format::take_sealed(&mut index)
+        .and_then(|sealed| format::open_sealed_header(keys, &blob_path, sealed))
         .map_err(|e| NoHeader::Other(format!("its index does not open: {e}")))
 }
 

@@ -717,7 +717,7 @@ impl HttpRemote {
                 format!("{what}: {} holds it pending (never committed)", self.base),
             ));
         }
-        super::parse_index(&a.body, id)
+        super::parse_index(a.body, id)
     }
 
     /// A small request whose answer body is an acknowledgement.

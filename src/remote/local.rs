@@ -111,7 +111,7 @@ impl Remote for LocalRemote {
     }
 
     fn index(&self, id: &BlobId) -> Result<Index> {
-        parse_index(&self.store.index(id)?, id)
+        parse_index(self.store.index(id)?, id)
     }
 
     fn list(&self, domain: &str, node: &str) -> Result<Vec<BlobId>> {
@@ -128,7 +128,7 @@ impl Remote for LocalRemote {
     }
 
     fn forgotten_index(&self, id: &BlobId) -> Result<Index> {
-        parse_index(&self.store.forgotten_index(id)?, id)
+        parse_index(self.store.forgotten_index(id)?, id)
     }
 
     fn trim(&self, id: &BlobId, window: u64, n: u64) -> Result<()> {

@@ -147,8 +147,8 @@ pub trait Remote: Send + Sync {
     }
 }
 
-pub(crate) fn parse_index(bytes: &[u8], id: &BlobId) -> Result<Index> {
-    let idx = Index::parse(bytes)
+pub(crate) fn parse_index(bytes: Vec<u8>, id: &BlobId) -> Result<Index> {
+    let idx = Index::from_vec(bytes)
         .map_err(|e| Error::new(ErrorKind::Refused, format!("index of {}: {e}", id.path())))?;
     if idx.blob_path() != id.path() {
         return Err(Error::new(
