@@ -1080,6 +1080,9 @@ where
             span += u64::from(m.len);
             j += 1;
         }
+        // The span held is done with: freed before the next is read, so the two
+        // are never held at once (and the next can take its place).
+        ahead.bytes = Vec::new();
         let mut get = |span: u64, to: usize| {
             fetch(&Span {
                 blob,
@@ -1097,20 +1100,15 @@ where
         match got {
             Ok(b) if b.len() as u64 >= len => ahead.bytes = b,
             Ok(_) => {
-                ahead.bytes.clear();
                 return Err(Error::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "short manifest read",
                 )));
             }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                ahead.bytes.clear();
                 return Err(Error::Malformed("manifest node the store cannot read"));
             }
-            Err(e) => {
-                ahead.bytes.clear();
-                return Err(Error::Io(e));
-            }
+            Err(e) => return Err(Error::Io(e)),
         }
     }
     let from = (n.offset - ahead.at) as usize;
