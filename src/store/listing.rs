@@ -49,20 +49,26 @@ impl WindowList {
 
     /// A list of `windows` (a backend's listing).
     pub(super) fn of(windows: impl IntoIterator<Item = Window>) -> WindowList {
-        let mut all: Vec<Window> = windows.into_iter().collect();
+        let mut windows: Vec<Window> = windows.into_iter().collect();
         // Stable: of two files at one offset, the later listed is kept, as
-        // inserting them one by one did.
-        all.sort_by_key(|w| w.offset);
-        let mut list = WindowList::default();
-        for w in all {
-            if let Some(old) = list.insert(w) {
-                if old != w {
-                    list.extra.push(old);
+        // inserting them one by one did. In the listing's own vector: a second
+        // one, grown as the first, doubled the memory and left the holes of
+        // both in the arena of the thread that listed.
+        windows.sort_by_key(|w| w.offset);
+        let mut extra = Vec::new();
+        // `later` goes; the one kept takes its value and it the kept one's.
+        windows.dedup_by(|later, kept| {
+            let same = later.offset == kept.offset;
+            if same {
+                std::mem::swap(later, kept);
+                if later != kept {
+                    extra.push(*later);
                 }
             }
-        }
-        list.windows.shrink_to_fit();
-        list
+            same
+        });
+        windows.shrink_to_fit();
+        WindowList { windows, extra }
     }
 
     /// Where the window at `offset` is or would go.

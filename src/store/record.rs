@@ -316,12 +316,23 @@ impl DirStore {
         if c.len < len {
             let from = c.entries.0.len();
             let entries = &mut c.entries.0;
+            // A whole record read: room for every line at once (a valid one is
+            // about 170 bytes), cut to what was found below. Grown by doubling,
+            // a 1,000-window record left ~100 KB of holes in the arena of the
+            // thread that read it. Lines appended since (a sink's) are pushed.
+            let whole = from == 0;
+            if whole {
+                entries.reserve(((len - c.len) / 150) as usize);
+            }
             let scanned = scan_record(&mut f, c.len, len, &mut |line| {
                 if let Some(e) = parse_record_line(line) {
                     entries.push(e);
                 }
             });
             c.entries.settle(from);
+            if whole {
+                c.entries.0.shrink_to_fit();
+            }
             match scanned {
                 Ok(end) => c.len = end,
                 Err(_) => {
