@@ -293,7 +293,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
     let (tx, rx) = sync_channel::<Job>(1);
     let rx = Mutex::new(rx);
     // Chunk buffers go back to the walker for reuse: at most the queue's, the
-    // workers' and the walker's own are ever allocated.
+    // workers' and the walker's own are ever allocated (see `walk::Spares`).
     let (spare_tx, spare) = channel::<Vec<u8>>();
     // Chunk references go back to the walker, which streams the manifest.
     let (done_tx, results) = channel::<Done>();
@@ -334,7 +334,7 @@ pub fn run(keys: &Keys, remote: &dyn Remote, opts: &Options) -> Result<Report> {
             chunker: &chunker,
             packer: packer::Packer::default(),
             tx,
-            spare,
+            spare: walk::Spares::new(spare, threads),
             small: Vec::new(),
             cache: &cache,
             parent: parent.take(),

@@ -67,6 +67,11 @@ impl Packer {
         self.len().saturating_add(len) <= chunker::MAX
     }
 
+    /// Whether the open pack holds no file.
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The open pack's bytes.
     fn len(&self) -> usize {
         self.buf.len().saturating_sub(ChunkBuf::PREFIX)
@@ -101,7 +106,7 @@ impl Packer {
     /// as a chunk for the workers, not copied (`None` if empty); the next file
     /// opens a new one in `spare`.
     pub(super) fn cut(&mut self, mut spare: Vec<u8>) -> Option<(u64, ChunkBuf)> {
-        if self.len() == 0 {
+        if self.is_empty() {
             return None;
         }
         // Every pack reaches MIN; past that a reused buffer gives its pages

@@ -334,6 +334,47 @@ pub fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
 }
 
+/// The chunk buffers of a run: at most [`Spares::MOST`] plus one per worker are
+/// ever made (the packer's first buffer among them); past that the walker waits
+/// for one a worker is done with. That is one for each worker, the one queued
+/// and the open pack: the walker, cutting a pack while all are out, would only
+/// have waited at the queue instead, for the same worker. Made on demand, it
+/// reached two more on a long run (~270 KiB each with packs of small files),
+/// whenever a slow window write held both workers while the walker cut.
+pub(super) struct Spares {
+    back: Receiver<Vec<u8>>,
+    made: usize,
+    most: usize,
+}
+
+impl Spares {
+    /// Buffers beyond one per worker: the one queued and the open pack.
+    pub(super) const MOST: usize = 2;
+
+    /// The buffers `back` from `threads` workers; the packer holds the first.
+    pub(super) fn new(back: Receiver<Vec<u8>>, threads: usize) -> Spares {
+        Spares {
+            back,
+            made: 1,
+            most: threads + Spares::MOST,
+        }
+    }
+
+    /// A buffer done with, a new one while fewer than the most were made, or
+    /// the next one back. An empty one once the workers are gone (the sink
+    /// failed; what it is for is never sent).
+    pub(super) fn take(&mut self) -> Vec<u8> {
+        if let Ok(b) = self.back.try_recv() {
+            return b;
+        }
+        if self.made < self.most {
+            self.made += 1;
+            return Vec::new();
+        }
+        self.back.recv().unwrap_or_default()
+    }
+}
+
 pub(super) struct Walker<'a> {
     pub(super) opts: &'a Options,
     pub(super) keys: &'a Keys,
@@ -342,7 +383,7 @@ pub(super) struct Walker<'a> {
     pub(super) packer: packer::Packer,
     pub(super) tx: SyncSender<Job>,
     /// Chunk buffers the workers are done with.
-    pub(super) spare: Receiver<Vec<u8>>,
+    pub(super) spare: Spares,
     /// A small file's bytes, read whole.
     pub(super) small: Vec<u8>,
     pub(super) cache: &'a ChunkIndex,
@@ -429,7 +470,10 @@ impl Walker<'_> {
 
     /// Sends the open pack to the workers, if it holds anything.
     pub(super) fn cut_pack(&mut self) {
-        let spare = self.spare.try_recv().unwrap_or_default();
+        if self.packer.is_empty() {
+            return;
+        }
+        let spare = self.spare.take();
         if let Some((pack, chunk)) = self.packer.cut(spare) {
             // Fails only once the workers stopped, which failed the sink: its
             // files then stay incomplete and the stream says so.
@@ -734,7 +778,7 @@ impl Walker<'_> {
     fn read(&mut self, f: &File, idx: u64, size: u64) -> std::io::Result<(u64, u32)> {
         let mut n = 0u32;
         let send = |w: &mut Self, n: &mut u32, plain: &[u8]| -> std::io::Result<()> {
-            let buf = w.spare.try_recv().unwrap_or_default();
+            let buf = w.spare.take();
             let chunk = ChunkBuf::copy_of(plain, buf);
             w.tx.send(Job {
                 to: To::File { file: idx, n: *n },
@@ -817,6 +861,28 @@ pub(super) fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A run makes no more chunk buffers than its workers, the queue and the open
+    // pack can hold; past that the walker waits for one to come back.
+    #[test]
+    fn chunk_buffers_are_made_up_to_the_most_then_waited_for() {
+        let (back, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut spares = Spares::new(rx, 1);
+        // The packer holds the first; two more are made.
+        let made: Vec<Vec<u8>> = (0..2).map(|_| spares.take()).collect();
+        assert!(made.iter().all(|b| b.capacity() == 0));
+        let returned = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            back.send(Vec::with_capacity(12345)).unwrap();
+            back
+        });
+        assert_eq!(spares.take().capacity(), 12345, "waited for the one back");
+        let back = returned.join().unwrap();
+        back.send(Vec::with_capacity(7)).unwrap();
+        assert_eq!(spares.take().capacity(), 7);
+        drop(back);
+        assert_eq!(spares.take().capacity(), 0, "the workers are gone");
+    }
 
     // What a manifest cannot hold is left out (with a warning), never the file.
     #[test]
