@@ -85,6 +85,27 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A port nothing listens on now, below the kernel's range of ephemeral ports,
+/// for a Garage node that is killed and started again on it: in that range, an
+/// outgoing connection (the other nodes', a client's) could be given the port
+/// while the node is down, and its restart failed with "Address already in use"
+/// (once, in the armv6 CI run at 60e8d12).
+fn restartable_port() -> u16 {
+    let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(12_000);
+    loop {
+        let mut b = [0u8; 2];
+        getrandom::fill(&mut b).unwrap();
+        let port = 10_000 + u16::from_le_bytes(b) % (ephemeral - 10_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "chute-s3-{name}-{}-{}",
@@ -193,7 +214,7 @@ impl Garage {
             let nd = dir.join(format!("n{i}"));
             fs::create_dir_all(nd.join("meta")).unwrap();
             fs::create_dir_all(nd.join("data")).unwrap();
-            let (s3_port, rpc_port) = (free_port(), free_port());
+            let (s3_port, rpc_port) = (restartable_port(), restartable_port());
             let config = format!(
                 "metadata_dir = \"{meta}\"\n\
                  data_dir = \"{data}\"\n\
