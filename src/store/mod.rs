@@ -1565,7 +1565,11 @@ mod tests {
         let mut bad_check = line.to_string();
         // Other digits than the check's own: a check ending in "00" (one in 256)
         // left the line intact (the armv6 CI run at 66c5830).
-        let other = if bad_check.ends_with("00") { "11" } else { "00" };
+        let other = if bad_check.ends_with("00") {
+            "11"
+        } else {
+            "00"
+        };
         bad_check.replace_range(bad_check.len() - 2.., other);
         let forged = record_line(
             &w,
