@@ -530,18 +530,7 @@ fn start_upload(
     let window = window.clamp(64 << 10, crate::store::DEFAULT_MAX_WINDOW);
     let runs = crate::cache::runs_prefix(journal_path, "runs");
     let cap = testhooks::chunk_cap(upload::STORED_CAP);
-    let mut upload = Upload {
-        window,
-        buf: Vec::new(),
-        next: 0,
-        stored: crate::runchunks::RunChunks::new(&runs, cap, true),
-        hashes: Vec::new(),
-        answers: Vec::new(),
-        new_bytes: 0,
-        sending: false,
-        flying: 0,
-        spare: None,
-    };
+    let mut upload = Upload::new(window, crate::runchunks::RunChunks::new(&runs, cap, true));
     let (blob, journal) = match resume(remote, journal_path, index) {
         Some(r) => {
             // The chunks inside the verified prefix, streamed from the journal.

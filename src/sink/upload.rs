@@ -94,6 +94,24 @@ pub(super) struct Upload {
     pub(super) spare: Option<Vec<u8>>,
 }
 
+impl Upload {
+    /// A part 0 with nothing sent yet, in windows of `window` bytes.
+    pub(super) fn new(window: u64, stored: RunChunks) -> Upload {
+        Upload {
+            window,
+            buf: Vec::new(),
+            next: 0,
+            stored,
+            hashes: Vec::new(),
+            answers: Vec::new(),
+            new_bytes: 0,
+            sending: false,
+            flying: 0,
+            spare: None,
+        }
+    }
+}
+
 pub(super) struct Shared<'a> {
     pub(super) keys: &'a Keys,
     /// Whether chunks are compressed before sealing.
@@ -553,18 +571,8 @@ mod tests {
     #[test]
     fn a_sent_window_buffer_fills_the_next_window() {
         let (dir, _) = crate::remote::LocalRemote::fresh("spare-window");
-        let mut p = Upload {
-            window: 8,
-            buf: Vec::with_capacity(8),
-            next: 0,
-            stored: RunChunks::new(&dir.join("runs"), 4, true),
-            hashes: Vec::new(),
-            answers: Vec::new(),
-            new_bytes: 0,
-            sending: false,
-            flying: 0,
-            spare: None,
-        };
+        let mut p = Upload::new(8, RunChunks::new(&dir.join("runs"), 4, true));
+        p.buf = Vec::with_capacity(8);
         let mut full = Vec::new();
         put(&mut p, b"0123456789", &mut full);
         assert_eq!(full.len(), 1);
@@ -747,18 +755,10 @@ mod tests {
             compression: Mode::Auto,
             remote: &remote,
             blob: blob.clone(),
-            upload: Mutex::new(Upload {
-                window: 64,
-                buf: Vec::new(),
-                next: 0,
-                stored: RunChunks::new(&dir.join("runs-m"), 4, true),
-                hashes: Vec::new(),
-                answers: Vec::new(),
-                new_bytes: 0,
-                sending: false,
-                flying: 0,
-                spare: None,
-            }),
+            upload: Mutex::new(Upload::new(
+                64,
+                RunChunks::new(&dir.join("runs-m"), 4, true),
+            )),
             landed: Condvar::new(),
             cache: &cache,
             blobs: Mutex::new((blobs, HashMap::new())),
