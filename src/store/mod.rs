@@ -1493,6 +1493,22 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 
+    // A verify lists a blob to read its manifest, then challenges its windows:
+    // they are named from that list, not from a second copy of it read from the
+    // record; a store with no list kept still names them from the record.
+    #[test]
+    fn a_kept_list_names_windows_without_the_record() {
+        let (root, s, id, dir, w) = one_window("hint");
+        d(&s).record_append(&dir, &w, &stamp(&dir, &w)).unwrap();
+        let cached = |s: &Store| d(s).records.lock().blobs.len();
+        assert_eq!(s.window_at(&id, 0).unwrap(), Some(w));
+        assert_eq!(cached(&s), 0, "named from the kept list");
+        let other = Store::open(&root).unwrap();
+        assert_eq!(other.window_at(&id, 0).unwrap(), Some(w));
+        assert_eq!(cached(&other), 1, "no list kept: named from the record");
+        fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn scrub_drops_what_the_record_wrongly_vouches_for() {
         let (root, s, id, dir, w) = one_window("rec-rot");
