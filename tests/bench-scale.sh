@@ -69,7 +69,7 @@ start_server() {
     allow=$(env -i "${ENVS[@]}" HOME="$home" "$BIN" key auth)
     : >"$RUN/$name.err"
     env -i "${ENVS[@]}" HOME="$RUN/home-server" /usr/bin/time -f '%e %U %S' -o "$RUN/$name.time" \
-        "$BIN" serve --listen 127.0.0.1:0 --store "$store" --allow "$allow" 2>"$RUN/$name.err" &
+        "$BIN" serve --listen 127.0.0.1:0 --store "$store" --allow "$allow" --log-requests 2>"$RUN/$name.err" &
     TIME_PID=$!
     SERVER_URL=""
     for _ in $(seq 100); do
