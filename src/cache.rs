@@ -671,7 +671,7 @@ impl Journal {
         path: &Path,
         blob: &str,
         window: u64,
-        windows: &[([u8; 32], Vec<[u8; crate::format::ANSWER_LEN]>)],
+        windows: &[([u8; 32], crate::format::Answers)],
         chunks: impl IntoIterator<Item = io::Result<(ChunkId, Place)>>,
     ) -> io::Result<Journal> {
         if let Some(dir) = path.parent() {
@@ -1154,13 +1154,13 @@ mod tests {
         assert_eq!(Journal::tail(&path, 4096).unwrap(), b"tail bytes");
         assert_eq!(Journal::tail(&path, 4), None, "a tail longer than a window");
 
-        let kept = [([1; 32], vec![[5; 8]])];
+        let kept = [([1; 32], [[5; 8], [6; 8], [7; 8], [8; 8]])];
         let kept_chunks = [Ok(([2; 32], at(10, 99, 0)))];
         drop(Journal::restart(&path, "d/n/m/t", 4096, &kept, kept_chunks).unwrap());
         let st = Journal::read(&path).unwrap();
         assert_eq!(st.final_index, None);
         assert_eq!(st.windows[&0], [1; 32]);
-        assert_eq!(st.answers[&0], vec![[5; 8]]);
+        assert_eq!(st.answers[&0], kept[0].1);
         let chunks: Vec<_> = Journal::chunks(&path).collect();
         assert_eq!(chunks, vec![([2; 32], at(10, 99, 0))]);
         assert_eq!(Journal::tail(&path, 4096), None);

@@ -317,11 +317,14 @@ impl Keys {
         u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]])
     }
 
-    /// Seals a manifest node's plaintext under its id, appending the sealed object
-    /// to `out`; returns the id.
-    pub fn seal_node(&self, plain: &[u8], out: &mut Vec<u8>) -> ChunkId {
-        let id = self.node_id(plain);
-        self.seal_into(Kind::Node, &id, plain, out);
+    /// Seals a manifest node in its own buffer: `buf` holds [`ChunkBuf::PREFIX`]
+    /// bytes of room (their contents do not matter), then the plaintext; it ends
+    /// as the sealed object. Returns the id. The writer needs no second buffer
+    /// for the sealed copy.
+    pub fn seal_node_in_place(&self, buf: &mut Vec<u8>) -> ChunkId {
+        assert!(buf.len() >= ChunkBuf::PREFIX, "no room for the header");
+        let id = self.node_id(&buf[ChunkBuf::PREFIX..]);
+        self.seal_in_place(Kind::Node, &id, &fresh_nonce(), buf, 0);
         id
     }
 
@@ -350,10 +353,7 @@ impl Keys {
 
     /// Seals `plain` as an object of `kind`, appending it to `out`.
     pub fn seal_into(&self, kind: Kind, context: &[u8], plain: &[u8], out: &mut Vec<u8>) {
-        let mut nonce = [0u8; NONCE_LEN];
-        // A failing system RNG must never degrade into a repeated nonce.
-        getrandom::fill(&mut nonce).expect("the system random generator failed");
-        self.seal_with_nonce(kind, context, plain, &nonce, out);
+        self.seal_with_nonce(kind, context, plain, &fresh_nonce(), out);
     }
 
     /// Seals `plain`, returning the sealed object.
@@ -438,10 +438,7 @@ impl Keys {
                 c.buf.truncate(body);
                 c.buf.extend_from_slice(scratch);
             }
-            let mut nonce = [0u8; NONCE_LEN];
-            // A failing system RNG must never degrade into a repeated nonce.
-            getrandom::fill(&mut nonce).expect("the system random generator failed");
-            self.seal_in_place(kind, &id, &nonce, &mut c.buf, 0);
+            self.seal_in_place(kind, &id, &fresh_nonce(), &mut c.buf, 0);
             c.state = ChunkState::Sealed(id, raw);
         }
         (&c.buf, c.raw_len())
@@ -550,6 +547,14 @@ pub fn write_key_file(path: &Path, key: &[u8]) -> Result<(), KeyError> {
         .map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
     crate::fsutil::sync_parent(path).map_err(|e| KeyError::Create(path.to_path_buf(), e))?;
     Ok(())
+}
+
+/// A random nonce for one seal. A failing system RNG must never degrade into a
+/// repeated nonce: it stops the process instead.
+fn fresh_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).expect("the system random generator failed");
+    nonce
 }
 
 /// One chunk on its way to a store: its plaintext copied once out of its source,

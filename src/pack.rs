@@ -206,7 +206,7 @@ pub struct Writer<'a> {
     buf: Vec<u8>,
     hashes: Vec<[u8; 32]>,
     /// [`format::CHALLENGES`] storage-challenge answers per window uploaded.
-    answers: Vec<Vec<[u8; format::ANSWER_LEN]>>,
+    answers: Vec<format::Answers>,
     chunks: Vec<Packed>,
     ids: HashSet<ChunkId>,
     time: (i64, u32),
@@ -302,7 +302,6 @@ impl<'a> Writer<'a> {
             self.keys,
             &self.blob.path(),
             n as u32,
-            format::CHALLENGES,
             &self.buf,
         ));
         self.buf.clear();

@@ -505,7 +505,7 @@ fn sample_header_v2(keys: &Keys) -> Header {
         seq: 3,
         parent: crypto::sha256(b"the sealed header of snapshot 2"),
         challenges: 2,
-        answers: format::window_answers(keys, &blob(keys), 0, 2, b"part 0, window 0"),
+        answers: format::window_answers::<2>(keys, &blob(keys), 0, b"part 0, window 0").to_vec(),
         pack: false,
         tags: Vec::new(),
         version: 2,

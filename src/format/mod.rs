@@ -684,44 +684,39 @@ pub fn challenge_answer(nonce: &ChallengeNonce, window: &[u8]) -> [u8; 16] {
 /// The `K` answers a header records for one window (each the first
 /// [`ANSWER_LEN`] bytes of [`challenge_answer`]). The K MACs run side by side over
 /// 64 KiB pieces, so the window is read from memory once, not K times.
-pub fn window_answers(
+pub fn window_answers<const K: usize>(
     keys: &Keys,
     blob: &str,
     w: u32,
-    k: u8,
     window: &[u8],
-) -> Vec<[u8; ANSWER_LEN]> {
-    let mut macs: Vec<ChallengeMac> = (0..k)
-        .map(|j| ChallengeMac::new(&keys.challenge_nonce(blob, w, j)))
-        .collect();
+) -> [[u8; ANSWER_LEN]; K] {
+    let mut macs: [ChallengeMac; K] =
+        std::array::from_fn(|j| ChallengeMac::new(&keys.challenge_nonce(blob, w, j as u8)));
     for piece in window.chunks(64 << 10) {
         for m in &mut macs {
             m.update(piece);
         }
     }
-    macs.into_iter()
-        .map(|m| m.finalize()[..ANSWER_LEN].try_into().expect("prefix"))
-        .collect()
+    macs.map(|m| m.finalize()[..ANSWER_LEN].try_into().expect("prefix"))
 }
 
+/// The [`CHALLENGES`] answers a sink or a pack records for each window, held
+/// flat: one array a window, no allocation of its own.
+pub type Answers = [[u8; ANSWER_LEN]; CHALLENGES as usize];
+
 /// Seals `h` into `index` with as many of each window's recorded answers
-/// (`answers[w]`, [`CHALLENGES`] each) as let index.json stay within `max_index`
-/// bytes: all of them unless the snapshot is very large (see [`CHALLENGES`]), then
-/// fewer, then none. Returns how many per window were kept.
+/// (`answers[w]`) as let index.json stay within `max_index` bytes: all
+/// [`CHALLENGES`] of them unless the snapshot is very large (see [`CHALLENGES`]),
+/// then fewer, then none. Returns how many per window were kept.
 pub fn seal_fitting(
     keys: &Keys,
     blob: &str,
     h: &mut Header,
     index: &mut Index,
-    answers: &[Vec<[u8; ANSWER_LEN]>],
+    answers: &[Answers],
     max_index: u64,
 ) -> u8 {
-    let most = answers
-        .iter()
-        .map(|a| a.len())
-        .min()
-        .unwrap_or(0)
-        .min(usize::from(MAX_CHALLENGES)) as u8;
+    let most = if answers.is_empty() { 0 } else { CHALLENGES };
     for k in (0..=most).rev() {
         h.challenges = k;
         h.answers = answers
@@ -2408,7 +2403,7 @@ mod tests {
     fn answers_fit_the_index() {
         let keys = Keys::from_key_bytes(b"k");
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
-        let a = window_answers(&keys, "d/n/m/t", 3, CHALLENGES, &data);
+        let a: Answers = window_answers(&keys, "d/n/m/t", 3, &data);
         for (j, a) in a.iter().enumerate() {
             let full = challenge_answer(&keys.challenge_nonce("d/n/m/t", 3, j as u8), &data);
             assert_eq!(a[..], full[..ANSWER_LEN]);

@@ -13,7 +13,7 @@
 use super::{ChunkRef, Entry, EntryKind, Error, Lost, MAX_BLOBS, MAX_CHUNKS, MAX_PATH, Result};
 use super::{MAX_XATTR_VALUE, MAX_XATTRS};
 use super::{READ_AHEAD, SEGMENT_TARGET, Span};
-use crate::crypto::{ChunkId, Keys, OVERHEAD};
+use crate::crypto::{ChunkBuf, ChunkId, Keys, OVERHEAD};
 use std::collections::HashMap;
 use std::io;
 
@@ -673,8 +673,9 @@ pub struct ManifestWriter<'k> {
     // The root list.
     root: Root,
     root_names: Names,
-    plain: Vec<u8>,
-    sealed: Vec<u8>,
+    /// The node being sealed: room for the header, then its plaintext, sealed
+    /// in place ([`Keys::seal_node_in_place`]).
+    node: Vec<u8>,
 }
 
 /// Where `store` put a node.
@@ -704,8 +705,7 @@ impl<'k> ManifestWriter<'k> {
             kid_entries: 0,
             root: Root::default(),
             root_names: Names::default(),
-            plain: Vec::new(),
-            sealed: Vec::new(),
+            node: Vec::new(),
         }
     }
 
@@ -827,8 +827,9 @@ impl<'k> ManifestWriter<'k> {
     }
 
     fn flush_segment<E>(&mut self, store: &mut Store<'_, E>) -> std::result::Result<(), E> {
-        let p = &mut self.plain;
+        let p = &mut self.node;
         p.clear();
+        p.resize(ChunkBuf::PREFIX, 0);
         // Type 1 unless a chunk is stored compressed: a segment without one is
         // byte for byte what chutes before compression wrote (and deduplicates
         // against their nodes).
@@ -849,14 +850,13 @@ impl<'k> ManifestWriter<'k> {
         }
         put_var(p, self.count);
         p.extend_from_slice(&self.body);
-        self.sealed.clear();
-        let id = self.keys.seal_node(&self.plain, &mut self.sealed);
-        let (path, offset) = store(&id, &self.sealed)?;
+        let id = self.keys.seal_node_in_place(&mut self.node);
+        let (path, offset) = store(&id, &self.node)?;
         self.kids.push(NodeRef {
             id,
             blob: self.kid_names.index(path),
             offset,
-            len: self.sealed.len() as u32,
+            len: self.node.len() as u32,
             entries: self.count,
         });
         self.kid_entries += self.count;
@@ -880,8 +880,9 @@ impl<'k> ManifestWriter<'k> {
     }
 
     fn flush_table<E>(&mut self, store: &mut Store<'_, E>) -> std::result::Result<(), E> {
-        let p = &mut self.plain;
+        let p = &mut self.node;
         p.clear();
+        p.resize(ChunkBuf::PREFIX, 0);
         p.extend_from_slice(&[MANIFEST_V3, NODE_TABLE]);
         put_var(p, self.kid_names.names.len() as u64);
         for n in &self.kid_names.names {
@@ -895,14 +896,13 @@ impl<'k> ManifestWriter<'k> {
             put_var(p, u64::from(k.len));
             put_var(p, k.entries);
         }
-        self.sealed.clear();
-        let id = self.keys.seal_node(&self.plain, &mut self.sealed);
-        let (path, offset) = store(&id, &self.sealed)?;
+        let id = self.keys.seal_node_in_place(&mut self.node);
+        let (path, offset) = store(&id, &self.node)?;
         self.root.nodes.push(NodeRef {
             id,
             blob: self.root_names.index(path),
             offset,
-            len: self.sealed.len() as u32,
+            len: self.node.len() as u32,
             entries: self.kid_entries,
         });
         self.root.blobs.clone_from(&self.root_names.names);

@@ -544,7 +544,12 @@ fn start_upload(
                 }
             }
             // Only what was kept, and no `final`: that index is not this run's.
-            let kept: Vec<_> = r.hashes.iter().copied().zip(r.answers.clone()).collect();
+            let kept: Vec<_> = r
+                .hashes
+                .iter()
+                .copied()
+                .zip(r.answers.iter().copied())
+                .collect();
             let chunks = upload.stored.iter().map_err(upload::runs_failed)?;
             let j = Journal::restart(journal_path, &r.blob.path(), r.window, &kept, chunks)
                 .map_err(|e| Error::Io("cannot write the sink journal".into(), e))?;

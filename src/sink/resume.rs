@@ -202,7 +202,7 @@ pub(super) struct Resumed {
     pub(super) window: u64,
     pub(super) hashes: Vec<[u8; 32]>,
     /// Each window's storage-challenge answers, as journaled when it was sent.
-    pub(super) answers: Vec<Vec<[u8; format::ANSWER_LEN]>>,
+    pub(super) answers: Vec<format::Answers>,
 }
 
 /// A journal without a final index (or whose final index could not be completed)
@@ -230,13 +230,13 @@ pub(super) fn resume(remote: &dyn Remote, journal: &Path, index: &Index) -> Opti
         st.windows.get(&(hashes.len() as u64)),
         st.answers.get(&(hashes.len() as u64)),
     ) {
-        if a.len() != usize::from(format::CHALLENGES) {
+        let Ok(a) = format::Answers::try_from(a.as_slice()) else {
             break;
-        }
+        };
         match remote.window_hash(&blob, st.window, hashes.len() as u64) {
             Ok(Some(r)) if r == *h => {
                 hashes.push(r);
-                answers.push(a.clone());
+                answers.push(a);
             }
             _ => break,
         }

@@ -13,7 +13,6 @@
 use super::*;
 use crate::cache::Place;
 use crate::compress::Mode;
-use crate::format::CHALLENGES;
 use crate::protocol::{MAX_WINDOW, MIN_WINDOW};
 use crate::runchunks::RunChunks;
 
@@ -78,7 +77,7 @@ pub(super) struct Upload {
     pub(super) stored: RunChunks,
     pub(super) hashes: Vec<Option<[u8; 32]>>,
     /// [`format::CHALLENGES`] answers per window, from the bytes sent.
-    pub(super) answers: Vec<Vec<[u8; format::ANSWER_LEN]>>,
+    pub(super) answers: Vec<format::Answers>,
     pub(super) new_bytes: u64,
     /// A window was handed to the remote (set under this lock before it leaves):
     /// from then on the blob may hold a window this run has not yet seen
@@ -95,6 +94,18 @@ pub(super) struct Upload {
 }
 
 impl Upload {
+    /// Records window `n`'s SHA-256 and answers; windows before it not yet
+    /// recorded stay `None` until theirs come.
+    fn sent(&mut self, n: u64, hash: [u8; 32], answers: format::Answers) {
+        let n = n as usize;
+        if self.hashes.len() <= n {
+            self.hashes.resize(n + 1, None);
+            self.answers.resize(n + 1, Default::default());
+        }
+        self.hashes[n] = Some(hash);
+        self.answers[n] = answers;
+    }
+
     /// A part 0 with nothing sent yet, in windows of `window` bytes.
     pub(super) fn new(window: u64, stored: RunChunks) -> Upload {
         Upload {
@@ -285,8 +296,8 @@ impl Shared<'_> {
         };
         // From the bytes in hand, before they leave: the store must keep them to
         // answer these later.
-        let answers =
-            format::window_answers(self.keys, &self.blob.path(), n as u32, CHALLENGES, data);
+        let answers: format::Answers =
+            format::window_answers(self.keys, &self.blob.path(), n as u32, data);
         let started = Instant::now();
         let hash = self
             .remote
@@ -301,14 +312,7 @@ impl Shared<'_> {
         if let (Some(j), true) = (&self.journal, data.len() as u64 == window) {
             j.window(n, &hash, &answers);
         }
-        let mut p = self.upload.lock().expect("poisoned");
-        let n = n as usize;
-        if p.hashes.len() <= n {
-            p.hashes.resize(n + 1, None);
-            p.answers.resize(n + 1, Vec::new());
-        }
-        p.hashes[n] = Some(hash);
-        p.answers[n] = answers;
+        self.upload.lock().expect("poisoned").sent(n, hash, answers);
         Ok(hash)
     }
 
@@ -323,15 +327,8 @@ impl Shared<'_> {
         let (n, data) = (p.next, std::mem::take(&mut p.buf));
         p.spare = None;
         if !data.is_empty() {
-            let answers =
-                format::window_answers(self.keys, &self.blob.path(), n as u32, CHALLENGES, &data);
-            let i = n as usize;
-            if p.hashes.len() <= i {
-                p.hashes.resize(i + 1, None);
-                p.answers.resize(i + 1, Vec::new());
-            }
-            p.hashes[i] = Some(crate::crypto::sha256(&data));
-            p.answers[i] = answers;
+            let answers = format::window_answers(self.keys, &self.blob.path(), n as u32, &data);
+            p.sent(n, crate::crypto::sha256(&data), answers);
         }
         (n, data, size)
     }
