@@ -7,6 +7,7 @@
 #   - chute sink and restore through `chute serve` on loopback (client and server),
 #   - chute sink and restore on the default local store,
 #   - restic backup and restore on a local repository (the comparison the issue sets),
+#   - bupstash put and restore on a local repository (issue 17's wall and CPU targets),
 #   - keeping a store (the maintenance issue): on four snapshots of the data set, each
 #     with a fresh churn file of 1/8 its size, chute verify --all (no download; on the
 #     local store and through chute serve) and --read-data against restic check and
@@ -50,6 +51,8 @@ CARGO=${CARGO:-cargo}
 # Targets from the issue.
 SINK_VS_RESTIC=2       # sink throughput ≥ 2× restic backup
 SINK_VS_CEILING=0.5    # sink throughput ≥ 50% of the single-core seal+HMAC ceiling
+SINK_VS_BUPSTASH=0.6   # local sink wall ≤ 0.6× bupstash put (issue 17)
+HTTP_VS_LOCAL_PCT=10   # sink through chute serve within 10% of the local sink's wall (issue 17)
 CPU_PER_GIB=1.6        # CPU seconds (user+sys, client+server) per GiB
 CLIENT_RSS_MIB=32
 SERVER_RSS_MIB=16
@@ -386,6 +389,23 @@ measure restic-restore "${RESTIC_ENV[@]}" -- restic restore --quiet latest --tar
 verify restic-restore "$RUN/out-restic"
 rm -rf "$RUN/out-restic" "$RUN/restic-repo"
 
+# --- 7b. bupstash on the same data ------------------------------------------------
+HB="$RUN/home-bupstash"
+mkdir -p "$HB"
+BUPSTASH_ENV=(PATH="$PATH" HOME="$HB" BUPSTASH_REPOSITORY="$RUN/bupstash-repo"
+    BUPSTASH_KEY="$HB/bupstash.key")
+BUPSTASH_VERSION=$(bupstash version)
+env -i "${BUPSTASH_ENV[@]}" bupstash init >/dev/null
+env -i "${BUPSTASH_ENV[@]}" bupstash new-key -o "$HB/bupstash.key" >/dev/null
+measure bupstash-put "${BUPSTASH_ENV[@]}" -- bupstash put -q "$DATA"
+BUPSTASH_STORE=$(store_bytes "$RUN/bupstash-repo")
+# bupstash restores an item's contents into the directory it is given.
+mkdir -p "$RUN/out-bupstash$DATA"
+measure bupstash-restore "${BUPSTASH_ENV[@]}" -- \
+    bupstash restore --into "$RUN/out-bupstash$DATA" "id=$(tail -n1 "$RUN/bupstash-put.out")"
+verify bupstash-restore "$RUN/out-bupstash"
+rm -rf "$RUN/out-bupstash" "$RUN/bupstash-repo"
+
 # --- 10. keeping a store: verify and prune against restic check and forget --prune --
 HM="$RUN/home-maint"
 CHURN="$RUN/churn"
@@ -440,12 +460,12 @@ report() {
 
 ## chute bench
 
-- machine: $(nproc) cores (${cpu_model:-unknown CPU}), $(uname -r); chute $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted src changes'), restic $RESTIC_VERSION
+- machine: $(nproc) cores (${cpu_model:-unknown CPU}), $(uname -r); chute $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted src changes'), restic $RESTIC_VERSION, $BUPSTASH_VERSION
 - data set: $DATA, $DATA_BYTES bytes ($(calc '%.2f' "$GIB") GiB) in $FILES files: one large incompressible file and $BENCH_SMALL_FILES files of 1-64 KiB
 - cache: $CACHE
 - MB = 10^6 bytes; MB/s = data set bytes / wall seconds; CPU = user + sys and peak RSS from /usr/bin/time -v; the anon / file split of RSS is the peak of each, sampled every 50 ms from /proc (file = pages of memory-mapped files, counted in RSS)
-- other work: "others' CPU s" is what the rest of the machine used during each phase (from /proc/stat); load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note ceiling http-sink http-restore local-sink local-restore restic-backup restic-restore)
-- stored: chute over HTTP $HTTP_STORE bytes, chute local $LOCAL_STORE bytes, restic $RESTIC_STORE bytes
+- other work: "others' CPU s" is what the rest of the machine used during each phase (from /proc/stat); load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)$(busy_note ceiling http-sink http-restore local-sink local-restore restic-backup restic-restore bupstash-put bupstash-restore)
+- stored: chute over HTTP $HTTP_STORE bytes, chute local $LOCAL_STORE bytes, restic $RESTIC_STORE bytes, bupstash $BUPSTASH_STORE bytes
 
 | run | wall s | MB/s | client peak RSS MiB (anon / file) | server peak RSS MiB (anon / file) | client CPU s (user / sys) | server CPU s (user / sys) | CPU s/GiB (client+server) | others' CPU s |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -455,6 +475,8 @@ $(row local-sink "chute sink → local store")
 $(row local-restore "chute restore ← local store")
 $(row restic-backup "restic backup (local repo)")
 $(row restic-restore "restic restore (local repo)")
+$(row bupstash-put "bupstash put (local repo)")
+$(row bupstash-restore "bupstash restore (local repo)")
 | ceiling, one thread: seal (XChaCha20-Poly1305, 1 MiB) | | $C_SEAL | | | | | | |
 | ceiling, one thread: chunk id (HMAC-SHA256) | | $C_HMAC | | | | | | |
 | ceiling, one thread: chunker (FastCDC cut) | | $C_CDC | | | | | | |
@@ -468,6 +490,10 @@ $(row restic-restore "restic restore (local repo)")
 | --- | ---: | ---: | :---: |
 $(check "HTTP sink ≥ 2× restic backup" "$hs MB/s" "≥ $(calc '%.1f' "$rb * $SINK_VS_RESTIC") MB/s" "$hs >= $rb * $SINK_VS_RESTIC")
 $(check "local sink ≥ 2× restic backup" "$ls MB/s" "≥ $(calc '%.1f' "$rb * $SINK_VS_RESTIC") MB/s" "$ls >= $rb * $SINK_VS_RESTIC")
+$(check "local sink wall ≤ $SINK_VS_BUPSTASH× bupstash put" "${WALL[local-sink]} s" "≤ $(calc '%.2f' "${WALL[bupstash-put]} * $SINK_VS_BUPSTASH") s" "${WALL[local-sink]} <= ${WALL[bupstash-put]} * $SINK_VS_BUPSTASH")
+$(check "HTTP sink wall within $HTTP_VS_LOCAL_PCT% of local sink" "${WALL[http-sink]} s" "≤ $(calc '%.2f' "${WALL[local-sink]} * (1 + $HTTP_VS_LOCAL_PCT / 100)") s" "${WALL[http-sink]} <= ${WALL[local-sink]} * (1 + $HTTP_VS_LOCAL_PCT / 100)")
+$(check "HTTP sink CPU (client+server) ≤ bupstash put" "$hcpu s/GiB" "≤ $(cpu_total bupstash-put) s/GiB" "$hcpu <= $(cpu_total bupstash-put)")
+$(check "local sink CPU ≤ bupstash put" "$lcpu s/GiB" "≤ $(cpu_total bupstash-put) s/GiB" "$lcpu <= $(cpu_total bupstash-put)")
 $(check "HTTP sink ≥ 50% of seal+HMAC ceiling" "$hs MB/s" "≥ $half MB/s" "$hs >= $half")
 $(check "local sink ≥ 50% of seal+HMAC ceiling" "$ls MB/s" "≥ $half MB/s" "$ls >= $half")
 $(check "HTTP sink CPU (client+server)" "$hcpu s/GiB" "≤ $CPU_PER_GIB s/GiB" "$hcpu <= $CPU_PER_GIB")
