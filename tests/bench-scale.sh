@@ -2,7 +2,8 @@
 # How chute's cost per GiB grows with the size of a snapshot (issue 17.3 and 17.4):
 # `make bench-scale` (not part of `make test`; minutes).
 #
-# For each size in BENCH_SCALE_MIB (default "1024 4096") it generates one
+# For each size in BENCH_SCALE_MIB (default "1024 4096"; `make bench-scale` and
+# `make bench` pass "1024 4096 16384") it generates one
 # incompressible file of that size and measures, with /usr/bin/time, the wall time
 # and the CPU seconds (user+sys) of:
 #   - chute sink to a local store (the client is the whole cost),
