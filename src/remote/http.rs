@@ -837,6 +837,14 @@ impl Remote for HttpRemote {
         self.base.clone()
     }
 
+    /// Two: while one window's PUT waits on the server (which hashes and writes
+    /// it), a worker can complete and send the next. One in flight made a 1 GiB
+    /// sink through a loopback serve 19–24% slower than to a local store; two,
+    /// 3–10%, for one more 2 MiB buffer.
+    fn windows_in_flight(&self) -> u32 {
+        2
+    }
+
     fn create(&self, index: &Index) -> Result<BlobId> {
         let what = "create blob";
         let json = [("Content-Type", "application/json")];

@@ -96,7 +96,14 @@ pub trait Remote: Send + Sync {
     /// Creates a blob from its first (pending) index.
     fn create(&self, index: &Index) -> Result<BlobId>;
     /// Writes window `n` (of `window` bytes each) of part 0; returns its SHA-256.
+    /// Windows may be written in any order, and several at once.
     fn put_window(&self, id: &BlobId, window: u64, n: u64, data: &[u8]) -> Result<[u8; 32]>;
+    /// How many full windows a sink keeps in flight to this remote at once, each
+    /// a window buffer held: one where a write is local work, more where each
+    /// waits on a round trip.
+    fn windows_in_flight(&self) -> u32 {
+        1
+    }
     /// SHA-256 of window `n` as the remote holds it, or `None` if never written.
     fn window_hash(&self, id: &BlobId, window: u64, n: u64) -> Result<Option<[u8; 32]>>;
     /// The answer to a storage challenge on window `n` (the Poly1305 tag of the

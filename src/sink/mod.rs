@@ -531,6 +531,7 @@ fn start_upload(
     let runs = crate::cache::runs_prefix(journal_path, "runs");
     let cap = testhooks::chunk_cap(upload::STORED_CAP);
     let mut upload = Upload::new(window, crate::runchunks::RunChunks::new(&runs, cap, true));
+    upload.most_flying = remote.windows_in_flight().max(1);
     let (blob, journal) = match resume(remote, journal_path, index) {
         Some(r) => {
             // The chunks inside the verified prefix, streamed from the journal.

@@ -84,13 +84,16 @@ pub(super) struct Upload {
     /// acknowledged, so the keep-alive must not re-create it blind (see
     /// [`keep_alive`]).
     pub(super) sending: bool,
-    /// Full windows taken out of `buf` and not yet sent (or failed): while one
-    /// is, no append completes another (see [`Shared::append`]).
+    /// Full windows taken out of `buf` and not yet sent (or failed): while
+    /// `most_flying` are, no append completes another (see [`Shared::append`]).
     pub(super) flying: u32,
-    /// The last window sent, emptied: the buffer the next one fills. Two window
-    /// buffers serve the whole run, their pages mapped once, not once a window
-    /// (see [`put`]).
-    pub(super) spare: Option<Vec<u8>>,
+    /// How many full windows may be in flight at once: the remote's
+    /// [`Remote::windows_in_flight`], 1 unless set.
+    pub(super) most_flying: u32,
+    /// Windows sent, emptied (at most `most_flying`): the buffers the next ones
+    /// fill. `most_flying + 1` window buffers serve the whole run, their pages
+    /// mapped once, not once a window (see [`put`]).
+    pub(super) spares: Vec<Vec<u8>>,
 }
 
 impl Upload {
@@ -118,7 +121,8 @@ impl Upload {
             new_bytes: 0,
             sending: false,
             flying: 0,
-            spare: None,
+            most_flying: 1,
+            spares: Vec::new(),
         }
     }
 }
@@ -194,10 +198,13 @@ impl Shared<'_> {
     /// Returns where the bytes start. With `id`, a chunk another worker stored
     /// meanwhile is not stored twice; `raw` is its [`ChunkRef::raw`].
     ///
-    /// Memory: bytes that would complete a window wait until no other full
-    /// window is in flight, so at most the window being filled and one full
-    /// window are held however long the run (two workers sending at once held
-    /// three, a peak a long run met more often than a short one).
+    /// Memory: bytes that would complete a window wait while
+    /// [`Upload::most_flying`] full windows are in flight, so at most the window
+    /// being filled and that many full ones are held however long the run. One
+    /// for a local store: its write is local work, and two workers sending at
+    /// once held three buffers for no gain in time, a peak a long run met more
+    /// often than a short one. Two over HTTP, where each window waits on a round
+    /// trip to the server (see [`Remote::windows_in_flight`]).
     pub(super) fn append(&self, id: Option<ChunkId>, raw: u32, sealed: &[u8]) -> Result<u64> {
         let mut full = Vec::new();
         let offset = {
@@ -278,8 +285,8 @@ impl Shared<'_> {
             data.clear();
             let mut p = self.upload.lock().expect("poisoned");
             p.flying -= 1;
-            if p.spare.is_none() && data.capacity() == p.window as usize {
-                p.spare = Some(data);
+            if p.spares.len() < p.most_flying as usize && data.capacity() == p.window as usize {
+                p.spares.push(data);
             }
             drop(p);
             self.landed.notify_all();
@@ -325,7 +332,7 @@ impl Shared<'_> {
         let mut p = self.upload.lock().expect("poisoned");
         let size = p.next * p.window + p.buf.len() as u64;
         let (n, data) = (p.next, std::mem::take(&mut p.buf));
-        p.spare = None;
+        p.spares = Vec::new();
         if !data.is_empty() {
             let answers = format::window_answers(self.keys, &self.blob.path(), n as u32, &data);
             p.sent(n, crate::crypto::sha256(&data), answers);
@@ -352,18 +359,18 @@ impl Shared<'_> {
     }
 }
 
-/// Whether appending `len` bytes would complete a window while another full
-/// window is still in flight.
+/// Whether appending `len` bytes would complete a window while as many full
+/// windows as may be are still in flight.
 fn completes(p: &Upload, len: usize) -> bool {
-    p.flying > 0 && p.buf.len() as u64 + len as u64 >= p.window
+    p.flying >= p.most_flying && p.buf.len() as u64 + len as u64 >= p.window
 }
 
 /// Adds `sealed` to the window being filled; a window it fills goes to `full`
-/// (number, bytes), to be sent once the lock is released, and the last one sent
-/// (`spare`) takes its place. So the run's window memory is two buffers from its
-/// second window on, whatever its length: a run that met a slow write while the
-/// next window filled held both full then anyway, and one that did not mapped
-/// (and the kernel zeroed) a fresh 2 MiB for every window.
+/// (number, bytes), to be sent once the lock is released, and one sent before
+/// (`spares`) takes its place. So the run's window memory is at most
+/// `most_flying + 1` buffers, reused whatever its length: a run that met a slow
+/// write while the next window filled held them all full then anyway, and one
+/// that did not mapped (and the kernel zeroed) a fresh 2 MiB for every window.
 fn put(p: &mut Upload, sealed: &[u8], full: &mut Vec<(u64, Vec<u8>)>) {
     let mut src = sealed;
     while !src.is_empty() {
@@ -376,7 +383,7 @@ fn put(p: &mut Upload, sealed: &[u8], full: &mut Vec<(u64, Vec<u8>)>) {
             p.next += 1;
             let cap = p.window as usize;
             p.flying += 1;
-            let next = p.spare.take().unwrap_or_else(|| Vec::with_capacity(cap));
+            let next = p.spares.pop().unwrap_or_else(|| Vec::with_capacity(cap));
             full.push((n, std::mem::replace(&mut p.buf, next)));
         }
     }
@@ -580,7 +587,7 @@ mod tests {
         let pages = sent.as_ptr();
         sent.clear();
         p.flying -= 1;
-        p.spare = Some(sent);
+        p.spares.push(sent);
         put(&mut p, b"abcdefghij", &mut full);
         assert_eq!(&full[0].1[..], b"89abcdef");
         assert_eq!(
@@ -589,7 +596,34 @@ mod tests {
             "the sent window's buffer is filled again"
         );
         assert_eq!((&p.buf[..], p.buf.capacity()), (&b"ghij"[..], 8));
-        assert!(p.spare.is_none());
+        assert!(p.spares.is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    // Over HTTP two full windows may be in flight: a third waits, and both
+    // buffers come back to be filled again.
+    #[test]
+    fn windows_wait_only_while_as_many_as_may_be_are_in_flight() {
+        let (dir, _) = crate::remote::LocalRemote::fresh("two-flying");
+        let mut p = Upload::new(4, RunChunks::new(&dir.join("runs"), 4, true));
+        let mut full = Vec::new();
+        put(&mut p, b"0123", &mut full);
+        assert!(completes(&p, 4), "one in flight: a local store's most");
+        p.most_flying = 2;
+        assert!(!completes(&p, 4), "one in flight of two");
+        put(&mut p, b"4567", &mut full);
+        assert!(completes(&p, 4), "two in flight: the next window waits");
+        assert!(!completes(&p, 3), "bytes that complete none never wait");
+        for (_, mut sent) in full.drain(..) {
+            sent.clear();
+            p.flying -= 1;
+            if p.spares.len() < p.most_flying as usize {
+                p.spares.push(sent);
+            }
+        }
+        assert_eq!(p.spares.len(), 2, "both sent buffers kept");
+        put(&mut p, b"89ab", &mut full);
+        assert_eq!((p.spares.len(), &full[0].1[..]), (1, &b"89ab"[..]));
         fs::remove_dir_all(dir).unwrap();
     }
 
