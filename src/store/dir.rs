@@ -24,8 +24,9 @@
 //!                                         rename, commit, forget, delete, trim,
 //!                                         record updates); holds the blob's change
 //!                                         mark (8 random bytes, renewed after every
-//!                                         change to its window files; see
-//!                                         `listing.rs`), empty before the first window
+//!                                         change to its window files, zeros during
+//!                                         one; see `listing.rs`), empty before the
+//!                                         first window
 //!     .verified                           the verified-hash record (`record.rs`); a cache
 //!     .verified.tmp-<random>              a record being rewritten (never read)
 //!     .tmp-<random>                       an index being written (never read)
@@ -376,8 +377,7 @@ impl Backend for DirStore {
         };
         // No mark while the windows change: if the new one cannot be written after
         // the rename, every process lists the blob rather than trust an old list.
-        lock.set_len(0)
-            .map_err(io_err(format!("cannot write {}", dir.join(LOCK).display())))?;
+        clear_mark(lock).map_err(io_err(format!("cannot write {}", dir.join(LOCK).display())))?;
         fs::rename(&temp.path, part.join(win.file_name()))
             .map_err(io_err(format!("cannot store window of {}", id.path())))?;
         temp.placed = true;
@@ -486,7 +486,7 @@ impl Backend for DirStore {
         let part = dir.join(PART);
         let cannot = || io_err(format!("cannot trim {}", id.path()));
         // No mark while the windows change (see `place`).
-        lock.set_len(0).map_err(cannot())?;
+        clear_mark(lock).map_err(cannot())?;
         let mut removed = Vec::new();
         for e in fs::read_dir(&part).map_err(cannot())? {
             let e = e.map_err(cannot())?;

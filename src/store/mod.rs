@@ -1274,6 +1274,9 @@ mod tests {
         }
         // Listed when the other had written, not three times a window.
         assert!(listed < 600, "{listed} listings for 200 windows");
+        // The mark was cleared and renewed 200 times in place, never truncated.
+        let lock = d(&a).dir(&id).join(LOCK);
+        assert_eq!(fs::metadata(&lock).unwrap().len(), 8);
         let before = d(&a).listings.listed.load(Relaxed);
         for n in 0..200 {
             assert_eq!(a.read(&id, n * 4, 4).unwrap(), body(n));
