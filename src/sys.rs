@@ -19,6 +19,19 @@ pub fn start_writeback(file: &File) {
     }
 }
 
+/// Asks the kernel to start reading `[offset, offset+len)` of `file` into the
+/// page cache without waiting for it (best effort: a range past the end, or one
+/// `off_t` cannot hold, is ignored).
+pub fn read_ahead(file: &File, offset: u64, len: u64) {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads the descriptor, which `file` keeps open.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
+    }
+}
+
 /// A read-only map of `len` bytes of `file` at `offset`.
 pub fn map(file: &File, offset: u64, len: usize) -> io::Result<memmap2::Mmap> {
     // SAFETY: the map is read-only and private to this process. Another process may

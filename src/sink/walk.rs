@@ -27,6 +27,12 @@ use super::*;
 
 /// Bytes of a source file mapped at once (two of the largest chunks).
 pub const MAP_WINDOW: usize = 2 * chunker::MAX;
+/// Bytes of a mapped file asked for ahead of its map (two maps): read-ahead the
+/// kernel starts while the walker cuts the current map. Its own sequential
+/// read-ahead reaches as far only after the map's pages fault, one map at a
+/// time, so a cold file's walker waited at each map's first pages (0.45 s in
+/// D state of a 1 GiB sink on the build VM).
+const READ_AHEAD: u64 = 2 * MAP_WINDOW as u64;
 /// Files smaller than this are read, not mapped: a map costs more syscalls.
 pub(super) const READ_BELOW: u64 = 256 << 10;
 pub(super) fn excluded(excludes: &[String], path: &Path) -> bool {
@@ -904,6 +910,11 @@ impl Walker<'_> {
             let len = (size - pos).min(MAP_WINDOW as u64) as usize;
             let map = crate::sys::map(f, pos, len)?;
             let at_end = pos + len as u64 == size;
+            if !at_end {
+                // The next map's bytes come in while this one is cut and copied:
+                // a cold file's reads then wait less at each map's first faults.
+                crate::sys::read_ahead(f, pos + len as u64, READ_AHEAD);
+            }
             let mut local = 0usize;
             while local < len {
                 let rest = &map[local..];
