@@ -44,7 +44,9 @@
 //!   kept under its name with other bytes) until its blob is committed.
 //! - Commit, under the hold, fdatasyncs every window file of part 0, then the part
 //!   directory, then writes the index atomically (temporary file fsynced, renamed,
-//!   blob directory fsynced): a committed snapshot survives a power cut whole.
+//!   blob directory fsynced), then fsyncs the directories above the blob up to
+//!   the root (their entries were made when the blob was created): a committed
+//!   snapshot survives a power cut whole.
 //! - So nothing vouches for a pending blob's windows without reading them: the
 //!   verified record is trusted only for committed and forgotten blobs, and a
 //!   resumed sink, which asks for the hash of every window it journaled, gets the
@@ -149,6 +151,7 @@ impl DirStore {
                     .mode(0o700)
                     .create(root)
                     .map_err(cannot())?;
+                fsutil::sync_parent(root).map_err(cannot())?;
             }
             Err(e) => return Err(cannot()(e)),
         }
@@ -473,6 +476,15 @@ impl Backend for DirStore {
         }
         sync_dir(&part)?;
         write_atomic(&dir.join(INDEX), index)?;
+        // The blob's own name, and its mount's, node's and domain's, were made by
+        // `create_dir_all` and never synced: without them a power cut on a file
+        // system that does not order directory updates (XFS, btrfs) could lose
+        // the whole committed blob. Innermost first, up to the store's root.
+        let mut up = dir.parent();
+        while let Some(d) = up.filter(|d| d.starts_with(&self.root)) {
+            sync_dir(d)?;
+            up = d.parent();
+        }
         // Committed, the blob takes no more windows: what a killed writer left in
         // it is garbage now (a live writer's is kept; it drops it itself). A sweep
         // that fails costs only the space, never the commit.
