@@ -20,11 +20,12 @@
 //!   bytes, so a chunk whose content is not the one its id names is never taken as
 //!   whole (an older build could seal one from a file rewritten while it was read).
 
+mod aead;
+
 use crate::compress::Mode;
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use aead::Aead;
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
@@ -129,8 +130,8 @@ pub type ChunkId = [u8; 32];
 /// All subkeys of one master key. Cheap to share between threads by reference.
 #[derive(Clone)]
 pub struct Keys {
-    chunk_seal: XChaCha20Poly1305,
-    meta_seal: XChaCha20Poly1305,
+    chunk_seal: Aead,
+    meta_seal: Aead,
     chunk_id: Hmac<Sha256>,
     mount_id: Hmac<Sha256>,
     gear: [u8; 32],
@@ -228,7 +229,7 @@ impl Keys {
     pub fn from_key_bytes(key_file: &[u8]) -> Keys {
         let master: [u8; 32] = Sha256::digest(key_file).into();
         let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), &master);
-        let aead = |label| XChaCha20Poly1305::new(&subkey(&hk, label).into());
+        let aead = |label| Aead::new(subkey(&hk, label));
         let mac = |label| {
             <Hmac<Sha256> as KeyInit>::new_from_slice(&subkey(&hk, label))
                 .expect("HMAC takes any key length")
@@ -342,7 +343,7 @@ impl Keys {
         Ok(plain)
     }
 
-    fn aead(&self, kind: Kind) -> &XChaCha20Poly1305 {
+    fn aead(&self, kind: Kind) -> &Aead {
         match kind {
             Kind::Chunk | Kind::Packed => &self.chunk_seal,
             Kind::Manifest | Kind::Header | Kind::PackHeader | Kind::PackMap | Kind::Node => {
@@ -395,11 +396,7 @@ impl Keys {
         out[start + 5] = kind as u8;
         out[start + HEADER_LEN..body].copy_from_slice(nonce);
         let aad = aad(&out[start..start + HEADER_LEN], context);
-        let nonce = XNonce::from(*nonce);
-        let tag = self
-            .aead(kind)
-            .encrypt_inout_detached(&nonce, &aad, (&mut out[body..]).into())
-            .expect("plaintext within XChaCha20-Poly1305 limits");
+        let tag = self.aead(kind).seal(nonce, &aad, &mut out[body..]);
         out.extend_from_slice(&tag);
     }
 
@@ -496,13 +493,14 @@ impl Keys {
             return Err(OpenError::Corrupt);
         }
         let aad = aad(&sealed[..HEADER_LEN], context);
-        let nonce = XNonce::try_from(&sealed[HEADER_LEN..HEADER_LEN + NONCE_LEN])
-            .map_err(|_| OpenError::Corrupt)?;
         let (rest, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
-        let tag = chacha20poly1305::Tag::try_from(&*tag).map_err(|_| OpenError::Corrupt)?;
-        let body = &mut rest[HEADER_LEN + NONCE_LEN..];
+        let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::Corrupt)?;
+        let (head, body) = rest.split_at_mut(HEADER_LEN + NONCE_LEN);
+        let nonce: &[u8; NONCE_LEN] = head[HEADER_LEN..]
+            .try_into()
+            .map_err(|_| OpenError::Corrupt)?;
         self.aead(kind)
-            .decrypt_inout_detached(&nonce, &aad, (&mut *body).into(), &tag)
+            .open(nonce, &aad, body, tag)
             .map_err(|_| OpenError::Corrupt)?;
         Ok(body)
     }
