@@ -327,6 +327,8 @@ fn errors_are_one_line_with_the_right_status() {
     env.fails(2, ["frobnicate"]);
     let err = env.fails(2, ["sink", "--remote", "ftp://x", "/etc/hostname"]);
     assert!(err.contains("unsupported remote"), "{err}");
+    let err = env.fails(2, ["sink", "--remote", "", "/etc/hostname"]);
+    assert!(err.contains("an empty remote"), "{err}");
     let help = env.ok(["--help"]);
     assert!(help.contains("sink"), "{help}");
 }

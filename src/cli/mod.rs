@@ -371,6 +371,12 @@ pub fn open_remote(
 /// scheme, or a `HOST:PORT` without one (which would otherwise name a local
 /// folder `peer:2002`), unless a directory of that name exists.
 fn check_local_spec(spec: &str) -> Result<()> {
+    if spec.is_empty() {
+        // Not the working directory by accident (an unset shell variable).
+        return Err(Error::Usage(
+            "an empty remote: give a store directory (\".\" for this one), http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX]".into(),
+        ));
+    }
     if spec.contains("://") {
         return Err(Error::Usage(format!(
             "unsupported remote {spec:?}: use a directory, http://HOST:PORT or s3:http://HOST[:PORT]/BUCKET[/PREFIX]"

@@ -482,7 +482,15 @@ impl Backend for DirStore {
         // the whole committed blob. Innermost first, up to the store's root.
         let mut up = dir.parent();
         while let Some(d) = up.filter(|d| d.starts_with(&self.root)) {
-            sync_dir(d)?;
+            // A root given as "" is the working directory.
+            sync_dir(if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            })?;
+            if d == self.root {
+                break;
+            }
             up = d.parent();
         }
         // Committed, the blob takes no more windows: what a killed writer left in
