@@ -55,12 +55,12 @@ pub fn pack(plain: &[u8], out: &mut Vec<u8>) -> bool {
     if plain.len() < 64 {
         return false;
     }
-    // lz4_flex wants room for the worst case (~110%) before it starts. Exactly
-    // that: a plain `resize` doubles a reused buffer a few bytes short, and a
-    // larger one would keep the pages of the largest chunk it held.
     if !sample_compresses(plain, out) {
         return false;
     }
+    // lz4_flex wants room for the worst case (~110%) before it starts. Exactly
+    // that: a plain `resize` doubles a reused buffer a few bytes short, and a
+    // larger one would keep the pages of the largest chunk it held.
     let room_needed = 1 + lz4_flex::block::get_maximum_output_size(plain.len());
     crate::crypto::fit(out, room_needed);
     out.resize(room_needed, 0);
