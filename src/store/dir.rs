@@ -37,7 +37,8 @@
 //! ```
 //!
 //! How it keeps the backend contract ([`super::backend`]):
-//! - A hold is the blob's `.lock` `flock`ed: exclusive across processes.
+//! - A hold is the blob's `.lock` `flock`ed: exclusive across processes (taken
+//!   again if the file was replaced while it waited, see [`lock_blob`]).
 //! - A window is received into a locked temporary and renamed into place under
 //!   the hold, without an fsync (its write-back is started): a half-received
 //!   window is never seen, but an acknowledged one may be lost in a power cut (or
@@ -595,21 +596,43 @@ fn touch(path: &Path) {
 }
 
 /// Holds a blob directory's lock (`.lock`, which no listing shows) until dropped.
+///
+/// The lock is the file the path names once it is held: a blob deleted while
+/// this waited, and made again (a sink's keep-alive re-creates a pending blob)
+/// before it woke, has a new `.lock`, and holding the old, unlinked one would let
+/// two holders in at once. So the lock taken is checked against the path's
+/// inode and taken again on the new file, a few times before giving up.
 pub(super) fn lock_blob(dir: &Path) -> Result<File> {
+    use std::os::unix::fs::MetadataExt;
     let path = dir.join(LOCK);
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            // The blob was deleted meanwhile.
-            io::ErrorKind::NotFound => Error::NotFound(format!("no blob {}", dir.display())),
-            _ => io_err(format!("cannot open {}", path.display()))(e),
-        })?;
-    crate::sys::lock(&f).map_err(io_err(format!("cannot lock {}", path.display())))?;
-    Ok(f)
+    let gone = || Error::NotFound(format!("no blob {}", dir.display()));
+    for _ in 0..8 {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                // The blob was deleted meanwhile.
+                io::ErrorKind::NotFound => gone(),
+                _ => io_err(format!("cannot open {}", path.display()))(e),
+            })?;
+        crate::sys::lock(&f).map_err(io_err(format!("cannot lock {}", path.display())))?;
+        let held = f
+            .metadata()
+            .map_err(io_err(format!("cannot read {}", path.display())))?;
+        match fs::metadata(&path) {
+            Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok(f),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
+            Err(e) => return Err(io_err(format!("cannot read {}", path.display()))(e)),
+        }
+    }
+    Err(Error::Conflict(format!(
+        "{} was deleted and made again eight times while waiting for its lock",
+        dir.display()
+    )))
 }
 
 /// What a blob directory's files count against its node's quota: its index files

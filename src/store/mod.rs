@@ -1242,6 +1242,32 @@ mod tests {
     // blob; another store on the same directory (another process: a local sink
     // beside `chute serve`) writing at the same time must still be seen.
     #[test]
+    fn a_lock_waited_for_across_a_delete_and_remake_is_the_new_files() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tmpdir("relock");
+        let dir = root.join("blob");
+        fs::create_dir_all(&dir).unwrap();
+        let first = lock_blob(&dir).unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| lock_blob(&dir).unwrap());
+            // The waiter opens this `.lock` and blocks on it meanwhile.
+            std::thread::sleep(Duration::from_millis(200));
+            fs::remove_dir_all(&dir).unwrap();
+            fs::create_dir_all(&dir).unwrap();
+            let second = lock_blob(&dir).unwrap();
+            // The waiter wakes holding the unlinked file: it must wait again,
+            // on the new one, not go on beside `second`'s holder.
+            drop(first);
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(!waiter.is_finished(), "two holders of one blob's lock");
+            let now = fs::metadata(dir.join(LOCK)).unwrap().ino();
+            drop(second);
+            assert_eq!(waiter.join().unwrap().metadata().unwrap().ino(), now);
+        });
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn window_lists_are_kept_and_see_another_writer() {
         use std::sync::atomic::Ordering::Relaxed;
         let root = tmpdir("listing");
