@@ -1080,7 +1080,8 @@ fn fetch_all(
 }
 
 /// Stops the restore when SIGINT or SIGTERM arrives (see the module doc): takes the
-/// gate for good, removes every temporary and exits; returns once `done`.
+/// gate for good, removes every temporary and exits; returns once `done`. Ticks the
+/// progress line every 50 ms meanwhile.
 /// `progress`: files placed by earlier batches, and how many the restore writes.
 fn watch(
     gate: &RwLock<()>,
@@ -1109,6 +1110,9 @@ fn watch(
             );
             std::process::exit(1);
         }
+        // Redrawn from here too, not only as chunks land: a download that stalls
+        // or trickles still shows a live line whose rate falls.
+        shown.tick();
         std::thread::park_timeout(std::time::Duration::from_millis(50));
     }
 }
